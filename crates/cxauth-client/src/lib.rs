@@ -1,0 +1,1 @@
+//! cxauth-client

@@ -1,0 +1,281 @@
+//! Administrative operations shared by `cxauth admin` and the first start: input rules for
+//! accounts and users, and the bootstrap of an empty database.
+
+use crate::crypto::random_bytes;
+use crate::password::{MAX_PASSWORD_LEN, hash_password};
+use crate::service::MAX_USERNAME_LEN;
+use crate::store::{Bootstrap, NewUser, ROLE_SUPER_USER, Store, StoreError};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cxauth_proto::is_valid_platform_id;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Username of the super user made on first start.
+pub const BOOTSTRAP_USERNAME: &str = "admin";
+/// Longest account or person name accepted.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Why an administrative operation was refused; every message is one line fit for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The input breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn check_name(what: &str, name: &str, required: bool) -> Result<(), AdminError> {
+    if required && name.trim().is_empty() {
+        return Err(AdminError::Invalid(format!("{what} must not be empty")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(AdminError::Invalid(format!(
+            "{what} is longer than {MAX_NAME_LEN} bytes"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a username: 1–255 bytes, no whitespace or control characters.
+pub fn check_username(username: &str) -> Result<(), AdminError> {
+    if username.is_empty() {
+        return Err(AdminError::Invalid("username must not be empty".into()));
+    }
+    if username.len() > MAX_USERNAME_LEN {
+        return Err(AdminError::Invalid(format!(
+            "username is longer than {MAX_USERNAME_LEN} bytes"
+        )));
+    }
+    if username
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(AdminError::Invalid(
+            "username must not contain spaces or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a password: not empty, at most [`MAX_PASSWORD_LEN`] bytes.
+pub fn check_password(password: &SecretString) -> Result<(), AdminError> {
+    let p = password.expose_secret();
+    if p.is_empty() {
+        return Err(AdminError::Invalid("password must not be empty".into()));
+    }
+    if p.len() > MAX_PASSWORD_LEN {
+        return Err(AdminError::Invalid(format!(
+            "password is longer than {MAX_PASSWORD_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a role name: 1–64 of `A-Z`, `0-9`, `_`.
+pub fn check_role(role: &str) -> Result<(), AdminError> {
+    if role.is_empty()
+        || role.len() > 64
+        || !role
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(AdminError::Invalid(format!(
+            "role {role:?} is not valid: use 1 to 64 of A-Z, 0-9 and _ (e.g. SUPER_USER)"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates a main account.
+pub async fn create_main_account(
+    store: &dyn Store,
+    name: &str,
+    now: i64,
+) -> Result<i64, AdminError> {
+    check_name("account name", name, true)?;
+    Ok(store.create_main_account(name.trim(), now).await?)
+}
+
+/// Creates a sub-account of `main_id`.
+pub async fn create_sub_account(
+    store: &dyn Store,
+    main_id: i64,
+    name: &str,
+    now: i64,
+) -> Result<i64, AdminError> {
+    check_name("account name", name, true)?;
+    Ok(store.create_sub_account(main_id, name.trim(), now).await?)
+}
+
+/// A user to create, with its password in clear (hashed here, never stored or shown).
+#[derive(Debug)]
+pub struct UserSpec {
+    /// Login name.
+    pub username: String,
+    /// Password.
+    pub password: SecretString,
+    /// Platform id.
+    pub platform_id: String,
+    /// Username of the parent.
+    pub parent: Option<String>,
+    /// Accounts granted.
+    pub grants: Vec<i64>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+}
+
+fn new_user(spec: UserSpec, now: i64) -> Result<NewUser, AdminError> {
+    check_username(&spec.username)?;
+    check_password(&spec.password)?;
+    if !is_valid_platform_id(&spec.platform_id) {
+        return Err(AdminError::Invalid(format!(
+            "platform id {:?} is not valid: use 1 to 64 of A-Z, a-z, 0-9, '.', '_', '~', '-'",
+            spec.platform_id
+        )));
+    }
+    for r in &spec.roles {
+        check_role(r)?;
+    }
+    check_name("first name", &spec.first_name, false)?;
+    check_name("last name", &spec.last_name, false)?;
+    if spec.parent.is_none() && spec.grants.is_empty() {
+        return Err(AdminError::Invalid(
+            "a user needs a parent (--parent) or an account grant (--grant) to belong to a main account".into(),
+        ));
+    }
+    let mut roles = spec.roles;
+    roles.sort();
+    roles.dedup();
+    let mut grants = spec.grants;
+    grants.dedup();
+    let password_hash =
+        hash_password(&spec.password).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    Ok(NewUser {
+        username: spec.username,
+        password_hash,
+        platform_id: spec.platform_id,
+        parent: spec.parent,
+        grants,
+        roles,
+        first_name: spec.first_name,
+        last_name: spec.last_name,
+        now,
+    })
+}
+
+/// Validates, hashes the password, and creates the user. Slow (one Argon2id hash): call it from
+/// a blocking-tolerant context such as the CLI.
+pub async fn create_user(store: &dyn Store, spec: UserSpec, now: i64) -> Result<i64, AdminError> {
+    let user = new_user(spec, now)?;
+    Ok(store.create_user(&user).await?)
+}
+
+/// Sets a new password; ends the user's sessions.
+pub async fn set_password(
+    store: &dyn Store,
+    username: &str,
+    password: &SecretString,
+    now: i64,
+) -> Result<(), AdminError> {
+    check_password(password)?;
+    let hash = hash_password(password).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    if !store.set_password_hash(username, &hash, now).await? {
+        return Err(AdminError::Invalid(format!("no user named {username:?}")));
+    }
+    Ok(())
+}
+
+/// Disables (or enables) a user; disabling ends its sessions.
+pub async fn set_enabled(
+    store: &dyn Store,
+    username: &str,
+    enabled: bool,
+    now: i64,
+) -> Result<(), AdminError> {
+    if !store.set_user_enabled(username, enabled, now).await? {
+        return Err(AdminError::Invalid(format!("no user named {username:?}")));
+    }
+    Ok(())
+}
+
+/// What a first start did.
+#[derive(Debug)]
+pub enum BootstrapOutcome {
+    /// The database was not empty; nothing changed.
+    AlreadyInitialised,
+    /// Created with the password given in the environment.
+    Created,
+    /// Created with a random password, to be shown once.
+    CreatedWithPassword(SecretString),
+}
+
+/// On an empty database, creates `Main` with sub-account `Default` and the super user `admin`
+/// with `password`, or a random one that the caller must show once.
+pub async fn bootstrap(
+    store: &dyn Store,
+    platform_id: &str,
+    password: Option<SecretString>,
+    now: i64,
+) -> Result<BootstrapOutcome, AdminError> {
+    let (password, generated) = match password {
+        Some(p) => (p, false),
+        None => {
+            let bytes = random_bytes::<15>().map_err(|e| AdminError::Invalid(e.to_string()))?;
+            (SecretString::from(URL_SAFE_NO_PAD.encode(bytes)), true)
+        }
+    };
+    let user = new_user(
+        UserSpec {
+            username: BOOTSTRAP_USERNAME.into(),
+            password: password.clone(),
+            platform_id: platform_id.into(),
+            parent: None,
+            grants: vec![0],
+            roles: vec![ROLE_SUPER_USER.into()],
+            first_name: "Admin".into(),
+            last_name: String::new(),
+        },
+        now,
+    )?;
+    let created = store
+        .bootstrap(&Bootstrap {
+            main_account_name: "Main".into(),
+            sub_account_name: "Default".into(),
+            user,
+        })
+        .await?;
+    Ok(match (created, generated) {
+        (false, _) => BootstrapOutcome::AlreadyInitialised,
+        (true, false) => BootstrapOutcome::Created,
+        (true, true) => BootstrapOutcome::CreatedWithPassword(password),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_rules() {
+        assert!(check_username("admin@example.com").is_ok());
+        assert!(check_username("").is_err());
+        assert!(check_username("a b").is_err());
+        assert!(check_username(&"x".repeat(256)).is_err());
+        assert!(check_role("MANAGE_USERS").is_ok());
+        assert!(check_role("manage").is_err());
+        assert!(check_password(&SecretString::from("")).is_err());
+        assert!(check_name("n", "  ", true).is_err());
+        assert!(check_name("n", "", false).is_ok());
+    }
+}

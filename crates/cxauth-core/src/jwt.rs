@@ -1,0 +1,254 @@
+//! Access tokens: EdDSA (Ed25519) JWTs with a `kid` header.
+//!
+//! Ed25519 because its signatures are small and fast to verify, and a public key can be
+//! published (`/.well-known/jwks.json`) for other services to check tokens without calling us.
+//! Expiry is checked against the injected [`crate::clock::Clock`], not the system clock, so the
+//! library's own `exp` check is turned off.
+
+use crate::crypto::{CryptoError, Secrets, random_bytes};
+use crate::store::StoredSigningKey;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cxauth_proto::{Jwk, Jwks};
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// `lapp` claim of tokens from an admin login.
+pub const LAPP_ADMIN: &str = "ADMIN";
+
+/// The claims of a cxauth access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claims {
+    /// Issuer, `cxauth`.
+    pub iss: String,
+    /// The user id, as a string (RFC 7519 wants a string).
+    pub sub: String,
+    /// Issued at, epoch seconds.
+    pub iat: i64,
+    /// Expires at, epoch seconds.
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: String,
+    /// Session id: ending the session makes the token refused before its `exp`.
+    pub sid: String,
+    /// Platform of the login.
+    pub platform_id: String,
+    /// The user's main account id (numeric string).
+    pub main_account_id: String,
+    /// Login application, [`LAPP_ADMIN`] for admin login.
+    pub lapp: String,
+    /// Whether the user is a super user.
+    pub esu: bool,
+}
+
+/// Why an access token was refused; each maps to one of the contract's plain-text 401 bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No credential at all.
+    #[error("Jwt is missing")]
+    Missing,
+    /// Valid signature, but past `exp`. The only refusal clients may refresh on.
+    #[error("Jwt is expired")]
+    Expired,
+    /// Anything else: malformed, bad signature, unknown key, ended session, disabled user.
+    #[error("Jwt verification fails")]
+    Invalid,
+}
+
+struct VerifyKey {
+    decoding: DecodingKey,
+}
+
+/// The keys the server signs and verifies with.
+pub struct KeyRing {
+    signing_kid: String,
+    signing: EncodingKey,
+    verify: HashMap<String, VerifyKey>,
+    jwks: Jwks,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("signing_kid", &self.signing_kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the key ring could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    /// No signing key stored yet.
+    #[error("no signing key in the database")]
+    Empty,
+    /// A stored private key does not open with this master key.
+    #[error("signing key {0} cannot be decrypted with this master key")]
+    WrongMasterKey(String),
+    /// A stored key is damaged.
+    #[error("signing key {0} is damaged")]
+    Damaged(String),
+    /// Randomness failed while making a key.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// Makes a new Ed25519 key pair, sealed for storage.
+pub fn generate_signing_key(
+    secrets: &Secrets,
+    now_ms: i64,
+) -> Result<StoredSigningKey, CryptoError> {
+    let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(random_bytes()?);
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let kid = uuid::Uuid::new_v4().simple().to_string();
+    let sealed = secrets.seal(kid.as_bytes(), seed.as_slice())?;
+    Ok(StoredSigningKey {
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        kid,
+        sealed_private_key: sealed,
+        created_at: now_ms,
+    })
+}
+
+impl KeyRing {
+    /// Builds the ring from stored keys; the newest key signs, all of them verify.
+    pub fn from_stored(secrets: &Secrets, keys: &[StoredSigningKey]) -> Result<Self, KeyRingError> {
+        let newest = keys
+            .iter()
+            .max_by_key(|k| k.created_at)
+            .ok_or(KeyRingError::Empty)?;
+        let seed = secrets
+            .open(newest.kid.as_bytes(), &newest.sealed_private_key)
+            .ok_or_else(|| KeyRingError::WrongMasterKey(newest.kid.clone()))?;
+        let seed: [u8; 32] = seed
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyRingError::Damaged(newest.kid.clone()))?;
+        let signing_key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        if signing_key.verifying_key().to_bytes().as_slice() != newest.public_key.as_slice() {
+            return Err(KeyRingError::Damaged(newest.kid.clone()));
+        }
+        let der = signing_key
+            .to_pkcs8_der()
+            .map_err(|_| KeyRingError::Damaged(newest.kid.clone()))?;
+        let mut verify = HashMap::new();
+        let mut jwks = Jwks { keys: Vec::new() };
+        for k in keys {
+            if k.public_key.len() != 32 {
+                return Err(KeyRingError::Damaged(k.kid.clone()));
+            }
+            verify.insert(
+                k.kid.clone(),
+                VerifyKey {
+                    decoding: DecodingKey::from_ed_der(&k.public_key),
+                },
+            );
+            jwks.keys.push(Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: URL_SAFE_NO_PAD.encode(&k.public_key),
+                kid: k.kid.clone(),
+                alg: "EdDSA".into(),
+                use_: "sig".into(),
+            });
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.leeway = 0;
+        Ok(KeyRing {
+            signing_kid: newest.kid.clone(),
+            signing: EncodingKey::from_ed_der(der.as_bytes()),
+            verify,
+            jwks,
+            validation,
+        })
+    }
+
+    /// The public keys, for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> &Jwks {
+        &self.jwks
+    }
+
+    /// Whether the ring knows `kid` (an unknown one may mean another instance added a key).
+    pub fn knows(&self, kid: &str) -> bool {
+        self.verify.contains_key(kid)
+    }
+
+    /// Signs `claims` with the newest key.
+    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.signing_kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.signing)
+    }
+
+    /// Verifies the signature, then expiry against `now_ms`. Says nothing about the session.
+    pub fn verify(&self, token: &str, now_ms: i64) -> Result<Claims, TokenError> {
+        let kid = token_kid(token).ok_or(TokenError::Invalid)?;
+        let key = self.verify.get(&kid).ok_or(TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
+        if data.claims.exp.saturating_mul(1000) <= now_ms {
+            return Err(TokenError::Expired);
+        }
+        Ok(data.claims)
+    }
+}
+
+/// The `kid` of a JWT's header, if it has one; no signature check.
+pub fn token_kid(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok()?.kid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    fn claims(exp: i64) -> Claims {
+        Claims {
+            iss: "cxauth".into(),
+            sub: "1".into(),
+            iat: exp - 300,
+            exp,
+            jti: "j".into(),
+            sid: "s".into(),
+            platform_id: "aws80".into(),
+            main_account_id: "10000000".into(),
+            lapp: LAPP_ADMIN.into(),
+            esu: true,
+        }
+    }
+
+    #[test]
+    fn sign_verify_expire_and_refuse_foreign_keys() {
+        let secrets = Secrets::derive(&MasterKey::generate().expect("random"));
+        let stored = generate_signing_key(&secrets, 0).expect("key");
+        let ring = KeyRing::from_stored(&secrets, std::slice::from_ref(&stored)).expect("ring");
+        let t = ring.sign(&claims(1_000)).expect("sign");
+        assert_eq!(ring.verify(&t, 999_999).expect("valid"), claims(1_000));
+        assert_eq!(ring.verify(&t, 1_000_000), Err(TokenError::Expired));
+
+        let other_secrets = Secrets::derive(&MasterKey::generate().expect("random"));
+        let other = KeyRing::from_stored(
+            &other_secrets,
+            &[generate_signing_key(&other_secrets, 0).expect("key")],
+        )
+        .expect("ring");
+        let foreign = other.sign(&claims(1_000)).expect("sign");
+        assert_eq!(ring.verify(&foreign, 0), Err(TokenError::Invalid));
+        // The same token with a tampered payload.
+        let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(br#"{"sub":"2"}"#);
+        assert_eq!(ring.verify(&parts.join("."), 0), Err(TokenError::Invalid));
+        assert!(matches!(
+            KeyRing::from_stored(&other_secrets, &[stored]),
+            Err(KeyRingError::WrongMasterKey(_))
+        ));
+        assert_eq!(ring.jwks().keys.len(), 1);
+    }
+}

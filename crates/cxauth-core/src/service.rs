@@ -1,0 +1,655 @@
+//! The authentication service: every operation the HTTP layer exposes, in domain terms.
+//!
+//! Nothing here knows about HTTP. Errors are [`AuthError`], which the server maps to status codes
+//! and bodies in one place.
+
+use crate::clock::{SharedClock, duration_ms};
+use crate::crypto::{CryptoError, DigestKind, Secrets, random_bytes};
+use crate::jwt::{Claims, KeyRing, KeyRingError, LAPP_ADMIN, TokenError, generate_signing_key};
+use crate::password::{MAX_PASSWORD_LEN, PasswordPool, PoolError};
+use crate::store::{
+    AccountRow, NewSession, ROLE_MANAGE_USERS, ROLE_SUPER_USER, RevokeReason, RotateOutcome,
+    Rotation, SharedStore, StoreError, UserRecord,
+};
+use crate::throttle::Throttle;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cxauth_proto::{ADMIN_URL, AGENT_URL, ApiToken, Jwks, Session, is_token_alphabet};
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Longest username accepted.
+pub const MAX_USERNAME_LEN: usize = 255;
+/// Longest refresh or access token looked at; anything longer is refused unread.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Metadata key of the master key fingerprint.
+pub const META_KEY_FINGERPRINT: &str = "master_key_fingerprint";
+
+/// Why an operation was refused. Each variant has exactly one HTTP rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The request is malformed; the message says how, and is safe to show.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Login failed. Deliberately one variant whatever the reason.
+    #[error("invalid credentials")]
+    LoginFailed,
+    /// A refresh or logout token was refused (unknown, used, of an ended session).
+    #[error("invalid refresh token")]
+    RefreshFailed,
+    /// Too many failed logins; retry later.
+    #[error("too many failed attempts")]
+    Throttled {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The server is saturated (password pool full); retry shortly.
+    #[error("server busy")]
+    Busy {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// An access credential was missing or refused.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The caller may not do this.
+    #[error("access denied")]
+    Forbidden,
+    /// Nothing there, or nothing the caller may see.
+    #[error("not found")]
+    NotFound,
+    /// Storage is unreachable.
+    #[error("storage unavailable")]
+    Unavailable(String),
+    /// A bug or damaged data; logged, never detailed to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => AuthError::Unavailable(m),
+            other => AuthError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<CryptoError> for AuthError {
+    fn from(e: CryptoError) -> Self {
+        AuthError::Internal(e.to_string())
+    }
+}
+
+impl From<PoolError> for AuthError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Busy => AuthError::Busy {
+                retry_after: Duration::from_secs(1),
+            },
+            PoolError::Hash(m) => AuthError::Internal(m),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database was set up with another master key.
+    #[error(
+        "the master key does not match this database (it was initialised with another key file); \
+         point CXAUTH_MASTER_KEY_FILE at the key file created with this database"
+    )]
+    WrongMasterKey,
+    /// Signing keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyRingError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Randomness or key handling failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The password pool could not be set up.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+/// Lifetimes and identity of the tokens the service issues.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of each refresh token, from its issue.
+    pub refresh_token_ttl: Duration,
+    /// How long a just-rotated refresh token still works (a retry after a lost response).
+    pub refresh_grace: Duration,
+}
+
+/// The login fields, already taken from wherever the request carried them.
+pub struct LoginInput {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: SecretString,
+    /// Platform id.
+    pub platform_id: String,
+}
+
+/// A credential as presented on an admin endpoint.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// None at all.
+    None,
+    /// `Authorization: Bearer …`: must be an access token.
+    Bearer(&'a str),
+    /// `X-Auth-Token: …`: an API token or an access token.
+    XAuthToken(&'a str),
+}
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user.
+    pub user: UserRecord,
+    /// The session of the access token used, if one was.
+    pub session_id: Option<String>,
+}
+
+/// The service. Shared by all request handlers.
+pub struct Auth {
+    store: SharedStore,
+    clock: SharedClock,
+    secrets: Secrets,
+    keys: KeyRing,
+    passwords: PasswordPool,
+    throttle: Throttle,
+    config: AuthConfig,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_refresh_token() -> Result<String, CryptoError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
+}
+
+impl Auth {
+    /// Checks the master key against the database, loads (or on first start creates) the
+    /// signing key, and returns the ready service.
+    pub async fn start(
+        store: SharedStore,
+        clock: SharedClock,
+        secrets: Secrets,
+        passwords: PasswordPool,
+        throttle: Throttle,
+        config: AuthConfig,
+    ) -> Result<Self, StartError> {
+        let fp = secrets.fingerprint();
+        if store.init_meta(META_KEY_FINGERPRINT, &fp).await? != fp {
+            return Err(StartError::WrongMasterKey);
+        }
+        let mut stored = store.signing_keys().await?;
+        if stored.is_empty() {
+            store
+                .insert_signing_key(&generate_signing_key(&secrets, clock.now_ms())?)
+                .await?;
+            stored = store.signing_keys().await?;
+        }
+        let keys = KeyRing::from_stored(&secrets, &stored)?;
+        Ok(Auth {
+            store,
+            clock,
+            secrets,
+            keys,
+            passwords,
+            throttle,
+            config,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// The login throttle (for periodic purging).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// The store (for housekeeping).
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The public signing keys.
+    pub fn jwks(&self) -> &Jwks {
+        self.keys.jwks()
+    }
+
+    /// Direct login with username, password and platform id.
+    pub async fn login(&self, input: LoginInput, client: IpAddr) -> Result<Session, AuthError> {
+        use secrecy::ExposeSecret as _;
+        if input.username.len() > MAX_USERNAME_LEN {
+            return Err(AuthError::BadRequest(format!(
+                "username is longer than {MAX_USERNAME_LEN} bytes"
+            )));
+        }
+        if input.password.expose_secret().len() > MAX_PASSWORD_LEN {
+            return Err(AuthError::BadRequest(format!(
+                "password is longer than {MAX_PASSWORD_LEN} bytes"
+            )));
+        }
+        if let Err(retry_after) = self.throttle.check(&input.username, client) {
+            return Err(AuthError::Throttled { retry_after });
+        }
+        let user = self.store.user_by_username(&input.username).await?;
+        let verified = self
+            .passwords
+            .verify(
+                user.as_ref().map(|u| u.password_hash.as_str()),
+                input.password,
+            )
+            .await?;
+        let user = match user {
+            Some(u) if verified && u.enabled && u.platform_id == input.platform_id => u,
+            _ => {
+                self.throttle.record_failure(&input.username, client);
+                tracing::info!(target: "audit", event = "login.failed", client = %client, "login failed");
+                return Err(AuthError::LoginFailed);
+            }
+        };
+        self.throttle.record_success(&input.username);
+        let now = self.clock.now_ms();
+        let refresh = new_refresh_token()?;
+        let session_id = uuid::Uuid::new_v4().to_string();
+        self.store
+            .create_session(&NewSession {
+                session_id: session_id.clone(),
+                user_id: user.id,
+                refresh_digest: self
+                    .secrets
+                    .digest(DigestKind::RefreshToken, refresh.as_bytes()),
+                now,
+                refresh_expires_at: now.saturating_add(duration_ms(self.config.refresh_token_ttl)),
+            })
+            .await?;
+        tracing::info!(target: "audit", event = "login.succeeded", user_id = user.id, session = %session_id, client = %client, "login");
+        self.session_response(&user, &session_id, Some(refresh), now)
+    }
+
+    fn session_response(
+        &self,
+        user: &UserRecord,
+        session_id: &str,
+        refresh_token: Option<String>,
+        now_ms: i64,
+    ) -> Result<Session, AuthError> {
+        let ttl = self.config.access_token_ttl;
+        let iat = now_ms.div_euclid(1000);
+        // JWT times are whole seconds: round the lifetime up so a sub-second TTL still works.
+        let ttl_secs = ((duration_ms(ttl) + 999) / 1000).max(1);
+        let exp = iat.saturating_add(ttl_secs);
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            sub: user.id.to_string(),
+            iat,
+            exp,
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: session_id.to_owned(),
+            platform_id: user.platform_id.clone(),
+            main_account_id: user.main_account_id.to_string(),
+            lapp: LAPP_ADMIN.to_owned(),
+            esu: user.has_role(ROLE_SUPER_USER),
+        };
+        let access_token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| AuthError::Internal(format!("signing failed: {e}")))?;
+        Ok(Session {
+            access_token,
+            refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: u64::try_from(exp - iat).unwrap_or(0),
+            platform_id: user.platform_id.clone(),
+            main_account_id: user.main_account_id.to_string(),
+            admin_id: user.id,
+            admin_url: ADMIN_URL.into(),
+            agent_url: AGENT_URL.into(),
+            agent_details: Vec::new(),
+            sso_login: false,
+        })
+    }
+
+    fn refresh_digest(&self, token: &str) -> Result<[u8; 32], AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_token_alphabet(token) {
+            return Err(AuthError::RefreshFailed);
+        }
+        Ok(self
+            .secrets
+            .digest(DigestKind::RefreshToken, token.as_bytes()))
+    }
+
+    /// Trades a refresh token for a new access token and a new refresh token.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, AuthError> {
+        let presented = self.refresh_digest(refresh_token)?;
+        let successor = new_refresh_token()?;
+        let now = self.clock.now_ms();
+        let outcome = self
+            .store
+            .rotate_refresh_token(&Rotation {
+                presented,
+                successor: self
+                    .secrets
+                    .digest(DigestKind::RefreshToken, successor.as_bytes()),
+                now,
+                grace_ms: duration_ms(self.config.refresh_grace),
+                successor_expires_at: now
+                    .saturating_add(duration_ms(self.config.refresh_token_ttl)),
+            })
+            .await?;
+        match outcome {
+            RotateOutcome::Rotated { session_id, user } => {
+                self.session_response(&user, &session_id, Some(successor), now)
+            }
+            RotateOutcome::Reused {
+                session_id,
+                user_id,
+            } => {
+                tracing::warn!(target: "audit", event = "refresh.reuse", user_id, session = %session_id,
+                    "a rotated refresh token was presented after the grace window; session revoked");
+                Err(AuthError::RefreshFailed)
+            }
+            RotateOutcome::Invalid => Err(AuthError::RefreshFailed),
+        }
+    }
+
+    /// Ends the session a refresh token belongs to.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        let digest = self.refresh_digest(refresh_token)?;
+        let now = self.clock.now_ms();
+        if self
+            .store
+            .revoke_session_by_refresh(&digest, RevokeReason::Logout, now)
+            .await?
+        {
+            tracing::info!(target: "audit", event = "logout", "session ended by logout");
+            Ok(())
+        } else {
+            Err(AuthError::RefreshFailed)
+        }
+    }
+
+    /// Checks a credential of an admin endpoint and says who is calling.
+    pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Principal, AuthError> {
+        match credential {
+            Credential::None => Err(TokenError::Missing.into()),
+            Credential::Bearer(t) => self.authenticate_jwt(t).await,
+            Credential::XAuthToken(t) => {
+                if let Some(api) = ApiToken::parse(t) {
+                    self.authenticate_api_token(&api).await
+                } else if t.bytes().filter(|b| *b == b'.').count() == 2 {
+                    self.authenticate_jwt(t).await
+                } else {
+                    Err(TokenError::Invalid.into())
+                }
+            }
+        }
+    }
+
+    async fn authenticate_jwt(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Invalid.into());
+        }
+        let claims = self.keys.verify(token, self.clock.now_ms())?;
+        let state = self
+            .store
+            .session_state(&claims.sid)
+            .await?
+            .ok_or(TokenError::Invalid)?;
+        if state.revoked || !state.user.enabled || state.user.id.to_string() != claims.sub {
+            return Err(TokenError::Invalid.into());
+        }
+        Ok(Principal {
+            user: state.user,
+            session_id: Some(claims.sid),
+        })
+    }
+
+    async fn authenticate_api_token(&self, token: &ApiToken) -> Result<Principal, AuthError> {
+        let digest = self
+            .secrets
+            .digest(DigestKind::ApiToken, token.to_string().as_bytes());
+        let (_, user) = self
+            .store
+            .api_token_by_digest(&digest)
+            .await?
+            .ok_or(TokenError::Invalid)?;
+        if !user.enabled {
+            return Err(TokenError::Invalid.into());
+        }
+        Ok(Principal {
+            user,
+            session_id: None,
+        })
+    }
+
+    fn api_token_aad(user_id: i64) -> Vec<u8> {
+        format!("api-token:{user_id}").into_bytes()
+    }
+
+    /// Mints a new permanent API token for the caller.
+    pub async fn create_api_token(&self, who: &Principal) -> Result<String, AuthError> {
+        let token = ApiToken::generate(&who.user.platform_id)
+            .ok_or_else(|| AuthError::Internal("user has an invalid platform id".into()))?
+            .to_string();
+        let digest = self.secrets.digest(DigestKind::ApiToken, token.as_bytes());
+        let sealed = self
+            .secrets
+            .seal(&Self::api_token_aad(who.user.id), token.as_bytes())?;
+        self.store
+            .insert_api_token(who.user.id, &digest, &sealed, self.clock.now_ms())
+            .await?;
+        tracing::info!(target: "audit", event = "api_token.created", user_id = who.user.id, "API token created");
+        Ok(token)
+    }
+
+    /// The caller's API tokens, oldest first.
+    pub async fn list_api_tokens(&self, who: &Principal) -> Result<Vec<String>, AuthError> {
+        let aad = Self::api_token_aad(who.user.id);
+        let mut out = Vec::new();
+        for t in self.store.api_tokens_of(who.user.id).await? {
+            match self.secrets.open(&aad, &t.sealed) {
+                Some(plain) => out.push(String::from_utf8_lossy(&plain).into_owned()),
+                None => tracing::error!(
+                    token_id = t.id,
+                    "stored API token does not decrypt; skipped"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes an API token owned by the caller or by one of its descendants. Everything else,
+    /// including a malformed token, is [`AuthError::NotFound`]: existence is not revealed.
+    pub async fn delete_api_token(&self, who: &Principal, token: &str) -> Result<(), AuthError> {
+        let api = ApiToken::parse(token).ok_or(AuthError::NotFound)?;
+        let digest = self
+            .secrets
+            .digest(DigestKind::ApiToken, api.to_string().as_bytes());
+        let (stored, owner) = self
+            .store
+            .api_token_by_digest(&digest)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        if owner.id != who.user.id && !owner.has_ancestor(who.user.id) {
+            return Err(AuthError::NotFound);
+        }
+        if !self.store.delete_api_token(stored.id).await? {
+            return Err(AuthError::NotFound);
+        }
+        tracing::info!(target: "audit", event = "api_token.deleted", user_id = who.user.id, owner_id = owner.id, "API token deleted");
+        Ok(())
+    }
+
+    /// The sub-accounts the caller may use.
+    pub async fn accounts(&self, who: &Principal) -> Result<Vec<cxauth_proto::Account>, AuthError> {
+        Ok(self
+            .store
+            .accounts_for_user(who.user.id)
+            .await?
+            .into_iter()
+            .map(account_to_wire)
+            .collect())
+    }
+
+    /// The caller and its descendants, nested by `children` unless `flatten`.
+    pub async fn users(
+        &self,
+        who: &Principal,
+        flatten: bool,
+        active_only: bool,
+    ) -> Result<Vec<cxauth_proto::User>, AuthError> {
+        if !who.user.has_role(ROLE_SUPER_USER) && !who.user.has_role(ROLE_MANAGE_USERS) {
+            return Err(AuthError::Forbidden);
+        }
+        let mut users = self.store.user_subtree(&who.user).await?;
+        if active_only {
+            users.retain(|u| u.enabled);
+        }
+        if flatten {
+            return Ok(users.iter().map(user_to_wire).collect());
+        }
+        Ok(nest_users(&users, who.user.id))
+    }
+}
+
+/// The wire form of an account row.
+pub fn account_to_wire(a: AccountRow) -> cxauth_proto::Account {
+    cxauth_proto::Account {
+        account_id: a.id.to_string(),
+        account_name: a.name,
+        main_account_id: a.main_id.to_string(),
+        main_account_name: a.main_name.clone(),
+        main_account: cxauth_proto::MainAccountRef {
+            main_account_id: a.main_id.to_string(),
+            main_account_name: a.main_name,
+            is_active: a.main_active,
+        },
+    }
+}
+
+/// RFC 3339 form of an epoch-millisecond time.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The wire form of a user, without children.
+pub fn user_to_wire(u: &UserRecord) -> cxauth_proto::User {
+    cxauth_proto::User {
+        user_id: u.id,
+        user_name: u.username.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        full_name: format!("{} {}", u.first_name, u.last_name)
+            .trim()
+            .to_owned(),
+        enabled: u.enabled,
+        root_user: u.parent_id.is_none(),
+        parent_path: u.parent_path.clone(),
+        roles: u.roles.clone(),
+        creation_date: rfc3339(u.created_at),
+        children: Vec::new(),
+    }
+}
+
+/// Nests `users` (ordered by id, so parents come before children) under `root_id`. A user whose
+/// parent was filtered out hangs from its nearest listed ancestor, so nobody disappears.
+fn nest_users(users: &[UserRecord], root_id: i64) -> Vec<cxauth_proto::User> {
+    let listed: std::collections::HashSet<i64> = users.iter().map(|u| u.id).collect();
+    let mut children: BTreeMap<i64, Vec<&UserRecord>> = BTreeMap::new();
+    let mut roots = Vec::new();
+    for u in users {
+        let parent = u
+            .parent_path
+            .rsplit('.')
+            .filter_map(|p| p.parse::<i64>().ok())
+            .find(|p| listed.contains(p));
+        match parent {
+            Some(p) if u.id != root_id => children.entry(p).or_default().push(u),
+            _ => roots.push(u),
+        }
+    }
+    fn build(u: &UserRecord, children: &BTreeMap<i64, Vec<&UserRecord>>) -> cxauth_proto::User {
+        let mut w = user_to_wire(u);
+        w.children = children
+            .get(&u.id)
+            .map(|cs| cs.iter().map(|c| build(c, children)).collect())
+            .unwrap_or_default();
+        w
+    }
+    roots.iter().map(|u| build(u, &children)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: i64, path: &str, enabled: bool) -> UserRecord {
+        UserRecord {
+            id,
+            username: format!("u{id}"),
+            platform_id: "aws80".into(),
+            password_hash: String::new(),
+            first_name: "F".into(),
+            last_name: String::new(),
+            enabled,
+            parent_id: path.rsplit('.').next().and_then(|p| p.parse().ok()),
+            parent_path: path.into(),
+            main_account_id: 10_000_000,
+            roles: vec![],
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn nesting_follows_parent_paths_and_skips_missing_parents() {
+        let all = vec![
+            user(1, "", true),
+            user(2, "1", true),
+            user(4, "1.2", true),
+            user(5, "1", true),
+        ];
+        let tree = nest_users(&all, 1);
+        assert_eq!(tree.len(), 1);
+        assert_eq!(tree[0].children.len(), 2);
+        assert_eq!(tree[0].children[0].children[0].user_id, 4);
+        assert_eq!(tree[0].full_name, "F");
+        // Without user 2, user 4 hangs from user 1.
+        let partial = vec![all[0].clone(), all[2].clone()];
+        let tree = nest_users(&partial, 1);
+        assert_eq!(tree[0].children[0].user_id, 4);
+    }
+
+    #[test]
+    fn rfc3339_formats_epoch_ms() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_500), "1970-01-01T00:00:01.5Z");
+    }
+}

@@ -1,0 +1,349 @@
+//! The storage interface every backend implements, and the records it deals in.
+//!
+//! The trait speaks in domain terms (rotate this refresh token, revoke that session) rather than
+//! rows, so each backend can make each operation atomic in its own way (SQLite: one `BEGIN
+//! IMMEDIATE` transaction; PostgreSQL: row locks). Times are epoch milliseconds from the injected
+//! clock, never the database's own clock, so tests control them.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded; the request may be retried.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The operation would break a uniqueness rule (e.g. a duplicate username).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something the operation refers to does not exist (an unknown parent or account).
+    #[error("{0}")]
+    NotFound(String),
+    /// The input breaks a rule of the data model.
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else: a bug or corrupted data. Logged, never shown to clients.
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+/// Role that may do everything, including listing users.
+pub const ROLE_SUPER_USER: &str = "SUPER_USER";
+/// Role that may list users.
+pub const ROLE_MANAGE_USERS: &str = "MANAGE_USERS";
+
+/// A stored user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Numeric id, also `adminId` and the JWT `sub`.
+    pub id: i64,
+    /// Unique login name.
+    pub username: String,
+    /// Platform the user logs in to.
+    pub platform_id: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Disabled users cannot log in and their credentials are refused.
+    pub enabled: bool,
+    /// The parent in the user tree.
+    pub parent_id: Option<i64>,
+    /// Ancestor ids from the root down joined by `.`; empty for a root user.
+    pub parent_path: String,
+    /// The main account the user belongs to.
+    pub main_account_id: i64,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Creation time, epoch ms.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    /// Leaves out the password hash.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserRecord {
+    /// The `parent_path` this user's children carry.
+    pub fn path_for_children(&self) -> String {
+        if self.parent_path.is_empty() {
+            self.id.to_string()
+        } else {
+            format!("{}.{}", self.parent_path, self.id)
+        }
+    }
+
+    /// Whether `other` is a strict ancestor of this user.
+    pub fn has_ancestor(&self, other: i64) -> bool {
+        self.parent_path
+            .split('.')
+            .any(|p| p.parse::<i64>().ok() == Some(other))
+    }
+
+    /// Whether the user holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// What `create_user` needs. The backend resolves the parent and grants inside its transaction.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Unique login name.
+    pub username: String,
+    /// Argon2id PHC string (hashed by the caller: the store never sees a password).
+    pub password_hash: String,
+    /// Platform id.
+    pub platform_id: String,
+    /// Username of the parent, if any.
+    pub parent: Option<String>,
+    /// Account ids granted (main or sub).
+    pub grants: Vec<i64>,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Creation time, epoch ms.
+    pub now: i64,
+}
+
+/// What a first start creates.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// Name of the main account.
+    pub main_account_name: String,
+    /// Name of its sub-account.
+    pub sub_account_name: String,
+    /// The super user, granted the main account (its `parent` and `grants` are ignored).
+    pub user: NewUser,
+}
+
+/// A sub-account with its main account, as the accounts endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    /// Sub-account id.
+    pub id: i64,
+    /// Sub-account name.
+    pub name: String,
+    /// Main account id.
+    pub main_id: i64,
+    /// Main account name.
+    pub main_name: String,
+    /// Whether the main account is active.
+    pub main_active: bool,
+}
+
+/// A signing key as stored: public key in clear, private key sealed under the master key.
+#[derive(Clone)]
+pub struct StoredSigningKey {
+    /// Key id, the JWT `kid`.
+    pub kid: String,
+    /// Raw 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// Ed25519 seed, sealed with [`crate::crypto::Secrets::seal`] (aad: the kid).
+    pub sealed_private_key: Vec<u8>,
+    /// Creation time, epoch ms.
+    pub created_at: i64,
+}
+
+/// A new session with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Random session id, carried in the access token's `sid` claim.
+    pub session_id: String,
+    /// Owner.
+    pub user_id: i64,
+    /// Keyed digest of the first refresh token.
+    pub refresh_digest: [u8; 32],
+    /// Now, epoch ms.
+    pub now: i64,
+    /// When the refresh token stops working, epoch ms.
+    pub refresh_expires_at: i64,
+}
+
+/// A refresh to perform atomically.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Digest of the presented token.
+    pub presented: [u8; 32],
+    /// Digest of its successor.
+    pub successor: [u8; 32],
+    /// Now, epoch ms.
+    pub now: i64,
+    /// How long after its rotation a token may still be presented (lost-response retry), ms.
+    pub grace_ms: i64,
+    /// Expiry of the successor, epoch ms.
+    pub successor_expires_at: i64,
+}
+
+/// What a refresh attempt came to.
+#[derive(Debug, Clone)]
+pub enum RotateOutcome {
+    /// The successor is now the session's only live refresh token.
+    Rotated {
+        /// The session that goes on.
+        session_id: String,
+        /// Its owner.
+        user: UserRecord,
+    },
+    /// Unknown, expired, or of an ended session, or of a disabled user.
+    Invalid,
+    /// A token rotated longer ago than the grace window: the session has been revoked.
+    Reused {
+        /// The session that was revoked.
+        session_id: String,
+        /// Its owner.
+        user_id: i64,
+    },
+}
+
+/// Whether a session still stands, with its owner, for the check of every bearer request.
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    /// Whether the session has ended (logout, reuse, disable, password change).
+    pub revoked: bool,
+    /// The owner.
+    pub user: UserRecord,
+}
+
+/// An API token as stored.
+#[derive(Debug, Clone)]
+pub struct StoredApiToken {
+    /// Row id.
+    pub id: i64,
+    /// Owner.
+    pub user_id: i64,
+    /// The token sealed with [`crate::crypto::Secrets::seal`] (aad: owner id).
+    pub sealed: Vec<u8>,
+}
+
+/// Why a session ended, kept for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The user logged out.
+    Logout,
+    /// A rotated refresh token came back after the grace window.
+    Reuse,
+    /// The user was disabled.
+    Disabled,
+    /// The password changed.
+    PasswordChanged,
+}
+
+impl RevokeReason {
+    /// The string stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Logout => "logout",
+            RevokeReason::Reuse => "reuse",
+            RevokeReason::Disabled => "disabled",
+            RevokeReason::PasswordChanged => "password-changed",
+        }
+    }
+}
+
+/// Storage for everything cxauth keeps. Implementations must make each method atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A value of the key/value metadata table.
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a metadata value unless one exists; returns the value now stored.
+    async fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    /// All signing keys, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    /// Adds a signing key.
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+
+    /// On an empty database (no accounts, no users), creates in one transaction the main
+    /// account, its first sub-account and the super user; returns false, changing nothing, if
+    /// the database is not empty.
+    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<bool, StoreError>;
+
+    /// Creates a main account; returns its id (a multiple of 10000).
+    async fn create_main_account(&self, name: &str, now: i64) -> Result<i64, StoreError>;
+    /// Creates a sub-account of `main_id`; returns its id (`main_id` + n).
+    async fn create_sub_account(
+        &self,
+        main_id: i64,
+        name: &str,
+        now: i64,
+    ) -> Result<i64, StoreError>;
+    /// The sub-accounts a user may use, ordered by id.
+    async fn accounts_for_user(&self, user_id: i64) -> Result<Vec<AccountRow>, StoreError>;
+
+    /// Creates a user; resolves its main account from the parent or the first grant.
+    async fn create_user(&self, user: &NewUser) -> Result<i64, StoreError>;
+    /// Looks a user up by login name.
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Looks a user up by id.
+    async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError>;
+    /// The user and all its descendants, ordered by id.
+    async fn user_subtree(&self, root: &UserRecord) -> Result<Vec<UserRecord>, StoreError>;
+    /// All users, ordered by id.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Enables or disables a user; disabling ends all its sessions. False if no such user.
+    async fn set_user_enabled(
+        &self,
+        username: &str,
+        enabled: bool,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Replaces a password hash and ends all the user's sessions. False if no such user.
+    async fn set_password_hash(
+        &self,
+        username: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Starts a session with its first refresh token.
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// Whether a session stands, with its owner; `None` if unknown.
+    async fn session_state(&self, session_id: &str) -> Result<Option<SessionState>, StoreError>;
+    /// Uses a refresh token: rotation, grace retry, or reuse detection, atomically.
+    async fn rotate_refresh_token(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+    /// Ends the session a refresh token belongs to; false if the token is unknown or expired.
+    async fn revoke_session_by_refresh(
+        &self,
+        digest: &[u8; 32],
+        reason: RevokeReason,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores a new API token.
+    async fn insert_api_token(
+        &self,
+        user_id: i64,
+        digest: &[u8; 32],
+        sealed: &[u8],
+        now: i64,
+    ) -> Result<i64, StoreError>;
+    /// The API token with this digest and its owner.
+    async fn api_token_by_digest(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<Option<(StoredApiToken, UserRecord)>, StoreError>;
+    /// A user's API tokens, oldest first.
+    async fn api_tokens_of(&self, user_id: i64) -> Result<Vec<StoredApiToken>, StoreError>;
+    /// Deletes an API token; false if it was already gone.
+    async fn delete_api_token(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Deletes refresh tokens and sessions that can never be used again; returns rows deleted.
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// Shared handle to a store.
+pub type SharedStore = Arc<dyn Store>;

@@ -1,0 +1,119 @@
+//! Typed server configuration. The command line (`cxauth serve`) fills it from flags and
+//! `CXAUTH_*` variables; tests build it directly.
+
+use cxauth_store::DatabaseUrl;
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `cxauth serve` needs to know.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The database.
+    pub database: DatabaseUrl,
+    /// Platform id of the bootstrap user and of this deployment.
+    pub platform_id: String,
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_token_ttl: Duration,
+    /// How long a just-rotated refresh token may be retried.
+    pub refresh_grace: Duration,
+    /// The master key file; by default `DATABASE.key` beside an SQLite file.
+    pub master_key_file: Option<PathBuf>,
+    /// Password of the bootstrap `admin` user; random (and printed once) if unset.
+    pub bootstrap_admin_password: Option<SecretString>,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Password verifications running at once (default: the number of cores).
+    pub hash_workers: usize,
+    /// Password verifications waiting at most; beyond it logins get 503 at once.
+    pub hash_queue: usize,
+}
+
+impl ServerConfig {
+    /// The defaults documented in the README, on `database`.
+    pub fn new(database: DatabaseUrl) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database,
+            platform_id: "aws80".into(),
+            access_token_ttl: Duration::from_secs(5 * 60),
+            refresh_token_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            refresh_grace: Duration::from_secs(30),
+            master_key_file: None,
+            bootstrap_admin_password: None,
+            request_timeout: Duration::from_secs(30),
+            body_limit: 64 * 1024,
+            hash_workers: cores,
+            hash_queue: 64 * cores,
+        }
+    }
+
+    /// Refuses settings that cannot work together.
+    pub fn validate(&self) -> Result<(), String> {
+        if !cxauth_proto::is_valid_platform_id(&self.platform_id) {
+            return Err(format!(
+                "platform id {:?} is not valid: use 1 to 64 of A-Z, a-z, 0-9, '.', '_', '~', '-'",
+                self.platform_id
+            ));
+        }
+        if self.access_token_ttl < Duration::from_secs(1) {
+            return Err("the access token lifetime must be at least 1s".into());
+        }
+        if self.refresh_token_ttl <= self.access_token_ttl {
+            return Err(format!(
+                "the refresh token lifetime ({}) must be longer than the access token lifetime ({})",
+                humantime::format_duration(self.refresh_token_ttl),
+                humantime::format_duration(self.access_token_ttl)
+            ));
+        }
+        if self.refresh_grace >= self.refresh_token_ttl {
+            return Err(
+                "the refresh grace window must be shorter than the refresh token lifetime".into(),
+            );
+        }
+        if self.hash_workers == 0 {
+            return Err("there must be at least one password hashing worker".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration in human form: `300ms`, `2s`, `5m`, `1h`, `7d`, or combinations (`1h30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 300ms, 2s, 5m, 7d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_human_form() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn refuses_refresh_not_outliving_access() {
+        let mut c = ServerConfig::new(DatabaseUrl::Sqlite { path: None });
+        assert!(c.validate().is_ok());
+        c.refresh_token_ttl = c.access_token_ttl;
+        assert!(c.validate().is_err());
+        c = ServerConfig::new(DatabaseUrl::Sqlite { path: None });
+        c.platform_id = "aws 80".into();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! The outermost middleware: request id, log span, one log line per request, and the JSON body
+//! of every error response.
+//!
+//! Paths are logged with token segments redacted (`/api/auth/logout/{token}`,
+//! `…/admin/token/{token}`), and query strings are never logged: on auth endpoints they carry
+//! passwords.
+
+use crate::error::ErrorReport;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use cxauth_core::clock::SharedClock;
+use cxauth_proto::ErrorBody;
+use tracing::Instrument as _;
+
+/// Header carrying the request id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Request id accepted from a client (or a proxy) only if it is short and plain.
+fn incoming_request_id(req: &Request) -> Option<String> {
+    let v = req.headers().get(REQUEST_ID)?.to_str().ok()?;
+    (!v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+    .then(|| v.to_owned())
+}
+
+/// The path as it may be logged and echoed: token segments replaced, length bounded.
+pub fn loggable_path(path: &str) -> String {
+    const REDACTED: &str = "[redacted]";
+    let redacted = if let Some(i) = path.find("/api/auth/logout/") {
+        format!("{}/api/auth/logout/{REDACTED}", &path[..i])
+    } else if let Some(i) = path.find("/admin/token/") {
+        format!("{}/admin/token/{REDACTED}", &path[..i])
+    } else {
+        path.to_owned()
+    };
+    if redacted.len() > 200 {
+        let mut end = 200;
+        while !redacted.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &redacted[..end])
+    } else {
+        redacted
+    }
+}
+
+/// See the module documentation.
+pub async fn request_context(
+    State(clock): State<SharedClock>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let request_id =
+        incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let method = req.method().clone();
+    let path = loggable_path(req.uri().path());
+    let span = tracing::info_span!("request", id = %request_id, method = %method, path = %path);
+    let started = std::time::Instant::now();
+
+    let mut res = next.run(req).instrument(span.clone()).await;
+
+    let status = res.status();
+    if status.as_u16() >= 400 && status != StatusCode::UNAUTHORIZED
+        || res.extensions().get::<ErrorReport>().is_some()
+    {
+        let report = res
+            .extensions_mut()
+            .remove::<ErrorReport>()
+            .unwrap_or_else(|| ErrorReport::for_status(status));
+        let body = ErrorBody {
+            error_code: report.code.to_owned(),
+            general_message: report.general.to_owned(),
+            details: report.details,
+            request_uri: format!("{path} - {method}"),
+            timestamp: clock.now_ms(),
+            request_id: request_id.clone(),
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.remove(header::CONTENT_LENGTH);
+        if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(header::RETRY_AFTER) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+        }
+        *res.body_mut() = Body::from(json);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), latency_ms, "request");
+        } else {
+            tracing::info!(status = status.as_u16(), latency_ms, "request");
+        }
+    });
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_segments_never_reach_the_log() {
+        let t = "aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9";
+        for p in [
+            format!("/voice/api/v1/admin/token/{t}"),
+            format!("/api/v1/admin/token/{t}"),
+            "/api/auth/logout/abcDEF123".to_owned(),
+        ] {
+            let l = loggable_path(&p);
+            assert!(l.ends_with("[redacted]"), "{l}");
+            assert!(!l.contains("c2353445") && !l.contains("abcDEF"), "{l}");
+        }
+        assert_eq!(loggable_path("/healthz"), "/healthz");
+        assert!(loggable_path(&"é".repeat(300)).len() <= 204);
+    }
+}

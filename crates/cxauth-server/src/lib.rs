@@ -1,0 +1,236 @@
+//! The cxauth HTTP service.
+//!
+//! [`App::build`] opens the store, checks or creates the master key, loads the signing keys,
+//! bootstraps an empty database, and assembles the router; [`serve`] runs it on a listener the
+//! caller bound (port 0 in tests). The layering, from the outside in: request context (id, log,
+//! JSON error bodies), panic catcher, timeout, body limit, routes.
+
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod params;
+pub mod routes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use config::ServerConfig;
+use cxauth_core::admin::{BootstrapOutcome, bootstrap};
+use cxauth_core::clock::SharedClock;
+use cxauth_core::crypto::{MasterKey, Secrets};
+use cxauth_core::password::PasswordPool;
+use cxauth_core::service::{Auth, AuthConfig, META_KEY_FINGERPRINT};
+use cxauth_core::throttle::{Throttle, ThrottleConfig};
+use secrecy::{ExposeSecret, SecretString};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service.
+    pub auth: Arc<Auth>,
+    /// The clock (error timestamps).
+    pub clock: SharedClock,
+}
+
+/// Why the server could not start. Each message tells the operator what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad settings.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Open(#[from] cxauth_store::OpenError),
+    /// The master key is missing, unreadable or wrong.
+    #[error("{0}")]
+    MasterKey(String),
+    /// The service could not start.
+    #[error(transparent)]
+    Service(#[from] cxauth_core::service::StartError),
+    /// Bootstrap failed.
+    #[error("could not create the first user: {0}")]
+    Bootstrap(#[from] cxauth_core::admin::AdminError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] cxauth_core::store::StoreError),
+}
+
+/// A built, not yet serving, application.
+pub struct App {
+    /// Shared state (tests reach the service through it).
+    pub state: AppState,
+    /// The router.
+    pub router: Router,
+    /// The random admin password of a first start without `CXAUTH_BOOTSTRAP_ADMIN_PASSWORD`,
+    /// to be shown once by the caller.
+    pub generated_admin_password: Option<SecretString>,
+}
+
+/// Loads the master key, or creates it on a database that has never had one. A database that
+/// was set up with a key is never given a new one: that would orphan everything sealed under
+/// the old key, so the server refuses to start instead.
+async fn master_key(
+    config: &ServerConfig,
+    store: &dyn cxauth_core::store::Store,
+) -> Result<MasterKey, StartupError> {
+    let path = config
+        .master_key_file
+        .clone()
+        .or_else(|| config.database.default_key_file());
+    let initialised = store.get_meta(META_KEY_FINGERPRINT).await?.is_some();
+    let Some(path) = path else {
+        // In-memory database: nothing outlives the process, so neither does its key.
+        return MasterKey::generate().map_err(|e| StartupError::MasterKey(e.to_string()));
+    };
+    if path.exists() {
+        return MasterKey::load(&path).map_err(|e| StartupError::MasterKey(e.to_string()));
+    }
+    if initialised {
+        return Err(StartupError::MasterKey(format!(
+            "the database {} was initialised with a master key, but the key file {} does not \
+             exist; restore it or set CXAUTH_MASTER_KEY_FILE to its location (a new key would \
+             make every stored token and signing key unreadable)",
+            config.database,
+            path.display()
+        )));
+    }
+    let key = MasterKey::generate().map_err(|e| StartupError::MasterKey(e.to_string()))?;
+    key.write_new(&path)
+        .map_err(|e| StartupError::MasterKey(e.to_string()))?;
+    tracing::info!(path = %path.display(), "created a new master key file");
+    Ok(key)
+}
+
+impl App {
+    /// Builds the application: see the crate documentation.
+    pub async fn build(config: &ServerConfig, clock: SharedClock) -> Result<App, StartupError> {
+        config.validate().map_err(StartupError::Config)?;
+        let store = cxauth_store::open(&config.database).await?;
+        let key = master_key(config, store.as_ref()).await?;
+        let secrets = Secrets::derive(&key);
+        drop(key);
+        let passwords = PasswordPool::new(config.hash_workers, config.hash_queue)
+            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let auth = Auth::start(
+            store.clone(),
+            clock.clone(),
+            secrets,
+            passwords,
+            Throttle::new(clock.clone(), ThrottleConfig::default()),
+            AuthConfig {
+                issuer: "cxauth".into(),
+                access_token_ttl: config.access_token_ttl,
+                refresh_token_ttl: config.refresh_token_ttl,
+                refresh_grace: config.refresh_grace,
+            },
+        )
+        .await?;
+        let generated_admin_password = match bootstrap(
+            store.as_ref(),
+            &config.platform_id,
+            config.bootstrap_admin_password.clone(),
+            clock.now_ms(),
+        )
+        .await?
+        {
+            BootstrapOutcome::CreatedWithPassword(p) => Some(p),
+            BootstrapOutcome::Created => {
+                tracing::info!("empty database: created account Main and user admin");
+                None
+            }
+            BootstrapOutcome::AlreadyInitialised => None,
+        };
+        let state = AppState {
+            auth: Arc::new(auth),
+            clock,
+        };
+        Ok(App {
+            router: router(state.clone(), config),
+            state,
+            generated_admin_password,
+        })
+    }
+}
+
+/// The routes of the contract, under both admin prefixes, with the middleware stack.
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    let admin = Router::new()
+        .route(
+            "/admin/token",
+            post(routes::create_token).get(routes::list_tokens),
+        )
+        .route("/admin/token/{token}", delete(routes::delete_token))
+        .route("/admin/accounts", get(routes::accounts))
+        .route("/admin/users", get(routes::users));
+    Router::new()
+        .route("/api/auth/login/admin", post(routes::login))
+        .route("/api/auth/token/refresh", post(routes::refresh))
+        .route("/api/auth/logout/{token}", delete(routes::logout))
+        .route("/healthz", get(routes::healthz))
+        .route("/.well-known/jwks.json", get(routes::jwks))
+        .nest("/voice/api/v1", admin.clone())
+        .nest("/api/v1", admin)
+        .fallback(routes::no_route)
+        .method_not_allowed_fallback(routes::wrong_method)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clock.clone(),
+            context::request_context,
+        ))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
+/// Also runs housekeeping (purging expired sessions and stale throttle entries).
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let auth = app.state.auth.clone();
+    let clock = app.state.clock.clone();
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            auth.throttle().purge();
+            match auth.store().purge_expired(clock.now_ms()).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired sessions and tokens"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
+            }
+        }
+    });
+    let result = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    housekeeping.abort();
+    result
+}
+
+/// Prints the generated admin password once, to stderr, outside the log.
+pub fn announce_admin_password(password: &SecretString) {
+    eprintln!(
+        "cxauth: created user \"admin\" with password: {}\n\
+         cxauth: this password is shown only once; change it with \
+         `cxauth admin user set-password admin --password-stdin`",
+        password.expose_secret()
+    );
+}

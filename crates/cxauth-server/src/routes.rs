@@ -1,0 +1,285 @@
+//! Handlers of the contract's endpoints, and the extractors they share.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::params::Params;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cxauth_core::jwt::TokenError;
+use cxauth_core::service::{AuthError, Credential, LoginInput, Principal};
+use secrecy::SecretString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Tokens, and responses carrying them, must never be cached (RFC 6750 §5.3).
+const NO_STORE: [(header::HeaderName, HeaderValue); 2] = [
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    (header::PRAGMA, HeaderValue::from_static("no-cache")),
+];
+
+fn text(body: impl Into<String>) -> Response {
+    (
+        StatusCode::OK,
+        NO_STORE,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// The peer address, for throttling. Without connect info (router tests) all callers share the
+/// unspecified address, which only makes throttling stricter.
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+        ))
+    }
+}
+
+/// The authenticated caller of an admin endpoint.
+pub struct Caller(pub Principal);
+
+/// Reads the credential: `Authorization: Bearer` first, then `X-Auth-Token`. Another
+/// `Authorization` scheme (the Python SDK sends `Basic basic`) counts as no bearer token.
+pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, TokenError> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| TokenError::Invalid)?.trim();
+        if let Some((scheme, token)) = v.split_once(' ')
+            && scheme.eq_ignore_ascii_case("bearer")
+        {
+            let token = token.trim();
+            return if token.is_empty() {
+                Err(TokenError::Missing)
+            } else {
+                Ok(Credential::Bearer(token))
+            };
+        }
+    }
+    if let Some(v) = headers.get("x-auth-token") {
+        let token = v.to_str().map_err(|_| TokenError::Invalid)?.trim();
+        return if token.is_empty() {
+            Err(TokenError::Missing)
+        } else {
+            Ok(Credential::XAuthToken(token))
+        };
+    }
+    Ok(Credential::None)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let cred = credential(&parts.headers).map_err(AuthError::from)?;
+        Ok(Caller(state.auth.authenticate(cred).await?))
+    }
+}
+
+fn params(query: Option<String>, body: Result<Bytes, BytesRejection>) -> Result<Params, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            AuthError::BadRequest("the request body could not be read".into()).into()
+        }
+    })?;
+    Params::parse(query.as_deref(), &body).map_err(|e| AuthError::BadRequest(e.to_string()).into())
+}
+
+fn required(p: &mut Params, name: &str) -> Result<String, ApiError> {
+    match p.take(name) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(AuthError::BadRequest(format!("{name} is required")).into()),
+    }
+}
+
+fn session_response(s: cxauth_proto::Session) -> Response {
+    (StatusCode::OK, NO_STORE, Json(s)).into_response()
+}
+
+/// 1. `POST /api/auth/login/admin`. Ignores `Authorization` and `X-Auth-Token` by design.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut p = params(query, body)?;
+    let username = required(&mut p, "username")?;
+    let password = SecretString::from(required(&mut p, "password")?);
+    let platform_id = required(&mut p, "platformId")?;
+    let session = state
+        .auth
+        .login(
+            LoginInput {
+                username,
+                password,
+                platform_id,
+            },
+            addr,
+        )
+        .await?;
+    Ok(session_response(session))
+}
+
+/// 2. `POST /api/auth/token/refresh`. `rcTokenType` may come along and is ignored.
+pub async fn refresh(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut p = params(query, body)?;
+    let token = required(&mut p, "refresh_token")?;
+    Ok(session_response(state.auth.refresh(&token).await?))
+}
+
+/// 3. `DELETE /api/auth/logout/{refreshToken}`.
+pub async fn logout(
+    State(state): State<AppState>,
+    token: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(token) = token.map_err(|_| AuthError::RefreshFailed)?;
+    state.auth.logout(&token).await?;
+    Ok(text("true"))
+}
+
+/// 4. `POST …/admin/token`.
+pub async fn create_token(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    Ok(text(state.auth.create_api_token(&who).await?))
+}
+
+/// 5. `GET …/admin/token`.
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    let tokens = state.auth.list_api_tokens(&who).await?;
+    Ok((StatusCode::OK, NO_STORE, Json(tokens)).into_response())
+}
+
+/// 6. `DELETE …/admin/token/{apiToken}`; the path arrives percent-decoded (`%3A` → `:`).
+pub async fn delete_token(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    token: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(token) = token.map_err(|_| AuthError::NotFound)?;
+    state.auth.delete_api_token(&who, &token).await?;
+    Ok(text("true"))
+}
+
+/// 7. `GET …/admin/accounts`.
+pub async fn accounts(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Json<Vec<cxauth_proto::Account>>, ApiError> {
+    Ok(Json(state.auth.accounts(&who).await?))
+}
+
+/// 8. `GET …/admin/users?flatten=&activeOnly=`.
+pub async fn users(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<cxauth_proto::User>>, ApiError> {
+    let p =
+        Params::parse(query.as_deref(), b"").map_err(|e| AuthError::BadRequest(e.to_string()))?;
+    let flatten = p
+        .flag("flatten")
+        .map_err(AuthError::BadRequest)?
+        .unwrap_or(false);
+    let active_only = p
+        .flag("activeOnly")
+        .map_err(AuthError::BadRequest)?
+        .unwrap_or(false);
+    Ok(Json(state.auth.users(&who, flatten, active_only).await?))
+}
+
+/// `GET /healthz`: answers once the server accepts requests.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        )],
+        Json(state.auth.jwks().clone()),
+    )
+        .into_response()
+}
+
+/// Unknown paths.
+pub async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+/// Known paths, wrong method.
+pub async fn wrong_method() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn credential_sources() {
+        assert!(matches!(credential(&headers(&[])), Ok(Credential::None)));
+        assert!(matches!(
+            credential(&headers(&[("authorization", "Bearer abc")])),
+            Ok(Credential::Bearer("abc"))
+        ));
+        assert!(matches!(
+            credential(&headers(&[("authorization", "bearer  abc ")])),
+            Ok(Credential::Bearer("abc"))
+        ));
+        assert!(matches!(
+            credential(&headers(&[
+                ("authorization", "Basic basic"),
+                ("x-auth-token", "t")
+            ])),
+            Ok(Credential::XAuthToken("t"))
+        ));
+        assert!(matches!(
+            credential(&headers(&[("authorization", "Basic basic")])),
+            Ok(Credential::None)
+        ));
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer ")])).err(),
+            Some(TokenError::Missing)
+        );
+    }
+}

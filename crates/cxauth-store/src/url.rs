@@ -1,0 +1,129 @@
+//! Database URLs: what `--database` / `CXAUTH_DATABASE` accept.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Why a database URL was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    /// A scheme this build does not serve.
+    #[error(
+        "unsupported database URL scheme {0:?}: use sqlite://PATH (or a plain file path); \
+         PostgreSQL is not supported yet"
+    )]
+    UnsupportedScheme(String),
+    /// Nothing after the scheme.
+    #[error("the database URL has no path")]
+    Empty,
+}
+
+/// A parsed database location.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An SQLite database file, or an in-memory database when `path` is `None`.
+    Sqlite {
+        /// The file.
+        path: Option<PathBuf>,
+    },
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:` or a bare file path.
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(UrlError::Empty);
+        }
+        let rest = if let Some(r) = s.strip_prefix("sqlite://") {
+            r
+        } else if let Some(r) = s.strip_prefix("sqlite:") {
+            r
+        } else if let Some((scheme, _)) = s.split_once("://") {
+            return Err(UrlError::UnsupportedScheme(scheme.to_owned()));
+        } else {
+            s
+        };
+        // Query parameters (sqlx style `?mode=rwc`) are not needed: we always create if missing.
+        let rest = rest.split('?').next().unwrap_or_default();
+        if rest.is_empty() {
+            return Err(UrlError::Empty);
+        }
+        if rest == ":memory:" {
+            return Ok(DatabaseUrl::Sqlite { path: None });
+        }
+        Ok(DatabaseUrl::Sqlite {
+            path: Some(PathBuf::from(rest)),
+        })
+    }
+
+    /// The file of an SQLite database, if it has one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            DatabaseUrl::Sqlite { path } => path.as_deref(),
+        }
+    }
+
+    /// Where the master key lives by default: beside the database file, as `FILE.key`.
+    pub fn default_key_file(&self) -> Option<PathBuf> {
+        self.sqlite_path().map(|p| {
+            let mut s = p.as_os_str().to_owned();
+            s.push(".key");
+            PathBuf::from(s)
+        })
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite { path: None } => f.write_str("sqlite::memory:"),
+            DatabaseUrl::Sqlite { path: Some(p) } => write!(f, "sqlite://{}", p.display()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_forms() {
+        let p = |s| DatabaseUrl::parse(s).expect(s);
+        assert_eq!(
+            p("sqlite://cxauth.db").sqlite_path(),
+            Some(Path::new("cxauth.db"))
+        );
+        assert_eq!(
+            p("sqlite:///var/lib/x.db").sqlite_path(),
+            Some(Path::new("/var/lib/x.db"))
+        );
+        assert_eq!(
+            p("sqlite:x.db?mode=rwc").sqlite_path(),
+            Some(Path::new("x.db"))
+        );
+        assert_eq!(
+            p("/tmp/a b.db").sqlite_path(),
+            Some(Path::new("/tmp/a b.db"))
+        );
+        assert_eq!(p("sqlite::memory:").sqlite_path(), None);
+        assert_eq!(
+            p("sqlite://cxauth.db").default_key_file(),
+            Some(PathBuf::from("cxauth.db.key"))
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("mysql://x"),
+            Err(UrlError::UnsupportedScheme(_))
+        ));
+        assert!(matches!(DatabaseUrl::parse(""), Err(UrlError::Empty)));
+        assert!(matches!(
+            DatabaseUrl::parse("sqlite://"),
+            Err(UrlError::Empty)
+        ));
+    }
+}

@@ -1,0 +1,187 @@
+//! `cxauth admin`: accounts and users, straight on the database.
+//!
+//! Each command that creates something prints the new id alone on stdout, so scripts can write
+//! `id=$(cxauth admin account create --name Sales)`. Messages go to stderr.
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use cxauth_core::admin::{self, UserSpec};
+use cxauth_core::clock::{Clock, SystemClock};
+use cxauth_store::DatabaseUrl;
+use secrecy::SecretString;
+use std::io::BufRead as _;
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Database: sqlite://PATH or a plain file path. Accepted before or after the subcommand.
+    #[arg(
+        long,
+        env = "CXAUTH_DATABASE",
+        default_value = "sqlite://cxauth.db",
+        global = true
+    )]
+    database: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Main accounts and sub-accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Create a main account, or with --main a sub-account of it; prints the new id.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Id of the main account to create a sub-account in.
+        #[arg(long, value_name = "MAIN_ID")]
+        main: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; prints the new id.
+    ///
+    /// The user belongs to the main account of its parent or, without a parent, to the main
+    /// account of its first grant. Granting a main account grants all its sub-accounts.
+    Create {
+        /// Login name (unique).
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Platform the user logs in to.
+        #[arg(long, env = "CXAUTH_PLATFORM_ID", default_value = "aws80")]
+        platform: String,
+        /// Username of the parent user (the parent can delete this user's API tokens).
+        #[arg(long, value_name = "USERNAME")]
+        parent: Option<String>,
+        /// Account id to grant (main or sub-account); repeat for more.
+        #[arg(long = "grant", value_name = "ACCOUNT_ID")]
+        grants: Vec<i64>,
+        /// Role to give (e.g. SUPER_USER, MANAGE_USERS); repeat for more.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Given name.
+        #[arg(long, default_value = "")]
+        first_name: String,
+        /// Family name.
+        #[arg(long, default_value = "")]
+        last_name: String,
+    },
+    /// List users, one per line, tab-separated, with a header line.
+    List,
+    /// Disable a user: ends its sessions and refuses all its credentials, API tokens included.
+    Disable {
+        /// Login name.
+        username: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// Login name.
+        username: String,
+    },
+    /// Set a new password (from standard input); ends the user's sessions.
+    SetPassword {
+        /// Login name.
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+fn read_password() -> anyhow::Result<SecretString> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let pw = line.trim_end_matches(['\n', '\r']).to_owned();
+    line.clear();
+    Ok(SecretString::from(pw))
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let url = DatabaseUrl::parse(&args.database)?;
+    let store = cxauth_store::open(&url).await?;
+    let store = store.as_ref();
+    let now = SystemClock.now_ms();
+    match args.command {
+        AdminCommand::Account(AccountCommand::Create { name, main: None }) => {
+            println!("{}", admin::create_main_account(store, &name, now).await?);
+        }
+        AdminCommand::Account(AccountCommand::Create {
+            name,
+            main: Some(main),
+        }) => {
+            println!(
+                "{}",
+                admin::create_sub_account(store, main, &name, now).await?
+            );
+        }
+        AdminCommand::User(UserCommand::Create {
+            username,
+            password_stdin: _,
+            platform,
+            parent,
+            grants,
+            roles,
+            first_name,
+            last_name,
+        }) => {
+            let password = read_password()?;
+            let spec = UserSpec {
+                username,
+                password,
+                platform_id: platform,
+                parent,
+                grants,
+                roles,
+                first_name,
+                last_name,
+            };
+            println!("{}", admin::create_user(store, spec, now).await?);
+        }
+        AdminCommand::User(UserCommand::List) => {
+            println!("ID\tUSERNAME\tPLATFORM\tENABLED\tMAIN_ACCOUNT\tPARENT_PATH\tROLES");
+            for u in store.list_users().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    u.id,
+                    u.username,
+                    u.platform_id,
+                    u.enabled,
+                    u.main_account_id,
+                    u.parent_path,
+                    u.roles.join(",")
+                );
+            }
+        }
+        AdminCommand::User(UserCommand::Disable { username }) => {
+            admin::set_enabled(store, &username, false, now).await?;
+            eprintln!("cxauth: disabled {username:?} and ended its sessions");
+        }
+        AdminCommand::User(UserCommand::Enable { username }) => {
+            admin::set_enabled(store, &username, true, now).await?;
+            eprintln!("cxauth: enabled {username:?}");
+        }
+        AdminCommand::User(UserCommand::SetPassword { username, .. }) => {
+            let password = read_password()?;
+            admin::set_password(store, &username, &password, now).await?;
+            eprintln!("cxauth: password of {username:?} changed; its sessions have ended");
+        }
+    }
+    Ok(())
+}

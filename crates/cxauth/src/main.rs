@@ -1,0 +1,180 @@
+//! `cxauth`: run the server, administer its database, make master keys.
+
+mod admin;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cxauth_core::clock::SystemClock;
+use cxauth_core::crypto::MasterKey;
+use cxauth_server::config::{ServerConfig, parse_duration};
+use cxauth_store::DatabaseUrl;
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Exit status: 0 on success, 1 when the command failed (the reason is printed on stderr),
+2 when the command line is wrong.
+
+Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level.";
+
+/// cxauth: a self-hostable RingCX (Engage Voice) authentication server.
+#[derive(Debug, Parser)]
+#[command(name = "cxauth", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    ///
+    /// On first start with an empty database it creates the main account "Main" with the
+    /// sub-account "Default" and the super user "admin", whose password is taken from
+    /// CXAUTH_BOOTSTRAP_ADMIN_PASSWORD or generated and printed once on stderr. It also creates
+    /// the master key file (mode 0600) beside an SQLite database unless CXAUTH_MASTER_KEY_FILE
+    /// names one.
+    Serve(ServeArgs),
+    /// Work directly on the database: accounts and users. Safe while the server runs.
+    Admin(admin::AdminArgs),
+    /// Write a new master key file (mode 0600). Never overwrites an existing file.
+    ///
+    /// Give the same key file to every instance that shares a database, before their first
+    /// start, with CXAUTH_MASTER_KEY_FILE.
+    GenerateMasterKey {
+        /// Where to write the key.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address and port to listen on (port 0 picks a free port).
+    #[arg(long, env = "CXAUTH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Database: sqlite://PATH, sqlite::memory:, or a plain file path. Created if missing.
+    #[arg(long, env = "CXAUTH_DATABASE", default_value = "sqlite://cxauth.db")]
+    database: String,
+    /// Platform id of this deployment: the prefix of API tokens and the platform of "admin".
+    #[arg(long, env = "CXAUTH_PLATFORM_ID", default_value = "aws80")]
+    platform_id: String,
+    /// Lifetime of access tokens (e.g. 300ms, 2s, 5m, 7d).
+    #[arg(long, env = "CXAUTH_ACCESS_TOKEN_TTL", default_value = "5m", value_parser = parse_duration)]
+    access_token_ttl: Duration,
+    /// Lifetime of each refresh token; must be longer than the access token lifetime.
+    #[arg(long, env = "CXAUTH_REFRESH_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
+    refresh_token_ttl: Duration,
+    /// How long a just-rotated refresh token may still be used (a retry after a lost response);
+    /// later use counts as reuse and ends the session.
+    #[arg(long, env = "CXAUTH_REFRESH_GRACE", default_value = "30s", value_parser = parse_duration)]
+    refresh_grace: Duration,
+    /// Master key file [default: DATABASE.key beside an SQLite database file].
+    #[arg(long, env = "CXAUTH_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Longest a request may take before it is answered 503.
+    #[arg(long, env = "CXAUTH_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let database = DatabaseUrl::parse(&args.database)?;
+    let mut config = ServerConfig::new(database);
+    config.listen = args.listen;
+    config.platform_id = args.platform_id;
+    config.access_token_ttl = args.access_token_ttl;
+    config.refresh_token_ttl = args.refresh_token_ttl;
+    config.refresh_grace = args.refresh_grace;
+    config.master_key_file = args.master_key_file;
+    config.request_timeout = args.request_timeout;
+    config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(SecretString::from);
+
+    let app = cxauth_server::App::build(&config, Arc::new(SystemClock)).await?;
+    if let Some(p) = &app.generated_admin_password {
+        cxauth_server::announce_admin_password(p);
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %config.database, "cxauth listening");
+    eprintln!("cxauth: listening on http://{addr}");
+    cxauth_server::serve(listener, app, shutdown_signal()).await?;
+    tracing::info!("cxauth stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn generate_master_key(file: &std::path::Path) -> anyhow::Result<()> {
+    if file.exists() {
+        anyhow::bail!(
+            "{} already exists; a key file is never overwritten",
+            file.display()
+        );
+    }
+    MasterKey::generate()?.write_new(file)?;
+    eprintln!("cxauth: wrote a new master key to {}", file.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cxauth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            runtime.block_on(serve(args))
+        }
+        Command::Admin(args) => runtime.block_on(admin::run(args)),
+        Command::GenerateMasterKey { file } => generate_master_key(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cxauth: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
