@@ -195,8 +195,8 @@ pub enum RotateOutcome {
     Rotated {
         /// The session that goes on.
         session_id: String,
-        /// Its owner.
-        user: UserRecord,
+        /// Its owner (boxed: the other outcomes are small).
+        user: Box<UserRecord>,
     },
     /// Unknown, expired, or of an ended session, or of a disabled user.
     Invalid,

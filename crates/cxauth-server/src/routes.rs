@@ -59,9 +59,8 @@ pub struct Caller(pub Principal);
 pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, TokenError> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().map_err(|_| TokenError::Invalid)?.trim();
-        if let Some((scheme, token)) = v.split_once(' ')
-            && scheme.eq_ignore_ascii_case("bearer")
-        {
+        let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
             let token = token.trim();
             return if token.is_empty() {
                 Err(TokenError::Missing)

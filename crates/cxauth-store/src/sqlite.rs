@@ -590,7 +590,10 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        Ok(RotateOutcome::Rotated { session_id, user })
+        Ok(RotateOutcome::Rotated {
+            session_id,
+            user: Box::new(user),
+        })
     }
 
     async fn revoke_session_by_refresh(

@@ -1,0 +1,225 @@
+//! Hostile and concurrent input against a real server: whatever arrives, the answer is a clear
+//! 4xx in the contract's shape, never a 5xx, and concurrent use of one refresh token never
+//! forks a session.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use std::collections::HashSet;
+
+const PLAIN_401: [&str; 3] = ["Jwt is missing", "Jwt is expired", "Jwt verification fails"];
+
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
+
+fn token_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[ -~]{0,300}",
+        "aws80:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+        "eyJ[A-Za-z0-9_-]{10,60}\\.[A-Za-z0-9_-]{10,120}\\.[A-Za-z0-9_-]{0,90}",
+        "[A-Za-z0-9_-]{43}",
+    ]
+}
+
+#[test]
+fn any_credential_is_refused_with_a_contract_401() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let s = rt.block_on(TestServer::spawn());
+    let url = s.url("/voice/api/v1/admin/token");
+    runner(256)
+        .run(&(token_like(), any::<bool>()), |(token, as_bearer)| {
+            let (status, body) = rt.block_on(async {
+                let req = if as_bearer {
+                    http()
+                        .get(&url)
+                        .header("authorization", format!("Bearer {token}"))
+                } else {
+                    http().get(&url).header("x-auth-token", &token)
+                };
+                let (st, _, body) = raw(req.send().await.expect("send")).await;
+                (st, body)
+            });
+            prop_assert_eq!(status, 401);
+            prop_assert!(PLAIN_401.contains(&body.as_str()), "{}", body);
+            prop_assert_ne!(body.as_str(), "Jwt is expired");
+            Ok(())
+        })
+        .expect("property holds");
+}
+
+#[test]
+fn any_login_or_refresh_input_is_a_clear_4xx() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let s = rt.block_on(TestServer::spawn());
+    let content_types = prop_oneof![
+        Just(None),
+        Just(Some("application/json")),
+        Just(Some("application/x-www-form-urlencoded")),
+        Just(Some("text/plain")),
+    ];
+    let input = (
+        prop_oneof![Just("/api/auth/login/admin"), Just("/api/auth/token/refresh")],
+        proptest::option::of("[ -~]{0,120}"),
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..400),
+            "[ -~]{0,200}".prop_map(String::into_bytes),
+            (token_like(), token_like()).prop_map(|(a, b)| {
+                serde_json::json!({"username": a, "password": b, "platformId": "aws80", "refresh_token": a})
+                    .to_string()
+                    .into_bytes()
+            }),
+        ],
+        content_types,
+    );
+    runner(256)
+        .run(&input, |(path, query, body, ct)| {
+            let (status, headers, text) = rt.block_on(async {
+                let mut url = s.url(path);
+                if let Some(q) = &query {
+                    url = format!("{url}?{q}");
+                }
+                let mut req = http().post(url).body(body.clone());
+                if let Some(ct) = ct {
+                    req = req.header("content-type", ct);
+                }
+                raw(req.send().await.expect("send")).await
+            });
+            prop_assert!(
+                [400, 401, 413, 429].contains(&status),
+                "{} {}",
+                status,
+                text
+            );
+            prop_assert_eq!(
+                headers["content-type"].to_str().expect("ct"),
+                "application/json"
+            );
+            let v: serde_json::Value = serde_json::from_str(&text).expect("JSON error body");
+            prop_assert!(v["errorCode"].is_string() && v["requestId"].is_string());
+            prop_assert!(!text.to_lowercase().contains("expired"));
+            Ok(())
+        })
+        .expect("property holds");
+}
+
+#[test]
+fn any_path_token_is_a_clear_4xx() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let s = rt.block_on(TestServer::spawn());
+    let admin = rt.block_on(s.login_admin());
+    runner(128)
+        .run(&(token_like(), any::<bool>()), |(token, logout)| {
+            let seg = percent_encode(&token);
+            let (status, text) = rt.block_on(async {
+                let req = if logout {
+                    http().delete(s.url(&format!("/api/auth/logout/{seg}")))
+                } else {
+                    http()
+                        .delete(s.url(&format!("/api/v1/admin/token/{seg}")))
+                        .bearer_auth(&admin.access_token)
+                };
+                let (st, _, text) = raw(req.send().await.expect("send")).await;
+                (st, text)
+            });
+            let want = if logout { 401 } else { 404 };
+            // An empty segment is another route; it must still be a clear 4xx.
+            if token.is_empty() {
+                prop_assert!((400..500).contains(&status), "{}", status);
+            } else {
+                prop_assert_eq!(status, want, "{}", text);
+            }
+            Ok(())
+        })
+        .expect("property holds");
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn sid(jwt: &str) -> String {
+    let payload = jwt.split('.').nth(1).expect("payload");
+    let v: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
+    v["sid"].as_str().expect("sid").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_of_one_token_never_fork_the_session() {
+    let s = TestServer::spawn().await;
+    let session = s.login_admin().await;
+    let rt = session.refresh_token.clone().expect("rt");
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let c = s.client.clone();
+        let rt = rt.clone();
+        tasks.push(tokio::spawn(async move { c.refresh(&rt).await }));
+    }
+    let mut sessions = HashSet::new();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(new) => {
+                ok += 1;
+                sessions.insert(sid(&new.access_token));
+            }
+            Err(e) => assert_ne!(e.status().map(|s| s.as_u16()), Some(500), "{e}"),
+        }
+    }
+    assert!(ok >= 1);
+    assert_eq!(
+        sessions,
+        HashSet::from([sid(&session.access_token)]),
+        "one session"
+    );
+    // Exactly one refresh token of the session is still live.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", s.db_path().display()))
+        .await
+        .expect("open db");
+    let live: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE rotated_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(live, 1);
+    let n_sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(n_sessions, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_grace_window_a_concurrent_replay_ends_the_session() {
+    let s = TestServer::spawn_with(|c| c.refresh_grace = std::time::Duration::ZERO).await;
+    let session = s.login_admin().await;
+    let rt = session.refresh_token.clone().expect("rt");
+    let first = s.client.refresh(&rt).await.expect("first use");
+    s.clock.advance(std::time::Duration::from_millis(1));
+    assert!(s.client.refresh(&rt).await.is_err(), "replay refused");
+    assert!(
+        s.client
+            .refresh(first.refresh_token.as_deref().expect("rt"))
+            .await
+            .is_err(),
+        "session ended by the replay"
+    );
+    assert!(s.client.accounts(&bearer(&first)).await.is_err());
+}

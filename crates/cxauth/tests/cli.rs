@@ -1,0 +1,613 @@
+//! The `cxauth` binary as scripts and operators use it: `admin`, `generate-master-key`, `serve`.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn cxauth() -> Command {
+    let mut c = Command::cargo_bin("cxauth").expect("binary");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CXAUTH_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn db() -> Db {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cx.db");
+    Db { _dir: dir, path }
+}
+
+impl Db {
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    /// Runs `cxauth admin --database URL ARGS` with `stdin`, expecting success; returns stdout.
+    fn admin_ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = cxauth()
+            .arg("admin")
+            .arg("--database")
+            .arg(self.url())
+            .args(args)
+            .write_stdin(stdin)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out).expect("utf8")
+    }
+
+    fn admin_err(&self, args: &[&str], stdin: &str) -> String {
+        let out = cxauth()
+            .arg("admin")
+            .arg("--database")
+            .arg(self.url())
+            .args(args)
+            .write_stdin(stdin)
+            .assert()
+            .failure()
+            .code(1)
+            .stdout("")
+            .get_output()
+            .stderr
+            .clone();
+        let err = String::from_utf8(out).expect("utf8");
+        assert_eq!(err.trim_end().lines().count(), 1, "one-line error: {err}");
+        err
+    }
+
+    fn user_count(&self) -> usize {
+        self.admin_ok(&["user", "list"], "").lines().count() - 1
+    }
+}
+
+fn id(out: &str) -> i64 {
+    assert!(
+        out.ends_with('\n') && out.lines().count() == 1,
+        "id alone on stdout: {out:?}"
+    );
+    out.trim().parse().expect("numeric id")
+}
+
+#[test]
+fn accounts_and_users_are_created_and_their_ids_printed_alone() {
+    let db = db();
+    let main = id(&db.admin_ok(&["account", "create", "--name", "Sales"], ""));
+    assert_eq!(main % 10_000, 0);
+    let sub = id(&db.admin_ok(
+        &[
+            "account",
+            "create",
+            "--name",
+            "EU",
+            "--main",
+            &main.to_string(),
+        ],
+        "",
+    ));
+    assert_eq!(sub, main + 1);
+    let sub2 = id(&db.admin_ok(
+        &[
+            "account",
+            "create",
+            "--name",
+            "US",
+            "--main",
+            &main.to_string(),
+        ],
+        "",
+    ));
+    assert_eq!(sub2, main + 2);
+    let boss = id(&db.admin_ok(
+        &[
+            "user",
+            "create",
+            "--username",
+            "boss",
+            "--password-stdin",
+            "--grant",
+            &main.to_string(),
+            "--role",
+            "SUPER_USER",
+            "--first-name",
+            "Big",
+            "--last-name",
+            "Boss",
+        ],
+        "boss-password\n",
+    ));
+    // --database after the subcommand, and the environment variable, work too.
+    let out = cxauth()
+        .args([
+            "admin",
+            "user",
+            "create",
+            "--username",
+            "worker",
+            "--password-stdin",
+            "--parent",
+            "boss",
+            "--database",
+            &db.url(),
+        ])
+        .write_stdin("worker-password\n")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let worker = id(&String::from_utf8(out).expect("utf8"));
+    assert!(worker > boss);
+    let out = cxauth()
+        .env("CXAUTH_DATABASE", db.url())
+        .args(["admin", "user", "list"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let list = String::from_utf8(out).expect("utf8");
+    let worker_line = list
+        .lines()
+        .find(|l| l.contains("\tworker\t"))
+        .expect("worker listed");
+    assert!(
+        worker_line.contains(&format!("\t{main}\t{boss}\t")),
+        "{worker_line}"
+    );
+    // A bare file path works as a database URL.
+    cxauth()
+        .args(["admin", "--database"])
+        .arg(&db.path)
+        .args(["user", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("boss"));
+}
+
+#[test]
+fn bad_input_is_a_one_line_error_and_writes_nothing() {
+    let db = db();
+    let main = id(&db.admin_ok(&["account", "create", "--name", "M"], "")).to_string();
+    db.admin_ok(
+        &[
+            "user",
+            "create",
+            "--username",
+            "taken",
+            "--password-stdin",
+            "--grant",
+            &main,
+        ],
+        "pw\n",
+    );
+    let before = db.user_count();
+    for (args, stdin, says) in [
+        (
+            vec![
+                "user",
+                "create",
+                "--username",
+                "taken",
+                "--password-stdin",
+                "--grant",
+                &main,
+            ],
+            "pw\n",
+            "already exists",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--username",
+                "x",
+                "--password-stdin",
+                "--parent",
+                "ghost",
+            ],
+            "pw\n",
+            "ghost",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--username",
+                "x",
+                "--password-stdin",
+                "--grant",
+                "99990000",
+            ],
+            "pw\n",
+            "99990000",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--username",
+                "x",
+                "--password-stdin",
+                "--grant",
+                &main,
+            ],
+            "\n",
+            "password must not be empty",
+        ),
+        (
+            vec!["user", "create", "--username", "x", "--password-stdin"],
+            "pw\n",
+            "--parent",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--username",
+                "x y",
+                "--password-stdin",
+                "--grant",
+                &main,
+            ],
+            "pw\n",
+            "username",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--username",
+                "x",
+                "--password-stdin",
+                "--grant",
+                &main,
+                "--role",
+                "boss",
+            ],
+            "pw\n",
+            "role",
+        ),
+        (
+            vec![
+                "user",
+                "create",
+                "--username",
+                "x",
+                "--password-stdin",
+                "--grant",
+                &main,
+                "--platform",
+                "a:b",
+            ],
+            "pw\n",
+            "platform",
+        ),
+        (vec!["user", "disable", "ghost"], "", "ghost"),
+        (
+            vec!["user", "set-password", "ghost", "--password-stdin"],
+            "pw\n",
+            "ghost",
+        ),
+    ] {
+        let err = db.admin_err(&args, stdin);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(db.user_count(), before);
+    let err = db.admin_err(&["account", "create", "--name", "S", "--main", "12345"], "");
+    assert!(err.contains("12345"), "{err}");
+    let err = db.admin_err(&["account", "create", "--name", "  "], "");
+    assert!(err.contains("empty"), "{err}");
+    // A sub-account is not a main account.
+    let sub =
+        id(&db.admin_ok(&["account", "create", "--name", "S", "--main", &main], "")).to_string();
+    let err = db.admin_err(&["account", "create", "--name", "T", "--main", &sub], "");
+    assert!(err.contains("sub-account"), "{err}");
+    // Usage errors exit 2 and say how to use the command.
+    cxauth()
+        .args(["admin", "user", "create", "--username", "x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--password-stdin"));
+    cxauth()
+        .args(["serve", "--access-token-ttl", "soon"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("duration"));
+}
+
+#[test]
+fn generate_master_key_writes_0600_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("master.key");
+    cxauth()
+        .arg("generate-master-key")
+        .arg(&key)
+        .assert()
+        .success()
+        .stdout("");
+    let first = std::fs::read(&key).expect("key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    cxauth()
+        .arg("generate-master-key")
+        .arg(&key)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("never overwritten"));
+    assert_eq!(std::fs::read(&key).expect("key"), first);
+}
+
+/// A `cxauth serve` child process, killed on drop.
+struct Served {
+    child: Child,
+    base: String,
+    stderr: mpsc::Receiver<String>,
+    first_lines: Vec<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(db: &Path, envs: &[(&str, &str)]) -> Served {
+    let bin = assert_cmd::cargo::cargo_bin("cxauth");
+    let mut cmd = std::process::Command::new(bin);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CXAUTH_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        .arg(db)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // From here on the child is killed and reaped on drop, whatever happens.
+    let mut served = Served {
+        child,
+        base: String::new(),
+        stderr: rx,
+        first_lines: Vec::new(),
+    };
+    loop {
+        let line = served
+            .stderr
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start: {:#?}", served.first_lines));
+        served.first_lines.push(line.clone());
+        if let Some(addr) = line.strip_prefix("cxauth: listening on ") {
+            served.base = addr.trim().to_owned();
+            return served;
+        }
+    }
+}
+
+fn start_fails(db: &Path, envs: &[(&str, &str)]) -> String {
+    let out = cxauth()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        .arg(db)
+        .envs(envs.iter().copied())
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    String::from_utf8(out).expect("utf8")
+}
+
+#[tokio::test]
+async fn serve_bootstraps_once_and_the_curl_walkthrough_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("served.db");
+    let served = serve(&db, &[]);
+    let password = served
+        .first_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("cxauth: created user \"admin\" with password: "))
+        .expect("password printed once")
+        .trim()
+        .to_owned();
+    let key = dir.path().join("served.db.key");
+    assert!(key.exists(), "key file beside the database");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    let client = cxauth_client::Client::new(&served.base).expect("client");
+    client.healthz().await.expect("healthz");
+    // The README's curl line: credentials in the query string.
+    let res = reqwest::Client::new()
+        .post(format!(
+            "{}/api/auth/login/admin?username=admin&password={password}&platformId=aws80",
+            served.base
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 200);
+    let session: cxauth_client::Session = res.json().await.expect("session");
+    let bearer = cxauth_client::Credential::Bearer(session.access_token.clone());
+    let token = client.create_api_token(&bearer).await.expect("token");
+    let api = cxauth_client::Credential::XAuthToken(token.clone());
+    assert_eq!(
+        client.list_api_tokens(&api).await.expect("list"),
+        vec![token.clone()]
+    );
+
+    // The admin CLI works on the database while the server runs, and the server sees it at once.
+    let out = cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args([
+            "user",
+            "create",
+            "--username",
+            "ops",
+            "--password-stdin",
+            "--parent",
+            "admin",
+        ])
+        .write_stdin("ops-password\n")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    id(&String::from_utf8(out).expect("utf8"));
+    client
+        .login("ops", "ops-password", "aws80")
+        .await
+        .expect("new user logs in");
+    cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args(["user", "disable", "admin"])
+        .assert()
+        .success();
+    assert!(client.accounts(&api).await.is_err(), "disabled at once");
+    cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args(["user", "enable", "admin"])
+        .assert()
+        .success();
+    client.delete_api_token(&api, &token).await.expect("delete");
+    drop(served);
+
+    // The second start prints no password and keeps the data.
+    let again = serve(&db, &[]);
+    assert!(
+        !again.first_lines.iter().any(|l| l.contains("password:")),
+        "{:#?}",
+        again.first_lines
+    );
+    let client = cxauth_client::Client::new(&again.base).expect("client");
+    client
+        .login("admin", &password, "aws80")
+        .await
+        .expect("same password");
+    drop(again);
+
+    // Without its key file the server refuses to start and makes no new key.
+    std::fs::rename(&key, dir.path().join("moved.key")).expect("move key");
+    let err = start_fails(&db, &[]);
+    assert!(err.contains("CXAUTH_MASTER_KEY_FILE"), "{err}");
+    assert!(!key.exists());
+    // Pointing CXAUTH_MASTER_KEY_FILE at it works.
+    let moved = dir.path().join("moved.key");
+    let back = serve(
+        &db,
+        &[("CXAUTH_MASTER_KEY_FILE", moved.to_str().expect("utf8"))],
+    );
+    cxauth_client::Client::new(&back.base)
+        .expect("client")
+        .healthz()
+        .await
+        .expect("up");
+}
+
+#[tokio::test]
+async fn serve_takes_the_bootstrap_password_and_settings_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("env.db");
+    let served = serve(
+        &db,
+        &[
+            ("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", "from-the-env"),
+            ("CXAUTH_PLATFORM_ID", "aws82"),
+            ("CXAUTH_ACCESS_TOKEN_TTL", "90s"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    assert!(
+        !served
+            .first_lines
+            .iter()
+            .any(|l| l.contains("from-the-env"))
+    );
+    let client = cxauth_client::Client::new(&served.base).expect("client");
+    let session = client
+        .login("admin", "from-the-env", "aws82")
+        .await
+        .expect("login");
+    assert_eq!(session.expires_in, 90);
+    let token = client
+        .create_api_token(&cxauth_client::Credential::Bearer(
+            session.access_token.clone(),
+        ))
+        .await
+        .expect("token");
+    assert!(token.starts_with("aws82:"));
+    client
+        .logout(session.refresh_token.as_deref().expect("rt"))
+        .await
+        .expect("logout");
+    // Even at debug level, no secret reaches the log.
+    let _ = client
+        .login("admin", "wrong-password-canary", "aws82")
+        .await
+        .expect_err("wrong");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log: Vec<String> = served.stderr.try_iter().collect();
+    let log = log.join("\n");
+    assert!(log.contains("/api/auth/login/admin"), "requests are logged");
+    for secret in [
+        "from-the-env",
+        "wrong-password-canary",
+        &session.access_token,
+        session.refresh_token.as_deref().expect("rt"),
+        &token,
+    ] {
+        assert!(!log.contains(secret), "secret in log");
+    }
+
+    let bad = start_fails(
+        &dir.path().join("other.db"),
+        &[
+            ("CXAUTH_REFRESH_TOKEN_TTL", "1m"),
+            ("CXAUTH_ACCESS_TOKEN_TTL", "5m"),
+        ],
+    );
+    assert!(bad.contains("must be longer"), "{bad}");
+}
