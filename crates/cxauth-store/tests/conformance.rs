@@ -1,0 +1,385 @@
+//! The store conformance suite: the behaviour every backend must show, run against each one.
+//! Today that is SQLite (a fresh file per test); the PostgreSQL backend joins by adding its
+//! constructor to `backends()`.
+
+use cxauth_core::store::{
+    Bootstrap, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation, SharedStore, StoreError,
+};
+use cxauth_store::DatabaseUrl;
+
+struct Backend {
+    name: &'static str,
+    store: SharedStore,
+    _dir: tempfile::TempDir,
+}
+
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = DatabaseUrl::Sqlite {
+        path: Some(dir.path().join("conformance.db")),
+    };
+    vec![Backend {
+        name: "sqlite",
+        store: cxauth_store::open(&url).await.expect("open sqlite"),
+        _dir: dir,
+    }]
+}
+
+fn user(username: &str, parent: Option<&str>, grants: Vec<i64>) -> NewUser {
+    NewUser {
+        username: username.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        platform_id: "aws80".into(),
+        parent: parent.map(str::to_owned),
+        grants,
+        roles: vec!["MANAGE_USERS".into()],
+        first_name: "F".into(),
+        last_name: "L".into(),
+        now: 1_000,
+    }
+}
+
+fn digest(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+#[tokio::test]
+async fn bootstrap_happens_once_and_whole() {
+    for b in backends().await {
+        let s = &b.store;
+        let boot = Bootstrap {
+            main_account_name: "Main".into(),
+            sub_account_name: "Default".into(),
+            user: user("admin", None, vec![]),
+        };
+        assert!(s.bootstrap(&boot).await.expect("bootstrap"), "{}", b.name);
+        assert!(!s.bootstrap(&boot).await.expect("second"), "{}", b.name);
+        let admin = s
+            .user_by_username("admin")
+            .await
+            .expect("get")
+            .expect("admin");
+        assert_eq!(admin.main_account_id, 10_000_000);
+        let accounts = s.accounts_for_user(admin.id).await.expect("accounts");
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(
+            (accounts[0].id, accounts[0].main_id),
+            (10_000_001, 10_000_000)
+        );
+        assert_eq!(s.list_users().await.expect("list").len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn accounts_and_users_follow_the_rules() {
+    for b in backends().await {
+        let s = &b.store;
+        let m1 = s.create_main_account("A", 0).await.expect("main");
+        let m2 = s.create_main_account("B", 0).await.expect("main");
+        assert_eq!((m1, m2), (10_000_000, 10_010_000), "{}", b.name);
+        let a1 = s.create_sub_account(m1, "a1", 0).await.expect("sub");
+        assert_eq!(a1, m1 + 1);
+        assert!(matches!(
+            s.create_sub_account(a1, "x", 0).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.create_sub_account(123, "x", 0).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        let root = s
+            .create_user(&user("root", None, vec![m1]))
+            .await
+            .expect("root");
+        let child = s
+            .create_user(&user("child", Some("root"), vec![]))
+            .await
+            .expect("child");
+        let grandchild = s
+            .create_user(&user("gc", Some("child"), vec![a1]))
+            .await
+            .expect("gc");
+        let c = s.user_by_id(child).await.expect("get").expect("child");
+        assert_eq!(
+            (c.parent_id, c.parent_path.as_str(), c.main_account_id),
+            (Some(root), root.to_string().as_str(), m1)
+        );
+        let g = s.user_by_id(grandchild).await.expect("get").expect("gc");
+        assert_eq!(g.parent_path, format!("{root}.{child}"));
+        assert!(g.has_ancestor(root) && g.has_ancestor(child) && !c.has_ancestor(grandchild));
+        assert_eq!(g.roles, ["MANAGE_USERS"]);
+
+        let before = s.list_users().await.expect("list").len();
+        for bad in [
+            user("root", None, vec![m1]),      // duplicate
+            user("x", Some("ghost"), vec![]),  // unknown parent
+            user("x", None, vec![999]),        // unknown account
+            user("x", None, vec![]),           // neither
+            user("x", Some("root"), vec![m2]), // grant outside the main account
+        ] {
+            assert!(
+                s.create_user(&bad).await.is_err(),
+                "{}: {:?}",
+                b.name,
+                bad.username
+            );
+        }
+        assert!(matches!(
+            s.create_user(&user("root", None, vec![m1])).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.list_users().await.expect("list").len(),
+            before,
+            "nothing half-written"
+        );
+
+        let subtree: Vec<i64> = s
+            .user_subtree(&c)
+            .await
+            .expect("subtree")
+            .iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(subtree, [child, grandchild]);
+        // The grant of a main account covers its sub-accounts; a sub-account grant only itself.
+        let root_accounts = s.accounts_for_user(root).await.expect("accounts");
+        assert_eq!(root_accounts.iter().map(|a| a.id).collect::<Vec<_>>(), [a1]);
+        let a2 = s.create_sub_account(m1, "a2", 0).await.expect("sub");
+        assert_eq!(s.accounts_for_user(root).await.expect("accounts").len(), 2);
+        assert_eq!(
+            s.accounts_for_user(grandchild)
+                .await
+                .expect("accounts")
+                .iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>(),
+            [a1]
+        );
+        let _ = a2;
+    }
+}
+
+#[tokio::test]
+async fn refresh_rotation_grace_reuse_and_purge() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![m]))
+            .await
+            .expect("user");
+        s.create_session(&NewSession {
+            session_id: "s1".into(),
+            user_id: uid,
+            refresh_digest: digest(1),
+            now: 0,
+            refresh_expires_at: 1_000,
+        })
+        .await
+        .expect("session");
+        let rot = |presented, successor, now| Rotation {
+            presented: digest(presented),
+            successor: digest(successor),
+            now,
+            grace_ms: 30,
+            successor_expires_at: now + 1_000,
+        };
+        assert!(
+            matches!(
+                s.rotate_refresh_token(&rot(1, 2, 10))
+                    .await
+                    .expect("rotate"),
+                RotateOutcome::Rotated { .. }
+            ),
+            "{}",
+            b.name
+        );
+        // Grace retry of 1 retires 2.
+        assert!(matches!(
+            s.rotate_refresh_token(&rot(1, 3, 20)).await.expect("grace"),
+            RotateOutcome::Rotated { .. }
+        ));
+        assert!(matches!(
+            s.rotate_refresh_token(&rot(3, 4, 30))
+                .await
+                .expect("rotate"),
+            RotateOutcome::Rotated { .. }
+        ));
+        assert!(matches!(
+            s.rotate_refresh_token(&rot(9, 5, 30))
+                .await
+                .expect("unknown"),
+            RotateOutcome::Invalid
+        ));
+        let state = s.session_state("s1").await.expect("state").expect("exists");
+        assert!(!state.revoked);
+        // 2 was retired at 20; at 51 it is reuse.
+        assert!(matches!(
+            s.rotate_refresh_token(&rot(2, 6, 51)).await.expect("reuse"),
+            RotateOutcome::Reused { .. }
+        ));
+        assert!(
+            s.session_state("s1")
+                .await
+                .expect("state")
+                .expect("exists")
+                .revoked
+        );
+        assert!(matches!(
+            s.rotate_refresh_token(&rot(4, 7, 52))
+                .await
+                .expect("revoked"),
+            RotateOutcome::Invalid
+        ));
+
+        // Expiry and purge.
+        s.create_session(&NewSession {
+            session_id: "s2".into(),
+            user_id: uid,
+            refresh_digest: digest(20),
+            now: 0,
+            refresh_expires_at: 100,
+        })
+        .await
+        .expect("session");
+        assert!(matches!(
+            s.rotate_refresh_token(&rot(20, 21, 100))
+                .await
+                .expect("expired"),
+            RotateOutcome::Invalid
+        ));
+        assert!(
+            s.revoke_session_by_refresh(&digest(4), RevokeReason::Logout, 60)
+                .await
+                .expect("logout of ended session")
+        );
+        assert!(
+            !s.revoke_session_by_refresh(&digest(99), RevokeReason::Logout, 60)
+                .await
+                .expect("unknown")
+        );
+        let purged = s.purge_expired(10_000).await.expect("purge");
+        assert!(purged >= 2, "{}: {purged}", b.name);
+        assert!(s.session_state("s1").await.expect("state").is_none());
+        assert!(s.session_state("s2").await.expect("state").is_none());
+    }
+}
+
+#[tokio::test]
+async fn disabling_and_password_changes_revoke_sessions() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![m]))
+            .await
+            .expect("user");
+        for (i, sid) in ["a", "b"].iter().enumerate() {
+            s.create_session(&NewSession {
+                session_id: (*sid).into(),
+                user_id: uid,
+                refresh_digest: digest(i as u8),
+                now: 0,
+                refresh_expires_at: 1_000,
+            })
+            .await
+            .expect("session");
+        }
+        assert!(s.set_password_hash("u", "new", 5).await.expect("set"));
+        assert!(
+            s.session_state("a").await.expect("a").expect("a").revoked,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.user_by_id(uid)
+                .await
+                .expect("get")
+                .expect("u")
+                .password_hash,
+            "new"
+        );
+        s.create_session(&NewSession {
+            session_id: "c".into(),
+            user_id: uid,
+            refresh_digest: digest(9),
+            now: 0,
+            refresh_expires_at: 1_000,
+        })
+        .await
+        .expect("session");
+        assert!(s.set_user_enabled("u", false, 6).await.expect("disable"));
+        let c = s.session_state("c").await.expect("c").expect("c");
+        assert!(c.revoked && !c.user.enabled);
+        assert!(
+            !s.set_user_enabled("ghost", false, 6)
+                .await
+                .expect("unknown")
+        );
+        assert!(!s.set_password_hash("ghost", "x", 6).await.expect("unknown"));
+    }
+}
+
+#[tokio::test]
+async fn api_tokens_and_meta() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![m]))
+            .await
+            .expect("user");
+        let t1 = s
+            .insert_api_token(uid, &digest(1), b"sealed1", 0)
+            .await
+            .expect("t1");
+        let t2 = s
+            .insert_api_token(uid, &digest(2), b"sealed2", 0)
+            .await
+            .expect("t2");
+        assert!(
+            matches!(
+                s.insert_api_token(uid, &digest(1), b"dup", 0).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{}",
+            b.name
+        );
+        let listed: Vec<i64> = s
+            .api_tokens_of(uid)
+            .await
+            .expect("list")
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(listed, [t1, t2], "oldest first");
+        let (tok, owner) = s
+            .api_token_by_digest(&digest(2))
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(
+            (tok.id, tok.sealed.as_slice(), owner.id),
+            (t2, b"sealed2".as_slice(), uid)
+        );
+        assert!(s.delete_api_token(t2).await.expect("delete"));
+        assert!(!s.delete_api_token(t2).await.expect("again"));
+        assert!(
+            s.api_token_by_digest(&digest(2))
+                .await
+                .expect("get")
+                .is_none()
+        );
+
+        assert_eq!(s.init_meta("k", "v1").await.expect("init"), "v1");
+        assert_eq!(
+            s.init_meta("k", "v2").await.expect("init"),
+            "v1",
+            "never overwritten"
+        );
+        assert_eq!(s.get_meta("k").await.expect("get").as_deref(), Some("v1"));
+        assert_eq!(s.get_meta("none").await.expect("get"), None);
+    }
+}
