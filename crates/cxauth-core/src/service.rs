@@ -201,7 +201,7 @@ impl Auth {
         let mut stored = store.signing_keys().await?;
         if stored.is_empty() {
             store
-                .insert_signing_key(&generate_signing_key(&secrets, clock.now_ms())?)
+                .init_signing_key(&generate_signing_key(&secrets, clock.now_ms())?)
                 .await?;
             stored = store.signing_keys().await?;
         }
@@ -269,21 +269,32 @@ impl Auth {
                 return Err(AuthError::LoginFailed);
             }
         };
-        self.throttle.record_success(&input.username);
         let now = self.clock.now_ms();
         let refresh = new_refresh_token()?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        self.store
+        let created = self
+            .store
             .create_session(&NewSession {
                 session_id: session_id.clone(),
                 user_id: user.id,
                 refresh_digest: self
                     .secrets
                     .digest(DigestKind::RefreshToken, refresh.as_bytes()),
+                expected_password_hash: Some(user.password_hash.clone()),
                 now,
                 refresh_expires_at: now.saturating_add(duration_ms(self.config.refresh_token_ttl)),
             })
-            .await?;
+            .await;
+        match created {
+            Ok(()) => {}
+            // Disabled or password changed between the check and now: the login loses the race.
+            Err(StoreError::Conflict(_)) => {
+                self.throttle.record_failure(&input.username, client);
+                return Err(AuthError::LoginFailed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.throttle.record_success(&input.username);
         tracing::info!(target: "audit", event = "login.succeeded", user_id = user.id, session = %session_id, client = %client, "login");
         self.session_response(&user, &session_id, Some(refresh), now)
     }

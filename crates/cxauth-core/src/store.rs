@@ -167,6 +167,9 @@ pub struct NewSession {
     pub user_id: i64,
     /// Keyed digest of the first refresh token.
     pub refresh_digest: [u8; 32],
+    /// The password hash the login was checked against: if it changed meanwhile (a password
+    /// change raced the login), no session is made. `None` for logins without a password.
+    pub expected_password_hash: Option<String>,
     /// Now, epoch ms.
     pub now: i64,
     /// When the refresh token stops working, epoch ms.
@@ -264,8 +267,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// All signing keys, oldest first.
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
-    /// Adds a signing key.
+    /// Adds a signing key (key rotation).
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// Adds `key` only if there is no signing key yet, atomically, so instances starting
+    /// together on an empty database agree on one key; returns whether it was added.
+    async fn init_signing_key(&self, key: &StoredSigningKey) -> Result<bool, StoreError>;
 
     /// On an empty database (no accounts, no users), creates in one transaction the main
     /// account, its first sub-account and the super user; returns false, changing nothing, if
@@ -309,7 +315,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Starts a session with its first refresh token.
+    /// Starts a session with its first refresh token; [`StoreError::Conflict`] if the user was
+    /// disabled or its password changed since the login read it.
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
     /// Whether a session stands, with its owner; `None` if unknown.
     async fn session_state(&self, session_id: &str) -> Result<Option<SessionState>, StoreError>;

@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub bootstrap_admin_password: Option<SecretString>,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Longest wait for a database connection before a request gets 503; well under
+    /// `request_timeout`, so an unreachable database is reported instead of waited on.
+    pub database_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     /// Password verifications running at once (default: the number of cores).
@@ -50,6 +53,7 @@ impl ServerConfig {
             master_key_file: None,
             bootstrap_admin_password: None,
             request_timeout: Duration::from_secs(30),
+            database_timeout: Duration::from_secs(5),
             body_limit: 64 * 1024,
             hash_workers: cores,
             hash_queue: 64 * cores,
@@ -78,6 +82,9 @@ impl ServerConfig {
             return Err(
                 "the refresh grace window must be shorter than the refresh token lifetime".into(),
             );
+        }
+        if self.database_timeout >= self.request_timeout {
+            return Err("the database timeout must be shorter than the request timeout".into());
         }
         if self.hash_workers == 0 {
             return Err("there must be at least one password hashing worker".into());

@@ -87,11 +87,29 @@ async fn master_key(
         .or_else(|| config.database.default_key_file());
     let initialised = store.get_meta(META_KEY_FINGERPRINT).await?.is_some();
     let Some(path) = path else {
-        // In-memory database: nothing outlives the process, so neither does its key.
-        return MasterKey::generate().map_err(|e| StartupError::MasterKey(e.to_string()));
+        if config.database.is_in_memory() {
+            // Nothing outlives the process, so neither does its key.
+            return MasterKey::generate().map_err(|e| StartupError::MasterKey(e.to_string()));
+        }
+        // A shared database: every instance needs the same key, so none may invent one.
+        return Err(StartupError::MasterKey(format!(
+            "the database {} is not a file, so there is no default place for the master key: \
+             create one with `cxauth generate-master-key FILE` and give the same FILE to every \
+             instance with CXAUTH_MASTER_KEY_FILE",
+            config.database
+        )));
     };
     if path.exists() {
         return MasterKey::load(&path).map_err(|e| StartupError::MasterKey(e.to_string()));
+    }
+    if !matches!(config.database, cxauth_store::DatabaseUrl::Sqlite { .. }) {
+        // Instances of a shared database must all hold the same key: refuse to invent one.
+        return Err(StartupError::MasterKey(format!(
+            "the master key file {} does not exist; create it once with `cxauth \
+             generate-master-key {}` and give the same file to every instance",
+            path.display(),
+            path.display()
+        )));
     }
     if initialised {
         return Err(StartupError::MasterKey(format!(
@@ -113,7 +131,14 @@ impl App {
     /// Builds the application: see the crate documentation.
     pub async fn build(config: &ServerConfig, clock: SharedClock) -> Result<App, StartupError> {
         config.validate().map_err(StartupError::Config)?;
-        let store = cxauth_store::open(&config.database).await?;
+        let store = cxauth_store::open_with(
+            &config.database,
+            &cxauth_store::StoreOptions {
+                acquire_timeout: config.database_timeout,
+                ..cxauth_store::StoreOptions::default()
+            },
+        )
+        .await?;
         let key = master_key(config, store.as_ref()).await?;
         let secrets = Secrets::derive(&key);
         drop(key);

@@ -8,13 +8,46 @@ use std::path::{Path, PathBuf};
 pub enum UrlError {
     /// A scheme this build does not serve.
     #[error(
-        "unsupported database URL scheme {0:?}: use sqlite://PATH (or a plain file path); \
-         PostgreSQL is not supported yet"
+        "unsupported database URL scheme {0:?}: use sqlite://PATH (or a plain file path) or \
+         postgres://USER@HOST/DATABASE"
     )]
     UnsupportedScheme(String),
     /// Nothing after the scheme.
     #[error("the database URL has no path")]
     Empty,
+}
+
+/// A PostgreSQL URL, which may hold a password: shown only with the password replaced.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL as given, password included, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("[redacted]"));
+                }
+                // Query parameters may carry a password too (`?password=`): leave them out.
+                u.set_query(None);
+                f.write_str(u.as_str())
+            }
+            Err(_) => f.write_str("postgres://[unparsable URL]"),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// A parsed database location.
@@ -25,14 +58,25 @@ pub enum DatabaseUrl {
         /// The file.
         path: Option<PathBuf>,
     },
+    /// A PostgreSQL database.
+    Postgres {
+        /// `postgres://…` or `postgresql://…`.
+        url: SecretUrl,
+    },
 }
 
 impl DatabaseUrl {
-    /// Parses `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:` or a bare file path.
+    /// Parses `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`, a bare file path, or
+    /// `postgres://…` / `postgresql://…`.
     pub fn parse(s: &str) -> Result<Self, UrlError> {
         let s = s.trim();
         if s.is_empty() {
             return Err(UrlError::Empty);
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres {
+                url: SecretUrl(s.to_owned()),
+            });
         }
         let rest = if let Some(r) = s.strip_prefix("sqlite://") {
             r
@@ -60,7 +104,13 @@ impl DatabaseUrl {
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
             DatabaseUrl::Sqlite { path } => path.as_deref(),
+            DatabaseUrl::Postgres { .. } => None,
         }
+    }
+
+    /// Whether the database lives only as long as the process (`sqlite::memory:`).
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self, DatabaseUrl::Sqlite { path: None })
     }
 
     /// Where the master key lives by default: beside the database file, as `FILE.key`.
@@ -78,6 +128,7 @@ impl fmt::Display for DatabaseUrl {
         match self {
             DatabaseUrl::Sqlite { path: None } => f.write_str("sqlite::memory:"),
             DatabaseUrl::Sqlite { path: Some(p) } => write!(f, "sqlite://{}", p.display()),
+            DatabaseUrl::Postgres { url } => fmt::Display::fmt(url, f),
         }
     }
 }

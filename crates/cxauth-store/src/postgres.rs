@@ -1,0 +1,79 @@
+//! The PostgreSQL backend, for several stateless cxauth instances on one database.
+//!
+//! Transactions run at READ COMMITTED; what must not interleave is serialised explicitly:
+//! rotations of one session lock the session row (`FOR UPDATE`), so concurrent refreshes of one
+//! token on any number of instances queue and see each other's result; a login's new session
+//! locks the user row, so a concurrent disable or password change cannot be overtaken; account
+//! id allocation, bootstrap and the first signing key take transaction-scoped advisory locks.
+//! Migrations are applied on start under sqlx's advisory lock, so instances may start together.
+
+use crate::StoreOptions;
+use crate::url::DatabaseUrl;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use std::str::FromStr as _;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// PostgreSQL implementation of [`Store`](cxauth_core::store::Store).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and migrates.
+    pub async fn open(url: &DatabaseUrl, options: &StoreOptions) -> Result<Self, StoreError> {
+        let DatabaseUrl::Postgres { url } = url else {
+            return Err(StoreError::Invalid("not a PostgreSQL URL".into()));
+        };
+        let connect = PgConnectOptions::from_str(url.expose())
+            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?
+            .application_name("cxauth");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(map_err)?;
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => map_err(e),
+            other => StoreError::Internal(format!("migration failed: {other}")),
+        })?;
+        Ok(PgStore { pool })
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(map_err)
+    }
+
+    async fn lock_global(conn: &mut PgConnection, key: i64) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(conn)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn lock_user(conn: &mut PgConnection, id: i64) -> Result<(), StoreError> {
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(conn)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn lock_session(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(conn)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+crate::sql::sql_store!(PgStore, Postgres, PgConnection);

@@ -1,0 +1,826 @@
+//! What the SQL backends share: the queries, written once, and the mapping of driver errors.
+//!
+//! SQLite and PostgreSQL run the same portable SQL (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT`), so the [`Store`](cxauth_core::store::Store) implementation is written once in
+//! [`sql_store!`] and expanded for each backend with its concrete types. A macro rather than a
+//! generic type because sqlx's per-database trait bounds would otherwise have to be spelled out
+//! on every query. The backends differ only in how a write transaction starts and how rows are
+//! locked (see the `begin_write`, `lock_global`, `lock_user` and `lock_session` functions each
+//! backend module defines).
+
+use cxauth_core::store::{StoreError, UserRecord};
+
+/// Advisory lock key serialising account id allocation and bootstrap.
+pub(crate) const LOCK_ACCOUNTS: i64 = 0x6378_6175_7468_0001;
+/// Advisory lock key serialising the creation of the first signing key.
+pub(crate) const LOCK_SIGNING_KEYS: i64 = 0x6378_6175_7468_0002;
+/// Sub-accounts a main account can hold: ids run from `main + 1` to `main + 9999`.
+pub(crate) const MAX_SUB_ACCOUNTS: i64 = 9_999;
+/// First main account id.
+pub(crate) const FIRST_MAIN_ACCOUNT: i64 = 10_000_000;
+
+/// Maps a driver error to the store's vocabulary: what a retry may fix is `Unavailable`.
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite: BUSY / LOCKED (and extended codes). PostgreSQL: connection exceptions
+            // (08xxx), shutdown (57P0x), too many connections (53300), serialization (40001).
+            let transient = matches!(code.as_ref(), "5" | "6" | "261" | "517" | "53300" | "40001")
+                || code.starts_with("08")
+                || code.starts_with("57P0");
+            if transient {
+                StoreError::Unavailable(format!("database: {}", db.message()))
+            } else {
+                StoreError::Internal(e.to_string())
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    id: i64,
+    username: String,
+    platform_id: String,
+    password_hash: String,
+    first_name: String,
+    last_name: String,
+    enabled: bool,
+    parent_id: Option<i64>,
+    parent_path: String,
+    main_account_id: i64,
+    roles: String,
+    created_at: i64,
+}
+
+impl From<UserRow> for UserRecord {
+    fn from(r: UserRow) -> Self {
+        UserRecord {
+            id: r.id,
+            username: r.username,
+            platform_id: r.platform_id,
+            password_hash: r.password_hash,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            enabled: r.enabled,
+            parent_id: r.parent_id,
+            parent_path: r.parent_path,
+            main_account_id: r.main_account_id,
+            roles: r
+                .roles
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            created_at: r.created_at,
+        }
+    }
+}
+
+pub(crate) const USER_COLUMNS: &str = "id, username, platform_id, password_hash, first_name, \
+     last_name, enabled, parent_id, parent_path, main_account_id, roles, created_at";
+
+/// [`USER_COLUMNS`] qualified with the alias `u.`, for joins.
+pub(crate) const USER_COLUMNS_U: &str = "u.id, u.username, u.platform_id, u.password_hash, \
+     u.first_name, u.last_name, u.enabled, u.parent_id, u.parent_path, u.main_account_id, \
+     u.roles, u.created_at";
+
+/// Expands the [`Store`](cxauth_core::store::Store) implementation for `$Store`, whose pool is
+/// `self.pool`, on database `$Db` with connection type `$Conn`.
+macro_rules! sql_store {
+    ($Store:ident, $Db:ty, $Conn:ty) => {
+        use crate::sql::{
+            map_err, UserRow, FIRST_MAIN_ACCOUNT, LOCK_ACCOUNTS, LOCK_SIGNING_KEYS,
+            MAX_SUB_ACCOUNTS, USER_COLUMNS, USER_COLUMNS_U,
+        };
+        use async_trait::async_trait;
+        use cxauth_core::store::{
+            AccountRow, Bootstrap, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation,
+            SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
+        };
+        use sqlx::Row as _;
+
+        async fn user_where(
+            conn: &mut $Conn,
+            clause: &'static str,
+            bind: impl for<'q> sqlx::Encode<'q, $Db> + sqlx::Type<$Db> + Send,
+        ) -> Result<Option<UserRecord>, StoreError> {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {clause}");
+            sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                .bind(bind)
+                .fetch_optional(conn)
+                .await
+                .map(|r| r.map(UserRecord::from))
+                .map_err(map_err)
+        }
+
+        async fn insert_user(
+            tx: &mut $Conn,
+            user: &NewUser,
+            parent_id: Option<i64>,
+            parent_path: &str,
+            main_account_id: i64,
+        ) -> Result<i64, StoreError> {
+            let row = sqlx::query(
+                "INSERT INTO users (username, platform_id, password_hash, first_name, last_name, enabled, \
+                 parent_id, parent_path, main_account_id, roles, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, TRUE, $6, $7, $8, $9, $10, $10) RETURNING id",
+            )
+            .bind(&user.username)
+            .bind(&user.platform_id)
+            .bind(&user.password_hash)
+            .bind(&user.first_name)
+            .bind(&user.last_name)
+            .bind(parent_id)
+            .bind(parent_path)
+            .bind(main_account_id)
+            .bind(user.roles.join(","))
+            .bind(user.now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match map_err(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("a user named {:?} already exists", user.username))
+                }
+                other => other,
+            })?;
+            let id: i64 = row.get(0);
+            for account in &user.grants {
+                sqlx::query("INSERT INTO user_grants (user_id, account_id) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(account)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+            Ok(id)
+        }
+
+        async fn revoke_user_sessions(
+            tx: &mut $Conn,
+            user_id: i64,
+            reason: RevokeReason,
+            now: i64,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE user_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(reason.as_str())
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+
+        #[async_trait]
+        impl Store for $Store {
+            async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(stored)
+            }
+
+            async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT kid, public_key, sealed_private_key, created_at FROM signing_keys \
+                     ORDER BY created_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| StoredSigningKey {
+                        kid: r.get(0),
+                        public_key: r.get(1),
+                        sealed_private_key: r.get(2),
+                        created_at: r.get(3),
+                    })
+                    .collect())
+            }
+
+            async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, public_key, sealed_private_key, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&key.kid)
+                .bind(&key.public_key)
+                .bind(&key.sealed_private_key)
+                .bind(key.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn init_signing_key(&self, key: &StoredSigningKey) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                Self::lock_global(&mut tx, LOCK_SIGNING_KEYS).await?;
+                let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if existing > 0 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, public_key, sealed_private_key, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&key.kid)
+                .bind(&key.public_key)
+                .bind(&key.sealed_private_key)
+                .bind(key.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn bootstrap(&self, b: &Bootstrap) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
+                let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let accounts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if users > 0 || accounts > 0 {
+                    return Ok(false);
+                }
+                let now = b.user.now;
+                let main = create_main_in(&mut tx, &b.main_account_name, now).await?;
+                create_sub_in(&mut tx, main, &b.sub_account_name, now).await?;
+                let user = NewUser {
+                    parent: None,
+                    grants: vec![main],
+                    ..b.user.clone()
+                };
+                insert_user(&mut tx, &user, None, "", main).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn create_main_account(&self, name: &str, now: i64) -> Result<i64, StoreError> {
+                let mut tx = self.begin_write().await?;
+                Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
+                let id = create_main_in(&mut tx, name, now).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(id)
+            }
+
+            async fn create_sub_account(
+                &self,
+                main_id: i64,
+                name: &str,
+                now: i64,
+            ) -> Result<i64, StoreError> {
+                let mut tx = self.begin_write().await?;
+                Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
+                let id = create_sub_in(&mut tx, main_id, name, now).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(id)
+            }
+
+            async fn accounts_for_user(&self, user_id: i64) -> Result<Vec<AccountRow>, StoreError> {
+                // A grant of a main account covers its sub-accounts; a grant of a sub-account, itself.
+                let rows = sqlx::query(
+                    "SELECT DISTINCT s.id, s.name, m.id, m.name, m.is_active \
+                     FROM user_grants g \
+                     JOIN accounts s ON s.id = g.account_id OR s.main_id = g.account_id \
+                     JOIN accounts m ON m.id = s.main_id \
+                     WHERE g.user_id = $1 \
+                     ORDER BY s.id",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| AccountRow {
+                        id: r.get(0),
+                        name: r.get(1),
+                        main_id: r.get(2),
+                        main_name: r.get(3),
+                        main_active: r.get(4),
+                    })
+                    .collect())
+            }
+
+            async fn create_user(&self, user: &NewUser) -> Result<i64, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let mut grant_mains = Vec::new();
+                for account in &user.grants {
+                    let main: Option<Option<i64>> =
+                        sqlx::query_scalar("SELECT main_id FROM accounts WHERE id = $1")
+                            .bind(account)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                    match main {
+                        None => {
+                            return Err(StoreError::NotFound(format!(
+                                "no account with id {account}"
+                            )));
+                        }
+                        Some(main) => grant_mains.push(main.unwrap_or(*account)),
+                    }
+                }
+                let (parent_id, parent_path, main_account_id) = match &user.parent {
+                    Some(parent_name) => {
+                        let parent = user_where(&mut tx, "username = $1", parent_name.as_str())
+                            .await?
+                            .ok_or_else(|| {
+                                StoreError::NotFound(format!("no parent user named {parent_name:?}"))
+                            })?;
+                        (
+                            Some(parent.id),
+                            parent.path_for_children(),
+                            parent.main_account_id,
+                        )
+                    }
+                    None => match grant_mains.first() {
+                        Some(main) => (None, String::new(), *main),
+                        None => {
+                            return Err(StoreError::Invalid(
+                                "a user needs a parent or an account grant".into(),
+                            ));
+                        }
+                    },
+                };
+                if let Some(foreign) = grant_mains.iter().find(|m| **m != main_account_id) {
+                    return Err(StoreError::Invalid(format!(
+                        "cannot grant an account of main account {foreign} to a user of main account \
+                         {main_account_id}"
+                    )));
+                }
+                let id = insert_user(&mut tx, user, parent_id, &parent_path, main_account_id).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(id)
+            }
+
+            async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(map_err)?;
+                user_where(&mut conn, "username = $1", username).await
+            }
+
+            async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(map_err)?;
+                user_where(&mut conn, "id = $1", id).await
+            }
+
+            async fn user_subtree(&self, root: &UserRecord) -> Result<Vec<UserRecord>, StoreError> {
+                let path = root.path_for_children();
+                // Escape LIKE wildcards: paths hold only digits and dots, but be exact anyway.
+                let sql = format!(
+                    "SELECT {USER_COLUMNS} FROM users \
+                     WHERE id = $1 OR parent_path = $2 OR parent_path LIKE $3 ORDER BY id"
+                );
+                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(root.id)
+                    .bind(&path)
+                    .bind(format!("{path}.%"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map(|rows| rows.into_iter().map(UserRecord::from).collect())
+                    .map_err(map_err)
+            }
+
+            async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map(|rows| rows.into_iter().map(UserRecord::from).collect())
+                    .map_err(map_err)
+            }
+
+            async fn set_user_enabled(
+                &self,
+                username: &str,
+                enabled: bool,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let id: Option<i64> = sqlx::query_scalar(
+                    "UPDATE users SET enabled = $1, updated_at = $2 WHERE username = $3 RETURNING id",
+                )
+                .bind(enabled)
+                .bind(now)
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(id) = id else { return Ok(false) };
+                if !enabled {
+                    revoke_user_sessions(&mut tx, id, RevokeReason::Disabled, now).await?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn set_password_hash(
+                &self,
+                username: &str,
+                hash: &str,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let id: Option<i64> = sqlx::query_scalar(
+                    "UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3 RETURNING id",
+                )
+                .bind(hash)
+                .bind(now)
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(id) = id else { return Ok(false) };
+                revoke_user_sessions(&mut tx, id, RevokeReason::PasswordChanged, now).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                // The login checked a password against a hash read earlier; a password change or a
+                // disable committed since must win, or the new session would outlive it.
+                Self::lock_user(&mut tx, s.user_id).await?;
+                let current: Option<(String, bool)> =
+                    sqlx::query_as("SELECT password_hash, enabled FROM users WHERE id = $1")
+                        .bind(s.user_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                match current {
+                    Some((hash, true))
+                        if s.expected_password_hash.as_deref().is_none_or(|h| h == hash) => {}
+                    _ => return Err(StoreError::Conflict("the user changed during login".into())),
+                }
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&s.session_id)
+                .bind(s.user_id)
+                .bind(s.now)
+                .bind(s.refresh_expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(s.refresh_digest.as_slice())
+                .bind(&s.session_id)
+                .bind(s.now)
+                .bind(s.refresh_expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn session_state(&self, session_id: &str) -> Result<Option<SessionState>, StoreError> {
+                let sql = format!(
+                    "SELECT s.revoked_at IS NOT NULL AS revoked, {} FROM sessions s \
+                     JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+                    USER_COLUMNS_U
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(session_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                let Some(row) = row else { return Ok(None) };
+                let revoked: bool = row.get(0);
+                let user = <UserRow as sqlx::FromRow<_>>::from_row(&row).map_err(map_err)?;
+                Ok(Some(SessionState {
+                    revoked,
+                    user: user.into(),
+                }))
+            }
+
+            async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let session_id: Option<String> =
+                    sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE digest = $1")
+                        .bind(r.presented.as_slice())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                let Some(session_id) = session_id else {
+                    return Ok(RotateOutcome::Invalid);
+                };
+                // Every rotation of one session runs under the session's lock, so concurrent refreshes
+                // (on any instance) see each other's results and the session never forks.
+                Self::lock_session(&mut tx, &session_id).await?;
+                let row = sqlx::query(
+                    "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id \
+                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
+                )
+                .bind(r.presented.as_slice())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(row) = row else {
+                    return Ok(RotateOutcome::Invalid);
+                };
+                let session_id: String = row.get(0);
+                let expires_at: i64 = row.get(1);
+                let rotated_at: Option<i64> = row.get(2);
+                let revoked_at: Option<i64> = row.get(3);
+                let user_id: i64 = row.get(4);
+                if revoked_at.is_some() || expires_at <= r.now {
+                    return Ok(RotateOutcome::Invalid);
+                }
+                if let Some(rotated) = rotated_at
+                    && r.now - rotated > r.grace_ms
+                {
+                    sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3")
+                        .bind(r.now)
+                        .bind(RevokeReason::Reuse.as_str())
+                        .bind(&session_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    tx.commit().await.map_err(map_err)?;
+                    return Ok(RotateOutcome::Reused {
+                        session_id,
+                        user_id,
+                    });
+                }
+                let Some(user) = user_where(&mut tx, "id = $1", user_id).await? else {
+                    return Ok(RotateOutcome::Invalid);
+                };
+                if !user.enabled {
+                    return Ok(RotateOutcome::Invalid);
+                }
+                // Retire every live token of the session (the presented one, or on a grace retry the
+                // successor issued moments ago), so the session always has exactly one live token.
+                sqlx::query(
+                    "UPDATE refresh_tokens SET rotated_at = $1 WHERE session_id = $2 AND rotated_at IS NULL",
+                )
+                .bind(r.now)
+                .bind(&session_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(r.successor.as_slice())
+                .bind(&session_id)
+                .bind(r.now)
+                .bind(r.successor_expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
+                    .bind(r.successor_expires_at)
+                    .bind(&session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(RotateOutcome::Rotated {
+                    session_id,
+                    user: Box::new(user),
+                })
+            }
+
+            async fn revoke_session_by_refresh(
+                &self,
+                digest: &[u8; 32],
+                reason: RevokeReason,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let session_id: Option<String> = sqlx::query_scalar(
+                    "SELECT session_id FROM refresh_tokens WHERE digest = $1 AND expires_at > $2",
+                )
+                .bind(digest.as_slice())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(session_id) = session_id else {
+                    return Ok(false);
+                };
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                     WHERE id = $3 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(reason.as_str())
+                .bind(&session_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn insert_api_token(
+                &self,
+                user_id: i64,
+                digest: &[u8; 32],
+                sealed: &[u8],
+                now: i64,
+            ) -> Result<i64, StoreError> {
+                sqlx::query_scalar(
+                    "INSERT INTO api_tokens (user_id, digest, sealed, created_at) VALUES ($1, $2, $3, $4) \
+                     RETURNING id",
+                )
+                .bind(user_id)
+                .bind(digest.as_slice())
+                .bind(sealed)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)
+            }
+
+            async fn api_token_by_digest(
+                &self,
+                digest: &[u8; 32],
+            ) -> Result<Option<(StoredApiToken, UserRecord)>, StoreError> {
+                let sql = format!(
+                    "SELECT t.id AS token_id, t.sealed, {} FROM api_tokens t \
+                     JOIN users u ON u.id = t.user_id WHERE t.digest = $1",
+                    USER_COLUMNS_U
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(digest.as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                let Some(row) = row else { return Ok(None) };
+                let user: UserRecord = <UserRow as sqlx::FromRow<_>>::from_row(&row)
+                    .map_err(map_err)?
+                    .into();
+                Ok(Some((
+                    StoredApiToken {
+                        id: row.get("token_id"),
+                        user_id: user.id,
+                        sealed: row.get("sealed"),
+                    },
+                    user,
+                )))
+            }
+
+            async fn api_tokens_of(&self, user_id: i64) -> Result<Vec<StoredApiToken>, StoreError> {
+                let rows = sqlx::query("SELECT id, sealed FROM api_tokens WHERE user_id = $1 ORDER BY id")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| StoredApiToken {
+                        id: r.get(0),
+                        user_id,
+                        sealed: r.get(1),
+                    })
+                    .collect())
+            }
+
+            async fn delete_api_token(&self, id: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                tx.commit().await.map_err(map_err)?;
+                Ok(tokens + sessions)
+            }
+        }
+
+        async fn create_main_in(
+            tx: &mut $Conn,
+            name: &str,
+            now: i64,
+        ) -> Result<i64, StoreError> {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(id) FROM accounts WHERE main_id IS NULL")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            let id = last.map_or(FIRST_MAIN_ACCOUNT, |l| l + MAX_SUB_ACCOUNTS + 1);
+            sqlx::query("INSERT INTO accounts (id, name, main_id, is_active, created_at) VALUES ($1, $2, NULL, TRUE, $3)")
+                .bind(id)
+                .bind(name)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            Ok(id)
+        }
+
+        async fn create_sub_in(
+            tx: &mut $Conn,
+            main_id: i64,
+            name: &str,
+            now: i64,
+        ) -> Result<i64, StoreError> {
+            let main: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT main_id FROM accounts WHERE id = $1")
+                    .bind(main_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+            match main {
+                None => {
+                    return Err(StoreError::NotFound(format!(
+                        "no main account with id {main_id}"
+                    )));
+                }
+                Some(Some(_)) => {
+                    return Err(StoreError::Invalid(format!(
+                        "account {main_id} is a sub-account; give the id of a main account"
+                    )));
+                }
+                Some(None) => {}
+            }
+            let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM accounts WHERE main_id = $1")
+                .bind(main_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let id = last.unwrap_or(main_id) + 1;
+            if id - main_id > MAX_SUB_ACCOUNTS {
+                return Err(StoreError::Invalid(format!(
+                    "main account {main_id} already holds {MAX_SUB_ACCOUNTS} sub-accounts"
+                )));
+            }
+            sqlx::query("INSERT INTO accounts (id, name, main_id, is_active, created_at) VALUES ($1, $2, $3, TRUE, $4)")
+                .bind(id)
+                .bind(name)
+                .bind(main_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            Ok(id)
+        }
+    };
+}
+
+pub(crate) use sql_store;
