@@ -18,6 +18,7 @@ use cxauth_proto::{ADMIN_URL, AGENT_URL, ApiToken, Jwks, Session, is_token_alpha
 use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest username accepted.
@@ -165,7 +166,10 @@ pub struct Auth {
     store: SharedStore,
     clock: SharedClock,
     secrets: Secrets,
-    keys: KeyRing,
+    keys: std::sync::RwLock<Arc<KeyRing>>,
+    /// When the key ring was last reloaded because of an unknown key id; rate-limits reloads.
+    /// Wall-clock (not the injected clock): a protection against load, not domain time.
+    keys_reloaded_at: std::sync::Mutex<Option<std::time::Instant>>,
     passwords: PasswordPool,
     throttle: Throttle,
     config: AuthConfig,
@@ -210,7 +214,8 @@ impl Auth {
             store,
             clock,
             secrets,
-            keys,
+            keys: std::sync::RwLock::new(Arc::new(keys)),
+            keys_reloaded_at: std::sync::Mutex::new(None),
             passwords,
             throttle,
             config,
@@ -233,8 +238,43 @@ impl Auth {
     }
 
     /// The public signing keys.
-    pub fn jwks(&self) -> &Jwks {
-        self.keys.jwks()
+    pub fn jwks(&self) -> Jwks {
+        self.keys().jwks().clone()
+    }
+
+    fn keys(&self) -> Arc<KeyRing> {
+        // Nothing can panic while the lock is held (a pointer swap), so poisoning is moot.
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads the key ring from the store when a token names a key this instance has not seen
+    /// (another instance rotated keys). At most once a second, so tokens with made-up key ids
+    /// cannot turn into a database query each.
+    async fn reload_keys_for(&self, token: &str) -> Result<bool, AuthError> {
+        let Some(kid) = crate::jwt::token_kid(token) else {
+            return Ok(false);
+        };
+        if self.keys().knows(&kid) {
+            return Ok(false);
+        }
+        {
+            let mut last = self
+                .keys_reloaded_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
+                return Ok(false);
+            }
+            *last = Some(now);
+        }
+        let stored = self.store.signing_keys().await?;
+        let ring = KeyRing::from_stored(&self.secrets, &stored)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let known = ring.knows(&kid);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        tracing::info!(keys = stored.len(), "reloaded signing keys");
+        Ok(known)
     }
 
     /// Direct login with username, password and platform id.
@@ -324,7 +364,7 @@ impl Auth {
             esu: user.has_role(ROLE_SUPER_USER),
         };
         let access_token = self
-            .keys
+            .keys()
             .sign(&claims)
             .map_err(|e| AuthError::Internal(format!("signing failed: {e}")))?;
         Ok(Session {
@@ -422,7 +462,12 @@ impl Auth {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid.into());
         }
-        let claims = self.keys.verify(token, self.clock.now_ms())?;
+        let claims = match self.keys().verify(token, self.clock.now_ms()) {
+            Err(TokenError::Invalid) if self.reload_keys_for(token).await? => {
+                self.keys().verify(token, self.clock.now_ms())?
+            }
+            other => other?,
+        };
         let state = self
             .store
             .session_state(&claims.sid)

@@ -224,7 +224,7 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=300"),
         )],
-        Json(state.auth.jwks().clone()),
+        Json(state.auth.jwks()),
     )
         .into_response()
 }

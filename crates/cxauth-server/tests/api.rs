@@ -1050,3 +1050,57 @@ async fn requests_are_answered_while_logins_queue() {
     assert!(busy > 0, "a full queue refuses at once");
     let _ = Credential::Bearer(String::new());
 }
+
+#[tokio::test]
+async fn a_key_added_by_another_instance_is_trusted_after_a_reload() {
+    use cxauth_core::clock::Clock as _;
+    let a = TestServer::spawn().await;
+    let admin = a.login_admin().await;
+    // Another instance on the same database adds a newer signing key (a rotation)…
+    let master =
+        cxauth_core::crypto::MasterKey::load(&a.dir.path().join("cxauth.db.key")).expect("key");
+    let secrets = cxauth_core::crypto::Secrets::derive(&master);
+    let newer =
+        cxauth_core::jwt::generate_signing_key(&secrets, a.clock.now_ms() + 1).expect("key");
+    a.state
+        .auth
+        .store()
+        .insert_signing_key(&newer)
+        .await
+        .expect("insert");
+    let b = cxauth_server::App::build(&a.config, a.clock.clone())
+        .await
+        .expect("instance B");
+    // …and signs with it.
+    let from_b = b
+        .state
+        .auth
+        .login(
+            cxauth_core::service::LoginInput {
+                username: "admin".into(),
+                password: secrecy::SecretString::from(ADMIN_PASSWORD),
+                platform_id: PLATFORM.into(),
+            },
+            "127.0.0.1".parse().expect("ip"),
+        )
+        .await
+        .expect("login on B");
+    assert_eq!(b.state.auth.jwks().keys.len(), 2);
+    // A has never seen that key: it reloads and accepts the token; old tokens still work.
+    a.client
+        .accounts(&bearer(&from_b))
+        .await
+        .expect("A trusts B's key");
+    a.client
+        .accounts(&bearer(&admin))
+        .await
+        .expect("the old key still verifies");
+    assert_eq!(a.client.jwks().await.expect("jwks"), b.state.auth.jwks());
+    // A made-up key id is refused without a reload storm.
+    let err = a
+        .client
+        .accounts(&Credential::Bearer(format!("{}x", from_b.access_token)))
+        .await
+        .expect_err("bad");
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+}
