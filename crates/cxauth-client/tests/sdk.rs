@@ -99,6 +99,13 @@ async fn every_call_works_through_a_session_and_through_an_api_token() {
     let flat = session.users(true, true).await.expect("flat users");
     assert_eq!(flat.len(), 1);
 
+    let current = session.session().await.expect("session");
+    let debug = format!("{session:?}");
+    assert!(
+        !debug.contains(&current.access_token)
+            && !debug.contains(current.refresh_token.as_deref().expect("rt")),
+        "{debug}"
+    );
     let token = session.create_api_token().await.expect("create");
     assert!(token.starts_with("aws80:"), "{token}");
     assert_eq!(
@@ -107,6 +114,7 @@ async fn every_call_works_through_a_session_and_through_an_api_token() {
     );
 
     let api = SessionClient::with_api_token(s.client(), token.clone());
+    assert!(!format!("{api:?}").contains(&token));
     assert_eq!(api.accounts().await.expect("accounts by token"), accounts);
     assert_eq!(
         api.list_api_tokens().await.expect("list"),

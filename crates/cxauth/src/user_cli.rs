@@ -336,6 +336,14 @@ async fn login(
             ),
             other => ctx.explain(other),
         })?;
+    // A new login replaces the profile's session: end the old one rather than leave it live on
+    // the server until it times out. Best effort, and only on the same server.
+    if let Ok(Some(old)) = store.load(&common.profile)
+        && old.server == server
+        && let Some(rt) = old.session.refresh_token.as_deref()
+    {
+        let _ = client.logout(rt).await;
+    }
     let profile = Profile {
         server: server.clone(),
         username: username.to_owned(),

@@ -389,6 +389,13 @@ fn a_session_the_server_ended_says_run_cxauth_login() {
     let server = serve(&[]);
     let h = home();
     h.login(&server.base, "default");
+    // Logging in again replaces the saved session and ends the one it replaces.
+    let replaced = h.profile("default")["session"]["refreshToken"]
+        .as_str()
+        .expect("rt")
+        .to_owned();
+    h.login(&server.base, "default");
+    assert_eq!(outside::refresh_status(&server.base, &replaced), 401);
     h.login(&server.base, "work");
     h.ok(&["accounts"]);
     // A password change ends every session of the user.
