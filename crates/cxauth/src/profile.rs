@@ -93,6 +93,28 @@ impl Store {
         result
     }
 
+    /// Waits for, then holds until dropped, the exclusive lock of profile `name`.
+    ///
+    /// Two `cxauth` commands running at once on one profile would otherwise both refresh the same
+    /// refresh token and save different successors; the server keeps only one, so the session
+    /// could end. Holding the lock from loading the profile to saving its rotation makes refreshes
+    /// single-flight across processes too (the SDK does it within one).
+    pub fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        self.path(name)?;
+        create_private_dir(&self.dir)?;
+        let path = self.dir.join(format!("{name}.lock"));
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let file = o
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(file)
+    }
+
     /// Forgets profile `name`; forgetting a missing profile is fine.
     pub fn remove(&self, name: &str) -> anyhow::Result<()> {
         let path = self.path(name)?;

@@ -146,6 +146,8 @@ struct Ctx {
     server: String,
     profile: String,
     api_token: bool,
+    /// The profile's lock, held for the whole command (see [`Store::lock`]).
+    _lock: Option<std::fs::File>,
 }
 
 impl Ctx {
@@ -323,6 +325,7 @@ async fn login(
         server: server.clone(),
         profile: common.profile.clone(),
         api_token: false,
+        _lock: None,
     };
     let client = client(&server, &ctx)?;
     let password = read_password(username, password_stdin)?;
@@ -336,6 +339,7 @@ async fn login(
             ),
             other => ctx.explain(other),
         })?;
+    let _lock = store.lock(&common.profile)?;
     // A new login replaces the profile's session: end the old one rather than leave it live on
     // the server until it times out. Best effort, and only on the same server.
     if let Ok(Some(old)) = store.load(&common.profile)
@@ -370,8 +374,8 @@ fn api_token_from_env() -> Option<String> {
 fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
     let store = Store::from_env()?;
     let name = common.profile.clone();
-    let saved = store.load(&name)?;
     if let Some(token) = api_token_from_env() {
+        let saved = store.load(&name)?;
         let server = common
             .server
             .as_deref()
@@ -387,14 +391,18 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
             server: server.clone(),
             profile: name,
             api_token: true,
+            _lock: None,
         };
         let client = client(&server, &ctx)?;
         return Ok((SessionClient::with_api_token(client, token), ctx));
     }
+    let lock = store.lock(&name)?;
+    let saved = store.load(&name)?;
     let ctx = Ctx {
         server: String::new(),
         profile: name.clone(),
         api_token: false,
+        _lock: Some(lock),
     };
     let Some(profile) = saved else {
         return Err(fail(
@@ -432,6 +440,7 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
 
 async fn logout(common: Common) -> anyhow::Result<()> {
     let store = Store::from_env()?;
+    let lock = store.lock(&common.profile)?;
     let Some(profile) = store.load(&common.profile)? else {
         eprintln!("cxauth: not logged in (profile {})", common.profile);
         return Ok(());
@@ -440,6 +449,7 @@ async fn logout(common: Common) -> anyhow::Result<()> {
         server: profile.server.clone(),
         profile: common.profile.clone(),
         api_token: false,
+        _lock: Some(lock),
     };
     let client = client(&profile.server, &ctx)?;
     let server = profile.server.clone();

@@ -6,7 +6,7 @@ use predicates::prelude::*;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 const PASSWORD: &str = "cli-test-password";
@@ -16,7 +16,24 @@ struct Served {
     child: Child,
     base: String,
     db: PathBuf,
+    /// The server's log lines (one per request, with its path).
+    log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// How many requests to `path` the server has logged so far.
+    fn requests_to(&self, path: &str) -> usize {
+        // Lines arrive through a pipe: give the last ones a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let needle = format!("path={path}}}");
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
 }
 
 impl Drop for Served {
@@ -53,10 +70,12 @@ fn serve(envs: &[(&str, &str)]) -> Served {
             }
         }
     });
+    let log = Arc::new(Mutex::new(Vec::new()));
     let mut served = Served {
         child,
         base: String::new(),
         db,
+        log: log.clone(),
         _dir: dir,
     };
     loop {
@@ -65,8 +84,12 @@ fn serve(envs: &[(&str, &str)]) -> Served {
             .expect("server starts");
         if let Some(addr) = line.strip_prefix("cxauth: listening on ") {
             served.base = addr.trim().to_owned();
-            // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
+            // Keep reading the log, so the server never blocks on a full pipe.
+            std::thread::spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    log.lock().expect("log").push(line);
+                }
+            });
             return served;
         }
     }
@@ -436,7 +459,10 @@ fn a_session_the_server_ended_says_run_cxauth_login() {
 #[test]
 fn later_commands_refresh_the_saved_session_and_save_the_rotation() {
     // Access tokens live one second: the next command finds it due and refreshes first.
-    let server = serve(&[("CXAUTH_ACCESS_TOKEN_TTL", "1s")]);
+    let server = serve(&[
+        ("CXAUTH_ACCESS_TOKEN_TTL", "1s"),
+        ("CXAUTH_REFRESH_GRACE", "500ms"),
+    ]);
     let h = home();
     h.login(&server.base, "default");
     let before = h.profile("default");
@@ -460,6 +486,42 @@ fn later_commands_refresh_the_saved_session_and_save_the_rotation() {
         h.profile("default")["session"]["refreshToken"],
         after["session"]["refreshToken"]
     );
+
+    // Several commands at once on a due session: the profile lock lets one refresh and the
+    // others use its result, so the saved session is the one the server keeps.
+    std::thread::sleep(Duration::from_millis(1100));
+    let refreshes = server.requests_to("/api/auth/token/refresh");
+    assert_eq!(refreshes, 2, "one refresh per due command so far");
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"));
+            c.arg("accounts")
+                .env("HOME", h.dir.path())
+                .env("XDG_CONFIG_HOME", h.dir.path().join("config"))
+                .env_remove("CXAUTH_API_TOKEN")
+                .env_remove("CXAUTH_PROFILE")
+                .env_remove("CXAUTH_SERVER")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c.spawn().expect("spawn")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        server.requests_to("/api/auth/token/refresh"),
+        refreshes + 1,
+        "six processes, one refresh"
+    );
+    // Due again: the saved refresh token must be the live one.
+    std::thread::sleep(Duration::from_millis(1100));
+    h.ok(&["whoami"]);
 }
 
 #[test]
