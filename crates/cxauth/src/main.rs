@@ -35,7 +35,8 @@ Sessions are saved in $XDG_CONFIG_HOME/cxauth/profiles/NAME.json (else
 
 Logging of `serve` goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level.";
 
-/// cxauth: a self-hostable RingCX (Engage Voice) authentication server.
+/// cxauth: a self-hostable RingCX (Engage Voice) authentication server, and a command-line client
+/// of it and of the real RingCX.
 #[derive(Debug, Parser)]
 #[command(name = "cxauth", version, after_help = AFTER_HELP)]
 struct Cli {
@@ -65,7 +66,9 @@ enum Command {
     },
     #[command(flatten)]
     User(user_cli::UserCommand),
-    /// Print a shell completion script, e.g. `cxauth completions bash > ~/.local/share/bash-completion/completions/cxauth`.
+    /// Print a shell completion script for bash, zsh or fish.
+    ///
+    /// E.g. `cxauth completions bash > ~/.local/share/bash-completion/completions/cxauth`.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
