@@ -1,18 +1,43 @@
-//! Async client for cxauth and the RingCX authentication API.
+//! Async client for cxauth and the RingCX (Engage Voice) authentication API.
+//!
+//! Two layers:
+//!
+//! - [`Client`]: one method per call of the contract (login, refresh, logout, API tokens,
+//!   accounts, users), each taking an explicit [`Credential`]. Nothing happens behind your back.
+//! - [`SessionClient`]: what most programs want. It holds the tokens of a login, refreshes the
+//!   access token shortly before its `exp` (and, as a fallback, once after a 401 `Jwt is
+//!   expired`), lets concurrent callers share a single refresh, hands every rotated session to a
+//!   hook so you can persist it, and never refreshes in API-token mode.
+//!
+//! The same code works against cxauth and against the real RingCX hosts
+//! (`https://ringcx.ringcentral.com`, `https://engage.ringcentral.com`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cxauth_client::Error> {
-//! use cxauth_client::{Client, Credential};
-//! let client = Client::new("http://127.0.0.1:8080")?;
-//! let session = client.login("admin", "secret", "aws80").await?;
-//! let bearer = Credential::Bearer(session.access_token.clone());
-//! let api_token = client.create_api_token(&bearer).await?;
-//! let accounts = client.accounts(&Credential::XAuthToken(api_token)).await?;
-//! # let _ = accounts; Ok(()) }
+//! use cxauth_client::{Client, SessionClient};
+//!
+//! let client = Client::builder("http://127.0.0.1:8080").build()?;
+//! let session = SessionClient::login(client, "admin", "secret", "aws80")
+//!     .await?
+//!     // Called with every rotated session: save it, or the next run must log in again.
+//!     .on_rotate(|s| println!("new session for user {}", s.admin_id));
+//! for account in session.accounts().await? {
+//!     println!("{} {}", account.account_id, account.account_name);
+//! }
+//! let token = session.create_api_token().await?; // permanent: `aws80:<uuid>`
+//! session.delete_api_token(&token).await?;
+//! session.logout().await?;
+//! # Ok(()) }
 //! ```
 //!
-//! This first version covers the calls of the contract one to one. Session management (refresh
-//! before expiry, single-flight refresh, retries) belongs here too and comes next.
+//! Errors are one enum, [`Error`], that keeps what the server said: status, `errorCode`,
+//! message and request id.
+
+mod retry;
+mod session;
+
+pub use retry::RetryPolicy;
+pub use session::{NowFn, RotateHook, SessionClient};
 
 pub use cxauth_proto::{Account, ErrorBody, Jwks, Session, User};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -69,6 +94,17 @@ pub enum Error {
     /// The server could not be reached, or the connection failed.
     #[error("cannot reach the server: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The session cannot be used any more: its refresh token was refused (logout, reuse,
+    /// password change, disabled user, or simply too old) or the server revoked its access
+    /// token. Only a new login helps.
+    #[error("session ended: log in again")]
+    SessionEnded {
+        /// `x-request-id` of the refusal, if the server sent one.
+        request_id: Option<String>,
+    },
+    /// The call makes no sense in this mode, e.g. logging out of an API token.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// The server answered 2xx with a body that is not what the contract says.
     #[error("unexpected response: {0}")]
     Decode(String),
@@ -92,6 +128,24 @@ impl Error {
         matches!(self, Error::Status { status, message, .. }
             if *status == StatusCode::UNAUTHORIZED && message.contains("expired"))
     }
+
+    /// `x-request-id` of the failed response, to find the request in the server log.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Status { request_id, .. } | Error::SessionEnded { request_id } => {
+                request_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// `Retry-After` of a 429 or 503 the client gave up on.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// The client. Cheap to clone; clones share connections.
@@ -100,31 +154,87 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     prefix: &'static str,
+    retry: RetryPolicy,
 }
 
-impl Client {
-    /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`), using the
-    /// `/voice/api/v1` admin prefix and a 30 s timeout.
-    pub fn new(base: &str) -> Result<Self, Error> {
-        let parsed = url::Url::parse(base).map_err(|e| Error::Url(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::Url(format!("{base}: use http:// or https://")));
+/// Settings of a [`Client`], so new ones can be added without breaking callers.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base: String,
+    prefix: &'static str,
+    timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl ClientBuilder {
+    /// The admin API prefix ([`PREFIX_VOICE`] by default, [`PREFIX_LEGACY`] for `/api/v1`).
+    pub fn prefix(mut self, prefix: &'static str) -> Self {
+        self.prefix = prefix;
+        self
+    }
+
+    /// Longest a single request may take (30 s by default).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How 429 and 503 answers are retried ([`RetryPolicy::default`] unless set).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The client; fails only on a base URL that is not `http://` or `https://`.
+    pub fn build(self) -> Result<Client, Error> {
+        let parsed = url::Url::parse(&self.base).map_err(|e| Error::Url(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(Error::Url(format!(
+                "{}: use http://HOST or https://HOST",
+                self.base
+            )));
         }
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(self.timeout)
             .user_agent(concat!("cxauth-client/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Client {
             http,
-            base: base.trim_end_matches('/').to_owned(),
-            prefix: PREFIX_VOICE,
+            base: self.base.trim_end_matches('/').to_owned(),
+            prefix: self.prefix,
+            retry: self.retry,
         })
+    }
+}
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`), using the
+    /// `/voice/api/v1` admin prefix, a 30 s timeout and **no retries**: every method sends
+    /// exactly one request, which is what conformance tests want. Programs usually prefer
+    /// [`Client::builder`], which retries 429 and 503.
+    pub fn new(base: &str) -> Result<Self, Error> {
+        Self::builder(base).retry(RetryPolicy::none()).build()
+    }
+
+    /// Starts a [`ClientBuilder`] for the server at `base`.
+    pub fn builder(base: &str) -> ClientBuilder {
+        ClientBuilder {
+            base: base.to_owned(),
+            prefix: PREFIX_VOICE,
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
     }
 
     /// The same client using another admin prefix ([`PREFIX_LEGACY`] for `/api/v1`).
     pub fn with_prefix(mut self, prefix: &'static str) -> Self {
         self.prefix = prefix;
         self
+    }
+
+    /// The server URL, without a trailing `/`: for messages such as "cannot reach URL".
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -139,7 +249,27 @@ impl Client {
         }
     }
 
-    async fn send(req: RequestBuilder) -> Result<Response, Error> {
+    /// Sends `req`, retrying 429 and 503 as the [`RetryPolicy`] says.
+    async fn send(&self, mut req: RequestBuilder) -> Result<Response, Error> {
+        let mut attempt = 0;
+        loop {
+            // Form and empty bodies always clone; a streaming body would not, and is sent once.
+            let retry_copy = req_clone(&req, attempt < self.retry.max_retries);
+            match Self::send_once(req).await {
+                Err(e) => match (retry_copy, self.retry.wait_before_retry(&e, attempt)) {
+                    (Some(again), Some(wait)) => {
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                        req = again;
+                    }
+                    _ => return Err(e),
+                },
+                ok => return ok,
+            }
+        }
+    }
+
+    async fn send_once(req: RequestBuilder) -> Result<Response, Error> {
         let res = req.send().await?;
         if res.status().is_success() {
             return Ok(res);
@@ -170,14 +300,14 @@ impl Client {
         })
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(req: RequestBuilder) -> Result<T, Error> {
-        let res = Self::send(req).await?;
+    async fn json<T: serde::de::DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, Error> {
+        let res = self.send(req).await?;
         let bytes = res.bytes().await?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
     }
 
-    async fn text(req: RequestBuilder) -> Result<String, Error> {
-        Ok(Self::send(req).await?.text().await?)
+    async fn text(&self, req: RequestBuilder) -> Result<String, Error> {
+        Ok(self.send(req).await?.text().await?)
     }
 
     /// Direct login (`POST /api/auth/login/admin`), credentials in a form body.
@@ -187,7 +317,7 @@ impl Client {
         password: &str,
         platform_id: &str,
     ) -> Result<Session, Error> {
-        Self::json(self.request(Method::POST, "/api/auth/login/admin").form(&[
+        self.json(self.request(Method::POST, "/api/auth/login/admin").form(&[
             ("username", username),
             ("password", password),
             ("platformId", platform_id),
@@ -197,7 +327,7 @@ impl Client {
 
     /// Trades a refresh token for a new session (`POST /api/auth/token/refresh`).
     pub async fn refresh(&self, refresh_token: &str) -> Result<Session, Error> {
-        Self::json(
+        self.json(
             self.request(Method::POST, "/api/auth/token/refresh")
                 .form(&[("refresh_token", refresh_token), ("rcTokenType", "Bearer")]),
         )
@@ -210,28 +340,31 @@ impl Client {
             "/api/auth/logout/{}",
             utf8_percent_encode(refresh_token, SEGMENT)
         );
-        expect_true(Self::text(self.request(Method::DELETE, &path)).await?)
+        expect_true(self.text(self.request(Method::DELETE, &path)).await?)
     }
 
     /// Mints a permanent API token (`POST …/admin/token`).
     pub async fn create_api_token(&self, cred: &Credential) -> Result<String, Error> {
-        Self::text(self.admin(Method::POST, "/admin/token", cred)).await
+        self.text(self.admin(Method::POST, "/admin/token", cred))
+            .await
     }
 
     /// The caller's API tokens, oldest first (`GET …/admin/token`).
     pub async fn list_api_tokens(&self, cred: &Credential) -> Result<Vec<String>, Error> {
-        Self::json(self.admin(Method::GET, "/admin/token", cred)).await
+        self.json(self.admin(Method::GET, "/admin/token", cred))
+            .await
     }
 
     /// Deletes an API token (`DELETE …/admin/token/{token}`, the token percent-encoded).
     pub async fn delete_api_token(&self, cred: &Credential, token: &str) -> Result<(), Error> {
         let path = format!("/admin/token/{}", utf8_percent_encode(token, SEGMENT));
-        expect_true(Self::text(self.admin(Method::DELETE, &path, cred)).await?)
+        expect_true(self.text(self.admin(Method::DELETE, &path, cred)).await?)
     }
 
     /// The sub-accounts the caller may use (`GET …/admin/accounts`).
     pub async fn accounts(&self, cred: &Credential) -> Result<Vec<Account>, Error> {
-        Self::json(self.admin(Method::GET, "/admin/accounts", cred)).await
+        self.json(self.admin(Method::GET, "/admin/accounts", cred))
+            .await
     }
 
     /// The caller and its descendants (`GET …/admin/users`).
@@ -241,7 +374,7 @@ impl Client {
         flatten: bool,
         active_only: bool,
     ) -> Result<Vec<User>, Error> {
-        Self::json(self.admin(Method::GET, "/admin/users", cred).query(&[
+        self.json(self.admin(Method::GET, "/admin/users", cred).query(&[
             ("flatten", flatten.to_string()),
             ("activeOnly", active_only.to_string()),
         ]))
@@ -250,12 +383,13 @@ impl Client {
 
     /// The server's public signing keys (`GET /.well-known/jwks.json`).
     pub async fn jwks(&self) -> Result<Jwks, Error> {
-        Self::json(self.request(Method::GET, "/.well-known/jwks.json")).await
+        self.json(self.request(Method::GET, "/.well-known/jwks.json"))
+            .await
     }
 
     /// Whether the server answers (`GET /healthz`).
     pub async fn healthz(&self) -> Result<(), Error> {
-        Self::send(self.request(Method::GET, "/healthz"))
+        self.send(self.request(Method::GET, "/healthz"))
             .await
             .map(drop)
     }
@@ -267,4 +401,8 @@ fn expect_true(body: String) -> Result<(), Error> {
     } else {
         Err(Error::Decode(format!("expected `true`, got {body:?}")))
     }
+}
+
+fn req_clone(req: &RequestBuilder, wanted: bool) -> Option<RequestBuilder> {
+    if wanted { req.try_clone() } else { None }
 }

@@ -32,6 +32,9 @@ pub struct Session {
     /// Always `"Bearer"`.
     pub token_type: String,
     /// Seconds until `access_token` expires (cxauth's addition: saves clients decoding the JWT).
+    /// The real RingCX leaves it out, so a missing field reads as 0 and clients fall back to the
+    /// JWT's `exp`.
+    #[serde(default)]
     pub expires_in: u64,
     /// Platform the user logged in to, e.g. `aws80`.
     pub platform_id: String,

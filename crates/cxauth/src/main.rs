@@ -1,6 +1,9 @@
-//! `cxauth`: run the server, administer its database, make master keys.
+//! `cxauth`: run the server, administer its database, make master keys, and use a server (cxauth
+//! or the real RingCX) as a user: log in, API tokens, accounts, users.
 
 mod admin;
+mod profile;
+mod user_cli;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -16,12 +19,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const AFTER_HELP: &str = "\
-Exit status: 0 on success, 1 when the command failed (the reason is printed on stderr),
-2 when the command line is wrong.
+Exit status:
+  0  success
+  1  the command failed (the reason is printed on stderr, in one line)
+  2  the command line is wrong
+  3  not logged in, or the session ended: run `cxauth login` (or the API token was refused)
+  4  the server could not be reached
 
-Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level.";
+Environment of the user commands (login, logout, whoami, token, accounts, users):
+  CXAUTH_SERVER     server URL (as --server)
+  CXAUTH_PROFILE    saved session to use (as --profile, default \"default\")
+  CXAUTH_API_TOKEN  use this API token (X-Auth-Token) instead of a saved session
+Sessions are saved in $XDG_CONFIG_HOME/cxauth/profiles/NAME.json (else
+~/.config/cxauth/profiles/NAME.json), mode 0600, and refreshed as needed.
 
-/// cxauth: a self-hostable RingCX (Engage Voice) authentication server.
+Logging of `serve` goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level.";
+
+/// cxauth: a self-hostable RingCX (Engage Voice) authentication server, and a command-line client
+/// of it and of the real RingCX.
 #[derive(Debug, Parser)]
 #[command(name = "cxauth", version, after_help = AFTER_HELP)]
 struct Cli {
@@ -48,6 +63,15 @@ enum Command {
     GenerateMasterKey {
         /// Where to write the key.
         file: PathBuf,
+    },
+    #[command(flatten)]
+    User(user_cli::UserCommand),
+    /// Print a shell completion script for bash, zsh or fish.
+    ///
+    /// E.g. `cxauth completions bash > ~/.local/share/bash-completion/completions/cxauth`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -169,12 +193,24 @@ fn main() -> ExitCode {
         }
         Command::Admin(args) => runtime.block_on(admin::run(args)),
         Command::GenerateMasterKey { file } => generate_master_key(&file),
+        Command::User(cmd) => runtime.block_on(user_cli::run(cmd)),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "cxauth", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cxauth: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<user_cli::Failure>() {
+            Some(f) => {
+                eprintln!("cxauth: error: {}", f.message);
+                ExitCode::from(f.code)
+            }
+            None => {
+                eprintln!("cxauth: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -1,0 +1,623 @@
+//! The user commands: `login`, `logout`, `whoami`, `token`, `accounts`, `users`.
+//!
+//! They talk to a server (cxauth or the real RingCX) through `cxauth-client`'s
+//! [`SessionClient`], which refreshes the saved session when needed and hands each rotated
+//! session back to be saved. Results go to stdout (a table on a terminal, JSON when piped);
+//! messages and errors go to stderr, errors as one line with a documented exit code.
+
+use crate::profile::{Profile, Store};
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use cxauth_client::{Account, Client, Error, SessionClient, User};
+use secrecy::{ExposeSecret as _, SecretString};
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+/// Exit code: not logged in, or the session ended (run `cxauth login`).
+pub const EXIT_SESSION: u8 = 3;
+/// Exit code: the server could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 4;
+/// Exit code: the command line is wrong (as clap's own usage errors).
+pub const EXIT_USAGE: u8 = 2;
+
+/// A failure with the one-line message a person reads and the exit code a script tests.
+#[derive(Debug)]
+pub struct Failure {
+    /// Process exit code.
+    pub code: u8,
+    /// What went wrong and, where there is one, what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failure {
+        code,
+        message: message.into(),
+    })
+}
+
+/// Options every user command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Server URL, e.g. http://127.0.0.1:8080 or https://engage.ringcentral.com. Needed by
+    /// `login` and with CXAUTH_API_TOKEN; other commands use the server of the saved session.
+    #[arg(long, env = "CXAUTH_SERVER", global = true, value_name = "URL")]
+    server: Option<String>,
+    /// Name of the saved session to use.
+    #[arg(
+        long,
+        env = "CXAUTH_PROFILE",
+        default_value = "default",
+        global = true,
+        value_name = "NAME"
+    )]
+    profile: String,
+    /// Output format [default: table on a terminal, json otherwise].
+    #[arg(long, value_enum, global = true)]
+    output: Option<Output>,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The server's JSON, for scripts.
+    Json,
+}
+
+/// The user commands, flattened into the top level of `cxauth`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Log in and save the session (mode 0600) in the config directory.
+    ///
+    /// The password is prompted for without echo, or read from stdin with --password-stdin.
+    Login {
+        #[command(flatten)]
+        common: Common,
+        /// User name.
+        #[arg(long)]
+        username: String,
+        /// Platform id, e.g. aws80.
+        #[arg(long, value_name = "ID")]
+        platform_id: String,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// End the saved session on the server and forget it.
+    Logout {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show who the saved session (or CXAUTH_API_TOKEN) is, after checking it still works.
+    Whoami {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Permanent API tokens (for X-Auth-Token and CXAUTH_API_TOKEN).
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The sub-accounts you may use.
+    Accounts {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// You and the users below you (needs SUPER_USER or MANAGE_USERS).
+    Users {
+        #[command(flatten)]
+        common: Common,
+        /// One row per user instead of a tree.
+        #[arg(long)]
+        flatten: bool,
+        /// Leave out disabled users.
+        #[arg(long)]
+        active_only: bool,
+    },
+}
+
+/// `cxauth token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a new API token; prints it alone on stdout (`T=$(cxauth token create)`).
+    Create,
+    /// List your API tokens, oldest first.
+    List,
+    /// Delete an API token (yours, or one of a user below you).
+    Delete {
+        /// The token, e.g. aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9.
+        token: String,
+    },
+}
+
+/// What a command needs to explain its errors.
+struct Ctx {
+    server: String,
+    profile: String,
+    api_token: bool,
+    /// The profile's lock, held for the whole command (see [`Store::lock`]).
+    _lock: Option<std::fs::File>,
+}
+
+impl Ctx {
+    fn login_hint(&self) -> String {
+        if self.profile == "default" {
+            "run `cxauth login`".to_owned()
+        } else {
+            format!("run `cxauth login --profile {}`", self.profile)
+        }
+    }
+
+    /// One line for a person, and the exit code for a script.
+    fn explain(&self, e: Error) -> anyhow::Error {
+        match e {
+            Error::SessionEnded { .. } => fail(
+                EXIT_SESSION,
+                format!("session ended: {}", self.login_hint()),
+            ),
+            Error::Transport(t) => fail(
+                EXIT_UNREACHABLE,
+                format!("cannot reach {}: {}", self.server, transport_cause(&t)),
+            ),
+            Error::Status { status, .. } if status == 401 && self.api_token => fail(
+                EXIT_SESSION,
+                "the server refused the API token in CXAUTH_API_TOKEN",
+            ),
+            Error::Status {
+                status,
+                retry_after,
+                ..
+            } if status == 429 || status == 503 => {
+                let when = retry_after
+                    .map(|d| format!("; try again in {} s", d.as_secs().max(1)))
+                    .unwrap_or_default();
+                fail(1, format!("the server is busy ({}){when}", status.as_u16()))
+            }
+            Error::Status {
+                status,
+                error_code,
+                message,
+                request_id,
+                ..
+            } => {
+                let what = if status == 403 {
+                    "permission denied".to_owned()
+                } else {
+                    format!("the server refused the request ({})", status.as_u16())
+                };
+                let code = error_code.map(|c| format!(" [{c}]")).unwrap_or_default();
+                let id = request_id
+                    .map(|r| format!(" (request id {r})"))
+                    .unwrap_or_default();
+                fail(1, format!("{what}: {}{code}{id}", one_line(&message)))
+            }
+            Error::Url(m) => fail(EXIT_USAGE, format!("invalid server URL {m}")),
+            other => fail(1, one_line(&other.to_string())),
+        }
+    }
+}
+
+/// "connection refused", "timed out", …: the innermost cause a person recognises.
+fn transport_cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                std::io::ErrorKind::TimedOut => "timed out".to_owned(),
+                _ => io.to_string(),
+            };
+        }
+        last = s.to_string();
+        source = s.source();
+    }
+    one_line(&last)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn normalize(server: &str) -> String {
+    server.trim_end_matches('/').to_owned()
+}
+
+fn client(server: &str, ctx: &Ctx) -> anyhow::Result<Client> {
+    Client::builder(server).build().map_err(|e| ctx.explain(e))
+}
+
+/// Runs one user command.
+pub async fn run(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Login {
+            common,
+            username,
+            platform_id,
+            password_stdin,
+        } => login(common, &username, &platform_id, password_stdin).await,
+        UserCommand::Logout { common } => logout(common).await,
+        UserCommand::Whoami { common } => whoami(common).await,
+        UserCommand::Token { common, command } => token(common, command).await,
+        UserCommand::Accounts { common } => {
+            let output = output(&common);
+            let (session, ctx) = open(&common)?;
+            let accounts = session.accounts().await.map_err(|e| ctx.explain(e))?;
+            print_accounts(&accounts, output)
+        }
+        UserCommand::Users {
+            common,
+            flatten,
+            active_only,
+        } => {
+            let output = output(&common);
+            let (session, ctx) = open(&common)?;
+            let users = session
+                .users(flatten, active_only)
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            print_users(&users, output)
+        }
+    }
+}
+
+fn output(common: &Common) -> Output {
+    common.output.unwrap_or(if std::io::stdout().is_terminal() {
+        Output::Table
+    } else {
+        Output::Json
+    })
+}
+
+fn read_password(username: &str, from_stdin: bool) -> anyhow::Result<SecretString> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
+        line.clear();
+        trimmed
+    } else {
+        rpassword::prompt_password(format!("Password for {username}: ")).map_err(|_| {
+            fail(
+                EXIT_USAGE,
+                "cannot prompt for the password without a terminal: use --password-stdin",
+            )
+        })?
+    };
+    if password.is_empty() {
+        return Err(fail(EXIT_USAGE, "the password is empty"));
+    }
+    Ok(SecretString::from(password))
+}
+
+async fn login(
+    common: Common,
+    username: &str,
+    platform_id: &str,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let store = Store::from_env()?;
+    store.path(&common.profile)?;
+    let Some(server) = common.server.as_deref().map(normalize) else {
+        return Err(fail(
+            EXIT_USAGE,
+            "say which server: --server URL or CXAUTH_SERVER",
+        ));
+    };
+    let ctx = Ctx {
+        server: server.clone(),
+        profile: common.profile.clone(),
+        api_token: false,
+        _lock: None,
+    };
+    let client = client(&server, &ctx)?;
+    let password = read_password(username, password_stdin)?;
+    let session = client
+        .login(username, password.expose_secret(), platform_id)
+        .await
+        .map_err(|e| match e {
+            Error::Status { status, .. } if status == 401 => fail(
+                1,
+                "login failed: wrong username, password or platform id (or the user is disabled)",
+            ),
+            other => ctx.explain(other),
+        })?;
+    let _lock = store.lock(&common.profile)?;
+    // A new login replaces the profile's session: end the old one rather than leave it live on
+    // the server until it times out. Best effort, and only on the same server.
+    if let Ok(Some(old)) = store.load(&common.profile)
+        && old.server == server
+        && let Some(rt) = old.session.refresh_token.as_deref()
+    {
+        let _ = client.logout(rt).await;
+    }
+    let profile = Profile {
+        server: server.clone(),
+        username: username.to_owned(),
+        platform_id: platform_id.to_owned(),
+        session,
+    };
+    store.save(&common.profile, &profile)?;
+    eprintln!(
+        "cxauth: logged in to {server} as {username} (profile {})",
+        common.profile
+    );
+    Ok(())
+}
+
+/// The API token from the environment, if one is set.
+fn api_token_from_env() -> Option<String> {
+    std::env::var("CXAUTH_API_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// A client for the saved session of `common.profile`, or for CXAUTH_API_TOKEN.
+fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
+    let store = Store::from_env()?;
+    let name = common.profile.clone();
+    if let Some(token) = api_token_from_env() {
+        let saved = store.load(&name)?;
+        let server = common
+            .server
+            .as_deref()
+            .map(normalize)
+            .or_else(|| saved.as_ref().map(|p| p.server.clone()))
+            .ok_or_else(|| {
+                fail(
+                    EXIT_USAGE,
+                    "CXAUTH_API_TOKEN is set: say which server with --server URL or CXAUTH_SERVER",
+                )
+            })?;
+        let ctx = Ctx {
+            server: server.clone(),
+            profile: name,
+            api_token: true,
+            _lock: None,
+        };
+        let client = client(&server, &ctx)?;
+        return Ok((SessionClient::with_api_token(client, token), ctx));
+    }
+    let lock = store.lock(&name)?;
+    let saved = store.load(&name)?;
+    let ctx = Ctx {
+        server: String::new(),
+        profile: name.clone(),
+        api_token: false,
+        _lock: Some(lock),
+    };
+    let Some(profile) = saved else {
+        return Err(fail(
+            EXIT_SESSION,
+            format!("not logged in (profile {name}): {}", ctx.login_hint()),
+        ));
+    };
+    if let Some(asked) = common.server.as_deref().map(normalize)
+        && asked != profile.server
+    {
+        // Never send one server's tokens to another.
+        return Err(fail(
+            EXIT_USAGE,
+            format!(
+                "profile {name} is logged in to {}, not {asked}: log in there with --profile, or drop --server",
+                profile.server
+            ),
+        ));
+    }
+    let ctx = Ctx {
+        server: profile.server.clone(),
+        ..ctx
+    };
+    let client = client(&profile.server, &ctx)?;
+    let saved = profile.clone();
+    let session = SessionClient::from_session(client, profile.session).on_rotate(move |s| {
+        let mut rotated = saved.clone();
+        rotated.session = s.clone();
+        if let Err(e) = store.save(&name, &rotated) {
+            eprintln!("cxauth: warning: the refreshed session was not saved: {e:#}");
+        }
+    });
+    Ok((session, ctx))
+}
+
+async fn logout(common: Common) -> anyhow::Result<()> {
+    let store = Store::from_env()?;
+    let lock = store.lock(&common.profile)?;
+    let Some(profile) = store.load(&common.profile)? else {
+        eprintln!("cxauth: not logged in (profile {})", common.profile);
+        return Ok(());
+    };
+    let ctx = Ctx {
+        server: profile.server.clone(),
+        profile: common.profile.clone(),
+        api_token: false,
+        _lock: Some(lock),
+    };
+    let client = client(&profile.server, &ctx)?;
+    let server = profile.server.clone();
+    match SessionClient::from_session(client, profile.session)
+        .logout()
+        .await
+    {
+        // Already ended on the server: forgetting it locally is all that is left.
+        Ok(()) | Err(Error::SessionEnded { .. }) => {}
+        // Keep the session so that a later `cxauth logout` can still end it.
+        Err(e) => return Err(ctx.explain(e)),
+    }
+    store.remove(&common.profile)?;
+    eprintln!("cxauth: logged out of {server}");
+    Ok(())
+}
+
+async fn whoami(common: Common) -> anyhow::Result<()> {
+    let output = output(&common);
+    let (session, ctx) = open(&common)?;
+    // A real call, so an ended session says so here (and a due refresh happens).
+    let accounts = session.accounts().await.map_err(|e| ctx.explain(e))?;
+    let main_account = accounts.first().map(|a| a.main_account_id.clone());
+    let mut fields: Vec<(&str, serde_json::Value)> = vec![("server", ctx.server.clone().into())];
+    if ctx.api_token {
+        fields.push(("credential", "api token (CXAUTH_API_TOKEN)".into()));
+        if let Some(m) = main_account {
+            fields.push(("mainAccountId", m.into()));
+        }
+    } else {
+        let profile = Store::from_env()?.load(&ctx.profile)?;
+        let current = session.session().await;
+        fields.push(("profile", ctx.profile.clone().into()));
+        if let Some(p) = profile {
+            fields.push(("username", p.username.into()));
+        }
+        if let Some(s) = current {
+            fields.push(("platformId", s.platform_id.into()));
+            fields.push(("userId", s.admin_id.into()));
+            fields.push(("mainAccountId", s.main_account_id.into()));
+        }
+    }
+    match output {
+        Output::Json => {
+            let map: serde_json::Map<String, serde_json::Value> =
+                fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            print_json(&map)
+        }
+        Output::Table => {
+            let mut t = table(&[]);
+            for (k, v) in fields {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                t.add_row(vec![k.to_owned(), v]);
+            }
+            print_table(t)
+        }
+    }
+}
+
+async fn token(common: Common, command: TokenCommand) -> anyhow::Result<()> {
+    let output = output(&common);
+    let (session, ctx) = open(&common)?;
+    match command {
+        TokenCommand::Create => {
+            let token = session
+                .create_api_token()
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            // Alone on stdout, whatever the output format: scripts capture it.
+            print_line(&token)
+        }
+        TokenCommand::List => {
+            let tokens = session
+                .list_api_tokens()
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            match output {
+                Output::Json => print_json(&tokens),
+                Output::Table => {
+                    let mut t = table(&["API token"]);
+                    for token in tokens {
+                        t.add_row(vec![token]);
+                    }
+                    print_table(t)
+                }
+            }
+        }
+        TokenCommand::Delete { token } => {
+            session
+                .delete_api_token(&token)
+                .await
+                .map_err(|e| match e {
+                    Error::Status { status, .. } if status == 404 => {
+                        fail(1, "no such API token (or not yours to delete)")
+                    }
+                    other => ctx.explain(other),
+                })?;
+            eprintln!("cxauth: API token deleted");
+            Ok(())
+        }
+    }
+}
+
+fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    if !header.is_empty() {
+        t.set_header(header.to_vec());
+    }
+    t
+}
+
+fn print_accounts(accounts: &[Account], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&accounts),
+        Output::Table => {
+            let mut t = table(&["Account", "Name", "Main account", "Main account name"]);
+            for a in accounts {
+                t.add_row(vec![
+                    a.account_id.clone(),
+                    a.account_name.clone(),
+                    a.main_account_id.clone(),
+                    a.main_account_name.clone(),
+                ]);
+            }
+            print_table(t)
+        }
+    }
+}
+
+fn print_users(users: &[User], output: Output) -> anyhow::Result<()> {
+    fn rows(t: &mut comfy_table::Table, users: &[User], depth: usize) {
+        for u in users {
+            t.add_row(vec![
+                u.user_id.to_string(),
+                format!("{}{}", "  ".repeat(depth), u.user_name),
+                u.full_name.clone(),
+                if u.enabled { "yes" } else { "no" }.to_owned(),
+                u.roles.join(","),
+            ]);
+            rows(t, &u.children, depth + 1);
+        }
+    }
+    match output {
+        Output::Json => print_json(&users),
+        Output::Table => {
+            let mut t = table(&["ID", "Username", "Name", "Enabled", "Roles"]);
+            rows(&mut t, users, 0);
+            print_table(t)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let s = serde_json::to_string_pretty(value)?;
+    print_line(&s)
+}
+
+fn print_table(t: comfy_table::Table) -> anyhow::Result<()> {
+    print_line(&t.to_string())
+}
+
+fn print_line(s: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}")
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
