@@ -31,6 +31,9 @@ pub struct ServerConfig {
     /// Longest wait for a database connection before a request gets 503; well under
     /// `request_timeout`, so an unreachable database is reported instead of waited on.
     pub database_timeout: Duration,
+    /// Reverse proxies (exact addresses) whose `X-Forwarded-For` names the real client, for
+    /// throttling. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     /// Password verifications running at once (default: the number of cores).
@@ -54,6 +57,7 @@ impl ServerConfig {
             bootstrap_admin_password: None,
             request_timeout: Duration::from_secs(30),
             database_timeout: Duration::from_secs(5),
+            trusted_proxies: Vec::new(),
             body_limit: 64 * 1024,
             hash_workers: cores,
             hash_queue: 64 * cores,

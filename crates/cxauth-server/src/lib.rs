@@ -38,6 +38,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The clock (error timestamps).
     pub clock: SharedClock,
+    /// Proxies whose `X-Forwarded-For` is believed (see [`routes::ClientAddr`]).
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
 }
 
 /// Why the server could not start. Each message tells the operator what to do.
@@ -176,6 +178,7 @@ impl App {
         let state = AppState {
             auth: Arc::new(auth),
             clock,
+            trusted_proxies: config.trusted_proxies.clone().into(),
         };
         Ok(App {
             router: router(state.clone(), config),

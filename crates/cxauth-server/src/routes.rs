@@ -34,20 +34,48 @@ fn text(body: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// The peer address, for throttling. Without connect info (router tests) all callers share the
-/// unspecified address, which only makes throttling stricter.
+/// The client address, for throttling: the TCP peer, or, when the peer is a trusted reverse
+/// proxy, the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy. Without
+/// trusted proxies the header is ignored: anyone can write it, and believing it would let an
+/// attacker pick a fresh address for every guess. Without connect info (router tests) all
+/// callers share the unspecified address, which only makes throttling stricter.
 pub struct ClientAddr(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+/// See [`ClientAddr`].
+pub fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let Some(peer) = peer else {
+        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    };
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // A malformed entry: stop believing the chain at the last good hop.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
-        ))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientAddr(client_addr(peer, &parts.headers, &state.trusted_proxies)))
     }
 }
 
@@ -252,6 +280,20 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let lb: IpAddr = "10.0.0.2".parse().expect("ip");
+        let client: IpAddr = "198.51.100.7".parse().expect("ip");
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.2")]);
+        assert_eq!(client_addr(Some(lb), &h, &[]), lb, "no trusted proxy: the peer");
+        assert_eq!(client_addr(Some(lb), &h, &[lb]), client, "rightmost untrusted hop");
+        assert_eq!(client_addr(Some(client), &h, &[lb]), client, "untrusted peer: header ignored");
+        let bad = headers(&[("x-forwarded-for", "junk, 10.0.0.2")]);
+        assert_eq!(client_addr(Some(lb), &bad, &[lb]), lb);
+        assert_eq!(client_addr(Some(lb), &headers(&[]), &[lb]), lb);
+        assert_eq!(client_addr(None, &h, &[lb]), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     }
 
     #[test]

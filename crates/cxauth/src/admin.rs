@@ -13,7 +13,8 @@ use std::io::BufRead as _;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// Database: sqlite://PATH or a plain file path. Accepted before or after the subcommand.
+    /// Database: sqlite://PATH, a plain file path, or postgres://…. Accepted before or after
+    /// the subcommand.
     #[arg(
         long,
         env = "CXAUTH_DATABASE",

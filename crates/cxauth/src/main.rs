@@ -52,7 +52,8 @@ enum Command {
     /// sub-account "Default" and the super user "admin", whose password is taken from
     /// CXAUTH_BOOTSTRAP_ADMIN_PASSWORD or generated and printed once on stderr. It also creates
     /// the master key file (mode 0600) beside an SQLite database unless CXAUTH_MASTER_KEY_FILE
-    /// names one.
+    /// names one. With PostgreSQL the key file must exist (`cxauth generate-master-key`) and be
+    /// the same for every instance.
     Serve(ServeArgs),
     /// Work directly on the database: accounts and users. Safe while the server runs.
     Admin(admin::AdminArgs),
@@ -80,7 +81,8 @@ struct ServeArgs {
     /// Address and port to listen on (port 0 picks a free port).
     #[arg(long, env = "CXAUTH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Database: sqlite://PATH, sqlite::memory:, or a plain file path. Created if missing.
+    /// Database: sqlite://PATH (created if missing), a plain file path, sqlite::memory:, or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE for several instances on one database.
     #[arg(long, env = "CXAUTH_DATABASE", default_value = "sqlite://cxauth.db")]
     database: String,
     /// Platform id of this deployment: the prefix of API tokens and the platform of "admin".
@@ -99,9 +101,17 @@ struct ServeArgs {
     /// Master key file [default: DATABASE.key beside an SQLite database file].
     #[arg(long, env = "CXAUTH_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// Reverse proxy address whose X-Forwarded-For header names the client (for login
+    /// throttling); repeat, or comma-separate in the variable. Without it the header is ignored.
+    #[arg(long = "trusted-proxy", env = "CXAUTH_TRUSTED_PROXIES", value_delimiter = ',', value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Longest a request may take before it is answered 503.
     #[arg(long, env = "CXAUTH_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     request_timeout: Duration,
+    /// Longest wait for a database connection before a request is answered 503 (must be
+    /// shorter than the request timeout).
+    #[arg(long, env = "CXAUTH_DATABASE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    database_timeout: Duration,
 }
 
 fn init_logging() {
@@ -124,6 +134,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.refresh_grace = args.refresh_grace;
     config.master_key_file = args.master_key_file;
     config.request_timeout = args.request_timeout;
+    config.trusted_proxies = args.trusted_proxies;
+    config.database_timeout = args.database_timeout;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
