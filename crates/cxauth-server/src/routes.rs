@@ -70,12 +70,19 @@ pub fn client_addr(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]
 impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        Ok(ClientAddr(client_addr(peer, &parts.headers, &state.trusted_proxies)))
+        Ok(ClientAddr(client_addr(
+            peer,
+            &parts.headers,
+            &state.trusted_proxies,
+        )))
     }
 }
 
@@ -287,13 +294,28 @@ mod tests {
         let lb: IpAddr = "10.0.0.2".parse().expect("ip");
         let client: IpAddr = "198.51.100.7".parse().expect("ip");
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.2")]);
-        assert_eq!(client_addr(Some(lb), &h, &[]), lb, "no trusted proxy: the peer");
-        assert_eq!(client_addr(Some(lb), &h, &[lb]), client, "rightmost untrusted hop");
-        assert_eq!(client_addr(Some(client), &h, &[lb]), client, "untrusted peer: header ignored");
+        assert_eq!(
+            client_addr(Some(lb), &h, &[]),
+            lb,
+            "no trusted proxy: the peer"
+        );
+        assert_eq!(
+            client_addr(Some(lb), &h, &[lb]),
+            client,
+            "rightmost untrusted hop"
+        );
+        assert_eq!(
+            client_addr(Some(client), &h, &[lb]),
+            client,
+            "untrusted peer: header ignored"
+        );
         let bad = headers(&[("x-forwarded-for", "junk, 10.0.0.2")]);
         assert_eq!(client_addr(Some(lb), &bad, &[lb]), lb);
         assert_eq!(client_addr(Some(lb), &headers(&[]), &[lb]), lb);
-        assert_eq!(client_addr(None, &h, &[lb]), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(
+            client_addr(None, &h, &[lb]),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        );
     }
 
     #[test]

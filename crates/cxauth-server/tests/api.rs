@@ -1107,27 +1107,38 @@ async fn a_key_added_by_another_instance_is_trusted_after_a_reload() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_budget() {
-    let s = TestServer::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")]).await;
+    let s = TestServer::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")])
+        .await;
     let url = s.url("/api/auth/login/admin");
     let attempt = |xff: &'static str, user: String, pw: &'static str| {
         http()
             .post(&url)
             .header("x-forwarded-for", xff)
-            .form(&[("username", user.as_str()), ("password", pw), ("platformId", "aws80")])
+            .form(&[
+                ("username", user.as_str()),
+                ("password", pw),
+                ("platformId", "aws80"),
+            ])
             .send()
     };
     // One client spraying usernames exhausts its own address budget (20 free failures)…
     let mut throttled = false;
     for i in 0..25 {
-        let res = attempt("203.0.113.9", format!("spray{i}"), "bad").await.expect("send");
+        let res = attempt("203.0.113.9", format!("spray{i}"), "bad")
+            .await
+            .expect("send");
         throttled |= res.status() == StatusCode::TOO_MANY_REQUESTS;
     }
     assert!(throttled, "the sprayer is slowed");
     // …while another client behind the same proxy logs in undisturbed.
-    let res = attempt("198.51.100.7", "admin".into(), ADMIN_PASSWORD).await.expect("send");
+    let res = attempt("198.51.100.7", "admin".into(), ADMIN_PASSWORD)
+        .await
+        .expect("send");
     assert_eq!(res.status(), 200);
     // A forged header from the proxy's own chain cannot pick a fresh address per guess:
     // the rightmost untrusted hop is what counts.
-    let res = attempt("198.51.100.99, 203.0.113.9", "other".into(), "bad").await.expect("send");
+    let res = attempt("198.51.100.99, 203.0.113.9", "other".into(), "bad")
+        .await
+        .expect("send");
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 }

@@ -103,7 +103,12 @@ struct ServeArgs {
     master_key_file: Option<PathBuf>,
     /// Reverse proxy address whose X-Forwarded-For header names the client (for login
     /// throttling); repeat, or comma-separate in the variable. Without it the header is ignored.
-    #[arg(long = "trusted-proxy", env = "CXAUTH_TRUSTED_PROXIES", value_delimiter = ',', value_name = "IP")]
+    #[arg(
+        long = "trusted-proxy",
+        env = "CXAUTH_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
     trusted_proxies: Vec<std::net::IpAddr>,
     /// Longest a request may take before it is answered 503.
     #[arg(long, env = "CXAUTH_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
