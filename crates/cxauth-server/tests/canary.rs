@@ -1,0 +1,156 @@
+//! Log canary: drive every endpoint with known canary secrets while the most verbose log level
+//! records everything the server process logs, then look for the secrets — in clear, base64 and
+//! URL-encoded — in the log.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use cxauth_client::Credential;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+const CANARY_PASSWORD: &str = "Canary-Pa55word-7f3e9d";
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn encodings(secret: &str) -> Vec<String> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let url: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    vec![secret.to_owned(), b64, b64url, url]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log_at_trace_level() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace,reqwest=off"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("the only subscriber in this test binary");
+
+    let s = TestServer::spawn_with(|c| {
+        c.bootstrap_admin_password = Some(secrecy::SecretString::from(CANARY_PASSWORD))
+    })
+    .await;
+    let mut secrets = vec![CANARY_PASSWORD.to_owned()];
+    // Login in all three styles, right and wrong; the query style puts the password in the URL.
+    let url = s.url("/api/auth/login/admin");
+    http()
+        .post(format!(
+            "{url}?username=admin&password={CANARY_PASSWORD}&platformId=aws80"
+        ))
+        .send()
+        .await
+        .expect("send");
+    http()
+        .post(format!(
+            "{url}?username=admin&password={CANARY_PASSWORD}x&platformId=aws80"
+        ))
+        .send()
+        .await
+        .expect("send");
+    http().post(&url).json(&serde_json::json!({"username": "admin", "password": CANARY_PASSWORD, "platformId": "aws80"})).send().await.expect("send");
+    let session = s
+        .client
+        .login("admin", CANARY_PASSWORD, PLATFORM)
+        .await
+        .expect("login");
+    secrets.push(session.access_token.clone());
+    let rt = session.refresh_token.clone().expect("rt");
+    secrets.push(rt.clone());
+    let bearer = Credential::Bearer(session.access_token.clone());
+    let token = s.client.create_api_token(&bearer).await.expect("token");
+    secrets.push(token.clone());
+    s.client
+        .list_api_tokens(&Credential::XAuthToken(token.clone()))
+        .await
+        .expect("list");
+    s.client.accounts(&bearer).await.expect("accounts");
+    s.client.users(&bearer, false, false).await.expect("users");
+    let renewed = s.client.refresh(&rt).await.expect("refresh");
+    secrets.push(renewed.access_token.clone());
+    secrets.push(renewed.refresh_token.clone().expect("rt"));
+    // Errors that carry secrets in headers, paths and bodies.
+    let _ = s.client.refresh(&format!("{rt}-tampered")).await;
+    let _ = http()
+        .get(s.url(&format!("/nowhere?password={CANARY_PASSWORD}")))
+        .send()
+        .await;
+    let _ = http()
+        .get(s.url("/voice/api/v1/admin/accounts"))
+        .header("x-auth-token", format!("{token}0"))
+        .send()
+        .await;
+    let _ = http()
+        .delete(s.url(&format!("/voice/api/v1/admin/token/{token}x")))
+        .bearer_auth(&session.access_token)
+        .send()
+        .await;
+    s.client
+        .delete_api_token(&bearer, &token)
+        .await
+        .expect("delete");
+    s.client
+        .logout(renewed.refresh_token.as_deref().expect("rt"))
+        .await
+        .expect("logout");
+    let _ = s.client.logout(&rt).await;
+
+    let log =
+        String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(
+        log.lines().count() > 50,
+        "the log is really captured ({} lines)",
+        log.lines().count()
+    );
+    assert!(
+        log.contains("/api/auth/logout/[redacted]"),
+        "token paths are redacted in the log"
+    );
+    let mut leaks = Vec::new();
+    for secret in &secrets {
+        for form in encodings(secret) {
+            if log.contains(&form) {
+                leaks.push(form.chars().take(12).collect::<String>());
+            }
+        }
+    }
+    eprintln!(
+        "log canary: {} log lines at TRACE, {} secrets × 4 encodings searched, {} found",
+        log.lines().count(),
+        secrets.len(),
+        leaks.len()
+    );
+    assert!(
+        leaks.is_empty(),
+        "secrets in the log (first characters): {leaks:?}"
+    );
+}
