@@ -458,15 +458,18 @@ fn a_session_the_server_ended_says_run_cxauth_login() {
 
 #[test]
 fn later_commands_refresh_the_saved_session_and_save_the_rotation() {
-    // Access tokens live one second: the next command finds it due and refreshes first.
+    // Access tokens live three seconds and are due 300 ms before that (a tenth of the
+    // lifetime): after DUE the next command refreshes first. Long enough that six processes
+    // started together on a loaded CI machine all see the one fresh token.
+    const DUE: Duration = Duration::from_millis(2_800);
     let server = serve(&[
-        ("CXAUTH_ACCESS_TOKEN_TTL", "1s"),
+        ("CXAUTH_ACCESS_TOKEN_TTL", "3s"),
         ("CXAUTH_REFRESH_GRACE", "500ms"),
     ]);
     let h = home();
     h.login(&server.base, "default");
     let before = h.profile("default");
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(DUE);
     h.ok(&["accounts"]);
     let after = h.profile("default");
     assert_ne!(
@@ -480,7 +483,7 @@ fn later_commands_refresh_the_saved_session_and_save_the_rotation() {
     assert_eq!(after["username"], "admin");
     assert_eq!(mode(&h.profile_path("default")), 0o600);
     // The saved rotation is the live one: the next command (due again) refreshes with it.
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(DUE);
     h.ok(&["token", "list"]);
     assert_ne!(
         h.profile("default")["session"]["refreshToken"],
@@ -489,7 +492,7 @@ fn later_commands_refresh_the_saved_session_and_save_the_rotation() {
 
     // Several commands at once on a due session: the profile lock lets one refresh and the
     // others use its result, so the saved session is the one the server keeps.
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(DUE);
     let refreshes = server.requests_to("/api/auth/token/refresh");
     assert_eq!(refreshes, 2, "one refresh per due command so far");
     let children: Vec<_> = (0..6)
@@ -520,7 +523,7 @@ fn later_commands_refresh_the_saved_session_and_save_the_rotation() {
         "six processes, one refresh"
     );
     // Due again: the saved refresh token must be the live one.
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(DUE);
     h.ok(&["whoami"]);
 }
 
