@@ -223,3 +223,80 @@ async fn without_a_grace_window_a_concurrent_replay_ends_the_session() {
     );
     assert!(s.client.accounts(&bearer(&first)).await.is_err());
 }
+
+#[tokio::test]
+async fn absurd_headers_and_bodies_are_clear_4xx_and_the_server_stays_up() {
+    let s = TestServer::spawn().await;
+    let url = s.url("/voice/api/v1/admin/accounts");
+    // A 200 KB credential header: refused before it reaches our code, or as a bad token.
+    let res = http()
+        .get(&url)
+        .header("x-auth-token", "a".repeat(200 * 1024))
+        .send()
+        .await;
+    if let Ok(res) = res {
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+    // A token longer than any we issue is refused without being digested or verified.
+    let res = http()
+        .get(&url)
+        .bearer_auth("e".repeat(8 * 1024))
+        .send()
+        .await
+        .expect("send");
+    let (st, _, body) = raw(res).await;
+    assert_eq!((st, body.as_str()), (401, "Jwt verification fails"));
+    // Hundreds of headers.
+    let mut req = http().get(&url);
+    for i in 0..500 {
+        req = req.header(format!("x-junk-{i}"), "x".repeat(100));
+    }
+    if let Ok(res) = req.send().await {
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+    // A body far over the limit, chunked with no Content-Length: cut off with a 413.
+    assert_eq!(chunked_post(&s.base, 4 * 1024 * 1024).await, "413");
+    // Invalid UTF-8 in a form body and in a percent-encoded query.
+    let res = http()
+        .post(s.url("/api/auth/login/admin?username=%FF%FE"))
+        .body(vec![0xff, 0xfe, b'=', 0x80])
+        .send()
+        .await
+        .expect("send");
+    assert!(res.status().is_client_error());
+    s.client.healthz().await.expect("still up");
+    s.login_admin().await;
+}
+
+/// POSTs `total` bytes to the login endpoint with chunked encoding over a raw socket, stopping
+/// early if the server answers; returns the status code of the answer.
+async fn chunked_post(base: &str, total: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    sock.write_all(
+        format!("POST /api/auth/login/admin HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("head");
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "a".repeat(64 * 1024));
+    let mut sent = 0;
+    while sent < total {
+        if sock.write_all(chunk.as_bytes()).await.is_err() {
+            break; // the server stopped reading: its answer is waiting
+        }
+        sent += 64 * 1024;
+    }
+    let _ = sock.write_all(b"0\r\n\r\n").await;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read(&mut buf))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    head.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
