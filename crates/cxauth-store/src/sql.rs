@@ -233,18 +233,9 @@ macro_rules! sql_store {
             }
 
             async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO signing_keys (kid, public_key, sealed_private_key, created_at) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&key.kid)
-                .bind(&key.public_key)
-                .bind(&key.sealed_private_key)
-                .bind(key.created_at)
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(())
+                let mut tx = self.begin_write().await?;
+                insert_signing_key_in(&mut tx, key).await?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn init_signing_key(&self, key: &StoredSigningKey) -> Result<bool, StoreError> {
@@ -257,17 +248,7 @@ macro_rules! sql_store {
                 if existing > 0 {
                     return Ok(false);
                 }
-                sqlx::query(
-                    "INSERT INTO signing_keys (kid, public_key, sealed_private_key, created_at) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&key.kid)
-                .bind(&key.public_key)
-                .bind(&key.sealed_private_key)
-                .bind(key.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                insert_signing_key_in(&mut tx, key).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }
@@ -751,6 +732,24 @@ macro_rules! sql_store {
                 tx.commit().await.map_err(map_err)?;
                 Ok(tokens + sessions)
             }
+        }
+
+        async fn insert_signing_key_in(
+            conn: &mut $Conn,
+            key: &StoredSigningKey,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, public_key, sealed_private_key, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&key.kid)
+            .bind(&key.public_key)
+            .bind(&key.sealed_private_key)
+            .bind(key.created_at)
+            .execute(conn)
+            .await
+            .map_err(map_err)?;
+            Ok(())
         }
 
         async fn create_main_in(

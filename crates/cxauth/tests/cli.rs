@@ -2,10 +2,11 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::Served;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 fn cxauth() -> Command {
@@ -357,64 +358,8 @@ fn generate_master_key_writes_0600_and_never_overwrites() {
     assert_eq!(std::fs::read(&key).expect("key"), first);
 }
 
-/// A `cxauth serve` child process, killed on drop.
-struct Served {
-    child: Child,
-    base: String,
-    stderr: mpsc::Receiver<String>,
-    first_lines: Vec<String>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(db: &Path, envs: &[(&str, &str)]) -> Served {
-    let bin = assert_cmd::cargo::cargo_bin("cxauth");
-    let mut cmd = std::process::Command::new(bin);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
-        .arg(db)
-        .envs(envs.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // From here on the child is killed and reaped on drop, whatever happens.
-    let mut served = Served {
-        child,
-        base: String::new(),
-        stderr: rx,
-        first_lines: Vec::new(),
-    };
-    loop {
-        let line = served
-            .stderr
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("server did not start: {:#?}", served.first_lines));
-        served.first_lines.push(line.clone());
-        if let Some(addr) = line.strip_prefix("cxauth: listening on ") {
-            served.base = addr.trim().to_owned();
-            return served;
-        }
-    }
+    common::serve(&[OsStr::new("--database"), db.as_os_str()], envs)
 }
 
 fn start_fails(db: &Path, envs: &[(&str, &str)]) -> String {
@@ -589,8 +534,7 @@ async fn serve_takes_the_bootstrap_password_and_settings_from_the_environment() 
         .await
         .expect_err("wrong");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let log: Vec<String> = served.stderr.try_iter().collect();
-    let log = log.join("\n");
+    let log = served.log().join("\n");
     assert!(log.contains("/api/auth/login/admin"), "requests are logged");
     for secret in [
         "from-the-env",

@@ -3,13 +3,13 @@
 //! Each test gets a fresh schema on the test PostgreSQL server (see `cxauth_store::testing`):
 //! required in CI, skipped with a printed reason on a machine without PostgreSQL.
 
-use cxauth_client::{Client, Credential};
+mod common;
+
+use common::Served;
+use cxauth_client::Credential;
 use cxauth_store::testing::{Scratch, scratch_schema};
 use reqwest::StatusCode;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 const PASSWORD: &str = "cluster-admin-password";
@@ -44,66 +44,19 @@ async fn cluster() -> Option<Cluster> {
     })
 }
 
-/// A `cxauth serve` child, killed and reaped on drop.
-struct Instance {
-    child: Child,
-    base: String,
-    client: Client,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Cluster {
     /// Starts `n` instances at once (they race to migrate and bootstrap the empty schema).
-    fn start(&self, n: usize) -> Vec<Instance> {
-        let mut pending = Vec::new();
-        for _ in 0..n {
-            let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"))
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .env("CXAUTH_DATABASE", &self.url)
-                .env("CXAUTH_MASTER_KEY_FILE", &self.key)
-                .env("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
-                .env_remove("CXAUTH_LISTEN")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn");
-            let stderr = child.stderr.take().expect("stderr");
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-            pending.push((child, rx));
-        }
-        pending
-            .into_iter()
-            .map(|(child, rx)| {
-                let mut instance = Instance {
-                    child,
-                    base: String::new(),
-                    client: Client::new("http://127.0.0.1:1").expect("placeholder"),
-                };
-                let mut seen = Vec::new();
-                while instance.base.is_empty() {
-                    let line = rx
-                        .recv_timeout(Duration::from_secs(60))
-                        .unwrap_or_else(|_| panic!("instance did not start: {seen:#?}"));
-                    if let Some(addr) = line.strip_prefix("cxauth: listening on ") {
-                        instance.base = addr.trim().to_owned();
-                    }
-                    seen.push(line);
-                }
-                instance.client = Client::new(&instance.base).expect("client");
-                instance
-            })
-            .collect()
+    fn start(&self, n: usize) -> Vec<Served> {
+        let key = self.key.to_str().expect("utf8 path");
+        let envs = [
+            ("CXAUTH_DATABASE", self.url.as_str()),
+            ("CXAUTH_MASTER_KEY_FILE", key),
+            ("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD),
+        ];
+        let starting: Vec<_> = (0..n)
+            .map(|_| common::spawn(&["serve", "--listen", "127.0.0.1:0"], &envs))
+            .collect();
+        starting.into_iter().map(common::Starting::ready).collect()
     }
 
     fn admin(&self, args: &[&str], stdin: &str) {
@@ -134,7 +87,7 @@ fn bearer(s: &cxauth_client::Session) -> Credential {
 async fn instances_agree_on_keys_tokens_and_revocations_at_once() {
     let Some(c) = cluster().await else { return };
     let nodes = c.start(2);
-    let (a, b) = (&nodes[0].client, &nodes[1].client);
+    let (a, b) = (&nodes[0].client(), &nodes[1].client());
 
     // Started together on an empty database: one bootstrap, one signing key, trusted by both.
     let jwks_a = a.jwks().await.expect("jwks");
@@ -211,15 +164,15 @@ async fn instances_agree_on_keys_tokens_and_revocations_at_once() {
 async fn concurrent_refreshes_across_instances_keep_one_chain() {
     let Some(c) = cluster().await else { return };
     let nodes = c.start(3);
-    let session = nodes[0]
-        .client
+    let clients: Vec<_> = nodes.iter().map(Served::client).collect();
+    let session = clients[0]
         .login("admin", PASSWORD, "aws80")
         .await
         .expect("login");
     let rt = session.refresh_token.clone().expect("rt");
     let mut tasks = Vec::new();
     for i in 0..100 {
-        let client = nodes[i % nodes.len()].client.clone();
+        let client = clients[i % clients.len()].clone();
         let rt = rt.clone();
         tasks.push(tokio::spawn(async move { client.refresh(&rt).await }));
     }

@@ -1,64 +1,25 @@
 //! Crash safety: `kill -9` the server at random moments under load, restart it, and check that
 //! nothing it acknowledged was lost. Prints its figures (kills, operations checked, lost).
 
+mod common;
+
+use common::Served;
 use cxauth_client::{Client, Credential};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PASSWORD: &str = "crash-test-password";
 const KILLS: usize = 6;
 
-struct Server {
-    child: Child,
-    client: Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(db: &Path) -> Server {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
-        .arg(db)
-        .env("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
-        .env_remove("CXAUTH_MASTER_KEY_FILE")
-        .env_remove("CXAUTH_DATABASE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    let base = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(addr) = line.strip_prefix("cxauth: listening on ") {
-                    break addr.trim().to_owned();
-                }
-                seen.push(line);
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("server did not start: {seen:#?}");
-            }
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Server {
-        client: Client::new(&base).expect("client"),
-        child,
-    }
+fn start(db: &Path) -> (Served, Client) {
+    let served = common::serve(
+        &[std::ffi::OsStr::new("--database"), db.as_os_str()],
+        &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
+    );
+    let client = served.client();
+    (served, client)
 }
 
 /// What must hold for one token or session after a restart.
@@ -153,23 +114,22 @@ async fn nothing_acknowledged_is_lost_across_kill_9() {
     let mut checked = 0usize;
     let mut lost = Vec::new();
     for round in 0..KILLS {
-        let mut server = start(&db);
+        let (mut server, client) = start(&db);
         // After a restart, everything acknowledged before must hold.
-        checked += verify(&server.client, &ledger, &mut lost).await;
+        checked += verify(&client, &ledger, &mut lost).await;
         let workers: Vec<_> = (0..4)
-            .map(|w| tokio::spawn(load(server.client.clone(), ledger.clone(), round * 10 + w)))
+            .map(|w| tokio::spawn(load(client.clone(), ledger.clone(), round * 10 + w)))
             .collect();
         // A pseudo-random moment: 150–650 ms into the load.
         let jitter = (round as u64 * 7919 + 131) % 500;
         tokio::time::sleep(Duration::from_millis(150 + jitter)).await;
-        server.child.kill().expect("kill -9");
-        server.child.wait().expect("reap");
+        server.kill9();
         for w in workers {
             let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
         }
     }
-    let server = start(&db);
-    checked += verify(&server.client, &ledger, &mut lost).await;
+    let (server, client) = start(&db);
+    checked += verify(&client, &ledger, &mut lost).await;
     drop(server);
 
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))

@@ -3,95 +3,37 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Stdio;
 use std::time::Duration;
 
 const PASSWORD: &str = "cli-test-password";
 
-/// A `cxauth serve` child process, killed on drop.
-struct Served {
-    child: Child,
-    base: String,
+/// A `cxauth serve` child on a fresh SQLite database of its own.
+struct Server {
+    served: common::Served,
     db: PathBuf,
-    /// The server's log lines (one per request, with its path).
-    log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
-impl Served {
-    /// How many requests to `path` the server has logged so far.
-    fn requests_to(&self, path: &str) -> usize {
-        // Lines arrive through a pipe: give the last ones a moment.
-        std::thread::sleep(Duration::from_millis(200));
-        let needle = format!("path={path}}}");
-        self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|l| l.contains(&needle))
-            .count()
+impl std::ops::Deref for Server {
+    type Target = common::Served;
+    fn deref(&self) -> &common::Served {
+        &self.served
     }
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(envs: &[(&str, &str)]) -> Served {
+fn serve(envs: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("cx.db");
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
-        .arg(&db)
-        .env("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
-        .envs(envs.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let mut served = Served {
-        child,
-        base: String::new(),
+    let mut all = vec![("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)];
+    all.extend_from_slice(envs);
+    Server {
+        served: common::serve(&[std::ffi::OsStr::new("--database"), db.as_os_str()], &all),
         db,
-        log: log.clone(),
         _dir: dir,
-    };
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server starts");
-        if let Some(addr) = line.strip_prefix("cxauth: listening on ") {
-            served.base = addr.trim().to_owned();
-            // Keep reading the log, so the server never blocks on a full pipe.
-            std::thread::spawn(move || {
-                while let Ok(line) = rx.recv() {
-                    log.lock().expect("log").push(line);
-                }
-            });
-            return served;
-        }
     }
 }
 
