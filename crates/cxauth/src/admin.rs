@@ -151,6 +151,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 roles,
                 first_name,
                 last_name,
+                rc_user_id: None,
             };
             println!("{}", admin::create_user(store, spec, now).await?);
         }

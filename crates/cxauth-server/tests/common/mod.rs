@@ -126,6 +126,7 @@ impl TestServer {
                 roles: roles.iter().map(|r| (*r).to_owned()).collect(),
                 first_name: username.to_uppercase(),
                 last_name: "Test".into(),
+                rc_user_id: None,
             },
             self.clock.now_ms(),
         )
