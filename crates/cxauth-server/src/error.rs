@@ -99,6 +99,12 @@ pub enum ApiError {
     MethodNotAllowed,
 }
 
+impl From<cxauth_core::emulator::OAuthError> for ApiError {
+    fn from(e: cxauth_core::emulator::OAuthError) -> Self {
+        ApiError::Auth(e.into())
+    }
+}
+
 fn retry_after(d: Duration) -> HeaderValue {
     // Whole seconds, rounded up, at least 1: a client must never be told to retry at once.
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);

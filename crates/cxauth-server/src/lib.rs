@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod params;
+pub mod ringex;
 pub mod routes;
 
 use axum::Router;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The clock (error timestamps).
     pub clock: SharedClock,
+    /// Who RingEX tokens belong to, for the token exchange.
+    pub ringex: Arc<ringex::RingexResolver>,
 }
 
 /// Why the server could not start. Each message tells the operator what to do.
@@ -173,9 +176,28 @@ impl App {
             }
             BootstrapOutcome::AlreadyInitialised => None,
         };
+        let ringex =
+            ringex::RingexResolver::new(config, clock.clone()).map_err(StartupError::Config)?;
+        if config.ringex_emulator {
+            tracing::warn!(
+                "THE BUILT-IN RINGEX EMULATOR IS ON: this server issues RingEX tokens itself \
+                 (/restapi/oauth/token) and the token exchange trusts them. For development and \
+                 tests only; never turn it on in production"
+            );
+        }
+        match &config.ringex_server {
+            Some(url) => {
+                tracing::info!(ringex_server = %url, "RingEX token exchange asks this server")
+            }
+            None if !config.ringex_emulator => {
+                tracing::info!("no RingEX server configured: the RingEX token exchange answers 503")
+            }
+            None => {}
+        }
         let state = AppState {
             auth: Arc::new(auth),
             clock,
+            ringex: Arc::new(ringex),
         };
         Ok(App {
             router: router(state.clone(), config),
@@ -195,14 +217,28 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/admin/token/{token}", delete(routes::delete_token))
         .route("/admin/accounts", get(routes::accounts))
         .route("/admin/users", get(routes::users));
-    Router::new()
+    let mut routes = Router::new()
         .route("/api/auth/login/admin", post(routes::login))
+        .route(
+            "/api/auth/login/rc/accesstoken",
+            post(routes::ringex_exchange),
+        )
+        .route("/api/v1/auth/login", post(routes::legacy_login))
         .route("/api/auth/token/refresh", post(routes::refresh))
         .route("/api/auth/logout/{token}", delete(routes::logout))
         .route("/healthz", get(routes::healthz))
         .route("/.well-known/jwks.json", get(routes::jwks))
         .nest("/voice/api/v1", admin.clone())
-        .nest("/api/v1", admin)
+        .nest("/api/v1", admin);
+    if config.ringex_emulator {
+        routes = routes
+            .route("/restapi/oauth/token", post(routes::ringex_emulator_token))
+            .route(
+                ringex::EXTENSION_PATH,
+                get(routes::ringex_emulator_extension),
+            );
+    }
+    routes
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::wrong_method)
         .layer(DefaultBodyLimit::max(config.body_limit))
