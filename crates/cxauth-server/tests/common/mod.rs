@@ -134,6 +134,27 @@ impl TestServer {
         .expect("create user")
     }
 
+    /// Like [`Self::create_user`], with a RingEX user id.
+    pub async fn create_rc_user(&self, username: &str, grants: &[i64], rc_user_id: i64) -> i64 {
+        admin::create_user(
+            self.state.auth.store().as_ref(),
+            UserSpec {
+                username: username.into(),
+                password: SecretString::from(format!("{username}-pw")),
+                platform_id: PLATFORM.into(),
+                parent: None,
+                grants: grants.to_vec(),
+                roles: vec![],
+                first_name: username.to_uppercase(),
+                last_name: "Test".into(),
+                rc_user_id: Some(rc_user_id),
+            },
+            self.clock.now_ms(),
+        )
+        .await
+        .expect("create user")
+    }
+
     pub async fn login(&self, username: &str) -> Session {
         self.client
             .login(username, &format!("{username}-pw"), PLATFORM)
