@@ -215,7 +215,8 @@ async fn the_emulator_answers_oauth_errors() {
         f
     };
 
-    let cases: Vec<(Option<String>, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (Option<String>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (None, pw("rex", None, "rex-pw"), 401, "invalid_client"),
         (
             Some(basic(&e.client_id, "wrong")),
