@@ -122,7 +122,7 @@ def admin_calls(ev, expect_user):
     check(any(u["userName"] == expect_user for u in users), f"{expect_user} not in {users}")
 
 
-def expiry(server, ev):
+def expiry(server, ev, sso):
     """A call after the access token expired succeeds because the SDK refreshed by itself."""
     before_token = ev.token["accessToken"]
     before_refreshes = server.refreshes()
@@ -135,6 +135,7 @@ def expiry(server, ev):
     check(accounts, "no accounts after the refresh")
     check(ev.token["accessToken"] != before_token, "the SDK kept the expired access token")
     check(ev.token.get("refreshToken"), "the refreshed session has no refresh token")
+    check(ev.token["ssoLogin"] is sso, f"ssoLogin after the refresh: {ev.token['ssoLogin']}")
     after = server.refreshes()
     check(after == before_refreshes + 1,
           f"the server saw {after - before_refreshes} successful refreshes, expected 1")
@@ -185,7 +186,7 @@ def main():
         print(f"{step}: ok", flush=True)
 
         step = "step 2 ringex expiry"
-        expiry(server, ev)
+        expiry(server, ev, True)
         print(f"{step}: ok (the SDK refreshed once, seen by the server)", flush=True)
 
         step = "step 3 direct login"
@@ -199,7 +200,7 @@ def main():
         print(f"{step}: ok", flush=True)
 
         step = "step 3 direct login expiry"
-        expiry(server, ev)
+        expiry(server, ev, False)
         print(f"{step}: ok (the SDK refreshed once, seen by the server)", flush=True)
 
         step = "step 4 legacy login"

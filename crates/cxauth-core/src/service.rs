@@ -351,6 +351,7 @@ impl Auth {
         &self,
         user: &UserRecord,
         expected_password_hash: Option<String>,
+        sso_login: bool,
     ) -> Result<(String, String, i64), StoreError> {
         let now = self.clock.now_ms();
         let refresh = new_refresh_token().map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -365,6 +366,7 @@ impl Auth {
                 expected_password_hash,
                 now,
                 refresh_expires_at: now.saturating_add(duration_ms(self.config.refresh_token_ttl)),
+                sso_login,
             })
             .await?;
         Ok((session_id, refresh, now))
@@ -381,7 +383,7 @@ impl Auth {
             )
             .await?;
         let (session_id, refresh, now) = match self
-            .start_session(&user, Some(user.password_hash.clone()))
+            .start_session(&user, Some(user.password_hash.clone()), false)
             .await
         {
             Ok(started) => started,
@@ -412,7 +414,7 @@ impl Auth {
                 return Err(AuthError::RingexRefused);
             }
         };
-        let (session_id, refresh, now) = match self.start_session(&user, None).await {
+        let (session_id, refresh, now) = match self.start_session(&user, None, true).await {
             Ok(started) => started,
             Err(StoreError::Conflict(_)) => return Err(AuthError::RingexRefused),
             Err(e) => return Err(e.into()),
@@ -533,8 +535,15 @@ impl Auth {
             })
             .await?;
         match outcome {
-            RotateOutcome::Rotated { session_id, user } => {
-                self.session_response(&user, &session_id, Some(successor), now)
+            RotateOutcome::Rotated {
+                session_id,
+                user,
+                sso_login,
+            } => {
+                let mut session =
+                    self.session_response(&user, &session_id, Some(successor), now)?;
+                session.sso_login = sso_login;
+                Ok(session)
             }
             RotateOutcome::Reused {
                 session_id,

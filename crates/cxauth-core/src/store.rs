@@ -178,6 +178,8 @@ pub struct NewSession {
     pub now: i64,
     /// When the refresh token stops working, epoch ms.
     pub refresh_expires_at: i64,
+    /// Made by the RingEX token exchange (`ssoLogin: true`), not by a direct login.
+    pub sso_login: bool,
 }
 
 /// A refresh to perform atomically.
@@ -204,6 +206,8 @@ pub enum RotateOutcome {
         session_id: String,
         /// Its owner (boxed: the other outcomes are small).
         user: Box<UserRecord>,
+        /// Whether the session was made by the RingEX token exchange.
+        sso_login: bool,
     },
     /// Unknown, expired, or of an ended session, or of a disabled user.
     Invalid,

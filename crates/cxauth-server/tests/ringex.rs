@@ -156,6 +156,10 @@ async fn the_emulator_issues_tokens_that_exchange_for_sessions() {
     // The session behaves like a direct-login session: refresh, then logout ends it.
     let refreshed = s.client.refresh(refresh).await.expect("refresh");
     assert!(
+        refreshed.sso_login,
+        "a refreshed exchange session stays ssoLogin"
+    );
+    assert!(
         s.client
             .logout(refreshed.refresh_token.as_deref().expect("rt"))
             .await

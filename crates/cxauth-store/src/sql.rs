@@ -504,12 +504,14 @@ macro_rules! sql_store {
                     _ => return Err(StoreError::Conflict("the user changed during login".into())),
                 }
                 sqlx::query(
-                    "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO sessions (id, user_id, created_at, expires_at, sso_login) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&s.session_id)
                 .bind(s.user_id)
                 .bind(s.now)
                 .bind(s.refresh_expires_at)
+                .bind(s.sso_login)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
@@ -562,7 +564,7 @@ macro_rules! sql_store {
                 // (on any instance) see each other's results and the session never forks.
                 Self::lock_session(&mut tx, &session_id).await?;
                 let row = sqlx::query(
-                    "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id \
+                    "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id, s.sso_login \
                      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
                 )
                 .bind(r.presented.as_slice())
@@ -577,6 +579,7 @@ macro_rules! sql_store {
                 let rotated_at: Option<i64> = row.get(2);
                 let revoked_at: Option<i64> = row.get(3);
                 let user_id: i64 = row.get(4);
+                let sso_login: bool = row.get(5);
                 if revoked_at.is_some() || expires_at <= r.now {
                     return Ok(RotateOutcome::Invalid);
                 }
@@ -633,6 +636,7 @@ macro_rules! sql_store {
                 Ok(RotateOutcome::Rotated {
                     session_id,
                     user: Box::new(user),
+                    sso_login,
                 })
             }
 

@@ -214,6 +214,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
             refresh_digest: digest(1),
             now: 0,
             refresh_expires_at: 1_000,
+            sso_login: false,
         })
         .await
         .expect("session");
@@ -280,6 +281,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
             refresh_digest: digest(20),
             now: 0,
             refresh_expires_at: 100,
+            sso_login: false,
         })
         .await
         .expect("session");
@@ -323,6 +325,7 @@ async fn disabling_and_password_changes_revoke_sessions() {
                 refresh_digest: digest(i as u8),
                 now: 0,
                 refresh_expires_at: 1_000,
+                sso_login: false,
             })
             .await
             .expect("session");
@@ -348,6 +351,7 @@ async fn disabling_and_password_changes_revoke_sessions() {
             refresh_digest: digest(9),
             now: 0,
             refresh_expires_at: 1_000,
+            sso_login: false,
         })
         .await
         .expect("session");
@@ -447,6 +451,7 @@ async fn a_session_is_not_made_for_a_user_that_changed_meanwhile() {
             refresh_digest: digest(n),
             now: 0,
             refresh_expires_at: 1_000,
+            sso_login: false,
         };
         s.create_session(&session("ok", 1, &seen))
             .await
@@ -514,6 +519,7 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
             refresh_digest: digest(0),
             now: 0,
             refresh_expires_at: 100_000,
+            sso_login: false,
         })
         .await
         .expect("session");
@@ -765,5 +771,46 @@ async fn ringex_emulator_apps_jwts_and_tokens() {
             "{}",
             b.name
         );
+    }
+}
+
+#[tokio::test]
+async fn a_session_remembers_it_came_from_the_ringex_exchange() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        for (n, sso) in [(10u8, true), (20, false)] {
+            s.create_session(&NewSession {
+                session_id: format!("s{n}"),
+                user_id: uid,
+                refresh_digest: digest(n),
+                expected_password_hash: None,
+                now: 0,
+                refresh_expires_at: 1_000,
+                sso_login: sso,
+            })
+            .await
+            .expect("session");
+            let outcome = s
+                .rotate_refresh_token(&Rotation {
+                    presented: digest(n),
+                    successor: digest(n + 1),
+                    now: 1,
+                    grace_ms: 0,
+                    successor_expires_at: 2_000,
+                })
+                .await
+                .expect("rotate");
+            match outcome {
+                RotateOutcome::Rotated { sso_login, .. } => {
+                    assert_eq!(sso_login, sso, "{}", b.name)
+                }
+                other => panic!("{}: {other:?}", b.name),
+            }
+        }
     }
 }

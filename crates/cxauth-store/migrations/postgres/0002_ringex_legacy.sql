@@ -5,6 +5,9 @@ ALTER TABLE users ADD COLUMN rc_user_id BIGINT;
 -- Unique where set; several NULLs are allowed.
 CREATE UNIQUE INDEX users_by_rc_user_id ON users (rc_user_id);
 
+-- Sessions made by the RingEX token exchange keep answering `ssoLogin: true` when refreshed.
+ALTER TABLE sessions ADD COLUMN sso_login BOOLEAN NOT NULL DEFAULT FALSE;
+
 -- Legacy portal auth tokens (`X-Auth-Token: <uuid>`), stored only as keyed digests. Sliding:
 -- each use moves expires_at to now + lifetime_ms.
 CREATE TABLE legacy_tokens (
