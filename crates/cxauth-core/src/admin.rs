@@ -133,6 +133,8 @@ pub struct UserSpec {
     pub first_name: String,
     /// Family name.
     pub last_name: String,
+    /// RingEX extension id the token exchange maps to this user (unique), if any.
+    pub rc_user_id: Option<i64>,
 }
 
 fn new_user(spec: UserSpec, now: i64) -> Result<NewUser, AdminError> {
@@ -149,6 +151,11 @@ fn new_user(spec: UserSpec, now: i64) -> Result<NewUser, AdminError> {
     }
     check_name("first name", &spec.first_name, false)?;
     check_name("last name", &spec.last_name, false)?;
+    if spec.rc_user_id.is_some_and(|id| id <= 0) {
+        return Err(AdminError::Invalid(
+            "a RingEX user id must be a positive number".into(),
+        ));
+    }
     if spec.parent.is_none() && spec.grants.is_empty() {
         return Err(AdminError::Invalid(
             "a user needs a parent (--parent) or an account grant (--grant) to belong to a main account".into(),
@@ -170,6 +177,7 @@ fn new_user(spec: UserSpec, now: i64) -> Result<NewUser, AdminError> {
         roles,
         first_name: spec.first_name,
         last_name: spec.last_name,
+        rc_user_id: spec.rc_user_id,
         now,
     })
 }
@@ -209,6 +217,51 @@ pub async fn set_enabled(
     Ok(())
 }
 
+/// Registers a new RingEX emulator app; returns its client id and client secret, the secret
+/// shown only this once (only its Argon2id hash is stored). Slow (one hash).
+pub async fn create_ringex_app(
+    store: &dyn Store,
+    now: i64,
+) -> Result<(String, SecretString), AdminError> {
+    let random = |n: usize| -> Result<String, AdminError> {
+        let bytes = random_bytes::<32>().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        Ok(URL_SAFE_NO_PAD.encode(&bytes[..n]))
+    };
+    let client_id = random(16)?;
+    let secret = SecretString::from(random(32)?);
+    let hash = hash_password(&secret).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    store.insert_ringex_app(&client_id, &hash, now).await?;
+    Ok((client_id, secret))
+}
+
+/// Makes a RingEX emulator JWT credential for `username`, which must hold a RingEX user id
+/// (`--rc-user-id`): the emulator signs users in as that extension. Only a digest is stored.
+pub async fn create_ringex_jwt(
+    store: &dyn Store,
+    username: &str,
+    now: i64,
+) -> Result<SecretString, AdminError> {
+    let user = store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| AdminError::Invalid(format!("no user named {username:?}")))?;
+    if user.rc_user_id.is_none() {
+        return Err(AdminError::Invalid(format!(
+            "user {username:?} has no RingEX user id; create it with --rc-user-id"
+        )));
+    }
+    let bytes = random_bytes::<32>().map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let credential = SecretString::from(URL_SAFE_NO_PAD.encode(bytes));
+    store
+        .insert_ringex_jwt(
+            &crate::crypto::ringex_jwt_digest(credential.expose_secret().as_bytes()),
+            user.id,
+            now,
+        )
+        .await?;
+    Ok(credential)
+}
+
 /// What a first start did.
 #[derive(Debug)]
 pub enum BootstrapOutcome {
@@ -245,6 +298,7 @@ pub async fn bootstrap(
             roles: vec![ROLE_SUPER_USER.into()],
             first_name: "Admin".into(),
             last_name: String::new(),
+            rc_user_id: None,
         },
         now,
     )?;

@@ -117,6 +117,10 @@ pub enum DigestKind {
     RefreshToken,
     /// Permanent API tokens.
     ApiToken,
+    /// Legacy portal auth tokens (`authToken` of `/api/v1/auth/login`).
+    LegacyToken,
+    /// Access tokens issued by the built-in RingEX emulator.
+    RingexAccessToken,
 }
 
 impl DigestKind {
@@ -124,8 +128,23 @@ impl DigestKind {
         match self {
             DigestKind::RefreshToken => b"refresh-token\0",
             DigestKind::ApiToken => b"api-token\0",
+            DigestKind::LegacyToken => b"legacy-token\0",
+            DigestKind::RingexAccessToken => b"ringex-access-token\0",
         }
     }
+}
+
+/// SHA-256 digest of a RingEX emulator JWT credential, the only form in which it is stored.
+///
+/// Unkeyed, unlike token digests, because `cxauth admin ringex jwt create` works on the database
+/// without the master key. That is safe for this credential alone: it is 256 random bits, so a
+/// stolen digest cannot be turned back into it.
+pub fn ringex_jwt_digest(credential: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = Sha256::new();
+    h.update(b"cxauth/v1/ringex-jwt\0");
+    h.update(credential);
+    h.finalize().into()
 }
 
 /// Keys derived from the [`MasterKey`], ready for use on request paths.

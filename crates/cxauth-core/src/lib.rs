@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod clock;
 pub mod crypto;
+pub mod emulator;
 pub mod jwt;
 pub mod password;
 pub mod service;

@@ -8,8 +8,8 @@ use crate::crypto::{CryptoError, DigestKind, Secrets, random_bytes};
 use crate::jwt::{Claims, KeyRing, KeyRingError, LAPP_ADMIN, TokenError, generate_signing_key};
 use crate::password::{MAX_PASSWORD_LEN, PasswordPool, PoolError};
 use crate::store::{
-    AccountRow, NewSession, ROLE_MANAGE_USERS, ROLE_SUPER_USER, RevokeReason, RotateOutcome,
-    Rotation, SharedStore, StoreError, UserRecord,
+    AccountRow, LegacyToken, NewSession, ROLE_MANAGE_USERS, ROLE_SUPER_USER, RevokeReason,
+    RotateOutcome, Rotation, SharedStore, StoreError, UserRecord,
 };
 use crate::throttle::Throttle;
 use base64::Engine as _;
@@ -20,6 +20,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a legacy auth token lives past its last use.
+pub const LEGACY_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
+/// How long a legacy auth token lives past its last use with `stayLoggedIn`.
+pub const LEGACY_TOKEN_TTL_STAY: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+/// A legacy token's expiry is written again only when a use would move it by at least this
+/// much, so a busy token costs a write a minute rather than one per request.
+pub const LEGACY_EXTEND_STEP: Duration = Duration::from_secs(60);
 
 /// Longest username accepted.
 pub const MAX_USERNAME_LEN: usize = 255;
@@ -67,6 +75,17 @@ pub enum AuthError {
     /// A bug or damaged data; logged, never detailed to clients.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The RingEX token exchange was refused: RingEX did not accept the token, or it belongs to
+    /// no enabled cxauth user. One variant whatever the reason, like a failed login.
+    #[error("RingEX token refused")]
+    RingexRefused,
+    /// The RingEX server could not be asked (unreachable, timed out, failing, or none is
+    /// configured); the request may be retried.
+    #[error("RingEX unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// An OAuth error of the built-in RingEX emulator, answered in OAuth's own JSON shape.
+    #[error("RingEX emulator: {0}")]
+    OAuth(#[from] crate::emulator::OAuthError),
 }
 
 impl From<StoreError> for AuthError {
@@ -148,7 +167,7 @@ pub enum Credential<'a> {
     None,
     /// `Authorization: Bearer …`: must be an access token.
     Bearer(&'a str),
-    /// `X-Auth-Token: …`: an API token or an access token.
+    /// `X-Auth-Token: …`: an API token, a legacy auth token or an access token.
     XAuthToken(&'a str),
 }
 
@@ -163,14 +182,14 @@ pub struct Principal {
 
 /// The service. Shared by all request handlers.
 pub struct Auth {
-    store: SharedStore,
-    clock: SharedClock,
-    secrets: Secrets,
+    pub(crate) store: SharedStore,
+    pub(crate) clock: SharedClock,
+    pub(crate) secrets: Secrets,
     keys: std::sync::RwLock<Arc<KeyRing>>,
     /// When the key ring was last reloaded because of an unknown key id; rate-limits reloads.
     /// Wall-clock (not the injected clock): a protection against load, not domain time.
     keys_reloaded_at: std::sync::Mutex<Option<std::time::Instant>>,
-    passwords: PasswordPool,
+    pub(crate) passwords: PasswordPool,
     throttle: Throttle,
     config: AuthConfig,
 }
@@ -277,66 +296,172 @@ impl Auth {
         Ok(known)
     }
 
-    /// Direct login with username, password and platform id.
-    pub async fn login(&self, input: LoginInput, client: IpAddr) -> Result<Session, AuthError> {
+    /// Checks a username and password (and the platform, when one is given) under the login
+    /// throttle. Every failure is the same [`AuthError::LoginFailed`] and is counted.
+    pub(crate) async fn check_password(
+        &self,
+        username: &str,
+        password: SecretString,
+        platform_id: Option<&str>,
+        client: IpAddr,
+    ) -> Result<UserRecord, AuthError> {
         use secrecy::ExposeSecret as _;
-        if input.username.len() > MAX_USERNAME_LEN {
+        if username.len() > MAX_USERNAME_LEN {
             return Err(AuthError::BadRequest(format!(
                 "username is longer than {MAX_USERNAME_LEN} bytes"
             )));
         }
-        if input.password.expose_secret().len() > MAX_PASSWORD_LEN {
+        if password.expose_secret().len() > MAX_PASSWORD_LEN {
             return Err(AuthError::BadRequest(format!(
                 "password is longer than {MAX_PASSWORD_LEN} bytes"
             )));
         }
-        if let Err(retry_after) = self.throttle.check(&input.username, client) {
+        if let Err(retry_after) = self.throttle.check(username, client) {
             return Err(AuthError::Throttled { retry_after });
         }
-        let user = self.store.user_by_username(&input.username).await?;
+        let user = self.store.user_by_username(username).await?;
         let verified = self
             .passwords
-            .verify(
-                user.as_ref().map(|u| u.password_hash.as_str()),
-                input.password,
-            )
+            .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
             .await?;
-        let user = match user {
-            Some(u) if verified && u.enabled && u.platform_id == input.platform_id => u,
-            _ => {
-                self.throttle.record_failure(&input.username, client);
-                tracing::info!(target: "audit", event = "login.failed", client = %client, "login failed");
-                return Err(AuthError::LoginFailed);
+        match user {
+            Some(u) if verified && u.enabled && platform_id.is_none_or(|p| p == u.platform_id) => {
+                Ok(u)
             }
-        };
+            _ => Err(self.login_failed(username, client)),
+        }
+    }
+
+    /// Counts and audits a failed login; returns the one error every failure gets.
+    pub(crate) fn login_failed(&self, username: &str, client: IpAddr) -> AuthError {
+        self.throttle.record_failure(username, client);
+        tracing::info!(target: "audit", event = "login.failed", client = %client, "login failed");
+        AuthError::LoginFailed
+    }
+
+    /// Clears the username's throttle budget after a successful login.
+    pub(crate) fn login_succeeded(&self, username: &str) {
+        self.throttle.record_success(username);
+    }
+
+    /// Starts a session for `user` and returns its id, its first refresh token and the time.
+    /// [`StoreError::Conflict`] if the user was disabled (or its password changed, when
+    /// `expected_password_hash` is given) since it was read.
+    async fn start_session(
+        &self,
+        user: &UserRecord,
+        expected_password_hash: Option<String>,
+        sso_login: bool,
+    ) -> Result<(String, String, i64), StoreError> {
         let now = self.clock.now_ms();
-        let refresh = new_refresh_token()?;
+        let refresh = new_refresh_token().map_err(|e| StoreError::Internal(e.to_string()))?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        let created = self
-            .store
+        self.store
             .create_session(&NewSession {
                 session_id: session_id.clone(),
                 user_id: user.id,
                 refresh_digest: self
                     .secrets
                     .digest(DigestKind::RefreshToken, refresh.as_bytes()),
-                expected_password_hash: Some(user.password_hash.clone()),
+                expected_password_hash,
                 now,
                 refresh_expires_at: now.saturating_add(duration_ms(self.config.refresh_token_ttl)),
+                sso_login,
             })
-            .await;
-        match created {
-            Ok(()) => {}
+            .await?;
+        Ok((session_id, refresh, now))
+    }
+
+    /// Direct login with username, password and platform id.
+    pub async fn login(&self, input: LoginInput, client: IpAddr) -> Result<Session, AuthError> {
+        let user = self
+            .check_password(
+                &input.username,
+                input.password,
+                Some(&input.platform_id),
+                client,
+            )
+            .await?;
+        let (session_id, refresh, now) = match self
+            .start_session(&user, Some(user.password_hash.clone()), false)
+            .await
+        {
+            Ok(started) => started,
             // Disabled or password changed between the check and now: the login loses the race.
             Err(StoreError::Conflict(_)) => {
-                self.throttle.record_failure(&input.username, client);
-                return Err(AuthError::LoginFailed);
+                return Err(self.login_failed(&input.username, client));
             }
             Err(e) => return Err(e.into()),
-        }
-        self.throttle.record_success(&input.username);
+        };
+        self.login_succeeded(&input.username);
         tracing::info!(target: "audit", event = "login.succeeded", user_id = user.id, session = %session_id, client = %client, "login");
         self.session_response(&user, &session_id, Some(refresh), now)
+    }
+
+    /// The RingEX token exchange, once RingEX has said whose token it is: starts a session of the
+    /// cxauth user holding `rc_user_id`, exactly like a direct login (refresh, logout and
+    /// revocation work the same), marked `ssoLogin`. The refresh token is returned only when
+    /// asked for (`includeRefresh=true`); the session has one either way.
+    pub async fn exchange_ringex(
+        &self,
+        rc_user_id: i64,
+        include_refresh: bool,
+    ) -> Result<Session, AuthError> {
+        let user = match self.store.user_by_rc_user_id(rc_user_id).await? {
+            Some(u) if u.enabled => u,
+            _ => {
+                tracing::info!(target: "audit", event = "ringex.exchange.failed", rc_user_id, "no enabled user holds this RingEX user id");
+                return Err(AuthError::RingexRefused);
+            }
+        };
+        let (session_id, refresh, now) = match self.start_session(&user, None, true).await {
+            Ok(started) => started,
+            Err(StoreError::Conflict(_)) => return Err(AuthError::RingexRefused),
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(target: "audit", event = "ringex.exchange.succeeded", user_id = user.id, session = %session_id, "RingEX token exchanged");
+        let mut session =
+            self.session_response(&user, &session_id, include_refresh.then_some(refresh), now)?;
+        session.sso_login = true;
+        Ok(session)
+    }
+
+    /// The legacy portal login: checks the password like a direct login (same throttle, same
+    /// generic failure) and issues a legacy auth token, a lowercase UUID that works as
+    /// `X-Auth-Token` for [`LEGACY_TOKEN_TTL`] (or [`LEGACY_TOKEN_TTL_STAY`]) past its last use.
+    pub async fn legacy_login(
+        &self,
+        username: &str,
+        password: SecretString,
+        stay_logged_in: bool,
+        client: IpAddr,
+    ) -> Result<(String, UserRecord), AuthError> {
+        let user = self
+            .check_password(username, password, None, client)
+            .await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        let now = self.clock.now_ms();
+        let lifetime_ms = duration_ms(if stay_logged_in {
+            LEGACY_TOKEN_TTL_STAY
+        } else {
+            LEGACY_TOKEN_TTL
+        });
+        self.store
+            .insert_legacy_token(
+                user.id,
+                &self
+                    .secrets
+                    .digest(DigestKind::LegacyToken, token.as_bytes()),
+                &LegacyToken {
+                    expires_at: now.saturating_add(lifetime_ms),
+                    lifetime_ms,
+                },
+                now,
+            )
+            .await?;
+        self.login_succeeded(username);
+        tracing::info!(target: "audit", event = "legacy_login.succeeded", user_id = user.id, client = %client, "legacy login");
+        Ok((token, user))
     }
 
     fn session_response(
@@ -410,8 +535,15 @@ impl Auth {
             })
             .await?;
         match outcome {
-            RotateOutcome::Rotated { session_id, user } => {
-                self.session_response(&user, &session_id, Some(successor), now)
+            RotateOutcome::Rotated {
+                session_id,
+                user,
+                sso_login,
+            } => {
+                let mut session =
+                    self.session_response(&user, &session_id, Some(successor), now)?;
+                session.sso_login = sso_login;
+                Ok(session)
             }
             RotateOutcome::Reused {
                 session_id,
@@ -449,6 +581,8 @@ impl Auth {
             Credential::XAuthToken(t) => {
                 if let Some(api) = ApiToken::parse(t) {
                     self.authenticate_api_token(&api).await
+                } else if is_legacy_token_shape(t) {
+                    self.authenticate_legacy_token(t).await
                 } else if t.bytes().filter(|b| *b == b'.').count() == 2 {
                     self.authenticate_jwt(t).await
                 } else {
@@ -493,6 +627,29 @@ impl Auth {
             .ok_or(TokenError::Invalid)?;
         if !user.enabled {
             return Err(TokenError::Invalid.into());
+        }
+        Ok(Principal {
+            user,
+            session_id: None,
+        })
+    }
+
+    async fn authenticate_legacy_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest = self
+            .secrets
+            .digest(DigestKind::LegacyToken, token.as_bytes());
+        let now = self.clock.now_ms();
+        let (stored, user) = self
+            .store
+            .legacy_token_by_digest(&digest, now)
+            .await?
+            .ok_or(TokenError::Invalid)?;
+        if !user.enabled {
+            return Err(TokenError::Invalid.into());
+        }
+        let extended = now.saturating_add(stored.lifetime_ms);
+        if extended - stored.expires_at >= duration_ms(LEGACY_EXTEND_STEP) {
+            self.store.extend_legacy_token(&digest, extended).await?;
         }
         Ok(Principal {
             user,
@@ -590,6 +747,13 @@ impl Auth {
     }
 }
 
+/// Whether an `X-Auth-Token` has the shape of a legacy auth token: a UUID in lowercase
+/// canonical form. API tokens are `<platform>:<uuid>` and access tokens hold dots, so the shapes
+/// never collide.
+pub fn is_legacy_token_shape(t: &str) -> bool {
+    t.len() == 36 && uuid::Uuid::parse_str(t).is_ok_and(|u| u.hyphenated().to_string() == t)
+}
+
 /// The wire form of an account row.
 pub fn account_to_wire(a: AccountRow) -> cxauth_proto::Account {
     cxauth_proto::Account {
@@ -681,6 +845,7 @@ mod tests {
             main_account_id: 10_000_000,
             roles: vec![],
             created_at: 0,
+            rc_user_id: None,
         }
     }
 
@@ -701,6 +866,21 @@ mod tests {
         let partial = vec![all[0].clone(), all[2].clone()];
         let tree = nest_users(&partial, 1);
         assert_eq!(tree[0].children[0].user_id, 4);
+    }
+
+    #[test]
+    fn legacy_token_shape_is_a_lowercase_canonical_uuid() {
+        assert!(is_legacy_token_shape(
+            "c2353445-bc74-4f1a-a850-1d55a371c0a9"
+        ));
+        assert!(!is_legacy_token_shape(
+            "C2353445-BC74-4F1A-A850-1D55A371C0A9"
+        ));
+        assert!(!is_legacy_token_shape("c2353445bc744f1aa8501d55a371c0a9"));
+        assert!(!is_legacy_token_shape(
+            "aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9"
+        ));
+        assert!(!is_legacy_token_shape("a.b.c"));
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct UserRecord {
     pub roles: Vec<String>,
     /// Creation time, epoch ms.
     pub created_at: i64,
+    /// The RingEX extension id this user answers to in the token exchange, if any.
+    pub rc_user_id: Option<i64>,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -115,6 +117,8 @@ pub struct NewUser {
     pub first_name: String,
     /// Family name.
     pub last_name: String,
+    /// RingEX extension id (unique where set), for the token exchange.
+    pub rc_user_id: Option<i64>,
     /// Creation time, epoch ms.
     pub now: i64,
 }
@@ -174,6 +178,8 @@ pub struct NewSession {
     pub now: i64,
     /// When the refresh token stops working, epoch ms.
     pub refresh_expires_at: i64,
+    /// Made by the RingEX token exchange (`ssoLogin: true`), not by a direct login.
+    pub sso_login: bool,
 }
 
 /// A refresh to perform atomically.
@@ -200,6 +206,8 @@ pub enum RotateOutcome {
         session_id: String,
         /// Its owner (boxed: the other outcomes are small).
         user: Box<UserRecord>,
+        /// Whether the session was made by the RingEX token exchange.
+        sso_login: bool,
     },
     /// Unknown, expired, or of an ended session, or of a disabled user.
     Invalid,
@@ -230,6 +238,16 @@ pub struct StoredApiToken {
     pub user_id: i64,
     /// The token sealed with [`crate::crypto::Secrets::seal`] (aad: owner id).
     pub sealed: Vec<u8>,
+}
+
+/// A legacy portal auth token as stored (only its keyed digest identifies it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyToken {
+    /// When it stops working unless used, epoch ms.
+    pub expires_at: i64,
+    /// How far each use pushes `expires_at` past now, ms (1 hour, or 2 weeks with
+    /// `stayLoggedIn`).
+    pub lifetime_ms: i64,
 }
 
 /// Why a session ended, kept for the audit trail.
@@ -348,7 +366,65 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an API token; false if it was already gone.
     async fn delete_api_token(&self, id: i64) -> Result<bool, StoreError>;
 
-    /// Deletes refresh tokens and sessions that can never be used again; returns rows deleted.
+    /// Looks a user up by its RingEX extension id.
+    async fn user_by_rc_user_id(&self, rc_user_id: i64) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Stores a new legacy auth token.
+    async fn insert_legacy_token(
+        &self,
+        user_id: i64,
+        digest: &[u8; 32],
+        token: &LegacyToken,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The unexpired legacy token with this digest, and its owner.
+    async fn legacy_token_by_digest(
+        &self,
+        digest: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<(LegacyToken, UserRecord)>, StoreError>;
+    /// Moves a legacy token's expiry (sliding expiry); false if it is gone.
+    async fn extend_legacy_token(
+        &self,
+        digest: &[u8; 32],
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Registers a RingEX emulator app; [`StoreError::Conflict`] if the client id exists.
+    async fn insert_ringex_app(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The Argon2id hash of a RingEX emulator app's client secret.
+    async fn ringex_app_secret_hash(&self, client_id: &str) -> Result<Option<String>, StoreError>;
+    /// Stores the digest of a RingEX emulator JWT credential of a user.
+    async fn insert_ringex_jwt(
+        &self,
+        digest: &[u8; 32],
+        user_id: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The owner of the RingEX emulator JWT credential with this digest.
+    async fn ringex_jwt_user(&self, digest: &[u8; 32]) -> Result<Option<UserRecord>, StoreError>;
+    /// Stores the digest of an access token the RingEX emulator issued.
+    async fn insert_ringex_token(
+        &self,
+        digest: &[u8; 32],
+        user_id: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+    /// The owner of the unexpired RingEX emulator access token with this digest.
+    async fn ringex_token_user(
+        &self,
+        digest: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Deletes refresh tokens, sessions, legacy tokens and emulator access tokens that can never
+    /// be used again; returns rows deleted.
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }
 

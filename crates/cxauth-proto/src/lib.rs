@@ -108,6 +108,21 @@ pub struct User {
     pub children: Vec<User>,
 }
 
+/// The answer to the legacy portal login (`POST /api/v1/auth/login`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegacyLogin {
+    /// A lowercase UUID to send as `X-Auth-Token`; lives 1 hour past its last use (2 weeks with
+    /// `stayLoggedIn`).
+    pub auth_token: String,
+    /// The host (and port) the client reached, from the request's `Host` header.
+    pub platform_host: String,
+    /// The user who logged in (without children).
+    pub user: User,
+    /// The sub-accounts the user may use.
+    pub accounts: Vec<Account>,
+}
+
 /// The JSON body of every error that is not a bearer-token 401.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

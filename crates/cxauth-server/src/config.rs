@@ -40,6 +40,19 @@ pub struct ServerConfig {
     pub hash_workers: usize,
     /// Password verifications waiting at most; beyond it logins get 503 at once.
     pub hash_queue: usize,
+    /// The RingEX server the token exchange asks who a RingEX token belongs to
+    /// (`GET {url}/restapi/v1.0/account/~/extension/~`). Without one, the exchange trusts the
+    /// built-in emulator if it is on, and answers 503 otherwise.
+    pub ringex_server: Option<url::Url>,
+    /// Serve the built-in RingEX emulator (`/restapi/oauth/token` and the extension endpoint)
+    /// and let the exchange trust it. For offline development and tests only.
+    pub ringex_emulator: bool,
+    /// How long a positive answer of the RingEX server is reused for the same token. Short: a
+    /// token RingEX revokes keeps working here at most this long.
+    pub ringex_cache_ttl: Duration,
+    /// Longest wait for the RingEX server; beyond it the exchange answers 503. (A longer wait
+    /// than `request_timeout` is cut short by the request timeout, also with a 503.)
+    pub ringex_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -61,6 +74,10 @@ impl ServerConfig {
             body_limit: 64 * 1024,
             hash_workers: cores,
             hash_queue: 64 * cores,
+            ringex_server: None,
+            ringex_emulator: false,
+            ringex_cache_ttl: Duration::from_secs(30),
+            ringex_timeout: Duration::from_secs(5),
         }
     }
 
@@ -89,6 +106,17 @@ impl ServerConfig {
         }
         if self.database_timeout >= self.request_timeout {
             return Err("the database timeout must be shorter than the request timeout".into());
+        }
+        if self.ringex_timeout.is_zero() {
+            return Err("the RingEX timeout must be longer than 0s".into());
+        }
+        if let Some(u) = &self.ringex_server
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(format!(
+                "the RingEX server must be an http:// or https:// URL, not {:?}",
+                u.scheme()
+            ));
         }
         if self.hash_workers == 0 {
             return Err("there must be at least one password hashing worker".into());

@@ -65,8 +65,10 @@ pub async fn request_context(
     let mut res = next.run(req).instrument(span.clone()).await;
 
     let status = res.status();
-    if status.as_u16() >= 400 && status != StatusCode::UNAUTHORIZED
-        || res.extensions().get::<ErrorReport>().is_some()
+    let own_body = res.extensions().get::<crate::error::OwnBody>().is_some();
+    if !own_body
+        && (status.as_u16() >= 400 && status != StatusCode::UNAUTHORIZED
+            || res.extensions().get::<ErrorReport>().is_some())
     {
         let report = res
             .extensions_mut()

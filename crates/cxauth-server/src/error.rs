@@ -49,6 +49,39 @@ impl ErrorReport {
     }
 }
 
+/// Marks an error response whose body is already final (the RingEX emulator's OAuth errors,
+/// which clients parse in OAuth's shape), so [`crate::context`] leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnBody;
+
+/// The OAuth error body of the RingEX emulator (RFC 6749 §5.2), with RingEX's `errors` array.
+fn oauth_error(e: &cxauth_core::emulator::OAuthError) -> Response {
+    use cxauth_core::emulator::OAuthError;
+    let status = match e {
+        OAuthError::InvalidClient | OAuthError::InvalidToken => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let body = serde_json::json!({
+        "error": e.code(),
+        "error_description": e.description(),
+        "errors": [{"errorCode": e.code(), "message": e.description()}],
+    });
+    let mut res = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if matches!(e, OAuthError::InvalidClient) {
+            "Basic realm=\"cxauth-ringex-emulator\""
+        } else {
+            BEARER_INVALID
+        };
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    res.extensions_mut().insert(OwnBody);
+    res
+}
+
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -64,6 +97,12 @@ pub enum ApiError {
     /// The route exists, not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+}
+
+impl From<cxauth_core::emulator::OAuthError> for ApiError {
+    fn from(e: cxauth_core::emulator::OAuthError) -> Self {
+        ApiError::Auth(e.into())
+    }
 }
 
 fn retry_after(d: Duration) -> HeaderValue {
@@ -217,6 +256,34 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, retry_after(Duration::from_secs(2)));
                 res
             }
+            AuthError::RingexRefused => {
+                let mut res = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication.failed",
+                    "Authentication failed",
+                    "The RingEX token was not accepted, or no user holds its RingEX user id".into(),
+                );
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(BEARER_INVALID),
+                );
+                res
+            }
+            AuthError::UpstreamUnavailable(cause) => {
+                tracing::warn!(%cause, "RingEX unavailable");
+                let mut res = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ringex.unavailable",
+                    "RingEX unavailable",
+                    "RingEX could not be reached to check the token; retry after the delay in \
+                     Retry-After"
+                        .into(),
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after(Duration::from_secs(5)));
+                res
+            }
+            AuthError::OAuth(e) => oauth_error(&e),
             AuthError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 json_error(
@@ -253,6 +320,8 @@ mod tests {
             AuthError::NotFound,
             AuthError::Unavailable("x".into()),
             AuthError::Internal("x".into()),
+            AuthError::RingexRefused,
+            AuthError::UpstreamUnavailable("x".into()),
         ];
         for e in all {
             let res = ApiError::from(e).into_response();
@@ -263,6 +332,16 @@ mod tests {
             if let Some(ra) = res.headers().get(header::RETRY_AFTER) {
                 assert_ne!(ra, "0");
             }
+        }
+        for e in [
+            cxauth_core::emulator::OAuthError::InvalidClient,
+            cxauth_core::emulator::OAuthError::InvalidGrant,
+            cxauth_core::emulator::OAuthError::UnsupportedGrantType,
+            cxauth_core::emulator::OAuthError::InvalidRequest("x".into()),
+            cxauth_core::emulator::OAuthError::InvalidToken,
+        ] {
+            let res = ApiError::from(AuthError::from(e)).into_response();
+            assert!(res.extensions().get::<OwnBody>().is_some());
         }
         for s in [400u16, 401, 403, 404, 405, 408, 413, 429, 500, 503] {
             let r = ErrorReport::for_status(StatusCode::from_u16(s).expect("status"));

@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod params;
+pub mod ringex;
 pub mod routes;
 
 use axum::Router;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Proxies whose `X-Forwarded-For` is believed (see [`routes::ClientAddr`]).
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
+    /// Who RingEX tokens belong to, for the token exchange.
+    pub ringex: Arc<ringex::RingexResolver>,
 }
 
 /// Why the server could not start. Each message tells the operator what to do.
@@ -175,10 +178,29 @@ impl App {
             }
             BootstrapOutcome::AlreadyInitialised => None,
         };
+        let ringex =
+            ringex::RingexResolver::new(config, clock.clone()).map_err(StartupError::Config)?;
+        if config.ringex_emulator {
+            tracing::warn!(
+                "THE BUILT-IN RINGEX EMULATOR IS ON: this server issues RingEX tokens itself \
+                 (/restapi/oauth/token) and the token exchange trusts them. For development and \
+                 tests only; never turn it on in production"
+            );
+        }
+        match &config.ringex_server {
+            Some(url) => {
+                tracing::info!(ringex_server = %url, "RingEX token exchange asks this server")
+            }
+            None if !config.ringex_emulator => {
+                tracing::info!("no RingEX server configured: the RingEX token exchange answers 503")
+            }
+            None => {}
+        }
         let state = AppState {
             auth: Arc::new(auth),
             clock,
             trusted_proxies: config.trusted_proxies.clone().into(),
+            ringex: Arc::new(ringex),
         };
         Ok(App {
             router: router(state.clone(), config),
@@ -198,14 +220,28 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/admin/token/{token}", delete(routes::delete_token))
         .route("/admin/accounts", get(routes::accounts))
         .route("/admin/users", get(routes::users));
-    Router::new()
+    let mut routes = Router::new()
         .route("/api/auth/login/admin", post(routes::login))
+        .route(
+            "/api/auth/login/rc/accesstoken",
+            post(routes::ringex_exchange),
+        )
+        .route("/api/v1/auth/login", post(routes::legacy_login))
         .route("/api/auth/token/refresh", post(routes::refresh))
         .route("/api/auth/logout/{token}", delete(routes::logout))
         .route("/healthz", get(routes::healthz))
         .route("/.well-known/jwks.json", get(routes::jwks))
         .nest("/voice/api/v1", admin.clone())
-        .nest("/api/v1", admin)
+        .nest("/api/v1", admin);
+    if config.ringex_emulator {
+        routes = routes
+            .route("/restapi/oauth/token", post(routes::ringex_emulator_token))
+            .route(
+                ringex::EXTENSION_PATH,
+                get(routes::ringex_emulator_extension),
+            );
+    }
+    routes
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::wrong_method)
         .layer(DefaultBodyLimit::max(config.body_limit))

@@ -192,6 +192,186 @@ pub async fn logout(
     Ok(text("true"))
 }
 
+/// `POST /api/auth/login/rc/accesstoken`: the RingEX token exchange. `rcAccessToken` and
+/// `rcTokenType` come in a form body or the query string; `includeRefresh=true` asks for the
+/// refresh token. Ignores `Authorization` and `X-Auth-Token` (the SDKs send `Basic basic`).
+pub async fn ringex_exchange(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut p = params(query, body)?;
+    let include_refresh = p
+        .flag("includeRefresh")
+        .map_err(AuthError::BadRequest)?
+        .unwrap_or(false);
+    let token = required(&mut p, "rcAccessToken")?;
+    // Only bearer tokens exist in RingEX; a missing rcTokenType is read as Bearer.
+    if let Some(kind) = p.take("rcTokenType")
+        && !kind.eq_ignore_ascii_case("bearer")
+    {
+        return Err(AuthError::BadRequest("rcTokenType must be Bearer".into()).into());
+    }
+    let rc_user_id = state.ringex.resolve(&state.auth, &token).await?;
+    Ok(session_response(
+        state
+            .auth
+            .exchange_ringex(rc_user_id, include_refresh)
+            .await?,
+    ))
+}
+
+/// `POST /api/v1/auth/login`: the legacy portal login. `username`, `password`, optional
+/// `stayLoggedIn`, from a form body, JSON or the query string.
+pub async fn legacy_login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut p = params(query, body)?;
+    let stay = p
+        .flag("stayLoggedIn")
+        .map_err(AuthError::BadRequest)?
+        .unwrap_or(false);
+    let username = required(&mut p, "username")?;
+    let password = SecretString::from(required(&mut p, "password")?);
+    let (auth_token, user) = state
+        .auth
+        .legacy_login(&username, password, stay, addr)
+        .await?;
+    let who = Principal {
+        user,
+        session_id: None,
+    };
+    let accounts = state.auth.accounts(&who).await?;
+    let platform_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = cxauth_proto::LegacyLogin {
+        auth_token,
+        platform_host,
+        user: cxauth_core::service::user_to_wire(&who.user),
+        accounts,
+    };
+    Ok((StatusCode::OK, NO_STORE, Json(body)).into_response())
+}
+
+/// The client id and secret of an `Authorization: Basic` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, SecretString)> {
+    use base64::Engine as _;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, encoded) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((id.to_owned(), SecretString::from(secret.to_owned())))
+}
+
+/// RingEX emulator: `POST /restapi/oauth/token` with HTTP Basic client authentication and the
+/// `password` or JWT-bearer grant. Errors are OAuth's JSON (`error`, `error_description`).
+pub async fn ringex_emulator_token(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use cxauth_core::emulator::{Grant, OAuthError};
+    let (client_id, client_secret) =
+        basic_credentials(&headers).ok_or(AuthError::from(OAuthError::InvalidClient))?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            AuthError::from(OAuthError::InvalidRequest(
+                "the request body could not be read".into(),
+            ))
+            .into()
+        }
+    })?;
+    let mut p = Params::parse(query.as_deref(), &body)
+        .map_err(|e| AuthError::from(OAuthError::InvalidRequest(e.to_string())))?;
+    let missing =
+        |name: &str| AuthError::from(OAuthError::InvalidRequest(format!("{name} is required")));
+    let grant_type = p
+        .take("grant_type")
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| missing("grant_type"))?;
+    state
+        .auth
+        .ringex_check_client(&client_id, client_secret)
+        .await?;
+    let username;
+    let extension;
+    let assertion;
+    let grant = match grant_type.as_str() {
+        "password" => {
+            username = p
+                .take("username")
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| missing("username"))?;
+            extension = p.take("extension").filter(|v| !v.is_empty());
+            let password = p
+                .take("password")
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| missing("password"))?;
+            Grant::Password {
+                username: &username,
+                extension: extension.as_deref(),
+                password: SecretString::from(password),
+                client: addr,
+            }
+        }
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+            assertion = p
+                .take("assertion")
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| missing("assertion"))?;
+            Grant::Jwt {
+                assertion: &assertion,
+            }
+        }
+        _ => return Err(AuthError::from(OAuthError::UnsupportedGrantType).into()),
+    };
+    let token = state.auth.ringex_grant(grant).await?;
+    Ok((StatusCode::OK, NO_STORE, Json(token)).into_response())
+}
+
+/// RingEX emulator: `GET /restapi/v1.0/account/~/extension/~`, the extension the bearer token
+/// belongs to (RingEX's field names; `id` is the user's `rc_user_id`).
+pub async fn ringex_emulator_extension(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use cxauth_core::emulator::OAuthError;
+    let token = match credential(&headers) {
+        Ok(Credential::Bearer(t)) => t,
+        _ => return Err(AuthError::from(OAuthError::InvalidToken).into()),
+    };
+    let user = state.auth.ringex_token_owner(token).await?;
+    let id = user.rc_user_id.unwrap_or_default();
+    let body = serde_json::json!({
+        "id": id,
+        "uri": format!("{}/{id}", "/restapi/v1.0/account/~/extension"),
+        "extensionNumber": id.to_string(),
+        "name": format!("{} {}", user.first_name, user.last_name).trim(),
+        "contact": {"firstName": user.first_name, "lastName": user.last_name},
+        "type": "User",
+        "status": if user.enabled { "Enabled" } else { "Disabled" },
+        "account": {"id": user.main_account_id.to_string()},
+    });
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
 /// 4. `POST …/admin/token`.
 pub async fn create_token(
     State(state): State<AppState>,

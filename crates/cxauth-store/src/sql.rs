@@ -62,6 +62,7 @@ pub(crate) struct UserRow {
     main_account_id: i64,
     roles: String,
     created_at: i64,
+    rc_user_id: Option<i64>,
 }
 
 impl From<UserRow> for UserRecord {
@@ -84,17 +85,18 @@ impl From<UserRow> for UserRecord {
                 .map(str::to_owned)
                 .collect(),
             created_at: r.created_at,
+            rc_user_id: r.rc_user_id,
         }
     }
 }
 
 pub(crate) const USER_COLUMNS: &str = "id, username, platform_id, password_hash, first_name, \
-     last_name, enabled, parent_id, parent_path, main_account_id, roles, created_at";
+     last_name, enabled, parent_id, parent_path, main_account_id, roles, created_at, rc_user_id";
 
 /// [`USER_COLUMNS`] qualified with the alias `u.`, for joins.
 pub(crate) const USER_COLUMNS_U: &str = "u.id, u.username, u.platform_id, u.password_hash, \
      u.first_name, u.last_name, u.enabled, u.parent_id, u.parent_path, u.main_account_id, \
-     u.roles, u.created_at";
+     u.roles, u.created_at, u.rc_user_id";
 
 /// Expands the [`Store`](cxauth_core::store::Store) implementation for `$Store`, whose pool is
 /// `self.pool`, on database `$Db` with connection type `$Conn`.
@@ -106,7 +108,7 @@ macro_rules! sql_store {
         };
         use async_trait::async_trait;
         use cxauth_core::store::{
-            AccountRow, Bootstrap, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation,
+            AccountRow, Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation,
             SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
         };
         use sqlx::Row as _;
@@ -134,8 +136,8 @@ macro_rules! sql_store {
         ) -> Result<i64, StoreError> {
             let row = sqlx::query(
                 "INSERT INTO users (username, platform_id, password_hash, first_name, last_name, enabled, \
-                 parent_id, parent_path, main_account_id, roles, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, TRUE, $6, $7, $8, $9, $10, $10) RETURNING id",
+                 parent_id, parent_path, main_account_id, roles, created_at, updated_at, rc_user_id) \
+                 VALUES ($1, $2, $3, $4, $5, TRUE, $6, $7, $8, $9, $10, $10, $11) RETURNING id",
             )
             .bind(&user.username)
             .bind(&user.platform_id)
@@ -147,9 +149,14 @@ macro_rules! sql_store {
             .bind(main_account_id)
             .bind(user.roles.join(","))
             .bind(user.now)
+            .bind(user.rc_user_id)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| match map_err(e) {
+                StoreError::Conflict(m) if m.contains("rc_user_id") => StoreError::Conflict(format!(
+                    "another user already has RingEX user id {}",
+                    user.rc_user_id.unwrap_or_default()
+                )),
                 StoreError::Conflict(_) => {
                     StoreError::Conflict(format!("a user named {:?} already exists", user.username))
                 }
@@ -478,12 +485,14 @@ macro_rules! sql_store {
                     _ => return Err(StoreError::Conflict("the user changed during login".into())),
                 }
                 sqlx::query(
-                    "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO sessions (id, user_id, created_at, expires_at, sso_login) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(&s.session_id)
                 .bind(s.user_id)
                 .bind(s.now)
                 .bind(s.refresh_expires_at)
+                .bind(s.sso_login)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
@@ -536,7 +545,7 @@ macro_rules! sql_store {
                 // (on any instance) see each other's results and the session never forks.
                 Self::lock_session(&mut tx, &session_id).await?;
                 let row = sqlx::query(
-                    "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id \
+                    "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id, s.sso_login \
                      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
                 )
                 .bind(r.presented.as_slice())
@@ -551,6 +560,7 @@ macro_rules! sql_store {
                 let rotated_at: Option<i64> = row.get(2);
                 let revoked_at: Option<i64> = row.get(3);
                 let user_id: i64 = row.get(4);
+                let sso_login: bool = row.get(5);
                 if revoked_at.is_some() || expires_at <= r.now {
                     return Ok(RotateOutcome::Invalid);
                 }
@@ -607,6 +617,7 @@ macro_rules! sql_store {
                 Ok(RotateOutcome::Rotated {
                     session_id,
                     user: Box::new(user),
+                    sso_login,
                 })
             }
 
@@ -715,6 +726,173 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn user_by_rc_user_id(&self, rc_user_id: i64) -> Result<Option<UserRecord>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(map_err)?;
+                user_where(&mut conn, "rc_user_id = $1", rc_user_id).await
+            }
+
+            async fn insert_legacy_token(
+                &self,
+                user_id: i64,
+                digest: &[u8; 32],
+                token: &LegacyToken,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO legacy_tokens (digest, user_id, created_at, expires_at, lifetime_ms) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(digest.as_slice())
+                .bind(user_id)
+                .bind(now)
+                .bind(token.expires_at)
+                .bind(token.lifetime_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn legacy_token_by_digest(
+                &self,
+                digest: &[u8; 32],
+                now: i64,
+            ) -> Result<Option<(LegacyToken, UserRecord)>, StoreError> {
+                let sql = format!(
+                    "SELECT t.expires_at AS token_expires_at, t.lifetime_ms, {} FROM legacy_tokens t \
+                     JOIN users u ON u.id = t.user_id WHERE t.digest = $1 AND t.expires_at > $2",
+                    USER_COLUMNS_U
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(digest.as_slice())
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                let Some(row) = row else { return Ok(None) };
+                let user: UserRecord = <UserRow as sqlx::FromRow<_>>::from_row(&row)
+                    .map_err(map_err)?
+                    .into();
+                Ok(Some((
+                    LegacyToken {
+                        expires_at: row.get("token_expires_at"),
+                        lifetime_ms: row.get("lifetime_ms"),
+                    },
+                    user,
+                )))
+            }
+
+            async fn extend_legacy_token(
+                &self,
+                digest: &[u8; 32],
+                expires_at: i64,
+            ) -> Result<bool, StoreError> {
+                // Never shortens: concurrent uses may arrive out of order.
+                let done = sqlx::query(
+                    "UPDATE legacy_tokens SET expires_at = $1 WHERE digest = $2 AND expires_at < $1",
+                )
+                .bind(expires_at)
+                .bind(digest.as_slice())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_ringex_app(
+                &self,
+                client_id: &str,
+                secret_hash: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO ringex_apps (client_id, secret_hash, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(client_id)
+                .bind(secret_hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn ringex_app_secret_hash(&self, client_id: &str) -> Result<Option<String>, StoreError> {
+                sqlx::query_scalar("SELECT secret_hash FROM ringex_apps WHERE client_id = $1")
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn insert_ringex_jwt(
+                &self,
+                digest: &[u8; 32],
+                user_id: i64,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO ringex_jwts (digest, user_id, created_at) VALUES ($1, $2, $3)")
+                    .bind(digest.as_slice())
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn ringex_jwt_user(&self, digest: &[u8; 32]) -> Result<Option<UserRecord>, StoreError> {
+                let sql = format!(
+                    "SELECT {} FROM ringex_jwts j JOIN users u ON u.id = j.user_id WHERE j.digest = $1",
+                    USER_COLUMNS_U
+                );
+                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(digest.as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map(|r| r.map(UserRecord::from))
+                    .map_err(map_err)
+            }
+
+            async fn insert_ringex_token(
+                &self,
+                digest: &[u8; 32],
+                user_id: i64,
+                now: i64,
+                expires_at: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO ringex_tokens (digest, user_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(digest.as_slice())
+                .bind(user_id)
+                .bind(now)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn ringex_token_user(
+                &self,
+                digest: &[u8; 32],
+                now: i64,
+            ) -> Result<Option<UserRecord>, StoreError> {
+                let sql = format!(
+                    "SELECT {} FROM ringex_tokens t JOIN users u ON u.id = t.user_id \
+                     WHERE t.digest = $1 AND t.expires_at > $2",
+                    USER_COLUMNS_U
+                );
+                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(digest.as_slice())
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map(|r| r.map(UserRecord::from))
+                    .map_err(map_err)
+            }
+
             async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
@@ -729,8 +907,20 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?
                     .rows_affected();
+                let mut others = 0;
+                for sql in [
+                    "DELETE FROM legacy_tokens WHERE expires_at <= $1",
+                    "DELETE FROM ringex_tokens WHERE expires_at <= $1",
+                ] {
+                    others += sqlx::query(sql)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected();
+                }
                 tx.commit().await.map_err(map_err)?;
-                Ok(tokens + sessions)
+                Ok(tokens + sessions + others)
             }
         }
 

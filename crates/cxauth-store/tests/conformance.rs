@@ -3,7 +3,8 @@
 //! `cxauth_store::testing`: required in CI, skipped with a printed reason elsewhere).
 
 use cxauth_core::store::{
-    Bootstrap, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation, SharedStore, StoreError,
+    Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation,
+    SharedStore, StoreError,
 };
 use cxauth_store::DatabaseUrl;
 
@@ -70,6 +71,7 @@ fn user(username: &str, parent: Option<&str>, grants: Vec<i64>) -> NewUser {
         roles: vec!["MANAGE_USERS".into()],
         first_name: "F".into(),
         last_name: "L".into(),
+        rc_user_id: None,
         now: 1_000,
     }
 }
@@ -212,6 +214,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
             refresh_digest: digest(1),
             now: 0,
             refresh_expires_at: 1_000,
+            sso_login: false,
         })
         .await
         .expect("session");
@@ -278,6 +281,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
             refresh_digest: digest(20),
             now: 0,
             refresh_expires_at: 100,
+            sso_login: false,
         })
         .await
         .expect("session");
@@ -321,6 +325,7 @@ async fn disabling_and_password_changes_revoke_sessions() {
                 refresh_digest: digest(i as u8),
                 now: 0,
                 refresh_expires_at: 1_000,
+                sso_login: false,
             })
             .await
             .expect("session");
@@ -346,6 +351,7 @@ async fn disabling_and_password_changes_revoke_sessions() {
             refresh_digest: digest(9),
             now: 0,
             refresh_expires_at: 1_000,
+            sso_login: false,
         })
         .await
         .expect("session");
@@ -445,6 +451,7 @@ async fn a_session_is_not_made_for_a_user_that_changed_meanwhile() {
             refresh_digest: digest(n),
             now: 0,
             refresh_expires_at: 1_000,
+            sso_login: false,
         };
         s.create_session(&session("ok", 1, &seen))
             .await
@@ -512,6 +519,7 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
             refresh_digest: digest(0),
             now: 0,
             refresh_expires_at: 100_000,
+            sso_login: false,
         })
         .await
         .expect("session");
@@ -556,5 +564,253 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
                 .expect("s")
                 .revoked
         );
+    }
+}
+
+#[tokio::test]
+async fn rc_user_ids_are_unique_where_set() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let a = s
+            .create_user(&NewUser {
+                rc_user_id: Some(101),
+                ..user("a", None, vec![main])
+            })
+            .await
+            .expect("a");
+        // Several users without one.
+        s.create_user(&user("b", None, vec![main]))
+            .await
+            .expect("b");
+        s.create_user(&user("c", None, vec![main]))
+            .await
+            .expect("c");
+        let dup = s
+            .create_user(&NewUser {
+                rc_user_id: Some(101),
+                ..user("d", None, vec![main])
+            })
+            .await;
+        match dup {
+            Err(StoreError::Conflict(m)) => assert!(m.contains("101"), "{}: {m}", b.name),
+            other => panic!("{}: {other:?}", b.name),
+        }
+        let found = s.user_by_rc_user_id(101).await.expect("get").expect("a");
+        assert_eq!((found.id, found.rc_user_id), (a, Some(101)), "{}", b.name);
+        assert!(s.user_by_rc_user_id(102).await.expect("get").is_none());
+        let plain = s.user_by_username("b").await.expect("get").expect("b");
+        assert_eq!(plain.rc_user_id, None);
+    }
+}
+
+#[tokio::test]
+async fn legacy_tokens_slide_and_are_purged() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        let t = LegacyToken {
+            expires_at: 10_000,
+            lifetime_ms: 5_000,
+        };
+        s.insert_legacy_token(uid, &digest(1), &t, 5_000)
+            .await
+            .expect("insert");
+        assert!(
+            s.insert_legacy_token(uid, &digest(1), &t, 5_000)
+                .await
+                .is_err(),
+            "{}: duplicate digest",
+            b.name
+        );
+        let (got, owner) = s
+            .legacy_token_by_digest(&digest(1), 9_999)
+            .await
+            .expect("get")
+            .expect("live");
+        assert_eq!((got, owner.id), (t.clone(), uid), "{}", b.name);
+        assert!(
+            s.legacy_token_by_digest(&digest(2), 0)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        // Expiry is exclusive.
+        assert!(
+            s.legacy_token_by_digest(&digest(1), 10_000)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            s.extend_legacy_token(&digest(1), 20_000)
+                .await
+                .expect("extend")
+        );
+        // Never shortened.
+        assert!(
+            !s.extend_legacy_token(&digest(1), 15_000)
+                .await
+                .expect("extend")
+        );
+        assert!(
+            !s.extend_legacy_token(&digest(2), 15_000)
+                .await
+                .expect("extend")
+        );
+        let (got, _) = s
+            .legacy_token_by_digest(&digest(1), 19_999)
+            .await
+            .expect("get")
+            .expect("live");
+        assert_eq!(got.expires_at, 20_000);
+        s.insert_legacy_token(
+            uid,
+            &digest(3),
+            &LegacyToken {
+                expires_at: 50_000,
+                lifetime_ms: 5_000,
+            },
+            0,
+        )
+        .await
+        .expect("insert");
+        assert!(s.purge_expired(20_000).await.expect("purge") >= 1);
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM legacy_tokens").await,
+            1,
+            "{}",
+            b.name
+        );
+        assert!(
+            s.legacy_token_by_digest(&digest(3), 20_000)
+                .await
+                .expect("get")
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn ringex_emulator_apps_jwts_and_tokens() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&NewUser {
+                rc_user_id: Some(7),
+                ..user("u", None, vec![main])
+            })
+            .await
+            .expect("u");
+        s.insert_ringex_app("client1", "$argon2id$hash", 0)
+            .await
+            .expect("app");
+        assert!(matches!(
+            s.insert_ringex_app("client1", "other", 0).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.ringex_app_secret_hash("client1")
+                .await
+                .expect("get")
+                .as_deref(),
+            Some("$argon2id$hash"),
+            "{}",
+            b.name
+        );
+        assert!(
+            s.ringex_app_secret_hash("nope")
+                .await
+                .expect("get")
+                .is_none()
+        );
+
+        s.insert_ringex_jwt(&digest(4), uid, 0).await.expect("jwt");
+        assert_eq!(
+            s.ringex_jwt_user(&digest(4))
+                .await
+                .expect("get")
+                .map(|u| u.id),
+            Some(uid)
+        );
+        assert!(s.ringex_jwt_user(&digest(5)).await.expect("get").is_none());
+
+        s.insert_ringex_token(&digest(6), uid, 0, 1_000)
+            .await
+            .expect("token");
+        let owner = s
+            .ringex_token_user(&digest(6), 999)
+            .await
+            .expect("get")
+            .expect("owner");
+        assert_eq!((owner.id, owner.rc_user_id), (uid, Some(7)), "{}", b.name);
+        assert!(
+            s.ringex_token_user(&digest(6), 1_000)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            s.ringex_token_user(&digest(7), 0)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        s.insert_ringex_token(&digest(8), uid, 0, 5_000)
+            .await
+            .expect("token");
+        s.purge_expired(1_000).await.expect("purge");
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM ringex_tokens").await,
+            1,
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_remembers_it_came_from_the_ringex_exchange() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        for (n, sso) in [(10u8, true), (20, false)] {
+            s.create_session(&NewSession {
+                session_id: format!("s{n}"),
+                user_id: uid,
+                refresh_digest: digest(n),
+                expected_password_hash: None,
+                now: 0,
+                refresh_expires_at: 1_000,
+                sso_login: sso,
+            })
+            .await
+            .expect("session");
+            let outcome = s
+                .rotate_refresh_token(&Rotation {
+                    presented: digest(n),
+                    successor: digest(n + 1),
+                    now: 1,
+                    grace_ms: 0,
+                    successor_expires_at: 2_000,
+                })
+                .await
+                .expect("rotate");
+            match outcome {
+                RotateOutcome::Rotated { sso_login, .. } => {
+                    assert_eq!(sso_login, sso, "{}", b.name)
+                }
+                other => panic!("{}: {other:?}", b.name),
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use cxauth_core::admin::{self, UserSpec};
 use cxauth_core::clock::{Clock, SystemClock};
 use cxauth_store::DatabaseUrl;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use std::io::BufRead as _;
 
 #[derive(Debug, Args)]
@@ -34,6 +34,40 @@ enum AdminCommand {
     /// Users.
     #[command(subcommand)]
     User(UserCommand),
+    /// The built-in RingEX emulator (`cxauth serve --ringex-emulator`): apps and JWT credentials.
+    #[command(subcommand)]
+    Ringex(RingexCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RingexCommand {
+    /// OAuth apps of the emulator.
+    #[command(subcommand)]
+    App(RingexAppCommand),
+    /// JWT credentials of the emulator.
+    #[command(subcommand)]
+    Jwt(RingexJwtCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RingexAppCommand {
+    /// Register an app; prints its client id, then its client secret, each on its own line.
+    ///
+    /// The secret is shown only this once: only a hash of it is stored.
+    Create,
+}
+
+#[derive(Debug, Subcommand)]
+enum RingexJwtCommand {
+    /// Make a JWT credential that signs USERNAME in to the emulator; prints it alone.
+    ///
+    /// The user needs a RingEX user id (`cxauth admin user create … --rc-user-id N`). The
+    /// credential is shown only this once: only a digest of it is stored.
+    Create {
+        /// Login name of the user.
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +114,10 @@ enum UserCommand {
         /// Family name.
         #[arg(long, default_value = "")]
         last_name: String,
+        /// RingEX (RingCentral) extension id of the user: a RingEX token of that extension
+        /// exchanges for a session of this user. Unique.
+        #[arg(long, value_name = "N")]
+        rc_user_id: Option<i64>,
     },
     /// List users, one per line, tab-separated, with a header line.
     List,
@@ -141,6 +179,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             roles,
             first_name,
             last_name,
+            rc_user_id,
         }) => {
             let password = read_password()?;
             let spec = UserSpec {
@@ -152,8 +191,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 roles,
                 first_name,
                 last_name,
+                rc_user_id,
             };
             println!("{}", admin::create_user(store, spec, now).await?);
+        }
+        AdminCommand::Ringex(RingexCommand::App(RingexAppCommand::Create)) => {
+            let (client_id, secret) = admin::create_ringex_app(store, now).await?;
+            println!("{client_id}\n{}", secret.expose_secret());
+            eprintln!("cxauth: created a RingEX emulator app; the secret is shown only once");
+        }
+        AdminCommand::Ringex(RingexCommand::Jwt(RingexJwtCommand::Create { username })) => {
+            let credential = admin::create_ringex_jwt(store, &username, now).await?;
+            println!("{}", credential.expose_secret());
+            eprintln!(
+                "cxauth: created a RingEX emulator JWT credential for {username:?}; it is shown only once"
+            );
         }
         AdminCommand::User(UserCommand::List) => {
             println!("ID\tUSERNAME\tPLATFORM\tENABLED\tMAIN_ACCOUNT\tPARENT_PATH\tROLES");

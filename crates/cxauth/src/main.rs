@@ -117,6 +117,21 @@ struct ServeArgs {
     /// shorter than the request timeout).
     #[arg(long, env = "CXAUTH_DATABASE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     database_timeout: Duration,
+    /// RingEX (RingCentral) server the token exchange asks who a RingEX token belongs to, e.g.
+    /// https://platform.ringcentral.com. Unset: the exchange trusts the emulator if it is on,
+    /// and answers 503 otherwise.
+    #[arg(long, env = "CXAUTH_RINGEX_SERVER", value_name = "URL")]
+    ringex_server: Option<url::Url>,
+    /// Also serve a built-in RingEX emulator (/restapi/oauth/token and the extension endpoint)
+    /// whose tokens the exchange trusts. For offline development and tests only; off by default.
+    #[arg(long, env = "CXAUTH_RINGEX_EMULATOR")]
+    ringex_emulator: bool,
+    /// How long a positive answer of the RingEX server is reused for the same token (0s: never).
+    #[arg(long, env = "CXAUTH_RINGEX_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    ringex_cache_ttl: Duration,
+    /// Longest wait for the RingEX server before the exchange answers 503.
+    #[arg(long, env = "CXAUTH_RINGEX_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    ringex_timeout: Duration,
 }
 
 fn init_logging() {
@@ -141,6 +156,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.request_timeout = args.request_timeout;
     config.trusted_proxies = args.trusted_proxies;
     config.database_timeout = args.database_timeout;
+    config.ringex_server = args.ringex_server;
+    config.ringex_emulator = args.ringex_emulator;
+    config.ringex_cache_ttl = args.ringex_cache_ttl;
+    config.ringex_timeout = args.ringex_timeout;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())

@@ -555,3 +555,142 @@ async fn serve_takes_the_bootstrap_password_and_settings_from_the_environment() 
     );
     assert!(bad.contains("must be longer"), "{bad}");
 }
+
+#[test]
+fn ringex_emulator_apps_and_jwts_print_their_secrets_alone() {
+    let db = db();
+    let main = id(&db.admin_ok(&["account", "create", "--name", "M"], "")).to_string();
+    let create = |name: &str, rc: Option<&str>| {
+        let mut args = vec![
+            "user",
+            "create",
+            "--username",
+            name,
+            "--password-stdin",
+            "--grant",
+            &main,
+        ];
+        if let Some(rc) = rc {
+            args.extend(["--rc-user-id", rc]);
+        }
+        id(&db.admin_ok(&args, "pw\n"))
+    };
+    create("rex", Some("4242"));
+    create("plain", None);
+
+    let app = db.admin_ok(&["ringex", "app", "create"], "");
+    let lines: Vec<&str> = app.lines().collect();
+    assert!(app.ends_with('\n') && lines.len() == 2, "{app:?}");
+    for l in &lines {
+        assert!(
+            l.len() >= 20
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)),
+            "{l:?}"
+        );
+    }
+    assert_ne!(lines[0], lines[1]);
+    let again = db.admin_ok(&["ringex", "app", "create"], "");
+    assert_ne!(app, again, "each app is new");
+
+    let jwt = db.admin_ok(&["ringex", "jwt", "create", "--username", "rex"], "");
+    assert!(jwt.ends_with('\n') && jwt.lines().count() == 1, "{jwt:?}");
+    assert!(jwt.trim().len() >= 40);
+
+    // Nothing secret is stored in clear.
+    // The database file and its write-ahead log.
+    let mut raw = std::fs::read(&db.path).expect("db");
+    raw.extend(std::fs::read(db.path.with_extension("db-wal")).unwrap_or_default());
+    assert!(
+        raw.windows(lines[0].len())
+            .any(|w| w == lines[0].as_bytes()),
+        "the client id is stored (in clear: it is not a secret)"
+    );
+    for secret in [lines[1], jwt.trim()] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a secret is stored in clear"
+        );
+    }
+
+    // Bad input: one-line errors, nothing on stdout.
+    let e = db.admin_err(&["ringex", "jwt", "create", "--username", "plain"], "");
+    assert!(e.contains("RingEX user id"), "{e}");
+    let e = db.admin_err(&["ringex", "jwt", "create", "--username", "ghost"], "");
+    assert!(e.contains("no user named"), "{e}");
+    let e = db.admin_err(
+        &[
+            "user",
+            "create",
+            "--username",
+            "dup",
+            "--password-stdin",
+            "--grant",
+            &main,
+            "--rc-user-id",
+            "4242",
+        ],
+        "pw\n",
+    );
+    assert!(e.contains("4242"), "{e}");
+    let e = db.admin_err(
+        &[
+            "user",
+            "create",
+            "--username",
+            "neg",
+            "--password-stdin",
+            "--grant",
+            &main,
+            "--rc-user-id",
+            "0",
+        ],
+        "pw\n",
+    );
+    assert!(e.contains("positive"), "{e}");
+    cxauth()
+        .args([
+            "admin",
+            "--database",
+            &db.url(),
+            "user",
+            "create",
+            "--username",
+            "x",
+        ])
+        .args(["--password-stdin", "--grant", &main, "--rc-user-id", "abc"])
+        .write_stdin("pw\n")
+        .assert()
+        .failure()
+        .code(2)
+        .stdout("");
+    cxauth()
+        .args(["admin", "--database", &db.url(), "ringex", "jwt", "create"])
+        .assert()
+        .failure()
+        .code(2)
+        .stdout("");
+}
+
+#[test]
+fn serve_help_documents_the_ringex_settings() {
+    let out = cxauth()
+        .args(["serve", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let help = String::from_utf8(out).expect("utf8");
+    for want in [
+        "--ringex-server",
+        "CXAUTH_RINGEX_SERVER",
+        "--ringex-emulator",
+        "CXAUTH_RINGEX_EMULATOR",
+        "--ringex-cache-ttl",
+        "CXAUTH_RINGEX_CACHE_TTL",
+        "--ringex-timeout",
+    ] {
+        assert!(help.contains(want), "{want} missing from serve --help");
+    }
+}

@@ -126,6 +126,28 @@ impl TestServer {
                 roles: roles.iter().map(|r| (*r).to_owned()).collect(),
                 first_name: username.to_uppercase(),
                 last_name: "Test".into(),
+                rc_user_id: None,
+            },
+            self.clock.now_ms(),
+        )
+        .await
+        .expect("create user")
+    }
+
+    /// Like [`Self::create_user`], with a RingEX user id.
+    pub async fn create_rc_user(&self, username: &str, grants: &[i64], rc_user_id: i64) -> i64 {
+        admin::create_user(
+            self.state.auth.store().as_ref(),
+            UserSpec {
+                username: username.into(),
+                password: SecretString::from(format!("{username}-pw")),
+                platform_id: PLATFORM.into(),
+                parent: None,
+                grants: grants.to_vec(),
+                roles: vec![],
+                first_name: username.to_uppercase(),
+                last_name: "Test".into(),
+                rc_user_id: Some(rc_user_id),
             },
             self.clock.now_ms(),
         )

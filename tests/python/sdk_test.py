@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Drives the official, unmodified RingCX Python SDK (ringcentral-engage-voice 0.3.2) against a
+real `cxauth serve`, started here with a fresh SQLite database, the built-in RingEX emulator and
+a 2-second access-token lifetime.
+
+Flows: (1) RingEX login (JWT, then username/extension/password) against the emulator, exchanged
+for a RingCX session, then admin calls; (2) expiry: a call after the access token expired
+succeeds because the SDK refreshed on its own (counted in the server's request log);
+(3) the direct login of the README, with the tokens handed to the SDK; (4) the legacy portal
+login. Prints one line per step; any deviation stops the run with a non-zero exit status.
+
+Needs CXAUTH_BIN (the cxauth binary). Run by .ci/python-sdk.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+
+import requests
+import ringcentral_engage_voice.engage_voice_client as evc
+from ringcentral_engage_voice import RingCentralEngageVoice
+
+warnings.simplefilter("ignore")  # the RingEX SDK warns that password login is deprecated
+
+BIN = os.environ["CXAUTH_BIN"]
+ADMIN_PASSWORD = "Admin-pw-42"
+AGENT = "agent1"
+AGENT_PASSWORD = "Agent-pw-42"  # the SDK's legacy login sends the password unencoded
+AGENT_RC_ID = 4242
+TTL = 2  # seconds, --access-token-ttl
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+API_TOKEN = re.compile(r"^aws80:[0-9a-f-]{36}$")
+
+
+class Deviation(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Deviation(what)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="cxauth-sdk-")
+        self.db = f"sqlite://{self.dir}/cxauth.db"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.dir, "server.log")
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, CXAUTH_BOOTSTRAP_ADMIN_PASSWORD=ADMIN_PASSWORD, RUST_LOG="info")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--database", self.db,
+             "--ringex-emulator", "--access-token-ttl", f"{TTL}s"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            check(self.proc.poll() is None, "the server exited at start")
+            time.sleep(0.05)
+        raise Deviation("the server did not answer /healthz")
+
+    def admin(self, *args, stdin=None):
+        r = subprocess.run([BIN, "admin", "--database", self.db, *args], input=stdin,
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"cxauth admin {' '.join(args)} failed: {r.stderr.strip()}")
+        return r.stdout
+
+    def refreshes(self):
+        """Successful POST /api/auth/token/refresh requests, from the server's request log."""
+        with open(self.log_path) as f:
+            return sum(1 for line in f
+                       if "path=/api/auth/token/refresh" in line and "status=200" in line)
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def admin_calls(ev, expect_user):
+    """The calls every flow repeats: accounts, then an API token created, listed and deleted."""
+    accounts = ev.get("/api/v1/admin/accounts").json()
+    check(isinstance(accounts, list) and accounts, f"no accounts: {accounts}")
+    check(all(a["mainAccountId"] == "10000000" for a in accounts), f"accounts: {accounts}")
+    token = ev.post("/api/v1/admin/token").text
+    check(API_TOKEN.match(token), f"not an API token: {token!r}")
+    listed = ev.get("/api/v1/admin/token").json()
+    check(token in listed, f"{token} not in the token list {listed}")
+    check(ev.delete("/api/v1/admin/token/" + token).text == "true", "delete did not answer true")
+    check(token not in ev.get("/api/v1/admin/token").json(), "the deleted token is still listed")
+    users = ev.get("/api/v1/admin/users", {"flatten": "true"}).json()
+    check(any(u["userName"] == expect_user for u in users), f"{expect_user} not in {users}")
+
+
+def expiry(server, ev, sso):
+    """A call after the access token expired succeeds because the SDK refreshed by itself."""
+    before_token = ev.token["accessToken"]
+    before_refreshes = server.refreshes()
+    time.sleep(TTL + 1.2)
+    # The token really is expired now: the server says so in the words the SDK looks for.
+    r = requests.get(server.url + "/voice/api/v1/admin/accounts",
+                     headers={"Authorization": "Bearer " + before_token})
+    check(r.status_code == 401 and r.text == "Jwt is expired", f"expired token: {r.status_code} {r.text!r}")
+    accounts = ev.get("/api/v1/admin/accounts").json()
+    check(accounts, "no accounts after the refresh")
+    check(ev.token["accessToken"] != before_token, "the SDK kept the expired access token")
+    check(ev.token.get("refreshToken"), "the refreshed session has no refresh token")
+    check(ev.token["ssoLogin"] is sso, f"ssoLogin after the refresh: {ev.token['ssoLogin']}")
+    after = server.refreshes()
+    check(after == before_refreshes + 1,
+          f"the server saw {after - before_refreshes} successful refreshes, expected 1")
+
+
+def main():
+    server = Server()
+    step = "start"
+    try:
+        server.start()
+        agent_id = server.admin("user", "create", "--username", AGENT, "--password-stdin",
+                                "--parent", "admin", "--grant", "10000001", "--role", "MANAGE_USERS",
+                                "--rc-user-id", str(AGENT_RC_ID), stdin=AGENT_PASSWORD + "\n").strip()
+        check(agent_id.isdigit(), f"user create printed {agent_id!r}")
+        app = server.admin("ringex", "app", "create").splitlines()
+        check(len(app) == 2 and all(app), f"ringex app create printed {app!r}")
+        client_id, client_secret = app
+        jwt = server.admin("ringex", "jwt", "create", "--username", AGENT).splitlines()
+        check(len(jwt) == 1 and jwt[0], f"ringex jwt create printed {jwt!r}")
+        jwt = jwt[0]
+        print("step 0 setup (server, user, RingEX app, JWT credential): ok", flush=True)
+
+        step = "step 1a ringex jwt"
+        ev = RingCentralEngageVoice(client_id, client_secret, server=server.url, rcServer=server.url)
+        ev.authorize(jwt=jwt)
+        check(ev.token["ssoLogin"] is True, f"ssoLogin: {ev.token}")
+        check(ev.token["refreshToken"], "includeRefresh=true gave no refresh token")
+        check(ev.token["adminId"] == int(agent_id), f"adminId {ev.token['adminId']} != {agent_id}")
+        admin_calls(ev, AGENT)
+        print(f"{step}: ok", flush=True)
+
+        step = "step 1b ringex password"
+        ev = RingCentralEngageVoice(client_id, client_secret, server=server.url, rcServer=server.url)
+        ev.authorize(username=AGENT, extension=str(AGENT_RC_ID), password=AGENT_PASSWORD)
+        check(ev.token["ssoLogin"] is True and ev.token["adminId"] == int(agent_id), f"{ev.token}")
+        admin_calls(ev, AGENT)
+        print(f"{step}: ok", flush=True)
+
+        step = "step 1c ringex refusals"
+        bad = RingCentralEngageVoice(client_id, "wrong-secret", server=server.url, rcServer=server.url)
+        try:
+            bad.authorize(jwt=jwt)
+            raise Deviation("a wrong client secret was accepted")
+        except Deviation:
+            raise
+        except Exception as e:  # the RingEX SDK raises its ApiException
+            check("invalid_client" in str(e) or "401" in str(e), f"unexpected error: {e}")
+        print(f"{step}: ok", flush=True)
+
+        step = "step 2 ringex expiry"
+        expiry(server, ev, True)
+        print(f"{step}: ok (the SDK refreshed once, seen by the server)", flush=True)
+
+        step = "step 3 direct login"
+        r = requests.post(server.url + "/api/auth/login/admin",
+                          data={"username": "admin", "password": ADMIN_PASSWORD, "platformId": "aws80"})
+        check(r.status_code == 200, f"login: {r.status_code} {r.text}")
+        ev = RingCentralEngageVoice(server=server.url)
+        ev.token = r.json()
+        check(ev.token["ssoLogin"] is False, f"{ev.token}")
+        admin_calls(ev, "admin")
+        print(f"{step}: ok", flush=True)
+
+        step = "step 3 direct login expiry"
+        expiry(server, ev, False)
+        print(f"{step}: ok (the SDK refreshed once, seen by the server)", flush=True)
+
+        step = "step 4 legacy login"
+        evc.LEGACY_SERVERS.append(server.url)
+        ev = RingCentralEngageVoice(server=server.url)
+        check(ev.isLegacy, "the SDK did not pick legacy mode")
+        ev.authorize(username=AGENT, password=AGENT_PASSWORD)
+        check(UUID.match(ev.token["authToken"]), f"authToken: {ev.token.get('authToken')!r}")
+        check(ev.token["user"]["userName"] == AGENT, f"user: {ev.token['user']}")
+        check(ev.token["accounts"], "no accounts in the legacy login")
+        check(ev.get("/api/v1/admin/token").json() == [], "the agent already has API tokens")
+        token = ev.post("/api/v1/admin/token").text
+        check(ev.get("/api/v1/admin/token").json() == [token], "the new token is not listed")
+        check(ev.delete("/api/v1/admin/token/" + token).text == "true", "delete failed")
+        check(ev.get("/api/v1/admin/accounts").json(), "no accounts with the auth token")
+        print(f"{step}: ok", flush=True)
+
+        step = "step 5 nothing secret in the server log"
+        log = server.log_text()
+        for name, secret in [("client secret", client_secret), ("JWT credential", jwt),
+                             ("admin password", ADMIN_PASSWORD), ("agent password", AGENT_PASSWORD),
+                             ("auth token", ev.token["authToken"])]:
+            check(secret not in log, f"the {name} is in the server log")
+        print(f"{step}: ok", flush=True)
+    except Exception as e:
+        print(f"{step}: FAILED: {e}", flush=True)
+        if not isinstance(e, Deviation):
+            traceback.print_exc()
+        try:
+            print("---- server log (last 40 lines) ----")
+            print("\n".join(server.log_text().splitlines()[-40:]))
+        except OSError:
+            pass
+        return 1
+    finally:
+        server.stop()
+    print("python SDK: all steps ok", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
