@@ -156,6 +156,20 @@ async fn every_endpoint_against_every_kind_of_credential() {
         .create_api_token(&bearer(&disabled))
         .await
         .expect("token");
+    // Legacy portal auth tokens (their sliding expiry is tested in legacy.rs).
+    let legacy = |user: &'static str| {
+        let auth = s.state.auth.clone();
+        async move {
+            let pw = secrecy::SecretString::from(format!("{user}-pw"));
+            let ip = "127.0.0.1".parse().expect("ip");
+            auth.legacy_login(user, pw, false, ip)
+                .await
+                .expect("legacy login")
+                .0
+        }
+    };
+    let manager_legacy = legacy("manager").await;
+    let disabled_legacy = legacy("disabled").await;
     cxauth_core::admin::set_enabled(s.state.auth.store().as_ref(), "disabled", false, 0)
         .await
         .expect("disable");
@@ -214,6 +228,11 @@ async fn every_endpoint_against_every_kind_of_credential() {
             all(fails),
         ),
         (
+            "disabled user's legacy auth token",
+            Header::XAuth(disabled_legacy.clone()),
+            all(fails),
+        ),
+        (
             "a stranger's access token",
             Header::Bearer(stranger.access_token.clone()),
             Box::new(move |e| match e {
@@ -240,6 +259,21 @@ async fn every_endpoint_against_every_kind_of_credential() {
             "an ancestor's API token",
             Header::XAuth(manager_api.clone()),
             all(Want::Ok),
+        ),
+        (
+            "an ancestor's legacy auth token",
+            Header::XAuth(manager_legacy.clone()),
+            all(Want::Ok),
+        ),
+        (
+            "a legacy auth token as bearer",
+            Header::Bearer(manager_legacy.clone()),
+            all(fails),
+        ),
+        (
+            "an unknown legacy-shaped token",
+            Header::XAuth("0b5e4f3c-1d2a-4b6c-8e9f-0a1b2c3d4e5f".into()),
+            all(fails),
         ),
         (
             "the owner's access token as X-Auth-Token",
