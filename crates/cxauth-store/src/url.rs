@@ -35,8 +35,10 @@ impl fmt::Display for SecretUrl {
                 if u.password().is_some() {
                     let _ = u.set_password(Some("[redacted]"));
                 }
-                // Query parameters may carry a password too (`?password=`): leave them out.
+                // Query parameters may carry a password too (`?password=`), and so may a
+                // fragment (the tail of a password with an unencoded `#`): leave both out.
                 u.set_query(None);
+                u.set_fragment(None);
                 f.write_str(u.as_str())
             }
             Err(_) => f.write_str("postgres://[unparsable URL]"),
