@@ -313,11 +313,12 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     };
     let c = plan.conns;
 
+    let dir = tempfile::Builder::new().prefix("cxauth-bench-").tempdir()?;
     // The machine's ceiling: a bare hyper server.
     let mut hello_tp = f64::NAN;
     if run.wanted("hello") || run.wanted("healthz") {
         progress("hello (bare hyper server)");
-        let hello = Server::hello()?;
+        let hello = Server::hello(&dir.path().join("hello.log"))?;
         let r = run.measure(
             &hello,
             fixed_n(&Fixed::get("/", vec![]), c),
@@ -329,7 +330,6 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         hello.stop()?;
     }
 
-    let dir = tempfile::Builder::new().prefix("cxauth-bench-").tempdir()?;
     let db = dir.path().join("cxauth.db");
     // First start creates the database, key and admin; the start-up figure is a restart.
     let first = Server::cxauth(&bin, &db, &opts.server_log)?;

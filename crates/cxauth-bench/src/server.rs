@@ -3,11 +3,9 @@
 //! so the load generator (this process) never shares an address space with them.
 
 use anyhow::{Context as _, bail};
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The admin password the benchmark server is bootstrapped with.
@@ -41,58 +39,42 @@ pub struct Server {
     pub addr: SocketAddr,
     /// From spawn to the "listening" line.
     pub startup: Duration,
-    /// The last lines of its stderr, for error reports.
-    tail: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its log file.
+    log: PathBuf,
 }
 
-/// Spawns `cmd` (stderr piped) and waits for `cxauth: listening on http://ADDR`.
-fn spawn_and_wait(mut cmd: Command, what: &str) -> anyhow::Result<Server> {
+/// Spawns `cmd` with stderr going to `log` (a file, like a real deployment's log, so the
+/// server never waits on a reader) and waits for `cxauth: listening on http://ADDR` in it.
+fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
+    let file = std::fs::File::create(log)
+        .with_context(|| format!("cannot create {}", log.display()))?;
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(file)
         .spawn()
         .with_context(|| format!("cannot start {what}"))?;
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let (tx, rx) = mpsc::channel();
-    let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let tail2 = tail.clone();
-    // Drains the server's log (one line per request at INFO) so it never blocks on a full pipe;
-    // keeps only the last lines.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("cxauth: listening on http://")
-                && let Some(t) = tx.take()
-            {
-                let _ = t.send(rest.trim().to_owned());
-            }
-            let mut t = tail2.lock().unwrap_or_else(|p| p.into_inner());
-            if t.len() >= 40 {
-                t.remove(0);
-            }
-            t.push(line);
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => {
-            let startup = started.elapsed();
-            Ok(Server {
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cxauth: listening on http://"))
+        {
+            return Ok(Server {
+                startup: started.elapsed(),
+                addr: addr.trim().parse().context("bad listening address")?,
                 child,
-                addr: addr.parse().context("bad listening address")?,
-                startup,
-                tail,
-            })
+                log: log.to_owned(),
+            });
         }
-        Err(_) => {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
             let _ = child.kill();
             let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(100));
-            let t = tail.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
-            bail!("{what} did not start; its output:\n{t}")
+            bail!("{what} did not start; its output:\n{text}");
         }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -111,15 +93,15 @@ impl Server {
             .env("RUST_LOG", rust_log)
             .env_remove("CXAUTH_MASTER_KEY_FILE")
             .env_remove("CXAUTH_DATABASE");
-        spawn_and_wait(cmd, "cxauth serve")
+        spawn_and_wait(cmd, "cxauth serve", &db.with_extension("log"))
     }
 
     /// The bare hyper server, this binary's `hello` command.
-    pub fn hello() -> anyhow::Result<Server> {
+    pub fn hello(log: &Path) -> anyhow::Result<Server> {
         let me = std::env::current_exe().context("cannot locate the cxauth-bench executable")?;
         let mut cmd = Command::new(me);
         cmd.arg("hello");
-        spawn_and_wait(cmd, "the hello server")
+        spawn_and_wait(cmd, "the hello server", log)
     }
 
     /// The process id.
@@ -176,10 +158,9 @@ impl Server {
 
     /// The last lines the server logged.
     pub fn log_tail(&self) -> String {
-        self.tail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
 
