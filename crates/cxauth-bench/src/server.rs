@@ -46,8 +46,8 @@ pub struct Server {
 /// Spawns `cmd` with stderr going to `log` (a file, like a real deployment's log, so the
 /// server never waits on a reader) and waits for `cxauth: listening on http://ADDR` in it.
 fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
-    let file = std::fs::File::create(log)
-        .with_context(|| format!("cannot create {}", log.display()))?;
+    let file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
