@@ -474,10 +474,11 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         );
         run.rows.push(r);
 
-        // More logins at once than the pool admits (workers + queue = 65 per core): the rest
-        // must get 503 with Retry-After at once.
+        // Three times more logins at once than the pool admits (workers + queue = 65 per
+        // core), so the pool is full before the first ones are done: the rest must get 503
+        // with Retry-After at once.
         progress("login overload (503 check)");
-        let burst = plan.cores * 65 + 64;
+        let burst = plan.cores * 65 * 3;
         let (n503, with_retry, ok) = rt.block_on(async {
             let mut tasks = Vec::new();
             for _ in 0..burst {
