@@ -178,10 +178,12 @@ impl PasswordPool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move |memory| {
-                let _ = tx.send(f(memory));
+                let out = f(memory);
                 // Released only once the work is done, even if the caller went away: the
                 // bound covers what the threads will still run, not just who is waiting.
+                // Before answering, so a caller that got its answer finds its slot free.
                 drop(admitted);
+                let _ = tx.send(out);
             }))
             .map_err(|_| PoolError::Hash("the hashing threads stopped".into()))?;
         rx.await
