@@ -33,6 +33,8 @@ pub const LEGACY_EXTEND_STEP: Duration = Duration::from_secs(60);
 pub const MAX_USERNAME_LEN: usize = 255;
 /// Longest refresh or access token looked at; anything longer is refused unread.
 pub const MAX_TOKEN_LEN: usize = 4096;
+/// Verified access tokens remembered (about 400 bytes each).
+const VERIFIED_TOKEN_CACHE: usize = 20_000;
 /// Metadata key of the master key fingerprint.
 pub const META_KEY_FINGERPRINT: &str = "master_key_fingerprint";
 
@@ -192,6 +194,8 @@ pub struct Auth {
     pub(crate) passwords: PasswordPool,
     throttle: Throttle,
     config: AuthConfig,
+    /// Access tokens whose signature already verified (the session is still checked each time).
+    verified: crate::cache::VerifiedTokens,
 }
 
 impl std::fmt::Debug for Auth {
@@ -238,6 +242,7 @@ impl Auth {
             passwords,
             throttle,
             config,
+            verified: crate::cache::VerifiedTokens::new(VERIFIED_TOKEN_CACHE),
         })
     }
 
@@ -596,11 +601,19 @@ impl Auth {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid.into());
         }
-        let claims = match self.keys().verify(token, self.clock.now_ms()) {
-            Err(TokenError::Invalid) if self.reload_keys_for(token).await? => {
-                self.keys().verify(token, self.clock.now_ms())?
+        let now = self.clock.now_ms();
+        let claims = match self.verified.get(token, now) {
+            Some(hit) => hit?,
+            None => {
+                let claims = Arc::new(match self.keys().verify(token, now) {
+                    Err(TokenError::Invalid) if self.reload_keys_for(token).await? => {
+                        self.keys().verify(token, self.clock.now_ms())?
+                    }
+                    other => other?,
+                });
+                self.verified.insert(token, claims.clone(), now);
+                claims
             }
-            other => other?,
         };
         let state = self
             .store
@@ -612,7 +625,7 @@ impl Auth {
         }
         Ok(Principal {
             user: state.user,
-            session_id: Some(claims.sid),
+            session_id: Some(claims.sid.clone()),
         })
     }
 

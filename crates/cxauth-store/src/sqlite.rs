@@ -39,6 +39,10 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(max_conns)
             .min_connections(1)
+            // sqlx pings every connection it hands out; a ping is a round trip to the
+            // connection's worker thread and cannot fail for a local file, yet it doubled the
+            // cost of each query (see BENCHMARKS.md).
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await

@@ -1,0 +1,253 @@
+//! The load generator: N keep-alive HTTP/1.1 connections over loopback, each sending one request
+//! at a time, either as fast as answers come (closed loop, for throughput) or on a fixed schedule
+//! (open loop, for latency at a given load).
+//!
+//! Open-loop latency is measured from the time a request was *scheduled*, not sent, so a server
+//! that falls behind is charged for the queue it builds (no coordinated omission).
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// What one connection sends, and what it learns from each answer (a rotated refresh token).
+pub trait Workload: Send + 'static {
+    /// The next request.
+    fn request(&mut self) -> Request<Full<Bytes>>;
+    /// Sees each answer; the default ignores it.
+    fn response(&mut self, _status: StatusCode, _body: &Bytes) {}
+}
+
+/// A workload that sends the same request again and again.
+#[derive(Clone)]
+pub struct Fixed {
+    /// Method.
+    pub method: hyper::Method,
+    /// Path and query.
+    pub path: String,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Fixed {
+    /// A `GET path` with `headers`.
+    pub fn get(path: &str, headers: Vec<(&'static str, String)>) -> Self {
+        Fixed {
+            method: hyper::Method::GET,
+            path: path.to_owned(),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+}
+
+impl Workload for Fixed {
+    fn request(&mut self) -> Request<Full<Bytes>> {
+        let mut b = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .header("host", "127.0.0.1");
+        for (k, v) in &self.headers {
+            b = b.header(*k, v.as_str());
+        }
+        b.body(Full::new(self.body.clone()))
+            .expect("benchmark requests are well formed")
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Answers with a 2xx status.
+    pub ok: u64,
+    /// Answers by status, for everything not 2xx.
+    pub other_status: BTreeMap<u16, u64>,
+    /// Connection or protocol failures.
+    pub io_errors: u64,
+    /// Latency of every recorded answer (2xx or not), in microseconds.
+    pub latencies_us: Vec<u32>,
+    /// How long recording lasted.
+    pub elapsed: Duration,
+}
+
+impl Stats {
+    /// 2xx answers per second.
+    pub fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `q` quantile (0..=1) of latency, in milliseconds.
+    pub fn quantile_ms(&mut self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+
+    /// Non-2xx answers and failures, summed.
+    pub fn errors(&self) -> u64 {
+        self.io_errors + self.other_status.values().sum::<u64>()
+    }
+
+    fn merge(&mut self, o: Stats) {
+        self.ok += o.ok;
+        self.io_errors += o.io_errors;
+        for (k, v) in o.other_status {
+            *self.other_status.entry(k).or_default() += v;
+        }
+        self.latencies_us.extend(o.latencies_us);
+    }
+}
+
+/// How requests are paced.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Each connection sends its next request as soon as the previous one is answered.
+    Closed,
+    /// All connections together send `f64` requests per second, evenly spread.
+    Open(f64),
+}
+
+/// Runs `workloads` (one connection each) against `addr` for `warmup + duration`, recording
+/// only answers that complete after the warm-up.
+pub async fn run<W: Workload>(
+    addr: SocketAddr,
+    workloads: Vec<W>,
+    pace: Pace,
+    warmup: Duration,
+    duration: Duration,
+) -> Stats {
+    let n = workloads.len().max(1);
+    let start = Instant::now() + Duration::from_millis(20);
+    let record_from = start + warmup;
+    let end = record_from + duration;
+    let mut tasks = Vec::new();
+    for (i, w) in workloads.into_iter().enumerate() {
+        let interval = match pace {
+            Pace::Closed => None,
+            Pace::Open(rate) => Some(Duration::from_secs_f64(n as f64 / rate.max(0.001))),
+        };
+        // Stagger connections across one interval so the aggregate rate is smooth.
+        let offset = interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / n as f64));
+        tasks.push(tokio::spawn(connection(
+            addr,
+            w,
+            interval,
+            start + offset,
+            record_from,
+            end,
+        )));
+    }
+    let mut total = Stats::default();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            total.merge(s);
+        } else {
+            total.io_errors += 1;
+        }
+    }
+    total.elapsed = duration;
+    total
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Option<Sender> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Some(sender)
+}
+
+async fn connection<W: Workload>(
+    addr: SocketAddr,
+    mut w: W,
+    interval: Option<Duration>,
+    first: Instant,
+    record_from: Instant,
+    end: Instant,
+) -> Stats {
+    let mut stats = Stats::default();
+    let mut sender = connect(addr).await;
+    let mut next = first;
+    tokio::time::sleep_until(first.into()).await;
+    loop {
+        let scheduled = match interval {
+            Some(iv) => {
+                tokio::time::sleep_until(next.into()).await;
+                let s = next;
+                next += iv;
+                s
+            }
+            None => Instant::now(),
+        };
+        if scheduled >= end {
+            break;
+        }
+        let Some(s) = sender.as_mut() else {
+            stats.io_errors += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sender = connect(addr).await;
+            continue;
+        };
+        let answer = async {
+            s.ready().await?;
+            let res = s.send_request(w.request()).await?;
+            let status = res.status();
+            let body = res.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
+        }
+        .await;
+        let done = Instant::now();
+        match answer {
+            Ok((status, body)) => {
+                w.response(status, &body);
+                if done >= record_from && done <= end + Duration::from_secs(5) {
+                    let us = done.duration_since(scheduled).as_micros();
+                    stats
+                        .latencies_us
+                        .push(u32::try_from(us).unwrap_or(u32::MAX));
+                    if status.is_success() {
+                        stats.ok += 1;
+                    } else {
+                        *stats.other_status.entry(status.as_u16()).or_default() += 1;
+                    }
+                }
+            }
+            Err(_) => {
+                if done >= record_from {
+                    stats.io_errors += 1;
+                }
+                sender = connect(addr).await;
+            }
+        }
+    }
+    stats
+}
+
+/// One request on a fresh connection, for setup steps: status and body.
+pub async fn once(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<(StatusCode, hyper::HeaderMap, Bytes)> {
+    let mut s = connect(addr)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("cannot connect to {addr}"))?;
+    let res = s.send_request(req).await?;
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, headers, body))
+}

@@ -1,0 +1,46 @@
+//! `cxauth-bench`: measures a release cxauth server against references measured in the same run
+//! (a bare hyper server, the server's own `/healthz`, the raw Argon2id rate on the same cores,
+//! Keycloak's published refresh rate) and prints one table. See `BENCHMARKS.md`.
+//!
+//! It never builds anything: the release `cxauth` binary must sit beside this one
+//! (`cargo build --release -p cxauth -p cxauth-bench`).
+
+mod load;
+mod report;
+mod scenarios;
+mod seed;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmark harness for cxauth.
+#[derive(Debug, Parser)]
+#[command(name = "cxauth-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every scenario and print the table.
+    All(scenarios::Options),
+    /// The bare hyper server used as the machine's ceiling (started by `all`).
+    #[command(hide = true)]
+    Hello,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::All(opts) => scenarios::all(&opts),
+        Command::Hello => server::hello_main(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cxauth-bench: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

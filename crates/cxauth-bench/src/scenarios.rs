@@ -1,0 +1,725 @@
+//! The scenarios, in the order they run, and the references each is compared with.
+
+use crate::load::{self, Fixed, Pace, Stats, Workload};
+use crate::report::{Machine, Report, Row};
+use crate::seed;
+use crate::server::{ADMIN_PASSWORD, Server, cxauth_binary};
+use anyhow::{Context as _, bail};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Keycloak's published refresh-grant rate per vCPU (sizing guide).
+const KEYCLOAK_REFRESH_PER_VCPU: f64 = 120.0;
+/// The admin API endpoint every authenticated scenario calls.
+const ACCOUNTS: &str = "/voice/api/v1/admin/accounts";
+
+/// Options of `cxauth-bench all`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Short run (under a minute, smaller `scale` data set): what CI runs.
+    #[arg(long)]
+    quick: bool,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds each measurement records (default 8, or 1.5 with --quick).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// RUST_LOG of the server under test (its default, `info`, logs one line per request).
+    #[arg(long, default_value = "info")]
+    server_log: String,
+    /// Users stored for `scale` (default 100000, or 2000 with --quick).
+    #[arg(long)]
+    scale_users: Option<u64>,
+    /// API tokens stored for `scale` (default 1000000, or 20000 with --quick).
+    #[arg(long)]
+    scale_tokens: Option<u64>,
+    /// Run only these scenarios (comma-separated names; `scale` and `storm` included).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+struct Plan {
+    warmup: Duration,
+    duration: Duration,
+    conns: usize,
+    cores: usize,
+    users: u64,
+    tokens: u64,
+}
+
+fn readfile(p: &str) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn machine(client_threads: usize) -> Machine {
+    let cpuinfo = readfile("/proc/cpuinfo");
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu: cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".into(), |(_, v)| v.trim().to_owned()),
+        loadavg_before: loadavg(),
+        loadavg_after: String::new(),
+        kernel: readfile("/proc/sys/kernel/osrelease").trim().to_owned(),
+        client_threads,
+    }
+}
+
+fn loadavg() -> String {
+    readfile("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn row(name: &str, load: String, s: &mut Stats, rss: f64) -> Row {
+    Row {
+        scenario: name.into(),
+        load,
+        throughput: s.throughput(),
+        p50_ms: s.quantile_ms(0.5),
+        p99_ms: s.quantile_ms(0.99),
+        max_ms: s.quantile_ms(1.0),
+        errors: s.errors(),
+        peak_rss_mb: rss,
+        server_cpu_us: f64::NAN,
+        reference: "-".into(),
+        ratio: f64::NAN,
+        target: "-".into(),
+        met: None,
+    }
+}
+
+fn post_form(path: &str, body: String, headers: &[(&'static str, String)]) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    b.body(Full::new(Bytes::from(body)))
+        .expect("benchmark requests are well formed")
+}
+
+fn login_body() -> String {
+    format!("username=admin&password={ADMIN_PASSWORD}&platformId=aws80")
+}
+
+/// Logs in as admin: (access token, refresh token).
+async fn login(addr: SocketAddr) -> anyhow::Result<(String, String)> {
+    let (status, _, body) =
+        load::once(addr, post_form("/api/auth/login/admin", login_body(), &[])).await?;
+    if status != StatusCode::OK {
+        bail!("login failed: {status} {}", String::from_utf8_lossy(&body));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    let get = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("no {k} in the login answer"))
+    };
+    Ok((get("accessToken")?, get("refreshToken")?))
+}
+
+async fn create_api_token(addr: SocketAddr, access: &str) -> anyhow::Result<String> {
+    let (status, _, body) = load::once(
+        addr,
+        post_form(
+            "/voice/api/v1/admin/token",
+            String::new(),
+            &[("authorization", format!("Bearer {access}"))],
+        ),
+    )
+    .await?;
+    if status != StatusCode::OK {
+        bail!("token creation failed: {status}");
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A refresh chain: each answer's refresh token is the next request's.
+struct Refresh {
+    token: Arc<Mutex<String>>,
+}
+
+impl Workload for Refresh {
+    fn request(&mut self) -> Request<Full<Bytes>> {
+        let t = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        post_form("/api/auth/token/refresh", format!("refresh_token={t}"), &[])
+    }
+    fn response(&mut self, status: StatusCode, body: &Bytes) {
+        if status != StatusCode::OK {
+            return;
+        }
+        if let Some(t) = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("refreshToken")?.as_str().map(str::to_owned))
+        {
+            *self.token.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        }
+    }
+}
+
+/// Cycles through a list of API tokens, so look-ups hit the whole index.
+struct ApiTokens {
+    tokens: Arc<Vec<String>>,
+    next: usize,
+}
+
+impl Workload for ApiTokens {
+    fn request(&mut self) -> Request<Full<Bytes>> {
+        let t = &self.tokens[self.next % self.tokens.len()];
+        self.next += 1;
+        Fixed::get(ACCOUNTS, vec![("x-auth-token", t.clone())]).request()
+    }
+}
+
+fn fixed_n(w: &Fixed, n: usize) -> Vec<Fixed> {
+    (0..n).map(|_| w.clone()).collect()
+}
+
+/// CPU time (user + system) this process has used, seconds.
+fn own_cpu_seconds() -> f64 {
+    let stat = readfile("/proc/self/stat");
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Raw Argon2id verifications per second on `threads` threads, same parameters as the server,
+/// and the CPU time each took (comparable even when other work takes cores away).
+fn raw_argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<(f64, f64)> {
+    let cpu0 = own_cpu_seconds();
+    let pw = secrecy::SecretString::from(ADMIN_PASSWORD);
+    let phc = cxauth_core::password::hash_password(&pw).context("hashing failed")?;
+    let end = Instant::now() + duration;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let phc = phc.clone();
+            let pw = pw.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                // The server's own fastest path: one reused memory area per thread.
+                let mut memory = cxauth_core::password::HashMemory::default();
+                while Instant::now() < end {
+                    if cxauth_core::password::verify_with_memory(&phc, &pw, &mut memory) {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    let cpu = own_cpu_seconds() - cpu0;
+    Ok((
+        total as f64 / duration.as_secs_f64(),
+        cpu * 1e6 / (total.max(1) as f64),
+    ))
+}
+
+struct Run<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    plan: &'a Plan,
+    rows: Vec<Row>,
+    facts: Vec<(String, String)>,
+    only: &'a [String],
+}
+
+impl Run<'_> {
+    fn wanted(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+
+    fn measure<W: Workload>(
+        &self,
+        server: &Server,
+        workloads: Vec<W>,
+        pace: Pace,
+        name: &str,
+    ) -> Row {
+        let n = workloads.len();
+        server.reset_peak();
+        let cpu0 = server.cpu_seconds();
+        let mut s = self.rt.block_on(load::run(
+            server.addr,
+            workloads,
+            pace,
+            self.plan.warmup,
+            self.plan.duration,
+        ));
+        let load = match pace {
+            Pace::Closed => format!("closed c={n}"),
+            Pace::Open(r) => format!("open {r:.0}/s c={n}"),
+        };
+        let cpu = server.cpu_seconds() - cpu0;
+        let mut r = row(name, load, &mut s, server.peak_rss_mb());
+        let measured = self.plan.duration.as_secs_f64();
+        let answers = s.ok as f64 * (measured + self.plan.warmup.as_secs_f64()) / measured;
+        r.server_cpu_us = cpu * 1e6 / answers.max(1.0);
+        if !self.only.is_empty() || std::env::var_os("CXAUTH_BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "  {name}: {:.0}/s p99 {:.2} ms errors {} {:?}",
+                r.throughput, r.p99_ms, r.errors, s.other_status
+            );
+        }
+        r
+    }
+
+    fn fact(&mut self, k: &str, v: String) {
+        self.facts.push((k.to_owned(), v));
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("cxauth-bench: {msg}");
+}
+
+/// `cxauth-bench all`.
+pub fn all(opts: &Options) -> anyhow::Result<()> {
+    let bin = cxauth_binary()?;
+    let started = Instant::now();
+    let mut machine = machine(opts.client_threads);
+    let plan = Plan {
+        warmup: Duration::from_secs_f64(if opts.quick { 0.3 } else { 1.0 }),
+        duration: Duration::from_secs_f64(opts.duration.unwrap_or(if opts.quick {
+            1.5
+        } else {
+            8.0
+        })),
+        conns: opts.connections.max(1),
+        cores: machine.cores,
+        users: opts
+            .scale_users
+            .unwrap_or(if opts.quick { 2_000 } else { 100_000 }),
+        tokens: opts
+            .scale_tokens
+            .unwrap_or(if opts.quick { 20_000 } else { 1_000_000 }),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    let mut run = Run {
+        rt: &rt,
+        plan: &plan,
+        rows: Vec::new(),
+        facts: Vec::new(),
+        only: &opts.only,
+    };
+    let c = plan.conns;
+
+    let dir = tempfile::Builder::new().prefix("cxauth-bench-").tempdir()?;
+    // The machine's ceiling: a bare hyper server.
+    let mut hello_tp = f64::NAN;
+    if run.wanted("hello") || run.wanted("healthz") {
+        progress("hello (bare hyper server)");
+        let hello = Server::hello(&dir.path().join("hello.log"))?;
+        let r = run.measure(
+            &hello,
+            fixed_n(&Fixed::get("/", vec![]), c),
+            Pace::Closed,
+            "hello",
+        );
+        hello_tp = r.throughput;
+        run.rows.push(r);
+        hello.stop()?;
+    }
+
+    let db = dir.path().join("cxauth.db");
+    // First start creates the database, key and admin; the start-up figure is a restart.
+    let first = Server::cxauth(&bin, &db, &opts.server_log)?;
+    run.fact(
+        "start-up, first start (create schema, key, admin)",
+        format!("{:.0} ms", first.startup.as_secs_f64() * 1e3),
+    );
+    first.stop()?;
+    let server = Server::cxauth(&bin, &db, &opts.server_log)?;
+    let startup_empty = server.startup;
+    run.fact(
+        "start-up, empty database (restart)",
+        format!("{:.0} ms", startup_empty.as_secs_f64() * 1e3),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = server.rss_mb();
+    run.fact(
+        "idle RSS after start",
+        format!(
+            "{idle:.1} MB (target <= 50 MB: {})",
+            if idle <= 50.0 { "met" } else { "NOT met" }
+        ),
+    );
+    let addr = server.addr;
+    let (access, _) = rt.block_on(login(addr))?;
+    let api_token = rt.block_on(create_api_token(addr, &access))?;
+    let bearer_hdr = vec![("authorization", format!("Bearer {access}"))];
+    let api_hdr = vec![("x-auth-token", api_token.clone())];
+
+    progress("healthz");
+    let r = run.measure(
+        &server,
+        fixed_n(&Fixed::get("/healthz", vec![]), c),
+        Pace::Closed,
+        "healthz",
+    );
+    let healthz_tp = r.throughput;
+    let mut r = r;
+    r.reference = "hello".into();
+    r.ratio = healthz_tp / hello_tp;
+    run.rows.push(r);
+
+    let mut api_tp = f64::NAN;
+    let mut api_half_p99 = f64::NAN;
+    for (name, hdr) in [("bearer", &bearer_hdr), ("api-token", &api_hdr)] {
+        if !run.wanted(name) && !run.wanted("scale") {
+            continue;
+        }
+        progress(name);
+        let w = Fixed::get(ACCOUNTS, hdr.clone());
+        let mut r = run.measure(&server, fixed_n(&w, c), Pace::Closed, name);
+        let tp = r.throughput;
+        r.reference = "healthz".into();
+        r.ratio = tp / healthz_tp;
+        r.target = ">= 0.80 x healthz".into();
+        r.met = Some(r.ratio >= 0.8 && r.errors == 0);
+        run.rows.push(r);
+        progress(&format!("{name} at half load"));
+        let mut h = run.measure(
+            &server,
+            fixed_n(&w, c),
+            Pace::Open((tp / 2.0).max(1.0)),
+            &format!("{name} @50%"),
+        );
+        if name == "api-token" {
+            api_tp = tp;
+            api_half_p99 = h.p99_ms;
+            h.target = "p99 < 1 ms".into();
+            h.met = Some(h.p99_ms < 1.0 && h.errors == 0);
+        }
+        run.rows.push(h);
+    }
+
+    if run.wanted("token-create") {
+        progress("token-create");
+        let w = Fixed {
+            method: Method::POST,
+            path: "/voice/api/v1/admin/token".into(),
+            headers: bearer_hdr.clone(),
+            body: Bytes::new(),
+        };
+        let mut r = run.measure(&server, fixed_n(&w, c.min(8)), Pace::Closed, "token-create");
+        r.reference = "healthz".into();
+        r.ratio = r.throughput / healthz_tp;
+        run.rows.push(r);
+    }
+
+    if run.wanted("login") || run.wanted("storm") {
+        progress("raw Argon2id rate (server idle)");
+        let (raw, raw_cpu_us) = raw_argon2_rate(plan.cores, plan.duration)?;
+        run.rows.push(Row {
+            scenario: "argon2id-raw".into(),
+            load: format!("{} threads, in-process", plan.cores),
+            throughput: raw,
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            max_ms: f64::NAN,
+            errors: 0,
+            peak_rss_mb: f64::NAN,
+            server_cpu_us: raw_cpu_us,
+            reference: "-".into(),
+            ratio: f64::NAN,
+            target: "-".into(),
+            met: None,
+        });
+        progress("login");
+        let w = Fixed {
+            method: Method::POST,
+            path: "/api/auth/login/admin".into(),
+            headers: vec![("content-type", "application/x-www-form-urlencoded".into())],
+            body: Bytes::from(login_body()),
+        };
+        let mut r = run.measure(&server, fixed_n(&w, plan.cores * 4), Pace::Closed, "login");
+        r.reference = "argon2id-raw".into();
+        r.ratio = r.throughput / raw;
+        r.target = ">= 0.90 x raw".into();
+        r.met = Some(r.ratio >= 0.9);
+        let efficiency = raw_cpu_us / r.server_cpu_us;
+        run.fact(
+            "login CPU efficiency",
+            format!(
+                "raw Argon2id {:.1} ms CPU per hash, server {:.1} ms CPU per login: {efficiency:.2} \
+                 (the rate ratio is at the mercy of what else runs on the cores; this one is not)",
+                raw_cpu_us / 1e3,
+                r.server_cpu_us / 1e3
+            ),
+        );
+        run.rows.push(r);
+
+        // Three times more logins at once than the pool admits (workers + queue = 65 per
+        // core), so the pool is full before the first ones are done: the rest must get 503
+        // with Retry-After at once.
+        progress("login overload (503 check)");
+        let burst = plan.cores * 65 * 3;
+        let (n503, with_retry, ok) = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..burst {
+                tasks.push(tokio::spawn(load::once(
+                    addr,
+                    post_form("/api/auth/login/admin", login_body(), &[]),
+                )));
+            }
+            let (mut n503, mut with_retry, mut ok) = (0, 0, 0);
+            for t in tasks {
+                if let Ok(Ok((status, headers, _))) = t.await {
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        n503 += 1;
+                        if headers.contains_key("retry-after") {
+                            with_retry += 1;
+                        }
+                    } else if status.is_success() {
+                        ok += 1;
+                    }
+                }
+            }
+            (n503, with_retry, ok)
+        });
+        run.fact(
+            "login overload",
+            format!(
+                "{burst} concurrent logins: {ok} served, {n503} refused with 503 ({with_retry} with \
+                 Retry-After); target: 503 + Retry-After when the queue is full: {}",
+                if n503 > 0 && n503 == with_retry { "met" } else { "NOT met" }
+            ),
+        );
+    }
+
+    if run.wanted("refresh") {
+        progress("refresh (logging in one session per connection)");
+        let mut chains = Vec::new();
+        for _ in 0..c {
+            let (_, refresh) = rt.block_on(login(addr))?;
+            chains.push(Arc::new(Mutex::new(refresh)));
+        }
+        let make = || -> Vec<Refresh> {
+            chains
+                .iter()
+                .map(|t| Refresh { token: t.clone() })
+                .collect()
+        };
+        let mut r = run.measure(&server, make(), Pace::Closed, "refresh");
+        let tp = r.throughput;
+        let per_core = tp / plan.cores as f64;
+        r.reference = format!("Keycloak {KEYCLOAK_REFRESH_PER_VCPU}/s/vCPU");
+        r.ratio = per_core / KEYCLOAK_REFRESH_PER_VCPU;
+        r.target = format!(">= 1200/s/core ({per_core:.0}/s/core)");
+        r.met = Some(per_core >= 1200.0 && r.errors == 0);
+        run.rows.push(r);
+        progress("refresh at half load");
+        let mut h = run.measure(
+            &server,
+            make(),
+            Pace::Open((tp / 2.0).max(1.0)),
+            "refresh @50%",
+        );
+        h.target = "p99 < 10 ms".into();
+        h.met = Some(h.p99_ms < 10.0 && h.errors == 0);
+        run.rows.push(h);
+    }
+
+    if run.wanted("storm") {
+        progress("storm (bearer at a fixed rate while logins saturate the hash pool)");
+        let rate = 200.0;
+        let bearer = Fixed::get(ACCOUNTS, bearer_hdr.clone());
+        let quiet = run.measure(
+            &server,
+            fixed_n(&bearer, 8),
+            Pace::Open(rate),
+            "bearer quiet",
+        );
+        let login_w = Fixed {
+            method: Method::POST,
+            path: "/api/auth/login/admin".into(),
+            headers: vec![("content-type", "application/x-www-form-urlencoded".into())],
+            body: Bytes::from(login_body()),
+        };
+        server.reset_peak();
+        let (mut b, mut l) = rt.block_on(async {
+            let storm = tokio::spawn(load::run(
+                addr,
+                fixed_n(&login_w, plan.cores * 4),
+                Pace::Closed,
+                plan.warmup,
+                plan.duration,
+            ));
+            let b = load::run(
+                addr,
+                fixed_n(&bearer, 8),
+                Pace::Open(rate),
+                plan.warmup,
+                plan.duration,
+            )
+            .await;
+            (b, storm.await.unwrap_or_default())
+        });
+        let rss = server.peak_rss_mb();
+        let mut r = row(
+            "storm",
+            format!("open {rate:.0}/s c=8 + login c={}", plan.cores * 4),
+            &mut b,
+            rss,
+        );
+        r.reference = format!("bearer p99 quiet {:.2} ms", quiet.p99_ms);
+        r.ratio = r.p99_ms / quiet.p99_ms;
+        r.target = "bearer p99 < 10 ms".into();
+        r.met = Some(r.p99_ms < 10.0 && r.errors == 0);
+        run.rows.push(r);
+        run.fact(
+            "storm logins",
+            format!(
+                "{:.1}/s, p99 {:.0} ms, errors {}",
+                l.throughput(),
+                l.quantile_ms(0.99),
+                l.errors()
+            ),
+        );
+    }
+    server.stop()?;
+
+    if run.wanted("scale") {
+        scale(
+            &mut run,
+            &bin,
+            dir.path(),
+            opts,
+            startup_empty,
+            api_tp,
+            api_half_p99,
+        )?;
+    }
+
+    machine.loadavg_after = loadavg();
+    run.fact(
+        "total run time",
+        format!("{:.0} s", started.elapsed().as_secs_f64()),
+    );
+    let report = Report {
+        mode: if opts.quick { "quick" } else { "full" }.into(),
+        machine,
+        rows: run.rows,
+        facts: run.facts,
+    };
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
+}
+
+fn scale(
+    run: &mut Run<'_>,
+    bin: &Path,
+    dir: &Path,
+    opts: &Options,
+    startup_empty: Duration,
+    api_tp: f64,
+    api_half_p99: f64,
+) -> anyhow::Result<()> {
+    let plan = run.plan;
+    progress(&format!(
+        "scale: seeding {} users and {} API tokens",
+        plan.users, plan.tokens
+    ));
+    let db = dir.join("scale.db");
+    Server::cxauth(bin, &db, &opts.server_log)?.stop()?;
+    let seeded = run
+        .rt
+        .block_on(seed::seed(&db, plan.users, plan.tokens, 2_000))?;
+    run.fact(
+        "scale seeding",
+        format!(
+            "{} users, {} API tokens in {:.1} s, database {:.0} MB",
+            plan.users,
+            plan.tokens,
+            seeded.took.as_secs_f64(),
+            std::fs::metadata(&db).map_or(0, |m| m.len()) as f64 / 1e6
+        ),
+    );
+    let server = Server::cxauth(bin, &db, &opts.server_log)?;
+    let startup = server.startup;
+    run.fact(
+        "start-up with the scale data set",
+        format!(
+            "{:.0} ms (empty: {:.0} ms; target < 1 s: {})",
+            startup.as_secs_f64() * 1e3,
+            startup_empty.as_secs_f64() * 1e3,
+            if startup < Duration::from_secs(1) {
+                "met"
+            } else {
+                "NOT met"
+            }
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    run.fact(
+        "idle RSS with the scale data set",
+        format!("{:.1} MB", server.rss_mb()),
+    );
+    let tokens = Arc::new(seeded.sample);
+    let make = || -> Vec<ApiTokens> {
+        (0..plan.conns)
+            .map(|i| ApiTokens {
+                tokens: tokens.clone(),
+                next: i * 61,
+            })
+            .collect()
+    };
+    progress("scale: api-token");
+    let mut r = run.measure(&server, make(), Pace::Closed, "scale api-token");
+    r.reference = "api-token (empty db)".into();
+    r.ratio = r.throughput / api_tp;
+    run.rows.push(r);
+    let rate = if api_tp.is_nan() {
+        1000.0
+    } else {
+        api_tp / 2.0
+    };
+    let mut h = run.measure(&server, make(), Pace::Open(rate), "scale api-token @50%");
+    h.reference = format!("api-token @50% p99 {api_half_p99:.2} ms");
+    h.ratio = h.p99_ms / api_half_p99;
+    h.target = "p99 <= 2 x empty".into();
+    h.met = Some(h.ratio <= 2.0 && h.errors == 0);
+    run.rows.push(h);
+    if let Some(bad) = run
+        .rows
+        .iter()
+        .find(|r| r.scenario.starts_with("scale") && r.errors > 0)
+    {
+        eprintln!(
+            "cxauth-bench: {} had errors; server log tail:\n{}",
+            bad.scenario,
+            server.log_tail()
+        );
+    }
+    server.stop()?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The processes under test: a release `cxauth serve` on a database in a temporary directory,
+//! and the bare hyper server (this binary's hidden `hello` command). Both are child processes,
+//! so the load generator (this process) never shares an address space with them.
+
+use anyhow::{Context as _, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin password the benchmark server is bootstrapped with.
+pub const ADMIN_PASSWORD: &str = "bench-admin-password-1";
+
+/// The release `cxauth` binary, which must sit beside this executable: the harness never builds.
+pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot locate the cxauth-bench executable")?;
+    let dir = me.parent().context("the executable has no directory")?;
+    let bin = dir.join("cxauth");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build both binaries first with\n    \
+             cargo build --release -p cxauth -p cxauth-bench",
+            bin.display()
+        );
+    }
+    if !dir.ends_with("release") {
+        eprintln!(
+            "cxauth-bench: warning: {} is not a release build; figures will be meaningless",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A running child server.
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// From spawn to the "listening" line.
+    pub startup: Duration,
+    /// Its log file.
+    log: PathBuf,
+}
+
+/// Spawns `cmd` with stderr going to `log` (a file, like a real deployment's log, so the
+/// server never waits on a reader) and waits for `cxauth: listening on http://ADDR` in it.
+fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
+    let file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cxauth: listening on http://"))
+        {
+            return Ok(Server {
+                startup: started.elapsed(),
+                addr: addr.trim().parse().context("bad listening address")?,
+                child,
+                log: log.to_owned(),
+            });
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not start; its output:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+impl Server {
+    /// `cxauth serve` on `db` (an SQLite file, created if missing) with `rust_log` as RUST_LOG.
+    pub fn cxauth(bin: &Path, db: &Path, rust_log: &str) -> anyhow::Result<Server> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--database")
+            .arg(format!("sqlite://{}", db.display()))
+            .arg("--access-token-ttl")
+            .arg("1h")
+            .env("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", rust_log)
+            .env_remove("CXAUTH_MASTER_KEY_FILE")
+            .env_remove("CXAUTH_DATABASE");
+        spawn_and_wait(cmd, "cxauth serve", &db.with_extension("log"))
+    }
+
+    /// The bare hyper server, this binary's `hello` command.
+    pub fn hello(log: &Path) -> anyhow::Result<Server> {
+        let me = std::env::current_exe().context("cannot locate the cxauth-bench executable")?;
+        let mut cmd = Command::new(me);
+        cmd.arg("hello");
+        spawn_and_wait(cmd, "the hello server", log)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resets the peak-RSS counter (Linux `clear_refs` 5), so the next [`Server::peak_rss_mb`]
+    /// covers only what happened since.
+    pub fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+    }
+
+    /// Resident memory now, MB.
+    pub fn rss_mb(&self) -> f64 {
+        status_kb(self.pid(), "VmRSS:") / 1024.0
+    }
+
+    /// Peak resident memory since start or the last [`Server::reset_peak`], MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        status_kb(self.pid(), "VmHWM:") / 1024.0
+    }
+
+    /// CPU time (user + system) consumed so far, seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
+            return f64::NAN;
+        };
+        // Fields after the command name (which is in parentheses and may contain spaces).
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Stops the server: SIGTERM (graceful), then SIGKILL after 5 s.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// The last lines the server logged.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_kb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Runs the bare hyper "hello" server: the machine's ceiling for an HTTP/1.1 answer over
+/// loopback, with the same runtime shape as cxauth (tokio multi-thread, one worker per core).
+pub fn hello_main() -> anyhow::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        eprintln!("cxauth: listening on http://{}", listener.local_addr()?);
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
