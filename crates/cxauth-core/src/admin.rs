@@ -4,7 +4,7 @@
 use crate::crypto::random_bytes;
 use crate::password::{MAX_PASSWORD_LEN, hash_password};
 use crate::service::MAX_USERNAME_LEN;
-use crate::store::{Bootstrap, NewUser, ROLE_SUPER_USER, Store, StoreError};
+use crate::store::{Bootstrap, NewUser, PurgeCounts, ROLE_SUPER_USER, Store, StoreError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cxauth_proto::is_valid_platform_id;
@@ -271,6 +271,24 @@ pub enum BootstrapOutcome {
     Created,
     /// Created with a random password, to be shown once.
     CreatedWithPassword(SecretString),
+}
+
+/// Rows each purge pass removes at most per table: small, so each write transaction is short.
+pub const PURGE_BATCH: i64 = 500;
+
+/// Removes every row that can never be used again, in batches of `batch` rows per table, and
+/// says how many went. Used by the server's background housekeeping and `cxauth admin purge`.
+pub async fn purge(store: &dyn Store, now: i64, batch: i64) -> Result<PurgeCounts, StoreError> {
+    let mut total = PurgeCounts::default();
+    loop {
+        let pass = store.purge_expired(now, batch).await?;
+        total.add(&pass);
+        if !pass.is_full(batch) {
+            return Ok(total);
+        }
+        // Let other work in between batches.
+        tokio::task::yield_now().await;
+    }
 }
 
 /// On an empty database, creates `Main` with sub-account `Default` and the super user `admin`

@@ -256,6 +256,20 @@ impl Auth {
         &self.store
     }
 
+    /// Whether this instance can serve logins: the database answers and signing keys are
+    /// loaded. Behind `/readyz`, so a load balancer stops sending traffic to an instance that
+    /// lost its database.
+    pub async fn ready(&self) -> Result<(), AuthError> {
+        self.store
+            .get_meta(META_KEY_FINGERPRINT)
+            .await?
+            .ok_or_else(|| AuthError::Unavailable("the database has no master key yet".into()))?;
+        if self.keys().jwks().keys.is_empty() {
+            return Err(AuthError::Unavailable("no signing key loaded".into()));
+        }
+        Ok(())
+    }
+
     /// The public signing keys.
     pub fn jwks(&self) -> Jwks {
         self.keys().jwks().clone()

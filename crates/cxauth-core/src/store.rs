@@ -423,9 +423,57 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<UserRecord>, StoreError>;
 
-    /// Deletes refresh tokens, sessions, legacy tokens and emulator access tokens that can never
-    /// be used again; returns rows deleted.
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+    /// Deletes at most `batch` rows from each table holding rows that can never be used again:
+    /// expired refresh tokens, expired or ended sessions (with their refresh tokens), expired
+    /// legacy tokens and emulator access tokens. Small batches keep each write transaction short
+    /// so a purge never stalls logins; call again while [`PurgeCounts::is_full`] says a table
+    /// had more (see [`crate::admin::purge`]).
+    async fn purge_expired(&self, now: i64, batch: i64) -> Result<PurgeCounts, StoreError>;
+
+    /// Closes the connection pool, waiting for connections in use to come back, so a stopping
+    /// server leaves the database cleanly (SQLite checkpoints its WAL on the last close).
+    async fn close(&self);
+}
+
+/// Rows removed by a purge, per table, so operators see what housekeeping did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeCounts {
+    /// Expired refresh tokens (not counting those removed with their session).
+    pub refresh_tokens: u64,
+    /// Expired or ended sessions.
+    pub sessions: u64,
+    /// Expired legacy auth tokens.
+    pub legacy_tokens: u64,
+    /// Expired RingEX emulator access tokens.
+    pub ringex_tokens: u64,
+}
+
+impl PurgeCounts {
+    /// All rows removed.
+    pub fn total(&self) -> u64 {
+        self.refresh_tokens + self.sessions + self.legacy_tokens + self.ringex_tokens
+    }
+
+    /// Whether some table gave a whole batch, so more rows may be waiting.
+    pub fn is_full(&self, batch: i64) -> bool {
+        let batch = u64::try_from(batch).unwrap_or(0);
+        [
+            self.refresh_tokens,
+            self.sessions,
+            self.legacy_tokens,
+            self.ringex_tokens,
+        ]
+        .iter()
+        .any(|n| *n >= batch)
+    }
+
+    /// Adds the counts of another pass.
+    pub fn add(&mut self, other: &PurgeCounts) {
+        self.refresh_tokens += other.refresh_tokens;
+        self.sessions += other.sessions;
+        self.legacy_tokens += other.legacy_tokens;
+        self.ringex_tokens += other.ringex_tokens;
+    }
 }
 
 /// Shared handle to a store.

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// Longest wait for the RingEX server; beyond it the exchange answers 503. (A longer wait
     /// than `request_timeout` is cut short by the request timeout, also with a 503.)
     pub ringex_timeout: Duration,
+    /// How long a stopping server lets in-flight requests finish before it closes their
+    /// connections anyway: bounded, so a stuck client cannot hold up a restart.
+    pub shutdown_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -78,6 +81,7 @@ impl ServerConfig {
             ringex_emulator: false,
             ringex_cache_ttl: Duration::from_secs(30),
             ringex_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 

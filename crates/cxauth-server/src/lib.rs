@@ -24,7 +24,7 @@ use cxauth_core::password::PasswordPool;
 use cxauth_core::service::{Auth, AuthConfig, META_KEY_FINGERPRINT};
 use cxauth_core::throttle::{Throttle, ThrottleConfig};
 use secrecy::{ExposeSecret, SecretString};
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,8 @@ pub struct App {
     /// The random admin password of a first start without `CXAUTH_BOOTSTRAP_ADMIN_PASSWORD`,
     /// to be shown once by the caller.
     pub generated_admin_password: Option<SecretString>,
+    /// How long [`serve`] lets in-flight requests finish once told to stop.
+    pub shutdown_timeout: Duration,
 }
 
 /// Loads the master key, or creates it on a database that has never had one. A database that
@@ -206,6 +208,7 @@ impl App {
             router: router(state.clone(), config),
             state,
             generated_admin_password,
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 }
@@ -230,6 +233,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/api/auth/token/refresh", post(routes::refresh))
         .route("/api/auth/logout/{token}", delete(routes::logout))
         .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
         .route("/.well-known/jwks.json", get(routes::jwks))
         .nest("/voice/api/v1", admin.clone())
         .nest("/api/v1", admin);
@@ -257,8 +261,9 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
-/// Also runs housekeeping (purging expired sessions and stale throttle entries).
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight requests finish for at most `shutdown_timeout`, and closes the database. Also runs
+/// housekeeping (purging expired rows and stale throttle entries).
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -271,21 +276,57 @@ pub async fn serve(
         loop {
             tick.tick().await;
             auth.throttle().purge();
-            match auth.store().purge_expired(clock.now_ms()).await {
-                Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired sessions and tokens"),
+            match cxauth_core::admin::purge(
+                auth.store().as_ref(),
+                clock.now_ms(),
+                cxauth_core::admin::PURGE_BATCH,
+            )
+            .await
+            {
+                Ok(n) if n.total() > 0 => {
+                    tracing::info!(removed = ?n, "purged expired sessions and tokens")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
             }
         }
     });
-    let result = axum::serve(
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
         listener,
         app.router
             .into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        let _ = stopping_tx.send(());
+    });
+    let drain = app.shutdown_timeout;
+    let result = tokio::select! {
+        r = server.into_future() => r,
+        () = async {
+            if stopping_rx.await.is_err() {
+                // The server ended on its own: let the other branch report it.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(
+                timeout = ?drain,
+                "requests still in flight at the shutdown timeout: closing their connections"
+            );
+            Ok(())
+        }
+    };
     housekeeping.abort();
+    // Bounded too: a request cut off above may still hold a connection for a moment.
+    if tokio::time::timeout(Duration::from_secs(5), app.state.auth.store().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use after 5s; stopping without them");
+    }
     result
 }
 

@@ -432,6 +432,13 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// `GET /readyz`: answers `ready` once the database is reachable and the signing keys are
+/// loaded, 503 otherwise (unlike `/healthz`, which only says the process is up).
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.auth.ready().await?;
+    Ok("ready")
+}
+
 /// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
 pub async fn jwks(State(state): State<AppState>) -> Response {
     (

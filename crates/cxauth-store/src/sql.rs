@@ -108,8 +108,8 @@ macro_rules! sql_store {
         };
         use async_trait::async_trait;
         use cxauth_core::store::{
-            AccountRow, Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation,
-            SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
+            AccountRow, Bootstrap, LegacyToken, NewSession, NewUser, PurgeCounts, RevokeReason,
+            RotateOutcome, Rotation, SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
         };
         use sqlx::Row as _;
 
@@ -893,34 +893,47 @@ macro_rules! sql_store {
                     .map_err(map_err)
             }
 
-            async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-                let mut tx = self.begin_write().await?;
-                let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected();
-                let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected();
-                let mut others = 0;
-                for sql in [
-                    "DELETE FROM legacy_tokens WHERE expires_at <= $1",
-                    "DELETE FROM ringex_tokens WHERE expires_at <= $1",
-                ] {
-                    others += sqlx::query(sql)
+            async fn purge_expired(
+                &self,
+                now: i64,
+                batch: i64,
+            ) -> Result<PurgeCounts, StoreError> {
+                // One short transaction per table and batch: a purge never holds the write lock
+                // for long, so logins keep flowing while it runs.
+                let mut counts = [0u64; 4];
+                for (n, sql) in [
+                    "DELETE FROM refresh_tokens WHERE digest IN \
+                     (SELECT digest FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)",
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                     WHERE expires_at <= $1 OR revoked_at <= $1 LIMIT $2)",
+                    "DELETE FROM legacy_tokens WHERE digest IN \
+                     (SELECT digest FROM legacy_tokens WHERE expires_at <= $1 LIMIT $2)",
+                    "DELETE FROM ringex_tokens WHERE digest IN \
+                     (SELECT digest FROM ringex_tokens WHERE expires_at <= $1 LIMIT $2)",
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let mut tx = self.begin_write().await?;
+                    counts[n] = sqlx::query(sql)
                         .bind(now)
+                        .bind(batch)
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?
                         .rows_affected();
+                    tx.commit().await.map_err(map_err)?;
                 }
-                tx.commit().await.map_err(map_err)?;
-                Ok(tokens + sessions + others)
+                Ok(PurgeCounts {
+                    refresh_tokens: counts[0],
+                    sessions: counts[1],
+                    legacy_tokens: counts[2],
+                    ringex_tokens: counts[3],
+                })
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
             }
         }
 

@@ -301,7 +301,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
                 .await
                 .expect("unknown")
         );
-        let purged = s.purge_expired(10_000).await.expect("purge");
+        let purged = s.purge_expired(10_000, 100).await.expect("purge").total();
         assert!(purged >= 2, "{}: {purged}", b.name);
         assert!(s.session_state("s1").await.expect("state").is_none());
         assert!(s.session_state("s2").await.expect("state").is_none());
@@ -679,7 +679,13 @@ async fn legacy_tokens_slide_and_are_purged() {
         )
         .await
         .expect("insert");
-        assert!(s.purge_expired(20_000).await.expect("purge") >= 1);
+        assert!(
+            s.purge_expired(20_000, 100)
+                .await
+                .expect("purge")
+                .legacy_tokens
+                >= 1
+        );
         assert_eq!(
             b.count("SELECT COUNT(*) FROM legacy_tokens").await,
             1,
@@ -764,7 +770,7 @@ async fn ringex_emulator_apps_jwts_and_tokens() {
         s.insert_ringex_token(&digest(8), uid, 0, 5_000)
             .await
             .expect("token");
-        s.purge_expired(1_000).await.expect("purge");
+        s.purge_expired(1_000, 100).await.expect("purge");
         assert_eq!(
             b.count("SELECT COUNT(*) FROM ringex_tokens").await,
             1,
@@ -812,5 +818,65 @@ async fn a_session_remembers_it_came_from_the_ringex_exchange() {
                 other => panic!("{}: {other:?}", b.name),
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn purge_goes_in_batches_and_removes_ended_sessions() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        for (id, d) in [("ended", 1), ("live", 2)] {
+            s.create_session(&NewSession {
+                session_id: id.into(),
+                user_id: uid,
+                expected_password_hash: None,
+                refresh_digest: digest(d),
+                now: 0,
+                refresh_expires_at: 1_000_000,
+                sso_login: false,
+            })
+            .await
+            .expect("session");
+        }
+        assert!(
+            s.revoke_session_by_refresh(&digest(1), RevokeReason::Logout, 500)
+                .await
+                .expect("revoke")
+        );
+        for n in 10..15 {
+            s.insert_legacy_token(
+                uid,
+                &digest(n),
+                &LegacyToken {
+                    expires_at: 900,
+                    lifetime_ms: 100,
+                },
+                0,
+            )
+            .await
+            .expect("legacy");
+        }
+        let first = s.purge_expired(1_000, 2).await.expect("purge");
+        assert_eq!((first.legacy_tokens, first.sessions), (2, 1), "{}", b.name);
+        assert!(first.is_full(2));
+        let rest = cxauth_core::admin::purge(s.as_ref(), 1_000, 2)
+            .await
+            .expect("purge");
+        assert_eq!((rest.legacy_tokens, rest.sessions), (3, 0), "{}", b.name);
+        assert_eq!(b.count("SELECT COUNT(*) FROM legacy_tokens").await, 0);
+        assert!(s.session_state("ended").await.expect("state").is_none());
+        assert!(s.session_state("live").await.expect("state").is_some());
+        // The refresh token of the ended session went with it.
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM refresh_tokens").await,
+            1,
+            "{}",
+            b.name
+        );
     }
 }

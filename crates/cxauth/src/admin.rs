@@ -37,6 +37,10 @@ enum AdminCommand {
     /// The built-in RingEX emulator (`cxauth serve --ringex-emulator`): apps and JWT credentials.
     #[command(subcommand)]
     Ringex(RingexCommand),
+    /// Delete expired refresh tokens, expired or ended sessions and expired legacy and emulator
+    /// tokens now (the server also does it in the background); prints how many rows of each
+    /// kind went, one `KIND<TAB>COUNT` line each.
+    Purge,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +210,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             eprintln!(
                 "cxauth: created a RingEX emulator JWT credential for {username:?}; it is shown only once"
             );
+        }
+        AdminCommand::Purge => {
+            let n = admin::purge(store, now, admin::PURGE_BATCH).await?;
+            println!("refresh_tokens\t{}", n.refresh_tokens);
+            println!("sessions\t{}", n.sessions);
+            println!("legacy_tokens\t{}", n.legacy_tokens);
+            println!("ringex_tokens\t{}", n.ringex_tokens);
+            eprintln!("cxauth: purged {} rows", n.total());
         }
         AdminCommand::User(UserCommand::List) => {
             println!("ID\tUSERNAME\tPLATFORM\tENABLED\tMAIN_ACCOUNT\tPARENT_PATH\tROLES");

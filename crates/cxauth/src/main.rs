@@ -132,6 +132,10 @@ struct ServeArgs {
     /// Longest wait for the RingEX server before the exchange answers 503.
     #[arg(long, env = "CXAUTH_RINGEX_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     ringex_timeout: Duration,
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish before their
+    /// connections are closed anyway.
+    #[arg(long, env = "CXAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
 }
 
 fn init_logging() {
@@ -160,6 +164,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.ringex_emulator = args.ringex_emulator;
     config.ringex_cache_ttl = args.ringex_cache_ttl;
     config.ringex_timeout = args.ringex_timeout;
+    config.shutdown_timeout = args.shutdown_timeout;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
