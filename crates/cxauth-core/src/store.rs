@@ -340,13 +340,14 @@ pub trait Store: Send + Sync + 'static {
     async fn session_state(&self, session_id: &str) -> Result<Option<SessionState>, StoreError>;
     /// Uses a refresh token: rotation, grace retry, or reuse detection, atomically.
     async fn rotate_refresh_token(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
-    /// Ends the session a refresh token belongs to; false if the token is unknown or expired.
+    /// Ends the session a refresh token belongs to; returns its owner, or `None` if the token
+    /// is unknown or expired.
     async fn revoke_session_by_refresh(
         &self,
         digest: &[u8; 32],
         reason: RevokeReason,
         now: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Stores a new API token.
     async fn insert_api_token(
@@ -430,6 +431,14 @@ pub trait Store: Send + Sync + 'static {
     /// had more (see [`crate::admin::purge`]).
     async fn purge_expired(&self, now: i64, batch: i64) -> Result<PurgeCounts, StoreError>;
 
+    /// Removes at most `batch` audit events older than `before` (epoch ms); returns how many.
+    async fn purge_audit(&self, before: i64, batch: i64) -> Result<u64, StoreError>;
+
+    /// Appends a security event to the audit trail, durably (committed when this returns).
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Audit events matching `filter`, oldest first.
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
     /// Closes the connection pool, waiting for connections in use to come back, so a stopping
     /// server leaves the database cleanly (SQLite checkpoints its WAL on the last close).
     async fn close(&self);
@@ -446,12 +455,18 @@ pub struct PurgeCounts {
     pub legacy_tokens: u64,
     /// Expired RingEX emulator access tokens.
     pub ringex_tokens: u64,
+    /// Audit events past their retention.
+    pub audit_events: u64,
 }
 
 impl PurgeCounts {
     /// All rows removed.
     pub fn total(&self) -> u64 {
-        self.refresh_tokens + self.sessions + self.legacy_tokens + self.ringex_tokens
+        self.refresh_tokens
+            + self.sessions
+            + self.legacy_tokens
+            + self.ringex_tokens
+            + self.audit_events
     }
 
     /// Whether some table gave a whole batch, so more rows may be waiting.
@@ -462,6 +477,7 @@ impl PurgeCounts {
             self.sessions,
             self.legacy_tokens,
             self.ringex_tokens,
+            self.audit_events,
         ]
         .iter()
         .any(|n| *n >= batch)
@@ -473,6 +489,55 @@ impl PurgeCounts {
         self.sessions += other.sessions;
         self.legacy_tokens += other.legacy_tokens;
         self.ringex_tokens += other.ringex_tokens;
+        self.audit_events += other.audit_events;
+    }
+}
+
+/// One security event of the audit trail. Holds who, what, when and from where, never a
+/// secret: no password, token or token digest ever goes in here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEvent {
+    /// Row id, increasing (0 for an event not yet stored); `--follow` reads past the last one.
+    pub id: i64,
+    /// When, epoch ms.
+    pub at: i64,
+    /// What happened, e.g. `login` or `session.end` (see [`crate::audit`]).
+    pub event: String,
+    /// How it ended, e.g. `success`, `failure`, `throttled`.
+    pub outcome: String,
+    /// The user concerned, when known.
+    pub user_id: Option<i64>,
+    /// The user's name, or the name a failed login tried.
+    pub username: Option<String>,
+    /// The client address; `None` for the local admin command.
+    pub addr: Option<String>,
+    /// The request id of the HTTP request, to find its log lines.
+    pub request_id: Option<String>,
+    /// Anything else worth knowing (a reason, a key id), never a secret.
+    pub detail: String,
+}
+
+/// Which audit events to read.
+#[derive(Debug, Clone)]
+pub struct AuditFilter {
+    /// Only events concerning this username.
+    pub username: Option<String>,
+    /// Only events at or after this time, epoch ms.
+    pub since: i64,
+    /// Only events with a larger id (for following the trail).
+    pub after_id: i64,
+    /// At most this many events.
+    pub limit: i64,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        AuditFilter {
+            username: None,
+            since: i64::MIN,
+            after_id: 0,
+            limit: 1000,
+        }
     }
 }
 

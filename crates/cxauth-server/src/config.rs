@@ -56,6 +56,8 @@ pub struct ServerConfig {
     /// How long a stopping server lets in-flight requests finish before it closes their
     /// connections anyway: bounded, so a stuck client cannot hold up a restart.
     pub shutdown_timeout: Duration,
+    /// How long audit events are kept before housekeeping deletes them.
+    pub audit_retention: Duration,
 }
 
 impl ServerConfig {
@@ -82,6 +84,7 @@ impl ServerConfig {
             ringex_cache_ttl: Duration::from_secs(30),
             ringex_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            audit_retention: Duration::from_secs(90 * 86_400),
         }
     }
 

@@ -49,14 +49,19 @@ pub fn loggable_path(path: &str) -> String {
     }
 }
 
+/// The request's id, left in the request's extensions for handlers (the audit trail).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// See the module documentation.
 pub async fn request_context(
     State(clock): State<SharedClock>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let request_id =
         incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = loggable_path(req.uri().path());
     let span = tracing::info_span!("request", id = %request_id, method = %method, path = %path);

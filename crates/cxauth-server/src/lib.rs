@@ -79,6 +79,8 @@ pub struct App {
     pub generated_admin_password: Option<SecretString>,
     /// How long [`serve`] lets in-flight requests finish once told to stop.
     pub shutdown_timeout: Duration,
+    /// How long audit events are kept (housekeeping deletes older ones).
+    pub audit_retention: Duration,
 }
 
 /// Loads the master key, or creates it on a database that has never had one. A database that
@@ -209,6 +211,7 @@ impl App {
             state,
             generated_admin_password,
             shutdown_timeout: config.shutdown_timeout,
+            audit_retention: config.audit_retention,
         })
     }
 }
@@ -271,14 +274,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let auth = app.state.auth.clone();
     let clock = app.state.clock.clone();
+    let audit_retention = app.audit_retention;
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
             auth.throttle().purge();
+            let now = clock.now_ms();
             match cxauth_core::admin::purge(
                 auth.store().as_ref(),
-                clock.now_ms(),
+                now,
+                now.saturating_sub(cxauth_core::clock::duration_ms(audit_retention)),
                 cxauth_core::admin::PURGE_BATCH,
             )
             .await

@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cxauth_core::audit::AuditContext;
 use cxauth_core::jwt::TokenError;
 use cxauth_core::service::{AuthError, Credential, LoginInput, Principal};
 use secrecy::SecretString;
@@ -86,6 +87,28 @@ impl FromRequestParts<AppState> for ClientAddr {
     }
 }
 
+/// The request's origin for the audit trail: client address (as [`ClientAddr`]) and request id.
+pub struct Audit(pub AuditContext);
+
+impl FromRequestParts<AppState> for Audit {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ClientAddr(addr) = ClientAddr::from_request_parts(parts, state).await?;
+        let request_id = parts
+            .extensions
+            .get::<crate::context::RequestId>()
+            .map(|r| r.0.clone());
+        Ok(Audit(AuditContext {
+            request_id,
+            addr: Some(addr),
+        }))
+    }
+}
+
 /// The authenticated caller of an admin endpoint.
 pub struct Caller(pub Principal);
 
@@ -149,7 +172,7 @@ fn session_response(s: cxauth_proto::Session) -> Response {
 /// 1. `POST /api/auth/login/admin`. Ignores `Authorization` and `X-Auth-Token` by design.
 pub async fn login(
     State(state): State<AppState>,
-    ClientAddr(addr): ClientAddr,
+    Audit(ctx): Audit,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -165,7 +188,7 @@ pub async fn login(
                 password,
                 platform_id,
             },
-            addr,
+            &ctx,
         )
         .await?;
     Ok(session_response(session))
@@ -174,21 +197,23 @@ pub async fn login(
 /// 2. `POST /api/auth/token/refresh`. `rcTokenType` may come along and is ignored.
 pub async fn refresh(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut p = params(query, body)?;
     let token = required(&mut p, "refresh_token")?;
-    Ok(session_response(state.auth.refresh(&token).await?))
+    Ok(session_response(state.auth.refresh(&token, &ctx).await?))
 }
 
 /// 3. `DELETE /api/auth/logout/{refreshToken}`.
 pub async fn logout(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(token) = token.map_err(|_| AuthError::RefreshFailed)?;
-    state.auth.logout(&token).await?;
+    state.auth.logout(&token, &ctx).await?;
     Ok(text("true"))
 }
 
@@ -197,6 +222,7 @@ pub async fn logout(
 /// refresh token. Ignores `Authorization` and `X-Auth-Token` (the SDKs send `Basic basic`).
 pub async fn ringex_exchange(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -216,7 +242,7 @@ pub async fn ringex_exchange(
     Ok(session_response(
         state
             .auth
-            .exchange_ringex(rc_user_id, include_refresh)
+            .exchange_ringex(rc_user_id, include_refresh, &ctx)
             .await?,
     ))
 }
@@ -225,7 +251,7 @@ pub async fn ringex_exchange(
 /// `stayLoggedIn`, from a form body, JSON or the query string.
 pub async fn legacy_login(
     State(state): State<AppState>,
-    ClientAddr(addr): ClientAddr,
+    Audit(ctx): Audit,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -239,7 +265,7 @@ pub async fn legacy_login(
     let password = SecretString::from(required(&mut p, "password")?);
     let (auth_token, user) = state
         .auth
-        .legacy_login(&username, password, stay, addr)
+        .legacy_login(&username, password, stay, &ctx)
         .await?;
     let who = Principal {
         user,
@@ -375,9 +401,10 @@ pub async fn ringex_emulator_extension(
 /// 4. `POST …/admin/token`.
 pub async fn create_token(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     Caller(who): Caller,
 ) -> Result<Response, ApiError> {
-    Ok(text(state.auth.create_api_token(&who).await?))
+    Ok(text(state.auth.create_api_token(&who, &ctx).await?))
 }
 
 /// 5. `GET …/admin/token`.
@@ -392,11 +419,12 @@ pub async fn list_tokens(
 /// 6. `DELETE …/admin/token/{apiToken}`; the path arrives percent-decoded (`%3A` → `:`).
 pub async fn delete_token(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     Caller(who): Caller,
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(token) = token.map_err(|_| AuthError::NotFound)?;
-    state.auth.delete_api_token(&who, &token).await?;
+    state.auth.delete_api_token(&who, &token, &ctx).await?;
     Ok(text("true"))
 }
 

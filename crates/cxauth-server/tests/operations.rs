@@ -71,3 +71,123 @@ async fn shutdown_is_bounded_by_the_timeout() {
         .expect("stops despite a client that never finishes");
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+async fn audit_trail(s: &TestServer) -> Vec<cxauth_core::store::AuditEvent> {
+    s.state
+        .auth
+        .store()
+        .audit_events(&cxauth_core::store::AuditFilter::default())
+        .await
+        .expect("audit")
+}
+
+#[tokio::test]
+async fn security_events_reach_the_audit_trail_without_secrets() {
+    let s = TestServer::spawn().await;
+    let res = http()
+        .post(s.url("/api/auth/login/admin"))
+        .header("x-request-id", "audit-req-1")
+        .form(&[
+            ("username", "admin"),
+            ("password", common::ADMIN_PASSWORD),
+            ("platformId", "aws80"),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 200);
+    let session: cxauth_proto::Session = res.json().await.expect("session");
+    let cred = common::bearer(&session);
+    let token = s.client.create_api_token(&cred).await.expect("token");
+    s.client
+        .delete_api_token(&cred, &token)
+        .await
+        .expect("delete");
+    let refresh = session.refresh_token.clone().expect("refresh");
+    s.client.logout(&refresh).await.expect("logout");
+    assert!(
+        s.client
+            .login("nobody", "guess-for-nobody", "aws80")
+            .await
+            .is_err()
+    );
+    // Wrong passwords until the throttle steps in.
+    let mut throttled = false;
+    for _ in 0..8 {
+        let status = http()
+            .post(s.url("/api/auth/login/admin"))
+            .form(&[
+                ("username", "admin"),
+                ("password", "wrong-guess-xyz"),
+                ("platformId", "aws80"),
+            ])
+            .send()
+            .await
+            .expect("login")
+            .status();
+        throttled |= status == 429;
+    }
+    assert!(throttled);
+
+    let trail = audit_trail(&s).await;
+    let find = |event: &str, outcome: &str| {
+        trail
+            .iter()
+            .find(|e| e.event == event && e.outcome == outcome)
+            .unwrap_or_else(|| panic!("no {event}/{outcome} in {trail:#?}"))
+    };
+    let admin_id = session.admin_id;
+    assert_eq!(
+        find("user.create", "success").username.as_deref(),
+        Some("admin")
+    );
+    assert!(find("key.create", "success").detail.starts_with("kid "));
+    let login = find("login", "success");
+    assert_eq!(login.request_id.as_deref(), Some("audit-req-1"));
+    assert_eq!(login.addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(login.user_id, Some(admin_id));
+    assert_eq!(find("api_token.create", "success").user_id, Some(admin_id));
+    assert_eq!(find("api_token.delete", "success").user_id, Some(admin_id));
+    assert_eq!(find("session.end", "success").user_id, Some(admin_id));
+    let unknown = find("login", "failure");
+    assert_eq!(
+        (unknown.username.as_deref(), unknown.user_id),
+        (Some("nobody"), None)
+    );
+    assert!(unknown.request_id.is_some());
+    assert_eq!(
+        find("login", "throttled").username.as_deref(),
+        Some("admin")
+    );
+
+    let text = serde_json::to_string(&trail).expect("json");
+    for secret in [
+        common::ADMIN_PASSWORD,
+        "guess-for-nobody",
+        "wrong-guess-xyz",
+        token.as_str(),
+        refresh.as_str(),
+        session.access_token.as_str(),
+    ] {
+        assert!(!text.contains(secret), "{secret} in the audit trail");
+    }
+}
+
+#[tokio::test]
+async fn refresh_reuse_is_audited() {
+    let s = TestServer::spawn().await;
+    let first = s.login_admin().await;
+    let rt = first.refresh_token.clone().expect("refresh");
+    s.client.refresh(&rt).await.expect("rotate");
+    s.clock.advance(Duration::from_secs(120));
+    assert!(s.client.refresh(&rt).await.is_err());
+    let trail = audit_trail(&s).await;
+    let reuse = trail
+        .iter()
+        .find(|e| e.event == "refresh.reuse")
+        .expect("reuse audited");
+    assert_eq!(
+        (reuse.outcome.as_str(), reuse.user_id),
+        ("reuse", Some(first.admin_id))
+    );
+}

@@ -108,7 +108,7 @@ macro_rules! sql_store {
         };
         use async_trait::async_trait;
         use cxauth_core::store::{
-            AccountRow, Bootstrap, LegacyToken, NewSession, NewUser, PurgeCounts, RevokeReason,
+            AccountRow, AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewSession, NewUser, PurgeCounts, RevokeReason,
             RotateOutcome, Rotation, SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
         };
         use sqlx::Row as _;
@@ -626,18 +626,20 @@ macro_rules! sql_store {
                 digest: &[u8; 32],
                 reason: RevokeReason,
                 now: i64,
-            ) -> Result<bool, StoreError> {
+            ) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.begin_write().await?;
-                let session_id: Option<String> = sqlx::query_scalar(
-                    "SELECT session_id FROM refresh_tokens WHERE digest = $1 AND expires_at > $2",
+                let found: Option<(String, i64)> = sqlx::query_as(
+                    "SELECT r.session_id, s.user_id FROM refresh_tokens r \
+                     JOIN sessions s ON s.id = r.session_id \
+                     WHERE r.digest = $1 AND r.expires_at > $2",
                 )
                 .bind(digest.as_slice())
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                let Some(session_id) = session_id else {
-                    return Ok(false);
+                let Some((session_id, user_id)) = found else {
+                    return Ok(None);
                 };
                 sqlx::query(
                     "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
@@ -650,7 +652,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
-                Ok(true)
+                Ok(Some(user_id))
             }
 
             async fn insert_api_token(
@@ -929,7 +931,94 @@ macro_rules! sql_store {
                     sessions: counts[1],
                     legacy_tokens: counts[2],
                     ringex_tokens: counts[3],
+                    audit_events: 0,
                 })
+            }
+
+            async fn purge_audit(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query(
+                    "DELETE FROM audit_events WHERE id IN \
+                     (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                tx.commit().await.map_err(map_err)?;
+                Ok(n)
+            }
+
+            async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO audit_events \
+                     (at, event, outcome, user_id, username, addr, request_id, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(e.at)
+                .bind(&e.event)
+                .bind(&e.outcome)
+                .bind(e.user_id)
+                .bind(&e.username)
+                .bind(&e.addr)
+                .bind(&e.request_id)
+                .bind(&e.detail)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn audit_events(
+                &self,
+                f: &AuditFilter,
+            ) -> Result<Vec<AuditEvent>, StoreError> {
+                type Row = (
+                    i64,
+                    i64,
+                    String,
+                    String,
+                    Option<i64>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    String,
+                );
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT id, at, event, outcome, user_id, username, addr, request_id, detail \
+                     FROM audit_events \
+                     WHERE at >= $1 AND id > $2 AND ($3 IS NULL OR username = $3) \
+                     ORDER BY id LIMIT $4",
+                )
+                .bind(f.since)
+                .bind(f.after_id)
+                .bind(&f.username)
+                .bind(f.limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(id, at, event, outcome, user_id, username, addr, request_id, detail)| {
+                            AuditEvent {
+                                id,
+                                at,
+                                event,
+                                outcome,
+                                user_id,
+                                username,
+                                addr,
+                                request_id,
+                                detail,
+                            }
+                        },
+                    )
+                    .collect())
             }
 
             async fn close(&self) {

@@ -136,6 +136,9 @@ struct ServeArgs {
     /// connections are closed anyway.
     #[arg(long, env = "CXAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// How long audit events are kept; older ones are deleted in the background.
+    #[arg(long, env = "CXAUTH_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    audit_retention: Duration,
 }
 
 fn init_logging() {
@@ -165,6 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.ringex_cache_ttl = args.ringex_cache_ttl;
     config.ringex_timeout = args.ringex_timeout;
     config.shutdown_timeout = args.shutdown_timeout;
+    config.audit_retention = args.audit_retention;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())

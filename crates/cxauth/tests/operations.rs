@@ -75,3 +75,98 @@ async fn sigterm_drains_and_purge_reports_ended_sessions() {
             .contains("sessions\t0\n")
     );
 }
+
+fn admin_ok(db: &std::path::Path, args: &[&str], stdin: &str) -> String {
+    let out = cxauth()
+        .args(["admin", "--database"])
+        .arg(db)
+        .args(args)
+        .write_stdin(stdin)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(out).expect("utf8")
+}
+
+#[test]
+fn admin_audit_shows_filters_and_follows_the_trail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("audit.db");
+    let main = admin_ok(&db, &["account", "create", "--name", "M"], "");
+    let main = main.trim();
+    for name in ["bob", "carol"] {
+        admin_ok(
+            &db,
+            &[
+                "user",
+                "create",
+                "--username",
+                name,
+                "--grant",
+                main,
+                "--password-stdin",
+            ],
+            "a-secret-password-1\n",
+        );
+    }
+    admin_ok(&db, &["user", "disable", "bob"], "");
+
+    let json = admin_ok(&db, &["audit", "--user", "bob", "--output", "json"], "");
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().expect("event"))
+        .collect();
+    assert_eq!(names, ["user.create", "user.disable"], "{json}");
+    assert!(events.iter().all(|e| e["username"] == "bob"));
+    assert!(!json.contains("a-secret-password-1"));
+
+    let text = admin_ok(&db, &["audit", "--since", "1h"], "");
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .expect("header")
+            .starts_with("TIME\tEVENT\tOUTCOME")
+    );
+    assert_eq!(lines.count(), 3, "{text}");
+
+    // --follow prints events written after it started.
+    let mut follow = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"))
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args(["audit", "--follow", "--output", "json", "--user", "bob"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let wait = |what: &str| loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("--follow never printed {what}"));
+        if line.contains(what) {
+            return;
+        }
+    };
+    wait("user.disable");
+    admin_ok(&db, &["user", "enable", "bob"], "");
+    wait("user.enable");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
