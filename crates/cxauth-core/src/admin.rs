@@ -317,6 +317,34 @@ pub enum BootstrapOutcome {
     CreatedWithPassword(SecretString),
 }
 
+/// Adds a new signing key (key rotation) and returns its id. Running instances start signing
+/// with it at their next key reload (within [`crate::service::KEY_RELOAD_INTERVAL`], or at once
+/// when they meet a token it signed); tokens signed by older keys stay valid until they expire,
+/// and the older keys retire on their own (see [`crate::service::Auth::retire_keys`]).
+pub async fn rotate_signing_key(
+    store: &dyn Store,
+    secrets: &crate::crypto::Secrets,
+    now: i64,
+) -> Result<String, AdminError> {
+    let key = crate::jwt::generate_signing_key(secrets, now)
+        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    store.insert_signing_key(&key).await?;
+    audit::record(
+        store,
+        &audit::AuditContext::local(),
+        now,
+        audit::Entry {
+            event: audit::KEY_CREATE,
+            outcome: audit::SUCCESS,
+            user_id: None,
+            username: None,
+            detail: &format!("kid {} (rotation)", key.kid),
+        },
+    )
+    .await;
+    Ok(key.kid)
+}
+
 /// Rows each purge pass removes at most per table: small, so each write transaction is short.
 pub const PURGE_BATCH: i64 = 500;
 

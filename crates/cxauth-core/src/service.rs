@@ -197,6 +197,10 @@ pub struct Auth {
     throttled_audits: std::sync::Mutex<(std::time::Instant, u32)>,
 }
 
+/// How often housekeeping reloads the signing keys, so every instance starts signing with a
+/// rotated key within this long.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Most audit rows written per second for throttled login attempts; the rest are only counted.
 const THROTTLED_AUDITS_PER_SECOND: u32 = 10;
 
@@ -321,13 +325,54 @@ impl Auth {
             }
             *last = Some(now);
         }
+        self.reload_keys().await?;
+        Ok(self.keys().knows(&kid))
+    }
+
+    /// Reloads the key ring from the store, so a key added by `cxauth admin keys rotate` (or
+    /// by another instance) starts signing here and retired keys stop verifying. Housekeeping
+    /// calls it every [`KEY_RELOAD_INTERVAL`]. Returns how many keys are loaded.
+    pub async fn reload_keys(&self) -> Result<usize, AuthError> {
         let stored = self.store.signing_keys().await?;
         let ring = KeyRing::from_stored(&self.secrets, &stored)
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let known = ring.knows(&kid);
+        let changed = {
+            let current = self.keys();
+            stored.len() != current.jwks().keys.len()
+                || stored.iter().any(|k| !current.knows(&k.kid))
+        };
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
-        tracing::info!(keys = stored.len(), "reloaded signing keys");
-        Ok(known)
+        if changed {
+            tracing::info!(keys = stored.len(), "reloaded signing keys");
+        }
+        Ok(stored.len())
+    }
+
+    /// Deletes signing keys no token can still need: those superseded by a newer key longer
+    /// ago than the access-token lifetime plus two reload intervals (every instance has been
+    /// signing with the newer key for at least one access-token lifetime). Audited; returns the
+    /// retired key ids.
+    pub async fn retire_keys(&self) -> Result<Vec<String>, AuthError> {
+        let keep = duration_ms(self.config.access_token_ttl)
+            .saturating_add(2 * duration_ms(KEY_RELOAD_INTERVAL));
+        let retired = self
+            .store
+            .retire_signing_keys(self.clock.now_ms().saturating_sub(keep))
+            .await?;
+        if !retired.is_empty() {
+            let detail = format!("kid {}", retired.join(", "));
+            self.audit(
+                &AuditContext::local(),
+                audit::KEY_RETIRE,
+                audit::SUCCESS,
+                None,
+                None,
+                &detail,
+            )
+            .await;
+            self.reload_keys().await?;
+        }
+        Ok(retired)
     }
 
     /// Checks a username and password (and the platform, when one is given) under the login

@@ -287,6 +287,10 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
     /// Adds a signing key (key rotation).
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// Deletes every signing key older than the newest key created at or before `cutoff`
+    /// (epoch ms): those have been superseded since at least `cutoff`. Never deletes the newest
+    /// key. Returns the key ids deleted.
+    async fn retire_signing_keys(&self, cutoff: i64) -> Result<Vec<String>, StoreError>;
     /// Adds `key` only if there is no signing key yet, atomically, so instances starting
     /// together on an empty database agree on one key; returns whether it was added.
     async fn init_signing_key(&self, key: &StoredSigningKey) -> Result<bool, StoreError>;

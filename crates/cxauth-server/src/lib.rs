@@ -85,8 +85,9 @@ pub struct App {
 
 /// Loads the master key, or creates it on a database that has never had one. A database that
 /// was set up with a key is never given a new one: that would orphan everything sealed under
-/// the old key, so the server refuses to start instead.
-async fn master_key(
+/// the old key, so the server refuses to start instead. Public so that `cxauth admin keys
+/// rotate` finds the key by exactly the same rule as `cxauth serve`.
+pub async fn master_key(
     config: &ServerConfig,
     store: &dyn cxauth_core::store::Store,
 ) -> Result<MasterKey, StartupError> {
@@ -264,6 +265,10 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .with_state(state)
 }
 
+/// Housekeeping ticks ([`cxauth_core::service::KEY_RELOAD_INTERVAL`]) between two purges of
+/// expired rows (the first tick purges too).
+const PURGE_EVERY_TICKS: u64 = 10;
+
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
 /// in-flight requests finish for at most `shutdown_timeout`, and closes the database. Also runs
 /// housekeeping (purging expired rows and stale throttle entries).
@@ -276,9 +281,23 @@ pub async fn serve(
     let clock = app.state.clock.clone();
     let audit_retention = app.audit_retention;
     let housekeeping = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        // Keys every tick (a rotation reaches this instance within a minute); rows less often.
+        let mut tick = tokio::time::interval(cxauth_core::service::KEY_RELOAD_INTERVAL);
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
+            if let Err(e) = auth.reload_keys().await {
+                tracing::warn!(error = %e, "reload of the signing keys failed");
+            }
+            match auth.retire_keys().await {
+                Ok(kids) if !kids.is_empty() => tracing::info!(?kids, "retired old signing keys"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retiring old signing keys failed"),
+            }
+            ticks += 1;
+            if ticks % PURGE_EVERY_TICKS != 1 {
+                continue;
+            }
             auth.throttle().purge();
             let now = clock.now_ms();
             match cxauth_core::admin::purge(

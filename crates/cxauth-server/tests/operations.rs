@@ -3,6 +3,7 @@
 mod common;
 
 use common::{TestServer, http, raw};
+use cxauth_core::clock::Clock as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -189,5 +190,79 @@ async fn refresh_reuse_is_audited() {
     assert_eq!(
         (reuse.outcome.as_str(), reuse.user_id),
         ("reuse", Some(first.admin_id))
+    );
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("header")
+        .kid
+        .expect("kid")
+}
+
+async fn jwks_kids(s: &TestServer) -> Vec<String> {
+    let jwks: serde_json::Value = http()
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
+    let s = TestServer::spawn().await;
+    let old = s.login_admin().await;
+    let old_kid = kid_of(&old.access_token);
+    let key_file = s.config.database.default_key_file().expect("key file");
+    let secrets = cxauth_core::crypto::Secrets::derive(
+        &cxauth_core::crypto::MasterKey::load(&key_file).expect("master key"),
+    );
+    s.clock.advance(Duration::from_secs(1));
+    let store = s.state.auth.store().clone();
+    let new_kid =
+        cxauth_core::admin::rotate_signing_key(store.as_ref(), &secrets, s.clock.now_ms())
+            .await
+            .expect("rotate");
+    // What housekeeping does every minute.
+    assert_eq!(s.state.auth.reload_keys().await.expect("reload"), 2);
+    let mut kids = jwks_kids(&s).await;
+    kids.sort();
+    let mut both = vec![old_kid.clone(), new_kid.clone()];
+    both.sort();
+    assert_eq!(kids, both);
+    let new = s.login_admin().await;
+    assert_eq!(kid_of(&new.access_token), new_kid);
+    s.client
+        .accounts(&common::bearer(&old))
+        .await
+        .expect("a token of the old key stays valid");
+    // Not yet: tokens of the old key may still be alive.
+    assert!(s.state.auth.retire_keys().await.expect("retire").is_empty());
+    s.clock
+        .advance(s.config.access_token_ttl + Duration::from_secs(2 * 60 + 1));
+    assert_eq!(
+        s.state.auth.retire_keys().await.expect("retire"),
+        [old_kid.as_str()]
+    );
+    assert_eq!(jwks_kids(&s).await, [new_kid.as_str()]);
+    let trail = audit_trail(&s).await;
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.event == "key.retire" && e.detail.contains(&old_kid))
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.event == "key.create" && e.detail.contains(&new_kid))
     );
 }

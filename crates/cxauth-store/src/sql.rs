@@ -935,6 +935,22 @@ macro_rules! sql_store {
                 })
             }
 
+            async fn retire_signing_keys(&self, cutoff: i64) -> Result<Vec<String>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                Self::lock_global(&mut tx, LOCK_SIGNING_KEYS).await?;
+                let kids: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM signing_keys WHERE created_at < \
+                     (SELECT MAX(created_at) FROM signing_keys WHERE created_at <= $1) \
+                     RETURNING kid",
+                )
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(kids)
+            }
+
             async fn purge_audit(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let n = sqlx::query(

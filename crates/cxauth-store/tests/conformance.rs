@@ -962,3 +962,53 @@ async fn audit_events_are_appended_filtered_and_purged() {
         assert_eq!(b.count("SELECT COUNT(*) FROM audit_events").await, 2);
     }
 }
+
+#[tokio::test]
+async fn superseded_signing_keys_retire_and_the_newest_never_does() {
+    for b in backends().await {
+        let s = &b.store;
+        for (kid, at) in [("k1", 1_000), ("k2", 2_000), ("k3", 3_000)] {
+            s.insert_signing_key(&cxauth_core::store::StoredSigningKey {
+                kid: kid.into(),
+                public_key: vec![1; 32],
+                sealed_private_key: vec![2; 40],
+                created_at: at,
+            })
+            .await
+            .expect("insert");
+        }
+        // Nothing was superseded before 1 500.
+        assert!(
+            s.retire_signing_keys(1_500)
+                .await
+                .expect("retire")
+                .is_empty()
+        );
+        // k2 superseded k1 at 2 000.
+        assert_eq!(s.retire_signing_keys(2_500).await.expect("retire"), ["k1"]);
+        // Far in the future, only the newest stays.
+        assert_eq!(s.retire_signing_keys(9_000).await.expect("retire"), ["k2"]);
+        let left: Vec<String> = s
+            .signing_keys()
+            .await
+            .expect("keys")
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(left, ["k3"], "{}", b.name);
+        assert!(
+            s.retire_signing_keys(9_000)
+                .await
+                .expect("retire")
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_work() {
+    for b in backends().await {
+        b.store.close().await;
+        assert!(b.store.get_meta("x").await.is_err(), "{}", b.name);
+    }
+}

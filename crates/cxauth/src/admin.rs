@@ -7,9 +7,11 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use cxauth_core::admin::{self, UserSpec};
 use cxauth_core::clock::{Clock, SystemClock, duration_ms};
+use cxauth_core::crypto::Secrets;
+use cxauth_core::service::META_KEY_FINGERPRINT;
 use cxauth_core::service::rfc3339;
 use cxauth_core::store::{AuditEvent, AuditFilter, Store};
-use cxauth_server::config::parse_duration;
+use cxauth_server::config::{ServerConfig, parse_duration};
 use cxauth_store::DatabaseUrl;
 use secrecy::{ExposeSecret as _, SecretString};
 use std::io::BufRead as _;
@@ -49,6 +51,9 @@ enum AdminCommand {
         #[arg(long, env = "CXAUTH_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
         audit_retention: std::time::Duration,
     },
+    /// Signing keys of access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Show the audit trail (security events), oldest first: one tab-separated line per event
     /// with a header line, or one JSON object per line with `--output json`.
     Audit {
@@ -65,6 +70,23 @@ enum AdminCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; prints its key id.
+    ///
+    /// Running servers sign with it within a minute; tokens signed by older keys stay valid
+    /// until they expire; the JWKS lists old and new keys until the old ones retire on their
+    /// own (once superseded for longer than the access-token lifetime plus two minutes).
+    Rotate {
+        /// Master key file [default: DATABASE.key beside an SQLite database file], as for
+        /// `cxauth serve`.
+        #[arg(long, env = "CXAUTH_MASTER_KEY_FILE")]
+        master_key_file: Option<std::path::PathBuf>,
+    },
+    /// List signing keys, oldest first: key id and creation time, tab-separated.
+    List,
 }
 
 /// How `cxauth admin audit` prints events.
@@ -298,6 +320,32 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             println!("{}", credential.expose_secret());
             eprintln!(
                 "cxauth: created a RingEX emulator JWT credential for {username:?}; it is shown only once"
+            );
+        }
+        AdminCommand::Keys(KeysCommand::List) => {
+            println!("KID\tCREATED");
+            for k in store.signing_keys().await? {
+                println!("{}\t{}", k.kid, rfc3339(k.created_at));
+            }
+        }
+        AdminCommand::Keys(KeysCommand::Rotate { master_key_file }) => {
+            let Some(fingerprint) = store.get_meta(META_KEY_FINGERPRINT).await? else {
+                anyhow::bail!(
+                    "the database has not been initialised: start `cxauth serve` on it once first"
+                );
+            };
+            let mut config = ServerConfig::new(url.clone());
+            config.master_key_file = master_key_file;
+            let key = cxauth_server::master_key(&config, store).await?;
+            let secrets = Secrets::derive(&key);
+            drop(key);
+            if secrets.fingerprint() != fingerprint {
+                anyhow::bail!("the master key does not belong to this database");
+            }
+            let kid = admin::rotate_signing_key(store, &secrets, now).await?;
+            println!("{kid}");
+            eprintln!(
+                "cxauth: added signing key {kid}; running servers sign with it within a minute"
             );
         }
         AdminCommand::Audit {

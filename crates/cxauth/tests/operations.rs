@@ -170,3 +170,48 @@ fn admin_audit_shows_filters_and_follows_the_trail() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+#[test]
+fn admin_keys_rotate_needs_the_right_master_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keys.db");
+    // Not initialised yet: refused, and no key file is made.
+    cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args(["keys", "rotate"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("start `cxauth serve`"));
+    let served = common::serve(
+        &[OsStr::new("--database"), db.as_os_str()],
+        &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
+    );
+    drop(served);
+    let kid = admin_ok(&db, &["keys", "rotate"], "");
+    let kid = kid.trim();
+    assert_eq!(kid.len(), 32, "{kid}");
+    let list = admin_ok(&db, &["keys", "list"], "");
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(list.lines().last().expect("newest").starts_with(kid));
+    let audit = admin_ok(&db, &["audit", "--output", "json"], "");
+    assert!(audit.contains(&format!("kid {kid} (rotation)")), "{audit}");
+
+    let other = dir.path().join("other.key");
+    cxauth()
+        .args(["generate-master-key"])
+        .arg(&other)
+        .assert()
+        .success();
+    cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args(["keys", "rotate", "--master-key-file"])
+        .arg(&other)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "does not belong to this database",
+        ));
+    assert_eq!(admin_ok(&db, &["keys", "list"], "").lines().count(), 3);
+}
