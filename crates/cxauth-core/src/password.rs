@@ -61,6 +61,10 @@ pub struct PasswordPool {
     admission: Arc<Semaphore>,
     running: Arc<Semaphore>,
     dummy_hash: Arc<str>,
+    /// Hashes that may run at once (for [`PasswordPool::load`]).
+    workers: usize,
+    /// Hashes admitted at once, running or waiting.
+    capacity: usize,
 }
 
 impl PasswordPool {
@@ -76,7 +80,17 @@ impl PasswordPool {
             admission: Arc::new(Semaphore::new(workers + queue)),
             running: Arc::new(Semaphore::new(workers)),
             dummy_hash: dummy.into(),
+            workers,
+            capacity: workers + queue,
         })
+    }
+
+    /// Hashes running and hashes waiting right now: the queue depth the metrics report, the
+    /// first sign of a login storm or too few workers.
+    pub fn load(&self) -> (usize, usize) {
+        let running = self.workers - self.running.available_permits().min(self.workers);
+        let admitted = self.capacity - self.admission.available_permits().min(self.capacity);
+        (running, admitted.saturating_sub(running))
     }
 
     /// Verifies `password` against `phc`, or against a dummy hash when `phc` is `None` (unknown

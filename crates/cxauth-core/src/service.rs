@@ -275,6 +275,11 @@ impl Auth {
         &self.throttle
     }
 
+    /// The password hashing pool (for its queue depth in the metrics).
+    pub fn password_pool(&self) -> &PasswordPool {
+        &self.passwords
+    }
+
     /// The store (for housekeeping).
     pub fn store(&self) -> &SharedStore {
         &self.store
@@ -398,6 +403,8 @@ impl Auth {
             )));
         }
         if let Err(retry_after) = self.throttle.check(username, client) {
+            metrics::counter!("cxauth_logins_total", "kind" => event, "outcome" => "throttled")
+                .increment(1);
             if self.may_audit_throttled() {
                 self.audit(ctx, event, "throttled", None, Some(username), "")
                     .await;
@@ -455,6 +462,16 @@ impl Auth {
         username: Option<&str>,
         detail: &str,
     ) {
+        match event {
+            audit::LOGIN | audit::LEGACY_LOGIN | audit::RINGEX_EXCHANGE
+                if outcome != "throttled" =>
+            {
+                metrics::counter!("cxauth_logins_total", "kind" => event, "outcome" => outcome)
+                    .increment(1);
+            }
+            audit::REFRESH_REUSE => metrics::counter!("cxauth_refresh_reuse_total").increment(1),
+            _ => {}
+        }
         audit::record(
             self.store.as_ref(),
             ctx,
@@ -713,6 +730,7 @@ impl Auth {
                 let mut session =
                     self.session_response(&user, &session_id, Some(successor), now)?;
                 session.sso_login = sso_login;
+                metrics::counter!("cxauth_refreshes_total", "outcome" => "success").increment(1);
                 Ok(session)
             }
             RotateOutcome::Reused {
@@ -732,7 +750,10 @@ impl Auth {
                 .await;
                 Err(AuthError::RefreshFailed)
             }
-            RotateOutcome::Invalid => Err(AuthError::RefreshFailed),
+            RotateOutcome::Invalid => {
+                metrics::counter!("cxauth_refreshes_total", "outcome" => "failure").increment(1);
+                Err(AuthError::RefreshFailed)
+            }
         }
     }
 

@@ -443,6 +443,11 @@ pub trait Store: Send + Sync + 'static {
     /// Audit events matching `filter`, oldest first.
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
 
+    /// The connection pool's use right now, for the metrics.
+    fn pool_stats(&self) -> PoolStats;
+    /// How many tokens and sessions are stored, for the metrics (tables stay bounded).
+    async fn stored_counts(&self) -> Result<StoredCounts, StoreError>;
+
     /// Closes the connection pool, waiting for connections in use to come back, so a stopping
     /// server leaves the database cleanly (SQLite checkpoints its WAL on the last close).
     async fn close(&self);
@@ -495,6 +500,34 @@ impl PurgeCounts {
         self.ringex_tokens += other.ringex_tokens;
         self.audit_events += other.audit_events;
     }
+}
+
+/// Use of a store's connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections.
+    pub open: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
+}
+
+/// Rows of the tables that grow with use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredCounts {
+    /// Sessions not ended.
+    pub live_sessions: i64,
+    /// All sessions (ended ones wait for the purge).
+    pub sessions: i64,
+    /// Refresh tokens.
+    pub refresh_tokens: i64,
+    /// API tokens.
+    pub api_tokens: i64,
+    /// Legacy auth tokens.
+    pub legacy_tokens: i64,
+    /// Audit events.
+    pub audit_events: i64,
 }
 
 /// One security event of the audit trail. Holds who, what, when and from where, never a

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// How long audit events are kept before housekeeping deletes them.
     pub audit_retention: Duration,
+    /// Where Prometheus metrics are served (`/metrics`); `None`: not served. Apart from the
+    /// API listener so that they are not public.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -85,6 +88,7 @@ impl ServerConfig {
             ringex_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             audit_retention: Duration::from_secs(90 * 86_400),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         }
     }
 
@@ -132,6 +136,21 @@ impl ServerConfig {
     }
 }
 
+/// Parses a listen address, or `off` for none (e.g. `--metrics-listen off`).
+pub fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(ListenOrOff(None));
+    }
+    s.parse()
+        .map(|a| ListenOrOff(Some(a)))
+        .map_err(|_| format!("{s:?} is neither an address and port (e.g. 127.0.0.1:9090) nor off"))
+}
+
+/// A listen address that can be turned off; see [`parse_listen_or_off`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOrOff(pub Option<SocketAddr>);
+
 /// Parses a duration in human form: `300ms`, `2s`, `5m`, `1h`, `7d`, or combinations (`1h30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -141,6 +160,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_or_off() {
+        assert_eq!(parse_listen_or_off("off"), Ok(ListenOrOff(None)));
+        assert_eq!(
+            parse_listen_or_off("127.0.0.1:9090"),
+            Ok(ListenOrOff(Some(SocketAddr::from(([127, 0, 0, 1], 9090)))))
+        );
+        assert!(parse_listen_or_off("9090").is_err());
+    }
 
     #[test]
     fn durations_in_human_form() {

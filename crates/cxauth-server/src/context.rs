@@ -64,6 +64,11 @@ pub async fn request_context(
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = loggable_path(req.uri().path());
+    // The route pattern, not the path: bounded label values, and no token segments.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let span = tracing::info_span!("request", id = %request_id, method = %method, path = %path);
     let started = std::time::Instant::now();
 
@@ -102,7 +107,12 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!("cxauth_http_requests_total", "route" => route.clone(),
+        "method" => method.to_string(), "status" => status.as_u16().to_string())
+    .increment(1);
+    metrics::histogram!("cxauth_http_request_duration_seconds", "route" => route).record(elapsed);
+    let latency_ms = elapsed * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), latency_ms, "request");

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod metrics;
 pub mod params;
 pub mod ringex;
 pub mod routes;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
     /// Who RingEX tokens belong to, for the token exchange.
     pub ringex: Arc<ringex::RingexResolver>,
+    /// Renders the process's metrics (see [`metrics`]).
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// Why the server could not start. Each message tells the operator what to do.
@@ -206,6 +209,7 @@ impl App {
             clock,
             trusted_proxies: config.trusted_proxies.clone().into(),
             ringex: Arc::new(ringex),
+            metrics: metrics::handle().map_err(StartupError::Config)?,
         };
         Ok(App {
             router: router(state.clone(), config),

@@ -266,3 +266,56 @@ async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
             .any(|e| e.event == "key.create" && e.detail.contains(&new_kid))
     );
 }
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener() {
+    let s = TestServer::spawn().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = listener.local_addr().expect("addr");
+    tokio::spawn(cxauth_server::metrics::serve(
+        listener,
+        s.state.clone(),
+        std::future::pending(),
+    ));
+    let session = s.login_admin().await;
+    s.client
+        .refresh(session.refresh_token.as_deref().expect("refresh"))
+        .await
+        .expect("refresh");
+    assert!(s.client.login("admin", "wrong", "aws80").await.is_err());
+    let (status, _, _) = raw(http().get(s.url("/metrics")).send().await.expect("get")).await;
+    assert_eq!(status, 404, "not on the public listener");
+
+    let (status, headers, text) = raw(http()
+        .get(format!("http://{at}/metrics"))
+        .send()
+        .await
+        .expect("metrics"))
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/plain")
+    );
+    for needle in [
+        r#"cxauth_http_requests_total{route="/api/auth/login/admin",method="POST",status="200"}"#,
+        r#"cxauth_http_requests_total{route="unmatched",method="GET",status="404"}"#,
+        r#"cxauth_http_request_duration_seconds_bucket{route="/api/auth/login/admin",le="0.5"}"#,
+        r#"cxauth_logins_total{kind="login",outcome="success"}"#,
+        r#"cxauth_logins_total{kind="login",outcome="failure"}"#,
+        r#"cxauth_refreshes_total{outcome="success"}"#,
+        "cxauth_hash_pool_queue_depth ",
+        r#"cxauth_db_pool_connections{state="in_use"}"#,
+        r#"cxauth_stored_rows{kind="live_sessions"}"#,
+        "cxauth_database_up 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    // Token segments never become label values.
+    let t = session.refresh_token.as_deref().expect("refresh");
+    assert!(!text.contains(t));
+}

@@ -108,7 +108,7 @@ macro_rules! sql_store {
         };
         use async_trait::async_trait;
         use cxauth_core::store::{
-            AccountRow, AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewSession, NewUser, PurgeCounts, RevokeReason,
+            AccountRow, AuditEvent, AuditFilter, Bootstrap, LegacyToken, PoolStats, StoredCounts, NewSession, NewUser, PurgeCounts, RevokeReason,
             RotateOutcome, Rotation, SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
         };
         use sqlx::Row as _;
@@ -1035,6 +1035,37 @@ macro_rules! sql_store {
                         },
                     )
                     .collect())
+            }
+
+            fn pool_stats(&self) -> PoolStats {
+                PoolStats {
+                    open: self.pool.size(),
+                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                    max: self.pool.options().get_max_connections(),
+                }
+            }
+
+            async fn stored_counts(&self) -> Result<StoredCounts, StoreError> {
+                let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL), \
+                     (SELECT COUNT(*) FROM sessions), \
+                     (SELECT COUNT(*) FROM refresh_tokens), \
+                     (SELECT COUNT(*) FROM api_tokens), \
+                     (SELECT COUNT(*) FROM legacy_tokens), \
+                     (SELECT COUNT(*) FROM audit_events)",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(StoredCounts {
+                    live_sessions: row.0,
+                    sessions: row.1,
+                    refresh_tokens: row.2,
+                    api_tokens: row.3,
+                    legacy_tokens: row.4,
+                    audit_events: row.5,
+                })
             }
 
             async fn close(&self) {

@@ -1006,6 +1006,56 @@ async fn superseded_signing_keys_retire_and_the_newest_never_does() {
 }
 
 #[tokio::test]
+async fn pool_use_and_stored_rows_are_reported() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        for (id, d) in [("a", 1), ("b", 2)] {
+            s.create_session(&NewSession {
+                session_id: id.into(),
+                user_id: uid,
+                expected_password_hash: None,
+                refresh_digest: digest(d),
+                now: 0,
+                refresh_expires_at: 1_000_000,
+                sso_login: false,
+            })
+            .await
+            .expect("session");
+        }
+        s.revoke_session_by_refresh(&digest(1), RevokeReason::Logout, 10)
+            .await
+            .expect("revoke");
+        s.insert_api_token(uid, &digest(9), b"sealed", 0)
+            .await
+            .expect("api token");
+        let c = s.stored_counts().await.expect("counts");
+        assert_eq!(
+            (
+                c.live_sessions,
+                c.sessions,
+                c.refresh_tokens,
+                c.api_tokens,
+                c.legacy_tokens
+            ),
+            (1, 2, 2, 1, 0),
+            "{}",
+            b.name
+        );
+        let p = s.pool_stats();
+        assert!(
+            p.open >= 1 && p.idle <= p.open && p.max >= p.open,
+            "{}: {p:?}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_closed_store_refuses_work() {
     for b in backends().await {
         b.store.close().await;

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cxauth_core::clock::SystemClock;
 use cxauth_core::crypto::MasterKey;
-use cxauth_server::config::{ServerConfig, parse_duration};
+use cxauth_server::config::{ListenOrOff, ServerConfig, parse_duration, parse_listen_or_off};
 use cxauth_store::DatabaseUrl;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -139,6 +139,10 @@ struct ServeArgs {
     /// How long audit events are kept; older ones are deleted in the background.
     #[arg(long, env = "CXAUTH_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
     audit_retention: Duration,
+    /// Address and port of the Prometheus metrics (`/metrics`), apart from the API so they are
+    /// not public; `off` to serve none.
+    #[arg(long, env = "CXAUTH_METRICS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen_or_off)]
+    metrics_listen: ListenOrOff,
 }
 
 fn init_logging() {
@@ -169,6 +173,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.ringex_timeout = args.ringex_timeout;
     config.shutdown_timeout = args.shutdown_timeout;
     config.audit_retention = args.audit_retention;
+    config.metrics_listen = args.metrics_listen.0;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
@@ -184,7 +189,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %config.database, "cxauth listening");
     eprintln!("cxauth: listening on http://{addr}");
+    let metrics = match config.metrics_listen {
+        Some(at) => match tokio::net::TcpListener::bind(at).await {
+            Ok(l) => {
+                let at = l.local_addr()?;
+                tracing::info!(addr = %at, "metrics at http://{at}/metrics");
+                let state = app.state.clone();
+                Some(tokio::spawn(cxauth_server::metrics::serve(
+                    l,
+                    state,
+                    std::future::pending(),
+                )))
+            }
+            // Not fatal: the API matters more than its metrics (and several instances on one
+            // host would otherwise need one flag each just to start).
+            Err(e) => {
+                tracing::error!(addr = %at, error = %e, "cannot listen for metrics; serving without them");
+                None
+            }
+        },
+        None => None,
+    };
     cxauth_server::serve(listener, app, shutdown_signal()).await?;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     tracing::info!("cxauth stopped");
     Ok(())
 }

@@ -23,10 +23,35 @@ async fn sigterm_drains_and_purge_reports_ended_sessions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("ops.db");
     let mut served = common::serve(
-        &[OsStr::new("--database"), db.as_os_str()],
+        &[
+            OsStr::new("--metrics-listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--database"),
+            db.as_os_str(),
+        ],
         &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
     );
     let client = served.client();
+    let metrics_url = served
+        .log()
+        .iter()
+        .find_map(|l| {
+            let i = l.find("metrics at http://")?;
+            l[i + "metrics at ".len()..]
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .expect("the metrics address is logged");
+    let metrics = reqwest::get(&metrics_url).await.expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .expect("body")
+            .contains("cxauth_stored_rows")
+    );
     let ready = reqwest::get(format!("{}/readyz", served.base))
         .await
         .expect("readyz");
