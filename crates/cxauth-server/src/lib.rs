@@ -16,7 +16,6 @@ pub mod routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use config::ServerConfig;
 use cxauth_core::admin::{BootstrapOutcome, bootstrap};
 use cxauth_core::clock::SharedClock;
@@ -221,38 +220,58 @@ impl App {
     }
 }
 
-/// The routes of the contract, under both admin prefixes, with the middleware stack.
-pub fn router(state: AppState, config: &ServerConfig) -> Router {
-    let admin = Router::new()
-        .route(
-            "/admin/token",
-            post(routes::create_token).get(routes::list_tokens),
-        )
-        .route("/admin/token/{token}", delete(routes::delete_token))
-        .route("/admin/accounts", get(routes::accounts))
-        .route("/admin/users", get(routes::users));
-    let mut routes = Router::new()
-        .route("/api/auth/login/admin", post(routes::login))
-        .route(
-            "/api/auth/login/rc/accesstoken",
-            post(routes::ringex_exchange),
-        )
-        .route("/api/v1/auth/login", post(routes::legacy_login))
-        .route("/api/auth/token/refresh", post(routes::refresh))
-        .route("/api/auth/logout/{token}", delete(routes::logout))
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/.well-known/jwks.json", get(routes::jwks))
+/// The fixed parts of the OpenAPI document; its paths come from the handlers' `utoipa::path`
+/// annotations as [`api_routes`] registers them, so the document and the router cannot drift.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "cxauth",
+        description = "A self-hostable, wire-compatible RingCX (Engage Voice) authentication \
+                       server. Admin endpoints are served under both /voice/api/v1 and /api/v1."
+    ),
+    tags(
+        (name = "auth", description = "Logins, refresh, logout, token exchange, public keys"),
+        (name = "admin", description = "API tokens, accounts and users of the caller"),
+        (name = "operations", description = "Health and readiness"),
+        (name = "ringex-emulator", description = "The built-in RingEX emulator (development only)")
+    )
+)]
+pub struct ApiDoc;
+
+/// Every endpoint with its OpenAPI description: one registration makes both the route and its
+/// entry in the document.
+pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::routes;
+    let admin = utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(routes::create_token, routes::list_tokens))
+        .routes(routes!(routes::delete_token))
+        .routes(routes!(routes::accounts))
+        .routes(routes!(routes::users));
+    let mut api = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::login))
+        .routes(routes!(routes::ringex_exchange))
+        .routes(routes!(routes::legacy_login))
+        .routes(routes!(routes::refresh))
+        .routes(routes!(routes::logout))
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::readyz))
+        .routes(routes!(routes::jwks))
         .nest("/voice/api/v1", admin.clone())
         .nest("/api/v1", admin);
     if config.ringex_emulator {
-        routes = routes
-            .route("/restapi/oauth/token", post(routes::ringex_emulator_token))
-            .route(
-                ringex::EXTENSION_PATH,
-                get(routes::ringex_emulator_extension),
-            );
+        api = api
+            .routes(routes!(routes::ringex_emulator_token))
+            .routes(routes!(routes::ringex_emulator_extension));
     }
+    api
+}
+
+/// The routes of the contract, under both admin prefixes, plus `/openapi.json` and the API page
+/// `/docs` (Swagger UI served from the binary: it works offline), with the middleware stack.
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    let (routes, api) = api_routes(config).split_for_parts();
+    let routes = routes.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api));
     routes
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::wrong_method)

@@ -170,6 +170,7 @@ fn session_response(s: cxauth_proto::Session) -> Response {
 }
 
 /// 1. `POST /api/auth/login/admin`. Ignores `Authorization` and `X-Auth-Token` by design.
+#[utoipa::path(post, path = "/api/auth/login/admin", tag = "auth", description = "Direct login: `username`, `password`, `platformId` in the query string, a form or JSON body.", responses((status = 200, description = "A session: access token, refresh token, account details"), (status = 401, description = "Wrong credentials"), (status = 429, description = "Throttled, with Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -195,6 +196,7 @@ pub async fn login(
 }
 
 /// 2. `POST /api/auth/token/refresh`. `rcTokenType` may come along and is ignored.
+#[utoipa::path(post, path = "/api/auth/token/refresh", tag = "auth", description = "Trades `refresh_token` for a new access token and refresh token.", responses((status = 200, description = "The new session tokens"), (status = 401, description = "Unknown, expired or reused refresh token")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -207,6 +209,7 @@ pub async fn refresh(
 }
 
 /// 3. `DELETE /api/auth/logout/{refreshToken}`.
+#[utoipa::path(delete, path = "/api/auth/logout/{token}", tag = "auth", params(("token" = String, Path, description = "The refresh token")), responses((status = 200, description = "`true`: the session ended"), (status = 401, description = "Unknown refresh token")))]
 pub async fn logout(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -220,6 +223,7 @@ pub async fn logout(
 /// `POST /api/auth/login/rc/accesstoken`: the RingEX token exchange. `rcAccessToken` and
 /// `rcTokenType` come in a form body or the query string; `includeRefresh=true` asks for the
 /// refresh token. Ignores `Authorization` and `X-Auth-Token` (the SDKs send `Basic basic`).
+#[utoipa::path(post, path = "/api/auth/login/rc/accesstoken", tag = "auth", description = "RingEX token exchange: `rcAccessToken`, `rcTokenType`, optional `includeRefresh`.", responses((status = 200, description = "A session (`ssoLogin: true`)"), (status = 401, description = "RingEX refused the token"), (status = 503, description = "No RingEX server configured or reachable")))]
 pub async fn ringex_exchange(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -249,6 +253,7 @@ pub async fn ringex_exchange(
 
 /// `POST /api/v1/auth/login`: the legacy portal login. `username`, `password`, optional
 /// `stayLoggedIn`, from a form body, JSON or the query string.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", description = "Legacy portal login: `username`, `password`, optional `stayLoggedIn`.", responses((status = 200, description = "The portal login body with its auth token"), (status = 401, description = "Wrong credentials")))]
 pub async fn legacy_login(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -304,6 +309,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, SecretString)> {
 
 /// RingEX emulator: `POST /restapi/oauth/token` with HTTP Basic client authentication and the
 /// `password` or JWT-bearer grant. Errors are OAuth's JSON (`error`, `error_description`).
+#[utoipa::path(post, path = "/restapi/oauth/token", tag = "ringex-emulator", description = "The built-in RingEX emulator token endpoint (only with --ringex-emulator).", responses((status = 200, description = "An OAuth token response"), (status = 400, description = "OAuth error"), (status = 401, description = "Bad client credentials")))]
 pub async fn ringex_emulator_token(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -374,6 +380,7 @@ pub async fn ringex_emulator_token(
 
 /// RingEX emulator: `GET /restapi/v1.0/account/~/extension/~`, the extension the bearer token
 /// belongs to (RingEX's field names; `id` is the user's `rc_user_id`).
+#[utoipa::path(get, path = "/restapi/v1.0/account/~/extension/~", tag = "ringex-emulator", description = "The emulator's current-extension endpoint (only with --ringex-emulator).", responses((status = 200, description = "The extension of the token's user"), (status = 401, description = "Bad token")))]
 pub async fn ringex_emulator_extension(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -399,6 +406,7 @@ pub async fn ringex_emulator_extension(
 }
 
 /// 4. `POST …/admin/token`.
+#[utoipa::path(post, path = "/admin/token", tag = "admin", description = "Mints a permanent API token for the caller (also under /voice/api/v1).", responses((status = 200, description = "The API token, as plain text"), (status = 401, description = "Missing or bad credential")))]
 pub async fn create_token(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -408,6 +416,7 @@ pub async fn create_token(
 }
 
 /// 5. `GET …/admin/token`.
+#[utoipa::path(get, path = "/admin/token", tag = "admin", responses((status = 200, description = "The caller's API tokens"), (status = 401, description = "Missing or bad credential")))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -417,6 +426,7 @@ pub async fn list_tokens(
 }
 
 /// 6. `DELETE …/admin/token/{apiToken}`; the path arrives percent-decoded (`%3A` → `:`).
+#[utoipa::path(delete, path = "/admin/token/{token}", tag = "admin", params(("token" = String, Path, description = "The API token")), responses((status = 200, description = "`true`"), (status = 404, description = "No such token of the caller or its descendants")))]
 pub async fn delete_token(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -429,6 +439,7 @@ pub async fn delete_token(
 }
 
 /// 7. `GET …/admin/accounts`.
+#[utoipa::path(get, path = "/admin/accounts", tag = "admin", responses((status = 200, description = "The sub-accounts the caller may use"), (status = 401, description = "Missing or bad credential")))]
 pub async fn accounts(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -437,6 +448,7 @@ pub async fn accounts(
 }
 
 /// 8. `GET …/admin/users?flatten=&activeOnly=`.
+#[utoipa::path(get, path = "/admin/users", tag = "admin", params(("flatten" = Option<bool>, Query, description = "A flat list instead of a tree"), ("activeOnly" = Option<bool>, Query, description = "Only enabled users")), responses((status = 200, description = "The caller and its descendants"), (status = 403, description = "The caller may not list users")))]
 pub async fn users(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -456,18 +468,21 @@ pub async fn users(
 }
 
 /// `GET /healthz`: answers once the server accepts requests.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "`ok`: the process is up")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// `GET /readyz`: answers `ready` once the database is reachable and the signing keys are
 /// loaded, 503 otherwise (unlike `/healthz`, which only says the process is up).
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "`ready`: database reachable, keys loaded"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.auth.ready().await?;
     Ok("ready")
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "The public keys that verify access tokens (JWKS)")))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     (
         [(
