@@ -170,7 +170,7 @@ fn session_response(s: cxauth_proto::Session) -> Response {
 }
 
 /// 1. `POST /api/auth/login/admin`. Ignores `Authorization` and `X-Auth-Token` by design.
-#[utoipa::path(post, path = "/api/auth/login/admin", tag = "auth", description = "Direct login: `username`, `password`, `platformId` in the query string, a form or JSON body.", responses((status = 200, description = "A session: access token, refresh token, account details"), (status = 401, description = "Wrong credentials"), (status = 429, description = "Throttled, with Retry-After")))]
+#[utoipa::path(post, path = "/api/auth/login/admin", tag = "auth", description = "Direct login: `username`, `password`, `platformId` in the query string, a form or JSON body.", params(("username" = String, Query), ("password" = String, Query), ("platformId" = String, Query)), responses((status = 200, description = "A session: access token, refresh token, account details"), (status = 401, description = "Wrong credentials"), (status = 429, description = "Throttled, with Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -196,7 +196,7 @@ pub async fn login(
 }
 
 /// 2. `POST /api/auth/token/refresh`. `rcTokenType` may come along and is ignored.
-#[utoipa::path(post, path = "/api/auth/token/refresh", tag = "auth", description = "Trades `refresh_token` for a new access token and refresh token.", responses((status = 200, description = "The new session tokens"), (status = 401, description = "Unknown, expired or reused refresh token")))]
+#[utoipa::path(post, path = "/api/auth/token/refresh", tag = "auth", description = "Trades `refresh_token` for a new access token and refresh token.", params(("refresh_token" = String, Query), ("rcTokenType" = Option<String>, Query, description = "Accepted and ignored")), responses((status = 200, description = "The new session tokens"), (status = 401, description = "Unknown, expired or reused refresh token")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -223,7 +223,7 @@ pub async fn logout(
 /// `POST /api/auth/login/rc/accesstoken`: the RingEX token exchange. `rcAccessToken` and
 /// `rcTokenType` come in a form body or the query string; `includeRefresh=true` asks for the
 /// refresh token. Ignores `Authorization` and `X-Auth-Token` (the SDKs send `Basic basic`).
-#[utoipa::path(post, path = "/api/auth/login/rc/accesstoken", tag = "auth", description = "RingEX token exchange: `rcAccessToken`, `rcTokenType`, optional `includeRefresh`.", responses((status = 200, description = "A session (`ssoLogin: true`)"), (status = 401, description = "RingEX refused the token"), (status = 503, description = "No RingEX server configured or reachable")))]
+#[utoipa::path(post, path = "/api/auth/login/rc/accesstoken", tag = "auth", description = "RingEX token exchange: `rcAccessToken`, `rcTokenType`, optional `includeRefresh`.", params(("rcAccessToken" = String, Query), ("rcTokenType" = Option<String>, Query, description = "Bearer"), ("includeRefresh" = Option<bool>, Query)), responses((status = 200, description = "A session (`ssoLogin: true`)"), (status = 401, description = "RingEX refused the token"), (status = 503, description = "No RingEX server configured or reachable")))]
 pub async fn ringex_exchange(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -253,7 +253,7 @@ pub async fn ringex_exchange(
 
 /// `POST /api/v1/auth/login`: the legacy portal login. `username`, `password`, optional
 /// `stayLoggedIn`, from a form body, JSON or the query string.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", description = "Legacy portal login: `username`, `password`, optional `stayLoggedIn`.", responses((status = 200, description = "The portal login body with its auth token"), (status = 401, description = "Wrong credentials")))]
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", description = "Legacy portal login: `username`, `password`, optional `stayLoggedIn`.", params(("username" = String, Query), ("password" = String, Query), ("stayLoggedIn" = Option<bool>, Query)), responses((status = 200, description = "The portal login body with its auth token"), (status = 401, description = "Wrong credentials")))]
 pub async fn legacy_login(
     State(state): State<AppState>,
     Audit(ctx): Audit,
