@@ -1,10 +1,11 @@
 //! Administrative operations shared by `cxauth admin` and the first start: input rules for
 //! accounts and users, and the bootstrap of an empty database.
 
+use crate::audit;
 use crate::crypto::random_bytes;
 use crate::password::{MAX_PASSWORD_LEN, hash_password};
 use crate::service::MAX_USERNAME_LEN;
-use crate::store::{Bootstrap, NewUser, ROLE_SUPER_USER, Store, StoreError};
+use crate::store::{Bootstrap, NewUser, PurgeCounts, ROLE_SUPER_USER, Store, StoreError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cxauth_proto::is_valid_platform_id;
@@ -186,7 +187,33 @@ fn new_user(spec: UserSpec, now: i64) -> Result<NewUser, AdminError> {
 /// a blocking-tolerant context such as the CLI.
 pub async fn create_user(store: &dyn Store, spec: UserSpec, now: i64) -> Result<i64, AdminError> {
     let user = new_user(spec, now)?;
-    Ok(store.create_user(&user).await?)
+    let id = store.create_user(&user).await?;
+    local_audit(store, now, audit::USER_CREATE, Some(id), &user.username, "").await;
+    Ok(id)
+}
+
+/// Audits an operation of the local admin command (no address, no request id).
+async fn local_audit(
+    store: &dyn Store,
+    now: i64,
+    event: &'static str,
+    user_id: Option<i64>,
+    username: &str,
+    detail: &str,
+) {
+    audit::record(
+        store,
+        &audit::AuditContext::local(),
+        now,
+        audit::Entry {
+            event,
+            outcome: audit::SUCCESS,
+            user_id,
+            username: Some(username),
+            detail,
+        },
+    )
+    .await;
 }
 
 /// Sets a new password; ends the user's sessions.
@@ -201,6 +228,16 @@ pub async fn set_password(
     if !store.set_password_hash(username, &hash, now).await? {
         return Err(AdminError::Invalid(format!("no user named {username:?}")));
     }
+    let id = store.user_by_username(username).await?.map(|u| u.id);
+    local_audit(
+        store,
+        now,
+        audit::PASSWORD_CHANGE,
+        id,
+        username,
+        "sessions ended",
+    )
+    .await;
     Ok(())
 }
 
@@ -214,6 +251,13 @@ pub async fn set_enabled(
     if !store.set_user_enabled(username, enabled, now).await? {
         return Err(AdminError::Invalid(format!("no user named {username:?}")));
     }
+    let id = store.user_by_username(username).await?.map(|u| u.id);
+    let event = if enabled {
+        audit::USER_ENABLE
+    } else {
+        audit::USER_DISABLE
+    };
+    local_audit(store, now, event, id, username, "").await;
     Ok(())
 }
 
@@ -273,6 +317,59 @@ pub enum BootstrapOutcome {
     CreatedWithPassword(SecretString),
 }
 
+/// Adds a new signing key (key rotation) and returns its id. Running instances start signing
+/// with it at their next key reload (within [`crate::service::KEY_RELOAD_INTERVAL`], or at once
+/// when they meet a token it signed); tokens signed by older keys stay valid until they expire,
+/// and the older keys retire on their own (see [`crate::service::Auth::retire_keys`]).
+pub async fn rotate_signing_key(
+    store: &dyn Store,
+    secrets: &crate::crypto::Secrets,
+    now: i64,
+) -> Result<String, AdminError> {
+    let key = crate::jwt::generate_signing_key(secrets, now)
+        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    store.insert_signing_key(&key).await?;
+    audit::record(
+        store,
+        &audit::AuditContext::local(),
+        now,
+        audit::Entry {
+            event: audit::KEY_CREATE,
+            outcome: audit::SUCCESS,
+            user_id: None,
+            username: None,
+            detail: &format!("kid {} (rotation)", key.kid),
+        },
+    )
+    .await;
+    Ok(key.kid)
+}
+
+/// Rows each purge pass removes at most per table: small, so each write transaction is short.
+pub const PURGE_BATCH: i64 = 500;
+
+/// Removes every row that can never be used again, and audit events older than `audit_before`
+/// (epoch ms), in batches of `batch` rows per table, and says how many went. Used by the
+/// server's background housekeeping and `cxauth admin purge`.
+pub async fn purge(
+    store: &dyn Store,
+    now: i64,
+    audit_before: i64,
+    batch: i64,
+) -> Result<PurgeCounts, StoreError> {
+    let mut total = PurgeCounts::default();
+    loop {
+        let mut pass = store.purge_expired(now, batch).await?;
+        pass.audit_events = store.purge_audit(audit_before, batch).await?;
+        total.add(&pass);
+        if !pass.is_full(batch) {
+            return Ok(total);
+        }
+        // Let other work in between batches.
+        tokio::task::yield_now().await;
+    }
+}
+
 /// On an empty database, creates `Main` with sub-account `Default` and the super user `admin`
 /// with `password`, or a random one that the caller must show once.
 pub async fn bootstrap(
@@ -309,6 +406,21 @@ pub async fn bootstrap(
             user,
         })
         .await?;
+    if created {
+        let id = store
+            .user_by_username(BOOTSTRAP_USERNAME)
+            .await?
+            .map(|u| u.id);
+        local_audit(
+            store,
+            now,
+            audit::USER_CREATE,
+            id,
+            BOOTSTRAP_USERNAME,
+            "bootstrap",
+        )
+        .await;
+    }
     Ok(match (created, generated) {
         (false, _) => BootstrapOutcome::AlreadyInitialised,
         (true, false) => BootstrapOutcome::Created,

@@ -119,6 +119,9 @@ pub enum Grant<'a> {
     },
 }
 
+/// Audit event of a password grant at the emulator's token endpoint.
+const EMULATOR_LOGIN: &str = "ringex_emulator.login";
+
 fn random_token() -> Result<String, AuthError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
 }
@@ -157,7 +160,15 @@ impl Auth {
                 password,
                 client,
             } => {
-                let user = match self.check_password(username, password, None, client).await {
+                // The emulator is a development tool: its logins are audited without request id.
+                let ctx = crate::audit::AuditContext {
+                    request_id: None,
+                    addr: Some(client),
+                };
+                let user = match self
+                    .check_password(username, password, None, EMULATOR_LOGIN, &ctx)
+                    .await
+                {
                     Ok(u) => u,
                     Err(AuthError::LoginFailed) => return Err(OAuthError::InvalidGrant.into()),
                     Err(e) => return Err(e),
@@ -169,7 +180,7 @@ impl Auth {
                 };
                 if !ext_ok {
                     // Counted like a wrong password: the extension is part of the credentials.
-                    let _ = self.login_failed(username, client);
+                    let _ = self.login_failed(username, EMULATOR_LOGIN, &ctx).await;
                     return Err(OAuthError::InvalidGrant.into());
                 }
                 self.login_succeeded(username);

@@ -4,6 +4,7 @@
 //! HTTP lives in `cxauth-server`, SQL in `cxauth-store`; this crate is what both agree on.
 
 pub mod admin;
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod crypto;

@@ -98,6 +98,22 @@ pub fn verify_with_memory(phc: &str, password: &SecretString, memory: &mut HashM
         && bool::from(out.as_slice().ct_eq(expected.as_ref()))
 }
 
+/// Counts a hash as running for as long as it lives, also if the hash panics.
+struct RunningGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl RunningGuard {
+    fn enter(counter: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RunningGuard(counter)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Work for a hashing thread; it gets the thread's reusable Argon2 memory.
 type Job = Box<dyn FnOnce(&mut HashMemory) + Send>;
 
@@ -108,6 +124,10 @@ pub struct PasswordPool {
     admission: Arc<Semaphore>,
     jobs: mpsc::Sender<Job>,
     dummy_hash: Arc<str>,
+    /// Hashes running right now (for [`PasswordPool::load`]).
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Hashes admitted at once, running or waiting.
+    capacity: usize,
 }
 
 impl PasswordPool {
@@ -143,7 +163,17 @@ impl PasswordPool {
             admission: Arc::new(Semaphore::new(workers + queue)),
             jobs,
             dummy_hash: dummy.into(),
+            running: Arc::default(),
+            capacity: workers + queue,
         })
+    }
+
+    /// Hashes running and hashes waiting right now: the queue depth the metrics report, the
+    /// first sign of a login storm or too few workers.
+    pub fn load(&self) -> (usize, usize) {
+        let running = self.running.load(std::sync::atomic::Ordering::Relaxed);
+        let admitted = self.capacity - self.admission.available_permits().min(self.capacity);
+        (running, admitted.saturating_sub(running))
     }
 
     /// Verifies `password` against `phc`, or against a dummy hash when `phc` is `None` (unknown
@@ -176,9 +206,12 @@ impl PasswordPool {
             .try_acquire_owned()
             .map_err(|_| PoolError::Busy)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let running = self.running.clone();
         self.jobs
             .send(Box::new(move |memory| {
+                let counted = RunningGuard::enter(running);
                 let out = f(memory);
+                drop(counted);
                 // Released only once the work is done, even if the caller went away: the
                 // bound covers what the threads will still run, not just who is waiting.
                 // Before answering, so a caller that got its answer finds its slot free.

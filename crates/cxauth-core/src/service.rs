@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP. Errors are [`AuthError`], which the server maps to status codes
 //! and bodies in one place.
 
+use crate::audit::{self, AuditContext};
 use crate::clock::{SharedClock, duration_ms};
 use crate::crypto::{CryptoError, DigestKind, Secrets, random_bytes};
 use crate::jwt::{Claims, KeyRing, KeyRingError, LAPP_ADMIN, TokenError, generate_signing_key};
@@ -17,7 +18,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cxauth_proto::{ADMIN_URL, AGENT_URL, ApiToken, Jwks, Session, is_token_alphabet};
 use secrecy::SecretString;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,7 +196,17 @@ pub struct Auth {
     config: AuthConfig,
     /// Access tokens whose signature already verified (the session is still checked each time).
     verified: crate::cache::VerifiedTokens,
+    /// Start and count of the current second's audit rows for throttled attempts: a storm of
+    /// throttled guesses (refused before any hashing) must not become a storm of writes.
+    throttled_audits: std::sync::Mutex<(std::time::Instant, u32)>,
 }
+
+/// How often housekeeping reloads the signing keys, so every instance starts signing with a
+/// rotated key within this long.
+pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Most audit rows written per second for throttled login attempts; the rest are only counted.
+const THROTTLED_AUDITS_PER_SECOND: u32 = 10;
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,9 +237,22 @@ impl Auth {
         }
         let mut stored = store.signing_keys().await?;
         if stored.is_empty() {
-            store
-                .init_signing_key(&generate_signing_key(&secrets, clock.now_ms())?)
-                .await?;
+            let key = generate_signing_key(&secrets, clock.now_ms())?;
+            if store.init_signing_key(&key).await? {
+                audit::record(
+                    store.as_ref(),
+                    &AuditContext::local(),
+                    clock.now_ms(),
+                    audit::Entry {
+                        event: audit::KEY_CREATE,
+                        outcome: audit::SUCCESS,
+                        user_id: None,
+                        username: None,
+                        detail: &format!("kid {}", key.kid),
+                    },
+                )
+                .await;
+            }
             stored = store.signing_keys().await?;
         }
         let keys = KeyRing::from_stored(&secrets, &stored)?;
@@ -243,6 +266,7 @@ impl Auth {
             throttle,
             config,
             verified: crate::cache::VerifiedTokens::new(VERIFIED_TOKEN_CACHE),
+            throttled_audits: std::sync::Mutex::new((std::time::Instant::now(), 0)),
         })
     }
 
@@ -256,9 +280,28 @@ impl Auth {
         &self.throttle
     }
 
+    /// The password hashing pool (for its queue depth in the metrics).
+    pub fn password_pool(&self) -> &PasswordPool {
+        &self.passwords
+    }
+
     /// The store (for housekeeping).
     pub fn store(&self) -> &SharedStore {
         &self.store
+    }
+
+    /// Whether this instance can serve logins: the database answers and signing keys are
+    /// loaded. Behind `/readyz`, so a load balancer stops sending traffic to an instance that
+    /// lost its database.
+    pub async fn ready(&self) -> Result<(), AuthError> {
+        self.store
+            .get_meta(META_KEY_FINGERPRINT)
+            .await?
+            .ok_or_else(|| AuthError::Unavailable("the database has no master key yet".into()))?;
+        if self.keys().jwks().keys.is_empty() {
+            return Err(AuthError::Unavailable("no signing key loaded".into()));
+        }
+        Ok(())
     }
 
     /// The public signing keys.
@@ -292,13 +335,54 @@ impl Auth {
             }
             *last = Some(now);
         }
+        self.reload_keys().await?;
+        Ok(self.keys().knows(&kid))
+    }
+
+    /// Reloads the key ring from the store, so a key added by `cxauth admin keys rotate` (or
+    /// by another instance) starts signing here and retired keys stop verifying. Housekeeping
+    /// calls it every [`KEY_RELOAD_INTERVAL`]. Returns how many keys are loaded.
+    pub async fn reload_keys(&self) -> Result<usize, AuthError> {
         let stored = self.store.signing_keys().await?;
         let ring = KeyRing::from_stored(&self.secrets, &stored)
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let known = ring.knows(&kid);
+        let changed = {
+            let current = self.keys();
+            stored.len() != current.jwks().keys.len()
+                || stored.iter().any(|k| !current.knows(&k.kid))
+        };
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
-        tracing::info!(keys = stored.len(), "reloaded signing keys");
-        Ok(known)
+        if changed {
+            tracing::info!(keys = stored.len(), "reloaded signing keys");
+        }
+        Ok(stored.len())
+    }
+
+    /// Deletes signing keys no token can still need: those superseded by a newer key longer
+    /// ago than the access-token lifetime plus two reload intervals (every instance has been
+    /// signing with the newer key for at least one access-token lifetime). Audited; returns the
+    /// retired key ids.
+    pub async fn retire_keys(&self) -> Result<Vec<String>, AuthError> {
+        let keep = duration_ms(self.config.access_token_ttl)
+            .saturating_add(2 * duration_ms(KEY_RELOAD_INTERVAL));
+        let retired = self
+            .store
+            .retire_signing_keys(self.clock.now_ms().saturating_sub(keep))
+            .await?;
+        if !retired.is_empty() {
+            let detail = format!("kid {}", retired.join(", "));
+            self.audit(
+                &AuditContext::local(),
+                audit::KEY_RETIRE,
+                audit::SUCCESS,
+                None,
+                None,
+                &detail,
+            )
+            .await;
+            self.reload_keys().await?;
+        }
+        Ok(retired)
     }
 
     /// Checks a username and password (and the platform, when one is given) under the login
@@ -308,9 +392,11 @@ impl Auth {
         username: &str,
         password: SecretString,
         platform_id: Option<&str>,
-        client: IpAddr,
+        event: &'static str,
+        ctx: &AuditContext,
     ) -> Result<UserRecord, AuthError> {
         use secrecy::ExposeSecret as _;
+        let client = ctx.client();
         if username.len() > MAX_USERNAME_LEN {
             return Err(AuthError::BadRequest(format!(
                 "username is longer than {MAX_USERNAME_LEN} bytes"
@@ -322,6 +408,12 @@ impl Auth {
             )));
         }
         if let Err(retry_after) = self.throttle.check(username, client) {
+            metrics::counter!("cxauth_logins_total", "kind" => event, "outcome" => "throttled")
+                .increment(1);
+            if self.may_audit_throttled() {
+                self.audit(ctx, event, "throttled", None, Some(username), "")
+                    .await;
+            }
             return Err(AuthError::Throttled { retry_after });
         }
         let user = self.store.user_by_username(username).await?;
@@ -333,15 +425,71 @@ impl Auth {
             Some(u) if verified && u.enabled && platform_id.is_none_or(|p| p == u.platform_id) => {
                 Ok(u)
             }
-            _ => Err(self.login_failed(username, client)),
+            _ => Err(self.login_failed(username, event, ctx).await),
         }
     }
 
-    /// Counts and audits a failed login; returns the one error every failure gets.
-    pub(crate) fn login_failed(&self, username: &str, client: IpAddr) -> AuthError {
-        self.throttle.record_failure(username, client);
-        tracing::info!(target: "audit", event = "login.failed", client = %client, "login failed");
+    /// Counts and audits a failed login; returns the one error every failure gets. The audit
+    /// row is the same write whether the user exists or not, so it reveals nothing by timing.
+    pub(crate) async fn login_failed(
+        &self,
+        username: &str,
+        event: &'static str,
+        ctx: &AuditContext,
+    ) -> AuthError {
+        self.throttle.record_failure(username, ctx.client());
+        self.audit(ctx, event, audit::FAILURE, None, Some(username), "")
+            .await;
         AuthError::LoginFailed
+    }
+
+    /// Whether this throttled attempt may still be written to the audit trail this second.
+    fn may_audit_throttled(&self) -> bool {
+        let mut w = self
+            .throttled_audits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(w.0) >= std::time::Duration::from_secs(1) {
+            *w = (now, 0);
+        }
+        w.1 += 1;
+        w.1 <= THROTTLED_AUDITS_PER_SECOND
+    }
+
+    /// Writes an audit event at the clock's now (see [`crate::audit`]).
+    pub(crate) async fn audit(
+        &self,
+        ctx: &AuditContext,
+        event: &'static str,
+        outcome: &'static str,
+        user_id: Option<i64>,
+        username: Option<&str>,
+        detail: &str,
+    ) {
+        match event {
+            audit::LOGIN | audit::LEGACY_LOGIN | audit::RINGEX_EXCHANGE
+                if outcome != "throttled" =>
+            {
+                metrics::counter!("cxauth_logins_total", "kind" => event, "outcome" => outcome)
+                    .increment(1);
+            }
+            audit::REFRESH_REUSE => metrics::counter!("cxauth_refresh_reuse_total").increment(1),
+            _ => {}
+        }
+        audit::record(
+            self.store.as_ref(),
+            ctx,
+            self.clock.now_ms(),
+            audit::Entry {
+                event,
+                outcome,
+                user_id,
+                username,
+                detail,
+            },
+        )
+        .await;
     }
 
     /// Clears the username's throttle budget after a successful login.
@@ -378,13 +526,14 @@ impl Auth {
     }
 
     /// Direct login with username, password and platform id.
-    pub async fn login(&self, input: LoginInput, client: IpAddr) -> Result<Session, AuthError> {
+    pub async fn login(&self, input: LoginInput, ctx: &AuditContext) -> Result<Session, AuthError> {
         let user = self
             .check_password(
                 &input.username,
                 input.password,
                 Some(&input.platform_id),
-                client,
+                audit::LOGIN,
+                ctx,
             )
             .await?;
         let (session_id, refresh, now) = match self
@@ -394,12 +543,20 @@ impl Auth {
             Ok(started) => started,
             // Disabled or password changed between the check and now: the login loses the race.
             Err(StoreError::Conflict(_)) => {
-                return Err(self.login_failed(&input.username, client));
+                return Err(self.login_failed(&input.username, audit::LOGIN, ctx).await);
             }
             Err(e) => return Err(e.into()),
         };
         self.login_succeeded(&input.username);
-        tracing::info!(target: "audit", event = "login.succeeded", user_id = user.id, session = %session_id, client = %client, "login");
+        self.audit(
+            ctx,
+            audit::LOGIN,
+            audit::SUCCESS,
+            Some(user.id),
+            Some(&user.username),
+            "",
+        )
+        .await;
         self.session_response(&user, &session_id, Some(refresh), now)
     }
 
@@ -411,11 +568,21 @@ impl Auth {
         &self,
         rc_user_id: i64,
         include_refresh: bool,
+        ctx: &AuditContext,
     ) -> Result<Session, AuthError> {
         let user = match self.store.user_by_rc_user_id(rc_user_id).await? {
             Some(u) if u.enabled => u,
             _ => {
-                tracing::info!(target: "audit", event = "ringex.exchange.failed", rc_user_id, "no enabled user holds this RingEX user id");
+                let detail = format!("no enabled user holds RingEX user id {rc_user_id}");
+                self.audit(
+                    ctx,
+                    audit::RINGEX_EXCHANGE,
+                    audit::FAILURE,
+                    None,
+                    None,
+                    &detail,
+                )
+                .await;
                 return Err(AuthError::RingexRefused);
             }
         };
@@ -424,7 +591,15 @@ impl Auth {
             Err(StoreError::Conflict(_)) => return Err(AuthError::RingexRefused),
             Err(e) => return Err(e.into()),
         };
-        tracing::info!(target: "audit", event = "ringex.exchange.succeeded", user_id = user.id, session = %session_id, "RingEX token exchanged");
+        self.audit(
+            ctx,
+            audit::RINGEX_EXCHANGE,
+            audit::SUCCESS,
+            Some(user.id),
+            Some(&user.username),
+            "",
+        )
+        .await;
         let mut session =
             self.session_response(&user, &session_id, include_refresh.then_some(refresh), now)?;
         session.sso_login = true;
@@ -439,10 +614,10 @@ impl Auth {
         username: &str,
         password: SecretString,
         stay_logged_in: bool,
-        client: IpAddr,
+        ctx: &AuditContext,
     ) -> Result<(String, UserRecord), AuthError> {
         let user = self
-            .check_password(username, password, None, client)
+            .check_password(username, password, None, audit::LEGACY_LOGIN, ctx)
             .await?;
         let token = uuid::Uuid::new_v4().to_string();
         let now = self.clock.now_ms();
@@ -465,7 +640,15 @@ impl Auth {
             )
             .await?;
         self.login_succeeded(username);
-        tracing::info!(target: "audit", event = "legacy_login.succeeded", user_id = user.id, client = %client, "legacy login");
+        self.audit(
+            ctx,
+            audit::LEGACY_LOGIN,
+            audit::SUCCESS,
+            Some(user.id),
+            Some(&user.username),
+            "",
+        )
+        .await;
         Ok((token, user))
     }
 
@@ -522,7 +705,11 @@ impl Auth {
     }
 
     /// Trades a refresh token for a new access token and a new refresh token.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, AuthError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        ctx: &AuditContext,
+    ) -> Result<Session, AuthError> {
         let presented = self.refresh_digest(refresh_token)?;
         let successor = new_refresh_token()?;
         let now = self.clock.now_ms();
@@ -548,33 +735,55 @@ impl Auth {
                 let mut session =
                     self.session_response(&user, &session_id, Some(successor), now)?;
                 session.sso_login = sso_login;
+                metrics::counter!("cxauth_refreshes_total", "outcome" => "success").increment(1);
                 Ok(session)
             }
             RotateOutcome::Reused {
                 session_id,
                 user_id,
             } => {
-                tracing::warn!(target: "audit", event = "refresh.reuse", user_id, session = %session_id,
+                tracing::warn!(user_id, session = %session_id,
                     "a rotated refresh token was presented after the grace window; session revoked");
+                self.audit(
+                    ctx,
+                    audit::REFRESH_REUSE,
+                    "reuse",
+                    Some(user_id),
+                    None,
+                    "session ended",
+                )
+                .await;
                 Err(AuthError::RefreshFailed)
             }
-            RotateOutcome::Invalid => Err(AuthError::RefreshFailed),
+            RotateOutcome::Invalid => {
+                metrics::counter!("cxauth_refreshes_total", "outcome" => "failure").increment(1);
+                Err(AuthError::RefreshFailed)
+            }
         }
     }
 
     /// Ends the session a refresh token belongs to.
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+    pub async fn logout(&self, refresh_token: &str, ctx: &AuditContext) -> Result<(), AuthError> {
         let digest = self.refresh_digest(refresh_token)?;
         let now = self.clock.now_ms();
-        if self
+        match self
             .store
             .revoke_session_by_refresh(&digest, RevokeReason::Logout, now)
             .await?
         {
-            tracing::info!(target: "audit", event = "logout", "session ended by logout");
-            Ok(())
-        } else {
-            Err(AuthError::RefreshFailed)
+            Some(user_id) => {
+                self.audit(
+                    ctx,
+                    audit::SESSION_END,
+                    audit::SUCCESS,
+                    Some(user_id),
+                    None,
+                    "logout",
+                )
+                .await;
+                Ok(())
+            }
+            None => Err(AuthError::RefreshFailed),
         }
     }
 
@@ -675,7 +884,11 @@ impl Auth {
     }
 
     /// Mints a new permanent API token for the caller.
-    pub async fn create_api_token(&self, who: &Principal) -> Result<String, AuthError> {
+    pub async fn create_api_token(
+        &self,
+        who: &Principal,
+        ctx: &AuditContext,
+    ) -> Result<String, AuthError> {
         let token = ApiToken::generate(&who.user.platform_id)
             .ok_or_else(|| AuthError::Internal("user has an invalid platform id".into()))?
             .to_string();
@@ -686,7 +899,15 @@ impl Auth {
         self.store
             .insert_api_token(who.user.id, &digest, &sealed, self.clock.now_ms())
             .await?;
-        tracing::info!(target: "audit", event = "api_token.created", user_id = who.user.id, "API token created");
+        self.audit(
+            ctx,
+            audit::API_TOKEN_CREATE,
+            audit::SUCCESS,
+            Some(who.user.id),
+            Some(&who.user.username),
+            "",
+        )
+        .await;
         Ok(token)
     }
 
@@ -708,7 +929,12 @@ impl Auth {
 
     /// Deletes an API token owned by the caller or by one of its descendants. Everything else,
     /// including a malformed token, is [`AuthError::NotFound`]: existence is not revealed.
-    pub async fn delete_api_token(&self, who: &Principal, token: &str) -> Result<(), AuthError> {
+    pub async fn delete_api_token(
+        &self,
+        who: &Principal,
+        token: &str,
+        ctx: &AuditContext,
+    ) -> Result<(), AuthError> {
         let api = ApiToken::parse(token).ok_or(AuthError::NotFound)?;
         let digest = self
             .secrets
@@ -724,7 +950,16 @@ impl Auth {
         if !self.store.delete_api_token(stored.id).await? {
             return Err(AuthError::NotFound);
         }
-        tracing::info!(target: "audit", event = "api_token.deleted", user_id = who.user.id, owner_id = owner.id, "API token deleted");
+        let detail = format!("token of user id {}", owner.id);
+        self.audit(
+            ctx,
+            audit::API_TOKEN_DELETE,
+            audit::SUCCESS,
+            Some(who.user.id),
+            Some(&who.user.username),
+            &detail,
+        )
+        .await;
         Ok(())
     }
 

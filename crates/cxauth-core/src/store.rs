@@ -287,6 +287,10 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
     /// Adds a signing key (key rotation).
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// Deletes every signing key older than the newest key created at or before `cutoff`
+    /// (epoch ms): those have been superseded since at least `cutoff`. Never deletes the newest
+    /// key. Returns the key ids deleted.
+    async fn retire_signing_keys(&self, cutoff: i64) -> Result<Vec<String>, StoreError>;
     /// Adds `key` only if there is no signing key yet, atomically, so instances starting
     /// together on an empty database agree on one key; returns whether it was added.
     async fn init_signing_key(&self, key: &StoredSigningKey) -> Result<bool, StoreError>;
@@ -340,13 +344,14 @@ pub trait Store: Send + Sync + 'static {
     async fn session_state(&self, session_id: &str) -> Result<Option<SessionState>, StoreError>;
     /// Uses a refresh token: rotation, grace retry, or reuse detection, atomically.
     async fn rotate_refresh_token(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
-    /// Ends the session a refresh token belongs to; false if the token is unknown or expired.
+    /// Ends the session a refresh token belongs to; returns its owner, or `None` if the token
+    /// is unknown or expired.
     async fn revoke_session_by_refresh(
         &self,
         digest: &[u8; 32],
         reason: RevokeReason,
         now: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Stores a new API token.
     async fn insert_api_token(
@@ -423,9 +428,154 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<UserRecord>, StoreError>;
 
-    /// Deletes refresh tokens, sessions, legacy tokens and emulator access tokens that can never
-    /// be used again; returns rows deleted.
-    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+    /// Deletes at most `batch` rows from each table holding rows that can never be used again:
+    /// expired refresh tokens, expired or ended sessions (with their refresh tokens), expired
+    /// legacy tokens and emulator access tokens. Small batches keep each write transaction short
+    /// so a purge never stalls logins; call again while [`PurgeCounts::is_full`] says a table
+    /// had more (see [`crate::admin::purge`]).
+    async fn purge_expired(&self, now: i64, batch: i64) -> Result<PurgeCounts, StoreError>;
+
+    /// Removes at most `batch` audit events older than `before` (epoch ms); returns how many.
+    async fn purge_audit(&self, before: i64, batch: i64) -> Result<u64, StoreError>;
+
+    /// Appends a security event to the audit trail, durably (committed when this returns).
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Audit events matching `filter`, oldest first.
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The connection pool's use right now, for the metrics.
+    fn pool_stats(&self) -> PoolStats;
+    /// How many tokens and sessions are stored, for the metrics (tables stay bounded).
+    async fn stored_counts(&self) -> Result<StoredCounts, StoreError>;
+
+    /// Closes the connection pool, waiting for connections in use to come back, so a stopping
+    /// server leaves the database cleanly (SQLite checkpoints its WAL on the last close).
+    async fn close(&self);
+}
+
+/// Rows removed by a purge, per table, so operators see what housekeeping did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeCounts {
+    /// Expired refresh tokens (not counting those removed with their session).
+    pub refresh_tokens: u64,
+    /// Expired or ended sessions.
+    pub sessions: u64,
+    /// Expired legacy auth tokens.
+    pub legacy_tokens: u64,
+    /// Expired RingEX emulator access tokens.
+    pub ringex_tokens: u64,
+    /// Audit events past their retention.
+    pub audit_events: u64,
+}
+
+impl PurgeCounts {
+    /// All rows removed.
+    pub fn total(&self) -> u64 {
+        self.refresh_tokens
+            + self.sessions
+            + self.legacy_tokens
+            + self.ringex_tokens
+            + self.audit_events
+    }
+
+    /// Whether some table gave a whole batch, so more rows may be waiting.
+    pub fn is_full(&self, batch: i64) -> bool {
+        let batch = u64::try_from(batch).unwrap_or(0);
+        [
+            self.refresh_tokens,
+            self.sessions,
+            self.legacy_tokens,
+            self.ringex_tokens,
+            self.audit_events,
+        ]
+        .iter()
+        .any(|n| *n >= batch)
+    }
+
+    /// Adds the counts of another pass.
+    pub fn add(&mut self, other: &PurgeCounts) {
+        self.refresh_tokens += other.refresh_tokens;
+        self.sessions += other.sessions;
+        self.legacy_tokens += other.legacy_tokens;
+        self.ringex_tokens += other.ringex_tokens;
+        self.audit_events += other.audit_events;
+    }
+}
+
+/// Use of a store's connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections.
+    pub open: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
+}
+
+/// Rows of the tables that grow with use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredCounts {
+    /// Sessions not ended.
+    pub live_sessions: i64,
+    /// All sessions (ended ones wait for the purge).
+    pub sessions: i64,
+    /// Refresh tokens.
+    pub refresh_tokens: i64,
+    /// API tokens.
+    pub api_tokens: i64,
+    /// Legacy auth tokens.
+    pub legacy_tokens: i64,
+    /// Audit events.
+    pub audit_events: i64,
+}
+
+/// One security event of the audit trail. Holds who, what, when and from where, never a
+/// secret: no password, token or token digest ever goes in here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEvent {
+    /// Row id, increasing (0 for an event not yet stored); `--follow` reads past the last one.
+    pub id: i64,
+    /// When, epoch ms.
+    pub at: i64,
+    /// What happened, e.g. `login` or `session.end` (see [`crate::audit`]).
+    pub event: String,
+    /// How it ended, e.g. `success`, `failure`, `throttled`.
+    pub outcome: String,
+    /// The user concerned, when known.
+    pub user_id: Option<i64>,
+    /// The user's name, or the name a failed login tried.
+    pub username: Option<String>,
+    /// The client address; `None` for the local admin command.
+    pub addr: Option<String>,
+    /// The request id of the HTTP request, to find its log lines.
+    pub request_id: Option<String>,
+    /// Anything else worth knowing (a reason, a key id), never a secret.
+    pub detail: String,
+}
+
+/// Which audit events to read.
+#[derive(Debug, Clone)]
+pub struct AuditFilter {
+    /// Only events concerning this username.
+    pub username: Option<String>,
+    /// Only events at or after this time, epoch ms.
+    pub since: i64,
+    /// Only events with a larger id (for following the trail).
+    pub after_id: i64,
+    /// At most this many events.
+    pub limit: i64,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        AuditFilter {
+            username: None,
+            since: i64::MIN,
+            after_id: 0,
+            limit: 1000,
+        }
+    }
 }
 
 /// Shared handle to a store.

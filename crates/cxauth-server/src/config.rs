@@ -53,6 +53,14 @@ pub struct ServerConfig {
     /// Longest wait for the RingEX server; beyond it the exchange answers 503. (A longer wait
     /// than `request_timeout` is cut short by the request timeout, also with a 503.)
     pub ringex_timeout: Duration,
+    /// How long a stopping server lets in-flight requests finish before it closes their
+    /// connections anyway: bounded, so a stuck client cannot hold up a restart.
+    pub shutdown_timeout: Duration,
+    /// How long audit events are kept before housekeeping deletes them.
+    pub audit_retention: Duration,
+    /// Where Prometheus metrics are served (`/metrics`); `None`: not served. Apart from the
+    /// API listener so that they are not public.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -78,6 +86,9 @@ impl ServerConfig {
             ringex_emulator: false,
             ringex_cache_ttl: Duration::from_secs(30),
             ringex_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            audit_retention: Duration::from_secs(90 * 86_400),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         }
     }
 
@@ -125,6 +136,21 @@ impl ServerConfig {
     }
 }
 
+/// Parses a listen address, or `off` for none (e.g. `--metrics-listen off`).
+pub fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(ListenOrOff(None));
+    }
+    s.parse()
+        .map(|a| ListenOrOff(Some(a)))
+        .map_err(|_| format!("{s:?} is neither an address and port (e.g. 127.0.0.1:9090) nor off"))
+}
+
+/// A listen address that can be turned off; see [`parse_listen_or_off`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOrOff(pub Option<SocketAddr>);
+
 /// Parses a duration in human form: `300ms`, `2s`, `5m`, `1h`, `7d`, or combinations (`1h30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -134,6 +160,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_or_off() {
+        assert_eq!(parse_listen_or_off("off"), Ok(ListenOrOff(None)));
+        assert_eq!(
+            parse_listen_or_off("127.0.0.1:9090"),
+            Ok(ListenOrOff(Some(SocketAddr::from(([127, 0, 0, 1], 9090)))))
+        );
+        assert!(parse_listen_or_off("9090").is_err());
+    }
 
     #[test]
     fn durations_in_human_form() {

@@ -49,16 +49,26 @@ pub fn loggable_path(path: &str) -> String {
     }
 }
 
+/// The request's id, left in the request's extensions for handlers (the audit trail).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// See the module documentation.
 pub async fn request_context(
     State(clock): State<SharedClock>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let request_id =
         incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = loggable_path(req.uri().path());
+    // The route pattern, not the path: bounded label values, and no token segments.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let span = tracing::info_span!("request", id = %request_id, method = %method, path = %path);
     let started = std::time::Instant::now();
 
@@ -97,7 +107,12 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!("cxauth_http_requests_total", "route" => route.clone(),
+        "method" => method.to_string(), "status" => status.as_u16().to_string())
+    .increment(1);
+    metrics::histogram!("cxauth_http_request_duration_seconds", "route" => route).record(elapsed);
+    let latency_ms = elapsed * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), latency_ms, "request");

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod metrics;
 pub mod params;
 pub mod ringex;
 pub mod routes;
@@ -15,7 +16,6 @@ pub mod routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use config::ServerConfig;
 use cxauth_core::admin::{BootstrapOutcome, bootstrap};
 use cxauth_core::clock::SharedClock;
@@ -24,7 +24,7 @@ use cxauth_core::password::PasswordPool;
 use cxauth_core::service::{Auth, AuthConfig, META_KEY_FINGERPRINT};
 use cxauth_core::throttle::{Throttle, ThrottleConfig};
 use secrecy::{ExposeSecret, SecretString};
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
     /// Who RingEX tokens belong to, for the token exchange.
     pub ringex: Arc<ringex::RingexResolver>,
+    /// Renders the process's metrics (see [`metrics`]).
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// Why the server could not start. Each message tells the operator what to do.
@@ -77,12 +79,17 @@ pub struct App {
     /// The random admin password of a first start without `CXAUTH_BOOTSTRAP_ADMIN_PASSWORD`,
     /// to be shown once by the caller.
     pub generated_admin_password: Option<SecretString>,
+    /// How long [`serve`] lets in-flight requests finish once told to stop.
+    pub shutdown_timeout: Duration,
+    /// How long audit events are kept (housekeeping deletes older ones).
+    pub audit_retention: Duration,
 }
 
 /// Loads the master key, or creates it on a database that has never had one. A database that
 /// was set up with a key is never given a new one: that would orphan everything sealed under
-/// the old key, so the server refuses to start instead.
-async fn master_key(
+/// the old key, so the server refuses to start instead. Public so that `cxauth admin keys
+/// rotate` finds the key by exactly the same rule as `cxauth serve`.
+pub async fn master_key(
     config: &ServerConfig,
     store: &dyn cxauth_core::store::Store,
 ) -> Result<MasterKey, StartupError> {
@@ -201,46 +208,70 @@ impl App {
             clock,
             trusted_proxies: config.trusted_proxies.clone().into(),
             ringex: Arc::new(ringex),
+            metrics: metrics::handle().map_err(StartupError::Config)?,
         };
         Ok(App {
             router: router(state.clone(), config),
             state,
             generated_admin_password,
+            shutdown_timeout: config.shutdown_timeout,
+            audit_retention: config.audit_retention,
         })
     }
 }
 
-/// The routes of the contract, under both admin prefixes, with the middleware stack.
-pub fn router(state: AppState, config: &ServerConfig) -> Router {
-    let admin = Router::new()
-        .route(
-            "/admin/token",
-            post(routes::create_token).get(routes::list_tokens),
-        )
-        .route("/admin/token/{token}", delete(routes::delete_token))
-        .route("/admin/accounts", get(routes::accounts))
-        .route("/admin/users", get(routes::users));
-    let mut routes = Router::new()
-        .route("/api/auth/login/admin", post(routes::login))
-        .route(
-            "/api/auth/login/rc/accesstoken",
-            post(routes::ringex_exchange),
-        )
-        .route("/api/v1/auth/login", post(routes::legacy_login))
-        .route("/api/auth/token/refresh", post(routes::refresh))
-        .route("/api/auth/logout/{token}", delete(routes::logout))
-        .route("/healthz", get(routes::healthz))
-        .route("/.well-known/jwks.json", get(routes::jwks))
+/// The fixed parts of the OpenAPI document; its paths come from the handlers' `utoipa::path`
+/// annotations as [`api_routes`] registers them, so the document and the router cannot drift.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "cxauth",
+        description = "A self-hostable, wire-compatible RingCX (Engage Voice) authentication \
+                       server. Admin endpoints are served under both /voice/api/v1 and /api/v1."
+    ),
+    tags(
+        (name = "auth", description = "Logins, refresh, logout, token exchange, public keys"),
+        (name = "admin", description = "API tokens, accounts and users of the caller"),
+        (name = "operations", description = "Health and readiness"),
+        (name = "ringex-emulator", description = "The built-in RingEX emulator (development only)")
+    )
+)]
+pub struct ApiDoc;
+
+/// Every endpoint with its OpenAPI description: one registration makes both the route and its
+/// entry in the document.
+pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::routes;
+    let admin = utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(routes::create_token, routes::list_tokens))
+        .routes(routes!(routes::delete_token))
+        .routes(routes!(routes::accounts))
+        .routes(routes!(routes::users));
+    let mut api = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::login))
+        .routes(routes!(routes::ringex_exchange))
+        .routes(routes!(routes::legacy_login))
+        .routes(routes!(routes::refresh))
+        .routes(routes!(routes::logout))
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::readyz))
+        .routes(routes!(routes::jwks))
         .nest("/voice/api/v1", admin.clone())
         .nest("/api/v1", admin);
     if config.ringex_emulator {
-        routes = routes
-            .route("/restapi/oauth/token", post(routes::ringex_emulator_token))
-            .route(
-                ringex::EXTENSION_PATH,
-                get(routes::ringex_emulator_extension),
-            );
+        api = api
+            .routes(routes!(routes::ringex_emulator_token))
+            .routes(routes!(routes::ringex_emulator_extension));
     }
+    api
+}
+
+/// The routes of the contract, under both admin prefixes, plus `/openapi.json` and the API page
+/// `/docs` (Swagger UI served from the binary: it works offline), with the middleware stack.
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    let (routes, api) = api_routes(config).split_for_parts();
+    let routes = routes.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api));
     routes
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::wrong_method)
@@ -257,8 +288,13 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
-/// Also runs housekeeping (purging expired sessions and stale throttle entries).
+/// Housekeeping ticks ([`cxauth_core::service::KEY_RELOAD_INTERVAL`]) between two purges of
+/// expired rows (the first tick purges too).
+const PURGE_EVERY_TICKS: u64 = 10;
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight requests finish for at most `shutdown_timeout`, and closes the database. Also runs
+/// housekeeping (purging expired rows and stale throttle entries).
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -266,26 +302,79 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let auth = app.state.auth.clone();
     let clock = app.state.clock.clone();
+    let audit_retention = app.audit_retention;
     let housekeeping = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        // Keys every tick (a rotation reaches this instance within a minute); rows less often.
+        let mut tick = tokio::time::interval(cxauth_core::service::KEY_RELOAD_INTERVAL);
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
+            if let Err(e) = auth.reload_keys().await {
+                tracing::warn!(error = %e, "reload of the signing keys failed");
+            }
+            match auth.retire_keys().await {
+                Ok(kids) if !kids.is_empty() => tracing::info!(?kids, "retired old signing keys"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retiring old signing keys failed"),
+            }
+            ticks += 1;
+            if ticks % PURGE_EVERY_TICKS != 1 {
+                continue;
+            }
             auth.throttle().purge();
-            match auth.store().purge_expired(clock.now_ms()).await {
-                Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired sessions and tokens"),
+            let now = clock.now_ms();
+            match cxauth_core::admin::purge(
+                auth.store().as_ref(),
+                now,
+                now.saturating_sub(cxauth_core::clock::duration_ms(audit_retention)),
+                cxauth_core::admin::PURGE_BATCH,
+            )
+            .await
+            {
+                Ok(n) if n.total() > 0 => {
+                    tracing::info!(removed = ?n, "purged expired sessions and tokens")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
             }
         }
     });
-    let result = axum::serve(
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
         listener,
         app.router
             .into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        let _ = stopping_tx.send(());
+    });
+    let drain = app.shutdown_timeout;
+    let result = tokio::select! {
+        r = server.into_future() => r,
+        () = async {
+            if stopping_rx.await.is_err() {
+                // The server ended on its own: let the other branch report it.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(
+                timeout = ?drain,
+                "requests still in flight at the shutdown timeout: closing their connections"
+            );
+            Ok(())
+        }
+    };
     housekeeping.abort();
+    // Bounded too: a request cut off above may still hold a connection for a moment.
+    if tokio::time::timeout(Duration::from_secs(5), app.state.auth.store().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use after 5s; stopping without them");
+    }
     result
 }
 

@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cxauth_core::audit::AuditContext;
 use cxauth_core::jwt::TokenError;
 use cxauth_core::service::{AuthError, Credential, LoginInput, Principal};
 use secrecy::SecretString;
@@ -86,6 +87,28 @@ impl FromRequestParts<AppState> for ClientAddr {
     }
 }
 
+/// The request's origin for the audit trail: client address (as [`ClientAddr`]) and request id.
+pub struct Audit(pub AuditContext);
+
+impl FromRequestParts<AppState> for Audit {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ClientAddr(addr) = ClientAddr::from_request_parts(parts, state).await?;
+        let request_id = parts
+            .extensions
+            .get::<crate::context::RequestId>()
+            .map(|r| r.0.clone());
+        Ok(Audit(AuditContext {
+            request_id,
+            addr: Some(addr),
+        }))
+    }
+}
+
 /// The authenticated caller of an admin endpoint.
 pub struct Caller(pub Principal);
 
@@ -147,9 +170,10 @@ fn session_response(s: cxauth_proto::Session) -> Response {
 }
 
 /// 1. `POST /api/auth/login/admin`. Ignores `Authorization` and `X-Auth-Token` by design.
+#[utoipa::path(post, path = "/api/auth/login/admin", tag = "auth", description = "Direct login: `username`, `password`, `platformId` in the query string, a form or JSON body.", params(("username" = String, Query), ("password" = String, Query), ("platformId" = String, Query)), responses((status = 200, description = "A session: access token, refresh token, account details"), (status = 401, description = "Wrong credentials"), (status = 429, description = "Throttled, with Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
-    ClientAddr(addr): ClientAddr,
+    Audit(ctx): Audit,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -165,38 +189,44 @@ pub async fn login(
                 password,
                 platform_id,
             },
-            addr,
+            &ctx,
         )
         .await?;
     Ok(session_response(session))
 }
 
 /// 2. `POST /api/auth/token/refresh`. `rcTokenType` may come along and is ignored.
+#[utoipa::path(post, path = "/api/auth/token/refresh", tag = "auth", description = "Trades `refresh_token` for a new access token and refresh token.", params(("refresh_token" = String, Query), ("rcTokenType" = Option<String>, Query, description = "Accepted and ignored")), responses((status = 200, description = "The new session tokens"), (status = 401, description = "Unknown, expired or reused refresh token")))]
 pub async fn refresh(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut p = params(query, body)?;
     let token = required(&mut p, "refresh_token")?;
-    Ok(session_response(state.auth.refresh(&token).await?))
+    Ok(session_response(state.auth.refresh(&token, &ctx).await?))
 }
 
 /// 3. `DELETE /api/auth/logout/{refreshToken}`.
+#[utoipa::path(delete, path = "/api/auth/logout/{token}", tag = "auth", params(("token" = String, Path, description = "The refresh token")), responses((status = 200, description = "`true`: the session ended"), (status = 401, description = "Unknown refresh token")))]
 pub async fn logout(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(token) = token.map_err(|_| AuthError::RefreshFailed)?;
-    state.auth.logout(&token).await?;
+    state.auth.logout(&token, &ctx).await?;
     Ok(text("true"))
 }
 
 /// `POST /api/auth/login/rc/accesstoken`: the RingEX token exchange. `rcAccessToken` and
 /// `rcTokenType` come in a form body or the query string; `includeRefresh=true` asks for the
 /// refresh token. Ignores `Authorization` and `X-Auth-Token` (the SDKs send `Basic basic`).
+#[utoipa::path(post, path = "/api/auth/login/rc/accesstoken", tag = "auth", description = "RingEX token exchange: `rcAccessToken`, `rcTokenType`, optional `includeRefresh`.", params(("rcAccessToken" = String, Query), ("rcTokenType" = Option<String>, Query, description = "Bearer"), ("includeRefresh" = Option<bool>, Query)), responses((status = 200, description = "A session (`ssoLogin: true`)"), (status = 401, description = "RingEX refused the token"), (status = 503, description = "No RingEX server configured or reachable")))]
 pub async fn ringex_exchange(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -216,16 +246,17 @@ pub async fn ringex_exchange(
     Ok(session_response(
         state
             .auth
-            .exchange_ringex(rc_user_id, include_refresh)
+            .exchange_ringex(rc_user_id, include_refresh, &ctx)
             .await?,
     ))
 }
 
 /// `POST /api/v1/auth/login`: the legacy portal login. `username`, `password`, optional
 /// `stayLoggedIn`, from a form body, JSON or the query string.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", description = "Legacy portal login: `username`, `password`, optional `stayLoggedIn`.", params(("username" = String, Query), ("password" = String, Query), ("stayLoggedIn" = Option<bool>, Query)), responses((status = 200, description = "The portal login body with its auth token"), (status = 401, description = "Wrong credentials")))]
 pub async fn legacy_login(
     State(state): State<AppState>,
-    ClientAddr(addr): ClientAddr,
+    Audit(ctx): Audit,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -239,7 +270,7 @@ pub async fn legacy_login(
     let password = SecretString::from(required(&mut p, "password")?);
     let (auth_token, user) = state
         .auth
-        .legacy_login(&username, password, stay, addr)
+        .legacy_login(&username, password, stay, &ctx)
         .await?;
     let who = Principal {
         user,
@@ -278,6 +309,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, SecretString)> {
 
 /// RingEX emulator: `POST /restapi/oauth/token` with HTTP Basic client authentication and the
 /// `password` or JWT-bearer grant. Errors are OAuth's JSON (`error`, `error_description`).
+#[utoipa::path(post, path = "/restapi/oauth/token", tag = "ringex-emulator", description = "The built-in RingEX emulator token endpoint (only with --ringex-emulator).", responses((status = 200, description = "An OAuth token response"), (status = 400, description = "OAuth error"), (status = 401, description = "Bad client credentials")))]
 pub async fn ringex_emulator_token(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -348,6 +380,7 @@ pub async fn ringex_emulator_token(
 
 /// RingEX emulator: `GET /restapi/v1.0/account/~/extension/~`, the extension the bearer token
 /// belongs to (RingEX's field names; `id` is the user's `rc_user_id`).
+#[utoipa::path(get, path = "/restapi/v1.0/account/~/extension/~", tag = "ringex-emulator", description = "The emulator's current-extension endpoint (only with --ringex-emulator).", responses((status = 200, description = "The extension of the token's user"), (status = 401, description = "Bad token")))]
 pub async fn ringex_emulator_extension(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -373,14 +406,17 @@ pub async fn ringex_emulator_extension(
 }
 
 /// 4. `POST …/admin/token`.
+#[utoipa::path(post, path = "/admin/token", tag = "admin", description = "Mints a permanent API token for the caller (also under /voice/api/v1).", responses((status = 200, description = "The API token, as plain text"), (status = 401, description = "Missing or bad credential")))]
 pub async fn create_token(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     Caller(who): Caller,
 ) -> Result<Response, ApiError> {
-    Ok(text(state.auth.create_api_token(&who).await?))
+    Ok(text(state.auth.create_api_token(&who, &ctx).await?))
 }
 
 /// 5. `GET …/admin/token`.
+#[utoipa::path(get, path = "/admin/token", tag = "admin", responses((status = 200, description = "The caller's API tokens"), (status = 401, description = "Missing or bad credential")))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -390,17 +426,20 @@ pub async fn list_tokens(
 }
 
 /// 6. `DELETE …/admin/token/{apiToken}`; the path arrives percent-decoded (`%3A` → `:`).
+#[utoipa::path(delete, path = "/admin/token/{token}", tag = "admin", params(("token" = String, Path, description = "The API token")), responses((status = 200, description = "`true`"), (status = 404, description = "No such token of the caller or its descendants")))]
 pub async fn delete_token(
     State(state): State<AppState>,
+    Audit(ctx): Audit,
     Caller(who): Caller,
     token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(token) = token.map_err(|_| AuthError::NotFound)?;
-    state.auth.delete_api_token(&who, &token).await?;
+    state.auth.delete_api_token(&who, &token, &ctx).await?;
     Ok(text("true"))
 }
 
 /// 7. `GET …/admin/accounts`.
+#[utoipa::path(get, path = "/admin/accounts", tag = "admin", responses((status = 200, description = "The sub-accounts the caller may use"), (status = 401, description = "Missing or bad credential")))]
 pub async fn accounts(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -409,6 +448,7 @@ pub async fn accounts(
 }
 
 /// 8. `GET …/admin/users?flatten=&activeOnly=`.
+#[utoipa::path(get, path = "/admin/users", tag = "admin", params(("flatten" = Option<bool>, Query, description = "A flat list instead of a tree"), ("activeOnly" = Option<bool>, Query, description = "Only enabled users")), responses((status = 200, description = "The caller and its descendants"), (status = 403, description = "The caller may not list users")))]
 pub async fn users(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -428,11 +468,21 @@ pub async fn users(
 }
 
 /// `GET /healthz`: answers once the server accepts requests.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "`ok`: the process is up")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// `GET /readyz`: answers `ready` once the database is reachable and the signing keys are
+/// loaded, 503 otherwise (unlike `/healthz`, which only says the process is up).
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "`ready`: database reachable, keys loaded"), (status = 503, description = "Not ready")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.auth.ready().await?;
+    Ok("ready")
+}
+
 /// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "The public keys that verify access tokens (JWKS)")))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     (
         [(

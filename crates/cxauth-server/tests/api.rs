@@ -1081,7 +1081,7 @@ async fn a_key_added_by_another_instance_is_trusted_after_a_reload() {
                 password: secrecy::SecretString::from(ADMIN_PASSWORD),
                 platform_id: PLATFORM.into(),
             },
-            "127.0.0.1".parse().expect("ip"),
+            &cxauth_core::audit::AuditContext::http("127.0.0.1".parse().expect("ip"), "test"),
         )
         .await
         .expect("login on B");

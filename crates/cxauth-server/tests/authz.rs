@@ -161,8 +161,9 @@ async fn every_endpoint_against_every_kind_of_credential() {
         let auth = s.state.auth.clone();
         async move {
             let pw = secrecy::SecretString::from(format!("{user}-pw"));
-            let ip = "127.0.0.1".parse().expect("ip");
-            auth.legacy_login(user, pw, false, ip)
+            let ip =
+                cxauth_core::audit::AuditContext::http("127.0.0.1".parse().expect("ip"), "authz");
+            auth.legacy_login(user, pw, false, &ip)
                 .await
                 .expect("legacy login")
                 .0

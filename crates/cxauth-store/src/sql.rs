@@ -108,8 +108,8 @@ macro_rules! sql_store {
         };
         use async_trait::async_trait;
         use cxauth_core::store::{
-            AccountRow, Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation,
-            SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
+            AccountRow, AuditEvent, AuditFilter, Bootstrap, LegacyToken, PoolStats, StoredCounts, NewSession, NewUser, PurgeCounts, RevokeReason,
+            RotateOutcome, Rotation, SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
         };
         use sqlx::Row as _;
 
@@ -626,18 +626,20 @@ macro_rules! sql_store {
                 digest: &[u8; 32],
                 reason: RevokeReason,
                 now: i64,
-            ) -> Result<bool, StoreError> {
+            ) -> Result<Option<i64>, StoreError> {
                 let mut tx = self.begin_write().await?;
-                let session_id: Option<String> = sqlx::query_scalar(
-                    "SELECT session_id FROM refresh_tokens WHERE digest = $1 AND expires_at > $2",
+                let found: Option<(String, i64)> = sqlx::query_as(
+                    "SELECT r.session_id, s.user_id FROM refresh_tokens r \
+                     JOIN sessions s ON s.id = r.session_id \
+                     WHERE r.digest = $1 AND r.expires_at > $2",
                 )
                 .bind(digest.as_slice())
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                let Some(session_id) = session_id else {
-                    return Ok(false);
+                let Some((session_id, user_id)) = found else {
+                    return Ok(None);
                 };
                 sqlx::query(
                     "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
@@ -650,7 +652,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
-                Ok(true)
+                Ok(Some(user_id))
             }
 
             async fn insert_api_token(
@@ -893,34 +895,181 @@ macro_rules! sql_store {
                     .map_err(map_err)
             }
 
-            async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-                let mut tx = self.begin_write().await?;
-                let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected();
-                let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected();
-                let mut others = 0;
-                for sql in [
-                    "DELETE FROM legacy_tokens WHERE expires_at <= $1",
-                    "DELETE FROM ringex_tokens WHERE expires_at <= $1",
-                ] {
-                    others += sqlx::query(sql)
+            async fn purge_expired(
+                &self,
+                now: i64,
+                batch: i64,
+            ) -> Result<PurgeCounts, StoreError> {
+                // One short transaction per table and batch: a purge never holds the write lock
+                // for long, so logins keep flowing while it runs.
+                let mut counts = [0u64; 4];
+                for (n, sql) in [
+                    "DELETE FROM refresh_tokens WHERE digest IN \
+                     (SELECT digest FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)",
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                     WHERE expires_at <= $1 OR revoked_at <= $1 LIMIT $2)",
+                    "DELETE FROM legacy_tokens WHERE digest IN \
+                     (SELECT digest FROM legacy_tokens WHERE expires_at <= $1 LIMIT $2)",
+                    "DELETE FROM ringex_tokens WHERE digest IN \
+                     (SELECT digest FROM ringex_tokens WHERE expires_at <= $1 LIMIT $2)",
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let mut tx = self.begin_write().await?;
+                    counts[n] = sqlx::query(sql)
                         .bind(now)
+                        .bind(batch)
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?
                         .rows_affected();
+                    tx.commit().await.map_err(map_err)?;
                 }
+                Ok(PurgeCounts {
+                    refresh_tokens: counts[0],
+                    sessions: counts[1],
+                    legacy_tokens: counts[2],
+                    ringex_tokens: counts[3],
+                    audit_events: 0,
+                })
+            }
+
+            async fn retire_signing_keys(&self, cutoff: i64) -> Result<Vec<String>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                Self::lock_global(&mut tx, LOCK_SIGNING_KEYS).await?;
+                let kids: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM signing_keys WHERE created_at < \
+                     (SELECT MAX(created_at) FROM signing_keys WHERE created_at <= $1) \
+                     RETURNING kid",
+                )
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
-                Ok(tokens + sessions + others)
+                Ok(kids)
+            }
+
+            async fn purge_audit(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query(
+                    "DELETE FROM audit_events WHERE id IN \
+                     (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                tx.commit().await.map_err(map_err)?;
+                Ok(n)
+            }
+
+            async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO audit_events \
+                     (at, event, outcome, user_id, username, addr, request_id, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(e.at)
+                .bind(&e.event)
+                .bind(&e.outcome)
+                .bind(e.user_id)
+                .bind(&e.username)
+                .bind(&e.addr)
+                .bind(&e.request_id)
+                .bind(&e.detail)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn audit_events(
+                &self,
+                f: &AuditFilter,
+            ) -> Result<Vec<AuditEvent>, StoreError> {
+                type Row = (
+                    i64,
+                    i64,
+                    String,
+                    String,
+                    Option<i64>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    String,
+                );
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT id, at, event, outcome, user_id, username, addr, request_id, detail \
+                     FROM audit_events \
+                     WHERE at >= $1 AND id > $2 AND ($3 IS NULL OR username = $3) \
+                     ORDER BY id LIMIT $4",
+                )
+                .bind(f.since)
+                .bind(f.after_id)
+                .bind(&f.username)
+                .bind(f.limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(id, at, event, outcome, user_id, username, addr, request_id, detail)| {
+                            AuditEvent {
+                                id,
+                                at,
+                                event,
+                                outcome,
+                                user_id,
+                                username,
+                                addr,
+                                request_id,
+                                detail,
+                            }
+                        },
+                    )
+                    .collect())
+            }
+
+            fn pool_stats(&self) -> PoolStats {
+                PoolStats {
+                    open: self.pool.size(),
+                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                    max: self.pool.options().get_max_connections(),
+                }
+            }
+
+            async fn stored_counts(&self) -> Result<StoredCounts, StoreError> {
+                let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL), \
+                     (SELECT COUNT(*) FROM sessions), \
+                     (SELECT COUNT(*) FROM refresh_tokens), \
+                     (SELECT COUNT(*) FROM api_tokens), \
+                     (SELECT COUNT(*) FROM legacy_tokens), \
+                     (SELECT COUNT(*) FROM audit_events)",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(StoredCounts {
+                    live_sessions: row.0,
+                    sessions: row.1,
+                    refresh_tokens: row.2,
+                    api_tokens: row.3,
+                    legacy_tokens: row.4,
+                    audit_events: row.5,
+                })
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
             }
         }
 

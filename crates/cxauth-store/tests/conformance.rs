@@ -3,8 +3,8 @@
 //! `cxauth_store::testing`: required in CI, skipped with a printed reason elsewhere).
 
 use cxauth_core::store::{
-    Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason, RotateOutcome, Rotation,
-    SharedStore, StoreError,
+    AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason,
+    RotateOutcome, Rotation, SharedStore, StoreError,
 };
 use cxauth_store::DatabaseUrl;
 
@@ -295,13 +295,15 @@ async fn refresh_rotation_grace_reuse_and_purge() {
             s.revoke_session_by_refresh(&digest(4), RevokeReason::Logout, 60)
                 .await
                 .expect("logout of ended session")
+                .is_some()
         );
         assert!(
-            !s.revoke_session_by_refresh(&digest(99), RevokeReason::Logout, 60)
+            s.revoke_session_by_refresh(&digest(99), RevokeReason::Logout, 60)
                 .await
                 .expect("unknown")
+                .is_none()
         );
-        let purged = s.purge_expired(10_000).await.expect("purge");
+        let purged = s.purge_expired(10_000, 100).await.expect("purge").total();
         assert!(purged >= 2, "{}: {purged}", b.name);
         assert!(s.session_state("s1").await.expect("state").is_none());
         assert!(s.session_state("s2").await.expect("state").is_none());
@@ -679,7 +681,13 @@ async fn legacy_tokens_slide_and_are_purged() {
         )
         .await
         .expect("insert");
-        assert!(s.purge_expired(20_000).await.expect("purge") >= 1);
+        assert!(
+            s.purge_expired(20_000, 100)
+                .await
+                .expect("purge")
+                .legacy_tokens
+                >= 1
+        );
         assert_eq!(
             b.count("SELECT COUNT(*) FROM legacy_tokens").await,
             1,
@@ -764,7 +772,7 @@ async fn ringex_emulator_apps_jwts_and_tokens() {
         s.insert_ringex_token(&digest(8), uid, 0, 5_000)
             .await
             .expect("token");
-        s.purge_expired(1_000).await.expect("purge");
+        s.purge_expired(1_000, 100).await.expect("purge");
         assert_eq!(
             b.count("SELECT COUNT(*) FROM ringex_tokens").await,
             1,
@@ -812,5 +820,245 @@ async fn a_session_remembers_it_came_from_the_ringex_exchange() {
                 other => panic!("{}: {other:?}", b.name),
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn purge_goes_in_batches_and_removes_ended_sessions() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        for (id, d) in [("ended", 1), ("live", 2)] {
+            s.create_session(&NewSession {
+                session_id: id.into(),
+                user_id: uid,
+                expected_password_hash: None,
+                refresh_digest: digest(d),
+                now: 0,
+                refresh_expires_at: 1_000_000,
+                sso_login: false,
+            })
+            .await
+            .expect("session");
+        }
+        assert!(
+            s.revoke_session_by_refresh(&digest(1), RevokeReason::Logout, 500)
+                .await
+                .expect("revoke")
+                == Some(uid)
+        );
+        for n in 10..15 {
+            s.insert_legacy_token(
+                uid,
+                &digest(n),
+                &LegacyToken {
+                    expires_at: 900,
+                    lifetime_ms: 100,
+                },
+                0,
+            )
+            .await
+            .expect("legacy");
+        }
+        let first = s.purge_expired(1_000, 2).await.expect("purge");
+        assert_eq!((first.legacy_tokens, first.sessions), (2, 1), "{}", b.name);
+        assert!(first.is_full(2));
+        let rest = cxauth_core::admin::purge(s.as_ref(), 1_000, 0, 2)
+            .await
+            .expect("purge");
+        assert_eq!((rest.legacy_tokens, rest.sessions), (3, 0), "{}", b.name);
+        assert_eq!(b.count("SELECT COUNT(*) FROM legacy_tokens").await, 0);
+        assert!(s.session_state("ended").await.expect("state").is_none());
+        assert!(s.session_state("live").await.expect("state").is_some());
+        // The refresh token of the ended session went with it.
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM refresh_tokens").await,
+            1,
+            "{}",
+            b.name
+        );
+    }
+}
+
+fn audit_event(at: i64, event: &str, username: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at,
+        event: event.into(),
+        outcome: "success".into(),
+        user_id: username.map(|_| 7),
+        username: username.map(str::to_owned),
+        addr: Some("192.0.2.1".into()),
+        request_id: Some("req-1".into()),
+        detail: "d".into(),
+    }
+}
+
+#[tokio::test]
+async fn audit_events_are_appended_filtered_and_purged() {
+    for b in backends().await {
+        let s = &b.store;
+        for (at, event, user) in [
+            (100, "login", Some("alice")),
+            (200, "login", Some("bob")),
+            (300, "key.create", None),
+            (400, "session.end", Some("alice")),
+        ] {
+            s.append_audit(&audit_event(at, event, user))
+                .await
+                .expect("append");
+        }
+        let all = s.audit_events(&AuditFilter::default()).await.expect("read");
+        assert_eq!(all.len(), 4, "{}", b.name);
+        assert!(
+            all.windows(2).all(|w| w[0].id < w[1].id),
+            "{}: ordered",
+            b.name
+        );
+        let mut expected = audit_event(100, "login", Some("alice"));
+        expected.id = all[0].id;
+        assert_eq!(all[0], expected, "{}", b.name);
+        let alice = s
+            .audit_events(&AuditFilter {
+                username: Some("alice".into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("read");
+        assert_eq!(
+            alice.iter().map(|e| e.at).collect::<Vec<_>>(),
+            [100, 400],
+            "{}",
+            b.name
+        );
+        let recent = s
+            .audit_events(&AuditFilter {
+                since: 300,
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("read");
+        assert_eq!(recent.len(), 2, "{}", b.name);
+        let after = s
+            .audit_events(&AuditFilter {
+                after_id: all[1].id,
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("read");
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].id, all[2].id, "{}", b.name);
+        // Retention: older than 250 goes, in batches.
+        assert_eq!(s.purge_audit(250, 1).await.expect("purge"), 1, "{}", b.name);
+        let rest = cxauth_core::admin::purge(s.as_ref(), 0, 250, 1)
+            .await
+            .expect("purge");
+        assert_eq!(rest.audit_events, 1, "{}", b.name);
+        assert_eq!(b.count("SELECT COUNT(*) FROM audit_events").await, 2);
+    }
+}
+
+#[tokio::test]
+async fn superseded_signing_keys_retire_and_the_newest_never_does() {
+    for b in backends().await {
+        let s = &b.store;
+        for (kid, at) in [("k1", 1_000), ("k2", 2_000), ("k3", 3_000)] {
+            s.insert_signing_key(&cxauth_core::store::StoredSigningKey {
+                kid: kid.into(),
+                public_key: vec![1; 32],
+                sealed_private_key: vec![2; 40],
+                created_at: at,
+            })
+            .await
+            .expect("insert");
+        }
+        // Nothing was superseded before 1 500.
+        assert!(
+            s.retire_signing_keys(1_500)
+                .await
+                .expect("retire")
+                .is_empty()
+        );
+        // k2 superseded k1 at 2 000.
+        assert_eq!(s.retire_signing_keys(2_500).await.expect("retire"), ["k1"]);
+        // Far in the future, only the newest stays.
+        assert_eq!(s.retire_signing_keys(9_000).await.expect("retire"), ["k2"]);
+        let left: Vec<String> = s
+            .signing_keys()
+            .await
+            .expect("keys")
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(left, ["k3"], "{}", b.name);
+        assert!(
+            s.retire_signing_keys(9_000)
+                .await
+                .expect("retire")
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn pool_use_and_stored_rows_are_reported() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        for (id, d) in [("a", 1), ("b", 2)] {
+            s.create_session(&NewSession {
+                session_id: id.into(),
+                user_id: uid,
+                expected_password_hash: None,
+                refresh_digest: digest(d),
+                now: 0,
+                refresh_expires_at: 1_000_000,
+                sso_login: false,
+            })
+            .await
+            .expect("session");
+        }
+        s.revoke_session_by_refresh(&digest(1), RevokeReason::Logout, 10)
+            .await
+            .expect("revoke");
+        s.insert_api_token(uid, &digest(9), b"sealed", 0)
+            .await
+            .expect("api token");
+        let c = s.stored_counts().await.expect("counts");
+        assert_eq!(
+            (
+                c.live_sessions,
+                c.sessions,
+                c.refresh_tokens,
+                c.api_tokens,
+                c.legacy_tokens
+            ),
+            (1, 2, 2, 1, 0),
+            "{}",
+            b.name
+        );
+        let p = s.pool_stats();
+        assert!(
+            p.open >= 1 && p.idle <= p.open && p.max >= p.open,
+            "{}: {p:?}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_work() {
+    for b in backends().await {
+        b.store.close().await;
+        assert!(b.store.get_meta("x").await.is_err(), "{}", b.name);
     }
 }

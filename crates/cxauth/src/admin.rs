@@ -6,7 +6,12 @@
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use cxauth_core::admin::{self, UserSpec};
-use cxauth_core::clock::{Clock, SystemClock};
+use cxauth_core::clock::{Clock, SystemClock, duration_ms};
+use cxauth_core::crypto::Secrets;
+use cxauth_core::service::META_KEY_FINGERPRINT;
+use cxauth_core::service::rfc3339;
+use cxauth_core::store::{AuditEvent, AuditFilter, Store};
+use cxauth_server::config::{ServerConfig, parse_duration};
 use cxauth_store::DatabaseUrl;
 use secrecy::{ExposeSecret as _, SecretString};
 use std::io::BufRead as _;
@@ -37,6 +42,116 @@ enum AdminCommand {
     /// The built-in RingEX emulator (`cxauth serve --ringex-emulator`): apps and JWT credentials.
     #[command(subcommand)]
     Ringex(RingexCommand),
+    /// Delete expired refresh tokens, expired or ended sessions and expired legacy and emulator
+    /// tokens now (the server also does it in the background); prints how many rows of each
+    /// kind went, one `KIND<TAB>COUNT` line each. Also deletes audit events older than the
+    /// retention.
+    Purge {
+        /// Audit events older than this are deleted (as `cxauth serve --audit-retention`).
+        #[arg(long, env = "CXAUTH_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+        audit_retention: std::time::Duration,
+    },
+    /// Signing keys of access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Show the audit trail (security events), oldest first: one tab-separated line per event
+    /// with a header line, or one JSON object per line with `--output json`.
+    Audit {
+        /// Only events of this user (also failed logins that tried this name).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Only events of the last DURATION (e.g. 1h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Keep running and print new events as they are written (poll every second).
+        #[arg(long)]
+        follow: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; prints its key id.
+    ///
+    /// Running servers sign with it within a minute; tokens signed by older keys stay valid
+    /// until they expire; the JWKS lists old and new keys until the old ones retire on their
+    /// own (once superseded for longer than the access-token lifetime plus two minutes).
+    Rotate {
+        /// Master key file [default: DATABASE.key beside an SQLite database file], as for
+        /// `cxauth serve`.
+        #[arg(long, env = "CXAUTH_MASTER_KEY_FILE")]
+        master_key_file: Option<std::path::PathBuf>,
+    },
+    /// List signing keys, oldest first: key id and creation time, tab-separated.
+    List,
+}
+
+/// How `cxauth admin audit` prints events.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Output {
+    /// Tab-separated, with a header line.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn print_audit(events: &[AuditEvent], output: Output) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for e in events {
+        match output {
+            Output::Json => writeln!(out, "{}", serde_json::to_string(e)?)?,
+            Output::Text => writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                rfc3339(e.at),
+                e.event,
+                e.outcome,
+                e.user_id.map(|i| i.to_string()).unwrap_or_default(),
+                e.username.as_deref().unwrap_or(""),
+                e.addr.as_deref().unwrap_or(""),
+                e.request_id.as_deref().unwrap_or(""),
+                e.detail
+            )?,
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn audit(
+    store: &dyn Store,
+    user: Option<String>,
+    since: Option<std::time::Duration>,
+    follow: bool,
+    output: Output,
+) -> anyhow::Result<()> {
+    let now = SystemClock.now_ms();
+    let mut filter = AuditFilter {
+        username: user,
+        since: since.map_or(i64::MIN, |d| now.saturating_sub(duration_ms(d))),
+        ..AuditFilter::default()
+    };
+    if matches!(output, Output::Text) {
+        println!("TIME\tEVENT\tOUTCOME\tUSER_ID\tUSERNAME\tADDR\tREQUEST_ID\tDETAIL");
+    }
+    loop {
+        let events = store.audit_events(&filter).await?;
+        print_audit(&events, output)?;
+        if let Some(last) = events.last() {
+            filter.after_id = last.id;
+        }
+        if i64::try_from(events.len()).unwrap_or(i64::MAX) >= filter.limit {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +321,48 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             eprintln!(
                 "cxauth: created a RingEX emulator JWT credential for {username:?}; it is shown only once"
             );
+        }
+        AdminCommand::Keys(KeysCommand::List) => {
+            println!("KID\tCREATED");
+            for k in store.signing_keys().await? {
+                println!("{}\t{}", k.kid, rfc3339(k.created_at));
+            }
+        }
+        AdminCommand::Keys(KeysCommand::Rotate { master_key_file }) => {
+            let Some(fingerprint) = store.get_meta(META_KEY_FINGERPRINT).await? else {
+                anyhow::bail!(
+                    "the database has not been initialised: start `cxauth serve` on it once first"
+                );
+            };
+            let mut config = ServerConfig::new(url.clone());
+            config.master_key_file = master_key_file;
+            let key = cxauth_server::master_key(&config, store).await?;
+            let secrets = Secrets::derive(&key);
+            drop(key);
+            if secrets.fingerprint() != fingerprint {
+                anyhow::bail!("the master key does not belong to this database");
+            }
+            let kid = admin::rotate_signing_key(store, &secrets, now).await?;
+            println!("{kid}");
+            eprintln!(
+                "cxauth: added signing key {kid}; running servers sign with it within a minute"
+            );
+        }
+        AdminCommand::Audit {
+            user,
+            since,
+            follow,
+            output,
+        } => audit(store, user, since, follow, output).await?,
+        AdminCommand::Purge { audit_retention } => {
+            let audit_before = now.saturating_sub(duration_ms(audit_retention));
+            let n = admin::purge(store, now, audit_before, admin::PURGE_BATCH).await?;
+            println!("refresh_tokens\t{}", n.refresh_tokens);
+            println!("sessions\t{}", n.sessions);
+            println!("legacy_tokens\t{}", n.legacy_tokens);
+            println!("ringex_tokens\t{}", n.ringex_tokens);
+            println!("audit_events\t{}", n.audit_events);
+            eprintln!("cxauth: purged {} rows", n.total());
         }
         AdminCommand::User(UserCommand::List) => {
             println!("ID\tUSERNAME\tPLATFORM\tENABLED\tMAIN_ACCOUNT\tPARENT_PATH\tROLES");

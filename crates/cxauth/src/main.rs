@@ -2,6 +2,7 @@
 //! or the real RingCX) as a user: log in, API tokens, accounts, users.
 
 mod admin;
+mod config_file;
 mod profile;
 mod user_cli;
 
@@ -9,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cxauth_core::clock::SystemClock;
 use cxauth_core::crypto::MasterKey;
-use cxauth_server::config::{ServerConfig, parse_duration};
+use cxauth_server::config::{ListenOrOff, ServerConfig, parse_duration, parse_listen_or_off};
 use cxauth_store::DatabaseUrl;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -55,6 +56,9 @@ enum Command {
     /// names one. With PostgreSQL the key file must exist (`cxauth generate-master-key`) and be
     /// the same for every instance.
     Serve(ServeArgs),
+    /// Check a configuration: `cxauth config check [--config FILE] [serve flags]`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Work directly on the database: accounts and users. Safe while the server runs.
     Admin(admin::AdminArgs),
     /// Write a new master key file (mode 0600). Never overwrites an existing file.
@@ -76,8 +80,20 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration `cxauth serve` would run with (flags, CXAUTH_* variables,
+    /// --config file, defaults) and print it, secrets redacted, as TOML.
+    Check(ServeArgs),
+}
+
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// TOML file with any of these settings (keys as the long flags, `_` for `-`; secrets also
+    /// as `database_file` and `bootstrap_admin_password_file`). Flags and CXAUTH_* variables
+    /// take precedence over it; see cxauth.example.toml.
+    #[arg(long, env = "CXAUTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address and port to listen on (port 0 picks a free port).
     #[arg(long, env = "CXAUTH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -132,6 +148,17 @@ struct ServeArgs {
     /// Longest wait for the RingEX server before the exchange answers 503.
     #[arg(long, env = "CXAUTH_RINGEX_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     ringex_timeout: Duration,
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish before their
+    /// connections are closed anyway.
+    #[arg(long, env = "CXAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    /// How long audit events are kept; older ones are deleted in the background.
+    #[arg(long, env = "CXAUTH_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    audit_retention: Duration,
+    /// Address and port of the Prometheus metrics (`/metrics`), apart from the API so they are
+    /// not public; `off` to serve none.
+    #[arg(long, env = "CXAUTH_METRICS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen_or_off)]
+    metrics_listen: ListenOrOff,
 }
 
 fn init_logging() {
@@ -144,7 +171,13 @@ fn init_logging() {
         .init();
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The configuration of `serve` from flags, variables, the `--config` file and defaults.
+fn effective_config(mut args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<ServerConfig> {
+    let mut file_password = None;
+    if let Some(path) = args.config.clone() {
+        let file = config_file::load(&path)?;
+        file_password = config_file::apply(&mut args, file, m, &path)?;
+    }
     let database = DatabaseUrl::parse(&args.database)?;
     let mut config = ServerConfig::new(database);
     config.listen = args.listen;
@@ -160,10 +193,97 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.ringex_emulator = args.ringex_emulator;
     config.ringex_cache_ttl = args.ringex_cache_ttl;
     config.ringex_timeout = args.ringex_timeout;
+    config.shutdown_timeout = args.shutdown_timeout;
+    config.audit_retention = args.audit_retention;
+    config.metrics_listen = args.metrics_listen.0;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
-        .map(SecretString::from);
+        .map(SecretString::from)
+        .or(file_password);
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    Ok(config)
+}
+
+/// A duration in the largest whole unit (`90d`, `5m`, `300ms`), as written in configurations.
+fn short_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms > 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// `cxauth config check`: the effective configuration as TOML, secrets redacted.
+fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
+    let c = effective_config(args, m)?;
+    let d = |d: Duration| format!("{:?}", short_duration(d));
+    // Unset settings are printed as comments, so the output stays a valid configuration file.
+    let opt = |key: &str, o: Option<String>| match o {
+        Some(v) => format!("{key} = {v:?}"),
+        None => format!("# {key} is not set"),
+    };
+    println!("listen = {:?}", c.listen.to_string());
+    println!("database = {:?}", c.database.to_string());
+    println!("platform_id = {:?}", c.platform_id);
+    println!("access_token_ttl = {}", d(c.access_token_ttl));
+    println!("refresh_token_ttl = {}", d(c.refresh_token_ttl));
+    println!("refresh_grace = {}", d(c.refresh_grace));
+    println!(
+        "{}",
+        opt(
+            "master_key_file",
+            c.master_key_file
+                .clone()
+                .or_else(|| c.database.default_key_file())
+                .map(|p| p.display().to_string())
+        )
+    );
+    if c.bootstrap_admin_password.is_some() {
+        println!("# bootstrap admin password: set ([redacted])");
+    } else {
+        println!("# bootstrap admin password: not set (generated and printed once on first start)");
+    }
+    let proxies: Vec<String> = c
+        .trusted_proxies
+        .iter()
+        .map(|p| format!("{:?}", p.to_string()))
+        .collect();
+    println!("trusted_proxies = [{}]", proxies.join(", "));
+    println!("request_timeout = {}", d(c.request_timeout));
+    println!("database_timeout = {}", d(c.database_timeout));
+    println!(
+        "{}",
+        opt(
+            "ringex_server",
+            c.ringex_server.as_ref().map(|u| u.to_string())
+        )
+    );
+    println!("ringex_emulator = {}", c.ringex_emulator);
+    println!("ringex_cache_ttl = {}", d(c.ringex_cache_ttl));
+    println!("ringex_timeout = {}", d(c.ringex_timeout));
+    println!("shutdown_timeout = {}", d(c.shutdown_timeout));
+    println!("audit_retention = {}", d(c.audit_retention));
+    println!(
+        "metrics_listen = {:?}",
+        c.metrics_listen
+            .map_or_else(|| "off".to_owned(), |a| a.to_string())
+    );
+    eprintln!("cxauth: the configuration is valid");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
+    let config = effective_config(args, m)?;
 
     let app = cxauth_server::App::build(&config, Arc::new(SystemClock)).await?;
     if let Some(p) = &app.generated_admin_password {
@@ -175,7 +295,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %config.database, "cxauth listening");
     eprintln!("cxauth: listening on http://{addr}");
+    let metrics = match config.metrics_listen {
+        Some(at) => match tokio::net::TcpListener::bind(at).await {
+            Ok(l) => {
+                let at = l.local_addr()?;
+                tracing::info!(addr = %at, "metrics at http://{at}/metrics");
+                let state = app.state.clone();
+                Some(tokio::spawn(cxauth_server::metrics::serve(
+                    l,
+                    state,
+                    std::future::pending(),
+                )))
+            }
+            // Not fatal: the API matters more than its metrics (and several instances on one
+            // host would otherwise need one flag each just to start).
+            Err(e) => {
+                tracing::error!(addr = %at, error = %e, "cannot listen for metrics; serving without them");
+                None
+            }
+        },
+        None => None,
+    };
     cxauth_server::serve(listener, app, shutdown_signal()).await?;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     tracing::info!("cxauth stopped");
     Ok(())
 }
@@ -214,7 +358,17 @@ fn generate_master_key(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let no_matches = clap::ArgMatches::default();
+    let serve_matches = matches.subcommand_matches("serve").unwrap_or(&no_matches);
+    let check_matches = matches
+        .subcommand_matches("config")
+        .and_then(|m| m.subcommand_matches("check"))
+        .unwrap_or(&no_matches);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -225,9 +379,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             init_logging();
-            runtime.block_on(serve(args))
+            runtime.block_on(serve(args, serve_matches))
         }
         Command::Admin(args) => runtime.block_on(admin::run(args)),
+        Command::Config(ConfigCommand::Check(args)) => config_check(args, check_matches),
         Command::GenerateMasterKey { file } => generate_master_key(&file),
         Command::User(cmd) => runtime.block_on(user_cli::run(cmd)),
         Command::Completions { shell } => {

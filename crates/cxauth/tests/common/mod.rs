@@ -123,6 +123,23 @@ impl Served {
         self.log().iter().filter(|l| l.contains(&needle)).count()
     }
 
+    /// SIGTERM, then waits (at most 30 s) for the process to exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cxauth serve did not stop within 30s of SIGTERM");
+    }
+
     /// `kill -9`, and reap.
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9");

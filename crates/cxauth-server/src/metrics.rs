@@ -1,0 +1,102 @@
+//! Prometheus metrics, served on their own listener (`--metrics-listen`, loopback by default) so
+//! they are not public.
+//!
+//! Counters and histograms are recorded through the `metrics` facade: per request in
+//! [`crate::context`], per login, refresh and reuse in `cxauth-core`. Gauges that describe state
+//! (hash queue, connection pool, stored rows) are read when `/metrics` is scraped.
+
+use crate::AppState;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::Mutex;
+
+/// The `metrics` facade has one recorder per process: it is installed once and shared by every
+/// [`crate::App`] of the process (tests build many).
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+
+/// Latency buckets in seconds: sub-millisecond token checks up to slow, queued password hashes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn handle() -> Result<PrometheusHandle, String> {
+    let mut slot = HANDLE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = slot.as_ref() {
+        return Ok(h.clone());
+    }
+    let h = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("cxauth_http_request_duration_seconds".into()),
+            LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    *slot = Some(h.clone());
+    Ok(h)
+}
+
+/// The router of the metrics listener: `GET /metrics`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(state)
+}
+
+/// `GET /metrics`: refreshes the state gauges and renders everything in Prometheus text format.
+pub async fn render(State(state): State<AppState>) -> Response {
+    let (running, waiting) = state.auth.password_pool().load();
+    metrics::gauge!("cxauth_hash_pool_running").set(running as f64);
+    metrics::gauge!("cxauth_hash_pool_queue_depth").set(waiting as f64);
+    let store = state.auth.store();
+    let pool = store.pool_stats();
+    metrics::gauge!("cxauth_db_pool_connections", "state" => "open").set(f64::from(pool.open));
+    metrics::gauge!("cxauth_db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
+    metrics::gauge!("cxauth_db_pool_connections", "state" => "in_use")
+        .set(f64::from(pool.open.saturating_sub(pool.idle)));
+    metrics::gauge!("cxauth_db_pool_max_connections").set(f64::from(pool.max));
+    match store.stored_counts().await {
+        Ok(c) => {
+            for (kind, n) in [
+                ("live_sessions", c.live_sessions),
+                ("sessions", c.sessions),
+                ("refresh_tokens", c.refresh_tokens),
+                ("api_tokens", c.api_tokens),
+                ("legacy_tokens", c.legacy_tokens),
+                ("audit_events", c.audit_events),
+            ] {
+                metrics::gauge!("cxauth_stored_rows", "kind" => kind).set(n as f64);
+            }
+            metrics::gauge!("cxauth_database_up").set(1.0);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot count stored rows");
+            metrics::gauge!("cxauth_database_up").set(0.0);
+        }
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

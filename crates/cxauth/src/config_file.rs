@@ -1,0 +1,142 @@
+//! `cxauth serve --config FILE`: every setting of the command line in a TOML file.
+//!
+//! Precedence: flags, then `CXAUTH_*` variables, then the file, then the defaults. Clap already
+//! merges flags, variables and defaults; a setting of the file is used where clap says the value
+//! came from a default. Unknown keys are refused with their name (a typo must not silently fall
+//! back to a default). Secrets can live in their own files: `database_file` (a database URL
+//! with a password) and `bootstrap_admin_password_file`.
+
+use crate::ServeArgs;
+use anyhow::{Context as _, anyhow};
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use cxauth_server::config::{parse_duration, parse_listen_or_off};
+use figment::Figment;
+use figment::providers::{Format as _, Toml};
+use secrecy::SecretString;
+use std::path::{Path, PathBuf};
+
+/// The keys a configuration file may hold: the long flags of `cxauth serve` with `_` for `-`,
+/// plus the `*_file` keys for secrets.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<String>,
+    database: Option<String>,
+    /// A file holding the database URL (it may carry a password).
+    database_file: Option<PathBuf>,
+    platform_id: Option<String>,
+    access_token_ttl: Option<String>,
+    refresh_token_ttl: Option<String>,
+    refresh_grace: Option<String>,
+    master_key_file: Option<PathBuf>,
+    /// A file holding the password of the first `admin` user.
+    bootstrap_admin_password_file: Option<PathBuf>,
+    trusted_proxies: Option<Vec<String>>,
+    request_timeout: Option<String>,
+    database_timeout: Option<String>,
+    ringex_server: Option<String>,
+    ringex_emulator: Option<bool>,
+    ringex_cache_ttl: Option<String>,
+    ringex_timeout: Option<String>,
+    shutdown_timeout: Option<String>,
+    audit_retention: Option<String>,
+    metrics_listen: Option<String>,
+}
+
+/// Reads and checks a configuration file.
+pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    if !path.is_file() {
+        anyhow::bail!("the configuration file {} does not exist", path.display());
+    }
+    Figment::from(Toml::file_exact(path))
+        .extract()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Whether the value of `id` is clap's default (neither a flag nor a variable set it).
+fn defaulted(m: &ArgMatches, id: &str) -> bool {
+    !matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Fills `args` from the file where flags and variables left defaults; returns the bootstrap
+/// password of `bootstrap_admin_password_file`, if any.
+pub fn apply(
+    args: &mut ServeArgs,
+    file: FileConfig,
+    m: &ArgMatches,
+    path: &Path,
+) -> anyhow::Result<Option<SecretString>> {
+    let bad = |key: &str, e: String| anyhow!("{}: {key}: {e}", path.display());
+    macro_rules! take {
+        ($key:ident, $parse:expr) => {
+            if let Some(v) = file.$key
+                && defaulted(m, stringify!($key))
+            {
+                args.$key = $parse(v.as_str()).map_err(|e| bad(stringify!($key), e))?;
+            }
+        };
+    }
+    let addr = |v: &str| {
+        v.parse()
+            .map_err(|e: std::net::AddrParseError| e.to_string())
+    };
+    let text = |v: &str| Ok::<_, String>(v.to_owned());
+    take!(listen, addr);
+    take!(database, text);
+    take!(platform_id, text);
+    take!(access_token_ttl, parse_duration);
+    take!(refresh_token_ttl, parse_duration);
+    take!(refresh_grace, parse_duration);
+    take!(request_timeout, parse_duration);
+    take!(database_timeout, parse_duration);
+    take!(ringex_cache_ttl, parse_duration);
+    take!(ringex_timeout, parse_duration);
+    take!(shutdown_timeout, parse_duration);
+    take!(audit_retention, parse_duration);
+    take!(metrics_listen, parse_listen_or_off);
+    if let Some(f) = file.database_file
+        && defaulted(m, "database")
+    {
+        args.database = read_secret(&f)?;
+    }
+    if let Some(v) = file.master_key_file
+        && defaulted(m, "master_key_file")
+    {
+        args.master_key_file = Some(v);
+    }
+    if let Some(v) = file.ringex_server
+        && defaulted(m, "ringex_server")
+    {
+        args.ringex_server = Some(
+            v.parse()
+                .map_err(|e: url::ParseError| bad("ringex_server", e.to_string()))?,
+        );
+    }
+    if let Some(v) = file.ringex_emulator
+        && defaulted(m, "ringex_emulator")
+    {
+        args.ringex_emulator = v;
+    }
+    if let Some(v) = file.trusted_proxies
+        && defaulted(m, "trusted_proxies")
+    {
+        args.trusted_proxies = v
+            .iter()
+            .map(|p| p.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e: std::net::AddrParseError| bad("trusted_proxies", e.to_string()))?;
+    }
+    file.bootstrap_admin_password_file
+        .map(|f| read_secret(&f).map(SecretString::from))
+        .transpose()
+}
