@@ -90,13 +90,44 @@ impl From<UserRow> for UserRecord {
     }
 }
 
-pub(crate) const USER_COLUMNS: &str = "id, username, platform_id, password_hash, first_name, \
-     last_name, enabled, parent_id, parent_path, main_account_id, roles, created_at, rc_user_id";
+/// The columns of [`UserRow`], each prefixed with `$p` (`""`, or `"u."` in joins): one list,
+/// expanded at compile time, so the per-request look-ups run static SQL with no formatting.
+macro_rules! user_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "username, ",
+            $p,
+            "platform_id, ",
+            $p,
+            "password_hash, ",
+            $p,
+            "first_name, ",
+            $p,
+            "last_name, ",
+            $p,
+            "enabled, ",
+            $p,
+            "parent_id, ",
+            $p,
+            "parent_path, ",
+            $p,
+            "main_account_id, ",
+            $p,
+            "roles, ",
+            $p,
+            "created_at, ",
+            $p,
+            "rc_user_id"
+        )
+    };
+}
+pub(crate) use user_columns;
 
-/// [`USER_COLUMNS`] qualified with the alias `u.`, for joins.
-pub(crate) const USER_COLUMNS_U: &str = "u.id, u.username, u.platform_id, u.password_hash, \
-     u.first_name, u.last_name, u.enabled, u.parent_id, u.parent_path, u.main_account_id, \
-     u.roles, u.created_at, u.rc_user_id";
+/// [`user_columns!`] without a prefix, for the few queries that add their own clause.
+pub(crate) const USER_COLUMNS: &str = user_columns!("");
 
 /// Expands the [`Store`](cxauth_core::store::Store) implementation for `$Store`, whose pool is
 /// `self.pool`, on database `$Db` with connection type `$Conn`.
@@ -104,7 +135,7 @@ macro_rules! sql_store {
     ($Store:ident, $Db:ty, $Conn:ty) => {
         use crate::sql::{
             map_err, UserRow, FIRST_MAIN_ACCOUNT, LOCK_ACCOUNTS, LOCK_SIGNING_KEYS,
-            MAX_SUB_ACCOUNTS, USER_COLUMNS, USER_COLUMNS_U,
+            MAX_SUB_ACCOUNTS, USER_COLUMNS, user_columns,
         };
         use async_trait::async_trait;
         use cxauth_core::store::{
@@ -398,12 +429,13 @@ macro_rules! sql_store {
 
             async fn user_subtree(&self, root: &UserRecord) -> Result<Vec<UserRecord>, StoreError> {
                 let path = root.path_for_children();
-                // Escape LIKE wildcards: paths hold only digits and dots, but be exact anyway.
-                let sql = format!(
-                    "SELECT {USER_COLUMNS} FROM users \
-                     WHERE id = $1 OR parent_path = $2 OR parent_path LIKE $3 ORDER BY id"
+                // Paths hold only digits and dots, so the LIKE pattern has no wildcard to escape.
+                let sql = concat!(
+                    "SELECT ",
+                    user_columns!(""),
+                    " FROM users WHERE id = $1 OR parent_path = $2 OR parent_path LIKE $3 ORDER BY id"
                 );
-                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                sqlx::query_as::<_, UserRow>(sql)
                     .bind(root.id)
                     .bind(&path)
                     .bind(format!("{path}.%"))
@@ -414,8 +446,8 @@ macro_rules! sql_store {
             }
 
             async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-                let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
-                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                let sql = concat!("SELECT ", user_columns!(""), " FROM users ORDER BY id");
+                sqlx::query_as::<_, UserRow>(sql)
                     .fetch_all(&self.pool)
                     .await
                     .map(|rows| rows.into_iter().map(UserRecord::from).collect())
@@ -511,12 +543,13 @@ macro_rules! sql_store {
             }
 
             async fn session_state(&self, session_id: &str) -> Result<Option<SessionState>, StoreError> {
-                let sql = format!(
-                    "SELECT s.revoked_at IS NOT NULL AS revoked, {} FROM sessions s \
-                     JOIN users u ON u.id = s.user_id WHERE s.id = $1",
-                    USER_COLUMNS_U
+                // Runs on every bearer request: static SQL, nothing formatted.
+                let sql = concat!(
+                    "SELECT s.revoked_at IS NOT NULL AS revoked, ",
+                    user_columns!("u."),
+                    " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
                 );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let row = sqlx::query(sql)
                     .bind(session_id)
                     .fetch_optional(&self.pool)
                     .await
@@ -679,12 +712,13 @@ macro_rules! sql_store {
                 &self,
                 digest: &[u8; 32],
             ) -> Result<Option<(StoredApiToken, UserRecord)>, StoreError> {
-                let sql = format!(
-                    "SELECT t.id AS token_id, t.sealed, {} FROM api_tokens t \
-                     JOIN users u ON u.id = t.user_id WHERE t.digest = $1",
-                    USER_COLUMNS_U
+                // Runs on every API-token request: static SQL, nothing formatted.
+                let sql = concat!(
+                    "SELECT t.id AS token_id, t.sealed, ",
+                    user_columns!("u."),
+                    " FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.digest = $1"
                 );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let row = sqlx::query(sql)
                     .bind(digest.as_slice())
                     .fetch_optional(&self.pool)
                     .await
@@ -760,12 +794,13 @@ macro_rules! sql_store {
                 digest: &[u8; 32],
                 now: i64,
             ) -> Result<Option<(LegacyToken, UserRecord)>, StoreError> {
-                let sql = format!(
-                    "SELECT t.expires_at AS token_expires_at, t.lifetime_ms, {} FROM legacy_tokens t \
-                     JOIN users u ON u.id = t.user_id WHERE t.digest = $1 AND t.expires_at > $2",
-                    USER_COLUMNS_U
+                let sql = concat!(
+                    "SELECT t.expires_at AS token_expires_at, t.lifetime_ms, ",
+                    user_columns!("u."),
+                    " FROM legacy_tokens t JOIN users u ON u.id = t.user_id \
+                     WHERE t.digest = $1 AND t.expires_at > $2"
                 );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let row = sqlx::query(sql)
                     .bind(digest.as_slice())
                     .bind(now)
                     .fetch_optional(&self.pool)
@@ -844,11 +879,12 @@ macro_rules! sql_store {
             }
 
             async fn ringex_jwt_user(&self, digest: &[u8; 32]) -> Result<Option<UserRecord>, StoreError> {
-                let sql = format!(
-                    "SELECT {} FROM ringex_jwts j JOIN users u ON u.id = j.user_id WHERE j.digest = $1",
-                    USER_COLUMNS_U
+                let sql = concat!(
+                    "SELECT ",
+                    user_columns!("u."),
+                    " FROM ringex_jwts j JOIN users u ON u.id = j.user_id WHERE j.digest = $1"
                 );
-                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                sqlx::query_as::<_, UserRow>(sql)
                     .bind(digest.as_slice())
                     .fetch_optional(&self.pool)
                     .await
@@ -881,12 +917,13 @@ macro_rules! sql_store {
                 digest: &[u8; 32],
                 now: i64,
             ) -> Result<Option<UserRecord>, StoreError> {
-                let sql = format!(
-                    "SELECT {} FROM ringex_tokens t JOIN users u ON u.id = t.user_id \
-                     WHERE t.digest = $1 AND t.expires_at > $2",
-                    USER_COLUMNS_U
+                let sql = concat!(
+                    "SELECT ",
+                    user_columns!("u."),
+                    " FROM ringex_tokens t JOIN users u ON u.id = t.user_id \
+                     WHERE t.digest = $1 AND t.expires_at > $2"
                 );
-                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                sqlx::query_as::<_, UserRow>(sql)
                     .bind(digest.as_slice())
                     .bind(now)
                     .fetch_optional(&self.pool)
