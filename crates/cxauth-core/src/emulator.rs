@@ -15,6 +15,7 @@ use crate::clock::duration_ms;
 use crate::crypto::{DigestKind, random_bytes, ringex_jwt_digest};
 use crate::service::{Auth, AuthError, MAX_TOKEN_LEN};
 use crate::store::UserRecord;
+use crate::throttle::Refusal;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
@@ -127,26 +128,39 @@ fn random_token() -> Result<String, AuthError> {
 }
 
 impl Auth {
-    /// Authenticates an emulator app by its client id and secret (HTTP Basic). An unknown client
-    /// id costs the same hash as a wrong secret.
+    /// Authenticates an emulator app by its client id and secret (HTTP Basic), under the login
+    /// throttle like a password (the client id takes the username's place), so bogus secrets
+    /// cannot monopolise the password pool. An unknown client id costs the same hash as a wrong
+    /// secret.
     pub async fn ringex_check_client(
         &self,
         client_id: &str,
         client_secret: SecretString,
+        client: std::net::IpAddr,
     ) -> Result<(), AuthError> {
-        let hash = if client_id.is_empty() || client_id.len() > MAX_TOKEN_LEN {
-            None
-        } else {
-            self.store.ringex_app_secret_hash(client_id).await?
+        if client_id.len() > MAX_TOKEN_LEN {
+            return Err(crate::emulator::OAuthError::InvalidClient.into());
+        }
+        let keys = self.attempt_keys(b"client", client_id, client);
+        let store = self.store.clone();
+        let lookup = || async move {
+            if client_id.is_empty() {
+                return Ok(None);
+            }
+            Ok(store
+                .ringex_app_secret_hash(client_id)
+                .await?
+                .map(|hash| ((), hash)))
         };
-        if self
-            .passwords
-            .verify(hash.as_deref(), client_secret)
-            .await?
+        match self
+            .throttled_check(&keys, client_secret, lookup, |_| true)
+            .await
         {
-            Ok(())
-        } else {
-            Err(crate::emulator::OAuthError::InvalidClient.into())
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(crate::emulator::OAuthError::InvalidClient.into()),
+            Err(Refusal::Wait(retry_after)) => Err(AuthError::Throttled { retry_after }),
+            Err(Refusal::Store(e)) => Err(e.into()),
+            Err(Refusal::Pool(e)) => Err(e.into()),
         }
     }
 
@@ -165,25 +179,22 @@ impl Auth {
                     request_id: None,
                     addr: Some(client),
                 };
+                let ext_ok = |user: &UserRecord| match (user.rc_user_id, extension) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(rc), Some(ext)) => ext.trim() == rc.to_string(),
+                };
+                // The extension is part of the credentials: a wrong one counts like a wrong
+                // password.
                 let user = match self
-                    .check_password(username, password, None, EMULATOR_LOGIN, &ctx)
+                    .check_password(username, password, ext_ok, EMULATOR_LOGIN, &ctx)
                     .await
                 {
                     Ok(u) => u,
                     Err(AuthError::LoginFailed) => return Err(OAuthError::InvalidGrant.into()),
                     Err(e) => return Err(e),
                 };
-                let ext_ok = match (user.rc_user_id, extension) {
-                    (None, _) => false,
-                    (Some(_), None) => true,
-                    (Some(rc), Some(ext)) => ext.trim() == rc.to_string(),
-                };
-                if !ext_ok {
-                    // Counted like a wrong password: the extension is part of the credentials.
-                    let _ = self.login_failed(username, EMULATOR_LOGIN, &ctx).await;
-                    return Err(OAuthError::InvalidGrant.into());
-                }
-                self.login_succeeded(username);
+                self.login_succeeded(username, &user, &ctx).await;
                 user
             }
             Grant::Jwt { assertion } => {

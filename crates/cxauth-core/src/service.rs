@@ -12,7 +12,7 @@ use crate::store::{
     AccountRow, LegacyToken, NewSession, ROLE_MANAGE_USERS, ROLE_SUPER_USER, RevokeReason,
     RotateOutcome, Rotation, SharedStore, StoreError, UserRecord,
 };
-use crate::throttle::Throttle;
+use crate::throttle::{AttemptKeys, Refusal, Throttle};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cxauth_proto::{ADMIN_URL, AGENT_URL, ApiToken, Jwks, Session, is_token_alphabet};
@@ -150,6 +150,8 @@ pub struct AuthConfig {
     pub refresh_token_ttl: Duration,
     /// How long a just-rotated refresh token still works (a retry after a lost response).
     pub refresh_grace: Duration,
+    /// Most live sessions per user; a new one ends the oldest beyond it (0: no limit).
+    pub max_sessions_per_user: u32,
 }
 
 /// The login fields, already taken from wherever the request carried them.
@@ -385,18 +387,88 @@ impl Auth {
         Ok(retired)
     }
 
-    /// Checks a username and password (and the platform, when one is given) under the login
-    /// throttle. Every failure is the same [`AuthError::LoginFailed`] and is counted.
+    /// The throttle keys of an attempt at `subject` (a username, or an emulator client id, told
+    /// apart by `kind`) from `client`: keyed digests, case-insensitive in the subject.
+    pub(crate) fn attempt_keys(&self, kind: &[u8], subject: &str, client: std::net::IpAddr) -> AttemptKeys {
+        let subject = subject.to_lowercase();
+        let addr = crate::throttle::address_key(client);
+        let digest = |parts: &[&[u8]]| {
+            self.secrets
+                .digest(DigestKind::Throttle, parts.concat().as_slice())
+        };
+        AttemptKeys {
+            subject: digest(&[kind, b"\0", subject.as_bytes()]),
+            address: digest(&[b"addr\0", &addr]),
+            pair: digest(&[b"pair\0", &addr, kind, b"\0", subject.as_bytes()]),
+        }
+    }
+
+    /// Checks a secret under the login throttle: `hash` is looked up only once the attempt holds
+    /// its share of the password pool and its reservation in the budgets; `accept` says whether
+    /// a right secret is enough (the user is enabled, the platform matches, …). Returns what
+    /// `hash` found when the secret was right and accepted; [`AuthError::LoginFailed`] otherwise
+    /// (counted: the reservation stays as a failure).
+    pub(crate) async fn throttled_check<T, F, Fut>(
+        &self,
+        keys: &AttemptKeys,
+        secret: SecretString,
+        lookup: F,
+        accept: impl FnOnce(&T) -> bool,
+    ) -> Result<Result<T, Option<T>>, Refusal>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<(T, String)>, StoreError>>,
+    {
+        let _share = self.throttle.enter(keys)?;
+        let known = self
+            .store
+            .login_address_known(&keys.pair, self.clock.now_ms())
+            .await?;
+        let reservation = self.throttle.reserve(keys, known).await?;
+        let found = match lookup().await {
+            Ok(found) => found,
+            Err(e) => {
+                self.throttle.settle(reservation, false).await;
+                return Err(e.into());
+            }
+        };
+        let (item, hash) = match found {
+            Some((item, hash)) => (Some(item), Some(hash)),
+            None => (None, None),
+        };
+        let verified = match self.passwords.verify(hash.as_deref(), secret).await {
+            Ok(v) => v,
+            Err(e) => {
+                // Never checked (the pool is full): not a failure.
+                self.throttle.settle(reservation, false).await;
+                return Err(Refusal::Pool(e));
+            }
+        };
+        match item {
+            Some(item) if verified && accept(&item) => {
+                self.throttle.settle(reservation, false).await;
+                Ok(Ok(item))
+            }
+            other => {
+                self.throttle.settle(reservation, true).await;
+                Ok(Err(other))
+            }
+        }
+    }
+
+    /// Checks a username and password under the login throttle; `accept` adds what else the
+    /// login requires of the user (its platform, its RingEX extension). Every failure is the same
+    /// [`AuthError::LoginFailed`] and is counted. A success is subject to the per-user rate limit
+    /// of successful logins.
     pub(crate) async fn check_password(
         &self,
         username: &str,
         password: SecretString,
-        platform_id: Option<&str>,
+        accept: impl FnOnce(&UserRecord) -> bool,
         event: &'static str,
         ctx: &AuditContext,
     ) -> Result<UserRecord, AuthError> {
         use secrecy::ExposeSecret as _;
-        let client = ctx.client();
         if username.len() > MAX_USERNAME_LEN {
             return Err(AuthError::BadRequest(format!(
                 "username is longer than {MAX_USERNAME_LEN} bytes"
@@ -407,38 +479,90 @@ impl Auth {
                 "password is longer than {MAX_PASSWORD_LEN} bytes"
             )));
         }
-        if let Err(retry_after) = self.throttle.check(username, client) {
-            metrics::counter!("cxauth_logins_total", "kind" => event, "outcome" => "throttled")
-                .increment(1);
-            if self.may_audit_throttled() {
-                self.audit(ctx, event, "throttled", None, Some(username), "")
-                    .await;
+        let keys = self.attempt_keys(b"user", username, ctx.client());
+        let store = self.store.clone();
+        let lookup = || async move {
+            Ok(store
+                .user_by_username(username)
+                .await?
+                .map(|u| {
+                    let hash = u.password_hash.clone();
+                    (u, hash)
+                }))
+        };
+        let accept = |u: &UserRecord| u.enabled && accept(u);
+        match self.throttled_check(&keys, password, lookup, accept).await {
+            Ok(Ok(user)) => {
+                if let Err(retry_after) = self.throttle.take_success(&keys.subject) {
+                    return Err(self.throttled(retry_after, event, ctx, username).await);
+                }
+                Ok(user)
             }
-            return Err(AuthError::Throttled { retry_after });
-        }
-        let user = self.store.user_by_username(username).await?;
-        let verified = self
-            .passwords
-            .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
-            .await?;
-        match user {
-            Some(u) if verified && u.enabled && platform_id.is_none_or(|p| p == u.platform_id) => {
-                Ok(u)
+            Ok(Err(user)) => Err(self
+                .login_failed(username, user.as_ref(), event, ctx)
+                .await),
+            Err(Refusal::Wait(retry_after)) => {
+                Err(self.throttled(retry_after, event, ctx, username).await)
             }
-            _ => Err(self.login_failed(username, event, ctx).await),
+            Err(Refusal::Store(e)) => Err(e.into()),
+            Err(Refusal::Pool(e)) => Err(e.into()),
         }
     }
 
-    /// Counts and audits a failed login; returns the one error every failure gets. The audit
-    /// row is the same write whether the user exists or not, so it reveals nothing by timing.
+    /// Counts, and audits (at most [`THROTTLED_AUDITS_PER_SECOND`] a second), a throttled
+    /// attempt; returns its error.
+    async fn throttled(
+        &self,
+        retry_after: Duration,
+        event: &'static str,
+        ctx: &AuditContext,
+        username: &str,
+    ) -> AuthError {
+        metrics::counter!("cxauth_logins_total", "kind" => event, "outcome" => "throttled")
+            .increment(1);
+        if self.may_audit_throttled() {
+            let user = self.store.user_by_username(username).await.ok().flatten();
+            let shown = self.audited_username(username, user.as_ref());
+            self.audit(
+                ctx,
+                event,
+                "throttled",
+                user.as_ref().map(|u| u.id),
+                Some(&shown),
+                "",
+            )
+            .await;
+        }
+        AuthError::Throttled { retry_after }
+    }
+
+    /// The username as the audit trail keeps it: the user's own name when the user exists, else
+    /// only a keyed digest, since what was typed may be a password typed in the wrong field.
+    pub(crate) fn audited_username(&self, typed: &str, user: Option<&UserRecord>) -> String {
+        match user {
+            Some(u) => u.username.clone(),
+            None => {
+                let d = self
+                    .secrets
+                    .digest(DigestKind::AuditUsername, typed.to_lowercase().as_bytes());
+                let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("unknown-user:{hex}")
+            }
+        }
+    }
+
+    /// Audits a failed login; returns the one error every failure gets. The audit row is the
+    /// same write whether the user exists or not, so it reveals nothing by timing. (The failure
+    /// was already counted by the throttle: its reservation stays.)
     pub(crate) async fn login_failed(
         &self,
         username: &str,
+        user: Option<&UserRecord>,
         event: &'static str,
         ctx: &AuditContext,
     ) -> AuthError {
-        self.throttle.record_failure(username, ctx.client());
-        self.audit(ctx, event, audit::FAILURE, None, Some(username), "")
+        let shown = self.audited_username(username, user);
+        self.audit(ctx, event, audit::FAILURE, None, Some(&shown), "")
             .await;
         AuthError::LoginFailed
     }
@@ -492,9 +616,21 @@ impl Auth {
         .await;
     }
 
-    /// Clears the username's throttle budget after a successful login.
-    pub(crate) fn login_succeeded(&self, username: &str) {
-        self.throttle.record_success(username);
+    /// Remembers the address of a successful login, so that this user's later attempts from it
+    /// get a budget of their own (see [`crate::throttle`]). A failure to remember is logged, not
+    /// fatal: the login itself succeeded.
+    pub(crate) async fn login_succeeded(&self, username: &str, user: &UserRecord, ctx: &AuditContext) {
+        let keys = self.attempt_keys(b"user", username, ctx.client());
+        let now = self.clock.now_ms();
+        let c = self.throttle.config();
+        let until = now.saturating_add(duration_ms(c.remember_address_for));
+        if let Err(e) = self
+            .store
+            .remember_login_address(&keys.pair, user.id, now, until, c.known_addresses_per_user)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot remember the address of a successful login");
+        }
     }
 
     /// Starts a session for `user` and returns its id, its first refresh token and the time.
@@ -520,6 +656,7 @@ impl Auth {
                 now,
                 refresh_expires_at: now.saturating_add(duration_ms(self.config.refresh_token_ttl)),
                 sso_login,
+                max_sessions: self.config.max_sessions_per_user,
             })
             .await?;
         Ok((session_id, refresh, now))
@@ -531,7 +668,7 @@ impl Auth {
             .check_password(
                 &input.username,
                 input.password,
-                Some(&input.platform_id),
+                |u| u.platform_id == input.platform_id,
                 audit::LOGIN,
                 ctx,
             )
@@ -543,11 +680,13 @@ impl Auth {
             Ok(started) => started,
             // Disabled or password changed between the check and now: the login loses the race.
             Err(StoreError::Conflict(_)) => {
-                return Err(self.login_failed(&input.username, audit::LOGIN, ctx).await);
+                return Err(self
+                    .login_failed(&input.username, Some(&user), audit::LOGIN, ctx)
+                    .await);
             }
             Err(e) => return Err(e.into()),
         };
-        self.login_succeeded(&input.username);
+        self.login_succeeded(&input.username, &user, ctx).await;
         self.audit(
             ctx,
             audit::LOGIN,
@@ -617,7 +756,7 @@ impl Auth {
         ctx: &AuditContext,
     ) -> Result<(String, UserRecord), AuthError> {
         let user = self
-            .check_password(username, password, None, audit::LEGACY_LOGIN, ctx)
+            .check_password(username, password, |_| true, audit::LEGACY_LOGIN, ctx)
             .await?;
         let token = uuid::Uuid::new_v4().to_string();
         let now = self.clock.now_ms();
@@ -639,7 +778,7 @@ impl Auth {
                 now,
             )
             .await?;
-        self.login_succeeded(username);
+        self.login_succeeded(username, &user, ctx).await;
         self.audit(
             ctx,
             audit::LEGACY_LOGIN,

@@ -180,6 +180,9 @@ pub struct NewSession {
     pub refresh_expires_at: i64,
     /// Made by the RingEX token exchange (`ssoLogin: true`), not by a direct login.
     pub sso_login: bool,
+    /// Most live sessions the user may hold: the oldest beyond it are ended with this one's
+    /// start, so a login loop cannot pile up sessions (0: no limit).
+    pub max_sessions: u32,
 }
 
 /// A refresh to perform atomically.
@@ -448,6 +451,31 @@ pub trait Store: Send + Sync + 'static {
     /// How many tokens and sessions are stored, for the metrics (tables stay bounded).
     async fn stored_counts(&self) -> Result<StoredCounts, StoreError>;
 
+    // Login throttling (see `crate::throttle`).
+
+    /// Applies `update` atomically to the login throttle entry of `key` and returns the entry as
+    /// it was: concurrent updates of one key, from any instance, are applied one after the other.
+    /// Serves as the throttle's [`ThrottleTable`](crate::throttle::ThrottleTable) where several
+    /// instances share one database.
+    async fn throttle_update(
+        &self,
+        key: &[u8; 32],
+        update: crate::throttle::ThrottleUpdate<'_>,
+    ) -> Result<Option<crate::throttle::ThrottleEntry>, StoreError>;
+    /// Whether the (username, address) pair digest `pair` had a successful login still
+    /// remembered at `now`.
+    async fn login_address_known(&self, pair: &[u8; 32], now: i64) -> Result<bool, StoreError>;
+    /// Remembers a successful login of `user_id` from `pair` until `expires_at`, keeping only
+    /// the user's `keep` most recent addresses.
+    async fn remember_login_address(
+        &self,
+        pair: &[u8; 32],
+        user_id: i64,
+        now: i64,
+        expires_at: i64,
+        keep: u32,
+    ) -> Result<(), StoreError>;
+
     /// Closes the connection pool, waiting for connections in use to come back, so a stopping
     /// server leaves the database cleanly (SQLite checkpoints its WAL on the last close).
     async fn close(&self);
@@ -466,6 +494,8 @@ pub struct PurgeCounts {
     pub ringex_tokens: u64,
     /// Audit events past their retention.
     pub audit_events: u64,
+    /// Expired login throttle entries and remembered login addresses.
+    pub login_throttle: u64,
 }
 
 impl PurgeCounts {
@@ -476,6 +506,7 @@ impl PurgeCounts {
             + self.legacy_tokens
             + self.ringex_tokens
             + self.audit_events
+            + self.login_throttle
     }
 
     /// Whether some table gave a whole batch, so more rows may be waiting.
@@ -487,6 +518,7 @@ impl PurgeCounts {
             self.legacy_tokens,
             self.ringex_tokens,
             self.audit_events,
+            self.login_throttle,
         ]
         .iter()
         .any(|n| *n >= batch)
@@ -499,6 +531,7 @@ impl PurgeCounts {
         self.legacy_tokens += other.legacy_tokens;
         self.ringex_tokens += other.ringex_tokens;
         self.audit_events += other.audit_events;
+        self.login_throttle += other.login_throttle;
     }
 }
 

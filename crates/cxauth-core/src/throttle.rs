@@ -1,43 +1,84 @@
-//! Login throttling: exponential back-off per username and per client address.
+//! Login throttling: budgets reserved before a password is checked, a separate budget for
+//! addresses a user has logged in from before, a fair share of the password pool per source, and
+//! a rate limit on successful logins.
 //!
-//! Two separate budgets, because they stop two different attacks. The per-address budget stops
-//! one source guessing many passwords (or spraying many usernames); it grows to a long block.
-//! The per-username budget stops many sources guessing one user's password; it is capped short
-//! (30 s by default), because anyone can spend it, including someone who wants to lock the real
-//! user out. An attacker can therefore at worst make a user wait one short back-off before the
-//! next try, never lock them out for long. Only failures count; a throttled attempt is refused
-//! before its password is checked, so it costs no hashing and adds no failure.
+//! **Reservation.** An attempt takes its place in its budgets *before* its password is checked:
+//! the reservation counts as a failure at once and is handed back if the password was right (or
+//! was never checked). So no amount of concurrency buys more checks than the budget: of 80
+//! guesses sent at once, the first `free_failures` reserve and every later one finds the budget
+//! spent. A reservation lost to a crash or a dropped connection stays counted as a failure,
+//! which errs on the safe side.
 //!
-//! State is kept per process, in memory, with a bounded number of entries.
+//! **Budgets.** Three, because they stop different attacks:
+//! - per client address (an IPv6 address counts by its /64: one host holds a whole /64): stops
+//!   one source guessing many passwords or spraying many usernames; it grows to a long block;
+//! - per username, for attempts from addresses the user never logged in from: stops many
+//!   sources guessing one user's password; capped short (30 s), because anyone can spend it;
+//! - per (username, address) for an address the user logged in from successfully before (in the
+//!   last 30 days): the OWASP "device cookie" idea keyed by address. Such an attempt is counted
+//!   only against this pair, so no failure from anywhere else — neither the username's budget
+//!   nor the address's — can refuse the real user at a place they log in from.
+//!
+//! **Where the state lives.** Behind [`ThrottleTable`]: in this process's memory for SQLite (one
+//! machine), in the database for PostgreSQL, so that any number of instances share one budget
+//! and round-robin over them buys nothing.
+//!
+//! **Fair share and successes** are per instance, in memory: they protect this instance's
+//! password pool, which is per instance too.
 
 use crate::clock::{SharedClock, duration_ms};
+use crate::store::StoreError;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How one budget behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// Failures allowed before any delay.
     pub free_failures: u32,
-    /// Delay after the first failure past the free ones; it doubles with each further failure.
+    /// Wait after the last free failure; it doubles with each further failure.
     pub base: Duration,
-    /// Longest delay.
+    /// Longest wait.
     pub max: Duration,
     /// A key with no failure for this long starts over.
     pub forget_after: Duration,
 }
 
-/// Both budgets.
+impl Policy {
+    /// How long an attempt must wait after `failures` failures, in ms (0: none).
+    fn delay_ms(&self, failures: u32) -> i64 {
+        if failures < self.free_failures || failures == 0 {
+            return 0;
+        }
+        let doublings = (failures - self.free_failures).min(30);
+        duration_ms(self.base)
+            .saturating_mul(1_i64 << doublings)
+            .min(duration_ms(self.max))
+    }
+}
+
+/// Every throttling setting.
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottleConfig {
-    /// Per username (short cap: anyone can spend it).
+    /// Per username, from addresses the user never logged in from (short cap: anyone can spend it).
     pub per_username: Policy,
     /// Per client address.
     pub per_address: Policy,
-    /// Most keys kept per budget; beyond it, stale entries are purged and new keys not tracked
-    /// (the other budget still applies), so the table cannot be grown without bound.
+    /// Per (username, address) once the user logged in from that address.
+    pub per_known_address: Policy,
+    /// How long a successful login makes its address known for the user.
+    pub remember_address_for: Duration,
+    /// Most known addresses kept per user (the most recent ones).
+    pub known_addresses_per_user: u32,
+    /// Most password checks one username, or one address, may have running or queued at once on
+    /// this instance: its share of the password pool. Beyond it: 429, not a full pool for all.
+    pub in_flight_per_source: usize,
+    /// Successful logins allowed per user and minute on this instance (0: no limit).
+    pub successes_per_minute: u32,
+    /// Most keys held in memory per table; beyond it, stale entries are purged first, then new
+    /// keys are refused (fail closed), so the table cannot be grown without bound.
     pub max_entries: usize,
 }
 
@@ -51,146 +92,416 @@ impl Default for ThrottleConfig {
                 forget_after: Duration::from_secs(15 * 60),
             },
             per_address: Policy {
-                free_failures: 20,
+                free_failures: 10,
                 base: Duration::from_secs(1),
                 max: Duration::from_secs(15 * 60),
                 forget_after: Duration::from_secs(60 * 60),
             },
+            per_known_address: Policy {
+                free_failures: 5,
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(30),
+                forget_after: Duration::from_secs(15 * 60),
+            },
+            remember_address_for: Duration::from_secs(30 * 24 * 60 * 60),
+            known_addresses_per_user: 20,
+            in_flight_per_source: 8,
+            successes_per_minute: 30,
             max_entries: 100_000,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    failures: u32,
-    last_failure: i64,
-    blocked_until: i64,
+/// One budget's state: failures (reservations included) and the block they caused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleEntry {
+    /// Failures counted, reservations in flight included.
+    pub failures: u32,
+    /// Time of the latest failure (or reservation), epoch ms.
+    pub last_failure: i64,
+    /// No attempt before this time, epoch ms (0: none).
+    pub blocked_until: i64,
+    /// After this time the entry means nothing and may be dropped, epoch ms.
+    pub expires_at: i64,
 }
 
-struct Budget<K> {
-    policy: Policy,
-    entries: Mutex<HashMap<K, Entry>>,
+/// Moves one entry from its current state (`None`: no entry) to the next (`None`: delete it).
+pub type ThrottleUpdate<'a> =
+    &'a (dyn Fn(Option<ThrottleEntry>) -> Option<ThrottleEntry> + Send + Sync);
+
+/// Where throttle entries live. Each update is atomic: concurrent updates of one key, from any
+/// number of tasks or instances, are applied one after the other.
+#[async_trait::async_trait]
+pub trait ThrottleTable: Send + Sync + 'static {
+    /// Applies `update` to the entry of `key` atomically; returns the entry as it was before.
+    async fn update(
+        &self,
+        key: &[u8; 32],
+        update: ThrottleUpdate<'_>,
+    ) -> Result<Option<ThrottleEntry>, StoreError>;
+
+    /// Drops entries expired at `now` (the database's are purged with the other expired rows).
+    fn purge(&self, _now: i64) {}
 }
 
-impl<K: std::hash::Hash + Eq + Clone> Budget<K> {
-    fn new(policy: Policy) -> Self {
-        Budget {
-            policy,
+/// A [`ThrottleTable`] in this process's memory, bounded by `max_entries`.
+pub struct MemoryThrottleTable {
+    entries: Mutex<HashMap<[u8; 32], ThrottleEntry>>,
+    max_entries: usize,
+    clock: SharedClock,
+}
+
+impl MemoryThrottleTable {
+    /// An empty table of at most `max_entries` keys.
+    pub fn new(clock: SharedClock, max_entries: usize) -> Self {
+        MemoryThrottleTable {
             entries: Mutex::new(HashMap::new()),
+            max_entries,
+            clock,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry>> {
-        // A panic while holding this lock cannot leave an entry half-updated (plain copies), so
-        // a poisoned lock is still safe to use.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], ThrottleEntry>> {
+        // Entries are plain copies replaced whole: a poisoned lock holds nothing half-updated.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn blocked_for(&self, key: &K, now: i64) -> Option<i64> {
-        let map = self.lock();
-        let e = map.get(key)?;
-        (e.blocked_until > now).then(|| e.blocked_until - now)
+    /// Keys held (for tests of the bound).
+    pub fn len(&self) -> usize {
+        self.lock().len()
     }
 
-    fn fail(&self, key: &K, now: i64, max_entries: usize) {
-        let p = self.policy;
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait::async_trait]
+impl ThrottleTable for MemoryThrottleTable {
+    async fn update(
+        &self,
+        key: &[u8; 32],
+        update: ThrottleUpdate<'_>,
+    ) -> Result<Option<ThrottleEntry>, StoreError> {
+        let now = self.clock.now_ms();
         let mut map = self.lock();
-        if !map.contains_key(key) && map.len() >= max_entries {
-            let forget = duration_ms(p.forget_after);
-            map.retain(|_, e| now - e.last_failure < forget);
-            if map.len() >= max_entries {
-                return;
+        let old = map.get(key).copied();
+        match update(old) {
+            Some(new) => {
+                if old.is_none() && map.len() >= self.max_entries {
+                    map.retain(|_, e| e.expires_at > now);
+                    if map.len() >= self.max_entries {
+                        // Full of live entries: refuse rather than forget someone's failures.
+                        return Err(StoreError::Unavailable(
+                            "the login throttle table is full".into(),
+                        ));
+                    }
+                }
+                map.insert(*key, new);
+            }
+            None => {
+                map.remove(key);
             }
         }
-        let e = map.entry(key.clone()).or_insert(Entry {
-            failures: 0,
-            last_failure: now,
-            blocked_until: 0,
-        });
-        if now - e.last_failure >= duration_ms(p.forget_after) {
-            e.failures = 0;
-        }
-        e.failures = e.failures.saturating_add(1);
-        e.last_failure = now;
-        if e.failures > p.free_failures {
-            let doublings = (e.failures - p.free_failures - 1).min(30);
-            let delay = duration_ms(p.base)
-                .saturating_mul(1_i64 << doublings)
-                .min(duration_ms(p.max));
-            e.blocked_until = now.saturating_add(delay);
-        }
-    }
-
-    fn clear(&self, key: &K) {
-        self.lock().remove(key);
+        Ok(old)
     }
 
     fn purge(&self, now: i64) {
-        let forget = duration_ms(self.policy.forget_after);
-        self.lock()
-            .retain(|_, e| now - e.last_failure < forget || e.blocked_until > now);
+        self.lock().retain(|_, e| e.expires_at > now);
     }
 }
 
-/// The login throttle.
+/// The database as a [`ThrottleTable`]: every instance on it shares one budget.
+pub struct StoreThrottleTable(pub crate::store::SharedStore);
+
+#[async_trait::async_trait]
+impl ThrottleTable for StoreThrottleTable {
+    async fn update(
+        &self,
+        key: &[u8; 32],
+        update: ThrottleUpdate<'_>,
+    ) -> Result<Option<ThrottleEntry>, StoreError> {
+        self.0.throttle_update(key, update).await
+    }
+}
+
+/// Why an attempt may not go ahead now.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A budget is spent, or the source already has its share of the pool: try after this.
+    Wait(Duration),
+    /// The throttle state could not be read or written (the database is down).
+    Store(StoreError),
+    /// The password pool refused the check (full): nothing was checked or counted.
+    Pool(crate::password::PoolError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Store(e)
+    }
+}
+
+/// The throttle keys of one attempt: keyed digests, so the database never holds an attempted
+/// username (which may be a mistyped password) or an address in clear.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptKeys {
+    /// The username (lowercased) or other subject.
+    pub subject: [u8; 32],
+    /// The client address (an IPv6 address by its /64).
+    pub address: [u8; 32],
+    /// The pair, for addresses the subject logged in from before.
+    pub pair: [u8; 32],
+}
+
+/// The part of an address the throttle counts: an IPv4 address whole (also when mapped into
+/// IPv6), an IPv6 address by its /64, since one host commonly holds a whole /64.
+pub fn address_key(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mut k = [0u8; 16];
+            k[0] = 4;
+            k[12..].copy_from_slice(&v4.octets());
+            k
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => address_key(IpAddr::V4(v4)),
+            None => {
+                let mut k = [0u8; 16];
+                k[0] = 6;
+                k[8..].copy_from_slice(&v6.octets()[..8]);
+                k
+            }
+        },
+    }
+}
+
+/// Reserved budgets of an attempt in flight; see [`Throttle::settle`].
+#[must_use = "settle the reservation once the password was checked"]
+#[derive(Debug)]
+pub struct Reservation {
+    taken: Vec<([u8; 32], Policy)>,
+}
+
+/// A place in the fair share of the password pool; freed on drop.
+#[derive(Debug)]
+pub struct InFlight {
+    table: Arc<Mutex<HashMap<[u8; 32], usize>>>,
+    keys: [[u8; 32]; 2],
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        for k in &self.keys {
+            if let Some(n) = map.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// Successful logins of one subject: a token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: i64,
+}
+
+/// The login throttle: see the module documentation.
 pub struct Throttle {
     clock: SharedClock,
-    users: Budget<String>,
-    addrs: Budget<IpAddr>,
-    max_entries: usize,
+    config: ThrottleConfig,
+    table: Arc<dyn ThrottleTable>,
+    in_flight: Arc<Mutex<HashMap<[u8; 32], usize>>>,
+    successes: Mutex<HashMap<[u8; 32], Bucket>>,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn take(e: Option<ThrottleEntry>, p: &Policy, now: i64) -> Option<ThrottleEntry> {
+    let live = e.filter(|e| e.expires_at > now);
+    if let Some(e) = live
+        && e.blocked_until > now
+    {
+        return Some(e);
+    }
+    let previous = live.map_or(0, |e| {
+        if now - e.last_failure >= duration_ms(p.forget_after) {
+            0
+        } else {
+            e.failures
+        }
+    });
+    let failures = previous.saturating_add(1);
+    let delay = p.delay_ms(failures);
+    let blocked_until = if delay > 0 { now.saturating_add(delay) } else { 0 };
+    Some(ThrottleEntry {
+        failures,
+        last_failure: now,
+        blocked_until,
+        expires_at: now
+            .saturating_add(duration_ms(p.forget_after))
+            .max(blocked_until),
+    })
+}
+
+fn give_back(e: Option<ThrottleEntry>, p: &Policy) -> Option<ThrottleEntry> {
+    let e = e?;
+    let failures = e.failures.saturating_sub(1);
+    if failures == 0 {
+        return None;
+    }
+    let delay = p.delay_ms(failures);
+    let blocked_until = if delay > 0 {
+        e.blocked_until
+            .min(e.last_failure.saturating_add(delay))
+    } else {
+        0
+    };
+    Some(ThrottleEntry {
+        failures,
+        blocked_until,
+        ..e
+    })
 }
 
 impl Throttle {
-    /// A throttle with `config`, reading time from `clock`.
-    pub fn new(clock: SharedClock, config: ThrottleConfig) -> Self {
+    /// A throttle with `config`, keeping its budgets in `table`, reading time from `clock`.
+    pub fn new(clock: SharedClock, config: ThrottleConfig, table: Arc<dyn ThrottleTable>) -> Self {
         Throttle {
             clock,
-            users: Budget::new(config.per_username),
-            addrs: Budget::new(config.per_address),
-            max_entries: config.max_entries,
+            config,
+            table,
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
+            successes: Mutex::new(HashMap::new()),
         }
     }
 
-    fn user_key(username: &str) -> String {
-        username.to_lowercase()
+    /// A throttle keeping its budgets in this process's memory.
+    pub fn in_memory(clock: SharedClock, config: ThrottleConfig) -> Self {
+        let table = Arc::new(MemoryThrottleTable::new(clock.clone(), config.max_entries));
+        Throttle::new(clock, config, table)
     }
 
-    /// `Err(retry_after)` if an attempt for `username` from `addr` must wait.
-    pub fn check(&self, username: &str, addr: IpAddr) -> Result<(), Duration> {
-        let now = self.clock.now_ms();
-        let wait = [
-            self.users.blocked_for(&Self::user_key(username), now),
-            self.addrs.blocked_for(&addr, now),
-        ]
-        .into_iter()
-        .flatten()
-        .max();
-        match wait {
-            Some(ms) => Err(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))),
-            None => Ok(()),
+    /// The settings in force.
+    pub fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
+    /// Takes a place in this instance's password pool for the attempt's subject and address,
+    /// or refuses if either already holds its share.
+    pub fn enter(&self, keys: &AttemptKeys) -> Result<InFlight, Refusal> {
+        let share = self.config.in_flight_per_source.max(1);
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let held = |k: &[u8; 32]| map.get(k).copied().unwrap_or(0);
+        if held(&keys.subject) >= share || held(&keys.address) >= share {
+            return Err(Refusal::Wait(Duration::from_secs(1)));
+        }
+        for k in [keys.subject, keys.address] {
+            *map.entry(k).or_insert(0) += 1;
+        }
+        Ok(InFlight {
+            table: self.in_flight.clone(),
+            keys: [keys.subject, keys.address],
+        })
+    }
+
+    /// Reserves the attempt's budgets: the pair's alone when the address is `known` for the
+    /// subject, else the subject's and the address's. Refused while any of them is blocked.
+    pub async fn reserve(&self, keys: &AttemptKeys, known: bool) -> Result<Reservation, Refusal> {
+        let c = &self.config;
+        let wanted: &[([u8; 32], Policy)] = if known {
+            &[(keys.pair, c.per_known_address)]
+        } else {
+            &[(keys.subject, c.per_username), (keys.address, c.per_address)]
+        };
+        let mut reservation = Reservation { taken: Vec::new() };
+        for (key, policy) in wanted {
+            let now = self.clock.now_ms();
+            let old = match self.table.update(key, &|e| take(e, policy, now)).await {
+                Ok(old) => old,
+                Err(e) => {
+                    self.release(reservation).await;
+                    return Err(e.into());
+                }
+            };
+            if let Some(e) = old.filter(|e| e.expires_at > now && e.blocked_until > now) {
+                self.release(reservation).await;
+                let ms = u64::try_from(e.blocked_until - now).unwrap_or(u64::MAX);
+                return Err(Refusal::Wait(Duration::from_millis(ms)));
+            }
+            reservation.taken.push((*key, *policy));
+        }
+        Ok(reservation)
+    }
+
+    /// Ends an attempt: a `failed` one stays counted, any other gives its reservation back.
+    pub async fn settle(&self, reservation: Reservation, failed: bool) {
+        if !failed {
+            self.release(reservation).await;
         }
     }
 
-    /// Counts a failed login against both budgets.
-    pub fn record_failure(&self, username: &str, addr: IpAddr) {
+    async fn release(&self, reservation: Reservation) {
+        for (key, policy) in &reservation.taken {
+            if let Err(e) = self.table.update(key, &|e| give_back(e, policy)).await {
+                // The reservation stays counted as a failure: safe, and it decays.
+                tracing::warn!(error = %e, "cannot hand back a login throttle reservation");
+            }
+        }
+    }
+
+    /// Counts a successful login of `subject`: `Err(retry_after)` once it logged in
+    /// `successes_per_minute` times in the last minute on this instance.
+    pub fn take_success(&self, subject: &[u8; 32]) -> Result<(), Duration> {
+        let per_minute = self.config.successes_per_minute;
+        if per_minute == 0 {
+            return Ok(());
+        }
         let now = self.clock.now_ms();
-        self.users
-            .fail(&Self::user_key(username), now, self.max_entries);
-        self.addrs.fail(&addr, now, self.max_entries);
+        let capacity = f64::from(per_minute);
+        let per_ms = capacity / 60_000.0;
+        let mut map = self.successes.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(subject) && map.len() >= self.config.max_entries {
+            map.retain(|_, b| b.tokens + (now - b.at) as f64 * per_ms < capacity);
+        }
+        let b = map.entry(*subject).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        b.tokens = (b.tokens + (now - b.at).max(0) as f64 * per_ms).min(capacity);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let ms = ((1.0 - b.tokens) / per_ms).ceil() as u64;
+            Err(Duration::from_millis(ms.max(1)))
+        }
     }
 
-    /// A successful login clears the username's budget. The address budget is left to decay,
-    /// so logging in to one's own account does not buy more guesses at others.
-    pub fn record_success(&self, username: &str) {
-        self.users.clear(&Self::user_key(username));
-    }
-
-    /// Drops entries that no longer matter.
+    /// Drops entries that no longer matter (the in-memory ones; the database's are purged with
+    /// the other expired rows).
     pub fn purge(&self) {
         let now = self.clock.now_ms();
-        self.users.purge(now);
-        self.addrs.purge(now);
+        self.table.purge(now);
+        let capacity = f64::from(self.config.successes_per_minute);
+        let per_ms = capacity / 60_000.0;
+        self.successes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, b| b.tokens + (now - b.at) as f64 * per_ms < capacity);
     }
 }
 
@@ -198,72 +509,210 @@ impl Throttle {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use std::sync::Arc;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
+    /// Test keys; each kind in its own namespace (byte 0), as the real digests are.
+    fn keys(subject: u8, address: u8) -> AttemptKeys {
+        let key = |kind: u8, a: u8, b: u8| {
+            let mut k = [a; 32];
+            k[0] = kind;
+            k[1] = b;
+            k
+        };
+        AttemptKeys {
+            subject: key(1, subject, 0),
+            address: key(2, address, 0),
+            pair: key(3, subject, address),
+        }
     }
 
-    #[test]
-    fn username_backoff_doubles_and_is_capped_short() {
-        let clock = ManualClock::starting_now();
-        let t = Throttle::new(clock.clone(), ThrottleConfig::default());
-        let addrs: Vec<IpAddr> = (1..=40).map(|i| ip(&format!("10.0.0.{i}"))).collect();
-        for a in &addrs[..5] {
-            assert!(t.check("alice", *a).is_ok());
-            t.record_failure("alice", *a);
+    fn throttle(clock: &Arc<ManualClock>) -> Throttle {
+        Throttle::in_memory(clock.clone(), ThrottleConfig::default())
+    }
+
+    /// Reserves and, if granted, fails: returns whether the password would have been checked.
+    async fn guess(t: &Throttle, k: &AttemptKeys, known: bool) -> bool {
+        match t.reserve(k, known).await {
+            Ok(r) => {
+                t.settle(r, true).await;
+                true
+            }
+            Err(_) => false,
         }
-        assert!(t.check("alice", addrs[5]).is_ok());
-        t.record_failure("alice", addrs[5]);
-        assert_eq!(t.check("Alice", addrs[6]), Err(Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn username_backoff_doubles_and_is_capped_short() {
+        let clock = ManualClock::starting_now();
+        let t = throttle(&clock);
+        for a in 1..=5 {
+            assert!(guess(&t, &keys(1, a), false).await);
+        }
+        match t.reserve(&keys(1, 6), false).await {
+            Err(Refusal::Wait(w)) => assert_eq!(w, Duration::from_secs(1)),
+            other => panic!("{other:?}"),
+        }
         let mut last = Duration::ZERO;
-        for a in &addrs[6..30] {
+        for a in 7..40 {
             clock.advance(Duration::from_secs(31));
-            assert!(t.check("alice", *a).is_ok());
-            t.record_failure("alice", *a);
-            let wait = t.check("alice", *a).expect_err("blocked");
-            assert!(wait >= last && wait <= Duration::from_secs(30), "{wait:?}");
-            last = wait;
+            assert!(guess(&t, &keys(1, a), false).await);
+            let Err(Refusal::Wait(w)) = t.reserve(&keys(1, a), false).await else {
+                panic!("blocked")
+            };
+            assert!(w >= last && w <= Duration::from_secs(30), "{w:?}");
+            last = w;
         }
         assert_eq!(last, Duration::from_secs(30));
-        // Another user is not affected, and success clears the budget.
-        assert!(t.check("bob", addrs[39]).is_ok());
-        t.record_success("alice");
-        assert!(t.check("alice", addrs[39]).is_ok());
+        // Another subject is not affected.
+        assert!(guess(&t, &keys(2, 99), false).await);
     }
 
-    #[test]
-    fn address_backoff_grows_long_and_forgets() {
+    #[tokio::test]
+    async fn concurrent_reservations_never_exceed_the_free_budget() {
         let clock = ManualClock::starting_now();
-        let t = Throttle::new(clock.clone(), ThrottleConfig::default());
-        let a = ip("192.0.2.1");
+        let t = Arc::new(throttle(&clock));
+        // 80 attempts at once from one address, each at its own username: the address budget
+        // (10 free) is what limits them, however they interleave.
+        let tasks: Vec<_> = (0..80u8)
+            .map(|i| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let k = AttemptKeys {
+                        subject: [i; 32],
+                        address: [200; 32],
+                        pair: [i ^ 0x55; 32],
+                    };
+                    match t.reserve(&k, false).await {
+                        Ok(r) => {
+                            tokio::task::yield_now().await;
+                            t.settle(r, true).await;
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                })
+            })
+            .collect();
+        let mut checked = 0;
+        for task in tasks {
+            checked += usize::from(task.await.expect("task"));
+        }
+        assert_eq!(checked, 10);
+    }
+
+    #[tokio::test]
+    async fn a_known_address_ignores_everyone_elses_failures() {
+        let clock = ManualClock::starting_now();
+        let t = throttle(&clock);
+        // The attacker spends the user's budget and the address's.
+        for a in 0..30 {
+            let _ = guess(&t, &keys(1, a), false).await;
+            let _ = guess(&t, &keys(a + 100, 7), false).await;
+        }
+        assert!(t.reserve(&keys(1, 7), false).await.is_err());
+        // From address 7, which the user logged in from before, the pair budget alone counts.
+        let r = t.reserve(&keys(1, 7), true).await.expect("known address");
+        t.settle(r, false).await;
+        // Its own failures there still back off.
+        for _ in 0..5 {
+            assert!(guess(&t, &keys(1, 7), true).await);
+        }
+        assert!(t.reserve(&keys(1, 7), true).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn successes_give_their_reservation_back() {
+        let clock = ManualClock::starting_now();
+        let t = throttle(&clock);
+        for _ in 0..4 {
+            assert!(guess(&t, &keys(1, 1), false).await);
+        }
+        // A hundred right passwords do not spend the budget.
+        for _ in 0..100 {
+            let r = t.reserve(&keys(1, 1), false).await.expect("free");
+            t.settle(r, false).await;
+        }
+        assert!(guess(&t, &keys(1, 1), false).await);
+        assert!(t.reserve(&keys(1, 1), false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn address_backoff_grows_long_and_forgets() {
+        let clock = ManualClock::starting_now();
+        let t = throttle(&clock);
         for i in 0..40 {
             clock.advance(Duration::from_secs(31));
-            let _ = t.check(&format!("user{i}"), a);
-            t.record_failure(&format!("user{i}"), a);
+            let _ = guess(&t, &keys(i, 9), false).await;
         }
-        let wait = t.check("someone-else", a).expect_err("blocked");
-        assert_eq!(wait, Duration::from_secs(15 * 60));
-        assert!(t.check("someone-else", ip("192.0.2.2")).is_ok());
+        let Err(Refusal::Wait(w)) = t.reserve(&keys(200, 9), false).await else {
+            panic!("blocked")
+        };
+        assert!(w > Duration::from_secs(5 * 60) && w <= Duration::from_secs(15 * 60), "{w:?}");
+        assert!(guess(&t, &keys(200, 10), false).await);
         clock.advance(Duration::from_secs(2 * 60 * 60));
         t.purge();
-        assert!(t.check("someone-else", a).is_ok());
-        t.record_failure("x", a);
-        assert!(t.check("x", a).is_ok(), "old failures forgotten");
+        assert!(guess(&t, &keys(201, 9), false).await, "old failures forgotten");
     }
 
     #[test]
-    fn table_size_is_bounded() {
+    fn fair_share_is_per_subject_and_per_address_and_freed_on_drop() {
+        let clock = ManualClock::starting_now();
+        let t = throttle(&clock);
+        let held: Vec<_> = (0..8)
+            .map(|a| t.enter(&keys(1, a)).expect("share"))
+            .collect();
+        assert!(t.enter(&keys(1, 100)).is_err(), "subject share spent");
+        assert!(t.enter(&keys(2, 100)).is_ok(), "another subject goes ahead");
+        drop(held);
+        let from_one: Vec<_> = (0..8)
+            .map(|s| t.enter(&keys(s + 10, 50)).expect("share"))
+            .collect();
+        assert!(t.enter(&keys(99, 50)).is_err(), "address share spent");
+        drop(from_one);
+        assert!(t.in_flight.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn successful_logins_are_rate_limited_per_subject() {
+        let clock = ManualClock::starting_now();
+        let t = throttle(&clock);
+        for _ in 0..30 {
+            t.take_success(&[1; 32]).expect("within the limit");
+        }
+        let wait = t.take_success(&[1; 32]).expect_err("limited");
+        assert!(wait <= Duration::from_secs(2), "{wait:?}");
+        t.take_success(&[2; 32]).expect("another user");
+        clock.advance(Duration::from_secs(2));
+        t.take_success(&[1; 32]).expect("refilled");
+    }
+
+    #[tokio::test]
+    async fn the_memory_table_is_bounded() {
         let clock = ManualClock::starting_now();
         let cfg = ThrottleConfig {
             max_entries: 10,
             ..ThrottleConfig::default()
         };
-        let t = Throttle::new(clock.clone() as SharedClock, cfg);
-        for i in 0..100 {
-            t.record_failure(&format!("u{i}"), ip("192.0.2.9"));
+        let t = Throttle::in_memory(clock.clone(), cfg);
+        let mut refused = 0;
+        for i in 0..100u8 {
+            if let Err(Refusal::Store(_)) = t.reserve(&keys(i, i), false).await {
+                refused += 1;
+            }
         }
-        assert!(t.users.lock().len() <= 10);
-        let _ = Arc::strong_count(&clock);
+        assert!(refused > 0);
+        clock.advance(Duration::from_secs(2 * 60 * 60));
+        assert!(t.reserve(&keys(250, 0), false).await.is_ok(), "expired entries make room");
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_slash_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        assert_eq!(address_key(v4), address_key(mapped));
     }
 }

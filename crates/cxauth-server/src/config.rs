@@ -61,6 +61,15 @@ pub struct ServerConfig {
     /// Where Prometheus metrics are served (`/metrics`); `None`: not served. Apart from the
     /// API listener so that they are not public.
     pub metrics_listen: Option<SocketAddr>,
+    /// Most live sessions per user; a new login ends the oldest beyond it (0: no limit).
+    pub max_sessions_per_user: u32,
+    /// Successful logins allowed per user and minute on each instance (0: no limit), so one
+    /// account logging in in a loop cannot take the password pool or pile up sessions.
+    pub logins_per_user_per_minute: u32,
+    /// Most password checks one username, or one client address, may have running or waiting
+    /// at once: its share of the password pool, beyond which it gets 429 instead of filling the
+    /// pool for everyone. 0: an eighth of `hash_workers + hash_queue` (at least 2).
+    pub logins_in_flight_per_source: u32,
 }
 
 impl ServerConfig {
@@ -89,6 +98,18 @@ impl ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             audit_retention: Duration::from_secs(90 * 86_400),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            max_sessions_per_user: 100,
+            logins_per_user_per_minute: 30,
+            logins_in_flight_per_source: 0,
+        }
+    }
+
+    /// The share of the password pool one username or address may hold (see
+    /// [`ServerConfig::logins_in_flight_per_source`]).
+    pub fn login_share(&self) -> usize {
+        match self.logins_in_flight_per_source {
+            0 => ((self.hash_workers + self.hash_queue) / 8).max(2),
+            n => usize::try_from(n).unwrap_or(usize::MAX),
         }
     }
 

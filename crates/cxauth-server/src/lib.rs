@@ -22,7 +22,9 @@ use cxauth_core::clock::SharedClock;
 use cxauth_core::crypto::{MasterKey, Secrets};
 use cxauth_core::password::PasswordPool;
 use cxauth_core::service::{Auth, AuthConfig, META_KEY_FINGERPRINT};
-use cxauth_core::throttle::{Throttle, ThrottleConfig};
+use cxauth_core::store::SharedStore;
+use cxauth_core::throttle::{StoreThrottleTable, Throttle, ThrottleConfig};
+use cxauth_store::DatabaseUrl;
 use secrecy::{ExposeSecret, SecretString};
 use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
@@ -161,12 +163,13 @@ impl App {
             clock.clone(),
             secrets,
             passwords,
-            Throttle::new(clock.clone(), ThrottleConfig::default()),
+            throttle(config, &store, clock.clone()),
             AuthConfig {
                 issuer: "cxauth".into(),
                 access_token_ttl: config.access_token_ttl,
                 refresh_token_ttl: config.refresh_token_ttl,
                 refresh_grace: config.refresh_grace,
+                max_sessions_per_user: config.max_sessions_per_user,
             },
         )
         .await?;
@@ -217,6 +220,24 @@ impl App {
             shutdown_timeout: config.shutdown_timeout,
             audit_retention: config.audit_retention,
         })
+    }
+}
+
+/// The login throttle `config` asks for: its budgets in the database where several instances
+/// may share it (PostgreSQL), in memory otherwise (SQLite: one machine).
+fn throttle(config: &ServerConfig, store: &SharedStore, clock: SharedClock) -> Throttle {
+    let throttle_config = ThrottleConfig {
+        in_flight_per_source: config.login_share(),
+        successes_per_minute: config.logins_per_user_per_minute,
+        ..ThrottleConfig::default()
+    };
+    match config.database {
+        DatabaseUrl::Postgres { .. } => Throttle::new(
+            clock,
+            throttle_config,
+            Arc::new(StoreThrottleTable(store.clone())),
+        ),
+        DatabaseUrl::Sqlite { .. } => Throttle::in_memory(clock, throttle_config),
     }
 }
 

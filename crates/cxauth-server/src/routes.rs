@@ -340,7 +340,7 @@ pub async fn ringex_emulator_token(
         .ok_or_else(|| missing("grant_type"))?;
     state
         .auth
-        .ringex_check_client(&client_id, client_secret)
+        .ringex_check_client(&client_id, client_secret, addr)
         .await?;
     let username;
     let extension;

@@ -74,6 +74,24 @@ impl PgStore {
             .map_err(map_err)?;
         Ok(())
     }
+
+    async fn lock_throttle(conn: &mut PgConnection, key: &[u8; 32]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO login_throttle \
+             (throttle_key, failures, last_failure, blocked_until, expires_at) \
+             VALUES ($1, 0, 0, 0, 0) ON CONFLICT (throttle_key) DO NOTHING",
+        )
+        .bind(key.as_slice())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        sqlx::query("SELECT throttle_key FROM login_throttle WHERE throttle_key = $1 FOR UPDATE")
+            .bind(key.as_slice())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
 }
 
 crate::sql::sql_store!(PgStore, Postgres, PgConnection);

@@ -528,6 +528,23 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+                if s.max_sessions > 0 {
+                    // The user row is locked (or the database is, on SQLite): concurrent logins of
+                    // one user count each other, so the cap holds exactly.
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id IN \
+                         (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
+                         AND expires_at > $1 ORDER BY created_at DESC, id LIMIT $4 OFFSET $5)",
+                    )
+                    .bind(s.now)
+                    .bind("session_cap")
+                    .bind(s.user_id)
+                    .bind(i64::MAX)
+                    .bind(i64::from(s.max_sessions))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
                 sqlx::query(
                     "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
                      VALUES ($1, $2, $3, $4)",
@@ -939,7 +956,7 @@ macro_rules! sql_store {
             ) -> Result<PurgeCounts, StoreError> {
                 // One short transaction per table and batch: a purge never holds the write lock
                 // for long, so logins keep flowing while it runs.
-                let mut counts = [0u64; 4];
+                let mut counts = [0u64; 6];
                 for (n, sql) in [
                     "DELETE FROM refresh_tokens WHERE digest IN \
                      (SELECT digest FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)",
@@ -949,6 +966,10 @@ macro_rules! sql_store {
                      (SELECT digest FROM legacy_tokens WHERE expires_at <= $1 LIMIT $2)",
                     "DELETE FROM ringex_tokens WHERE digest IN \
                      (SELECT digest FROM ringex_tokens WHERE expires_at <= $1 LIMIT $2)",
+                    "DELETE FROM login_throttle WHERE throttle_key IN \
+                     (SELECT throttle_key FROM login_throttle WHERE expires_at <= $1 LIMIT $2)",
+                    "DELETE FROM login_addresses WHERE pair IN \
+                     (SELECT pair FROM login_addresses WHERE expires_at <= $1 LIMIT $2)",
                 ]
                 .into_iter()
                 .enumerate()
@@ -969,6 +990,7 @@ macro_rules! sql_store {
                     legacy_tokens: counts[2],
                     ringex_tokens: counts[3],
                     audit_events: 0,
+                    login_throttle: counts[4] + counts[5],
                 })
             }
 
@@ -1103,6 +1125,113 @@ macro_rules! sql_store {
                     legacy_tokens: row.4,
                     audit_events: row.5,
                 })
+            }
+
+            // Login throttling.
+
+            async fn throttle_update(
+                &self,
+                key: &[u8; 32],
+                update: cxauth_core::throttle::ThrottleUpdate<'_>,
+            ) -> Result<Option<cxauth_core::throttle::ThrottleEntry>, StoreError> {
+                use cxauth_core::throttle::ThrottleEntry;
+                let mut tx = self.begin_write().await?;
+                // PostgreSQL: makes sure the row exists, then locks it, so concurrent updates from
+                // every instance queue on it. SQLite: the write transaction already serialises.
+                Self::lock_throttle(&mut tx, key).await?;
+                let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT failures, last_failure, blocked_until, expires_at \
+                     FROM login_throttle WHERE throttle_key = $1",
+                )
+                .bind(key.as_slice())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                // A placeholder row (all zero) made by the lock is no entry.
+                let old = row
+                    .filter(|r| r.0 > 0 || r.3 > 0)
+                    .map(|(failures, last_failure, blocked_until, expires_at)| ThrottleEntry {
+                        failures: u32::try_from(failures).unwrap_or(u32::MAX),
+                        last_failure,
+                        blocked_until,
+                        expires_at,
+                    });
+                match update(old) {
+                    Some(e) => {
+                        sqlx::query(
+                            "INSERT INTO login_throttle \
+                             (throttle_key, failures, last_failure, blocked_until, expires_at) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (throttle_key) DO UPDATE SET \
+                             failures = excluded.failures, last_failure = excluded.last_failure, \
+                             blocked_until = excluded.blocked_until, expires_at = excluded.expires_at",
+                        )
+                        .bind(key.as_slice())
+                        .bind(i64::from(e.failures))
+                        .bind(e.last_failure)
+                        .bind(e.blocked_until)
+                        .bind(e.expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM login_throttle WHERE throttle_key = $1")
+                            .bind(key.as_slice())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                    }
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(old)
+            }
+
+            async fn login_address_known(&self, pair: &[u8; 32], now: i64) -> Result<bool, StoreError> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT user_id FROM login_addresses WHERE pair = $1 AND expires_at > $2",
+                )
+                .bind(pair.as_slice())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(found.is_some())
+            }
+
+            async fn remember_login_address(
+                &self,
+                pair: &[u8; 32],
+                user_id: i64,
+                now: i64,
+                expires_at: i64,
+                keep: u32,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO login_addresses (pair, user_id, last_login, expires_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (pair) DO UPDATE SET \
+                     user_id = excluded.user_id, last_login = excluded.last_login, \
+                     expires_at = excluded.expires_at",
+                )
+                .bind(pair.as_slice())
+                .bind(user_id)
+                .bind(now)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                // Bounded per user: the oldest addresses beyond `keep` are forgotten.
+                sqlx::query(
+                    "DELETE FROM login_addresses WHERE pair IN (SELECT pair FROM login_addresses \
+                     WHERE user_id = $1 ORDER BY last_login DESC, pair LIMIT $2 OFFSET $3)",
+                )
+                .bind(user_id)
+                .bind(i64::MAX)
+                .bind(i64::from(keep))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn close(&self) {

@@ -72,6 +72,10 @@ impl SqliteStore {
     async fn lock_session(_: &mut SqliteConnection, _id: &str) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn lock_throttle(_: &mut SqliteConnection, _key: &[u8; 32]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 crate::sql::sql_store!(SqliteStore, Sqlite, SqliteConnection);

@@ -215,6 +215,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
             now: 0,
             refresh_expires_at: 1_000,
             sso_login: false,
+            max_sessions: 0,
         })
         .await
         .expect("session");
@@ -282,6 +283,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
             now: 0,
             refresh_expires_at: 100,
             sso_login: false,
+            max_sessions: 0,
         })
         .await
         .expect("session");
@@ -328,6 +330,7 @@ async fn disabling_and_password_changes_revoke_sessions() {
                 now: 0,
                 refresh_expires_at: 1_000,
                 sso_login: false,
+                max_sessions: 0,
             })
             .await
             .expect("session");
@@ -354,6 +357,7 @@ async fn disabling_and_password_changes_revoke_sessions() {
             now: 0,
             refresh_expires_at: 1_000,
             sso_login: false,
+            max_sessions: 0,
         })
         .await
         .expect("session");
@@ -454,6 +458,7 @@ async fn a_session_is_not_made_for_a_user_that_changed_meanwhile() {
             now: 0,
             refresh_expires_at: 1_000,
             sso_login: false,
+            max_sessions: 0,
         };
         s.create_session(&session("ok", 1, &seen))
             .await
@@ -522,6 +527,7 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
             now: 0,
             refresh_expires_at: 100_000,
             sso_login: false,
+            max_sessions: 0,
         })
         .await
         .expect("session");
@@ -800,6 +806,7 @@ async fn a_session_remembers_it_came_from_the_ringex_exchange() {
                 now: 0,
                 refresh_expires_at: 1_000,
                 sso_login: sso,
+                max_sessions: 0,
             })
             .await
             .expect("session");
@@ -841,6 +848,7 @@ async fn purge_goes_in_batches_and_removes_ended_sessions() {
                 now: 0,
                 refresh_expires_at: 1_000_000,
                 sso_login: false,
+                max_sessions: 0,
             })
             .await
             .expect("session");
@@ -1023,6 +1031,7 @@ async fn pool_use_and_stored_rows_are_reported() {
                 now: 0,
                 refresh_expires_at: 1_000_000,
                 sso_login: false,
+                max_sessions: 0,
             })
             .await
             .expect("session");

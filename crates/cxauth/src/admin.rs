@@ -362,6 +362,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             println!("legacy_tokens\t{}", n.legacy_tokens);
             println!("ringex_tokens\t{}", n.ringex_tokens);
             println!("audit_events\t{}", n.audit_events);
+            println!("login_throttle\t{}", n.login_throttle);
             eprintln!("cxauth: purged {} rows", n.total());
         }
         AdminCommand::User(UserCommand::List) => {

@@ -42,6 +42,9 @@ pub struct FileConfig {
     shutdown_timeout: Option<String>,
     audit_retention: Option<String>,
     metrics_listen: Option<String>,
+    max_sessions_per_user: Option<u32>,
+    logins_per_user_per_minute: Option<u32>,
+    logins_in_flight_per_source: Option<u32>,
 }
 
 /// Reads and checks a configuration file.
@@ -104,6 +107,18 @@ pub fn apply(
     take!(shutdown_timeout, parse_duration);
     take!(audit_retention, parse_duration);
     take!(metrics_listen, parse_listen_or_off);
+    macro_rules! take_number {
+        ($key:ident) => {
+            if let Some(v) = file.$key
+                && defaulted(m, stringify!($key))
+            {
+                args.$key = v;
+            }
+        };
+    }
+    take_number!(max_sessions_per_user);
+    take_number!(logins_per_user_per_minute);
+    take_number!(logins_in_flight_per_source);
     if let Some(f) = file.database_file
         && defaulted(m, "database")
     {

@@ -159,6 +159,17 @@ struct ServeArgs {
     /// not public; `off` to serve none.
     #[arg(long, env = "CXAUTH_METRICS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen_or_off)]
     metrics_listen: ListenOrOff,
+    /// Most live sessions per user: a new login ends the oldest beyond it (0: no limit).
+    #[arg(long, env = "CXAUTH_MAX_SESSIONS_PER_USER", default_value_t = 100)]
+    max_sessions_per_user: u32,
+    /// Successful logins allowed per user and minute on each instance (0: no limit); beyond it
+    /// 429 with Retry-After.
+    #[arg(long, env = "CXAUTH_LOGINS_PER_USER_PER_MINUTE", default_value_t = 30)]
+    logins_per_user_per_minute: u32,
+    /// Most password checks one username or one client address may have running or waiting at
+    /// once (its share of the password pool; beyond it 429). 0: an eighth of the pool, at least 2.
+    #[arg(long, env = "CXAUTH_LOGINS_IN_FLIGHT_PER_SOURCE", default_value_t = 0)]
+    logins_in_flight_per_source: u32,
 }
 
 fn init_logging() {
@@ -196,6 +207,9 @@ fn effective_config(mut args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result
     config.shutdown_timeout = args.shutdown_timeout;
     config.audit_retention = args.audit_retention;
     config.metrics_listen = args.metrics_listen.0;
+    config.max_sessions_per_user = args.max_sessions_per_user;
+    config.logins_per_user_per_minute = args.logins_per_user_per_minute;
+    config.logins_in_flight_per_source = args.logins_in_flight_per_source;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
@@ -278,6 +292,9 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
         c.metrics_listen
             .map_or_else(|| "off".to_owned(), |a| a.to_string())
     );
+    println!("max_sessions_per_user = {}", c.max_sessions_per_user);
+    println!("logins_per_user_per_minute = {}", c.logins_per_user_per_minute);
+    println!("logins_in_flight_per_source = {}", c.logins_in_flight_per_source);
     eprintln!("cxauth: the configuration is valid");
     Ok(())
 }
