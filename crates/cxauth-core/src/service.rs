@@ -389,7 +389,12 @@ impl Auth {
 
     /// The throttle keys of an attempt at `subject` (a username, or an emulator client id, told
     /// apart by `kind`) from `client`: keyed digests, case-insensitive in the subject.
-    pub(crate) fn attempt_keys(&self, kind: &[u8], subject: &str, client: std::net::IpAddr) -> AttemptKeys {
+    pub(crate) fn attempt_keys(
+        &self,
+        kind: &[u8],
+        subject: &str,
+        client: std::net::IpAddr,
+    ) -> AttemptKeys {
         let subject = subject.to_lowercase();
         let addr = crate::throttle::address_key(client);
         let digest = |parts: &[&[u8]]| {
@@ -419,12 +424,19 @@ impl Auth {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<(T, String)>, StoreError>>,
     {
-        let _share = self.throttle.enter(keys)?;
         let known = self
             .store
             .login_address_known(&keys.pair, self.clock.now_ms())
             .await?;
+        // Budgets first: an attempt they refuse never takes a place in the pool's fair share.
         let reservation = self.throttle.reserve(keys, known).await?;
+        let _share = match self.throttle.enter(keys, known) {
+            Ok(share) => share,
+            Err(refusal) => {
+                self.throttle.settle(reservation, false).await;
+                return Err(refusal);
+            }
+        };
         let found = match lookup().await {
             Ok(found) => found,
             Err(e) => {
@@ -482,13 +494,10 @@ impl Auth {
         let keys = self.attempt_keys(b"user", username, ctx.client());
         let store = self.store.clone();
         let lookup = || async move {
-            Ok(store
-                .user_by_username(username)
-                .await?
-                .map(|u| {
-                    let hash = u.password_hash.clone();
-                    (u, hash)
-                }))
+            Ok(store.user_by_username(username).await?.map(|u| {
+                let hash = u.password_hash.clone();
+                (u, hash)
+            }))
         };
         let accept = |u: &UserRecord| u.enabled && accept(u);
         match self.throttled_check(&keys, password, lookup, accept).await {
@@ -498,9 +507,7 @@ impl Auth {
                 }
                 Ok(user)
             }
-            Ok(Err(user)) => Err(self
-                .login_failed(username, user.as_ref(), event, ctx)
-                .await),
+            Ok(Err(user)) => Err(self.login_failed(username, user.as_ref(), event, ctx).await),
             Err(Refusal::Wait(retry_after)) => {
                 Err(self.throttled(retry_after, event, ctx, username).await)
             }
@@ -619,7 +626,12 @@ impl Auth {
     /// Remembers the address of a successful login, so that this user's later attempts from it
     /// get a budget of their own (see [`crate::throttle`]). A failure to remember is logged, not
     /// fatal: the login itself succeeded.
-    pub(crate) async fn login_succeeded(&self, username: &str, user: &UserRecord, ctx: &AuditContext) {
+    pub(crate) async fn login_succeeded(
+        &self,
+        username: &str,
+        user: &UserRecord,
+        ctx: &AuditContext,
+    ) {
         let keys = self.attempt_keys(b"user", username, ctx.client());
         let now = self.clock.now_ms();
         let c = self.throttle.config();

@@ -190,7 +190,13 @@ impl ThrottleTable for MemoryThrottleTable {
         match update(old) {
             Some(new) => {
                 if old.is_none() && map.len() >= self.max_entries {
+                    // Full: forget what is expired, then what blocks nobody now (at most a few
+                    // free failures each, no more than a fresh address would have). Only a table
+                    // full of live blocks refuses new keys.
                     map.retain(|_, e| e.expires_at > now);
+                    if map.len() >= self.max_entries {
+                        map.retain(|_, e| e.blocked_until > now);
+                    }
                     if map.len() >= self.max_entries {
                         // Full of live entries: refuse rather than forget someone's failures.
                         return Err(StoreError::Unavailable(
@@ -345,7 +351,11 @@ fn take(e: Option<ThrottleEntry>, p: &Policy, now: i64) -> Option<ThrottleEntry>
     });
     let failures = previous.saturating_add(1);
     let delay = p.delay_ms(failures);
-    let blocked_until = if delay > 0 { now.saturating_add(delay) } else { 0 };
+    let blocked_until = if delay > 0 {
+        now.saturating_add(delay)
+    } else {
+        0
+    };
     Some(ThrottleEntry {
         failures,
         last_failure: now,
@@ -364,8 +374,7 @@ fn give_back(e: Option<ThrottleEntry>, p: &Policy) -> Option<ThrottleEntry> {
     }
     let delay = p.delay_ms(failures);
     let blocked_until = if delay > 0 {
-        e.blocked_until
-            .min(e.last_failure.saturating_add(delay))
+        e.blocked_until.min(e.last_failure.saturating_add(delay))
     } else {
         0
     };
@@ -401,19 +410,23 @@ impl Throttle {
 
     /// Takes a place in this instance's password pool for the attempt's subject and address,
     /// or refuses if either already holds its share.
-    pub fn enter(&self, keys: &AttemptKeys) -> Result<InFlight, Refusal> {
+    ///
+    /// From a `known` address the pair takes the subject's place, so an attacker keeping a
+    /// username's share busy from elsewhere does not hold up the real user at home.
+    pub fn enter(&self, keys: &AttemptKeys, known: bool) -> Result<InFlight, Refusal> {
         let share = self.config.in_flight_per_source.max(1);
+        let subject = if known { keys.pair } else { keys.subject };
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let held = |k: &[u8; 32]| map.get(k).copied().unwrap_or(0);
-        if held(&keys.subject) >= share || held(&keys.address) >= share {
+        if held(&subject) >= share || held(&keys.address) >= share {
             return Err(Refusal::Wait(Duration::from_secs(1)));
         }
-        for k in [keys.subject, keys.address] {
+        for k in [subject, keys.address] {
             *map.entry(k).or_insert(0) += 1;
         }
         Ok(InFlight {
             table: self.in_flight.clone(),
-            keys: [keys.subject, keys.address],
+            keys: [subject, keys.address],
         })
     }
 
@@ -424,7 +437,10 @@ impl Throttle {
         let wanted: &[([u8; 32], Policy)] = if known {
             &[(keys.pair, c.per_known_address)]
         } else {
-            &[(keys.subject, c.per_username), (keys.address, c.per_address)]
+            &[
+                (keys.subject, c.per_username),
+                (keys.address, c.per_address),
+            ]
         };
         let mut reservation = Reservation { taken: Vec::new() };
         for (key, policy) in wanted {
@@ -508,7 +524,7 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock as _, ManualClock};
 
     /// Test keys; each kind in its own namespace (byte 0), as the real digests are.
     fn keys(subject: u8, address: u8) -> AttemptKeys {
@@ -646,11 +662,17 @@ mod tests {
         let Err(Refusal::Wait(w)) = t.reserve(&keys(200, 9), false).await else {
             panic!("blocked")
         };
-        assert!(w > Duration::from_secs(5 * 60) && w <= Duration::from_secs(15 * 60), "{w:?}");
+        assert!(
+            w > Duration::from_secs(5 * 60) && w <= Duration::from_secs(15 * 60),
+            "{w:?}"
+        );
         assert!(guess(&t, &keys(200, 10), false).await);
         clock.advance(Duration::from_secs(2 * 60 * 60));
         t.purge();
-        assert!(guess(&t, &keys(201, 9), false).await, "old failures forgotten");
+        assert!(
+            guess(&t, &keys(201, 9), false).await,
+            "old failures forgotten"
+        );
     }
 
     #[test]
@@ -658,15 +680,28 @@ mod tests {
         let clock = ManualClock::starting_now();
         let t = throttle(&clock);
         let held: Vec<_> = (0..8)
-            .map(|a| t.enter(&keys(1, a)).expect("share"))
+            .map(|a| t.enter(&keys(1, a), false).expect("share"))
             .collect();
-        assert!(t.enter(&keys(1, 100)).is_err(), "subject share spent");
-        assert!(t.enter(&keys(2, 100)).is_ok(), "another subject goes ahead");
+        assert!(
+            t.enter(&keys(1, 100), false).is_err(),
+            "subject share spent"
+        );
+        assert!(
+            t.enter(&keys(1, 100), true).is_ok(),
+            "a known address has its own"
+        );
+        assert!(
+            t.enter(&keys(2, 100), false).is_ok(),
+            "another subject goes ahead"
+        );
         drop(held);
         let from_one: Vec<_> = (0..8)
-            .map(|s| t.enter(&keys(s + 10, 50)).expect("share"))
+            .map(|s| t.enter(&keys(s + 10, 50), false).expect("share"))
             .collect();
-        assert!(t.enter(&keys(99, 50)).is_err(), "address share spent");
+        assert!(
+            t.enter(&keys(99, 50), false).is_err(),
+            "address share spent"
+        );
         drop(from_one);
         assert!(t.in_flight.lock().expect("lock").is_empty());
     }
@@ -693,15 +728,32 @@ mod tests {
             ..ThrottleConfig::default()
         };
         let t = Throttle::in_memory(clock.clone(), cfg);
-        let mut refused = 0;
+        let table = MemoryThrottleTable::new(clock.clone(), 10);
+        // Entries that block nobody make room for new keys.
         for i in 0..100u8 {
-            if let Err(Refusal::Store(_)) = t.reserve(&keys(i, i), false).await {
-                refused += 1;
-            }
+            let r = t.reserve(&keys(i, i), false).await.expect("room is made");
+            t.settle(r, true).await;
         }
-        assert!(refused > 0);
+        // A table full of live blocks refuses new keys rather than forget them.
+        let p = ThrottleConfig::default().per_username;
+        let now = clock.now_ms();
+        let block = |e| {
+            let mut e = take(e, &p, now);
+            if let Some(e) = e.as_mut() {
+                e.blocked_until = now + 60_000;
+            }
+            e
+        };
+        for i in 0..10u8 {
+            table.update(&[i; 32], &block).await.expect("room");
+        }
+        assert!(table.update(&[99; 32], &block).await.is_err());
+        assert_eq!(table.len(), 10);
         clock.advance(Duration::from_secs(2 * 60 * 60));
-        assert!(t.reserve(&keys(250, 0), false).await.is_ok(), "expired entries make room");
+        assert!(
+            table.update(&[99; 32], &block).await.is_ok(),
+            "expired entries make room"
+        );
     }
 
     #[test]

@@ -534,13 +534,15 @@ macro_rules! sql_store {
                     sqlx::query(
                         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id IN \
                          (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
-                         AND expires_at > $1 ORDER BY created_at DESC, id LIMIT $4 OFFSET $5)",
+                         AND expires_at > $1 AND id <> $6 ORDER BY created_at DESC, id DESC \
+                         LIMIT $4 OFFSET $5)",
                     )
                     .bind(s.now)
                     .bind("session_cap")
                     .bind(s.user_id)
                     .bind(i64::MAX)
-                    .bind(i64::from(s.max_sessions))
+                    .bind(i64::from(s.max_sessions) - 1)
+                    .bind(&s.session_id)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;

@@ -6,6 +6,7 @@ use cxauth_core::store::{
     AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason,
     RotateOutcome, Rotation, SharedStore, StoreError,
 };
+use cxauth_core::throttle::ThrottleEntry;
 use cxauth_store::DatabaseUrl;
 
 struct Backend {
@@ -1069,5 +1070,149 @@ async fn a_closed_store_refuses_work() {
     for b in backends().await {
         b.store.close().await;
         assert!(b.store.get_meta("x").await.is_err(), "{}", b.name);
+    }
+}
+
+/// Adds one failure to a throttle entry (what a reservation does), read-modify-write.
+fn one_more(e: Option<ThrottleEntry>) -> Option<ThrottleEntry> {
+    let mut e = e.unwrap_or(ThrottleEntry {
+        failures: 0,
+        last_failure: 1_000,
+        blocked_until: 0,
+        expires_at: 10_000,
+    });
+    e.failures += 1;
+    Some(e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttle_updates_are_atomic_under_concurrency_and_purged() {
+    for b in backends().await {
+        let s = &b.store;
+        // 40 read-modify-writes of one key at once: none is lost.
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match s.throttle_update(&digest(7), &one_more).await {
+                            Ok(old) => return old,
+                            // SQLite may answer BUSY under this much contention: a retry fixes it.
+                            Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(t.await.expect("task").map_or(0, |e| e.failures));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..40).collect::<Vec<_>>(), "{}", b.name);
+        let now = s
+            .throttle_update(&digest(7), &|e| e)
+            .await
+            .expect("read")
+            .expect("entry");
+        assert_eq!(now.failures, 40, "{}", b.name);
+        // `None` deletes; expired entries are purged.
+        assert!(s.throttle_update(&digest(7), &|_| None).await.is_ok());
+        assert_eq!(
+            s.throttle_update(&digest(7), &|e| e).await.expect("read"),
+            None,
+            "{}",
+            b.name
+        );
+        s.throttle_update(&digest(8), &one_more).await.expect("set");
+        let purged = s.purge_expired(20_000, 100).await.expect("purge");
+        assert_eq!(purged.login_throttle, 1, "{}", b.name);
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM login_throttle").await,
+            0,
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn login_addresses_are_remembered_bounded_and_forgotten() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        assert!(!s.login_address_known(&digest(1), 0).await.expect("known"));
+        for n in 1..=5u8 {
+            s.remember_login_address(&digest(n), uid, i64::from(n), 10_000, 3)
+                .await
+                .expect("remember");
+        }
+        // The three most recent are kept.
+        for (n, kept) in [(1, false), (2, false), (3, true), (4, true), (5, true)] {
+            assert_eq!(
+                s.login_address_known(&digest(n), 100).await.expect("known"),
+                kept,
+                "{} address {n}",
+                b.name
+            );
+        }
+        // A new login from an old address renews it.
+        s.remember_login_address(&digest(3), uid, 50, 20_000, 3)
+            .await
+            .expect("renew");
+        assert!(
+            !s.login_address_known(&digest(4), 10_000)
+                .await
+                .expect("known")
+        );
+        assert!(
+            s.login_address_known(&digest(3), 10_000)
+                .await
+                .expect("known")
+        );
+        let purged = s.purge_expired(10_000, 100).await.expect("purge");
+        assert_eq!(purged.login_throttle, 2, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn live_sessions_per_user_are_capped_oldest_first() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        for n in 1..=5u8 {
+            s.create_session(&NewSession {
+                session_id: format!("s{n}"),
+                user_id: uid,
+                refresh_digest: digest(n),
+                expected_password_hash: None,
+                // Every session in the same millisecond: the newest still survives.
+                now: 1_000,
+                refresh_expires_at: 100_000,
+                sso_login: false,
+                max_sessions: 3,
+            })
+            .await
+            .expect("session");
+            let newest = s
+                .session_state(&format!("s{n}"))
+                .await
+                .expect("state")
+                .expect("exists");
+            assert!(!newest.revoked, "{}: the new session {n} survives", b.name);
+        }
+        let live = b
+            .count("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL")
+            .await;
+        assert_eq!(live, 3, "{}", b.name);
     }
 }

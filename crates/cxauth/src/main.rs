@@ -293,8 +293,14 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
             .map_or_else(|| "off".to_owned(), |a| a.to_string())
     );
     println!("max_sessions_per_user = {}", c.max_sessions_per_user);
-    println!("logins_per_user_per_minute = {}", c.logins_per_user_per_minute);
-    println!("logins_in_flight_per_source = {}", c.logins_in_flight_per_source);
+    println!(
+        "logins_per_user_per_minute = {}",
+        c.logins_per_user_per_minute
+    );
+    println!(
+        "logins_in_flight_per_source = {}",
+        c.logins_in_flight_per_source
+    );
     eprintln!("cxauth: the configuration is valid");
     Ok(())
 }
