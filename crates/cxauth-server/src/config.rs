@@ -61,6 +61,9 @@ pub struct ServerConfig {
     /// Where Prometheus metrics are served (`/metrics`); `None`: not served. Apart from the
     /// API listener so that they are not public.
     pub metrics_listen: Option<SocketAddr>,
+    /// Most API tokens one user may hold; creating one more answers 409
+    /// `api.token.limit.exceeded`. Bounds what a stolen credential can mint.
+    pub api_token_cap: u64,
 }
 
 impl ServerConfig {
@@ -89,6 +92,7 @@ impl ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             audit_retention: Duration::from_secs(90 * 86_400),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            api_token_cap: cxauth_core::service::DEFAULT_API_TOKEN_CAP,
         }
     }
 
@@ -128,6 +132,9 @@ impl ServerConfig {
                 "the RingEX server must be an http:// or https:// URL, not {:?}",
                 u.scheme()
             ));
+        }
+        if self.api_token_cap == 0 {
+            return Err("the API token cap must be at least 1".into());
         }
         if self.hash_workers == 0 {
             return Err("there must be at least one password hashing worker".into());

@@ -167,6 +167,7 @@ impl App {
                 access_token_ttl: config.access_token_ttl,
                 refresh_token_ttl: config.refresh_token_ttl,
                 refresh_grace: config.refresh_grace,
+                api_token_cap: config.api_token_cap,
             },
         )
         .await?;

@@ -42,6 +42,7 @@ pub struct FileConfig {
     shutdown_timeout: Option<String>,
     audit_retention: Option<String>,
     metrics_listen: Option<String>,
+    api_token_cap: Option<u64>,
 }
 
 /// Reads and checks a configuration file.
@@ -126,6 +127,14 @@ pub fn apply(
         && defaulted(m, "ringex_emulator")
     {
         args.ringex_emulator = v;
+    }
+    if let Some(v) = file.api_token_cap
+        && defaulted(m, "api_token_cap")
+    {
+        if v == 0 {
+            return Err(bad("api_token_cap", "must be at least 1".into()));
+        }
+        args.api_token_cap = v;
     }
     if let Some(v) = file.trusted_proxies
         && defaulted(m, "trusted_proxies")

@@ -159,6 +159,10 @@ struct ServeArgs {
     /// not public; `off` to serve none.
     #[arg(long, env = "CXAUTH_METRICS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen_or_off)]
     metrics_listen: ListenOrOff,
+    /// Most API tokens one user may hold; creating one more answers 409
+    /// api.token.limit.exceeded until the user deletes one.
+    #[arg(long, env = "CXAUTH_API_TOKEN_CAP", default_value_t = cxauth_core::service::DEFAULT_API_TOKEN_CAP, value_parser = clap::value_parser!(u64).range(1..))]
+    api_token_cap: u64,
 }
 
 fn init_logging() {
@@ -196,6 +200,7 @@ fn effective_config(mut args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result
     config.shutdown_timeout = args.shutdown_timeout;
     config.audit_retention = args.audit_retention;
     config.metrics_listen = args.metrics_listen.0;
+    config.api_token_cap = args.api_token_cap;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
@@ -278,6 +283,7 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
         c.metrics_listen
             .map_or_else(|| "off".to_owned(), |a| a.to_string())
     );
+    println!("api_token_cap = {}", c.api_token_cap);
     eprintln!("cxauth: the configuration is valid");
     Ok(())
 }
