@@ -379,12 +379,27 @@ impl Auth {
         let ring = KeyRing::from_stored(&self.secrets, &stored)
             .map_err(|e| AuthError::Internal(e.to_string()))?
             .with_retired(&retired);
-        let changed = {
+        let (changed, dropped) = {
             let current = self.keys();
-            stored.len() != current.jwks().keys.len()
-                || stored.iter().any(|k| !current.knows(&k.kid))
+            let live: std::collections::HashSet<&str> =
+                stored.iter().map(|k| k.kid.as_str()).collect();
+            let dropped = current
+                .jwks()
+                .keys
+                .iter()
+                .any(|k| !live.contains(k.kid.as_str()));
+            (
+                dropped
+                    || stored.len() != current.jwks().keys.len()
+                    || stored.iter().any(|k| !current.knows(&k.kid)),
+                dropped,
+            )
         };
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        if dropped {
+            // A key retired: tokens it signed must not be served from the cache any more.
+            self.verified.clear();
+        }
         if changed {
             tracing::info!(keys = stored.len(), "reloaded signing keys");
         }
@@ -861,13 +876,19 @@ impl Auth {
         let claims = match self.verified.get(token, now) {
             Some(hit) => hit?,
             None => {
-                let claims = Arc::new(match self.keys().verify(token, now) {
+                let mut ring = self.keys();
+                let claims = Arc::new(match ring.verify(token, now) {
                     Err(TokenError::Invalid) if self.reload_keys_for(token).await? => {
-                        self.keys().verify(token, self.clock.now_ms())?
+                        ring = self.keys();
+                        ring.verify(token, self.clock.now_ms())?
                     }
                     other => other?,
                 });
-                self.verified.insert(token, claims.clone(), now);
+                // Not if the ring changed meanwhile (a key may have retired and the cache been
+                // cleared): the next request verifies again.
+                if Arc::ptr_eq(&ring, &self.keys()) {
+                    self.verified.insert(token, claims.clone(), now);
+                }
                 claims
             }
         };
