@@ -419,6 +419,12 @@ async fn revoke_tokens_racing_requests_in_flight_leaves_nothing_working() {
         "the requests after the revocation were refused"
     );
     let minted = minted.lock().expect("lock").clone();
+    println!(
+        "revoke-tokens under load: {} API tokens minted by 12 clients racing it ({} ended by it), \
+         {refusals} requests refused after it; checking that none of them works",
+        minted.len(),
+        ended.api_tokens
+    );
     for c in &creds {
         refused(&s, c, "a credential of before").await;
     }
@@ -534,6 +540,7 @@ async fn parallel_creations_at_the_cap_end_with_exactly_the_cap() {
     let created = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 409).count();
     assert_eq!((created, refused), (10, 40), "{statuses:?}");
+    println!("50 parallel creations at cap - 10: {created} created, {refused} refused with 409");
     let (status, body) = {
         let (st, _, b) = raw(c
             .apply(http().get(s.url(TOKEN)))
