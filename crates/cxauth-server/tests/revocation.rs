@@ -403,9 +403,13 @@ async fn revoke_tokens_racing_requests_in_flight_leaves_nothing_working() {
         }));
     }
     // Revoke once the creations are well under way.
-    while minted.lock().expect("lock").len() < 30 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while minted.lock().expect("lock").len() < 30 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("30 tokens minted within a minute");
     let ended = admin::revoke_tokens(s.state.auth.store().as_ref(), "alice", s.clock.now_ms())
         .await
         .expect("revoke");

@@ -1179,11 +1179,15 @@ macro_rules! sql_store {
                 if stands.is_none() {
                     return Ok(ApiTokenInsert::CredentialGone);
                 }
-                let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE user_id = $1")
-                    .bind(t.user_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                // Counts at most `cap` rows: the cost stays bounded by the cap, not the table.
+                let held: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM (SELECT id FROM api_tokens WHERE user_id = $1 LIMIT $2) held",
+                )
+                .bind(t.user_id)
+                .bind(i64::try_from(t.cap).unwrap_or(i64::MAX))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
                 if u64::try_from(held).unwrap_or(0) >= t.cap {
                     return Ok(ApiTokenInsert::CapReached);
                 }
