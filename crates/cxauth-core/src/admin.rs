@@ -5,7 +5,10 @@ use crate::audit;
 use crate::crypto::random_bytes;
 use crate::password::{MAX_PASSWORD_LEN, hash_password};
 use crate::service::MAX_USERNAME_LEN;
-use crate::store::{Bootstrap, NewUser, PurgeCounts, ROLE_SUPER_USER, Store, StoreError};
+use crate::store::{
+    Bootstrap, EndCredentials, NewUser, PurgeCounts, ROLE_SUPER_USER, RevokeReason, RevokedCounts,
+    RingexJwtInfo, Store, StoreError,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cxauth_proto::is_valid_platform_id;
@@ -216,32 +219,102 @@ async fn local_audit(
     .await;
 }
 
-/// Sets a new password; ends the user's sessions.
+/// Sets a new password, in one transaction with the end of the user's sessions, legacy auth
+/// tokens and RingEX emulator credentials (JWT credentials and access tokens: they sign in
+/// without the password, so they must not outlive its change). API tokens stay (see
+/// [`change_password`] to end them too). Returns what ended.
 pub async fn set_password(
     store: &dyn Store,
     username: &str,
     password: &SecretString,
     now: i64,
-) -> Result<(), AdminError> {
+) -> Result<RevokedCounts, AdminError> {
+    change_password(store, username, password, false, now).await
+}
+
+/// [`set_password`], and with `revoke_api_tokens` (`set-password --revoke-tokens`) the end of
+/// the user's API tokens in the same transaction. Returns what ended; audited.
+pub async fn change_password(
+    store: &dyn Store,
+    username: &str,
+    password: &SecretString,
+    revoke_api_tokens: bool,
+    now: i64,
+) -> Result<RevokedCounts, AdminError> {
     check_password(password)?;
     let hash = hash_password(password).map_err(|e| AdminError::Invalid(e.to_string()))?;
-    if !store.set_password_hash(username, &hash, now).await? {
+    let end = EndCredentials {
+        new_password_hash: Some(&hash),
+        api_tokens: revoke_api_tokens,
+        reason: RevokeReason::PasswordChanged,
+    };
+    let Some(ended) = store.end_user_credentials(username, &end, now).await? else {
         return Err(AdminError::Invalid(format!("no user named {username:?}")));
-    }
+    };
     let id = store.user_by_username(username).await?.map(|u| u.id);
+    let detail = format!("ended {}", ended.summary());
+    local_audit(store, now, audit::PASSWORD_CHANGE, id, username, &detail).await;
+    Ok(ended)
+}
+
+/// Ends every credential of a user in one transaction: API tokens, legacy auth tokens,
+/// sessions (their access and refresh tokens), RingEX emulator JWT credentials and emulator
+/// access tokens (`cxauth admin user revoke-tokens`). The password stays; the user may log in
+/// again. Returns what ended; audited.
+pub async fn revoke_tokens(
+    store: &dyn Store,
+    username: &str,
+    now: i64,
+) -> Result<RevokedCounts, AdminError> {
+    let end = EndCredentials {
+        new_password_hash: None,
+        api_tokens: true,
+        reason: RevokeReason::Revoked,
+    };
+    let Some(ended) = store.end_user_credentials(username, &end, now).await? else {
+        return Err(AdminError::Invalid(format!("no user named {username:?}")));
+    };
+    let id = store.user_by_username(username).await?.map(|u| u.id);
+    let detail = format!("ended {}", ended.summary());
+    local_audit(store, now, audit::CREDENTIALS_REVOKE, id, username, &detail).await;
+    Ok(ended)
+}
+
+/// The RingEX emulator JWT credentials, of `username` or of everyone (no secrets).
+pub async fn list_ringex_jwts(
+    store: &dyn Store,
+    username: Option<&str>,
+) -> Result<Vec<RingexJwtInfo>, AdminError> {
+    Ok(store.ringex_jwts(username).await?)
+}
+
+/// Revokes one RingEX emulator JWT credential by id, with its user's emulator access tokens;
+/// audited.
+pub async fn revoke_ringex_jwt(
+    store: &dyn Store,
+    id: i64,
+    now: i64,
+) -> Result<RingexJwtInfo, AdminError> {
+    let Some(info) = store.revoke_ringex_jwt(id).await? else {
+        return Err(AdminError::Invalid(format!(
+            "no RingEX emulator JWT credential with id {id}"
+        )));
+    };
+    let detail = format!("id {id}");
     local_audit(
         store,
         now,
-        audit::PASSWORD_CHANGE,
-        id,
-        username,
-        "sessions ended",
+        audit::RINGEX_JWT_REVOKE,
+        Some(info.user_id),
+        &info.username,
+        &detail,
     )
     .await;
-    Ok(())
+    Ok(info)
 }
 
-/// Disables (or enables) a user; disabling ends its sessions.
+/// Disables (or enables) a user. Disabling ends its sessions, legacy auth tokens and RingEX
+/// emulator credentials for good; enabling brings back its API tokens only.
 pub async fn set_enabled(
     store: &dyn Store,
     username: &str,

@@ -35,6 +35,13 @@ pub const PASSWORD_CHANGE: &str = "password.change";
 pub const KEY_CREATE: &str = "key.create";
 /// Old signing keys were retired; outcome `success`.
 pub const KEY_RETIRE: &str = "key.retire";
+/// Every credential of a user was ended (`cxauth admin user revoke-tokens`); outcome
+/// `success`, the detail counts what ended per kind.
+pub const CREDENTIALS_REVOKE: &str = "credentials.revoke";
+/// A RingEX emulator JWT credential was revoked; outcome `success`.
+pub const RINGEX_JWT_REVOKE: &str = "ringex_jwt.revoke";
+/// An API token was refused because its owner holds the cap; outcome `failure`.
+pub const API_TOKEN_CAP: &str = "api_token.cap";
 
 /// Outcome of an operation that worked.
 pub const SUCCESS: &str = "success";

@@ -72,6 +72,15 @@ impl VerifiedTokens {
         entries.insert(key(token), claims);
     }
 
+    /// Forgets every entry: when a signing key retires, a token it signed must go back to the
+    /// full verification (which refuses it) instead of being served from here.
+    pub fn clear(&self) {
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Entries held (for tests).
     pub fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(|p| p.into_inner()).len()

@@ -6,7 +6,7 @@
 //! library's own `exp` check is turned off.
 
 use crate::crypto::{CryptoError, Secrets, random_bytes};
-use crate::store::StoredSigningKey;
+use crate::store::{RetiredSigningKey, StoredSigningKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cxauth_proto::{Jwk, Jwks};
@@ -67,6 +67,9 @@ pub struct KeyRing {
     signing_kid: String,
     signing: EncodingKey,
     verify: HashMap<String, VerifyKey>,
+    /// Public keys of retired signing keys: they never make a token valid, they only tell an
+    /// expired token they signed (`Jwt is expired`, which clients refresh on) from a forgery.
+    retired: HashMap<String, VerifyKey>,
     jwks: Jwks,
     validation: Validation,
 }
@@ -164,9 +167,32 @@ impl KeyRing {
             signing_kid: newest.kid.clone(),
             signing: EncodingKey::from_ed_der(der.as_bytes()),
             verify,
+            retired: HashMap::new(),
             jwks,
             validation,
         })
+    }
+
+    /// Adds the public keys of retired signing keys, used only to classify expired tokens (see
+    /// [`KeyRing::verify`]). Not published in the JWKS. A damaged one is skipped with an error
+    /// log: it could only turn some `Jwt is expired` into `Jwt verification fails`.
+    pub fn with_retired(mut self, retired: &[RetiredSigningKey]) -> Self {
+        for k in retired {
+            if self.verify.contains_key(&k.kid) {
+                continue;
+            }
+            if k.public_key.len() != 32 {
+                tracing::error!(kid = %k.kid, "retired signing key is damaged; skipped");
+                continue;
+            }
+            self.retired.insert(
+                k.kid.clone(),
+                VerifyKey {
+                    decoding: DecodingKey::from_ed_der(&k.public_key),
+                },
+            );
+        }
+        self
     }
 
     /// The public keys, for `/.well-known/jwks.json`.
@@ -174,9 +200,10 @@ impl KeyRing {
         &self.jwks
     }
 
-    /// Whether the ring knows `kid` (an unknown one may mean another instance added a key).
+    /// Whether the ring knows `kid`, as a live or a retired key (an unknown one may mean
+    /// another instance added a key).
     pub fn knows(&self, kid: &str) -> bool {
-        self.verify.contains_key(kid)
+        self.verify.contains_key(kid) || self.retired.contains_key(kid)
     }
 
     /// Signs `claims` with the newest key.
@@ -187,13 +214,23 @@ impl KeyRing {
     }
 
     /// Verifies the signature, then expiry against `now_ms`. Says nothing about the session.
+    ///
+    /// A token of a retired key is never valid: [`TokenError::Expired`] if its signature holds
+    /// and it is past `exp` (what it would have got before the key retired), otherwise
+    /// [`TokenError::Invalid`].
     pub fn verify(&self, token: &str, now_ms: i64) -> Result<Claims, TokenError> {
         let kid = token_kid(token).ok_or(TokenError::Invalid)?;
-        let key = self.verify.get(&kid).ok_or(TokenError::Invalid)?;
+        let (key, live) = match self.verify.get(&kid) {
+            Some(k) => (k, true),
+            None => (self.retired.get(&kid).ok_or(TokenError::Invalid)?, false),
+        };
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         if data.claims.exp.saturating_mul(1000) <= now_ms {
             return Err(TokenError::Expired);
+        }
+        if !live {
+            return Err(TokenError::Invalid);
         }
         Ok(data.claims)
     }
@@ -250,5 +287,40 @@ mod tests {
             Err(KeyRingError::WrongMasterKey(_))
         ));
         assert_eq!(ring.jwks().keys.len(), 1);
+    }
+
+    #[test]
+    fn a_retired_key_only_classifies_expired_tokens() {
+        let secrets = Secrets::derive(&MasterKey::generate().expect("random"));
+        let old = generate_signing_key(&secrets, 0).expect("key");
+        let new = generate_signing_key(&secrets, 1).expect("key");
+        let before = KeyRing::from_stored(&secrets, std::slice::from_ref(&old)).expect("ring");
+        let expired = before.sign(&claims(1_000)).expect("sign");
+        let long_lived = before.sign(&claims(i64::MAX / 1000)).expect("sign");
+        let retired = RetiredSigningKey {
+            kid: old.kid.clone(),
+            public_key: old.public_key.clone(),
+            retired_at: 0,
+        };
+        let after = KeyRing::from_stored(&secrets, std::slice::from_ref(&new))
+            .expect("ring")
+            .with_retired(std::slice::from_ref(&retired));
+        assert!(after.knows(&old.kid));
+        assert_eq!(after.jwks().keys.len(), 1, "retired keys are not published");
+        assert_eq!(after.verify(&expired, 1_000_000), Err(TokenError::Expired));
+        assert_eq!(
+            after.verify(&long_lived, 1_000_000),
+            Err(TokenError::Invalid)
+        );
+        // A forgery under the retired kid, even past its exp, is not "expired".
+        let mut parts: Vec<String> = expired.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(br#"{"sub":"2","exp":1}"#);
+        assert_eq!(
+            after.verify(&parts.join("."), 1_000_000),
+            Err(TokenError::Invalid)
+        );
+        // Without the retired key: unknown, so invalid.
+        let bare = KeyRing::from_stored(&secrets, std::slice::from_ref(&new)).expect("ring");
+        assert_eq!(bare.verify(&expired, 1_000_000), Err(TokenError::Invalid));
     }
 }

@@ -9,8 +9,9 @@ use crate::crypto::{CryptoError, DigestKind, Secrets, random_bytes};
 use crate::jwt::{Claims, KeyRing, KeyRingError, LAPP_ADMIN, TokenError, generate_signing_key};
 use crate::password::{MAX_PASSWORD_LEN, PasswordPool, PoolError};
 use crate::store::{
-    AccountRow, LegacyToken, NewSession, ROLE_MANAGE_USERS, ROLE_SUPER_USER, RevokeReason,
-    RotateOutcome, Rotation, SharedStore, StoreError, UserRecord,
+    AccountRow, ApiTokenInsert, CredentialProof, LegacyToken, NewApiToken, NewSession,
+    ROLE_MANAGE_USERS, ROLE_SUPER_USER, RevokeReason, RotateOutcome, Rotation, SharedStore,
+    StoreError, UserRecord,
 };
 use crate::throttle::{AttemptKeys, Refusal, Throttle};
 use base64::Engine as _;
@@ -88,6 +89,12 @@ pub enum AuthError {
     /// An OAuth error of the built-in RingEX emulator, answered in OAuth's own JSON shape.
     #[error("RingEX emulator: {0}")]
     OAuth(#[from] crate::emulator::OAuthError),
+    /// The caller already holds the most API tokens a user may have; it must delete one first.
+    #[error("API token limit reached")]
+    TooManyApiTokens {
+        /// The limit.
+        cap: u64,
+    },
 }
 
 impl From<StoreError> for AuthError {
@@ -152,7 +159,14 @@ pub struct AuthConfig {
     pub refresh_grace: Duration,
     /// Most live sessions per user; a new one ends the oldest beyond it (0: no limit).
     pub max_sessions_per_user: u32,
+    /// Most API tokens one user may hold; creating one more is refused
+    /// ([`AuthError::TooManyApiTokens`]).
+    pub api_token_cap: u64,
 }
+
+/// Default of [`AuthConfig::api_token_cap`]: far more than any integration needs, few enough
+/// that a stolen credential cannot fill the table.
+pub const DEFAULT_API_TOKEN_CAP: u64 = 100;
 
 /// The login fields, already taken from wherever the request carried them.
 pub struct LoginInput {
@@ -182,6 +196,22 @@ pub struct Principal {
     pub user: UserRecord,
     /// The session of the access token used, if one was.
     pub session_id: Option<String>,
+    /// The credential the caller presented, checked again when it mints an API token, so a
+    /// revocation racing the request cannot leave a fresh token behind.
+    pub via: Via,
+}
+
+/// What a [`Principal`] authenticated with (keyed digests only, never a token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// An access token; its session is [`Principal::session_id`].
+    AccessToken,
+    /// The API token with this keyed digest.
+    ApiToken([u8; 32]),
+    /// The legacy auth token with this keyed digest.
+    LegacyToken([u8; 32]),
+    /// A password, in the request itself (a login's answer); it mints nothing.
+    Password,
 }
 
 /// The service. Shared by all request handlers.
@@ -257,7 +287,8 @@ impl Auth {
             }
             stored = store.signing_keys().await?;
         }
-        let keys = KeyRing::from_stored(&secrets, &stored)?;
+        let keys = KeyRing::from_stored(&secrets, &stored)?
+            .with_retired(&store.retired_signing_keys().await?);
         Ok(Auth {
             store,
             clock,
@@ -346,31 +377,62 @@ impl Auth {
     /// calls it every [`KEY_RELOAD_INTERVAL`]. Returns how many keys are loaded.
     pub async fn reload_keys(&self) -> Result<usize, AuthError> {
         let stored = self.store.signing_keys().await?;
+        let retired = self.store.retired_signing_keys().await?;
         let ring = KeyRing::from_stored(&self.secrets, &stored)
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let changed = {
+            .map_err(|e| AuthError::Internal(e.to_string()))?
+            .with_retired(&retired);
+        let (changed, dropped) = {
             let current = self.keys();
-            stored.len() != current.jwks().keys.len()
-                || stored.iter().any(|k| !current.knows(&k.kid))
+            let live: std::collections::HashSet<&str> =
+                stored.iter().map(|k| k.kid.as_str()).collect();
+            let dropped = current
+                .jwks()
+                .keys
+                .iter()
+                .any(|k| !live.contains(k.kid.as_str()));
+            (
+                dropped
+                    || stored.len() != current.jwks().keys.len()
+                    || stored.iter().any(|k| !current.knows(&k.kid)),
+                dropped,
+            )
         };
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        if dropped {
+            // A key retired: tokens it signed must not be served from the cache any more.
+            self.verified.clear();
+        }
         if changed {
             tracing::info!(keys = stored.len(), "reloaded signing keys");
         }
         Ok(stored.len())
     }
 
-    /// Deletes signing keys no token can still need: those superseded by a newer key longer
-    /// ago than the access-token lifetime plus two reload intervals (every instance has been
-    /// signing with the newer key for at least one access-token lifetime). Audited; returns the
-    /// retired key ids.
+    /// Retires signing keys no valid token can still need: those superseded by a newer key
+    /// longer ago than the access-token lifetime plus two reload intervals (every instance has
+    /// been signing with the newer key for at least one access-token lifetime). Their private
+    /// halves are deleted; their public halves are kept for one refresh-token lifetime (plus two
+    /// reload intervals) so that an expired access token they signed still answers
+    /// `Jwt is expired` and its client refreshes instead of logging in again; after that no
+    /// refresh could succeed anyway. Audited; returns the retired key ids.
     pub async fn retire_keys(&self) -> Result<Vec<String>, AuthError> {
-        let keep = duration_ms(self.config.access_token_ttl)
-            .saturating_add(2 * duration_ms(KEY_RELOAD_INTERVAL));
+        let reloads = 2 * duration_ms(KEY_RELOAD_INTERVAL);
+        let keep = duration_ms(self.config.access_token_ttl).saturating_add(reloads);
+        let now = self.clock.now_ms();
+        let forgotten = self
+            .store
+            .forget_retired_signing_keys(
+                now.saturating_sub(duration_ms(self.config.refresh_token_ttl))
+                    .saturating_sub(reloads),
+            )
+            .await?;
         let retired = self
             .store
-            .retire_signing_keys(self.clock.now_ms().saturating_sub(keep))
+            .retire_signing_keys(now.saturating_sub(keep))
             .await?;
+        if retired.is_empty() && !forgotten.is_empty() {
+            self.reload_keys().await?;
+        }
         if !retired.is_empty() {
             let detail = format!("kid {}", retired.join(", "));
             self.audit(
@@ -965,13 +1027,19 @@ impl Auth {
         let claims = match self.verified.get(token, now) {
             Some(hit) => hit?,
             None => {
-                let claims = Arc::new(match self.keys().verify(token, now) {
+                let mut ring = self.keys();
+                let claims = Arc::new(match ring.verify(token, now) {
                     Err(TokenError::Invalid) if self.reload_keys_for(token).await? => {
-                        self.keys().verify(token, self.clock.now_ms())?
+                        ring = self.keys();
+                        ring.verify(token, self.clock.now_ms())?
                     }
                     other => other?,
                 });
-                self.verified.insert(token, claims.clone(), now);
+                // Not if the ring changed meanwhile (a key may have retired and the cache been
+                // cleared): the next request verifies again.
+                if Arc::ptr_eq(&ring, &self.keys()) {
+                    self.verified.insert(token, claims.clone(), now);
+                }
                 claims
             }
         };
@@ -986,6 +1054,7 @@ impl Auth {
         Ok(Principal {
             user: state.user,
             session_id: Some(claims.sid.clone()),
+            via: Via::AccessToken,
         })
     }
 
@@ -1004,6 +1073,7 @@ impl Auth {
         Ok(Principal {
             user,
             session_id: None,
+            via: Via::ApiToken(digest),
         })
     }
 
@@ -1027,6 +1097,7 @@ impl Auth {
         Ok(Principal {
             user,
             session_id: None,
+            via: Via::LegacyToken(digest),
         })
     }
 
@@ -1034,7 +1105,9 @@ impl Auth {
         format!("api-token:{user_id}").into_bytes()
     }
 
-    /// Mints a new permanent API token for the caller.
+    /// Mints a new permanent API token for the caller, unless it holds
+    /// [`AuthConfig::api_token_cap`] already ([`AuthError::TooManyApiTokens`]) or the credential
+    /// it called with was revoked since it was checked (refused like that credential).
     pub async fn create_api_token(
         &self,
         who: &Principal,
@@ -1047,9 +1120,41 @@ impl Auth {
         let sealed = self
             .secrets
             .seal(&Self::api_token_aad(who.user.id), token.as_bytes())?;
-        self.store
-            .insert_api_token(who.user.id, &digest, &sealed, self.clock.now_ms())
+        let proof = match (&who.via, &who.session_id) {
+            (Via::AccessToken, Some(sid)) => CredentialProof::Session(sid),
+            (Via::ApiToken(d), _) => CredentialProof::ApiToken(d),
+            (Via::LegacyToken(d), _) => CredentialProof::LegacyToken(d),
+            _ => return Err(TokenError::Invalid.into()),
+        };
+        let cap = self.config.api_token_cap;
+        let outcome = self
+            .store
+            .insert_api_token_checked(&NewApiToken {
+                user_id: who.user.id,
+                digest: &digest,
+                sealed: &sealed,
+                now: self.clock.now_ms(),
+                cap,
+                proof,
+            })
             .await?;
+        match outcome {
+            ApiTokenInsert::Created(_) => {}
+            ApiTokenInsert::CredentialGone => return Err(TokenError::Invalid.into()),
+            ApiTokenInsert::CapReached => {
+                let detail = format!("cap {cap}");
+                self.audit(
+                    ctx,
+                    audit::API_TOKEN_CAP,
+                    audit::FAILURE,
+                    Some(who.user.id),
+                    Some(&who.user.username),
+                    &detail,
+                )
+                .await;
+                return Err(AuthError::TooManyApiTokens { cap });
+            }
+        }
         self.audit(
             ctx,
             audit::API_TOKEN_CREATE,

@@ -264,6 +264,8 @@ pub enum RevokeReason {
     Disabled,
     /// The password changed.
     PasswordChanged,
+    /// An administrator ended every credential of the user (`cxauth admin user revoke-tokens`).
+    Revoked,
 }
 
 impl RevokeReason {
@@ -274,6 +276,7 @@ impl RevokeReason {
             RevokeReason::Reuse => "reuse",
             RevokeReason::Disabled => "disabled",
             RevokeReason::PasswordChanged => "password-changed",
+            RevokeReason::Revoked => "revoked",
         }
     }
 }
@@ -290,9 +293,11 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
     /// Adds a signing key (key rotation).
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
-    /// Deletes every signing key older than the newest key created at or before `cutoff`
-    /// (epoch ms): those have been superseded since at least `cutoff`. Never deletes the newest
-    /// key. Returns the key ids deleted.
+    /// Retires every signing key older than the newest key created at or before `cutoff`
+    /// (epoch ms): those have been superseded since at least `cutoff`. Never retires the newest
+    /// key. A retired key's private half is deleted; its public half moves to
+    /// [`Store::retired_signing_keys`] with `cutoff` as its `retired_at`. Returns the key ids
+    /// retired.
     async fn retire_signing_keys(&self, cutoff: i64) -> Result<Vec<String>, StoreError>;
     /// Adds `key` only if there is no signing key yet, atomically, so instances starting
     /// together on an empty database agree on one key; returns whether it was added.
@@ -325,14 +330,17 @@ pub trait Store: Send + Sync + 'static {
     async fn user_subtree(&self, root: &UserRecord) -> Result<Vec<UserRecord>, StoreError>;
     /// All users, ordered by id.
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
-    /// Enables or disables a user; disabling ends all its sessions. False if no such user.
+    /// Enables or disables a user. Disabling ends, in the same transaction and for good, its
+    /// sessions, legacy auth tokens and RingEX emulator credentials; its API tokens are only
+    /// refused while it stays disabled. False if no such user.
     async fn set_user_enabled(
         &self,
         username: &str,
         enabled: bool,
         now: i64,
     ) -> Result<bool, StoreError>;
-    /// Replaces a password hash and ends all the user's sessions. False if no such user.
+    /// Replaces a password hash and ends, in the same transaction, the user's sessions, legacy
+    /// auth tokens and RingEX emulator credentials (API tokens stay). False if no such user.
     async fn set_password_hash(
         &self,
         username: &str,
@@ -479,6 +487,147 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connection pool, waiting for connections in use to come back, so a stopping
     /// server leaves the database cleanly (SQLite checkpoints its WAL on the last close).
     async fn close(&self);
+
+    // ---- Revocation that evicts, the per-user API-token cap, retired signing keys (issue 11).
+    // Each method is one transaction under the user's lock, so it is serialised with the
+    // API-token creations it races on every instance.
+
+    /// Ends, in one transaction, credentials of `username`: always its sessions, legacy auth
+    /// tokens, RingEX emulator JWT credentials and emulator access tokens; its API tokens too
+    /// when [`EndCredentials::api_tokens`]. Sets a new password hash first when one is given.
+    /// Returns what it ended, or `None` if there is no such user.
+    async fn end_user_credentials(
+        &self,
+        username: &str,
+        end: &EndCredentials<'_>,
+        now: i64,
+    ) -> Result<Option<RevokedCounts>, StoreError>;
+    /// Stores a new API token unless its owner already holds `cap` of them or the credential
+    /// that asked for it no longer stands (ended by a revocation that raced the request), all
+    /// under the owner's lock so concurrent creations cannot overshoot the cap.
+    async fn insert_api_token_checked(
+        &self,
+        token: &NewApiToken<'_>,
+    ) -> Result<ApiTokenInsert, StoreError>;
+    /// The RingEX emulator JWT credentials (never their digests), of one user or of all,
+    /// ordered by id.
+    async fn ringex_jwts(&self, username: Option<&str>) -> Result<Vec<RingexJwtInfo>, StoreError>;
+    /// Deletes one RingEX emulator JWT credential, and the emulator access tokens of its user
+    /// (they cannot be told apart by the credential that minted them); `None` if no such id.
+    async fn revoke_ringex_jwt(&self, id: i64) -> Result<Option<RingexJwtInfo>, StoreError>;
+    /// Public keys of retired signing keys, oldest first.
+    async fn retired_signing_keys(&self) -> Result<Vec<RetiredSigningKey>, StoreError>;
+    /// Forgets retired public keys retired before `before` (epoch ms); returns their key ids.
+    async fn forget_retired_signing_keys(&self, before: i64) -> Result<Vec<String>, StoreError>;
+}
+
+/// What [`Store::end_user_credentials`] does besides ending sessions, legacy auth tokens and
+/// RingEX emulator credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct EndCredentials<'a> {
+    /// A new Argon2id password hash to set in the same transaction.
+    pub new_password_hash: Option<&'a str>,
+    /// Also delete every API token (`revoke-tokens`); a plain password change keeps them.
+    pub api_tokens: bool,
+    /// Recorded on the ended sessions.
+    pub reason: RevokeReason,
+}
+
+/// What a revocation ended, per kind of credential, for the admin to see and the audit trail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RevokedCounts {
+    /// API tokens deleted.
+    pub api_tokens: u64,
+    /// Legacy auth tokens deleted.
+    pub legacy_tokens: u64,
+    /// Sessions ended (their access and refresh tokens are refused from the next request).
+    pub sessions: u64,
+    /// RingEX emulator JWT credentials deleted.
+    pub ringex_jwts: u64,
+    /// RingEX emulator access tokens deleted.
+    pub ringex_tokens: u64,
+}
+
+impl RevokedCounts {
+    /// One line for the audit trail, e.g. `api_tokens=2 legacy_tokens=1 sessions=3 ...`.
+    pub fn summary(&self) -> String {
+        format!(
+            "api_tokens={} legacy_tokens={} sessions={} ringex_jwts={} ringex_tokens={}",
+            self.api_tokens,
+            self.legacy_tokens,
+            self.sessions,
+            self.ringex_jwts,
+            self.ringex_tokens
+        )
+    }
+}
+
+/// The credential an API-token creation was authenticated with, checked again inside the
+/// insert's transaction: a revocation that commits between the request's authentication and
+/// its insert must not let the request mint a fresh token on a revoked credential's authority.
+#[derive(Debug, Clone, Copy)]
+pub enum CredentialProof<'a> {
+    /// An access token of this session (the session must not have ended).
+    Session(&'a str),
+    /// The API token with this keyed digest (it must still exist).
+    ApiToken(&'a [u8; 32]),
+    /// The legacy auth token with this keyed digest (it must still exist, unexpired).
+    LegacyToken(&'a [u8; 32]),
+}
+
+/// A new API token for [`Store::insert_api_token_checked`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewApiToken<'a> {
+    /// Owner.
+    pub user_id: i64,
+    /// Keyed digest of the token.
+    pub digest: &'a [u8; 32],
+    /// The token sealed for listing.
+    pub sealed: &'a [u8],
+    /// Now, epoch ms.
+    pub now: i64,
+    /// Most API tokens a user may hold.
+    pub cap: u64,
+    /// What the request was authenticated with.
+    pub proof: CredentialProof<'a>,
+}
+
+/// What [`Store::insert_api_token_checked`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiTokenInsert {
+    /// Stored, with this row id.
+    Created(i64),
+    /// The owner already holds the cap; nothing stored.
+    CapReached,
+    /// The credential of the request was ended meanwhile, or the user disabled; nothing stored.
+    CredentialGone,
+}
+
+/// A RingEX emulator JWT credential as `cxauth admin ringex jwt list` shows it: no secret and
+/// nothing derived from one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RingexJwtInfo {
+    /// Row id, to revoke it by.
+    pub id: i64,
+    /// Owner id.
+    pub user_id: i64,
+    /// Owner name.
+    pub username: String,
+    /// Creation time, epoch ms.
+    pub created_at: i64,
+}
+
+/// The public half of a retired signing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredSigningKey {
+    /// Key id, the JWT `kid`.
+    pub kid: String,
+    /// Raw 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// The cutoff it was retired with, epoch ms: no instance has signed with it since (give
+    /// or take two key reloads), so no access token it signed outlives this by more than the
+    /// access-token lifetime.
+    pub retired_at: i64,
 }
 
 /// Rows removed by a purge, per table, so operators see what housekeeping did.

@@ -70,6 +70,9 @@ pub struct ServerConfig {
     /// at once: its share of the password pool, beyond which it gets 429 instead of filling the
     /// pool for everyone. 0: an eighth of `hash_workers + hash_queue` (at least 2).
     pub logins_in_flight_per_source: u32,
+    /// Most API tokens one user may hold; creating one more answers 409
+    /// `api.token.limit.exceeded`. Bounds what a stolen credential can mint.
+    pub api_token_cap: u64,
 }
 
 impl ServerConfig {
@@ -101,6 +104,7 @@ impl ServerConfig {
             max_sessions_per_user: 100,
             logins_per_user_per_minute: 30,
             logins_in_flight_per_source: 0,
+            api_token_cap: cxauth_core::service::DEFAULT_API_TOKEN_CAP,
         }
     }
 
@@ -149,6 +153,9 @@ impl ServerConfig {
                 "the RingEX server must be an http:// or https:// URL, not {:?}",
                 u.scheme()
             ));
+        }
+        if self.api_token_cap == 0 {
+            return Err("the API token cap must be at least 1".into());
         }
         if self.hash_workers == 0 {
             return Err("there must be at least one password hashing worker".into());

@@ -284,6 +284,14 @@ impl IntoResponse for ApiError {
                 res
             }
             AuthError::OAuth(e) => oauth_error(&e),
+            AuthError::TooManyApiTokens { cap } => json_error(
+                StatusCode::CONFLICT,
+                "api.token.limit.exceeded",
+                "API token limit reached",
+                format!(
+                    "A user may hold at most {cap} API tokens; delete one you no longer use                      (DELETE /voice/api/v1/admin/token/{{token}}) before creating another"
+                ),
+            ),
             AuthError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 json_error(

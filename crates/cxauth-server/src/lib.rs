@@ -170,6 +170,7 @@ impl App {
                 refresh_token_ttl: config.refresh_token_ttl,
                 refresh_grace: config.refresh_grace,
                 max_sessions_per_user: config.max_sessions_per_user,
+                api_token_cap: config.api_token_cap,
             },
         )
         .await?;

@@ -275,6 +275,7 @@ pub async fn legacy_login(
     let who = Principal {
         user,
         session_id: None,
+        via: cxauth_core::service::Via::Password,
     };
     let accounts = state.auth.accounts(&who).await?;
     let platform_host = headers
@@ -406,7 +407,7 @@ pub async fn ringex_emulator_extension(
 }
 
 /// 4. `POST …/admin/token`.
-#[utoipa::path(post, path = "/admin/token", tag = "admin", description = "Mints a permanent API token for the caller (also under /voice/api/v1).", responses((status = 200, description = "The API token, as plain text"), (status = 401, description = "Missing or bad credential")))]
+#[utoipa::path(post, path = "/admin/token", tag = "admin", description = "Mints a permanent API token for the caller (also under /voice/api/v1).", responses((status = 200, description = "The API token, as plain text"), (status = 401, description = "Missing or bad credential"), (status = 409, description = "The caller already holds the most API tokens a user may have (`--api-token-cap`)")))]
 pub async fn create_token(
     State(state): State<AppState>,
     Audit(ctx): Audit,

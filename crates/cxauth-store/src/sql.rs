@@ -142,6 +142,10 @@ macro_rules! sql_store {
             AccountRow, AuditEvent, AuditFilter, Bootstrap, LegacyToken, PoolStats, StoredCounts, NewSession, NewUser, PurgeCounts, RevokeReason,
             RotateOutcome, Rotation, SessionState, Store, StoreError, StoredApiToken, StoredSigningKey, UserRecord,
         };
+        use cxauth_core::store::{
+            ApiTokenInsert, CredentialProof, EndCredentials, NewApiToken, RetiredSigningKey, RevokedCounts,
+            RingexJwtInfo,
+        };
         use sqlx::Row as _;
 
         async fn user_where(
@@ -203,25 +207,6 @@ macro_rules! sql_store {
                     .map_err(map_err)?;
             }
             Ok(id)
-        }
-
-        async fn revoke_user_sessions(
-            tx: &mut $Conn,
-            user_id: i64,
-            reason: RevokeReason,
-            now: i64,
-        ) -> Result<(), StoreError> {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-                 WHERE user_id = $3 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(reason.as_str())
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            Ok(())
         }
 
         #[async_trait]
@@ -472,7 +457,8 @@ macro_rules! sql_store {
                 .map_err(map_err)?;
                 let Some(id) = id else { return Ok(false) };
                 if !enabled {
-                    revoke_user_sessions(&mut tx, id, RevokeReason::Disabled, now).await?;
+                    // For good: enabling again brings back API tokens only.
+                    end_credentials_in(&mut tx, id, false, RevokeReason::Disabled, now).await?;
                 }
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
@@ -495,7 +481,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
                 let Some(id) = id else { return Ok(false) };
-                revoke_user_sessions(&mut tx, id, RevokeReason::PasswordChanged, now).await?;
+                end_credentials_in(&mut tx, id, false, RevokeReason::PasswordChanged, now).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }
@@ -999,6 +985,17 @@ macro_rules! sql_store {
             async fn retire_signing_keys(&self, cutoff: i64) -> Result<Vec<String>, StoreError> {
                 let mut tx = self.begin_write().await?;
                 Self::lock_global(&mut tx, LOCK_SIGNING_KEYS).await?;
+                // The public half stays, to classify expired tokens it signed (issue 11).
+                sqlx::query(
+                    "INSERT INTO retired_signing_keys (kid, public_key, created_at, retired_at) \
+                     SELECT kid, public_key, created_at, $1 FROM signing_keys WHERE created_at < \
+                     (SELECT MAX(created_at) FROM signing_keys WHERE created_at <= $1) \
+                     ON CONFLICT (kid) DO NOTHING",
+                )
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
                 let kids: Vec<String> = sqlx::query_scalar(
                     "DELETE FROM signing_keys WHERE created_at < \
                      (SELECT MAX(created_at) FROM signing_keys WHERE created_at <= $1) \
@@ -1239,6 +1236,187 @@ macro_rules! sql_store {
             async fn close(&self) {
                 self.pool.close().await;
             }
+
+            // ---- Revocation that evicts, the API-token cap, retired signing keys (issue 11).
+
+            async fn end_user_credentials(
+                &self,
+                username: &str,
+                end: &EndCredentials<'_>,
+                now: i64,
+            ) -> Result<Option<RevokedCounts>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let Some(id) = id else { return Ok(None) };
+                // Serialised with every API-token creation of the user (they take this lock too).
+                Self::lock_user(&mut tx, id).await?;
+                if let Some(hash) = end.new_password_hash {
+                    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                        .bind(hash)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let counts = end_credentials_in(&mut tx, id, end.api_tokens, end.reason, now).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(Some(counts))
+            }
+
+            async fn insert_api_token_checked(
+                &self,
+                t: &NewApiToken<'_>,
+            ) -> Result<ApiTokenInsert, StoreError> {
+                let mut tx = self.begin_write().await?;
+                Self::lock_user(&mut tx, t.user_id).await?;
+                let enabled: Option<bool> = sqlx::query_scalar("SELECT enabled FROM users WHERE id = $1")
+                    .bind(t.user_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if enabled != Some(true) {
+                    return Ok(ApiTokenInsert::CredentialGone);
+                }
+                let stands: Option<i64> = match t.proof {
+                    CredentialProof::Session(sid) => sqlx::query_scalar(
+                        "SELECT user_id FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+                    )
+                    .bind(sid)
+                    .bind(t.user_id)
+                    .fetch_optional(&mut *tx)
+                    .await,
+                    CredentialProof::ApiToken(d) => {
+                        sqlx::query_scalar("SELECT user_id FROM api_tokens WHERE digest = $1 AND user_id = $2")
+                            .bind(d.as_slice())
+                            .bind(t.user_id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                    }
+                    CredentialProof::LegacyToken(d) => sqlx::query_scalar(
+                        "SELECT user_id FROM legacy_tokens WHERE digest = $1 AND user_id = $2 AND expires_at > $3",
+                    )
+                    .bind(d.as_slice())
+                    .bind(t.user_id)
+                    .bind(t.now)
+                    .fetch_optional(&mut *tx)
+                    .await,
+                }
+                .map_err(map_err)?;
+                if stands.is_none() {
+                    return Ok(ApiTokenInsert::CredentialGone);
+                }
+                // Counts at most `cap` rows: the cost stays bounded by the cap, not the table.
+                let held: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM (SELECT id FROM api_tokens WHERE user_id = $1 LIMIT $2) held",
+                )
+                .bind(t.user_id)
+                .bind(i64::try_from(t.cap).unwrap_or(i64::MAX))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if u64::try_from(held).unwrap_or(0) >= t.cap {
+                    return Ok(ApiTokenInsert::CapReached);
+                }
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO api_tokens (user_id, digest, sealed, created_at) VALUES ($1, $2, $3, $4) \
+                     RETURNING id",
+                )
+                .bind(t.user_id)
+                .bind(t.digest.as_slice())
+                .bind(t.sealed)
+                .bind(t.now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(ApiTokenInsert::Created(id))
+            }
+
+            async fn ringex_jwts(&self, username: Option<&str>) -> Result<Vec<RingexJwtInfo>, StoreError> {
+                let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+                    "SELECT j.id, j.user_id, u.username, j.created_at \
+                     FROM ringex_jwts j JOIN users u ON u.id = j.user_id \
+                     WHERE $1 IS NULL OR u.username = $1 ORDER BY j.id",
+                )
+                .bind(username)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, user_id, username, created_at)| RingexJwtInfo {
+                        id,
+                        user_id,
+                        username,
+                        created_at,
+                    })
+                    .collect())
+            }
+
+            async fn revoke_ringex_jwt(&self, id: i64) -> Result<Option<RingexJwtInfo>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let row: Option<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT j.user_id, u.username, j.created_at \
+                     FROM ringex_jwts j JOIN users u ON u.id = j.user_id WHERE j.id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some((user_id, username, created_at)) = row else { return Ok(None) };
+                Self::lock_user(&mut tx, user_id).await?;
+                sqlx::query("DELETE FROM ringex_jwts WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("DELETE FROM ringex_tokens WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(Some(RingexJwtInfo {
+                    id,
+                    user_id,
+                    username,
+                    created_at,
+                }))
+            }
+
+            async fn retired_signing_keys(&self) -> Result<Vec<RetiredSigningKey>, StoreError> {
+                let rows: Vec<(String, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT kid, public_key, retired_at FROM retired_signing_keys ORDER BY retired_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(kid, public_key, retired_at)| RetiredSigningKey {
+                        kid,
+                        public_key,
+                        retired_at,
+                    })
+                    .collect())
+            }
+
+            async fn forget_retired_signing_keys(&self, before: i64) -> Result<Vec<String>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let kids: Vec<String> =
+                    sqlx::query_scalar("DELETE FROM retired_signing_keys WHERE retired_at < $1 RETURNING kid")
+                        .bind(before)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(kids)
+            }
         }
 
         async fn insert_signing_key_in(
@@ -1325,6 +1503,54 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
             Ok(id)
+        }
+
+        // ---- Revocation that evicts (issue 11).
+
+        /// Ends, inside the caller's transaction, the user's sessions, legacy auth tokens,
+        /// RingEX emulator JWT credentials and emulator access tokens, and with `api_tokens` its
+        /// API tokens; returns how many of each.
+        async fn end_credentials_in(
+            tx: &mut $Conn,
+            user_id: i64,
+            api_tokens: bool,
+            reason: RevokeReason,
+            now: i64,
+        ) -> Result<RevokedCounts, StoreError> {
+            let sessions = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE user_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(reason.as_str())
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+            let mut delete = async |sql: &'static str| -> Result<u64, StoreError> {
+                Ok(sqlx::query(sql)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected())
+            };
+            let legacy_tokens = delete("DELETE FROM legacy_tokens WHERE user_id = $1").await?;
+            let ringex_jwts = delete("DELETE FROM ringex_jwts WHERE user_id = $1").await?;
+            let ringex_tokens = delete("DELETE FROM ringex_tokens WHERE user_id = $1").await?;
+            let api_tokens = if api_tokens {
+                delete("DELETE FROM api_tokens WHERE user_id = $1").await?
+            } else {
+                0
+            };
+            Ok(RevokedCounts {
+                api_tokens,
+                legacy_tokens,
+                sessions,
+                ringex_jwts,
+                ringex_tokens,
+            })
         }
     };
 }

@@ -1073,6 +1073,479 @@ async fn a_closed_store_refuses_work() {
     }
 }
 
+// ---- Revocation that evicts, the API-token cap, retired signing keys (issue 11).
+
+use cxauth_core::store::{
+    ApiTokenInsert, CredentialProof, EndCredentials, NewApiToken, RevokedCounts,
+};
+
+/// A user with two of every credential: sessions `{name}-s1`/`-s2`, API tokens, legacy tokens,
+/// RingEX emulator JWT credentials and access tokens, digests from `base` up.
+async fn give_credentials(s: &SharedStore, uid: i64, name: &str, base: u8) {
+    for i in 0..2u8 {
+        s.create_session(&NewSession {
+            session_id: format!("{name}-s{i}"),
+            user_id: uid,
+            expected_password_hash: None,
+            refresh_digest: digest(base + i),
+            now: 0,
+            refresh_expires_at: 1_000_000,
+            sso_login: false,
+            max_sessions: 0,
+        })
+        .await
+        .expect("session");
+        s.insert_api_token(uid, &digest(base + 10 + i), b"sealed", 0)
+            .await
+            .expect("api token");
+        s.insert_legacy_token(
+            uid,
+            &digest(base + 20 + i),
+            &LegacyToken {
+                expires_at: 1_000_000,
+                lifetime_ms: 1_000_000,
+            },
+            0,
+        )
+        .await
+        .expect("legacy");
+        s.insert_ringex_jwt(&digest(base + 30 + i), uid, 0)
+            .await
+            .expect("jwt");
+        s.insert_ringex_token(&digest(base + 40 + i), uid, 0, 1_000_000)
+            .await
+            .expect("emulator token");
+    }
+}
+
+/// Which of the user's credentials still work: (live sessions, API tokens, legacy tokens,
+/// emulator JWT credentials, emulator access tokens).
+async fn standing(s: &SharedStore, name: &str, base: u8) -> (u8, u8, u8, u8, u8) {
+    let mut n = (0, 0, 0, 0, 0);
+    for i in 0..2u8 {
+        let st = s
+            .session_state(&format!("{name}-s{i}"))
+            .await
+            .expect("state");
+        n.0 += u8::from(st.is_some_and(|st| !st.revoked));
+        n.1 += u8::from(
+            s.api_token_by_digest(&digest(base + 10 + i))
+                .await
+                .expect("api")
+                .is_some(),
+        );
+        n.2 += u8::from(
+            s.legacy_token_by_digest(&digest(base + 20 + i), 10)
+                .await
+                .expect("legacy")
+                .is_some(),
+        );
+        n.3 += u8::from(
+            s.ringex_jwt_user(&digest(base + 30 + i))
+                .await
+                .expect("jwt")
+                .is_some(),
+        );
+        n.4 += u8::from(
+            s.ringex_token_user(&digest(base + 40 + i), 10)
+                .await
+                .expect("emulator token")
+                .is_some(),
+        );
+    }
+    n
+}
+
+#[tokio::test]
+async fn password_change_disable_and_revoke_tokens_end_what_they_promise() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        let v = s.create_user(&user("v", None, vec![m])).await.expect("v");
+        give_credentials(s, u, "u", 0).await;
+        give_credentials(s, v, "v", 100).await;
+        assert_eq!(standing(s, "u", 0).await, (2, 2, 2, 2, 2), "{}", b.name);
+
+        // A password change ends everything but the API tokens.
+        assert!(s.set_password_hash("u", "h2", 5).await.expect("set"));
+        assert_eq!(standing(s, "u", 0).await, (0, 2, 0, 0, 0), "{}", b.name);
+
+        // Disable ends legacy tokens for good: enable brings back the API tokens only.
+        give_credentials(s, u, "u2", 50).await;
+        assert!(s.set_user_enabled("u", false, 6).await.expect("disable"));
+        assert!(s.set_user_enabled("u", true, 7).await.expect("enable"));
+        assert_eq!(standing(s, "u2", 50).await, (0, 2, 0, 0, 0), "{}", b.name);
+        assert_eq!(standing(s, "u", 0).await, (0, 2, 0, 0, 0), "{}", b.name);
+
+        // revoke-tokens with a password change: everything, counted, in one go.
+        give_credentials(s, u, "u3", 200).await;
+        let end = EndCredentials {
+            new_password_hash: Some("h3"),
+            api_tokens: true,
+            reason: RevokeReason::Revoked,
+        };
+        let ended = s
+            .end_user_credentials("u", &end, 8)
+            .await
+            .expect("revoke")
+            .expect("u exists");
+        assert_eq!(
+            ended,
+            RevokedCounts {
+                api_tokens: 6,
+                legacy_tokens: 2,
+                sessions: 2,
+                ringex_jwts: 2,
+                ringex_tokens: 2,
+            },
+            "{}",
+            b.name
+        );
+        assert_eq!(standing(s, "u", 0).await, (0, 0, 0, 0, 0));
+        assert_eq!(standing(s, "u3", 200).await, (0, 0, 0, 0, 0));
+        let after = s.user_by_id(u).await.expect("get").expect("u");
+        assert_eq!(after.password_hash, "h3");
+        assert!(after.enabled);
+        // Nothing of another user moved.
+        assert_eq!(standing(s, "v", 100).await, (2, 2, 2, 2, 2), "{}", b.name);
+        // Again: nothing left to end. Unknown user: None.
+        let again = EndCredentials {
+            new_password_hash: None,
+            ..end
+        };
+        assert_eq!(
+            s.end_user_credentials("u", &again, 9).await.expect("again"),
+            Some(RevokedCounts::default())
+        );
+        assert_eq!(
+            s.end_user_credentials("ghost", &again, 9)
+                .await
+                .expect("ghost"),
+            None
+        );
+        let unchanged = s.user_by_id(u).await.expect("get").expect("u");
+        assert_eq!(unchanged.password_hash, "h3");
+    }
+}
+
+#[tokio::test]
+async fn ringex_jwt_credentials_are_listed_without_secrets_and_revoked_by_id() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        let v = s.create_user(&user("v", None, vec![m])).await.expect("v");
+        s.insert_ringex_jwt(&digest(1), u, 10).await.expect("jwt");
+        s.insert_ringex_jwt(&digest(2), v, 20).await.expect("jwt");
+        s.insert_ringex_jwt(&digest(3), u, 30).await.expect("jwt");
+        s.insert_ringex_token(&digest(4), u, 0, 1_000)
+            .await
+            .expect("token");
+        s.insert_ringex_token(&digest(5), v, 0, 1_000)
+            .await
+            .expect("token");
+        let all = s.ringex_jwts(None).await.expect("list");
+        assert_eq!(
+            all.iter()
+                .map(|j| (j.username.as_str(), j.created_at))
+                .collect::<Vec<_>>(),
+            [("u", 10), ("v", 20), ("u", 30)],
+            "{}",
+            b.name
+        );
+        let of_u = s.ringex_jwts(Some("u")).await.expect("list");
+        assert_eq!(of_u.len(), 2);
+        assert!(of_u.iter().all(|j| j.user_id == u));
+        assert!(s.ringex_jwts(Some("ghost")).await.expect("list").is_empty());
+
+        let gone = s
+            .revoke_ringex_jwt(all[0].id)
+            .await
+            .expect("revoke")
+            .expect("exists");
+        assert_eq!(gone, all[0]);
+        assert!(s.ringex_jwt_user(&digest(1)).await.expect("get").is_none());
+        assert!(s.ringex_jwt_user(&digest(3)).await.expect("get").is_some());
+        // The user's emulator access tokens end with it; another user's stay.
+        assert!(
+            s.ringex_token_user(&digest(4), 0)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            s.ringex_token_user(&digest(5), 0)
+                .await
+                .expect("get")
+                .is_some()
+        );
+        assert_eq!(s.revoke_ringex_jwt(all[0].id).await.expect("again"), None);
+        assert_eq!(s.revoke_ringex_jwt(-1).await.expect("unknown"), None);
+        assert_eq!(s.ringex_jwts(None).await.expect("list").len(), 2);
+    }
+}
+
+fn new_token<'a>(
+    uid: i64,
+    d: &'a [u8; 32],
+    cap: u64,
+    proof: CredentialProof<'a>,
+) -> NewApiToken<'a> {
+    NewApiToken {
+        user_id: uid,
+        digest: d,
+        sealed: b"sealed",
+        now: 10,
+        cap,
+        proof,
+    }
+}
+
+#[tokio::test]
+async fn api_tokens_are_capped_and_need_a_standing_credential() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        give_credentials(s, u, "u", 0).await;
+        let session = CredentialProof::Session("u-s0");
+        let api = digest(10);
+        let legacy = digest(20);
+        // u holds 2 API tokens: a cap of 4 lets 2 more in, whatever the proof.
+        for (n, proof) in [(60, session), (61, CredentialProof::ApiToken(&api))] {
+            assert!(
+                matches!(
+                    s.insert_api_token_checked(&new_token(u, &digest(n), 4, proof))
+                        .await
+                        .expect("insert"),
+                    ApiTokenInsert::Created(_)
+                ),
+                "{}",
+                b.name
+            );
+        }
+        assert_eq!(
+            s.insert_api_token_checked(&new_token(
+                u,
+                &digest(62),
+                4,
+                CredentialProof::LegacyToken(&legacy)
+            ))
+            .await
+            .expect("insert"),
+            ApiTokenInsert::CapReached,
+            "{}",
+            b.name
+        );
+        assert_eq!(s.api_tokens_of(u).await.expect("list").len(), 4);
+        // A credential that no longer stands mints nothing, even under the cap.
+        s.revoke_session_by_refresh(&digest(0), RevokeReason::Logout, 5)
+            .await
+            .expect("logout");
+        let ds: Vec<[u8; 32]> = (63..=67).map(digest).collect();
+        let unknown = digest(99);
+        let other = CredentialProof::ApiToken(&unknown);
+        let expired_legacy = NewApiToken {
+            now: 2_000_000,
+            ..new_token(u, &ds[2], 100, CredentialProof::LegacyToken(&legacy))
+        };
+        for t in [
+            new_token(u, &ds[0], 100, session),
+            new_token(u, &ds[1], 100, other),
+            expired_legacy,
+            // Another user's credential.
+            new_token(u + 1, &ds[3], 100, CredentialProof::ApiToken(&api)),
+        ] {
+            assert_eq!(
+                s.insert_api_token_checked(&t).await.expect("insert"),
+                ApiTokenInsert::CredentialGone,
+                "{}",
+                b.name
+            );
+        }
+        // A disabled user mints nothing either.
+        assert!(s.set_user_enabled("u", false, 6).await.expect("disable"));
+        assert_eq!(
+            s.insert_api_token_checked(&new_token(
+                u,
+                &digest(67),
+                100,
+                CredentialProof::ApiToken(&api)
+            ))
+            .await
+            .expect("insert"),
+            ApiTokenInsert::CredentialGone
+        );
+        assert_eq!(
+            s.api_tokens_of(u).await.expect("list").len(),
+            4,
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_stop_exactly_at_the_cap() {
+    const CAP: u64 = 20;
+    for b in backends().await {
+        let s = b.store.clone();
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        s.insert_api_token(u, &digest(0), b"sealed", 0)
+            .await
+            .expect("proof token");
+        // Up to cap - 10.
+        for i in 1..(CAP - 10) {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&i.to_be_bytes());
+            d[31] = 1;
+            s.insert_api_token(u, &d, b"sealed", 0).await.expect("seed");
+        }
+        assert_eq!(
+            s.api_tokens_of(u).await.expect("list").len() as u64,
+            CAP - 10
+        );
+        let mut racers = Vec::new();
+        for i in 0..50u64 {
+            let s = s.clone();
+            racers.push(tokio::spawn(async move {
+                let mut d = [0u8; 32];
+                d[..8].copy_from_slice(&i.to_be_bytes());
+                d[31] = 2;
+                let proof = digest(0);
+                s.insert_api_token_checked(&new_token(
+                    u,
+                    &d,
+                    CAP,
+                    CredentialProof::ApiToken(&proof),
+                ))
+                .await
+            }));
+        }
+        let (mut created, mut refused) = (0, 0);
+        for r in racers {
+            match r.await.expect("join") {
+                Ok(ApiTokenInsert::Created(_)) => created += 1,
+                Ok(ApiTokenInsert::CapReached) => refused += 1,
+                Ok(other) => panic!("{}: unexpected {other:?}", b.name),
+                Err(e) => panic!("{}: {e}", b.name),
+            }
+        }
+        assert_eq!((created, refused), (10, 40), "{}", b.name);
+        assert_eq!(
+            s.api_tokens_of(u).await.expect("list").len() as u64,
+            CAP,
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_racing_creations_leaves_no_token_behind() {
+    for b in backends().await {
+        let s = b.store.clone();
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        give_credentials(&s, u, "u", 0).await;
+        let mut racers = Vec::new();
+        for i in 0..40u64 {
+            let racer = s.clone();
+            racers.push(tokio::spawn(async move {
+                let mut d = [0u8; 32];
+                d[..8].copy_from_slice(&i.to_be_bytes());
+                d[31] = 3;
+                // Half prove with an API token, half with a legacy token.
+                let (api, legacy) = (digest(10), digest(20));
+                let proof = if i % 2 == 0 {
+                    CredentialProof::ApiToken(&api)
+                } else {
+                    CredentialProof::LegacyToken(&legacy)
+                };
+                racer
+                    .insert_api_token_checked(&new_token(u, &d, 1_000, proof))
+                    .await
+            }));
+            if i == 20 {
+                let end = EndCredentials {
+                    new_password_hash: None,
+                    api_tokens: true,
+                    reason: RevokeReason::Revoked,
+                };
+                s.end_user_credentials("u", &end, 10)
+                    .await
+                    .expect("revoke")
+                    .expect("u");
+            }
+        }
+        let mut outcomes = (0, 0);
+        for r in racers {
+            match r.await.expect("join").expect("insert") {
+                ApiTokenInsert::Created(_) => outcomes.0 += 1,
+                ApiTokenInsert::CredentialGone => outcomes.1 += 1,
+                ApiTokenInsert::CapReached => panic!("{}: no cap here", b.name),
+            }
+        }
+        // Some creations lost the race, and nothing minted before the revocation or on the
+        // authority of a revoked credential is left.
+        assert!(outcomes.1 > 0, "{}: {outcomes:?}", b.name);
+        assert!(
+            s.api_tokens_of(u).await.expect("list").is_empty(),
+            "{}: {outcomes:?}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn retired_signing_keys_keep_their_public_half_until_forgotten() {
+    for b in backends().await {
+        let s = &b.store;
+        for (kid, at) in [("k1", 1_000), ("k2", 2_000)] {
+            s.insert_signing_key(&cxauth_core::store::StoredSigningKey {
+                kid: kid.into(),
+                public_key: vec![at as u8; 32],
+                sealed_private_key: vec![2; 40],
+                created_at: at,
+            })
+            .await
+            .expect("insert");
+        }
+        assert_eq!(s.retire_signing_keys(2_500).await.expect("retire"), ["k1"]);
+        let retired = s.retired_signing_keys().await.expect("retired");
+        assert_eq!(retired.len(), 1, "{}", b.name);
+        assert_eq!(
+            (
+                retired[0].kid.as_str(),
+                retired[0].public_key.as_slice(),
+                retired[0].retired_at
+            ),
+            ("k1", [1_000u16 as u8; 32].as_slice(), 2_500)
+        );
+        // The private half is gone with the live key.
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM signing_keys WHERE kid = 'k1'")
+                .await,
+            0
+        );
+        assert!(
+            s.forget_retired_signing_keys(2_500)
+                .await
+                .expect("forget")
+                .is_empty()
+        );
+        assert_eq!(
+            s.forget_retired_signing_keys(2_501).await.expect("forget"),
+            ["k1"],
+            "{}",
+            b.name
+        );
+        assert!(s.retired_signing_keys().await.expect("retired").is_empty());
+    }
+}
+
 /// Adds one failure to a throttle entry (what a reservation does), read-modify-write.
 fn one_more(e: Option<ThrottleEntry>) -> Option<ThrottleEntry> {
     let mut e = e.unwrap_or(ThrottleEntry {

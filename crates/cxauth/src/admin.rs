@@ -10,7 +10,7 @@ use cxauth_core::clock::{Clock, SystemClock, duration_ms};
 use cxauth_core::crypto::Secrets;
 use cxauth_core::service::META_KEY_FINGERPRINT;
 use cxauth_core::service::rfc3339;
-use cxauth_core::store::{AuditEvent, AuditFilter, Store};
+use cxauth_core::store::{AuditEvent, AuditFilter, RevokedCounts, Store};
 use cxauth_server::config::{ServerConfig, parse_duration};
 use cxauth_store::DatabaseUrl;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -183,6 +183,22 @@ enum RingexJwtCommand {
         #[arg(long)]
         username: String,
     },
+    /// List JWT credentials, oldest first: id, user id, username and creation time (never the
+    /// credential: only a digest of it is stored).
+    List {
+        /// Only the credentials of this user.
+        #[arg(long)]
+        username: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Revoke a JWT credential by its id (see `list`): it stops signing in at once, and the
+    /// emulator access tokens of its user end with it.
+    Revoke {
+        /// Id of the credential.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,24 +252,59 @@ enum UserCommand {
     },
     /// List users, one per line, tab-separated, with a header line.
     List,
-    /// Disable a user: ends its sessions and refuses all its credentials, API tokens included.
+    /// Disable a user: ends its sessions, legacy auth tokens and RingEX emulator credentials
+    /// for good, and refuses its API tokens while it stays disabled.
     Disable {
         /// Login name.
         username: String,
     },
-    /// Enable a disabled user again.
+    /// Enable a disabled user again; its API tokens work again (nothing else comes back).
     Enable {
         /// Login name.
         username: String,
     },
-    /// Set a new password (from standard input); ends the user's sessions.
+    /// Set a new password (from standard input); ends the user's sessions, legacy auth tokens
+    /// and RingEX emulator credentials in the same transaction. API tokens stay unless
+    /// --revoke-tokens.
     SetPassword {
         /// Login name.
         username: String,
         /// Read the password from the first line of standard input.
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Also end every API token (as `revoke-tokens`, in the same transaction) and print
+        /// what ended, as `revoke-tokens` does.
+        #[arg(long)]
+        revoke_tokens: bool,
+        /// Output format of what ended (with --revoke-tokens).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
+    /// End every credential of a user at once: API tokens, legacy auth tokens, sessions (their
+    /// access and refresh tokens) and RingEX emulator credentials; prints how many of each
+    /// ended, one `KIND<TAB>COUNT` line each (or one JSON object). The password stays.
+    RevokeTokens {
+        /// Login name.
+        username: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Prints what a revocation ended: `KIND<TAB>COUNT` lines, or one JSON object.
+fn print_revoked(n: &RevokedCounts, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(n)?),
+        Output::Text => {
+            println!("api_tokens\t{}", n.api_tokens);
+            println!("legacy_tokens\t{}", n.legacy_tokens);
+            println!("sessions\t{}", n.sessions);
+            println!("ringex_jwts\t{}", n.ringex_jwts);
+            println!("ringex_tokens\t{}", n.ringex_tokens);
+        }
+    }
+    Ok(())
 }
 
 fn read_password() -> anyhow::Result<SecretString> {
@@ -322,6 +373,31 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 "cxauth: created a RingEX emulator JWT credential for {username:?}; it is shown only once"
             );
         }
+        AdminCommand::Ringex(RingexCommand::Jwt(RingexJwtCommand::List { username, output })) => {
+            let list = admin::list_ringex_jwts(store, username.as_deref()).await?;
+            if matches!(output, Output::Text) {
+                println!("ID\tUSER_ID\tUSERNAME\tCREATED");
+            }
+            for j in list {
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string(&j)?),
+                    Output::Text => println!(
+                        "{}\t{}\t{}\t{}",
+                        j.id,
+                        j.user_id,
+                        j.username,
+                        rfc3339(j.created_at)
+                    ),
+                }
+            }
+        }
+        AdminCommand::Ringex(RingexCommand::Jwt(RingexJwtCommand::Revoke { id })) => {
+            let j = admin::revoke_ringex_jwt(store, id, now).await?;
+            eprintln!(
+                "cxauth: revoked RingEX emulator JWT credential {id} of {:?}, and its emulator access tokens",
+                j.username
+            );
+        }
         AdminCommand::Keys(KeysCommand::List) => {
             println!("KID\tCREATED");
             for k in store.signing_keys().await? {
@@ -382,16 +458,43 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::User(UserCommand::Disable { username }) => {
             admin::set_enabled(store, &username, false, now).await?;
-            eprintln!("cxauth: disabled {username:?} and ended its sessions");
+            eprintln!(
+                "cxauth: disabled {username:?}; ended its sessions, legacy auth tokens and RingEX \
+                 emulator credentials"
+            );
         }
         AdminCommand::User(UserCommand::Enable { username }) => {
             admin::set_enabled(store, &username, true, now).await?;
-            eprintln!("cxauth: enabled {username:?}");
+            eprintln!("cxauth: enabled {username:?}; its API tokens work again");
         }
-        AdminCommand::User(UserCommand::SetPassword { username, .. }) => {
+        AdminCommand::User(UserCommand::SetPassword {
+            username,
+            revoke_tokens,
+            output,
+            ..
+        }) => {
             let password = read_password()?;
-            admin::set_password(store, &username, &password, now).await?;
-            eprintln!("cxauth: password of {username:?} changed; its sessions have ended");
+            let ended =
+                admin::change_password(store, &username, &password, revoke_tokens, now).await?;
+            if revoke_tokens {
+                print_revoked(&ended, output)?;
+                eprintln!(
+                    "cxauth: password of {username:?} changed; every credential of it has ended"
+                );
+            } else {
+                eprintln!(
+                    "cxauth: password of {username:?} changed; ended {} sessions, {} legacy auth \
+                     tokens and {} RingEX emulator credentials (API tokens stay)",
+                    ended.sessions,
+                    ended.legacy_tokens,
+                    ended.ringex_jwts + ended.ringex_tokens
+                );
+            }
+        }
+        AdminCommand::User(UserCommand::RevokeTokens { username, output }) => {
+            let ended = admin::revoke_tokens(store, &username, now).await?;
+            print_revoked(&ended, output)?;
+            eprintln!("cxauth: ended every credential of {username:?}");
         }
     }
     Ok(())

@@ -45,6 +45,7 @@ pub struct FileConfig {
     max_sessions_per_user: Option<u32>,
     logins_per_user_per_minute: Option<u32>,
     logins_in_flight_per_source: Option<u32>,
+    api_token_cap: Option<u64>,
 }
 
 /// Reads and checks a configuration file.
@@ -141,6 +142,14 @@ pub fn apply(
         && defaulted(m, "ringex_emulator")
     {
         args.ringex_emulator = v;
+    }
+    if let Some(v) = file.api_token_cap
+        && defaulted(m, "api_token_cap")
+    {
+        if v == 0 {
+            return Err(bad("api_token_cap", "must be at least 1".into()));
+        }
+        args.api_token_cap = v;
     }
     if let Some(v) = file.trusted_proxies
         && defaulted(m, "trusted_proxies")

@@ -170,6 +170,10 @@ struct ServeArgs {
     /// once (its share of the password pool; beyond it 429). 0: an eighth of the pool, at least 2.
     #[arg(long, env = "CXAUTH_LOGINS_IN_FLIGHT_PER_SOURCE", default_value_t = 0)]
     logins_in_flight_per_source: u32,
+    /// Most API tokens one user may hold; creating one more answers 409
+    /// api.token.limit.exceeded until the user deletes one.
+    #[arg(long, env = "CXAUTH_API_TOKEN_CAP", default_value_t = cxauth_core::service::DEFAULT_API_TOKEN_CAP, value_parser = clap::value_parser!(u64).range(1..))]
+    api_token_cap: u64,
 }
 
 fn init_logging() {
@@ -210,6 +214,7 @@ fn effective_config(mut args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result
     config.max_sessions_per_user = args.max_sessions_per_user;
     config.logins_per_user_per_minute = args.logins_per_user_per_minute;
     config.logins_in_flight_per_source = args.logins_in_flight_per_source;
+    config.api_token_cap = args.api_token_cap;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
@@ -301,6 +306,7 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
         "logins_in_flight_per_source = {}",
         c.logins_in_flight_per_source
     );
+    println!("api_token_cap = {}", c.api_token_cap);
     eprintln!("cxauth: the configuration is valid");
     Ok(())
 }
