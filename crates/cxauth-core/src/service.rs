@@ -51,7 +51,7 @@ pub enum AuthError {
     /// A refresh or logout token was refused (unknown, used, of an ended session).
     #[error("invalid refresh token")]
     RefreshFailed,
-    /// Too many failed logins; retry later.
+    /// Too many login attempts (failures, concurrent checks or successes); retry later.
     #[error("too many failed attempts")]
     Throttled {
         /// When to retry.
@@ -578,6 +578,31 @@ impl Auth {
         }
     }
 
+    /// Runs `check` — asking RingEX whose token an exchange presents — under the client
+    /// address's login budget: a token RingEX refuses counts as a failed attempt of the address,
+    /// so forged tokens cannot turn cxauth into a way of flooding the RingEX server.
+    pub async fn throttled_exchange_check<T>(
+        &self,
+        client: std::net::IpAddr,
+        check: impl std::future::Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        let keys = self.attempt_keys(b"ringex", "", client);
+        let reservation = match self.throttle.reserve_address(&keys.address).await {
+            Ok(r) => r,
+            Err(Refusal::Wait(retry_after)) => {
+                metrics::counter!("cxauth_logins_total", "kind" => audit::RINGEX_EXCHANGE, "outcome" => "throttled")
+                    .increment(1);
+                return Err(AuthError::Throttled { retry_after });
+            }
+            Err(Refusal::Store(e)) => return Err(e.into()),
+            Err(Refusal::Pool(e)) => return Err(e.into()),
+        };
+        let result = check.await;
+        let failed = matches!(result, Err(AuthError::RingexRefused));
+        self.throttle.settle(reservation, failed).await;
+        result
+    }
+
     /// Counts, and audits (at most [`THROTTLED_AUDITS_PER_SECOND`] a second), a throttled
     /// attempt; returns its error.
     async fn throttled(
@@ -839,7 +864,8 @@ impl Auth {
         } else {
             LEGACY_TOKEN_TTL
         });
-        self.store
+        let stored = self
+            .store
             .insert_legacy_token(
                 user.id,
                 &self
@@ -850,8 +876,19 @@ impl Auth {
                     lifetime_ms,
                 },
                 now,
+                Some(&user.password_hash),
             )
-            .await?;
+            .await;
+        match stored {
+            Ok(()) => {}
+            // Disabled or password changed since the check: the login loses the race.
+            Err(StoreError::Conflict(_)) => {
+                return Err(self
+                    .login_failed(username, Some(&user), audit::LEGACY_LOGIN, ctx)
+                    .await);
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.login_succeeded(username, &user, ctx).await;
         self.audit(
             ctx,

@@ -385,13 +385,16 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a user up by its RingEX extension id.
     async fn user_by_rc_user_id(&self, rc_user_id: i64) -> Result<Option<UserRecord>, StoreError>;
 
-    /// Stores a new legacy auth token.
+    /// Stores a new legacy auth token. With `expected_password_hash` (a login's), refuses with
+    /// [`StoreError::Conflict`] if the user was disabled or its password changed since the
+    /// password was checked, so a token checked just before a revocation is not stored after it.
     async fn insert_legacy_token(
         &self,
         user_id: i64,
         digest: &[u8; 32],
         token: &LegacyToken,
         now: i64,
+        expected_password_hash: Option<&str>,
     ) -> Result<(), StoreError>;
     /// The unexpired legacy token with this digest, and its owner.
     async fn legacy_token_by_digest(

@@ -434,14 +434,25 @@ impl Throttle {
     /// subject, else the subject's and the address's. Refused while any of them is blocked.
     pub async fn reserve(&self, keys: &AttemptKeys, known: bool) -> Result<Reservation, Refusal> {
         let c = &self.config;
-        let wanted: &[([u8; 32], Policy)] = if known {
-            &[(keys.pair, c.per_known_address)]
+        if known {
+            self.reserve_all(&[(keys.pair, c.per_known_address)]).await
         } else {
-            &[
+            self.reserve_all(&[
                 (keys.subject, c.per_username),
                 (keys.address, c.per_address),
-            ]
-        };
+            ])
+            .await
+        }
+    }
+
+    /// Reserves the address budget alone, for a check that has no username (a RingEX token
+    /// presented for exchange): forged ones spend the address's budget like wrong passwords.
+    pub async fn reserve_address(&self, address: &[u8; 32]) -> Result<Reservation, Refusal> {
+        self.reserve_all(&[(*address, self.config.per_address)])
+            .await
+    }
+
+    async fn reserve_all(&self, wanted: &[([u8; 32], Policy)]) -> Result<Reservation, Refusal> {
         let mut reservation = Reservation { taken: Vec::new() };
         for (key, policy) in wanted {
             let now = self.clock.now_ms();

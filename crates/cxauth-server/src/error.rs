@@ -214,8 +214,8 @@ impl IntoResponse for ApiError {
                 let mut res = json_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too.many.requests",
-                    "Too many failed attempts",
-                    "Too many failed login attempts; retry after the delay in Retry-After".into(),
+                    "Too many login attempts",
+                    "Too many login attempts from this user or address; retry after the delay in Retry-After".into(),
                 );
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, retry_after(d));

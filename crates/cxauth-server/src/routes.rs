@@ -242,7 +242,10 @@ pub async fn ringex_exchange(
     {
         return Err(AuthError::BadRequest("rcTokenType must be Bearer".into()).into());
     }
-    let rc_user_id = state.ringex.resolve(&state.auth, &token).await?;
+    let rc_user_id = state
+        .auth
+        .throttled_exchange_check(ctx.client(), state.ringex.resolve(&state.auth, &token))
+        .await?;
     Ok(session_response(
         state
             .auth

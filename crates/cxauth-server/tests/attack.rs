@@ -421,3 +421,43 @@ async fn two_instances_on_postgresql_share_one_budget() {
     assert_eq!(status, StatusCode::OK, "known address, other instance");
     let _ = clock.now_ms();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_ringex_tokens_spend_the_address_budget() {
+    let s = TestServer::spawn_with(|c| c.ringex_emulator = true).await;
+    let from = client_from(source(0, 9, 1));
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let c = from.clone();
+            let url = s.url("/api/auth/login/rc/accesstoken");
+            tokio::spawn(async move {
+                c.post(url)
+                    .form(&[
+                        ("rcAccessToken", format!("forged-{i}")),
+                        ("rcTokenType", "Bearer".into()),
+                    ])
+                    .send()
+                    .await
+                    .expect("send")
+                    .status()
+            })
+        })
+        .collect();
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for t in tasks {
+        *counts.entry(t.await.expect("task").as_u16()).or_insert(0) += 1;
+    }
+    eprintln!("40 forged RingEX tokens at once from one address: {counts:?}");
+    // Each refused token reached the resolver (the RingEX server, when one is configured).
+    assert!(counts.get(&401).copied().unwrap_or(0) <= 10, "{counts:?}");
+    assert!(counts.get(&429).copied().unwrap_or(0) >= 30, "{counts:?}");
+    // Another address is not affected.
+    let other = client_from(source(0, 9, 2));
+    let res = other
+        .post(s.url("/api/auth/login/rc/accesstoken"))
+        .form(&[("rcAccessToken", "forged"), ("rcTokenType", "Bearer")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}

@@ -778,7 +778,22 @@ macro_rules! sql_store {
                 digest: &[u8; 32],
                 token: &LegacyToken,
                 now: i64,
+                expected_password_hash: Option<&str>,
             ) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                // As for a new session: a password change, a disable or a revocation committed
+                // since the password was checked must win.
+                Self::lock_user(&mut tx, user_id).await?;
+                let current: Option<(String, bool)> =
+                    sqlx::query_as("SELECT password_hash, enabled FROM users WHERE id = $1")
+                        .bind(user_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                match current {
+                    Some((hash, true)) if expected_password_hash.is_none_or(|h| h == hash) => {}
+                    _ => return Err(StoreError::Conflict("the user changed during login".into())),
+                }
                 sqlx::query(
                     "INSERT INTO legacy_tokens (digest, user_id, created_at, expires_at, lifetime_ms) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -788,10 +803,10 @@ macro_rules! sql_store {
                 .bind(now)
                 .bind(token.expires_at)
                 .bind(token.lifetime_ms)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                tx.commit().await.map_err(map_err)
             }
 
             async fn legacy_token_by_digest(

@@ -626,14 +626,24 @@ async fn legacy_tokens_slide_and_are_purged() {
             expires_at: 10_000,
             lifetime_ms: 5_000,
         };
-        s.insert_legacy_token(uid, &digest(1), &t, 5_000)
+        s.insert_legacy_token(uid, &digest(1), &t, 5_000, None)
             .await
             .expect("insert");
         assert!(
-            s.insert_legacy_token(uid, &digest(1), &t, 5_000)
+            s.insert_legacy_token(uid, &digest(1), &t, 5_000, None)
                 .await
                 .is_err(),
             "{}: duplicate digest",
+            b.name
+        );
+        // A login whose password changed meanwhile stores nothing.
+        assert!(
+            matches!(
+                s.insert_legacy_token(uid, &digest(9), &t, 5_000, Some("not-the-hash"))
+                    .await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{}: stale login",
             b.name
         );
         let (got, owner) = s
@@ -685,6 +695,7 @@ async fn legacy_tokens_slide_and_are_purged() {
                 lifetime_ms: 5_000,
             },
             0,
+            None,
         )
         .await
         .expect("insert");
@@ -869,6 +880,7 @@ async fn purge_goes_in_batches_and_removes_ended_sessions() {
                     lifetime_ms: 100,
                 },
                 0,
+                None,
             )
             .await
             .expect("legacy");
@@ -1106,6 +1118,7 @@ async fn give_credentials(s: &SharedStore, uid: i64, name: &str, base: u8) {
                 lifetime_ms: 1_000_000,
             },
             0,
+            None,
         )
         .await
         .expect("legacy");

@@ -112,6 +112,7 @@ impl Db {
                     lifetime_ms: 1,
                 },
                 0,
+                None,
             )
             .await
             .expect("legacy token");
