@@ -10,7 +10,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cxauth_core::clock::SystemClock;
 use cxauth_core::crypto::MasterKey;
-use cxauth_server::config::{ListenOrOff, ServerConfig, parse_duration, parse_listen_or_off};
+use cxauth_server::config::{
+    ListenOrOff, MaxConnections, ServerConfig, parse_duration, parse_listen_or_off,
+    parse_max_connections, redact_url,
+};
 use cxauth_store::DatabaseUrl;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -159,6 +162,18 @@ struct ServeArgs {
     /// not public; `off` to serve none.
     #[arg(long, env = "CXAUTH_METRICS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen_or_off)]
     metrics_listen: ListenOrOff,
+    /// Longest a client may take to send a request's headers (from connecting, or from the
+    /// first byte of a later request on a kept-alive connection); then it is disconnected.
+    #[arg(long, env = "CXAUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait idle for its next request.
+    #[arg(long, env = "CXAUTH_KEEP_ALIVE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    keep_alive_timeout: Duration,
+    /// Most client connections held at once; at the cap the connection idle longest (or
+    /// slowest to send its headers) is closed for the new one. `auto`: the open file limit
+    /// (raised to its hard limit at start) less 128 for the database and files.
+    #[arg(long, env = "CXAUTH_MAX_CONNECTIONS", default_value = "auto", value_parser = parse_max_connections)]
+    max_connections: MaxConnections,
 }
 
 fn init_logging() {
@@ -196,6 +211,9 @@ fn effective_config(mut args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result
     config.shutdown_timeout = args.shutdown_timeout;
     config.audit_retention = args.audit_retention;
     config.metrics_listen = args.metrics_listen.0;
+    config.header_read_timeout = args.header_read_timeout;
+    config.keep_alive_timeout = args.keep_alive_timeout;
+    config.max_connections = args.max_connections.0;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
@@ -263,10 +281,7 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
     println!("database_timeout = {}", d(c.database_timeout));
     println!(
         "{}",
-        opt(
-            "ringex_server",
-            c.ringex_server.as_ref().map(|u| u.to_string())
-        )
+        opt("ringex_server", c.ringex_server.as_ref().map(redact_url))
     );
     println!("ringex_emulator = {}", c.ringex_emulator);
     println!("ringex_cache_ttl = {}", d(c.ringex_cache_ttl));
@@ -278,6 +293,12 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
         c.metrics_listen
             .map_or_else(|| "off".to_owned(), |a| a.to_string())
     );
+    println!("header_read_timeout = {}", d(c.header_read_timeout));
+    println!("keep_alive_timeout = {}", d(c.keep_alive_timeout));
+    match c.max_connections {
+        Some(n) => println!("max_connections = {n}"),
+        None => println!("max_connections = \"auto\""),
+    }
     eprintln!("cxauth: the configuration is valid");
     Ok(())
 }
