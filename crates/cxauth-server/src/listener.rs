@@ -464,12 +464,14 @@ async fn serve_connection(
             res
         }
     });
-    let http = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(limits.header_read_timeout + limits.keep_alive_timeout)
-        .serve_connection(io, service);
-    tokio::pin!(http);
+    // Boxed, so that dropping it below closes the socket before the registry forgets it.
+    let mut http = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(limits.header_read_timeout + limits.keep_alive_timeout)
+            .serve_connection(io, service),
+    );
     let mut draining = *stop.borrow();
     if draining {
         http.as_mut().graceful_shutdown();

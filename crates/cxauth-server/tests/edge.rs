@@ -191,9 +191,9 @@ async fn at_the_cap_the_idlest_connections_are_shed_and_real_clients_get_in() {
 }
 
 /// `futures::future::join_all` without the dependency: run all, in order.
-async fn futures_join_all<F: std::future::Future>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let mut set = tokio::task::JoinSet::new();
