@@ -225,9 +225,10 @@ impl ServerConfig {
 /// connections.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Default of [`ServerConfig::keep_alive_timeout`]: longer than the gaps of an SDK polling
-/// every 30 s, so that it reuses its connection.
-pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`ServerConfig::keep_alive_timeout`]: longer than the 60 s after which nginx
+/// (`keepalive_timeout` of an upstream) and common load balancers drop an idle connection, so
+/// the proxy closes first and never sends a request on a connection cxauth is closing.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Parses a connection cap: a positive number, or `auto` (derived from the file descriptor
 /// limit).

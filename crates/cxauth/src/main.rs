@@ -167,7 +167,7 @@ struct ServeArgs {
     #[arg(long, env = "CXAUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
     /// How long a kept-alive connection may wait idle for its next request.
-    #[arg(long, env = "CXAUTH_KEEP_ALIVE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "CXAUTH_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     keep_alive_timeout: Duration,
     /// Most client connections held at once; at the cap the connection idle longest (or
     /// slowest to send its headers) is closed for the new one. `auto`: the open file limit

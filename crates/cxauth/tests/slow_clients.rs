@@ -376,7 +376,7 @@ fn urls_with_credentials_are_redacted_in_config_check_and_the_log() {
     );
     // The defaults: a slow client is gone within 60 s.
     assert!(text.contains("header_read_timeout = \"10s\""), "{text}");
-    assert!(text.contains("keep_alive_timeout = \"1m\""), "{text}");
+    assert!(text.contains("keep_alive_timeout = \"75s\""), "{text}");
     assert!(text.contains("max_connections = \"auto\""), "{text}");
 
     let server = Server::start(
