@@ -303,6 +303,19 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// Keeps a connection in the registry for as long as its task lives, however the task ends
+/// (an abort at the shutdown timeout included), so the cap never counts a ghost.
+struct Registered {
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
 /// Marks a connection as in a handler for as long as it lives.
 struct InHandler {
     conn: Arc<Conn>,
@@ -386,8 +399,13 @@ pub async fn run(
                 next_id += 1;
                 let conn = Arc::new(Conn::new(registry.now()));
                 registry.insert(next_id, conn.clone());
+                // Made here, so that even a task aborted before it first runs gives its slot
+                // back.
+                let registered = Registered {
+                    id: next_id,
+                    registry: registry.clone(),
+                };
                 tasks.spawn(serve_connection(
-                    next_id,
                     stream,
                     peer,
                     router.clone(),
@@ -395,6 +413,7 @@ pub async fn run(
                     conn,
                     registry.clone(),
                     stop_rx.clone(),
+                    registered,
                 ));
             }
             Err(e) => {
@@ -439,7 +458,6 @@ pub async fn run(
 /// Serves one connection and watches its deadlines; see the module documentation.
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection(
-    id: u64,
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
@@ -447,6 +465,7 @@ async fn serve_connection(
     conn: Arc<Conn>,
     registry: Arc<Registry>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    registered: Registered,
 ) {
     let io = TokioIo::new(Watched {
         stream,
@@ -526,9 +545,9 @@ async fn serve_connection(
             .increment(1);
         tracing::debug!(reason = why.label(), "closed a slow or idle connection");
     }
-    // Dropping the connection closes the socket.
+    // Dropping the connection closes the socket; then the registry lets the slot go.
     drop(http);
-    registry.remove(id);
+    drop(registered);
 }
 
 #[cfg(test)]
