@@ -415,3 +415,38 @@ async fn duplicate_json_keys_and_invalid_utf8_forms_are_400() {
         .expect("post");
     assert_eq!(ok.status(), 200);
 }
+
+#[tokio::test]
+async fn the_peer_address_still_reaches_the_handlers() {
+    // The accept loop puts ConnectInfo in each request, as axum::serve did: a login from
+    // 127.0.0.7 is audited (and throttled) as 127.0.0.7, not as some fixed address.
+    let s = TestServer::spawn().await;
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 7]))
+        .build()
+        .expect("client");
+    let res = client
+        .post(s.url("/api/auth/login/admin"))
+        .header("x-request-id", "edge-peer-1")
+        .form(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("platformId", PLATFORM),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 200);
+    let trail = s
+        .state
+        .auth
+        .store()
+        .audit_events(&cxauth_core::store::AuditFilter::default())
+        .await
+        .expect("audit");
+    let login = trail
+        .iter()
+        .find(|e| e.request_id.as_deref() == Some("edge-peer-1"))
+        .expect("the login is audited");
+    assert_eq!(login.addr.as_deref(), Some("127.0.0.7"));
+}
