@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything `cxauth serve` needs to know.
-#[derive(Debug, Clone)]
+/// Everything `cxauth serve` needs to know. `Debug` shows URLs with their credentials
+/// redacted (see [`redact_url`]).
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -73,6 +74,87 @@ pub struct ServerConfig {
     /// Most API tokens one user may hold; creating one more answers 409
     /// `api.token.limit.exceeded`. Bounds what a stolen credential can mint.
     pub api_token_cap: u64,
+    /// Longest a client may take to send a request's headers, from the moment it connects (or,
+    /// on a kept-alive connection, from its first byte): a client that never finishes its
+    /// headers is disconnected then, instead of holding a connection for good.
+    pub header_read_timeout: Duration,
+    /// Longest a kept-alive connection may wait idle for its next request before it is closed.
+    pub keep_alive_timeout: Duration,
+    /// Most connections held at once; `None`: derived from the file descriptor limit (see
+    /// [`crate::listener::default_max_connections`]). At the cap the connection idle longest
+    /// (or slowest to send its headers) is closed to make room for the new one.
+    pub max_connections: Option<usize>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out so that the RingEX server URL, which may carry a user and password, is
+        // shown redacted; the database URL and the bootstrap password redact themselves.
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("platform_id", &self.platform_id)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("refresh_grace", &self.refresh_grace)
+            .field("master_key_file", &self.master_key_file)
+            .field("bootstrap_admin_password", &self.bootstrap_admin_password)
+            .field("request_timeout", &self.request_timeout)
+            .field("database_timeout", &self.database_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("body_limit", &self.body_limit)
+            .field("hash_workers", &self.hash_workers)
+            .field("hash_queue", &self.hash_queue)
+            .field(
+                "ringex_server",
+                &self.ringex_server.as_ref().map(redact_url),
+            )
+            .field("ringex_emulator", &self.ringex_emulator)
+            .field("ringex_cache_ttl", &self.ringex_cache_ttl)
+            .field("ringex_timeout", &self.ringex_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("audit_retention", &self.audit_retention)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
+            .field(
+                "logins_per_user_per_minute",
+                &self.logins_per_user_per_minute,
+            )
+            .field(
+                "logins_in_flight_per_source",
+                &self.logins_in_flight_per_source,
+            )
+            .field("api_token_cap", &self.api_token_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL as it may be shown (logs, `cxauth config check`, `Debug`): a password in it is
+/// replaced by `[redacted]`, and the query and fragment, which may carry credentials too
+/// (`?api_key=`), are left out. The user name stays: it says which account is used and is not
+/// a secret by itself. The same rule as the database URL's (`cxauth_store::SecretUrl`).
+pub fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let user = u.username().to_owned();
+    let had_password = u.password().is_some();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.set_query(None);
+    u.set_fragment(None);
+    let shown = u.to_string();
+    // Written by hand: the URL type would percent-encode the brackets of `[redacted]`.
+    let credentials = match (user.is_empty(), had_password) {
+        (true, false) => return shown,
+        (_, true) => format!("{user}:[redacted]@"),
+        (false, false) => format!("{user}@"),
+    };
+    match shown.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{credentials}{rest}"),
+        None => shown,
+    }
 }
 
 impl ServerConfig {
@@ -101,6 +183,9 @@ impl ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             audit_retention: Duration::from_secs(90 * 86_400),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            max_connections: None,
             max_sessions_per_user: 100,
             logins_per_user_per_minute: 30,
             logins_in_flight_per_source: 0,
@@ -157,12 +242,48 @@ impl ServerConfig {
         if self.api_token_cap == 0 {
             return Err("the API token cap must be at least 1".into());
         }
+        if self.header_read_timeout.is_zero() {
+            return Err("the header read timeout must be longer than 0s".into());
+        }
+        if self.keep_alive_timeout.is_zero() {
+            return Err("the keep-alive timeout must be longer than 0s".into());
+        }
+        if self.max_connections == Some(0) {
+            return Err("the connection cap must be at least 1 (or auto)".into());
+        }
         if self.hash_workers == 0 {
             return Err("there must be at least one password hashing worker".into());
         }
         Ok(())
     }
 }
+
+/// Default of [`ServerConfig::header_read_timeout`]: ample for any real client (a request's
+/// headers arrive in one packet), short enough that a slow-headers attack must keep opening
+/// connections.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default of [`ServerConfig::keep_alive_timeout`]: longer than the 60 s after which nginx
+/// (`keepalive_timeout` of an upstream) and common load balancers drop an idle connection, so
+/// the proxy closes first and never sends a request on a connection cxauth is closing.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// Parses a connection cap: a positive number, or `auto` (derived from the file descriptor
+/// limit).
+pub fn parse_max_connections(s: &str) -> Result<MaxConnections, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(MaxConnections(None));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(MaxConnections(Some(n))),
+        _ => Err(format!("{s:?} is neither a positive number nor auto")),
+    }
+}
+
+/// A connection cap or `auto`; see [`parse_max_connections`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxConnections(pub Option<usize>);
 
 /// Parses a listen address, or `off` for none (e.g. `--metrics-listen off`).
 pub fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
@@ -197,6 +318,40 @@ mod tests {
             Ok(ListenOrOff(Some(SocketAddr::from(([127, 0, 0, 1], 9090)))))
         );
         assert!(parse_listen_or_off("9090").is_err());
+    }
+
+    #[test]
+    fn slow_client_defaults_are_bounded() {
+        let c = ServerConfig::new(DatabaseUrl::Sqlite { path: None });
+        // The bound: a client that never finishes its headers is gone within 60 s.
+        assert!(c.header_read_timeout <= Duration::from_secs(60));
+        assert!(!c.header_read_timeout.is_zero());
+        assert!(c.keep_alive_timeout <= Duration::from_secs(300));
+        assert_eq!(c.max_connections, None);
+        assert_eq!(parse_max_connections("auto"), Ok(MaxConnections(None)));
+        assert_eq!(parse_max_connections("900"), Ok(MaxConnections(Some(900))));
+        assert!(parse_max_connections("0").is_err());
+        assert!(parse_max_connections("-1").is_err());
+        let mut c = c;
+        c.header_read_timeout = Duration::ZERO;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        let mut c = ServerConfig::new(DatabaseUrl::Sqlite { path: None });
+        c.ringex_server = Some(
+            "https://svc:hunter2-pw@ringex.example/base?api_key=hunter2-key#hunter2-frag"
+                .parse()
+                .expect("url"),
+        );
+        let shown = redact_url(c.ringex_server.as_ref().expect("set"));
+        assert_eq!(shown, "https://svc:[redacted]@ringex.example/base");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("ringex.example"), "{debug}");
+        let plain: url::Url = "http://ringex.example/".parse().expect("url");
+        assert_eq!(redact_url(&plain), "http://ringex.example/");
     }
 
     #[test]

@@ -2,16 +2,19 @@
 //!
 //! [`App::build`] opens the store, checks or creates the master key, loads the signing keys,
 //! bootstraps an empty database, and assembles the router; [`serve`] runs it on a listener the
-//! caller bound (port 0 in tests). The layering, from the outside in: request context (id, log,
-//! JSON error bodies), panic catcher, timeout, body limit, routes.
+//! caller bound (port 0 in tests) with the connection limits of [`listener`]. The layering, from
+//! the outside in: security headers, request context (id, log, JSON error bodies), panic
+//! catcher, timeout, body limit, routes.
 
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod params;
 pub mod ringex;
 pub mod routes;
+pub mod security_headers;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,8 +29,7 @@ use cxauth_core::store::SharedStore;
 use cxauth_core::throttle::{StoreThrottleTable, Throttle, ThrottleConfig};
 use cxauth_store::DatabaseUrl;
 use secrecy::{ExposeSecret, SecretString};
-use std::future::{Future, IntoFuture as _};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -85,6 +87,12 @@ pub struct App {
     pub shutdown_timeout: Duration,
     /// How long audit events are kept (housekeeping deletes older ones).
     pub audit_retention: Duration,
+    /// Header-read and keep-alive timeouts of [`serve`].
+    pub header_read_timeout: Duration,
+    /// See [`ServerConfig::keep_alive_timeout`].
+    pub keep_alive_timeout: Duration,
+    /// The connection cap of [`serve`]; `None`: derived from the descriptor limit.
+    pub max_connections: Option<usize>,
 }
 
 /// Loads the master key, or creates it on a database that has never had one. A database that
@@ -200,7 +208,10 @@ impl App {
         }
         match &config.ringex_server {
             Some(url) => {
-                tracing::info!(ringex_server = %url, "RingEX token exchange asks this server")
+                tracing::info!(
+                    ringex_server = %config::redact_url(url),
+                    "RingEX token exchange asks this server"
+                )
             }
             None if !config.ringex_emulator => {
                 tracing::info!("no RingEX server configured: the RingEX token exchange answers 503")
@@ -220,6 +231,9 @@ impl App {
             generated_admin_password,
             shutdown_timeout: config.shutdown_timeout,
             audit_retention: config.audit_retention,
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_connections: config.max_connections,
         })
     }
 }
@@ -307,6 +321,9 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             state.clock.clone(),
             context::request_context,
         ))
+        .layer(axum::middleware::from_fn(
+            security_headers::security_headers,
+        ))
         .with_state(state)
 }
 
@@ -315,8 +332,10 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
 const PURGE_EVERY_TICKS: u64 = 10;
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish for at most `shutdown_timeout`, and closes the database. Also runs
-/// housekeeping (purging expired rows and stale throttle entries).
+/// in-flight requests finish for at most `shutdown_timeout`, and closes the database. Raises
+/// the open file limit and enforces the connection limits of [`listener`] (header-read and
+/// keep-alive timeouts, a connection cap that sheds the idlest). Also runs housekeeping
+/// (purging expired rows and stale throttle entries).
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -361,34 +380,37 @@ pub async fn serve(
             }
         }
     });
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections; finishing requests in flight");
-        let _ = stopping_tx.send(());
-    });
-    let drain = app.shutdown_timeout;
-    let result = tokio::select! {
-        r = server.into_future() => r,
-        () = async {
-            if stopping_rx.await.is_err() {
-                // The server ended on its own: let the other branch report it.
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(drain).await;
-        } => {
-            tracing::warn!(
-                timeout = ?drain,
-                "requests still in flight at the shutdown timeout: closing their connections"
-            );
-            Ok(())
-        }
+    // Connections are file descriptors: take all the process may have, and keep the cap below.
+    let fd_limit = crate::listener::raise_fd_limit();
+    let max_connections = app
+        .max_connections
+        .unwrap_or_else(|| crate::listener::default_max_connections(fd_limit.unwrap_or(1024)));
+    if let Some(limit) = fd_limit
+        && u64::try_from(max_connections).unwrap_or(u64::MAX)
+            > limit.saturating_sub(crate::listener::FD_RESERVE)
+    {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = limit,
+            "the connection cap leaves fewer than {} descriptors for the database and files; \
+             accept will fail before the cap is reached (idle connections are then shed)",
+            crate::listener::FD_RESERVE
+        );
+    }
+    tracing::info!(
+        open_file_limit = ?fd_limit,
+        max_connections,
+        header_read_timeout = ?app.header_read_timeout,
+        keep_alive_timeout = ?app.keep_alive_timeout,
+        "connection limits"
+    );
+    let limits = crate::listener::ConnectionLimits {
+        header_read_timeout: app.header_read_timeout,
+        keep_alive_timeout: app.keep_alive_timeout,
+        max_connections,
     };
+    let result =
+        crate::listener::run(listener, app.router, limits, shutdown, app.shutdown_timeout).await;
     housekeeping.abort();
     // Bounded too: a request cut off above may still hold a connection for a moment.
     if tokio::time::timeout(Duration::from_secs(5), app.state.auth.store().close())

@@ -4,22 +4,78 @@
 //! in JSON, and several send `Content-Type: application/json` with a form body or an empty `""`
 //! body. So the body is read by its shape, not its declared type: empty, `""` or `null` means
 //! nothing; `{…}` is a JSON object; anything else is form-encoded. Query and body merge, and a
-//! field given twice with different values is refused rather than guessed at.
+//! field given twice with different values is refused rather than guessed at. Nothing is
+//! guessed in the encodings either: a JSON object with the same key twice, and form encoding
+//! that decodes to invalid UTF-8, are refused (a lossy decoding would turn a password into
+//! something else, and "last key wins" is how two parsers of one request come to disagree).
 
 use std::collections::HashMap;
 
 /// Why parameters could not be read. The message is safe to show (it never echoes values).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
-    /// The query string or a form body is not valid `application/x-www-form-urlencoded`.
-    #[error("the {0} is not valid form encoding")]
-    BadForm(&'static str),
     /// The body starts like JSON but is not a JSON object of scalars.
     #[error("the JSON body must be an object whose values are strings, numbers or booleans")]
     BadJson,
     /// A field came twice with different values.
     #[error("field {0:?} is given more than once with different values")]
     Conflict(String),
+    /// The JSON object has the same key twice (whatever the values).
+    #[error("the JSON body has the key {0:?} more than once")]
+    DuplicateJsonKey(String),
+    /// Percent-decoding the query string or a form body gave bytes that are not UTF-8.
+    #[error("the {0} is not valid UTF-8 once percent-decoded")]
+    BadUtf8(&'static str),
+}
+
+/// A JSON object read without losing anything: its entries in order, duplicates included
+/// (`serde_json::Map` keeps only the last of a repeated key).
+struct JsonEntries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for JsonEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = JsonEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonEntries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                    out.push(entry);
+                }
+                Ok(JsonEntries(out))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs, strictly: `+` is a space, `%XX` a byte, and the
+/// decoded bytes must be UTF-8 (`form_urlencoded` would replace bad bytes with U+FFFD).
+fn form_pairs(raw: &[u8], what: &'static str) -> Result<Vec<(String, String)>, ParamError> {
+    let decode = |part: &[u8]| -> Result<String, ParamError> {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        String::from_utf8(bytes).map_err(|_| ParamError::BadUtf8(what))
+    };
+    raw.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
 }
 
 /// Merged parameters.
@@ -54,18 +110,21 @@ impl Params {
     }
 
     fn merge_form(&mut self, raw: &[u8], what: &'static str) -> Result<(), ParamError> {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(raw).map_err(|_| ParamError::BadForm(what))?;
-        for (k, v) in pairs {
+        for (k, v) in form_pairs(raw, what)? {
             self.insert(k, v)?;
         }
         Ok(())
     }
 
     fn merge_json(&mut self, raw: &[u8]) -> Result<(), ParamError> {
-        let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(raw).map_err(|_| ParamError::BadJson)?;
-        for (k, v) in map {
+        let JsonEntries(entries) = serde_json::from_slice(raw).map_err(|_| ParamError::BadJson)?;
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        for (k, _) in &entries {
+            if !seen.insert(k.as_str()) {
+                return Err(ParamError::DuplicateJsonKey(k.clone()));
+            }
+        }
+        for (k, v) in entries {
             let v = match v {
                 serde_json::Value::Null => continue,
                 serde_json::Value::String(s) => s,
@@ -149,6 +208,51 @@ mod tests {
         assert_eq!(j.get("z"), None);
         assert_eq!(p(None, r#"{"a":[1]}"#), Err(ParamError::BadJson));
         assert_eq!(p(None, r#"{"a":"#), Err(ParamError::BadJson));
+    }
+
+    #[test]
+    fn duplicate_json_keys_are_refused_even_with_equal_values() {
+        assert_eq!(
+            p(None, r#"{"username":"a","password":"x","password":"y"}"#),
+            Err(ParamError::DuplicateJsonKey("password".into()))
+        );
+        assert_eq!(
+            p(None, r#"{"a":"1","a":"1"}"#),
+            Err(ParamError::DuplicateJsonKey("a".into()))
+        );
+        // Escapes decode before the comparison: "\u0061" is "a".
+        assert_eq!(
+            p(None, r#"{"a":"1","\u0061":"2"}"#),
+            Err(ParamError::DuplicateJsonKey("a".into()))
+        );
+        let msg = ParamError::DuplicateJsonKey("password".into()).to_string();
+        assert!(
+            msg.contains("password") && msg.contains("more than once"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn form_encoding_is_strict_utf8() {
+        assert_eq!(
+            p(None, "username=a&password=%FF%FE"),
+            Err(ParamError::BadUtf8("request body"))
+        );
+        assert_eq!(
+            Params::parse(None, b"username=a&password=\xff"),
+            Err(ParamError::BadUtf8("request body"))
+        );
+        assert_eq!(
+            p(Some("password=%C3"), ""),
+            Err(ParamError::BadUtf8("query string"))
+        );
+        let ok = p(None, "a=%C3%A9+b&c&=d&&e=").expect("valid form");
+        assert_eq!(ok.get("a"), Some("é b"));
+        assert_eq!(ok.get("c"), Some(""));
+        assert_eq!(ok.get(""), Some("d"));
+        assert_eq!(ok.get("e"), Some(""));
+        // A lone or malformed % is kept as is, as form_urlencoded does.
+        assert_eq!(p(None, "a=100%").expect("form").get("a"), Some("100%"));
     }
 
     #[test]

@@ -5,12 +5,79 @@
 //! instead. Because that lock already serialises every write transaction, the row and advisory
 //! locks the PostgreSQL backend needs are no-ops here. `synchronous = FULL` makes each commit
 //! durable before it is acknowledged.
+//!
+//! The files hold password hashes and sealed secrets, so they are the service's alone: the
+//! database file is created 0600 before SQLite opens it, whatever the umask (SQLite gives its
+//! `-wal` and `-shm` the database file's mode), and an older file (or `-wal`/`-shm`) readable
+//! by others is narrowed to 0600 at open, with a warning.
 
 use crate::StoreOptions;
 use crate::url::DatabaseUrl;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use std::path::Path;
 use std::time::Duration;
+
+/// Creates the database file with mode 0600 if it does not exist (an existing one is narrowed
+/// to 0600 instead), so that the umask never makes it readable by others.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(SqliteStore::FILE_MODE)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => narrow_to_owner(path),
+            Err(e) => {
+                return Err(StoreError::Internal(format!(
+                    "cannot create the database file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Takes group and other permissions off an existing file, saying so; a file that cannot be
+/// changed (another owner) is left as it is, with a warning.
+fn narrow_to_owner(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            return;
+        }
+        match std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(mode & 0o700 | SqliteStore::FILE_MODE),
+        ) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                was = format!("{mode:o}"),
+                "the database file was readable by others: narrowed to 0600"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                error = %e,
+                "the database file is readable by others and could not be narrowed to 0600"
+            ),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -28,6 +95,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
             .synchronous(SqliteSynchronous::Full);
+        if let Some(path) = url.sqlite_path() {
+            create_private(path)?;
+        }
         let (connect, max_conns) = match url.sqlite_path() {
             Some(path) => (
                 base.filename(path).journal_mode(SqliteJournalMode::Wal),
@@ -51,8 +121,19 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        if let Some(path) = url.sqlite_path() {
+            // The journal files exist now (WAL mode and the first connection made them).
+            for suffix in ["-wal", "-shm"] {
+                let mut name = path.as_os_str().to_owned();
+                name.push(suffix);
+                narrow_to_owner(Path::new(&name));
+            }
+        }
         Ok(SqliteStore { pool })
     }
+
+    /// The permissions of the database's files: read and write for the owner only.
+    pub const FILE_MODE: u32 = 0o600;
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.pool

@@ -10,7 +10,7 @@ use crate::ServeArgs;
 use anyhow::{Context as _, anyhow};
 use clap::ArgMatches;
 use clap::parser::ValueSource;
-use cxauth_server::config::{parse_duration, parse_listen_or_off};
+use cxauth_server::config::{parse_duration, parse_listen_or_off, parse_max_connections};
 use figment::Figment;
 use figment::providers::{Format as _, Toml};
 use secrecy::SecretString;
@@ -46,6 +46,19 @@ pub struct FileConfig {
     logins_per_user_per_minute: Option<u32>,
     logins_in_flight_per_source: Option<u32>,
     api_token_cap: Option<u64>,
+    header_read_timeout: Option<String>,
+    keep_alive_timeout: Option<String>,
+    max_connections: Option<CountOrAuto>,
+}
+
+/// `max_connections = 5000` or `max_connections = "auto"`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum CountOrAuto {
+    /// A number.
+    Count(u64),
+    /// `"auto"` (or a number in quotes).
+    Word(String),
 }
 
 /// Reads and checks a configuration file.
@@ -120,6 +133,18 @@ pub fn apply(
     take_number!(max_sessions_per_user);
     take_number!(logins_per_user_per_minute);
     take_number!(logins_in_flight_per_source);
+    take!(header_read_timeout, parse_duration);
+    take!(keep_alive_timeout, parse_duration);
+    if let Some(v) = file.max_connections
+        && defaulted(m, "max_connections")
+    {
+        let text = match v {
+            CountOrAuto::Count(n) => n.to_string(),
+            CountOrAuto::Word(w) => w,
+        };
+        args.max_connections =
+            parse_max_connections(&text).map_err(|e| bad("max_connections", e))?;
+    }
     if let Some(f) = file.database_file
         && defaulted(m, "database")
     {
@@ -135,6 +160,7 @@ pub fn apply(
     {
         args.ringex_server = Some(
             v.parse()
+                // The parser's message never echoes the URL, which may hold a password.
                 .map_err(|e: url::ParseError| bad("ringex_server", e.to_string()))?,
         );
     }

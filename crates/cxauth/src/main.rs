@@ -10,7 +10,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cxauth_core::clock::SystemClock;
 use cxauth_core::crypto::MasterKey;
-use cxauth_server::config::{ListenOrOff, ServerConfig, parse_duration, parse_listen_or_off};
+use cxauth_server::config::{
+    ListenOrOff, MaxConnections, ServerConfig, parse_duration, parse_listen_or_off,
+    parse_max_connections, redact_url,
+};
 use cxauth_store::DatabaseUrl;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -174,6 +177,18 @@ struct ServeArgs {
     /// api.token.limit.exceeded until the user deletes one.
     #[arg(long, env = "CXAUTH_API_TOKEN_CAP", default_value_t = cxauth_core::service::DEFAULT_API_TOKEN_CAP, value_parser = clap::value_parser!(u64).range(1..))]
     api_token_cap: u64,
+    /// Longest a client may take to send a request's headers (from connecting, or from the
+    /// first byte of a later request on a kept-alive connection); then it is disconnected.
+    #[arg(long, env = "CXAUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait idle for its next request.
+    #[arg(long, env = "CXAUTH_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    keep_alive_timeout: Duration,
+    /// Most client connections held at once; at the cap the connection idle longest (or
+    /// slowest to send its headers) is closed for the new one. `auto`: the open file limit
+    /// (raised to its hard limit at start) less 128 for the database and files.
+    #[arg(long, env = "CXAUTH_MAX_CONNECTIONS", default_value = "auto", value_parser = parse_max_connections)]
+    max_connections: MaxConnections,
 }
 
 fn init_logging() {
@@ -215,6 +230,9 @@ fn effective_config(mut args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result
     config.logins_per_user_per_minute = args.logins_per_user_per_minute;
     config.logins_in_flight_per_source = args.logins_in_flight_per_source;
     config.api_token_cap = args.api_token_cap;
+    config.header_read_timeout = args.header_read_timeout;
+    config.keep_alive_timeout = args.keep_alive_timeout;
+    config.max_connections = args.max_connections.0;
     config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())
@@ -282,10 +300,7 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
     println!("database_timeout = {}", d(c.database_timeout));
     println!(
         "{}",
-        opt(
-            "ringex_server",
-            c.ringex_server.as_ref().map(|u| u.to_string())
-        )
+        opt("ringex_server", c.ringex_server.as_ref().map(redact_url))
     );
     println!("ringex_emulator = {}", c.ringex_emulator);
     println!("ringex_cache_ttl = {}", d(c.ringex_cache_ttl));
@@ -307,6 +322,12 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
         c.logins_in_flight_per_source
     );
     println!("api_token_cap = {}", c.api_token_cap);
+    println!("header_read_timeout = {}", d(c.header_read_timeout));
+    println!("keep_alive_timeout = {}", d(c.keep_alive_timeout));
+    match c.max_connections {
+        Some(n) => println!("max_connections = {n}"),
+        None => println!("max_connections = \"auto\""),
+    }
     eprintln!("cxauth: the configuration is valid");
     Ok(())
 }

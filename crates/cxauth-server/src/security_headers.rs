@@ -1,0 +1,89 @@
+//! Headers that tell browsers how to treat our answers, set on every response of the router
+//! (errors, fallbacks and the API page included) by the outermost middleware.
+//!
+//! * `X-Content-Type-Options: nosniff` everywhere: a browser must not guess a script or a page
+//!   out of a JSON body.
+//! * `/docs` (the vendored Swagger UI): a strict Content Security Policy. Its page loads only
+//!   files of its own (`swagger-ui-bundle.js`, `swagger-ui-standalone-preset.js`,
+//!   `swagger-initializer.js`, two style sheets, favicons) and fetches `/openapi.json`, so
+//!   scripts are `'self'` only: no inline script, no `eval` (the bundle's one `new Function`
+//!   sits behind a `globalThis` check every current browser passes). Styles need
+//!   `'unsafe-inline'`: the standalone preset's logo is an SVG with a `<style>` element and
+//!   React sets `style` attributes; style injection cannot run code. Its icons are `data:`
+//!   SVGs, hence `img-src data:`. `frame-ancestors 'none'` (and `X-Frame-Options: DENY` for
+//!   older browsers) keeps the page out of frames.
+//! * Everything else: `default-src 'none'; frame-ancestors 'none'`, since no answer is meant to
+//!   be rendered as a page or framed.
+//! * Admin API answers (`/voice/api/v1/admin/…`, `/api/v1/admin/…`): `Cache-Control: no-store`,
+//!   as the token answers already have: they list tokens, accounts and users.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The Content Security Policy of the API page `/docs`; see the module documentation.
+pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+     font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// The Content Security Policy of every other answer: nothing to load, nowhere to be framed.
+pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// Whether `path` is under one of the admin API prefixes.
+pub fn is_admin_path(path: &str) -> bool {
+    ["/voice/api/v1/admin", "/api/v1/admin"].iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+fn is_docs_path(path: &str) -> bool {
+    path == "/docs" || path.starts_with("/docs/")
+}
+
+/// See the module documentation.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let docs = is_docs_path(path);
+    let admin = is_admin_path(path);
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if docs {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CSP),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    } else {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(API_CSP),
+        );
+    }
+    if admin {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_paths() {
+        assert!(is_admin_path("/voice/api/v1/admin/token"));
+        assert!(is_admin_path("/api/v1/admin/accounts/1/users"));
+        assert!(is_admin_path("/api/v1/admin"));
+        assert!(!is_admin_path("/api/v1/administrator"));
+        assert!(!is_admin_path("/api/auth/login/rc/accesstoken"));
+        assert!(is_docs_path("/docs") && is_docs_path("/docs/index.css"));
+        assert!(!is_docs_path("/docsx"));
+    }
+}
