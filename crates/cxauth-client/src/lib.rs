@@ -39,7 +39,7 @@ mod session;
 pub use retry::RetryPolicy;
 pub use session::{NowFn, RotateHook, SessionClient};
 
-pub use cxauth_proto::{Account, ErrorBody, Jwks, Session, User};
+pub use cxauth_proto::{Account, ErrorBody, Jwks, LegacyLogin, Session, User};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::time::Duration;
@@ -308,6 +308,43 @@ impl Client {
 
     async fn text(&self, req: RequestBuilder) -> Result<String, Error> {
         Ok(self.send(req).await?.text().await?)
+    }
+
+    /// The RingEX token exchange (`POST /api/auth/login/rc/accesstoken`): trades a RingEX
+    /// (RingCentral) access token for a session (`ssoLogin: true`). The session carries a refresh
+    /// token only when `include_refresh` is set, as with RingCX.
+    pub async fn exchange_ringex_token(
+        &self,
+        rc_access_token: &str,
+        include_refresh: bool,
+    ) -> Result<Session, Error> {
+        let path = if include_refresh {
+            "/api/auth/login/rc/accesstoken?includeRefresh=true"
+        } else {
+            "/api/auth/login/rc/accesstoken"
+        };
+        self.json(self.request(Method::POST, path).form(&[
+            ("rcAccessToken", rc_access_token),
+            ("rcTokenType", "Bearer"),
+        ]))
+        .await
+    }
+
+    /// The legacy portal login (`POST /api/v1/auth/login`): an `authToken` to send as
+    /// `X-Auth-Token` (see [`Credential::XAuthToken`]), living one hour past its last use, or two
+    /// weeks with `stay_logged_in`.
+    pub async fn legacy_login(
+        &self,
+        username: &str,
+        password: &str,
+        stay_logged_in: bool,
+    ) -> Result<LegacyLogin, Error> {
+        self.json(self.request(Method::POST, "/api/v1/auth/login").form(&[
+            ("username", username),
+            ("password", password),
+            ("stayLoggedIn", if stay_logged_in { "true" } else { "false" }),
+        ]))
+        .await
     }
 
     /// Direct login (`POST /api/auth/login/admin`), credentials in a form body.

@@ -1,4 +1,4 @@
-//! Wire types of the RingCX authentication contract (`shared/ringcx-contract.md`).
+//! Wire types of the RingCX authentication contract (`docs/wire-contract.md`).
 //!
 //! One definition shared by the cxauth server and the `cxauth-client` SDK, so the two can never
 //! drift apart. Field names are load-bearing: existing RingCX clients match on them, so every

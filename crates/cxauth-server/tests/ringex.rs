@@ -419,3 +419,56 @@ async fn an_upstream_ringex_server_is_asked_and_positive_answers_are_cached() {
     let (status, _, body) = exchange_form(&b, &token).await;
     assert_eq!(status, 503, "{body}");
 }
+
+#[tokio::test]
+async fn the_rust_client_exchanges_ringex_tokens_and_logs_in_the_legacy_way() {
+    let s = emulator_server().await;
+    let uid = s.create_rc_user("rosa", &[10_000_001], 88).await;
+    let e = emulator_setup(&s, "rosa").await;
+    let token = ringex_token(&s, &e).await;
+
+    let without = s
+        .client
+        .exchange_ringex_token(&token, false)
+        .await
+        .expect("exchange");
+    assert!(without.sso_login);
+    assert_eq!(without.admin_id, uid);
+    assert_eq!(without.refresh_token, None);
+    let with = s
+        .client
+        .exchange_ringex_token(&token, true)
+        .await
+        .expect("exchange with refresh");
+    let refreshed = s
+        .client
+        .refresh(with.refresh_token.as_deref().expect("refresh token"))
+        .await
+        .expect("the exchanged session refreshes");
+    assert!(refreshed.sso_login);
+    let err = s
+        .client
+        .exchange_ringex_token("not-a-ringex-token", false)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.status(), Some(reqwest::StatusCode::UNAUTHORIZED));
+
+    let legacy = s
+        .client
+        .legacy_login("rosa", "rosa-pw", true)
+        .await
+        .expect("legacy login");
+    assert_eq!(legacy.user.user_name, "rosa");
+    let accounts = s
+        .client
+        .accounts(&x_auth(&legacy.auth_token))
+        .await
+        .expect("the legacy token works as X-Auth-Token");
+    assert_eq!(accounts[0].account_id, "10000001");
+    let err = s
+        .client
+        .legacy_login("rosa", "wrong", false)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.status(), Some(reqwest::StatusCode::UNAUTHORIZED));
+}
