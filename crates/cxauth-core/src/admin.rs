@@ -362,13 +362,15 @@ pub async fn create_ringex_jwt(
         .user_by_username(username)
         .await?
         .ok_or_else(|| AdminError::Invalid(format!("no user named {username:?}")))?;
-    if user.rc_user_id.is_none() {
+    let Some(rc_user_id) = user.rc_user_id else {
         return Err(AdminError::Invalid(format!(
             "user {username:?} has no RingEX user id; create it with --rc-user-id"
         )));
-    }
-    let bytes = random_bytes::<32>().map_err(|e| AdminError::Invalid(e.to_string()))?;
-    let credential = SecretString::from(URL_SAFE_NO_PAD.encode(bytes));
+    };
+    let credential = SecretString::from(
+        crate::emulator::make_ringex_jwt(rc_user_id, now)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?,
+    );
     store
         .insert_ringex_jwt(
             &crate::crypto::ringex_jwt_digest(credential.expose_secret().as_bytes()),

@@ -123,6 +123,63 @@ pub enum Grant<'a> {
 /// Audit event of a password grant at the emulator's token endpoint.
 const EMULATOR_LOGIN: &str = "ringex_emulator.login";
 
+/// `iss` of the emulator's JWT credentials: RingCentral's, so integrators' code that reads it
+/// sees what the real platform issues.
+pub const RINGEX_JWT_ISSUER: &str = "https://platform.ringcentral.com";
+/// `aud` of the emulator's JWT credentials: RingCentral's token endpoint.
+pub const RINGEX_JWT_AUDIENCE: &str = "https://platform.ringcentral.com/restapi/oauth/token";
+/// Lifetime of an emulator JWT credential (RingCentral lets its owner choose; a year here).
+pub const RINGEX_JWT_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The claims of an emulator JWT credential, as RingCentral's carry them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RingexJwtClaims {
+    /// Issuer: [`RINGEX_JWT_ISSUER`].
+    pub iss: String,
+    /// Subject: the RingEX extension (user) id, as a string.
+    pub sub: String,
+    /// Audience: [`RINGEX_JWT_AUDIENCE`].
+    pub aud: String,
+    /// Issued at, epoch seconds.
+    pub iat: i64,
+    /// Expires at, epoch seconds.
+    pub exp: i64,
+    /// Unique id of the credential.
+    pub jti: String,
+}
+
+/// Makes a JWT credential for the RingEX user `rc_user_id` at `now_ms`: three base64url parts,
+/// HS256-signed with a random key thrown away at once. The emulator recognises a credential by
+/// its stored digest (see [`ringex_jwt_digest`]), never by its signature — as with RingCentral,
+/// whose credentials only RingCentral can check — so no key needs to be kept, and `cxauth admin
+/// ringex jwt create` needs no master key. The claims are real and the grant honours `exp`.
+pub fn make_ringex_jwt(rc_user_id: i64, now_ms: i64) -> Result<String, AuthError> {
+    let iat = now_ms.div_euclid(1000);
+    let claims = RingexJwtClaims {
+        iss: RINGEX_JWT_ISSUER.into(),
+        sub: rc_user_id.to_string(),
+        aud: RINGEX_JWT_AUDIENCE.into(),
+        iat,
+        exp: iat.saturating_add(duration_ms(RINGEX_JWT_TTL) / 1000),
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let key = random_bytes::<32>()?;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&key),
+    )
+    .map_err(|e| AuthError::Internal(format!("cannot encode a JWT credential: {e}")))
+}
+
+/// The claims of a JWT credential, read without checking its signature (the caller has matched
+/// its digest against a stored credential, which is what authenticates it).
+pub fn ringex_jwt_claims(credential: &str) -> Option<RingexJwtClaims> {
+    let payload = credential.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 fn random_token() -> Result<String, AuthError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
 }
@@ -201,14 +258,24 @@ impl Auth {
                 if assertion.is_empty() || assertion.len() > MAX_TOKEN_LEN {
                     return Err(OAuthError::InvalidGrant.into());
                 }
-                match self
+                let user = match self
                     .store
                     .ringex_jwt_user(&ringex_jwt_digest(assertion.as_bytes()))
                     .await?
                 {
                     Some(u) if u.enabled && u.rc_user_id.is_some() => u,
                     _ => return Err(OAuthError::InvalidGrant.into()),
+                };
+                // Credentials made before they became JWTs (opaque strings) carry no claims and
+                // no expiry; a JWT one must be unexpired and name its user.
+                if let Some(claims) = ringex_jwt_claims(assertion) {
+                    let now_s = self.clock.now_ms().div_euclid(1000);
+                    let same_user = user.rc_user_id.map(|id| id.to_string()) == Some(claims.sub);
+                    if claims.exp <= now_s || !same_user {
+                        return Err(OAuthError::InvalidGrant.into());
+                    }
                 }
+                user
             }
         };
         let rc_user_id = user.rc_user_id.ok_or(OAuthError::InvalidGrant)?;

@@ -105,7 +105,9 @@ struct Emu {
 async fn emulator(s: &TestServer, user: &str) -> Emu {
     let store = s.state.auth.store().as_ref();
     let (id, secret) = admin::create_ringex_app(store, 0).await.expect("app");
-    let jwt = admin::create_ringex_jwt(store, user, 0).await.expect("jwt");
+    let jwt = admin::create_ringex_jwt(store, user, s.clock.now_ms())
+        .await
+        .expect("jwt");
     Emu {
         basic: format!(
             "Basic {}",
@@ -339,7 +341,7 @@ async fn ringex_jwt_credentials_are_listed_and_revoked_one_by_one() {
     s.create_rc_user("alice", &[MAIN], 501).await;
     let store = s.state.auth.store().clone();
     let first = emulator(&s, "alice").await;
-    let second = admin::create_ringex_jwt(store.as_ref(), "alice", 5)
+    let second = admin::create_ringex_jwt(store.as_ref(), "alice", s.clock.now_ms() + 5)
         .await
         .expect("jwt");
     let listed = admin::list_ringex_jwts(store.as_ref(), Some("alice"))

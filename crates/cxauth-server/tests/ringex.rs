@@ -5,6 +5,7 @@ mod common;
 use base64::Engine as _;
 use common::*;
 use cxauth_core::admin;
+use cxauth_core::clock::Clock as _;
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use std::time::Duration;
@@ -24,7 +25,7 @@ struct Emu {
 async fn emulator_setup(s: &TestServer, username: &str) -> Emu {
     let store = s.state.auth.store().as_ref();
     let (client_id, secret) = admin::create_ringex_app(store, 0).await.expect("app");
-    let jwt = admin::create_ringex_jwt(store, username, 0)
+    let jwt = admin::create_ringex_jwt(store, username, s.clock.now_ms())
         .await
         .expect("jwt");
     Emu {
@@ -374,7 +375,7 @@ async fn an_upstream_ringex_server_is_asked_and_positive_answers_are_cached() {
     a.create_rc_user("other", &[10_000_001], 88).await;
     let e = emulator_setup(&a, "rex").await;
     let store = a.state.auth.store().as_ref();
-    let other_jwt = admin::create_ringex_jwt(store, "other", 0)
+    let other_jwt = admin::create_ringex_jwt(store, "other", a.clock.now_ms())
         .await
         .expect("jwt");
     let upstream: url::Url = a.base.parse().expect("url");
@@ -471,4 +472,70 @@ async fn the_rust_client_exchanges_ringex_tokens_and_logs_in_the_legacy_way() {
         .await
         .expect_err("refused");
     assert_eq!(err.status(), Some(reqwest::StatusCode::UNAUTHORIZED));
+}
+
+#[tokio::test]
+async fn emulator_jwt_credentials_are_real_jwts_and_expire() {
+    let s = emulator_server().await;
+    s.create_rc_user("jay", &[10_000_001], 4_321).await;
+    let e = emulator_setup(&s, "jay").await;
+    let parts: Vec<&str> = e.jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "{}", e.jwt);
+    let part = |i: usize| -> Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[i])
+                .expect("base64url"),
+        )
+        .expect("json")
+    };
+    assert_eq!(part(0)["alg"], "HS256");
+    assert_eq!(part(0)["typ"], "JWT");
+    let claims = part(1);
+    assert_eq!(claims["sub"], "4321");
+    assert_eq!(claims["iss"], "https://platform.ringcentral.com");
+    assert_eq!(
+        claims["aud"],
+        "https://platform.ringcentral.com/restapi/oauth/token"
+    );
+    let (iat, exp) = (
+        claims["iat"].as_i64().expect("iat"),
+        claims["exp"].as_i64().expect("exp"),
+    );
+    assert!(exp > iat, "{claims}");
+    assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
+    let other = emulator_setup(&s, "jay").await;
+    assert_ne!(part(1)["jti"], {
+        let p: Vec<&str> = other.jwt.split('.').collect();
+        let v: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p[1])
+                .expect("base64url"),
+        )
+        .expect("json");
+        v["jti"].clone()
+    });
+
+    // The JWT grant works until `exp`, and not after.
+    ringex_token(&s, &e).await;
+    s.clock.advance(std::time::Duration::from_secs(
+        u64::try_from(exp - iat).expect("ttl") + 1,
+    ));
+    let (status, v) = oauth(
+        &s,
+        Some(&basic(&e.client_id, &e.secret)),
+        &[("grant_type", JWT_GRANT), ("assertion", &e.jwt)],
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"], "invalid_grant");
+    // A tampered payload no longer matches the stored digest.
+    let forged = format!("{}.{}.{}", parts[0], parts[1].replace('A', "B"), parts[2]);
+    let (status, _) = oauth(
+        &s,
+        Some(&basic(&e.client_id, &e.secret)),
+        &[("grant_type", JWT_GRANT), ("assertion", &forged)],
+    )
+    .await;
+    assert_eq!(status, 400);
 }
