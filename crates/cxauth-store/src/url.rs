@@ -180,16 +180,7 @@ fn parse_postgres(scheme: &'static str, s: &str) -> Result<DatabaseUrl, UrlError
     if !after_colon.starts_with("//") {
         return Err(bad("the scheme must be followed by \"//\""));
     }
-    let u = url::Url::parse(s).map_err(|e| {
-        bad(match e {
-            url::ParseError::InvalidPort => "the port is not a number (is there a ':' in the host, or an unencoded '/', '?' or '#' in a password?)",
-            url::ParseError::EmptyHost => "no host",
-            url::ParseError::InvalidIpv6Address | url::ParseError::InvalidIpv4Address => {
-                "the host is not a valid IP address"
-            }
-            _ => "it is not a valid URL",
-        })
-    })?;
+    let u = url::Url::parse(s).map_err(|e| bad(parse_problem(e)))?;
     if u.host_str().is_none_or(str::is_empty) {
         return Err(bad("no host (one '/' too many after the scheme?)"));
     }
@@ -210,6 +201,21 @@ fn parse_postgres(scheme: &'static str, s: &str) -> Result<DatabaseUrl, UrlError
     Ok(DatabaseUrl::Postgres {
         url: SecretUrl(s.to_owned()),
     })
+}
+
+/// The URL parser's complaint in words that help with a database URL.
+fn parse_problem(e: url::ParseError) -> &'static str {
+    match e {
+        url::ParseError::InvalidPort => {
+            "the port is not a number (a ':' in the host, or an unencoded '/', '?' or '#' in a \
+             password?)"
+        }
+        url::ParseError::EmptyHost => "no host",
+        url::ParseError::InvalidIpv6Address | url::ParseError::InvalidIpv4Address => {
+            "the host is not a valid IP address"
+        }
+        _ => "it is not a valid URL",
+    }
 }
 
 /// The bytes `%XX` stands for, for the database-name check only (invalid escapes stay as typed).
