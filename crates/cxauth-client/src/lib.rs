@@ -342,10 +342,7 @@ impl Client {
         self.json(self.request(Method::POST, "/api/v1/auth/login").form(&[
             ("username", username),
             ("password", password),
-            (
-                "stayLoggedIn",
-                if stay_logged_in { "true" } else { "false" },
-            ),
+            ("stayLoggedIn", if stay_logged_in { "true" } else { "false" }),
         ]))
         .await
     }
