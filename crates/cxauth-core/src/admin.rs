@@ -6,8 +6,8 @@ use crate::crypto::random_bytes;
 use crate::password::{MAX_PASSWORD_LEN, hash_password};
 use crate::service::MAX_USERNAME_LEN;
 use crate::store::{
-    Bootstrap, EndCredentials, NewUser, PurgeCounts, ROLE_SUPER_USER, RevokeReason, RevokedCounts,
-    RingexJwtInfo, Store, StoreError,
+    AccountInfo, Bootstrap, DeleteUser, EndCredentials, NewUser, PurgeCounts, ROLE_MANAGE_USERS,
+    ROLE_SUPER_USER, RevokeReason, RevokedCounts, RingexJwtInfo, Store, StoreError,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -82,19 +82,61 @@ pub fn check_password(password: &SecretString) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// Checks a role name: 1–64 of `A-Z`, `0-9`, `_`.
+/// The roles a user may be given: the ones cxauth gives a meaning to. Any other name would be
+/// stored and silently mean nothing (a typo such as `SUPERUSER` would leave a user without
+/// the rights its creator meant to give), so it is refused.
+pub const KNOWN_ROLES: [&str; 2] = [ROLE_SUPER_USER, ROLE_MANAGE_USERS];
+
+/// Checks a role name against [`KNOWN_ROLES`]; the refusal lists them and names the closest
+/// one ("did you mean …") when the name looks like a misspelling of it.
 pub fn check_role(role: &str) -> Result<(), AdminError> {
-    if role.is_empty()
-        || role.len() > 64
-        || !role
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(AdminError::Invalid(format!(
-            "role {role:?} is not valid: use 1 to 64 of A-Z, 0-9 and _ (e.g. SUPER_USER)"
-        )));
+    if KNOWN_ROLES.contains(&role) {
+        return Ok(());
     }
-    Ok(())
+    let hint = closest_role(role)
+        .map(|r| format!("; did you mean {r}?"))
+        .unwrap_or_default();
+    let shown: String = role.chars().take(80).collect();
+    Err(AdminError::Invalid(format!(
+        "unknown role {shown:?}: the roles are {}{hint}",
+        KNOWN_ROLES.join(", ")
+    )))
+}
+
+/// The known role `role` most likely misspells: the same letters in another case or without
+/// the underscores, or at most two edits away.
+fn closest_role(role: &str) -> Option<&'static str> {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_uppercase())
+            .collect()
+    };
+    let wanted = squash(role);
+    KNOWN_ROLES
+        .iter()
+        .map(|&r| (edit_distance(&wanted, &squash(r)), r))
+        .filter(|&(d, _)| d <= 2)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, r)| r)
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Creates a main account.
@@ -334,6 +376,40 @@ pub async fn set_enabled(
     Ok(())
 }
 
+/// Every account, ordered by id (`cxauth admin account list`).
+pub async fn list_accounts(store: &dyn Store) -> Result<Vec<AccountInfo>, AdminError> {
+    Ok(store.list_accounts().await?)
+}
+
+/// Deletes a user with, in the same transaction, its sessions, API tokens, legacy auth tokens,
+/// RingEX emulator credentials, grants and remembered login addresses (see
+/// [`Store::delete_user`]); returns the credentials that went. Refused while the user has
+/// children: delete or re-create them first, so no user is left below a missing parent.
+/// Audited (the audit trail keeps its id and name).
+pub async fn delete_user(
+    store: &dyn Store,
+    username: &str,
+    now: i64,
+) -> Result<RevokedCounts, AdminError> {
+    match store.delete_user(username).await? {
+        DeleteUser::Deleted { id, ended } => {
+            let detail = format!("deleted with it {}", ended.summary());
+            local_audit(store, now, audit::USER_DELETE, Some(id), username, &detail).await;
+            Ok(ended)
+        }
+        DeleteUser::NoSuchUser => Err(AdminError::Invalid(format!("no user named {username:?}"))),
+        DeleteUser::HasChildren(children) => {
+            let n = children.len();
+            let some: Vec<&str> = children.iter().take(5).map(String::as_str).collect();
+            let more = if n > 5 { ", …" } else { "" };
+            Err(AdminError::Invalid(format!(
+                "{username:?} has {n} child user(s) ({}{more}): delete them first",
+                some.join(", ")
+            )))
+        }
+    }
+}
+
 /// Registers a new RingEX emulator app; returns its client id and client secret, the secret
 /// shown only this once (only its Argon2id hash is stored). Slow (one hash).
 pub async fn create_ringex_app(
@@ -515,6 +591,19 @@ mod tests {
         assert!(check_username(&"x".repeat(256)).is_err());
         assert!(check_role("MANAGE_USERS").is_ok());
         assert!(check_role("manage").is_err());
+        assert!(check_role("SUPER_USER").is_ok());
+        for (typo, meant) in [
+            ("SUPERUSER", "SUPER_USER"),
+            ("super_user", "SUPER_USER"),
+            ("MANAGE_USER", "MANAGE_USERS"),
+            ("MANGE_USERS", "MANAGE_USERS"),
+        ] {
+            let e = check_role(typo).expect_err(typo).to_string();
+            assert!(e.contains(&format!("did you mean {meant}?")), "{e}");
+            assert!(e.contains("SUPER_USER, MANAGE_USERS"), "{e}");
+        }
+        let e = check_role("AGENT").expect_err("unknown").to_string();
+        assert!(!e.contains("did you mean"), "{e}");
         assert!(check_password(&SecretString::from("")).is_err());
         assert!(check_name("n", "  ", true).is_err());
         assert!(check_name("n", "", false).is_ok());

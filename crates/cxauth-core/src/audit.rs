@@ -29,6 +29,9 @@ pub const USER_CREATE: &str = "user.create";
 pub const USER_DISABLE: &str = "user.disable";
 /// A user was enabled again; outcome `success`.
 pub const USER_ENABLE: &str = "user.enable";
+/// A user was deleted (`cxauth admin user delete`); outcome `success`, the detail counts the
+/// credentials deleted with it.
+pub const USER_DELETE: &str = "user.delete";
 /// A password was changed; outcome `success`.
 pub const PASSWORD_CHANGE: &str = "password.change";
 /// A signing key was created (first start or rotation); outcome `success`.

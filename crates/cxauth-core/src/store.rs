@@ -522,6 +522,46 @@ pub trait Store: Send + Sync + 'static {
     async fn retired_signing_keys(&self) -> Result<Vec<RetiredSigningKey>, StoreError>;
     /// Forgets retired public keys retired before `before` (epoch ms); returns their key ids.
     async fn forget_retired_signing_keys(&self, before: i64) -> Result<Vec<String>, StoreError>;
+
+    // ---- Listing accounts and deleting users (`cxauth admin`, issue 12).
+
+    /// Every account, main accounts and sub-accounts, ordered by id.
+    async fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError>;
+    /// Deletes user `username` in one transaction under its lock, with everything that lets
+    /// it in or names it: sessions (and their refresh tokens), API tokens, legacy auth tokens,
+    /// RingEX emulator JWT credentials and access tokens, remembered login addresses and
+    /// grants. Refused while other users have it as their parent (they would be orphaned and
+    /// their parent path would name a missing user). Audit events keep its id and name.
+    async fn delete_user(&self, username: &str) -> Result<DeleteUser, StoreError>;
+}
+
+/// An account as `cxauth admin account list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountInfo {
+    /// Account id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Its main account: itself for a main account.
+    pub main_account_id: i64,
+    /// Whether the account is active (RingCX refuses logins to inactive main accounts).
+    pub active: bool,
+}
+
+/// What [`Store::delete_user`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteUser {
+    /// Deleted, with what of its credentials went with it (sessions counted whether live or not).
+    Deleted {
+        /// Its id.
+        id: i64,
+        /// Credentials deleted with it.
+        ended: RevokedCounts,
+    },
+    /// There is no such user.
+    NoSuchUser,
+    /// Refused: these users (usernames, ordered) have it as their parent.
+    HasChildren(Vec<String>),
 }
 
 /// What [`Store::end_user_credentials`] does besides ending sessions, legacy auth tokens and

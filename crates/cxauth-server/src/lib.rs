@@ -422,12 +422,14 @@ pub async fn serve(
     result
 }
 
-/// Prints the generated admin password once, to stderr, outside the log.
-pub fn announce_admin_password(password: &SecretString) {
+/// Prints the generated admin password once, to stderr, outside the log. `database_flag` is
+/// the `--database …` option naming the database it was made in, so the printed command to
+/// change it acts on that database wherever it is run from.
+pub fn announce_admin_password(password: &SecretString, database_flag: &str) {
     eprintln!(
         "cxauth: created user \"admin\" with password: {}\n\
          cxauth: this password is shown only once; change it with \
-         `cxauth admin user set-password admin --password-stdin`",
+         `cxauth admin {database_flag} user set-password admin --password-stdin`",
         password.expose_secret()
     );
 }

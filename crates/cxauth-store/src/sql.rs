@@ -146,6 +146,7 @@ macro_rules! sql_store {
             ApiTokenInsert, CredentialProof, EndCredentials, NewApiToken, RetiredSigningKey, RevokedCounts,
             RingexJwtInfo,
         };
+        use cxauth_core::store::{AccountInfo, DeleteUser};
         use sqlx::Row as _;
 
         async fn user_where(
@@ -1431,6 +1432,81 @@ macro_rules! sql_store {
                         .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(kids)
+            }
+
+            // ---- Listing accounts and deleting users (issue 12).
+
+            async fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
+                let rows: Vec<(i64, String, Option<i64>, bool)> = sqlx::query_as(
+                    "SELECT id, name, main_id, is_active FROM accounts ORDER BY id",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, name, main_id, active)| AccountInfo {
+                        id,
+                        name,
+                        main_account_id: main_id.unwrap_or(id),
+                        active,
+                    })
+                    .collect())
+            }
+
+            async fn delete_user(&self, username: &str) -> Result<DeleteUser, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let Some(id) = id else { return Ok(DeleteUser::NoSuchUser) };
+                // Serialised with API-token creations and revocations of the user.
+                Self::lock_user(&mut tx, id).await?;
+                let children: Vec<String> =
+                    sqlx::query_scalar("SELECT username FROM users WHERE parent_id = $1 ORDER BY username")
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                if !children.is_empty() {
+                    return Ok(DeleteUser::HasChildren(children));
+                }
+                let mut delete = async |sql: &'static str| -> Result<u64, StoreError> {
+                    Ok(sqlx::query(sql)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected())
+                };
+                // Explicitly, not by ON DELETE CASCADE: SQLite enforces foreign keys only when
+                // asked to per connection.
+                delete(
+                    "DELETE FROM refresh_tokens WHERE session_id IN \
+                     (SELECT id FROM sessions WHERE user_id = $1)",
+                )
+                .await?;
+                let sessions = delete("DELETE FROM sessions WHERE user_id = $1").await?;
+                let api_tokens = delete("DELETE FROM api_tokens WHERE user_id = $1").await?;
+                let legacy_tokens = delete("DELETE FROM legacy_tokens WHERE user_id = $1").await?;
+                let ringex_jwts = delete("DELETE FROM ringex_jwts WHERE user_id = $1").await?;
+                let ringex_tokens = delete("DELETE FROM ringex_tokens WHERE user_id = $1").await?;
+                delete("DELETE FROM login_addresses WHERE user_id = $1").await?;
+                delete("DELETE FROM user_grants WHERE user_id = $1").await?;
+                delete("DELETE FROM users WHERE id = $1").await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(DeleteUser::Deleted {
+                    id,
+                    ended: RevokedCounts {
+                        api_tokens,
+                        legacy_tokens,
+                        sessions,
+                        ringex_jwts,
+                        ringex_tokens,
+                    },
+                })
             }
         }
 

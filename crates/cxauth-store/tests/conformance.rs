@@ -2,6 +2,7 @@
 //! SQLite (a fresh file per test) and PostgreSQL (a fresh schema per test on the test server; see
 //! `cxauth_store::testing`: required in CI, skipped with a printed reason elsewhere).
 
+use cxauth_core::store::DeleteUser;
 use cxauth_core::store::{
     AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason,
     RotateOutcome, Rotation, SharedStore, StoreError,
@@ -1700,5 +1701,106 @@ async fn live_sessions_per_user_are_capped_oldest_first() {
             .count("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL")
             .await;
         assert_eq!(live, 3, "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn accounts_are_listed_with_their_main_account() {
+    for b in backends().await {
+        let s = &b.store;
+        assert_eq!(s.list_accounts().await.expect("empty"), vec![]);
+        let m = s.create_main_account("Main", 0).await.expect("main");
+        let sub = s.create_sub_account(m, "Sub", 0).await.expect("sub");
+        let other = s.create_main_account("Other", 0).await.expect("other");
+        let list = s.list_accounts().await.expect("list");
+        let got: Vec<(i64, &str, i64, bool)> = list
+            .iter()
+            .map(|a| (a.id, a.name.as_str(), a.main_account_id, a.active))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (m, "Main", m, true),
+                (sub, "Sub", m, true),
+                (other, "Other", other, true)
+            ],
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_user_takes_its_credentials_and_spares_its_parent_and_others() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let boss = s
+            .create_user(&user("boss", None, vec![m]))
+            .await
+            .expect("b");
+        let u = s
+            .create_user(&user("u", Some("boss"), vec![m]))
+            .await
+            .expect("u");
+        let v = s.create_user(&user("v", None, vec![m])).await.expect("v");
+        give_credentials(s, u, "u", 0).await;
+        give_credentials(s, v, "v", 100).await;
+        s.remember_login_address(&digest(250), u, 1, 10_000, 3)
+            .await
+            .expect("remember");
+
+        // A user with children stays, and so does everything of it.
+        assert_eq!(
+            s.delete_user("boss").await.expect("refused"),
+            DeleteUser::HasChildren(vec!["u".into()]),
+            "{}",
+            b.name
+        );
+        assert!(s.user_by_id(boss).await.expect("get").is_some());
+        assert_eq!(
+            s.delete_user("ghost").await.expect("ghost"),
+            DeleteUser::NoSuchUser
+        );
+
+        let refresh_before = b.count("SELECT COUNT(*) FROM refresh_tokens").await;
+        let grants_before = b.count("SELECT COUNT(*) FROM user_grants").await;
+        assert_eq!(
+            s.delete_user("u").await.expect("delete"),
+            DeleteUser::Deleted {
+                id: u,
+                ended: RevokedCounts {
+                    api_tokens: 2,
+                    legacy_tokens: 2,
+                    sessions: 2,
+                    ringex_jwts: 2,
+                    ringex_tokens: 2,
+                },
+            },
+            "{}",
+            b.name
+        );
+        assert!(s.user_by_id(u).await.expect("get").is_none());
+        assert!(s.user_by_username("u").await.expect("get").is_none());
+        assert_eq!(standing(s, "u", 0).await, (0, 0, 0, 0, 0), "{}", b.name);
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM refresh_tokens").await,
+            refresh_before - 2
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM user_grants").await,
+            grants_before - 1
+        );
+        assert_eq!(b.count("SELECT COUNT(*) FROM login_addresses").await, 0);
+        // Nothing of another user moved; the parent, now childless, can go too.
+        assert_eq!(standing(s, "v", 100).await, (2, 2, 2, 2, 2), "{}", b.name);
+        assert!(matches!(
+            s.delete_user("boss").await.expect("boss"),
+            DeleteUser::Deleted { id, .. } if id == boss
+        ));
+        // The name is free again.
+        s.create_user(&user("u", None, vec![m]))
+            .await
+            .expect("reuse");
     }
 }

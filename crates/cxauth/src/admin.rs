@@ -2,6 +2,9 @@
 //!
 //! Each command that creates something prints the new id alone on stdout, so scripts can write
 //! `id=$(cxauth admin account create --name Sales)`. Messages go to stderr.
+//!
+//! No command here creates a database by accident: without `--database` or `CXAUTH_DATABASE`
+//! the default file must already exist; `cxauth admin init` (or `cxauth serve`) creates one.
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -14,25 +17,37 @@ use cxauth_core::store::{AuditEvent, AuditFilter, RevokedCounts, Store};
 use cxauth_server::config::{ServerConfig, parse_duration};
 use cxauth_store::DatabaseUrl;
 use secrecy::{ExposeSecret as _, SecretString};
-use std::io::BufRead as _;
+use std::io::{BufRead as _, Write as _};
+use std::path::PathBuf;
+
+/// The database `cxauth admin` (and `cxauth serve`) use when none is named.
+pub const DEFAULT_DATABASE: &str = "sqlite://cxauth.db";
+
+/// `writeln!` to stdout, returning the error (a closed pipe included) instead of panicking as
+/// `println!` does, so `cxauth admin … | head -1` ends quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// Database: sqlite://PATH, a plain file path, or postgres://…. Accepted before or after
-    /// the subcommand.
-    #[arg(
-        long,
-        env = "CXAUTH_DATABASE",
-        default_value = "sqlite://cxauth.db",
-        global = true
-    )]
-    database: String,
+    /// Database: sqlite://PATH, a plain file path, or postgres://…; accepted before or after
+    /// the subcommand [default: sqlite://cxauth.db, which must exist: only `admin init` and
+    /// `serve` create a database].
+    #[arg(long, env = "CXAUTH_DATABASE", global = true, value_name = "URL")]
+    database: Option<String>,
     #[command(subcommand)]
     command: AdminCommand,
 }
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
+    /// Create the database (SQLite file or PostgreSQL schema) and bring its schema up to date;
+    /// prints where. Safe on an existing database (it is only migrated). `cxauth serve` creates
+    /// its database too, and on first start its admin user.
+    Init,
     /// Main accounts and sub-accounts.
     #[command(subcommand)]
     Account(AccountCommand),
@@ -66,9 +81,6 @@ enum AdminCommand {
         /// Keep running and print new events as they are written (poll every second).
         #[arg(long)]
         follow: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
 }
 
@@ -85,16 +97,17 @@ enum KeysCommand {
         #[arg(long, env = "CXAUTH_MASTER_KEY_FILE")]
         master_key_file: Option<std::path::PathBuf>,
     },
-    /// List signing keys, oldest first: key id and creation time, tab-separated.
+    /// List signing keys, oldest first: key id and creation time, tab-separated with a header
+    /// line (`--output json`: one JSON object per line).
     List,
 }
 
-/// How `cxauth admin audit` prints events.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Output {
-    /// Tab-separated, with a header line.
+/// How `cxauth admin` prints lists, from the global `--output`.
+#[derive(Debug, Clone, Copy)]
+pub enum Output {
+    /// Tab-separated, with a header line (`--output table`, the default).
     Text,
-    /// One JSON object per line.
+    /// One JSON object per line (`--output json`).
     Json,
 }
 
@@ -136,7 +149,7 @@ async fn audit(
         ..AuditFilter::default()
     };
     if matches!(output, Output::Text) {
-        println!("TIME\tEVENT\tOUTCOME\tUSER_ID\tUSERNAME\tADDR\tREQUEST_ID\tDETAIL");
+        outln!("TIME\tEVENT\tOUTCOME\tUSER_ID\tUSERNAME\tADDR\tREQUEST_ID\tDETAIL");
     }
     loop {
         let events = store.audit_events(&filter).await?;
@@ -184,14 +197,11 @@ enum RingexJwtCommand {
         username: String,
     },
     /// List JWT credentials, oldest first: id, user id, username and creation time (never the
-    /// credential: only a digest of it is stored).
+    /// credential: only a digest of it is stored); `--output json`: one JSON object per line.
     List {
         /// Only the credentials of this user.
         #[arg(long)]
         username: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// Revoke a JWT credential by its id (see `list`): it stops signing in at once, and the
     /// emulator access tokens of its user end with it.
@@ -212,6 +222,10 @@ enum AccountCommand {
         #[arg(long, value_name = "MAIN_ID")]
         main: Option<i64>,
     },
+    /// List accounts, by id: id, name, main account (itself for a main account) and whether
+    /// it is active, tab-separated with a header line (`--output json`: one JSON object per
+    /// line).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,7 +250,8 @@ enum UserCommand {
         /// Account id to grant (main or sub-account); repeat for more.
         #[arg(long = "grant", value_name = "ACCOUNT_ID")]
         grants: Vec<i64>,
-        /// Role to give (e.g. SUPER_USER, MANAGE_USERS); repeat for more.
+        /// Role to give: SUPER_USER (everything) or MANAGE_USERS (see and manage the users
+        /// below it); repeat for both. Any other name is refused.
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
         /// Given name.
@@ -250,8 +265,19 @@ enum UserCommand {
         #[arg(long, value_name = "N")]
         rc_user_id: Option<i64>,
     },
-    /// List users, one per line, tab-separated, with a header line.
+    /// List users, one per line, tab-separated, with a header line (`--output json`: one
+    /// JSON object per line, never a password hash).
     List,
+    /// Delete a user, and in the same transaction its sessions (access and refresh tokens),
+    /// API tokens, legacy auth tokens, RingEX emulator credentials, grants and remembered login
+    /// addresses; prints what went, one `KIND<TAB>COUNT` line each (or one JSON object).
+    ///
+    /// Refused while other users have it as their parent: delete those first. The audit trail
+    /// keeps its past events (and records the deletion).
+    Delete {
+        /// Login name.
+        username: String,
+    },
     /// Disable a user: ends its sessions, legacy auth tokens and RingEX emulator credentials
     /// for good, and refuses its API tokens while it stays disabled.
     Disable {
@@ -273,12 +299,9 @@ enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
         /// Also end every API token (as `revoke-tokens`, in the same transaction) and print
-        /// what ended, as `revoke-tokens` does.
+        /// what ended, as `revoke-tokens` does (`--output json`: one JSON object).
         #[arg(long)]
         revoke_tokens: bool,
-        /// Output format of what ended (with --revoke-tokens).
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// End every credential of a user at once: API tokens, legacy auth tokens, sessions (their
     /// access and refresh tokens) and RingEX emulator credentials; prints how many of each
@@ -286,22 +309,19 @@ enum UserCommand {
     RevokeTokens {
         /// Login name.
         username: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
 }
 
 /// Prints what a revocation ended: `KIND<TAB>COUNT` lines, or one JSON object.
 fn print_revoked(n: &RevokedCounts, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string(n)?),
+        Output::Json => outln!("{}", serde_json::to_string(n)?),
         Output::Text => {
-            println!("api_tokens\t{}", n.api_tokens);
-            println!("legacy_tokens\t{}", n.legacy_tokens);
-            println!("sessions\t{}", n.sessions);
-            println!("ringex_jwts\t{}", n.ringex_jwts);
-            println!("ringex_tokens\t{}", n.ringex_tokens);
+            outln!("api_tokens\t{}", n.api_tokens);
+            outln!("legacy_tokens\t{}", n.legacy_tokens);
+            outln!("sessions\t{}", n.sessions);
+            outln!("ringex_jwts\t{}", n.ringex_jwts);
+            outln!("ringex_tokens\t{}", n.ringex_tokens);
         }
     }
     Ok(())
@@ -318,20 +338,93 @@ fn read_password() -> anyhow::Result<SecretString> {
     Ok(SecretString::from(pw))
 }
 
-pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let url = DatabaseUrl::parse(&args.database)?;
+/// `--database X` for a printed hint: the database the hint applies to, quoted for a POSIX
+/// shell when needed, a relative SQLite path made absolute (the hint may be followed from
+/// another directory). A PostgreSQL password is redacted: the hint names the database, it
+/// does not hand out its secret.
+pub fn database_flag(url: &DatabaseUrl) -> String {
+    let shown = match url.sqlite_path() {
+        Some(p) if p.is_relative() => std::env::current_dir()
+            .map(|d| format!("sqlite://{}", d.join(p).display()))
+            .unwrap_or_else(|_| url.to_string()),
+        _ => url.to_string(),
+    };
+    let plain = shown
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/:._-@%+=,".contains(&b));
+    if plain {
+        format!("--database {shown}")
+    } else {
+        format!("--database '{}'", shown.replace('\'', r"'\''"))
+    }
+}
+
+/// Opens the database the command names. Without `--database`/`CXAUTH_DATABASE` the default
+/// file must exist: an admin command run in the wrong directory must not create an empty
+/// database and report on it as if it were the real one (a later `cxauth serve` there would
+/// not bootstrap an admin either). `create` (for `admin init`) creates it.
+async fn open_database(
+    named: Option<&str>,
+    create: bool,
+) -> anyhow::Result<(DatabaseUrl, cxauth_core::store::SharedStore)> {
+    let url = DatabaseUrl::parse(named.unwrap_or(DEFAULT_DATABASE))?;
+    if named.is_none()
+        && !create
+        && let Some(path) = url.sqlite_path()
+        && !path.exists()
+    {
+        let looked_at = std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| PathBuf::from(path));
+        anyhow::bail!(
+            "no database at {} (the default, sqlite://cxauth.db in the current directory): name \
+             yours with --database URL or CXAUTH_DATABASE, or create one with `cxauth admin init` \
+             (or `cxauth serve`)",
+            looked_at.display()
+        );
+    }
     let store = cxauth_store::open(&url).await?;
+    Ok((url, store))
+}
+
+/// `cxauth admin init`: creates (or migrates) the database and says which one.
+async fn init(named: Option<&str>) -> anyhow::Result<()> {
+    let url = DatabaseUrl::parse(named.unwrap_or(DEFAULT_DATABASE))?;
+    let existed = url.sqlite_path().is_some_and(std::path::Path::exists);
+    let (url, store) = open_database(named, true).await?;
+    store.close().await;
+    let flag = database_flag(&url);
+    let shown = flag.trim_start_matches("--database ");
+    if existed || url.sqlite_path().is_none() {
+        eprintln!("cxauth: the database {shown} is ready (its schema is up to date)");
+    } else {
+        eprintln!("cxauth: created the database {shown}");
+    }
+    eprintln!(
+        "cxauth: `cxauth serve {flag}` creates its admin user on first start; \
+         `cxauth admin {flag} …` works on it"
+    );
+    Ok(())
+}
+
+/// Runs one `cxauth admin` command; `output` is the global `--output`.
+pub async fn run(args: AdminArgs, output: Output) -> anyhow::Result<()> {
+    if let AdminCommand::Init = args.command {
+        return init(args.database.as_deref()).await;
+    }
+    let (url, store) = open_database(args.database.as_deref(), false).await?;
     let store = store.as_ref();
     let now = SystemClock.now_ms();
     match args.command {
+        AdminCommand::Init => {}
         AdminCommand::Account(AccountCommand::Create { name, main: None }) => {
-            println!("{}", admin::create_main_account(store, &name, now).await?);
+            outln!("{}", admin::create_main_account(store, &name, now).await?);
         }
         AdminCommand::Account(AccountCommand::Create {
             name,
             main: Some(main),
         }) => {
-            println!(
+            outln!(
                 "{}",
                 admin::create_sub_account(store, main, &name, now).await?
             );
@@ -359,29 +452,29 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 last_name,
                 rc_user_id,
             };
-            println!("{}", admin::create_user(store, spec, now).await?);
+            outln!("{}", admin::create_user(store, spec, now).await?);
         }
         AdminCommand::Ringex(RingexCommand::App(RingexAppCommand::Create)) => {
             let (client_id, secret) = admin::create_ringex_app(store, now).await?;
-            println!("{client_id}\n{}", secret.expose_secret());
+            outln!("{client_id}\n{}", secret.expose_secret());
             eprintln!("cxauth: created a RingEX emulator app; the secret is shown only once");
         }
         AdminCommand::Ringex(RingexCommand::Jwt(RingexJwtCommand::Create { username })) => {
             let credential = admin::create_ringex_jwt(store, &username, now).await?;
-            println!("{}", credential.expose_secret());
+            outln!("{}", credential.expose_secret());
             eprintln!(
                 "cxauth: created a RingEX emulator JWT credential for {username:?}; it is shown only once"
             );
         }
-        AdminCommand::Ringex(RingexCommand::Jwt(RingexJwtCommand::List { username, output })) => {
+        AdminCommand::Ringex(RingexCommand::Jwt(RingexJwtCommand::List { username })) => {
             let list = admin::list_ringex_jwts(store, username.as_deref()).await?;
             if matches!(output, Output::Text) {
-                println!("ID\tUSER_ID\tUSERNAME\tCREATED");
+                outln!("ID\tUSER_ID\tUSERNAME\tCREATED");
             }
             for j in list {
                 match output {
-                    Output::Json => println!("{}", serde_json::to_string(&j)?),
-                    Output::Text => println!(
+                    Output::Json => outln!("{}", serde_json::to_string(&j)?),
+                    Output::Text => outln!(
                         "{}\t{}\t{}\t{}",
                         j.id,
                         j.user_id,
@@ -399,15 +492,24 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             );
         }
         AdminCommand::Keys(KeysCommand::List) => {
-            println!("KID\tCREATED");
+            if matches!(output, Output::Text) {
+                outln!("KID\tCREATED");
+            }
             for k in store.signing_keys().await? {
-                println!("{}\t{}", k.kid, rfc3339(k.created_at));
+                match output {
+                    Output::Json => outln!(
+                        "{}",
+                        serde_json::json!({"kid": k.kid, "created_at": k.created_at})
+                    ),
+                    Output::Text => outln!("{}\t{}", k.kid, rfc3339(k.created_at)),
+                }
             }
         }
         AdminCommand::Keys(KeysCommand::Rotate { master_key_file }) => {
             let Some(fingerprint) = store.get_meta(META_KEY_FINGERPRINT).await? else {
                 anyhow::bail!(
-                    "the database has not been initialised: start `cxauth serve` on it once first"
+                    "the database has not been initialised: start `cxauth serve {}` on it once first",
+                    database_flag(&url)
                 );
             };
             let mut config = ServerConfig::new(url.clone());
@@ -419,7 +521,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 anyhow::bail!("the master key does not belong to this database");
             }
             let kid = admin::rotate_signing_key(store, &secrets, now).await?;
-            println!("{kid}");
+            outln!("{kid}");
             eprintln!(
                 "cxauth: added signing key {kid}; running servers sign with it within a minute"
             );
@@ -428,33 +530,70 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             user,
             since,
             follow,
-            output,
         } => audit(store, user, since, follow, output).await?,
         AdminCommand::Purge { audit_retention } => {
             let audit_before = now.saturating_sub(duration_ms(audit_retention));
             let n = admin::purge(store, now, audit_before, admin::PURGE_BATCH).await?;
-            println!("refresh_tokens\t{}", n.refresh_tokens);
-            println!("sessions\t{}", n.sessions);
-            println!("legacy_tokens\t{}", n.legacy_tokens);
-            println!("ringex_tokens\t{}", n.ringex_tokens);
-            println!("audit_events\t{}", n.audit_events);
-            println!("login_throttle\t{}", n.login_throttle);
+            outln!("refresh_tokens\t{}", n.refresh_tokens);
+            outln!("sessions\t{}", n.sessions);
+            outln!("legacy_tokens\t{}", n.legacy_tokens);
+            outln!("ringex_tokens\t{}", n.ringex_tokens);
+            outln!("audit_events\t{}", n.audit_events);
+            outln!("login_throttle\t{}", n.login_throttle);
             eprintln!("cxauth: purged {} rows", n.total());
         }
         AdminCommand::User(UserCommand::List) => {
-            println!("ID\tUSERNAME\tPLATFORM\tENABLED\tMAIN_ACCOUNT\tPARENT_PATH\tROLES");
-            for u in store.list_users().await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    u.id,
-                    u.username,
-                    u.platform_id,
-                    u.enabled,
-                    u.main_account_id,
-                    u.parent_path,
-                    u.roles.join(",")
-                );
+            if matches!(output, Output::Text) {
+                outln!("ID\tUSERNAME\tPLATFORM\tENABLED\tMAIN_ACCOUNT\tPARENT_PATH\tROLES");
             }
+            for u in store.list_users().await? {
+                match output {
+                    // Field by field: the record also holds the password hash.
+                    Output::Json => outln!(
+                        "{}",
+                        serde_json::json!({
+                            "id": u.id,
+                            "username": u.username,
+                            "platform_id": u.platform_id,
+                            "enabled": u.enabled,
+                            "main_account_id": u.main_account_id,
+                            "parent_path": u.parent_path,
+                            "roles": u.roles,
+                            "first_name": u.first_name,
+                            "last_name": u.last_name,
+                            "rc_user_id": u.rc_user_id,
+                        })
+                    ),
+                    Output::Text => outln!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        u.id,
+                        u.username,
+                        u.platform_id,
+                        u.enabled,
+                        u.main_account_id,
+                        u.parent_path,
+                        u.roles.join(",")
+                    ),
+                }
+            }
+        }
+        AdminCommand::Account(AccountCommand::List) => {
+            if matches!(output, Output::Text) {
+                outln!("ID\tNAME\tMAIN_ACCOUNT\tACTIVE");
+            }
+            for a in admin::list_accounts(store).await? {
+                match output {
+                    Output::Json => outln!("{}", serde_json::to_string(&a)?),
+                    Output::Text => {
+                        outln!("{}\t{}\t{}\t{}", a.id, a.name, a.main_account_id, a.active);
+                    }
+                }
+            }
+        }
+        AdminCommand::User(UserCommand::Delete { username }) => {
+            let ended = admin::delete_user(store, &username, now).await?;
+            print_revoked(&ended, output)?;
+            eprintln!("cxauth: deleted user {username:?} and every credential of it");
         }
         AdminCommand::User(UserCommand::Disable { username }) => {
             admin::set_enabled(store, &username, false, now).await?;
@@ -470,7 +609,6 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::User(UserCommand::SetPassword {
             username,
             revoke_tokens,
-            output,
             ..
         }) => {
             let password = read_password()?;
@@ -491,7 +629,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        AdminCommand::User(UserCommand::RevokeTokens { username, output }) => {
+        AdminCommand::User(UserCommand::RevokeTokens { username }) => {
             let ended = admin::revoke_tokens(store, &username, now).await?;
             print_revoked(&ended, output)?;
             eprintln!("cxauth: ended every credential of {username:?}");

@@ -44,6 +44,9 @@ Logging of `serve` goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change 
 #[derive(Debug, Parser)]
 #[command(name = "cxauth", version, after_help = AFTER_HELP)]
 struct Cli {
+    /// `--server`, `--profile`, `--output`: global, so accepted before or after the subcommand.
+    #[command(flatten)]
+    global: user_cli::Common,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +66,9 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Work directly on the database: accounts and users. Safe while the server runs.
+    ///
+    /// Never creates a database, except `cxauth admin init`: without --database or
+    /// CXAUTH_DATABASE, ./cxauth.db must exist.
     Admin(admin::AdminArgs),
     /// Write a new master key file (mode 0600). Never overwrites an existing file.
     ///
@@ -337,7 +343,7 @@ async fn serve(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
 
     let app = cxauth_server::App::build(&config, Arc::new(SystemClock)).await?;
     if let Some(p) = &app.generated_admin_password {
-        cxauth_server::announce_admin_password(p);
+        cxauth_server::announce_admin_password(p, &admin::database_flag(&config.database));
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -407,6 +413,45 @@ fn generate_master_key(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `e` comes from writing to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Refuses a global option given on the command line to a command it means nothing to
+/// (`cxauth serve --profile x`), rather than ignoring it.
+fn check_global_options(command: &Command, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+    let ignored: &[&str] = match command {
+        Command::User(_) => &[],
+        Command::Admin(_) => &["server", "profile"],
+        Command::Serve(_)
+        | Command::Config(_)
+        | Command::GenerateMasterKey { .. }
+        | Command::Completions { .. } => &["server", "profile", "output"],
+    };
+    for id in ignored {
+        if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            return Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--{id} applies to the user commands (login, whoami, token, accounts, \
+                     users{}), not here",
+                    if *id == "output" {
+                        ", and admin lists"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
@@ -426,23 +471,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = check_global_options(&cli.command, &matches) {
+        e.exit();
+    }
     let result = match cli.command {
         Command::Serve(args) => {
             init_logging();
             runtime.block_on(serve(args, serve_matches))
         }
-        Command::Admin(args) => runtime.block_on(admin::run(args)),
+        Command::Admin(args) => {
+            let output = match cli.global.output {
+                Some(user_cli::Output::Json) => admin::Output::Json,
+                Some(user_cli::Output::Table) | None => admin::Output::Text,
+            };
+            runtime.block_on(admin::run(args, output))
+        }
         Command::Config(ConfigCommand::Check(args)) => config_check(args, check_matches),
         Command::GenerateMasterKey { file } => generate_master_key(&file),
-        Command::User(cmd) => runtime.block_on(user_cli::run(cmd)),
+        Command::User(cmd) => runtime.block_on(user_cli::run(cmd, cli.global)),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "cxauth", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "cxauth", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(Into::into)
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`cxauth accounts | head -1`): what it wanted it has; end quietly
+        // and successfully, as `ls | head` does.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<user_cli::Failure>() {
             Some(f) => {
                 eprintln!("cxauth: error: {}", f.message);

@@ -99,20 +99,56 @@ impl Store {
     /// refresh token and save different successors; the server keeps only one, so the session
     /// could end. Holding the lock from loading the profile to saving its rotation makes refreshes
     /// single-flight across processes too (the SDK does it within one).
+    ///
+    /// The lock file lives only as long as the profile (see [`Store::unlock_unused`]). Since a
+    /// holder may delete it, a lock taken on a file that is no longer the one at its path is
+    /// let go and taken again on the current file, so two commands never hold "the" lock at once.
     pub fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
         self.path(name)?;
         create_private_dir(&self.dir)?;
-        let path = self.dir.join(format!("{name}.lock"));
-        let mut o = std::fs::OpenOptions::new();
-        o.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-        let file = o
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        file.lock()
-            .with_context(|| format!("cannot lock {}", path.display()))?;
-        Ok(file)
+        let path = self.lock_path(name);
+        // Bounded: a path whose metadata cannot be read would otherwise be retried forever.
+        for _ in 0..100 {
+            let mut o = std::fs::OpenOptions::new();
+            o.read(true).write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            let file = o
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            file.lock()
+                .with_context(|| format!("cannot lock {}", path.display()))?;
+            if still_at(&file, &path) {
+                return Ok(file);
+            }
+        }
+        anyhow::bail!(
+            "cannot lock {}: it keeps being deleted or replaced",
+            path.display()
+        )
+    }
+
+    /// Deletes the lock file of profile `name`, whose lock `lock` the caller holds, when no
+    /// profile is saved under that name (nobody logged in, or just logged out): a lock file is
+    /// kept only beside the session it protects, so no `NAME.lock` is left behind by a mistyped
+    /// `--profile`.
+    pub fn unlock_unused(&self, name: &str, lock: std::fs::File) -> anyhow::Result<()> {
+        if !self.path(name)?.exists() {
+            let path = self.lock_path(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot delete {}", path.display()));
+                }
+            }
+        }
+        drop(lock);
+        Ok(())
+    }
+
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.lock"))
     }
 
     /// Forgets profile `name`; forgetting a missing profile is fine.
@@ -124,6 +160,21 @@ impl Store {
             Err(e) => Err(e).with_context(|| format!("cannot delete {}", path.display())),
         }
     }
+}
+
+/// Whether `file` is still the file at `path` (not deleted or replaced since it was opened).
+#[cfg(unix)]
+fn still_at(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn still_at(_: &std::fs::File, path: &Path) -> bool {
+    path.exists()
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

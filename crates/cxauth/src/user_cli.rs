@@ -43,33 +43,45 @@ fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
     })
 }
 
-/// Options every user command takes.
+/// The global options: accepted before or after the subcommand (`cxauth --profile sales
+/// accounts` and `cxauth accounts --profile sales`), as users of git or kubectl expect.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// Server URL, e.g. http://127.0.0.1:8080 or https://engage.ringcentral.com. Needed by
-    /// `login` and with CXAUTH_API_TOKEN; other commands use the server of the saved session.
-    #[arg(long, env = "CXAUTH_SERVER", global = true, value_name = "URL")]
-    server: Option<String>,
-    /// Name of the saved session to use.
+    /// Server URL of the user commands, e.g. http://127.0.0.1:8080 or
+    /// https://engage.ringcentral.com. Needed by `login` and with CXAUTH_API_TOKEN; other
+    /// commands use the server of the saved session.
+    #[arg(
+        long,
+        env = "CXAUTH_SERVER",
+        global = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
+    pub server: Option<String>,
+    /// Name of the saved session the user commands use.
     #[arg(
         long,
         env = "CXAUTH_PROFILE",
         default_value = "default",
         global = true,
-        value_name = "NAME"
+        value_name = "NAME",
+        help_heading = "Global options"
     )]
-    profile: String,
-    /// Output format [default: table on a terminal, json otherwise].
-    #[arg(long, value_enum, global = true)]
-    output: Option<Output>,
+    pub profile: String,
+    /// Output format: table (alias text) or json [default: for the user commands a table on
+    /// a terminal and json otherwise; for `admin` lists, tab-separated lines with a header].
+    #[arg(long, value_enum, global = true, help_heading = "Global options")]
+    pub output: Option<Output>,
 }
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    /// Aligned columns for people.
+    /// For people: aligned columns (user commands), tab-separated lines with a header line
+    /// (`admin`).
+    #[value(alias = "text")]
     Table,
-    /// The server's JSON, for scripts.
+    /// For scripts: the server's JSON (user commands), one JSON object per line (`admin`).
     Json,
 }
 
@@ -80,8 +92,6 @@ pub enum UserCommand {
     ///
     /// The password is prompted for without echo, or read from stdin with --password-stdin.
     Login {
-        #[command(flatten)]
-        common: Common,
         /// User name.
         #[arg(long)]
         username: String,
@@ -93,31 +103,22 @@ pub enum UserCommand {
         password_stdin: bool,
     },
     /// End the saved session on the server and forget it.
-    Logout {
-        #[command(flatten)]
-        common: Common,
-    },
+    ///
+    /// The session is forgotten here even when the server cannot be told (it is down, or
+    /// refuses): that is said on stderr and the exit status is still 0, since the session
+    /// then ends on the server by itself when its refresh token expires.
+    Logout,
     /// Show who the saved session (or CXAUTH_API_TOKEN) is, after checking it still works.
-    Whoami {
-        #[command(flatten)]
-        common: Common,
-    },
+    Whoami,
     /// Permanent API tokens (for X-Auth-Token and CXAUTH_API_TOKEN).
     Token {
-        #[command(flatten)]
-        common: Common,
         #[command(subcommand)]
         command: TokenCommand,
     },
     /// The sub-accounts you may use.
-    Accounts {
-        #[command(flatten)]
-        common: Common,
-    },
+    Accounts,
     /// You and the users below you (needs SUPER_USER or MANAGE_USERS).
     Users {
-        #[command(flatten)]
-        common: Common,
         /// One row per user instead of a tree.
         #[arg(long)]
         flatten: bool,
@@ -242,25 +243,23 @@ fn client(server: &str, ctx: &Ctx) -> anyhow::Result<Client> {
 }
 
 /// Runs one user command.
-pub async fn run(cmd: UserCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: UserCommand, common: Common) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Login {
-            common,
             username,
             platform_id,
             password_stdin,
         } => login(common, &username, &platform_id, password_stdin).await,
-        UserCommand::Logout { common } => logout(common).await,
-        UserCommand::Whoami { common } => whoami(common).await,
-        UserCommand::Token { common, command } => token(common, command).await,
-        UserCommand::Accounts { common } => {
+        UserCommand::Logout => logout(common).await,
+        UserCommand::Whoami => whoami(common).await,
+        UserCommand::Token { command } => token(common, command).await,
+        UserCommand::Accounts => {
             let output = output(&common);
             let (session, ctx) = open(&common)?;
             let accounts = session.accounts().await.map_err(|e| ctx.explain(e))?;
             print_accounts(&accounts, output)
         }
         UserCommand::Users {
-            common,
             flatten,
             active_only,
         } => {
@@ -402,9 +401,11 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
         server: String::new(),
         profile: name.clone(),
         api_token: false,
-        _lock: Some(lock),
+        _lock: None,
     };
     let Some(profile) = saved else {
+        // Nobody logged in under this name: leave no lock file behind for it.
+        store.unlock_unused(&name, lock)?;
         return Err(fail(
             EXIT_SESSION,
             format!("not logged in (profile {name}): {}", ctx.login_hint()),
@@ -424,6 +425,7 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
     }
     let ctx = Ctx {
         server: profile.server.clone(),
+        _lock: Some(lock),
         ..ctx
     };
     let client = client(&profile.server, &ctx)?;
@@ -441,7 +443,11 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
 async fn logout(common: Common) -> anyhow::Result<()> {
     let store = Store::from_env()?;
     let lock = store.lock(&common.profile)?;
-    let Some(profile) = store.load(&common.profile)? else {
+    // A damaged profile file is forgotten too: there is no session in it to end.
+    let profile = store.load(&common.profile).unwrap_or(None);
+    let Some(profile) = profile else {
+        store.remove(&common.profile)?;
+        store.unlock_unused(&common.profile, lock)?;
         eprintln!("cxauth: not logged in (profile {})", common.profile);
         return Ok(());
     };
@@ -449,21 +455,34 @@ async fn logout(common: Common) -> anyhow::Result<()> {
         server: profile.server.clone(),
         profile: common.profile.clone(),
         api_token: false,
-        _lock: Some(lock),
+        _lock: None,
     };
-    let client = client(&profile.server, &ctx)?;
     let server = profile.server.clone();
-    match SessionClient::from_session(client, profile.session)
-        .logout()
-        .await
-    {
-        // Already ended on the server: forgetting it locally is all that is left.
-        Ok(()) | Err(Error::SessionEnded { .. }) => {}
-        // Keep the session so that a later `cxauth logout` can still end it.
-        Err(e) => return Err(ctx.explain(e)),
-    }
+    // The user asked to be logged out here: the local session goes whatever the server says.
+    // A server that cannot be told keeps the session until its refresh token expires; say so.
+    let told = match client(&server, &ctx) {
+        Ok(client) => match SessionClient::from_session(client, profile.session)
+            .logout()
+            .await
+        {
+            // Already ended on the server: forgetting it locally is all that is left.
+            Ok(()) | Err(Error::SessionEnded { .. }) => Ok(()),
+            Err(e) => Err(ctx.explain(e)),
+        },
+        Err(e) => Err(e),
+    };
     store.remove(&common.profile)?;
-    eprintln!("cxauth: logged out of {server}");
+    store.unlock_unused(&common.profile, lock)?;
+    match told {
+        Ok(()) => eprintln!("cxauth: logged out of {server}"),
+        Err(e) => eprintln!(
+            "cxauth: forgot the session of profile {}, but could not end it on {server} ({}); \
+             it ends there when its refresh token expires",
+            common.profile,
+            e.downcast_ref::<Failure>()
+                .map_or_else(|| format!("{e:#}"), |f| f.message.clone())
+        ),
+    }
     Ok(())
 }
 

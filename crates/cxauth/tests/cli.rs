@@ -694,3 +694,215 @@ fn serve_help_documents_the_ringex_settings() {
         assert!(help.contains(want), "{want} missing from serve --help");
     }
 }
+
+#[test]
+fn admin_never_creates_a_database_by_accident_and_init_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let default = dir.path().join("cxauth.db");
+    for args in [
+        vec!["admin", "user", "list"],
+        vec!["admin", "account", "create", "--name", "Sales"],
+        vec!["admin", "keys", "list"],
+    ] {
+        let out = cxauth()
+            .current_dir(dir.path())
+            .args(&args)
+            .assert()
+            .failure()
+            .code(1)
+            .stdout("")
+            .get_output()
+            .stderr
+            .clone();
+        let err = String::from_utf8(out).expect("utf8");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("no database at {}", default.display()))
+                && err.contains("--database URL or CXAUTH_DATABASE")
+                && err.contains("`cxauth admin init`"),
+            "{args:?}: {err}"
+        );
+        assert!(!default.exists(), "{args:?} created {}", default.display());
+    }
+    // `admin init` creates it, says where, and is harmless when repeated.
+    let out = cxauth()
+        .current_dir(dir.path())
+        .args(["admin", "init"])
+        .assert()
+        .success()
+        .stdout("")
+        .get_output()
+        .stderr
+        .clone();
+    let said = String::from_utf8(out).expect("utf8");
+    assert!(
+        said.contains(&format!(
+            "created the database sqlite://{}",
+            default.display()
+        )),
+        "{said}"
+    );
+    assert!(default.exists());
+    cxauth()
+        .current_dir(dir.path())
+        .args(["admin", "init"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("is ready"));
+    // Now the default database exists, and is used.
+    cxauth()
+        .current_dir(dir.path())
+        .args(["admin", "account", "create", "--name", "Sales"])
+        .assert()
+        .success()
+        .stdout("10000000\n");
+    // An explicit database is taken as meant (`init --database` too).
+    let named = dir.path().join("named.db");
+    cxauth()
+        .args(["admin", "init", "--database"])
+        .arg(&named)
+        .assert()
+        .success();
+    assert!(named.exists());
+}
+
+#[test]
+fn admin_lists_in_json_account_list_and_user_delete() {
+    let db = db();
+    let main = id(&db.admin_ok(&["account", "create", "--name", "Sales"], ""));
+    let sub = id(&db.admin_ok(
+        &[
+            "account",
+            "create",
+            "--name",
+            "EU",
+            "--main",
+            &main.to_string(),
+        ],
+        "",
+    ));
+    let list = db.admin_ok(&["account", "list"], "");
+    assert_eq!(
+        list,
+        format!(
+            "ID\tNAME\tMAIN_ACCOUNT\tACTIVE\n{main}\tSales\t{main}\ttrue\n{sub}\tEU\t{main}\ttrue\n"
+        )
+    );
+    // --output json before or after the subcommand: one object per line.
+    let json = db.admin_ok(&["--output", "json", "account", "list"], "");
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["id"], sub);
+    assert_eq!(rows[1]["main_account_id"], main);
+    assert_eq!(rows[1]["active"], true);
+    let m = main.to_string();
+    let mk = |name: &str, parent: Option<&str>| {
+        let mut args = vec!["user", "create", "--username", name, "--password-stdin"];
+        match parent {
+            Some(p) => args.extend(["--parent", p]),
+            None => args.extend(["--grant", &m, "--role", "MANAGE_USERS"]),
+        }
+        id(&db.admin_ok(&args, "pw\n"))
+    };
+    let boss = mk("boss", None);
+    let worker = mk("worker", Some("boss"));
+    let users = db.admin_ok(&["user", "list", "--output", "json"], "");
+    assert!(
+        !users.contains("password") && !users.contains("argon2"),
+        "{users}"
+    );
+    let users: Vec<serde_json::Value> = users
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[0]["username"], "boss");
+    assert_eq!(users[0]["roles"], serde_json::json!(["MANAGE_USERS"]));
+    assert_eq!(users[1]["parent_path"], boss.to_string());
+    for args in [
+        &["keys", "list", "--output", "json"][..],
+        &["ringex", "jwt", "list", "--output", "json"],
+        &["audit", "--output", "json"],
+    ] {
+        let out = db.admin_ok(args, "");
+        for line in out.lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("json line");
+        }
+    }
+
+    // A user with children stays; its child goes, with its credentials, and it is audited.
+    let err = db.admin_err(&["user", "delete", "boss"], "");
+    assert!(
+        err.contains("\"boss\" has 1 child user(s) (worker): delete them first"),
+        "{err}"
+    );
+    let err = db.admin_err(&["user", "delete", "ghost"], "");
+    assert!(err.contains("no user named \"ghost\""), "{err}");
+    let out = db.admin_ok(&["user", "delete", "worker"], "");
+    assert_eq!(
+        out,
+        "api_tokens\t0\nlegacy_tokens\t0\nsessions\t0\nringex_jwts\t0\nringex_tokens\t0\n"
+    );
+    let out = db.admin_ok(&["user", "delete", "boss", "--output", "json"], "");
+    let ended: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(ended["sessions"], 0);
+    assert_eq!(db.user_count(), 0);
+    let audit = db.admin_ok(&["audit", "--output", "json"], "");
+    let deleted: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|e| e["event"] == "user.delete")
+        .collect();
+    assert_eq!(deleted.len(), 2, "{audit}");
+    assert_eq!(deleted[0]["user_id"], worker);
+    assert_eq!(deleted[0]["username"], "worker");
+
+    // `cxauth admin … | head -0`: quiet, exit 0.
+    for args in [&["user", "list"][..], &["account", "list"], &["audit"]] {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"));
+        cmd.env_remove("CXAUTH_DATABASE")
+            .arg("admin")
+            .arg("--database")
+            .arg(db.url())
+            .args(args);
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = cmd.stdout(writer).output().expect("runs");
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
+            (Some(0), ""),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn a_mistyped_role_is_refused_with_the_roles_and_a_suggestion() {
+    let db = db();
+    let main = id(&db.admin_ok(&["account", "create", "--name", "M"], "")).to_string();
+    let err = db.admin_err(
+        &[
+            "user",
+            "create",
+            "--username",
+            "x",
+            "--password-stdin",
+            "--grant",
+            &main,
+            "--role",
+            "SUPERUSER",
+        ],
+        "pw\n",
+    );
+    assert!(
+        err.contains("unknown role \"SUPERUSER\": the roles are SUPER_USER, MANAGE_USERS; did you mean SUPER_USER?"),
+        "{err}"
+    );
+    assert_eq!(db.user_count(), 0);
+}

@@ -126,6 +126,19 @@ impl Home {
         );
     }
 
+    /// The files in the profile directory, sorted (none if it does not exist).
+    fn profile_files(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(self.dir.path().join("config/cxauth/profiles"))
+                .map(|d| {
+                    d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     fn profile_path(&self, name: &str) -> PathBuf {
         self.dir
             .path()
@@ -343,10 +356,19 @@ fn bad_password_and_server_down_are_one_line_errors_with_their_exit_codes() {
         4,
         &format!("cannot reach {base}: connection refused"),
     );
-    // The session is kept, so it can be used (or logged out) once the server is back.
+    // The session is kept, so it can be used once the server is back.
     assert!(h.profile_path("default").exists());
-    h.fails(&["logout"], "", &[], 4, "cannot reach");
-    assert!(h.profile_path("default").exists());
+    // But `logout` always forgets it here, says the server could not be told, and succeeds.
+    let out = h.run(&["logout"], "", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.contains("could not end it on") && out.stderr.contains("connection refused"),
+        "{}",
+        out.stderr
+    );
+    assert!(!h.profile_path("default").exists());
+    assert_eq!(h.profile_files(), Vec::<String>::new(), "no lock file left");
 }
 
 #[test]
@@ -545,4 +567,111 @@ fn usage_errors_help_and_completions() {
             .success()
             .stdout(predicate::str::contains("whoami"));
     }
+}
+
+/// `cxauth ARGS` with stdout a pipe whose reader has already gone, as in `cxauth … | head -0`:
+/// returns the exit code and stderr.
+fn run_into_closed_pipe(mut cmd: std::process::Command) -> (i32, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = cmd
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("runs");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8(out.stderr).expect("utf8"),
+    )
+}
+
+#[test]
+fn global_options_go_before_or_after_the_command_and_pipes_close_quietly() {
+    let server = serve(&[]);
+    let h = home();
+    // Before the subcommand, as `git -C` or `kubectl -n`.
+    let out = h.run(
+        &[
+            "--server",
+            &server.base,
+            "--profile",
+            "sales",
+            "login",
+            "--username",
+            "admin",
+            "--platform-id",
+            "aws80",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(h.profile_path("sales").exists());
+    let before = h.ok(&["--profile", "sales", "--output", "json", "accounts"]);
+    let after = h.ok(&["accounts", "--profile", "sales", "--output", "json"]);
+    assert_eq!(before, after);
+    assert!(before.trim_start().starts_with('['), "{before}");
+    let who = h.ok(&["--output", "json", "--profile", "sales", "whoami"]);
+    assert!(who.contains("\"username\": \"admin\""), "{who}");
+    // `text` is another name for the table.
+    let table = h.ok(&["--output", "text", "--profile", "sales", "whoami"]);
+    assert!(table.contains("admin") && !table.contains('{'), "{table}");
+    // A global option that means nothing to a command is refused, not ignored.
+    let out = h.run(&["serve", "--profile", "sales"], "", &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--profile applies to the user commands"),
+        "{}",
+        out.stderr
+    );
+
+    // `cxauth accounts | head -0`: no "Broken pipe", exit 0, as `ls | head` does.
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"));
+    cmd.env("HOME", h.dir.path())
+        .env("XDG_CONFIG_HOME", h.dir.path().join("config"))
+        .env_remove("CXAUTH_API_TOKEN")
+        .args(["accounts", "--profile", "sales", "--output", "table"]);
+    let (code, stderr) = run_into_closed_pipe(cmd);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+
+    // A mistyped profile leaves no lock file behind; logging out leaves nothing at all.
+    h.fails(
+        &["whoami", "--profile", "nope"],
+        "",
+        &[],
+        3,
+        "not logged in (profile nope)",
+    );
+    h.fails(
+        &["--profile", "nope", "token", "list"],
+        "",
+        &[],
+        3,
+        "not logged in",
+    );
+    assert_eq!(h.profile_files(), vec!["sales.json", "sales.lock"]);
+    assert_eq!(h.run(&["logout", "--profile", "nope"], "", &[]).code, 0);
+    assert_eq!(h.run(&["--profile", "sales", "logout"], "", &[]).code, 0);
+    assert_eq!(h.profile_files(), Vec::<String>::new());
+}
+
+#[test]
+fn the_bootstrap_password_hint_names_its_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("hinted.db");
+    let served = common::serve(&[std::ffi::OsStr::new("--database"), db.as_os_str()], &[]);
+    let hint = served
+        .first_lines
+        .iter()
+        .find(|l| l.contains("set-password admin"))
+        .expect("hint printed");
+    assert!(
+        hint.contains(&format!(
+            "`cxauth admin --database sqlite://{} user set-password admin --password-stdin`",
+            db.display()
+        )),
+        "{hint}"
+    );
 }
