@@ -97,6 +97,11 @@ pub enum ApiError {
     /// The route exists, not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The RingEX token exchange on a server with neither `--ringex-server` nor the emulator:
+    /// 501 without `Retry-After`, since only its operator can change that (a 503 would tell
+    /// clients to retry, and retrying can never help).
+    #[error("no RingEX server is configured")]
+    RingexNotConfigured,
 }
 
 impl From<cxauth_core::emulator::OAuthError> for ApiError {
@@ -172,6 +177,16 @@ impl IntoResponse for ApiError {
                     "method.not.allowed",
                     "Method not allowed",
                     "This endpoint does not accept this method".into(),
+                );
+            }
+            ApiError::RingexNotConfigured => {
+                return json_error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "ringex.not.configured",
+                    "RingEX token exchange not configured",
+                    "This server has no RingEX server to check RingEX tokens with; its operator \
+                     must start it with --ringex-server URL (CXAUTH_RINGEX_SERVER)"
+                        .into(),
                 );
             }
             ApiError::Auth(a) => a,

@@ -213,9 +213,12 @@ impl App {
                     "RingEX token exchange asks this server"
                 )
             }
-            None if !config.ringex_emulator => {
-                tracing::info!("no RingEX server configured: the RingEX token exchange answers 503")
-            }
+            None if !config.ringex_emulator => tracing::info!(
+                "no RingEX server configured: the RingEX token exchange \
+                 (/api/auth/login/rc/accesstoken) answers 501 ringex.not.configured; to enable \
+                 it, start with --ringex-server URL (CXAUTH_RINGEX_SERVER), e.g. \
+                 --ringex-server https://platform.ringcentral.com"
+            ),
             None => {}
         }
         let state = AppState {
@@ -258,21 +261,93 @@ fn throttle(config: &ServerConfig, store: &SharedStore, clock: SharedClock) -> T
 
 /// The fixed parts of the OpenAPI document; its paths come from the handlers' `utoipa::path`
 /// annotations as [`api_routes`] registers them, so the document and the router cannot drift.
+/// The security schemes are the two headers admin endpoints read ([`routes::credential`]);
+/// each admin operation lists both as alternatives, so Swagger UI's Authorize dialog offers
+/// them and "Try it out" sends whichever was filled in. Auth endpoints list none: they ignore
+/// both headers. The emulator's tag and schemes are added by [`api_routes`] only when it is on,
+/// so the page shows no empty section.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "cxauth",
         description = "A self-hostable, wire-compatible RingCX (Engage Voice) authentication \
-                       server. Admin endpoints are served under both /voice/api/v1 and /api/v1."
+                       server. Admin endpoints are served under both /voice/api/v1 and /api/v1. \
+                       To call them here, log in (POST /api/auth/login/admin), then give the \
+                       answer's accessToken to Authorize as the bearer token."
     ),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Logins, refresh, logout, token exchange, public keys"),
         (name = "admin", description = "API tokens, accounts and users of the caller"),
-        (name = "operations", description = "Health and readiness"),
-        (name = "ringex-emulator", description = "The built-in RingEX emulator (development only)")
+        (name = "operations", description = "Health and readiness")
     )
 )]
 pub struct ApiDoc;
+
+/// Adds the `bearer` and `X-Auth-Token` security schemes to [`ApiDoc`].
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "Authorization: Bearer with an access token (the accessToken of a login)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "X-Auth-Token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Auth-Token",
+                "An API token, a legacy auth token or an access token",
+            ))),
+        );
+    }
+}
+
+/// Adds the emulator's tag and its two credentials (the app's client id and secret as HTTP
+/// Basic; a RingEX access token as bearer) to the document of a server that runs it.
+fn document_emulator(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    use utoipa::openapi::tag::TagBuilder;
+    doc.tags.get_or_insert_with(Vec::new).push(
+        TagBuilder::new()
+            .name("ringex-emulator")
+            .description(Some(
+                "The built-in RingEX emulator (development and tests only)",
+            ))
+            .build(),
+    );
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "ringex-client",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Basic)
+                .description(Some("An emulator app's client id and secret"))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "ringex-bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("A RingEX access token issued by the emulator"))
+                .build(),
+        ),
+    );
+}
 
 /// Every endpoint with its OpenAPI description: one registration makes both the route and its
 /// entry in the document.
@@ -284,7 +359,11 @@ pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<A
         .routes(routes!(routes::delete_token))
         .routes(routes!(routes::accounts))
         .routes(routes!(routes::users));
-    let mut api = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    if config.ringex_emulator {
+        document_emulator(&mut doc);
+    }
+    let mut api = utoipa_axum::router::OpenApiRouter::with_openapi(doc)
         .routes(routes!(routes::login))
         .routes(routes!(routes::ringex_exchange))
         .routes(routes!(routes::legacy_login))
@@ -303,10 +382,36 @@ pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<A
     api
 }
 
+/// Operation ids must be unique in a document (Swagger UI keys its expanded sections and "Try
+/// it out" state by them), but each admin handler is registered under both prefixes with the
+/// handler's name as id: the short `/api/v1` copies get a `_api_v1` suffix.
+fn unique_operation_ids(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/api/v1/admin") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(id) = &mut op.operation_id {
+                id.push_str("_api_v1");
+            }
+        }
+    }
+}
+
 /// The routes of the contract, under both admin prefixes, plus `/openapi.json` and the API page
 /// `/docs` (Swagger UI served from the binary: it works offline), with the middleware stack.
 pub fn router(state: AppState, config: &ServerConfig) -> Router {
-    let (routes, api) = api_routes(config).split_for_parts();
+    let (routes, mut api) = api_routes(config).split_for_parts();
+    unique_operation_ids(&mut api);
     let routes = routes.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api));
     routes
         .fallback(routes::no_route)

@@ -4,7 +4,8 @@
 //! with the token as bearer) and reads the extension id; positive answers are kept for a short
 //! time, keyed by a SHA-256 digest of the token (never the token), so a burst of exchanges does
 //! not become a burst of upstream calls. Without one, the built-in emulator, if on, answers from
-//! the database. Refusals are never cached: a token RingEX accepts a moment later must work.
+//! the database. With neither, the exchange answers 501 `ringex.not.configured` (retrying cannot
+//! help). Refusals are never cached: a token RingEX accepts a moment later must work.
 
 use cxauth_core::clock::{SharedClock, duration_ms};
 use cxauth_core::emulator::OAuthError;
@@ -70,6 +71,13 @@ impl RingexResolver {
         })
     }
 
+    /// Whether tokens can be checked at all: a RingEX server is configured or the emulator is
+    /// on. Without either the exchange answers [`crate::error::ApiError::RingexNotConfigured`]
+    /// before asking anyone (and before spending the caller's login budget).
+    pub fn configured(&self) -> bool {
+        self.upstream.is_some() || self.emulator
+    }
+
     /// The RingEX extension id the token belongs to. [`AuthError::RingexRefused`] if RingEX
     /// refuses it, [`AuthError::UpstreamUnavailable`] if RingEX cannot be asked.
     pub async fn resolve(&self, auth: &Auth, token: &str) -> Result<i64, AuthError> {
@@ -104,8 +112,9 @@ impl RingexResolver {
                 Err(e) => Err(e),
             };
         }
+        // Not reached from the exchange, which checks `configured` first.
         Err(AuthError::UpstreamUnavailable(
-            "no RingEX server is configured (--ringex-server) and the emulator is off".into(),
+            "no RingEX server is configured (--ringex-server URL) and the emulator is off".into(),
         ))
     }
 

@@ -170,7 +170,7 @@ fn session_response(s: cxauth_proto::Session) -> Response {
 }
 
 /// 1. `POST /api/auth/login/admin`. Ignores `Authorization` and `X-Auth-Token` by design.
-#[utoipa::path(post, path = "/api/auth/login/admin", tag = "auth", description = "Direct login: `username`, `password`, `platformId` in the query string, a form or JSON body.", params(("username" = String, Query), ("password" = String, Query), ("platformId" = String, Query)), responses((status = 200, description = "A session: access token, refresh token, account details"), (status = 401, description = "Wrong credentials"), (status = 429, description = "Throttled, with Retry-After")))]
+#[utoipa::path(post, path = "/api/auth/login/admin", tag = "auth", summary = "Log in with a username and password", description = "Direct login: `username`, `password` and `platformId` in the query string, a form or a JSON body. The answer's `accessToken` is the bearer token of the admin endpoints (use **Authorize**).", params(("username" = String, Query), ("password" = String, Query), ("platformId" = String, Query)), responses((status = 200, description = "A session: access token, refresh token, account details"), (status = 401, description = "Wrong credentials"), (status = 429, description = "Throttled, with Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -196,7 +196,7 @@ pub async fn login(
 }
 
 /// 2. `POST /api/auth/token/refresh`. `rcTokenType` may come along and is ignored.
-#[utoipa::path(post, path = "/api/auth/token/refresh", tag = "auth", description = "Trades `refresh_token` for a new access token and refresh token.", params(("refresh_token" = String, Query), ("rcTokenType" = Option<String>, Query, description = "Accepted and ignored")), responses((status = 200, description = "The new session tokens"), (status = 401, description = "Unknown, expired or reused refresh token")))]
+#[utoipa::path(post, path = "/api/auth/token/refresh", tag = "auth", summary = "Refresh a session", description = "Trades `refresh_token` for a new access token and refresh token; the old refresh token stops working.", params(("refresh_token" = String, Query), ("rcTokenType" = Option<String>, Query, description = "Accepted and ignored")), responses((status = 200, description = "The new session tokens"), (status = 401, description = "Unknown, expired or reused refresh token")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -209,7 +209,7 @@ pub async fn refresh(
 }
 
 /// 3. `DELETE /api/auth/logout/{refreshToken}`.
-#[utoipa::path(delete, path = "/api/auth/logout/{token}", tag = "auth", params(("token" = String, Path, description = "The refresh token")), responses((status = 200, description = "`true`: the session ended"), (status = 401, description = "Unknown refresh token")))]
+#[utoipa::path(delete, path = "/api/auth/logout/{token}", tag = "auth", summary = "Log out (end a session)", description = "Ends the session of the refresh token given as the last path segment.", params(("token" = String, Path, description = "The refresh token")), responses((status = 200, description = "`true`: the session ended"), (status = 401, description = "Unknown refresh token")))]
 pub async fn logout(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -223,7 +223,7 @@ pub async fn logout(
 /// `POST /api/auth/login/rc/accesstoken`: the RingEX token exchange. `rcAccessToken` and
 /// `rcTokenType` come in a form body or the query string; `includeRefresh=true` asks for the
 /// refresh token. Ignores `Authorization` and `X-Auth-Token` (the SDKs send `Basic basic`).
-#[utoipa::path(post, path = "/api/auth/login/rc/accesstoken", tag = "auth", description = "RingEX token exchange: `rcAccessToken`, `rcTokenType`, optional `includeRefresh`.", params(("rcAccessToken" = String, Query), ("rcTokenType" = Option<String>, Query, description = "Bearer"), ("includeRefresh" = Option<bool>, Query)), responses((status = 200, description = "A session (`ssoLogin: true`)"), (status = 401, description = "RingEX refused the token"), (status = 503, description = "No RingEX server configured or reachable")))]
+#[utoipa::path(post, path = "/api/auth/login/rc/accesstoken", tag = "auth", summary = "Exchange a RingEX access token for a session", description = "RingEX token exchange: `rcAccessToken`, `rcTokenType` (Bearer) and optional `includeRefresh`. Needs a RingEX server (`--ringex-server URL`) or the built-in emulator.", params(("rcAccessToken" = String, Query), ("rcTokenType" = Option<String>, Query, description = "Bearer"), ("includeRefresh" = Option<bool>, Query)), responses((status = 200, description = "A session (`ssoLogin: true`)"), (status = 401, description = "RingEX refused the token"), (status = 501, description = "No RingEX server is configured (`--ringex-server URL`) and the emulator is off: retrying cannot help"), (status = 503, description = "The RingEX server could not be reached, with Retry-After")))]
 pub async fn ringex_exchange(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -242,6 +242,10 @@ pub async fn ringex_exchange(
     {
         return Err(AuthError::BadRequest("rcTokenType must be Bearer".into()).into());
     }
+    // Nobody to ask: a lasting condition of this server, not an outage (see the error).
+    if !state.ringex.configured() {
+        return Err(ApiError::RingexNotConfigured);
+    }
     let rc_user_id = state
         .auth
         .throttled_exchange_check(ctx.client(), state.ringex.resolve(&state.auth, &token))
@@ -256,7 +260,7 @@ pub async fn ringex_exchange(
 
 /// `POST /api/v1/auth/login`: the legacy portal login. `username`, `password`, optional
 /// `stayLoggedIn`, from a form body, JSON or the query string.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", description = "Legacy portal login: `username`, `password`, optional `stayLoggedIn`.", params(("username" = String, Query), ("password" = String, Query), ("stayLoggedIn" = Option<bool>, Query)), responses((status = 200, description = "The portal login body with its auth token"), (status = 401, description = "Wrong credentials")))]
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", summary = "Legacy portal login", description = "Legacy portal login: `username`, `password` and optional `stayLoggedIn`. The answer's `authToken` works as `X-Auth-Token`.", params(("username" = String, Query), ("password" = String, Query), ("stayLoggedIn" = Option<bool>, Query)), responses((status = 200, description = "The portal login body with its auth token"), (status = 401, description = "Wrong credentials")))]
 pub async fn legacy_login(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -313,7 +317,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, SecretString)> {
 
 /// RingEX emulator: `POST /restapi/oauth/token` with HTTP Basic client authentication and the
 /// `password` or JWT-bearer grant. Errors are OAuth's JSON (`error`, `error_description`).
-#[utoipa::path(post, path = "/restapi/oauth/token", tag = "ringex-emulator", description = "The built-in RingEX emulator token endpoint (only with --ringex-emulator).", responses((status = 200, description = "An OAuth token response"), (status = 400, description = "OAuth error"), (status = 401, description = "Bad client credentials")))]
+#[utoipa::path(post, path = "/restapi/oauth/token", tag = "ringex-emulator", summary = "Emulator: issue a RingEX access token", description = "The built-in RingEX emulator's OAuth token endpoint (only with `--ringex-emulator`): the `password` or JWT-bearer grant, with the app's client id and secret as HTTP Basic.", security(("ringex-client" = [])), responses((status = 200, description = "An OAuth token response"), (status = 400, description = "OAuth error"), (status = 401, description = "Bad client credentials")))]
 pub async fn ringex_emulator_token(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -384,7 +388,7 @@ pub async fn ringex_emulator_token(
 
 /// RingEX emulator: `GET /restapi/v1.0/account/~/extension/~`, the extension the bearer token
 /// belongs to (RingEX's field names; `id` is the user's `rc_user_id`).
-#[utoipa::path(get, path = "/restapi/v1.0/account/~/extension/~", tag = "ringex-emulator", description = "The emulator's current-extension endpoint (only with --ringex-emulator).", responses((status = 200, description = "The extension of the token's user"), (status = 401, description = "Bad token")))]
+#[utoipa::path(get, path = "/restapi/v1.0/account/~/extension/~", tag = "ringex-emulator", summary = "Emulator: the extension of a RingEX token", description = "The emulator's current-extension endpoint (only with `--ringex-emulator`), with a RingEX access token as bearer.", security(("ringex-bearer" = [])), responses((status = 200, description = "The extension of the token's user"), (status = 401, description = "Bad token")))]
 pub async fn ringex_emulator_extension(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -410,7 +414,7 @@ pub async fn ringex_emulator_extension(
 }
 
 /// 4. `POST …/admin/token`.
-#[utoipa::path(post, path = "/admin/token", tag = "admin", description = "Mints a permanent API token for the caller (also under /voice/api/v1).", responses((status = 200, description = "The API token, as plain text"), (status = 401, description = "Missing or bad credential"), (status = 409, description = "The caller already holds the most API tokens a user may have (`--api-token-cap`)")))]
+#[utoipa::path(post, path = "/admin/token", tag = "admin", summary = "Create an API token", description = "Mints a permanent API token for the caller, answered as plain text.", security(("bearer" = []), ("X-Auth-Token" = [])),  responses((status = 200, description = "The API token, as plain text"), (status = 401, description = "Missing or bad credential"), (status = 409, description = "The caller already holds the most API tokens a user may have (`--api-token-cap`)")))]
 pub async fn create_token(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -420,7 +424,7 @@ pub async fn create_token(
 }
 
 /// 5. `GET …/admin/token`.
-#[utoipa::path(get, path = "/admin/token", tag = "admin", responses((status = 200, description = "The caller's API tokens"), (status = 401, description = "Missing or bad credential")))]
+#[utoipa::path(get, path = "/admin/token", tag = "admin", summary = "List the caller's API tokens", description = "The API tokens the caller holds, as a JSON array of strings.", security(("bearer" = []), ("X-Auth-Token" = [])), responses((status = 200, description = "The caller's API tokens"), (status = 401, description = "Missing or bad credential")))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -430,7 +434,7 @@ pub async fn list_tokens(
 }
 
 /// 6. `DELETE …/admin/token/{apiToken}`; the path arrives percent-decoded (`%3A` → `:`).
-#[utoipa::path(delete, path = "/admin/token/{token}", tag = "admin", params(("token" = String, Path, description = "The API token")), responses((status = 200, description = "`true`"), (status = 404, description = "No such token of the caller or its descendants")))]
+#[utoipa::path(delete, path = "/admin/token/{token}", tag = "admin", summary = "Delete an API token", description = "Deletes an API token of the caller or of one of its descendants.", security(("bearer" = []), ("X-Auth-Token" = [])), params(("token" = String, Path, description = "The API token")), responses((status = 200, description = "`true`"), (status = 401, description = "Missing or bad credential"), (status = 404, description = "No such token of the caller or its descendants")))]
 pub async fn delete_token(
     State(state): State<AppState>,
     Audit(ctx): Audit,
@@ -443,7 +447,7 @@ pub async fn delete_token(
 }
 
 /// 7. `GET …/admin/accounts`.
-#[utoipa::path(get, path = "/admin/accounts", tag = "admin", responses((status = 200, description = "The sub-accounts the caller may use"), (status = 401, description = "Missing or bad credential")))]
+#[utoipa::path(get, path = "/admin/accounts", tag = "admin", summary = "List the caller's accounts", description = "The sub-accounts the caller may use.", security(("bearer" = []), ("X-Auth-Token" = [])), responses((status = 200, description = "The sub-accounts the caller may use"), (status = 401, description = "Missing or bad credential")))]
 pub async fn accounts(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -452,7 +456,7 @@ pub async fn accounts(
 }
 
 /// 8. `GET …/admin/users?flatten=&activeOnly=`.
-#[utoipa::path(get, path = "/admin/users", tag = "admin", params(("flatten" = Option<bool>, Query, description = "A flat list instead of a tree"), ("activeOnly" = Option<bool>, Query, description = "Only enabled users")), responses((status = 200, description = "The caller and its descendants"), (status = 403, description = "The caller may not list users")))]
+#[utoipa::path(get, path = "/admin/users", tag = "admin", summary = "List the caller and its users", description = "The caller and its descendants, as a tree or (`flatten=true`) a flat list.", security(("bearer" = []), ("X-Auth-Token" = [])), params(("flatten" = Option<bool>, Query, description = "A flat list instead of a tree"), ("activeOnly" = Option<bool>, Query, description = "Only enabled users")), responses((status = 200, description = "The caller and its descendants"), (status = 401, description = "Missing or bad credential"), (status = 403, description = "The caller may not list users")))]
 pub async fn users(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -472,21 +476,21 @@ pub async fn users(
 }
 
 /// `GET /healthz`: answers once the server accepts requests.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "`ok`: the process is up")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness", description = "Answers `ok` once the server accepts requests.", responses((status = 200, description = "`ok`: the process is up")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// `GET /readyz`: answers `ready` once the database is reachable and the signing keys are
 /// loaded, 503 otherwise (unlike `/healthz`, which only says the process is up).
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "`ready`: database reachable, keys loaded"), (status = 503, description = "Not ready")))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness", description = "Answers `ready` once the database is reachable and the signing keys are loaded, 503 otherwise.", responses((status = 200, description = "`ready`: database reachable, keys loaded"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.auth.ready().await?;
     Ok("ready")
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "The public keys that verify access tokens (JWKS)")))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", summary = "Public keys (JWKS)", description = "The public keys that verify access tokens.", responses((status = 200, description = "The public keys that verify access tokens (JWKS)")))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     (
         [(

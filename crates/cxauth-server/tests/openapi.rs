@@ -5,6 +5,8 @@
 mod common;
 
 use common::{TestServer, http, raw};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 /// Every endpoint of the contract and of operations, under both admin prefixes.
 const EXPECTED: &[(&str, &str)] = &[
@@ -33,15 +35,32 @@ const EMULATOR: &[(&str, &str)] = &[
     ("get", "/restapi/v1.0/account/~/extension/~"),
 ];
 
-async fn operations(s: &TestServer) -> Vec<(String, String)> {
-    let doc: serde_json::Value = http()
+async fn document(s: &TestServer) -> Value {
+    http()
         .get(s.url("/openapi.json"))
         .send()
         .await
         .expect("get")
         .json()
         .await
-        .expect("json");
+        .expect("json")
+}
+
+/// Every operation of the document: (method, path, operation object).
+fn each_operation(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if let Some(op) = item.get(method) {
+                ops.push((method.to_owned(), path.clone(), op.clone()));
+            }
+        }
+    }
+    ops
+}
+
+async fn operations(s: &TestServer) -> Vec<(String, String)> {
+    let doc = document(s).await;
     assert!(
         doc["openapi"].as_str().expect("version").starts_with("3.1"),
         "{doc}"
@@ -122,4 +141,119 @@ async fn the_api_page_is_served_from_the_binary() {
     .await;
     assert_eq!(status, 200);
     assert!(js.len() > 100_000);
+}
+
+#[tokio::test]
+async fn admin_operations_take_a_bearer_token_or_x_auth_token_and_auth_operations_none() {
+    let s = TestServer::spawn_with(|c| c.ringex_emulator = true).await;
+    let doc = document(&s).await;
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["type"], "http", "{schemes}");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer", "{schemes}");
+    assert_eq!(schemes["bearer"]["bearerFormat"], "JWT", "{schemes}");
+    assert_eq!(schemes["X-Auth-Token"]["type"], "apiKey", "{schemes}");
+    assert_eq!(schemes["X-Auth-Token"]["in"], "header", "{schemes}");
+    assert_eq!(schemes["X-Auth-Token"]["name"], "X-Auth-Token", "{schemes}");
+    assert!(
+        doc.get("security").is_none(),
+        "no document-wide requirement: {doc}"
+    );
+    let either = json!([{"bearer": []}, {"X-Auth-Token": []}]);
+    for (method, path, op) in each_operation(&doc) {
+        let security = op.get("security");
+        if path.contains("/admin/") {
+            assert_eq!(security, Some(&either), "{method} {path}");
+        } else if path.starts_with("/restapi/") {
+            let expected = if method == "post" {
+                "ringex-client"
+            } else {
+                "ringex-bearer"
+            };
+            assert_eq!(
+                security,
+                Some(&json!([{ expected: [] }])),
+                "{method} {path}"
+            );
+            assert!(schemes.get(expected).is_some(), "{schemes}");
+        } else {
+            assert!(
+                security.is_none_or(|s| s == &json!([]) || s == &json!([{}])),
+                "{method} {path} needs no credential: {security:?}"
+            );
+        }
+    }
+    // The schemes say what the server does: the bearer token of a login, and an API token as
+    // X-Auth-Token, both open the admin endpoint the browser test calls.
+    let session = s.login_admin().await;
+    let (status, _, body) = raw(http()
+        .get(s.url("/voice/api/v1/admin/token"))
+        .bearer_auth(&session.access_token)
+        .send()
+        .await
+        .expect("send"))
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn summaries_are_plain_text_and_operation_ids_unique() {
+    let s = TestServer::spawn_with(|c| c.ringex_emulator = true).await;
+    let doc = document(&s).await;
+    let mut ids = BTreeSet::new();
+    for (method, path, op) in each_operation(&doc) {
+        let summary = op["summary"].as_str().unwrap_or_default();
+        assert!(!summary.is_empty(), "{method} {path}: no summary");
+        assert!(
+            !summary.contains('`') && !summary.contains('…'),
+            "{method} {path}: {summary}"
+        );
+        assert!(
+            !summary.starts_with(|c: char| c.is_ascii_digit()),
+            "{method} {path}: contract numbering in {summary}"
+        );
+        assert!(
+            op["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{method} {path}: no description"
+        );
+        let id = op["operationId"].as_str().expect("operationId").to_owned();
+        assert!(
+            ids.insert(id.clone()),
+            "{method} {path}: duplicate operationId {id}"
+        );
+    }
+}
+
+/// The tags of the document, and the tags its operations use.
+fn tags(doc: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let listed = doc["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_owned())
+        .collect();
+    let used = each_operation(doc)
+        .iter()
+        .flat_map(|(_, _, op)| op["tags"].as_array().cloned().unwrap_or_default())
+        .map(|t| t.as_str().expect("tag").to_owned())
+        .collect();
+    (listed, used)
+}
+
+#[tokio::test]
+async fn no_tag_section_is_empty_with_or_without_the_emulator() {
+    let off = document(&TestServer::spawn().await).await;
+    let (listed, used) = tags(&off);
+    assert_eq!(listed, used);
+    assert!(!listed.contains("ringex-emulator"), "{listed:?}");
+    let schemes = off["components"]["securitySchemes"]
+        .as_object()
+        .expect("schemes");
+    assert_eq!(
+        schemes.keys().collect::<Vec<_>>(),
+        ["X-Auth-Token", "bearer"]
+    );
+    let on = document(&TestServer::spawn_with(|c| c.ringex_emulator = true).await).await;
+    let (listed, used) = tags(&on);
+    assert_eq!(listed, used);
+    assert!(listed.contains("ringex-emulator"), "{listed:?}");
 }

@@ -346,9 +346,36 @@ async fn the_emulator_is_off_by_default_and_then_the_exchange_is_unavailable() {
         let (status, _, body) = raw(http().post(s.url(path)).send().await.expect("send")).await;
         assert!(status == 404 || status == 405, "{path}: {status} {body}");
     }
+    // Not configured is not an outage: 501, no Retry-After (retrying cannot help), and the
+    // body says what the operator must do, in RingCX's JSON error shape.
     let (status, headers, body) = exchange_form(&s, "anything").await;
-    assert_eq!(status, 503, "{body}");
-    assert!(headers.contains_key("retry-after"));
+    assert_eq!(status, 501, "{body}");
+    assert!(!headers.contains_key("retry-after"), "{headers:?}");
+    assert_eq!(headers["content-type"], "application/json");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["errorCode"], "ringex.not.configured", "{body}");
+    assert_eq!(v["requestUri"], format!("{EXCHANGE} - POST"), "{body}");
+    for field in ["generalMessage", "details", "requestId"] {
+        assert!(
+            v[field].as_str().is_some_and(|m| !m.is_empty()),
+            "{field}: {body}"
+        );
+    }
+    assert!(v["timestamp"].is_i64(), "{body}");
+    assert!(
+        v["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("--ringex-server URL")),
+        "{body}"
+    );
+    // A malformed request is still the caller's fault first.
+    let (status, _, body) = raw(http().post(s.url(EXCHANGE)).send().await.expect("send")).await;
+    assert_eq!(status, 400, "{body}");
+    // Asking again, however often, changes nothing and spends no login budget.
+    for _ in 0..20 {
+        let (status, _, _) = exchange_form(&s, "anything").await;
+        assert_eq!(status, 501);
+    }
 }
 
 #[tokio::test]
