@@ -207,7 +207,7 @@ fn admin_keys_rotate_needs_the_right_master_key() {
         .args(["keys", "rotate"])
         .assert()
         .code(1)
-        .stderr(predicates::str::contains("start `cxauth serve`"));
+        .stderr(predicates::str::contains("start `cxauth serve --database"));
     let served = common::serve(
         &[OsStr::new("--database"), db.as_os_str()],
         &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
