@@ -329,7 +329,8 @@ async fn first_user(
     }
     if config.bootstrap_admin_password.is_some() {
         tracing::warn!(
-            "CXAUTH_BOOTSTRAP_ADMIN_PASSWORD was ignored: the database {database} has users \
+            "CXAUTH_BOOTSTRAP_ADMIN_PASSWORD (or bootstrap_admin_password_file) was ignored: \
+             the database {database} has users \
              already, and the bootstrap password only sets the password of the first admin of \
              an empty database. To change a password: `cxauth admin --database '{database}' \
              user set-password admin --password-stdin`"

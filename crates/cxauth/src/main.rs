@@ -321,7 +321,7 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
     println!("platform_id = {:?}", c.platform_id);
     if let Some(seed) = &c.seed {
         println!(
-            "# seed: {} main accounts, {} users (the file is valid)",
+            "# seed: {} main accounts, {} users (read; applied at start)",
             seed.accounts.len(),
             seed.users.len()
         );

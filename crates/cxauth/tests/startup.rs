@@ -224,7 +224,9 @@ async fn a_bootstrap_password_for_a_bootstrapped_database_is_reported_as_ignored
     let again = common::serve(&args, &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", "too-late")]);
     let log = again.log().join("\n");
     assert!(
-        log.contains("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD was ignored"),
+        log.contains(
+            "CXAUTH_BOOTSTRAP_ADMIN_PASSWORD (or bootstrap_admin_password_file) was ignored"
+        ),
         "{log}"
     );
     assert!(log.contains(&db.display().to_string()), "{log}");
