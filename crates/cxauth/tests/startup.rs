@@ -99,6 +99,10 @@ async fn the_example_seed_runs_in_memory_and_its_users_and_fixed_token_work() {
         .login("acme-admin", "wrong", "aws80")
         .await
         .expect_err("a wrong password is still wrong");
+    // Audit lines of the log name the client plainly.
+    let log = served.log().join("\n");
+    assert!(log.contains("client=127.0.0.1"), "{log}");
+    assert!(!log.contains("client=Some("), "{log}");
 }
 
 #[tokio::test]
