@@ -110,8 +110,10 @@ pub async fn record(store: &dyn Store, ctx: &AuditContext, now: i64, entry: Entr
         request_id: ctx.request_id.clone(),
         detail: entry.detail.to_owned(),
     };
+    // `client=1.2.3.4` (or `client=local` for the admin command), not a Rust `Some(…)`.
+    let client = event.addr.as_deref().unwrap_or("local");
     tracing::info!(target: "audit", event = entry.event, outcome = entry.outcome,
-        user_id = entry.user_id, client = ?ctx.addr, detail = entry.detail, "audit");
+        user_id = entry.user_id, client = %client, detail = entry.detail, "audit");
     if let Err(e) = store.append_audit(&event).await {
         tracing::warn!(error = %e, event = entry.event, "could not write the audit event");
     }

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     /// [`crate::listener::default_max_connections`]). At the cap the connection idle longest
     /// (or slowest to send its headers) is closed to make room for the new one.
     pub max_connections: Option<usize>,
+    /// Accounts, users and API tokens to create where missing at every start (`--seed FILE`):
+    /// the integrators' stand-in for a RingCX tenant.
+    pub seed: Option<std::sync::Arc<cxauth_core::admin::Seed>>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -128,6 +131,7 @@ impl std::fmt::Debug for ServerConfig {
                 &self.logins_in_flight_per_source,
             )
             .field("api_token_cap", &self.api_token_cap)
+            .field("seed", &self.seed.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +194,7 @@ impl ServerConfig {
             logins_per_user_per_minute: 30,
             logins_in_flight_per_source: 0,
             api_token_cap: cxauth_core::service::DEFAULT_API_TOKEN_CAP,
+            seed: None,
         }
     }
 
@@ -285,15 +290,55 @@ pub fn parse_max_connections(s: &str) -> Result<MaxConnections, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxConnections(pub Option<usize>);
 
-/// Parses a listen address, or `off` for none (e.g. `--metrics-listen off`).
+/// Parses a listen address: `HOST:PORT` (an IP address, `[::1]:PORT`, or a host name such as
+/// `localhost:8080`, resolved now), or a port alone (`8080` or `:8080`), which means
+/// 127.0.0.1: listening on every interface must be asked for (`0.0.0.0:8080`).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let port_only = s.strip_prefix(':').unwrap_or(s);
+    if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
+        return port_only
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| format!("{s:?}: a port is a number from 0 to 65535"));
+    }
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let wrong = || {
+        format!(
+            "{s:?} is not an address to listen on: write HOST:PORT (127.0.0.1:8080, \
+             0.0.0.0:8080, [::1]:8080, localhost:8080) or a port alone (8080)"
+        )
+    };
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(wrong());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(wrong());
+    }
+    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{s:?}: cannot resolve the host name {host:?}: {e}"))?
+        .collect();
+    // IPv4 first: `localhost` then means 127.0.0.1, which every client tries.
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: the host name {host:?} has no address"))
+}
+
+/// Parses a listen address as [`parse_listen`] does, or `off` for none (e.g.
+/// `--metrics-listen off`).
 pub fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("off") {
         return Ok(ListenOrOff(None));
     }
-    s.parse()
+    parse_listen(s)
         .map(|a| ListenOrOff(Some(a)))
-        .map_err(|_| format!("{s:?} is neither an address and port (e.g. 127.0.0.1:9090) nor off"))
+        .map_err(|e| format!("{e}; or off for none"))
 }
 
 /// A listen address that can be turned off; see [`parse_listen_or_off`].
@@ -317,7 +362,27 @@ mod tests {
             parse_listen_or_off("127.0.0.1:9090"),
             Ok(ListenOrOff(Some(SocketAddr::from(([127, 0, 0, 1], 9090)))))
         );
-        assert!(parse_listen_or_off("9090").is_err());
+        assert_eq!(
+            parse_listen_or_off("9090"),
+            Ok(ListenOrOff(Some(SocketAddr::from(([127, 0, 0, 1], 9090)))))
+        );
+        assert!(parse_listen_or_off("nine").is_err());
+    }
+
+    #[test]
+    fn listen_accepts_a_port_alone_and_host_names() {
+        let local = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        assert_eq!(parse_listen("8080"), Ok(local(8080)));
+        assert_eq!(parse_listen(":8080"), Ok(local(8080)));
+        assert_eq!(parse_listen("localhost:8080"), Ok(local(8080)));
+        assert_eq!(
+            parse_listen("0.0.0.0:80"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 80)))
+        );
+        assert_eq!(parse_listen("[::1]:80").map(|a| a.is_ipv6()), Ok(true));
+        for bad in ["", ":", "70000", "localhost", "host:port"] {
+            assert!(parse_listen(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

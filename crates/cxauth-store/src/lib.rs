@@ -19,6 +19,10 @@ use cxauth_core::store::{SharedStore, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The id of the first main account a database gets (`Main` on first start): where `cxauth
+/// serve` puts the bootstrap `admin` of a database that has accounts but no user.
+pub const FIRST_MAIN_ACCOUNT_ID: i64 = 10_000_000;
+
 /// Connection pool settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -44,8 +48,9 @@ pub enum OpenError {
     /// The URL is not understood.
     #[error(transparent)]
     Url(#[from] UrlError),
-    /// The database could not be opened or migrated.
-    #[error("cannot open database {url}: {source}")]
+    /// The database could not be opened or migrated. The cause is the error's source, not part
+    /// of this message, so a cause chain (`{:#}`) names it once.
+    #[error("cannot open database {url}")]
     Open {
         /// The URL, with any password redacted.
         url: String,
@@ -68,12 +73,67 @@ pub async fn open_with(
         DatabaseUrl::Sqlite { .. } => SqliteStore::open(url, options)
             .await
             .map(|s| Arc::new(s) as SharedStore),
-        DatabaseUrl::Postgres { .. } => PgStore::open(url, options)
-            .await
-            .map(|s| Arc::new(s) as SharedStore),
+        DatabaseUrl::Postgres { url: secret } => match probe_postgres(secret, options).await {
+            Ok(()) => PgStore::open(url, options)
+                .await
+                .map(|s| Arc::new(s) as SharedStore),
+            Err(e) => Err(e),
+        },
     };
     opened.map_err(|source| OpenError::Open {
         url: url.to_string(),
         source,
     })
+}
+
+/// Makes one connection before the pool does, so that an unreachable server is reported by its
+/// root cause ("connection refused", a failed password, a missing database) at once: the pool
+/// would only say "pool timed out" after its acquire timeout.
+async fn probe_postgres(url: &SecretUrl, options: &StoreOptions) -> Result<(), StoreError> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    use std::str::FromStr as _;
+    // A URL the driver cannot parse is reported by `PgStore::open`, without echoing it.
+    let Ok(connect) = sqlx::postgres::PgConnectOptions::from_str(url.expose()) else {
+        return Ok(());
+    };
+    let at = format!("{}:{}", connect.get_host(), connect.get_port());
+    match tokio::time::timeout(options.acquire_timeout, connect.connect()).await {
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "the PostgreSQL server at {at} did not answer within {:?}",
+            options.acquire_timeout
+        ))),
+        Ok(Err(sqlx::Error::Io(e))) => Err(StoreError::Unavailable(format!(
+            "cannot connect to the PostgreSQL server at {at}: {}",
+            io_reason(&e)
+        ))),
+        Ok(Err(sqlx::Error::Database(e))) => Err(StoreError::Unavailable(format!(
+            "the PostgreSQL server at {at} refused the connection: {}",
+            e.message()
+        ))),
+        Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+            "cannot connect to the PostgreSQL server at {at}: {e}"
+        ))),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// An I/O error in words, without the `(os error N)` suffix: "connection refused".
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        std::io::ErrorKind::NotFound => format!("not found ({e})"),
+        std::io::ErrorKind::TimedOut => "timed out".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_first_main_account_id_is_the_one_the_store_allocates() {
+        assert_eq!(super::FIRST_MAIN_ACCOUNT_ID, crate::sql::FIRST_MAIN_ACCOUNT);
+    }
 }

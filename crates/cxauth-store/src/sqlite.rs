@@ -32,6 +32,17 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
         {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => narrow_to_owner(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                return Err(StoreError::Internal(format!(
+                    "the directory {} does not exist: create it, or give a database path in an \
+                     existing directory",
+                    dir.display()
+                )));
+            }
             Err(e) => {
                 return Err(StoreError::Internal(format!(
                     "cannot create the database file {}: {e}",

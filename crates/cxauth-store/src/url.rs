@@ -52,14 +52,22 @@ impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match url::Url::parse(&self.0) {
             Ok(mut u) => {
-                if u.password().is_some() {
-                    let _ = u.set_password(Some("[redacted]"));
+                // A placeholder of URL-safe characters, swapped for `[redacted]` afterwards:
+                // the URL type would show the brackets percent-encoded (`%5Bredacted%5D`).
+                const MARK: &str = "cxauthredactedpassword";
+                let had_password = u.password().is_some();
+                if had_password {
+                    let _ = u.set_password(Some(MARK));
                 }
                 // Query parameters may carry a password too (`?password=`), and so may a
                 // fragment (the tail of a password with an unencoded `#`): leave both out.
                 u.set_query(None);
                 u.set_fragment(None);
-                f.write_str(u.as_str())
+                if had_password {
+                    f.write_str(&u.as_str().replacen(&format!(":{MARK}@"), ":[redacted]@", 1))
+                } else {
+                    f.write_str(u.as_str())
+                }
             }
             Err(_) => f.write_str("postgres://[unparsable URL]"),
         }
@@ -88,12 +96,17 @@ pub enum DatabaseUrl {
 }
 
 impl DatabaseUrl {
-    /// Parses `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`, a bare file path, or
-    /// `postgres://…` / `postgresql://…`.
+    /// Parses `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:` (or just `memory`), a bare file
+    /// path, or `postgres://…` / `postgresql://…`.
     pub fn parse(s: &str) -> Result<Self, UrlError> {
         let s = s.trim();
         if s.is_empty() {
             return Err(UrlError::Empty);
+        }
+        // `memory`: the integrators' stand-in (`cxauth serve --database memory`); a file of
+        // that name is still reachable as `./memory` or `sqlite://memory`.
+        if s == "memory" {
+            return Ok(DatabaseUrl::Sqlite { path: None });
         }
         if let Some(scheme) = postgres_scheme(s) {
             return parse_postgres(scheme, s);
@@ -418,6 +431,12 @@ mod tests {
             Some(Path::new("/tmp/a b.db"))
         );
         assert_eq!(p("sqlite::memory:").sqlite_path(), None);
+        assert!(p("memory").is_in_memory());
+        assert_eq!(p("./memory").sqlite_path(), Some(Path::new("./memory")));
+        assert_eq!(
+            p("postgres://u:secret@h/db").to_string(),
+            "postgres://u:[redacted]@h/db"
+        );
         assert_eq!(
             p("sqlite://cxauth.db").default_key_file(),
             Some(PathBuf::from("cxauth.db.key"))

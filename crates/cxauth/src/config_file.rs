@@ -10,7 +10,9 @@ use crate::ServeArgs;
 use anyhow::{Context as _, anyhow};
 use clap::ArgMatches;
 use clap::parser::ValueSource;
-use cxauth_server::config::{parse_duration, parse_listen_or_off, parse_max_connections};
+use cxauth_server::config::{
+    parse_duration, parse_listen, parse_listen_or_off, parse_max_connections,
+};
 use figment::Figment;
 use figment::providers::{Format as _, Toml};
 use secrecy::SecretString;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 pub struct FileConfig {
     listen: Option<String>,
     database: Option<String>,
+    seed: Option<PathBuf>,
     /// A file holding the database URL (it may carry a password).
     database_file: Option<PathBuf>,
     platform_id: Option<String>,
@@ -68,7 +71,75 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
     }
     Figment::from(Toml::file_exact(path))
         .extract()
-        .map_err(|e| anyhow!("{}: {e}", path.display()))
+        .map_err(|e| anyhow!("{}: {}", path.display(), describe(&e)))
+}
+
+/// A configuration (or seed) file error in words for a person: each problem as `KEY: what`,
+/// an unknown key with the nearest known one ("did you mean"), and none of figment's internal
+/// profile prefix (`default.`) or nested quoting.
+pub fn describe(error: &figment::Error) -> String {
+    use figment::error::Kind;
+    let mut out = Vec::new();
+    for e in error.clone() {
+        let at = e.path.join(".");
+        let line = match &e.kind {
+            Kind::UnknownField(field, expected) => {
+                let key = if at.is_empty() || at == *field {
+                    field.clone()
+                } else {
+                    at.clone()
+                };
+                let mut line = format!("unknown key {key:?}");
+                match nearest(field, expected) {
+                    Some(near) => line.push_str(&format!("; did you mean {near:?}?")),
+                    None => line.push_str(&format!(" (known keys: {})", expected.join(", "))),
+                }
+                line
+            }
+            Kind::MissingField(field) => {
+                let key = if at.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{at}.{field}")
+                };
+                format!("missing key {key:?}")
+            }
+            kind if at.is_empty() => kind.to_string(),
+            kind => format!("{at}: {kind}"),
+        };
+        out.push(line.replace('`', "\""));
+    }
+    out.join("; ")
+}
+
+/// The known key closest to `typed` by edit distance, if close enough to be a typo.
+fn nearest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(typed, k), *k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<String> {
@@ -103,12 +174,8 @@ pub fn apply(
             }
         };
     }
-    let addr = |v: &str| {
-        v.parse()
-            .map_err(|e: std::net::AddrParseError| e.to_string())
-    };
     let text = |v: &str| Ok::<_, String>(v.to_owned());
-    take!(listen, addr);
+    take!(listen, parse_listen);
     take!(database, text);
     take!(platform_id, text);
     take!(access_token_ttl, parse_duration);
@@ -150,6 +217,11 @@ pub fn apply(
     {
         args.database = read_secret(&f)?;
     }
+    if let Some(v) = file.seed
+        && defaulted(m, "seed")
+    {
+        args.seed = Some(v);
+    }
     if let Some(v) = file.master_key_file
         && defaulted(m, "master_key_file")
     {
@@ -189,4 +261,34 @@ pub fn apply(
     file.bootstrap_admin_password_file
         .map(|f| read_secret(&f).map(SecretString::from))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_key_gets_a_suggestion_without_internal_prefixes() {
+        let e = Figment::from(Toml::string("listn = \"127.0.0.1:1\""))
+            .extract::<FileConfig>()
+            .expect_err("unknown key");
+        let said = describe(&e);
+        assert_eq!(said, "unknown key \"listn\"; did you mean \"listen\"?");
+        let e = Figment::from(Toml::string("max_sessions_per_user = \"x\""))
+            .extract::<FileConfig>()
+            .expect_err("wrong type");
+        let said = describe(&e);
+        assert!(said.starts_with("max_sessions_per_user: "), "{said}");
+        assert!(!said.contains("default.") && !said.contains('`'), "{said}");
+    }
+
+    #[test]
+    fn nothing_far_off_is_suggested() {
+        assert_eq!(nearest("zzzzzzzz", &["listen", "database"]), None);
+        assert_eq!(
+            nearest("databse", &["listen", "database"]),
+            Some("database")
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use cxauth_core::clock::SystemClock;
 use cxauth_core::crypto::MasterKey;
 use cxauth_server::config::{
-    ListenOrOff, MaxConnections, ServerConfig, parse_duration, parse_listen_or_off,
+    ListenOrOff, MaxConnections, ServerConfig, parse_duration, parse_listen, parse_listen_or_off,
     parse_max_connections, redact_url,
 };
 use cxauth_store::DatabaseUrl;
@@ -103,13 +103,26 @@ struct ServeArgs {
     /// take precedence over it; see cxauth.example.toml.
     #[arg(long, env = "CXAUTH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address and port to listen on (port 0 picks a free port).
-    #[arg(long, env = "CXAUTH_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address and port to listen on: HOST:PORT (127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080,
+    /// localhost:8080) or a port alone (8080 or :8080, on 127.0.0.1). Port 0 picks a free port.
+    #[arg(long, env = "CXAUTH_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
-    /// Database: sqlite://PATH (created if missing), a plain file path, sqlite::memory:, or
+    /// Not an option: says to use --listen (clap would suggest --platform-id for --port).
+    #[arg(long, hide = true, value_name = "PORT", value_parser = no_port)]
+    port: Option<String>,
+    /// Not an option: says to use --listen.
+    #[arg(long, hide = true, value_name = "HOST", value_parser = no_host)]
+    host: Option<String>,
+    /// Database: sqlite://PATH (created if missing), a plain file path, `memory` (nothing on
+    /// disk, gone when the server stops; also sqlite::memory:), or
     /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE for several instances on one database.
     #[arg(long, env = "CXAUTH_DATABASE", default_value = "sqlite://cxauth.db")]
     database: String,
+    /// Accounts, users (with passwords, roles, grants, parents) and fixed API tokens to create
+    /// at start where missing, from a TOML or JSON file (by its extension); running it again
+    /// changes nothing. See examples/seed.toml.
+    #[arg(long, env = "CXAUTH_SEED", value_name = "FILE")]
+    seed: Option<PathBuf>,
     /// Platform id of this deployment: the prefix of API tokens and the platform of "admin".
     #[arg(long, env = "CXAUTH_PLATFORM_ID", default_value = "aws80")]
     platform_id: String,
@@ -197,6 +210,37 @@ struct ServeArgs {
     max_connections: MaxConnections,
 }
 
+/// The value parser of the hidden `--port`: always an error that says what to write.
+fn no_port(port: &str) -> Result<String, String> {
+    Err(format!(
+        "there is no --port: use --listen 127.0.0.1:{port} (or --listen {port})"
+    ))
+}
+
+/// The value parser of the hidden `--host`: always an error that says what to write.
+fn no_host(host: &str) -> Result<String, String> {
+    Err(format!(
+        "there is no --host: use --listen {host}:8080 (address and port together)"
+    ))
+}
+
+/// Reads a seed file: TOML, or JSON when its name ends in `.json`.
+fn load_seed(path: &std::path::Path) -> anyhow::Result<cxauth_core::admin::Seed> {
+    use figment::providers::Format as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the seed file {}", path.display()))?;
+    let json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if json {
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    } else {
+        figment::Figment::from(figment::providers::Toml::string(&text))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), config_file::describe(&e)))
+    }
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -216,6 +260,9 @@ fn effective_config(mut args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result
     }
     let database = DatabaseUrl::parse(&args.database)?;
     let mut config = ServerConfig::new(database);
+    if let Some(path) = &args.seed {
+        config.seed = Some(Arc::new(load_seed(path)?));
+    }
     config.listen = args.listen;
     config.platform_id = args.platform_id;
     config.access_token_ttl = args.access_token_ttl;
@@ -278,6 +325,13 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
     println!("listen = {:?}", c.listen.to_string());
     println!("database = {:?}", c.database.to_string());
     println!("platform_id = {:?}", c.platform_id);
+    if let Some(seed) = &c.seed {
+        println!(
+            "# seed: {} main accounts, {} users (read; applied at start)",
+            seed.accounts.len(),
+            seed.users.len()
+        );
+    }
     println!("access_token_ttl = {}", d(c.access_token_ttl));
     println!("refresh_token_ttl = {}", d(c.refresh_token_ttl));
     println!("refresh_grace = {}", d(c.refresh_grace));
@@ -341,28 +395,20 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
     let config = effective_config(args, m)?;
 
-    let app = cxauth_server::App::build(&config, Arc::new(SystemClock)).await?;
-    if let Some(p) = &app.generated_admin_password {
-        cxauth_server::announce_admin_password(p, &admin::database_flag(&config.database));
-    }
+    // Both listeners first: a busy port must fail before a database is created, a master key
+    // written or an admin bootstrapped (whose password would be shown for a server that never
+    // ran).
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = %config.database, "cxauth listening");
-    eprintln!("cxauth: listening on http://{addr}");
-    let metrics = match config.metrics_listen {
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (another server there? choose another with --listen)",
+                config.listen
+            )
+        })?;
+    let metrics_listener = match config.metrics_listen {
         Some(at) => match tokio::net::TcpListener::bind(at).await {
-            Ok(l) => {
-                let at = l.local_addr()?;
-                tracing::info!(addr = %at, "metrics at http://{at}/metrics");
-                let state = app.state.clone();
-                Some(tokio::spawn(cxauth_server::metrics::serve(
-                    l,
-                    state,
-                    std::future::pending(),
-                )))
-            }
+            Ok(l) => Some(l),
             // Not fatal: the API matters more than its metrics (and several instances on one
             // host would otherwise need one flag each just to start).
             Err(e) => {
@@ -370,6 +416,26 @@ async fn serve(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
                 None
             }
         },
+        None => None,
+    };
+    let app = cxauth_server::App::build(&config, Arc::new(SystemClock)).await?;
+    if let Some(p) = &app.generated_admin_password {
+        cxauth_server::announce_admin_password(p, &admin::database_flag(&config.database));
+    }
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %config.database, "cxauth listening");
+    eprintln!("cxauth: listening on http://{addr}");
+    let metrics = match metrics_listener {
+        Some(l) => {
+            let at = l.local_addr()?;
+            tracing::info!(addr = %at, "metrics at http://{at}/metrics");
+            let state = app.state.clone();
+            Some(tokio::spawn(cxauth_server::metrics::serve(
+                l,
+                state,
+                std::future::pending(),
+            )))
+        }
         None => None,
     };
     cxauth_server::serve(listener, app, shutdown_signal()).await?;
