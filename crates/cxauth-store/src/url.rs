@@ -456,7 +456,7 @@ mod tests {
         }
         assert_eq!(
             p("postgres://cxauth:secret@db.internal/cxauth").to_string(),
-            "postgres://cxauth:%5Bredacted%5D@db.internal/cxauth"
+            "postgres://cxauth:[redacted]@db.internal/cxauth"
         );
         assert!(matches!(DatabaseUrl::parse(""), Err(UrlError::Empty)));
         assert!(matches!(
