@@ -98,7 +98,9 @@ impl Default for ThrottleConfig {
                 forget_after: Duration::from_secs(60 * 60),
             },
             per_known_address: Policy {
-                free_failures: 5,
+                // Spendable only from the user's own address (its NAT), so more room for the
+                // user's own mistypes and parallel logins, and harder for a NAT-mate to spend.
+                free_failures: 20,
                 base: Duration::from_secs(1),
                 max: Duration::from_secs(30),
                 forget_after: Duration::from_secs(15 * 60),
@@ -640,7 +642,7 @@ mod tests {
         let r = t.reserve(&keys(1, 7), true).await.expect("known address");
         t.settle(r, false).await;
         // Its own failures there still back off.
-        for _ in 0..5 {
+        for _ in 0..20 {
             assert!(guess(&t, &keys(1, 7), true).await);
         }
         assert!(t.reserve(&keys(1, 7), true).await.is_err());

@@ -1039,7 +1039,7 @@ async fn requests_are_answered_while_logins_queue() {
     for l in logins {
         match l.await.expect("join") {
             Ok(_) => {}
-            // More than five checks of one user pending at once exceed its budget (the
+            // More pending checks of one user than its budget allows (the
             // reservations of attempts in flight count until they succeed): 429, not 503.
             Err(Error::Status {
                 status,
