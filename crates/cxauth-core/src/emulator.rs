@@ -15,7 +15,6 @@ use crate::clock::duration_ms;
 use crate::crypto::{DigestKind, random_bytes, ringex_jwt_digest};
 use crate::service::{Auth, AuthError, MAX_TOKEN_LEN};
 use crate::store::UserRecord;
-use crate::throttle::Refusal;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
@@ -215,9 +214,7 @@ impl Auth {
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(crate::emulator::OAuthError::InvalidClient.into()),
-            Err(Refusal::Wait(retry_after)) => Err(AuthError::Throttled { retry_after }),
-            Err(Refusal::Store(e)) => Err(e.into()),
-            Err(Refusal::Pool(e)) => Err(e.into()),
+            Err(refusal) => Err(refusal.into()),
         }
     }
 

@@ -112,6 +112,18 @@ impl From<CryptoError> for AuthError {
     }
 }
 
+/// A throttle's refusal as the service reports it: a wait is [`AuthError::Throttled`], the rest
+/// keep their own errors. Callers that count or audit throttled attempts match the wait first.
+impl From<Refusal> for AuthError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Wait(retry_after) => AuthError::Throttled { retry_after },
+            Refusal::Store(e) => e.into(),
+            Refusal::Pool(e) => e.into(),
+        }
+    }
+}
+
 impl From<PoolError> for AuthError {
     fn from(e: PoolError) -> Self {
         match e {
@@ -573,8 +585,7 @@ impl Auth {
             Err(Refusal::Wait(retry_after)) => {
                 Err(self.throttled(retry_after, event, ctx, username).await)
             }
-            Err(Refusal::Store(e)) => Err(e.into()),
-            Err(Refusal::Pool(e)) => Err(e.into()),
+            Err(other) => Err(other.into()),
         }
     }
 
@@ -589,13 +600,13 @@ impl Auth {
         let keys = self.attempt_keys(b"ringex", "", client);
         let reservation = match self.throttle.reserve_address(&keys.address).await {
             Ok(r) => r,
-            Err(Refusal::Wait(retry_after)) => {
-                metrics::counter!("cxauth_logins_total", "kind" => audit::RINGEX_EXCHANGE, "outcome" => "throttled")
-                    .increment(1);
-                return Err(AuthError::Throttled { retry_after });
+            Err(refusal) => {
+                if matches!(refusal, Refusal::Wait(_)) {
+                    metrics::counter!("cxauth_logins_total", "kind" => audit::RINGEX_EXCHANGE, "outcome" => "throttled")
+                        .increment(1);
+                }
+                return Err(refusal.into());
             }
-            Err(Refusal::Store(e)) => return Err(e.into()),
-            Err(Refusal::Pool(e)) => return Err(e.into()),
         };
         let result = check.await;
         let failed = matches!(result, Err(AuthError::RingexRefused));
