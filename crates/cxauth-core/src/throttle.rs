@@ -320,6 +320,19 @@ struct Bucket {
     at: i64,
 }
 
+impl Bucket {
+    /// Tokens held at `now` when `per_minute` come back each minute, up to `per_minute`.
+    fn level(&self, now: i64, per_minute: u32) -> f64 {
+        let capacity = f64::from(per_minute);
+        (self.tokens + (now - self.at).max(0) as f64 * capacity / 60_000.0).min(capacity)
+    }
+
+    /// Whether the bucket is full again at `now`: it then means nothing and may be dropped.
+    fn is_full(&self, now: i64, per_minute: u32) -> bool {
+        self.level(now, per_minute) >= f64::from(per_minute)
+    }
+}
+
 /// The login throttle: see the module documentation.
 pub struct Throttle {
     clock: SharedClock,
@@ -499,22 +512,21 @@ impl Throttle {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        let capacity = f64::from(per_minute);
-        let per_ms = capacity / 60_000.0;
         let mut map = self.successes.lock().unwrap_or_else(|p| p.into_inner());
         if !map.contains_key(subject) && map.len() >= self.config.max_entries {
-            map.retain(|_, b| b.tokens + (now - b.at) as f64 * per_ms < capacity);
+            map.retain(|_, b| !b.is_full(now, per_minute));
         }
         let b = map.entry(*subject).or_insert(Bucket {
-            tokens: capacity,
+            tokens: f64::from(per_minute),
             at: now,
         });
-        b.tokens = (b.tokens + (now - b.at).max(0) as f64 * per_ms).min(capacity);
+        b.tokens = b.level(now, per_minute);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
         } else {
+            let per_ms = f64::from(per_minute) / 60_000.0;
             let ms = ((1.0 - b.tokens) / per_ms).ceil() as u64;
             Err(Duration::from_millis(ms.max(1)))
         }
@@ -525,12 +537,11 @@ impl Throttle {
     pub fn purge(&self) {
         let now = self.clock.now_ms();
         self.table.purge(now);
-        let capacity = f64::from(self.config.successes_per_minute);
-        let per_ms = capacity / 60_000.0;
+        let per_minute = self.config.successes_per_minute;
         self.successes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, b| b.tokens + (now - b.at) as f64 * per_ms < capacity);
+            .retain(|_, b| !b.is_full(now, per_minute));
     }
 }
 
