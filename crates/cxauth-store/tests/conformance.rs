@@ -1804,3 +1804,48 @@ async fn deleting_a_user_takes_its_credentials_and_spares_its_parent_and_others(
             .expect("reuse");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_session_cap_holds_under_concurrent_logins() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        // 20 logins of one user at once with a cap of 5: each counts the others.
+        let tasks: Vec<_> = (0..20u8)
+            .map(|n| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let session = NewSession {
+                        session_id: format!("c{n}"),
+                        user_id: uid,
+                        refresh_digest: digest(100 + n),
+                        expected_password_hash: None,
+                        now: 1_000 + i64::from(n),
+                        refresh_expires_at: 100_000,
+                        sso_login: false,
+                        max_sessions: 5,
+                    };
+                    loop {
+                        match s.create_session(&session).await {
+                            Ok(()) => return,
+                            // SQLite may answer BUSY under this much contention: a retry fixes it.
+                            Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let live = b
+            .count("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL")
+            .await;
+        assert_eq!(live, 5, "{}", b.name);
+    }
+}
