@@ -10,6 +10,7 @@ mod report;
 mod scenarios;
 mod seed;
 mod server;
+mod workloads;
 
 use clap::{Parser, Subcommand};
 

@@ -3,20 +3,19 @@
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
-use crate::server::{ADMIN_PASSWORD, Server, cxauth_binary};
-use anyhow::{Context as _, bail};
-use http_body_util::Full;
+use crate::server::{Server, cxauth_binary};
+use crate::workloads::{
+    ACCOUNTS, ApiTokens, Refresh, create_api_token, fixed_n, login, login_body, post_form,
+    raw_argon2_rate,
+};
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use std::net::SocketAddr;
+use hyper::{Method, StatusCode};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Keycloak's published refresh-grant rate per vCPU (sizing guide).
 const KEYCLOAK_REFRESH_PER_VCPU: f64 = 120.0;
-/// The admin API endpoint every authenticated scenario calls.
-const ACCOUNTS: &str = "/voice/api/v1/admin/accounts";
 
 /// Options of `cxauth-bench all`.
 #[derive(Debug, clap::Args)]
@@ -103,138 +102,6 @@ fn row(name: &str, load: String, s: &mut Stats, rss: f64) -> Row {
         target: "-".into(),
         met: None,
     }
-}
-
-fn post_form(path: &str, body: String, headers: &[(&'static str, String)]) -> Request<Full<Bytes>> {
-    let mut b = Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/x-www-form-urlencoded");
-    for (k, v) in headers {
-        b = b.header(*k, v.as_str());
-    }
-    b.body(Full::new(Bytes::from(body)))
-        .expect("benchmark requests are well formed")
-}
-
-fn login_body() -> String {
-    format!("username=admin&password={ADMIN_PASSWORD}&platformId=aws80")
-}
-
-/// Logs in as admin: (access token, refresh token).
-async fn login(addr: SocketAddr) -> anyhow::Result<(String, String)> {
-    let (status, _, body) =
-        load::once(addr, post_form("/api/auth/login/admin", login_body(), &[])).await?;
-    if status != StatusCode::OK {
-        bail!("login failed: {status} {}", String::from_utf8_lossy(&body));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body)?;
-    let get = |k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_str())
-            .map(str::to_owned)
-            .with_context(|| format!("no {k} in the login answer"))
-    };
-    Ok((get("accessToken")?, get("refreshToken")?))
-}
-
-async fn create_api_token(addr: SocketAddr, access: &str) -> anyhow::Result<String> {
-    let (status, _, body) = load::once(
-        addr,
-        post_form(
-            "/voice/api/v1/admin/token",
-            String::new(),
-            &[("authorization", format!("Bearer {access}"))],
-        ),
-    )
-    .await?;
-    if status != StatusCode::OK {
-        bail!("token creation failed: {status}");
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// A refresh chain: each answer's refresh token is the next request's.
-struct Refresh {
-    token: Arc<Mutex<String>>,
-}
-
-impl Workload for Refresh {
-    fn request(&mut self) -> Request<Full<Bytes>> {
-        let t = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        post_form("/api/auth/token/refresh", format!("refresh_token={t}"), &[])
-    }
-    fn response(&mut self, status: StatusCode, body: &Bytes) {
-        if status != StatusCode::OK {
-            return;
-        }
-        if let Some(t) = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.get("refreshToken")?.as_str().map(str::to_owned))
-        {
-            *self.token.lock().unwrap_or_else(|p| p.into_inner()) = t;
-        }
-    }
-}
-
-/// Cycles through a list of API tokens, so look-ups hit the whole index.
-struct ApiTokens {
-    tokens: Arc<Vec<String>>,
-    next: usize,
-}
-
-impl Workload for ApiTokens {
-    fn request(&mut self) -> Request<Full<Bytes>> {
-        let t = &self.tokens[self.next % self.tokens.len()];
-        self.next += 1;
-        Fixed::get(ACCOUNTS, vec![("x-auth-token", t.clone())]).request()
-    }
-}
-
-fn fixed_n(w: &Fixed, n: usize) -> Vec<Fixed> {
-    (0..n).map(|_| w.clone()).collect()
-}
-
-/// CPU time (user + system) this process has used, seconds.
-fn own_cpu_seconds() -> f64 {
-    let stat = readfile("/proc/self/stat");
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Raw Argon2id verifications per second on `threads` threads, same parameters as the server,
-/// and the CPU time each took (comparable even when other work takes cores away).
-fn raw_argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<(f64, f64)> {
-    let cpu0 = own_cpu_seconds();
-    let pw = secrecy::SecretString::from(ADMIN_PASSWORD);
-    let phc = cxauth_core::password::hash_password(&pw).context("hashing failed")?;
-    let end = Instant::now() + duration;
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let phc = phc.clone();
-            let pw = pw.clone();
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                // The server's own fastest path: one reused memory area per thread.
-                let mut memory = cxauth_core::password::HashMemory::default();
-                while Instant::now() < end {
-                    if cxauth_core::password::verify_with_memory(&phc, &pw, &mut memory) {
-                        n += 1;
-                    }
-                }
-                n
-            })
-        })
-        .collect();
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    let cpu = own_cpu_seconds() - cpu0;
-    Ok((
-        total as f64 / duration.as_secs_f64(),
-        cpu * 1e6 / (total.max(1) as f64),
-    ))
 }
 
 struct Run<'a> {
