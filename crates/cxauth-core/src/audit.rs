@@ -5,51 +5,125 @@
 //! (after the password hash on a failed login, so the write cannot tell a known user from an
 //! unknown one by timing). A failed write is logged and does not fail the operation: an outage
 //! of the audit table must not lock everybody out.
+//!
+//! Events and outcomes are enums; the strings stored in the audit table come from
+//! [`Event::as_str`] and [`Outcome::as_str`] only, and the login and refresh-reuse metrics are
+//! counted from the variants in [`count`], never by matching strings.
 
-use crate::store::{AuditEvent, Store};
+use crate::clock::SharedClock;
+use crate::store::{AuditEvent, SharedStore, Store};
 use std::net::IpAddr;
 
-/// A login attempt (direct or legacy); outcomes `success`, `failure`, `throttled`.
-pub const LOGIN: &str = "login";
-/// A legacy portal login; outcomes `success`, `failure`, `throttled`.
-pub const LEGACY_LOGIN: &str = "legacy_login";
-/// A RingEX token exchange; outcomes `success`, `failure`.
-pub const RINGEX_EXCHANGE: &str = "ringex.exchange";
-/// A rotated refresh token came back after the grace window; outcome `reuse` (session ended).
-pub const REFRESH_REUSE: &str = "refresh.reuse";
-/// A session ended by logout; outcome `success`.
-pub const SESSION_END: &str = "session.end";
-/// An API token was created; outcome `success`.
-pub const API_TOKEN_CREATE: &str = "api_token.create";
-/// An API token was deleted; outcome `success`.
-pub const API_TOKEN_DELETE: &str = "api_token.delete";
-/// A user was created; outcome `success`.
-pub const USER_CREATE: &str = "user.create";
-/// A user was disabled; outcome `success`.
-pub const USER_DISABLE: &str = "user.disable";
-/// A user was enabled again; outcome `success`.
-pub const USER_ENABLE: &str = "user.enable";
-/// A user was deleted (`cxauth admin user delete`); outcome `success`, the detail counts the
-/// credentials deleted with it.
-pub const USER_DELETE: &str = "user.delete";
-/// A password was changed; outcome `success`.
-pub const PASSWORD_CHANGE: &str = "password.change";
-/// A signing key was created (first start or rotation); outcome `success`.
-pub const KEY_CREATE: &str = "key.create";
-/// Old signing keys were retired; outcome `success`.
-pub const KEY_RETIRE: &str = "key.retire";
-/// Every credential of a user was ended (`cxauth admin user revoke-tokens`); outcome
-/// `success`, the detail counts what ended per kind.
-pub const CREDENTIALS_REVOKE: &str = "credentials.revoke";
-/// A RingEX emulator JWT credential was revoked; outcome `success`.
-pub const RINGEX_JWT_REVOKE: &str = "ringex_jwt.revoke";
-/// An API token was refused because its owner holds the cap; outcome `failure`.
-pub const API_TOKEN_CAP: &str = "api_token.cap";
+/// What happened. The stored name of each event is [`Event::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A direct login attempt; outcomes success, failure, throttled.
+    Login,
+    /// A legacy portal login; outcomes success, failure, throttled.
+    LegacyLogin,
+    /// A password grant at the RingEX emulator's token endpoint; outcomes failure, throttled.
+    EmulatorLogin,
+    /// A RingEX token exchange; outcomes success, failure (throttled ones are only counted).
+    RingexExchange,
+    /// A rotated refresh token came back after the grace window; outcome reuse (session ended).
+    RefreshReuse,
+    /// A session ended by logout; outcome success.
+    SessionEnd,
+    /// An API token was created; outcome success.
+    ApiTokenCreate,
+    /// An API token was deleted; outcome success.
+    ApiTokenDelete,
+    /// An API token was refused because its owner holds the cap; outcome failure.
+    ApiTokenCap,
+    /// A user was created; outcome success.
+    UserCreate,
+    /// A user was disabled; outcome success.
+    UserDisable,
+    /// A user was enabled again; outcome success.
+    UserEnable,
+    /// A user was deleted (`cxauth admin user delete`); outcome success, the detail counts the
+    /// credentials deleted with it.
+    UserDelete,
+    /// A password was changed; outcome success.
+    PasswordChange,
+    /// A signing key was created (first start or rotation); outcome success.
+    KeyCreate,
+    /// Old signing keys were retired; outcome success.
+    KeyRetire,
+    /// Every credential of a user was ended (`cxauth admin user revoke-tokens`); outcome
+    /// success, the detail counts what ended per kind.
+    CredentialsRevoke,
+    /// A RingEX emulator JWT credential was revoked; outcome success.
+    RingexJwtRevoke,
+}
 
-/// Outcome of an operation that worked.
-pub const SUCCESS: &str = "success";
-/// Outcome of an operation that was refused.
-pub const FAILURE: &str = "failure";
+impl Event {
+    /// The name stored in the audit table and logged (these strings are a stored format: never
+    /// change one).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Event::Login => "login",
+            Event::LegacyLogin => "legacy_login",
+            Event::EmulatorLogin => "ringex_emulator.login",
+            Event::RingexExchange => "ringex.exchange",
+            Event::RefreshReuse => "refresh.reuse",
+            Event::SessionEnd => "session.end",
+            Event::ApiTokenCreate => "api_token.create",
+            Event::ApiTokenDelete => "api_token.delete",
+            Event::ApiTokenCap => "api_token.cap",
+            Event::UserCreate => "user.create",
+            Event::UserDisable => "user.disable",
+            Event::UserEnable => "user.enable",
+            Event::UserDelete => "user.delete",
+            Event::PasswordChange => "password.change",
+            Event::KeyCreate => "key.create",
+            Event::KeyRetire => "key.retire",
+            Event::CredentialsRevoke => "credentials.revoke",
+            Event::RingexJwtRevoke => "ringex_jwt.revoke",
+        }
+    }
+}
+
+/// How it ended. The stored word of each outcome is [`Outcome::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The operation worked.
+    Success,
+    /// The operation was refused.
+    Failure,
+    /// A login-like attempt was refused by the throttle before any password was checked.
+    Throttled,
+    /// A rotated refresh token was presented again; its session ended.
+    Reuse,
+}
+
+impl Outcome {
+    /// The word stored in the audit table (a stored format: never change one).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Throttled => "throttled",
+            Outcome::Reuse => "reuse",
+        }
+    }
+}
+
+/// Counts an event in the process metrics: `cxauth_logins_total{kind, outcome}` for logins and
+/// exchanges, `cxauth_refresh_reuse_total` for reused refresh tokens. The emulator's password
+/// grant counts only its throttled attempts (its other outcomes are a development tool's).
+/// [`Auditor::record`] calls it; call it directly for an event counted but not written.
+pub fn count(event: Event, outcome: Outcome) {
+    match (event, outcome) {
+        (Event::Login | Event::LegacyLogin | Event::RingexExchange, _)
+        | (Event::EmulatorLogin, Outcome::Throttled) => {
+            metrics::counter!("cxauth_logins_total", "kind" => event.as_str(), "outcome" => outcome.as_str())
+                .increment(1);
+        }
+        (Event::RefreshReuse, _) => metrics::counter!("cxauth_refresh_reuse_total").increment(1),
+        _ => {}
+    }
+}
 
 /// Where a request came from, threaded through the service calls that write audit events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,10 +159,10 @@ impl AuditContext {
 /// What an audit event says beyond its context and time.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
-    /// One of the event names of this module.
-    pub event: &'static str,
-    /// [`SUCCESS`], [`FAILURE`] or another outcome word.
-    pub outcome: &'static str,
+    /// What happened.
+    pub event: Event,
+    /// How it ended.
+    pub outcome: Outcome,
     /// The user concerned, when known.
     pub user_id: Option<i64>,
     /// The user's name, or the name a failed login tried.
@@ -97,13 +171,28 @@ pub struct Entry<'a> {
     pub detail: &'a str,
 }
 
+impl Entry<'_> {
+    /// An entry of `event` ending in `outcome`, about nobody in particular, without detail;
+    /// fill in the rest with struct update syntax.
+    pub const fn of(event: Event, outcome: Outcome) -> Self {
+        Entry {
+            event,
+            outcome,
+            user_id: None,
+            username: None,
+            detail: "",
+        }
+    }
+}
+
 /// Writes one event; a failure is logged, never returned (see the module documentation).
+/// Counts nothing: the admin command's events are not the server's metrics.
 pub async fn record(store: &dyn Store, ctx: &AuditContext, now: i64, entry: Entry<'_>) {
     let event = AuditEvent {
         id: 0,
         at: now,
-        event: entry.event.to_owned(),
-        outcome: entry.outcome.to_owned(),
+        event: entry.event.as_str().to_owned(),
+        outcome: entry.outcome.as_str().to_owned(),
         user_id: entry.user_id,
         username: entry.username.map(str::to_owned),
         addr: ctx.addr.map(|a| a.to_string()),
@@ -112,9 +201,47 @@ pub async fn record(store: &dyn Store, ctx: &AuditContext, now: i64, entry: Entr
     };
     // `client=1.2.3.4` (or `client=local` for the admin command), not a Rust `Some(…)`.
     let client = event.addr.as_deref().unwrap_or("local");
-    tracing::info!(target: "audit", event = entry.event, outcome = entry.outcome,
+    tracing::info!(target: "audit", event = entry.event.as_str(), outcome = entry.outcome.as_str(),
         user_id = entry.user_id, client = %client, detail = entry.detail, "audit");
     if let Err(e) = store.append_audit(&event).await {
-        tracing::warn!(error = %e, event = entry.event, "could not write the audit event");
+        tracing::warn!(error = %e, event = entry.event.as_str(), "could not write the audit event");
+    }
+}
+
+/// The service's audit writer: records at the clock's now and counts the event (see [`count`]).
+#[derive(Clone)]
+pub struct Auditor {
+    store: SharedStore,
+    clock: SharedClock,
+}
+
+impl Auditor {
+    /// An auditor writing to `store` at `clock`'s time.
+    pub fn new(store: SharedStore, clock: SharedClock) -> Self {
+        Auditor { store, clock }
+    }
+
+    /// Counts and writes one event.
+    pub async fn record(&self, ctx: &AuditContext, entry: Entry<'_>) {
+        count(entry.event, entry.outcome);
+        record(self.store.as_ref(), ctx, self.clock.now_ms(), entry).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored names are a format other tools read: pin them.
+    #[test]
+    fn stored_names_are_unchanged() {
+        assert_eq!(Event::Login.as_str(), "login");
+        assert_eq!(Event::LegacyLogin.as_str(), "legacy_login");
+        assert_eq!(Event::EmulatorLogin.as_str(), "ringex_emulator.login");
+        assert_eq!(Event::RingexExchange.as_str(), "ringex.exchange");
+        assert_eq!(Event::RefreshReuse.as_str(), "refresh.reuse");
+        assert_eq!(Event::ApiTokenCap.as_str(), "api_token.cap");
+        assert_eq!(Outcome::Throttled.as_str(), "throttled");
+        assert_eq!(Outcome::Reuse.as_str(), "reuse");
     }
 }

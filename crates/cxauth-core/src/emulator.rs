@@ -11,14 +11,20 @@
 //! Nothing here is a secret in clear in the database: client secrets are Argon2id hashes, JWT
 //! credentials SHA-256 digests, access tokens keyed digests.
 
+use crate::audit::{AuditContext, Event};
 use crate::clock::duration_ms;
 use crate::crypto::{DigestKind, random_bytes, ringex_jwt_digest};
-use crate::service::{Auth, AuthError, MAX_TOKEN_LEN};
+use crate::deps::Deps;
+use crate::error::AuthError;
+use crate::limits::MAX_TOKEN_LEN;
+use crate::login::LoginGate;
+use crate::ringex::RingexResolver;
 use crate::store::UserRecord;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Lifetime of the access tokens the emulator issues (RingEX's default).
@@ -119,9 +125,6 @@ pub enum Grant<'a> {
     },
 }
 
-/// Audit event of a password grant at the emulator's token endpoint.
-const EMULATOR_LOGIN: &str = "ringex_emulator.login";
-
 /// `iss` of the emulator's JWT credentials: RingCentral's, so integrators' code that reads it
 /// sees what the real platform issues.
 pub const RINGEX_JWT_ISSUER: &str = "https://platform.ringcentral.com";
@@ -183,22 +186,65 @@ fn random_token() -> Result<String, AuthError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
 }
 
-impl Auth {
+/// Why an emulator call failed: an OAuth error (answered in OAuth's JSON shape), or a failure
+/// of the service underneath (throttled, busy, storage), answered like any other.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// An OAuth error of the token endpoint, or a refused bearer token.
+    #[error("RingEX emulator: {0}")]
+    OAuth(#[from] OAuthError),
+    /// The service failed underneath.
+    #[error(transparent)]
+    Service(#[from] AuthError),
+}
+
+impl From<crate::store::StoreError> for EmulatorError {
+    fn from(e: crate::store::StoreError) -> Self {
+        EmulatorError::Service(e.into())
+    }
+}
+
+impl From<crate::crypto::CryptoError> for EmulatorError {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        EmulatorError::Service(e.into())
+    }
+}
+
+/// The emulator: its token endpoint and its extension endpoint. Its password grants and client
+/// secrets are checked under the same login throttle as cxauth's own logins.
+#[derive(Clone)]
+pub struct Emulator {
+    deps: Deps,
+    gate: Arc<LoginGate>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator").finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    pub(crate) fn new(deps: Deps, gate: Arc<LoginGate>) -> Self {
+        Emulator { deps, gate }
+    }
+
     /// Authenticates an emulator app by its client id and secret (HTTP Basic), under the login
     /// throttle like a password (the client id takes the username's place), so bogus secrets
     /// cannot monopolise the password pool. An unknown client id costs the same hash as a wrong
     /// secret.
-    pub async fn ringex_check_client(
+    #[tracing::instrument(skip_all)]
+    pub async fn check_client(
         &self,
         client_id: &str,
         client_secret: SecretString,
-        client: std::net::IpAddr,
-    ) -> Result<(), AuthError> {
+        client: IpAddr,
+    ) -> Result<(), EmulatorError> {
         if client_id.len() > MAX_TOKEN_LEN {
-            return Err(crate::emulator::OAuthError::InvalidClient.into());
+            return Err(OAuthError::InvalidClient.into());
         }
-        let keys = self.attempt_keys(b"client", client_id, client);
-        let store = self.store.clone();
+        let keys = self.gate.attempt_keys(b"client", client_id, client);
+        let store = self.deps.store.clone();
         let lookup = || async move {
             if client_id.is_empty() {
                 return Ok(None);
@@ -209,18 +255,20 @@ impl Auth {
                 .map(|hash| ((), hash)))
         };
         match self
-            .throttled_check(&keys, client_secret, lookup, |_| true)
+            .gate
+            .verify_secret(&keys, client_secret, lookup, |_| true)
             .await
         {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(crate::emulator::OAuthError::InvalidClient.into()),
-            Err(refusal) => Err(refusal.into()),
+            Ok(Err(_)) => Err(OAuthError::InvalidClient.into()),
+            Err(refusal) => Err(AuthError::from(refusal).into()),
         }
     }
 
     /// Runs a grant of the emulator's token endpoint (the client already authenticated) and
     /// issues a RingEX access token.
-    pub async fn ringex_grant(&self, grant: Grant<'_>) -> Result<RingexToken, AuthError> {
+    #[tracing::instrument(skip_all, fields(user_id))]
+    pub async fn grant(&self, grant: Grant<'_>) -> Result<RingexToken, EmulatorError> {
         let user = match grant {
             Grant::Password {
                 username,
@@ -229,7 +277,7 @@ impl Auth {
                 client,
             } => {
                 // The emulator is a development tool: its logins are audited without request id.
-                let ctx = crate::audit::AuditContext {
+                let ctx = AuditContext {
                     request_id: None,
                     addr: Some(client),
                 };
@@ -241,14 +289,15 @@ impl Auth {
                 // The extension is part of the credentials: a wrong one counts like a wrong
                 // password.
                 let user = match self
-                    .check_password(username, password, ext_ok, EMULATOR_LOGIN, &ctx)
+                    .gate
+                    .verify_login(username, password, ext_ok, Event::EmulatorLogin, &ctx)
                     .await
                 {
                     Ok(u) => u,
                     Err(AuthError::LoginFailed) => return Err(OAuthError::InvalidGrant.into()),
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 };
-                self.login_succeeded(username, &user, &ctx).await;
+                self.gate.login_succeeded(username, &user, &ctx).await;
                 user
             }
             Grant::Jwt { assertion } => {
@@ -256,6 +305,7 @@ impl Auth {
                     return Err(OAuthError::InvalidGrant.into());
                 }
                 let user = match self
+                    .deps
                     .store
                     .ringex_jwt_user(&ringex_jwt_digest(assertion.as_bytes()))
                     .await?
@@ -266,7 +316,7 @@ impl Auth {
                 // Credentials made before they became JWTs (opaque strings) carry no claims and
                 // no expiry; a JWT one must be unexpired and name its user.
                 if let Some(claims) = ringex_jwt_claims(assertion) {
-                    let now_s = self.clock.now_ms().div_euclid(1000);
+                    let now_s = self.deps.clock.now_ms().div_euclid(1000);
                     let same_user = user.rc_user_id.map(|id| id.to_string()) == Some(claims.sub);
                     if claims.exp <= now_s || !same_user {
                         return Err(OAuthError::InvalidGrant.into());
@@ -275,12 +325,15 @@ impl Auth {
                 user
             }
         };
+        tracing::Span::current().record("user_id", user.id);
         let rc_user_id = user.rc_user_id.ok_or(OAuthError::InvalidGrant)?;
         let access_token = random_token()?;
-        let now = self.clock.now_ms();
-        self.store
+        let now = self.deps.clock.now_ms();
+        self.deps
+            .store
             .insert_ringex_token(
                 &self
+                    .deps
                     .secrets
                     .digest(DigestKind::RingexAccessToken, access_token.as_bytes()),
                 user.id,
@@ -302,20 +355,39 @@ impl Auth {
     }
 
     /// The user a RingEX emulator access token belongs to (the extension endpoint).
-    pub async fn ringex_token_owner(&self, access_token: &str) -> Result<UserRecord, AuthError> {
+    #[tracing::instrument(skip_all, fields(user_id))]
+    pub async fn token_owner(&self, access_token: &str) -> Result<UserRecord, EmulatorError> {
         if access_token.is_empty() || access_token.len() > MAX_TOKEN_LEN {
             return Err(OAuthError::InvalidToken.into());
         }
         let digest = self
+            .deps
             .secrets
             .digest(DigestKind::RingexAccessToken, access_token.as_bytes());
         match self
+            .deps
             .store
-            .ringex_token_user(&digest, self.clock.now_ms())
+            .ringex_token_user(&digest, self.deps.clock.now_ms())
             .await?
         {
-            Some(u) if u.enabled && u.rc_user_id.is_some() => Ok(u),
+            Some(u) if u.enabled && u.rc_user_id.is_some() => {
+                tracing::Span::current().record("user_id", u.id);
+                Ok(u)
+            }
             _ => Err(OAuthError::InvalidToken.into()),
+        }
+    }
+}
+
+/// Without a RingEX server, the emulator answers the token exchange: its own tokens belong to
+/// their users' RingEX user ids; any other token is refused.
+#[async_trait::async_trait]
+impl RingexResolver for Emulator {
+    async fn resolve(&self, token: &str) -> Result<i64, AuthError> {
+        match self.token_owner(token).await {
+            Ok(user) => user.rc_user_id.ok_or(AuthError::RingexRefused),
+            Err(EmulatorError::OAuth(_)) => Err(AuthError::RingexRefused),
+            Err(EmulatorError::Service(e)) => Err(e),
         }
     }
 }

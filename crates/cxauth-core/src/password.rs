@@ -21,8 +21,7 @@ const M_COST_KIB: u32 = 19 * 1024;
 const T_COST: u32 = 2;
 const P_COST: u32 = 1;
 
-/// Longest password accepted, so nobody makes us hash a megabyte.
-pub const MAX_PASSWORD_LEN: usize = 1024;
+pub use crate::limits::MAX_PASSWORD_LEN;
 
 fn argon2() -> Argon2<'static> {
     // The parameters are constants known to be valid; `default()` is only a type-level fallback.

@@ -9,6 +9,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cxauth_core::emulator::{EmulatorError, OAuthError};
 use cxauth_core::jwt::TokenError;
 use cxauth_core::service::AuthError;
 use std::time::Duration;
@@ -55,8 +56,7 @@ impl ErrorReport {
 pub struct OwnBody;
 
 /// The OAuth error body of the RingEX emulator (RFC 6749 §5.2), with RingEX's `errors` array.
-fn oauth_error(e: &cxauth_core::emulator::OAuthError) -> Response {
-    use cxauth_core::emulator::OAuthError;
+fn oauth_error(e: &OAuthError) -> Response {
     let status = match e {
         OAuthError::InvalidClient | OAuthError::InvalidToken => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_REQUEST,
@@ -102,11 +102,19 @@ pub enum ApiError {
     /// clients to retry, and retrying can never help).
     #[error("no RingEX server is configured")]
     RingexNotConfigured,
+    /// An OAuth error of the built-in RingEX emulator, answered in OAuth's own JSON shape.
+    #[error("RingEX emulator: {0}")]
+    OAuth(#[from] OAuthError),
 }
 
-impl From<cxauth_core::emulator::OAuthError> for ApiError {
-    fn from(e: cxauth_core::emulator::OAuthError) -> Self {
-        ApiError::Auth(e.into())
+/// The emulator's errors: its OAuth errors in OAuth's shape, the service's failures underneath
+/// (throttled, busy, storage) like any other.
+impl From<EmulatorError> for ApiError {
+    fn from(e: EmulatorError) -> Self {
+        match e {
+            EmulatorError::OAuth(e) => ApiError::OAuth(e),
+            EmulatorError::Service(e) => ApiError::Auth(e),
+        }
     }
 }
 
@@ -189,6 +197,7 @@ impl IntoResponse for ApiError {
                         .into(),
                 );
             }
+            ApiError::OAuth(e) => return oauth_error(&e),
             ApiError::Auth(a) => a,
         };
         match auth {
@@ -298,7 +307,6 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, retry_after(Duration::from_secs(5)));
                 res
             }
-            AuthError::OAuth(e) => oauth_error(&e),
             AuthError::TooManyApiTokens { cap } => json_error(
                 StatusCode::CONFLICT,
                 "api.token.limit.exceeded",
@@ -357,13 +365,13 @@ mod tests {
             }
         }
         for e in [
-            cxauth_core::emulator::OAuthError::InvalidClient,
-            cxauth_core::emulator::OAuthError::InvalidGrant,
-            cxauth_core::emulator::OAuthError::UnsupportedGrantType,
-            cxauth_core::emulator::OAuthError::InvalidRequest("x".into()),
-            cxauth_core::emulator::OAuthError::InvalidToken,
+            OAuthError::InvalidClient,
+            OAuthError::InvalidGrant,
+            OAuthError::UnsupportedGrantType,
+            OAuthError::InvalidRequest("x".into()),
+            OAuthError::InvalidToken,
         ] {
-            let res = ApiError::from(AuthError::from(e)).into_response();
+            let res = ApiError::from(EmulatorError::from(e)).into_response();
             assert!(res.extensions().get::<OwnBody>().is_some());
         }
         for s in [400u16, 401, 403, 404, 405, 408, 413, 429, 500, 503] {

@@ -45,8 +45,6 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Proxies whose `X-Forwarded-For` is believed (see [`routes::ClientAddr`]).
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
-    /// Who RingEX tokens belong to, for the token exchange.
-    pub ringex: Arc<ringex::RingexResolver>,
     /// Renders the process's metrics (see [`metrics`]).
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -206,9 +204,13 @@ impl App {
             },
         )
         .await?;
+        let auth = match ringex::resolver(config, clock.clone(), auth.emulator())
+            .map_err(StartupError::Config)?
+        {
+            Some(resolver) => auth.with_ringex_resolver(resolver),
+            None => auth,
+        };
         let generated_admin_password = first_user(config, store.as_ref(), &clock).await?;
-        let ringex =
-            ringex::RingexResolver::new(config, clock.clone()).map_err(StartupError::Config)?;
         if config.ringex_emulator {
             tracing::warn!(
                 "THE BUILT-IN RINGEX EMULATOR IS ON: this server issues RingEX tokens itself \
@@ -235,7 +237,6 @@ impl App {
             auth: Arc::new(auth),
             clock,
             trusted_proxies: config.trusted_proxies.clone().into(),
-            ringex: Arc::new(ringex),
             metrics: metrics::handle().map_err(StartupError::Config)?,
         };
         Ok(App {

@@ -1,4 +1,5 @@
-//! Who a RingEX token belongs to, for the token exchange.
+//! Who a RingEX token belongs to, for the token exchange: the HTTP implementation of core's
+//! [`RingexResolver`], and the choice of resolver at start.
 //!
 //! With a RingEX server configured, cxauth asks it (`GET {url}/restapi/v1.0/account/~/extension/~`
 //! with the token as bearer) and reads the extension id; positive answers are kept for a short
@@ -8,8 +9,9 @@
 //! help). Refusals are never cached: a token RingEX accepts a moment later must work.
 
 use cxauth_core::clock::{SharedClock, duration_ms};
-use cxauth_core::emulator::OAuthError;
-use cxauth_core::service::{Auth, AuthError, MAX_TOKEN_LEN};
+use cxauth_core::emulator::Emulator;
+use cxauth_core::error::AuthError;
+use cxauth_core::ringex::{RingexResolver, SharedResolver};
 use reqwest::StatusCode;
 use sha2::Digest as _;
 use std::collections::HashMap;
@@ -28,10 +30,10 @@ struct Upstream {
     extension_url: String,
 }
 
-/// Resolves RingEX tokens to RingEX extension ids (cxauth's `rc_user_id`).
-pub struct RingexResolver {
-    upstream: Option<Upstream>,
-    emulator: bool,
+/// Resolves RingEX tokens to RingEX extension ids (cxauth's `rc_user_id`) by asking a RingEX
+/// server over HTTP.
+pub struct HttpResolver {
+    upstream: Upstream,
     clock: SharedClock,
     ttl_ms: i64,
     /// Token digest → (extension id, valid until, epoch ms).
@@ -45,77 +47,52 @@ struct ExtensionInfo {
     id: serde_json::Value,
 }
 
-impl RingexResolver {
-    /// A resolver for `config`; fails only if the HTTP client cannot be built.
-    pub fn new(config: &crate::config::ServerConfig, clock: SharedClock) -> Result<Self, String> {
-        let upstream = match &config.ringex_server {
-            Some(url) => Some(Upstream {
-                client: reqwest::Client::builder()
-                    .timeout(config.ringex_timeout)
-                    .connect_timeout(config.ringex_timeout)
-                    // The bearer token must never follow a redirect to another host.
-                    .redirect(reqwest::redirect::Policy::none())
-                    .user_agent(concat!("cxauth/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| format!("cannot build the RingEX HTTP client: {e}"))?,
-                extension_url: format!("{}{EXTENSION_PATH}", url.as_str().trim_end_matches('/')),
-            }),
-            None => None,
-        };
-        Ok(RingexResolver {
-            upstream,
-            emulator: config.ringex_emulator,
+/// The resolver `config` asks for: the RingEX server if one is configured, else the emulator
+/// if it is on, else none (the exchange then answers 501). Fails only if the HTTP client cannot
+/// be built.
+pub fn resolver(
+    config: &crate::config::ServerConfig,
+    clock: SharedClock,
+    emulator: &Emulator,
+) -> Result<Option<SharedResolver>, String> {
+    Ok(match &config.ringex_server {
+        Some(url) => Some(std::sync::Arc::new(HttpResolver::new(
+            url.as_str(),
+            config.ringex_timeout,
+            config.ringex_cache_ttl,
             clock,
-            ttl_ms: duration_ms(config.ringex_cache_ttl),
+        )?)),
+        None if config.ringex_emulator => Some(std::sync::Arc::new(emulator.clone())),
+        None => None,
+    })
+}
+
+impl HttpResolver {
+    /// A resolver asking the RingEX server at `url`, keeping positive answers `cache_ttl`;
+    /// fails only if the HTTP client cannot be built.
+    pub fn new(
+        url: &str,
+        timeout: std::time::Duration,
+        cache_ttl: std::time::Duration,
+        clock: SharedClock,
+    ) -> Result<Self, String> {
+        let upstream = Upstream {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                // The bearer token must never follow a redirect to another host.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("cxauth/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("cannot build the RingEX HTTP client: {e}"))?,
+            extension_url: format!("{}{EXTENSION_PATH}", url.trim_end_matches('/')),
+        };
+        Ok(HttpResolver {
+            upstream,
+            clock,
+            ttl_ms: duration_ms(cache_ttl),
             cache: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Whether tokens can be checked at all: a RingEX server is configured or the emulator is
-    /// on. Without either the exchange answers [`crate::error::ApiError::RingexNotConfigured`]
-    /// before asking anyone (and before spending the caller's login budget).
-    pub fn configured(&self) -> bool {
-        self.upstream.is_some() || self.emulator
-    }
-
-    /// The RingEX extension id the token belongs to. [`AuthError::RingexRefused`] if RingEX
-    /// refuses it, [`AuthError::UpstreamUnavailable`] if RingEX cannot be asked.
-    pub async fn resolve(&self, auth: &Auth, token: &str) -> Result<i64, AuthError> {
-        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-            return Err(AuthError::RingexRefused);
-        }
-        if let Some(up) = &self.upstream {
-            let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-            let now = self.clock.now_ms();
-            if let Some((id, until)) = self.lock().get(&key).copied()
-                && until > now
-            {
-                return Ok(id);
-            }
-            let id = Self::ask(up, token).await?;
-            if self.ttl_ms > 0 {
-                let mut cache = self.lock();
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.retain(|_, (_, until)| *until > now);
-                    if cache.len() >= CACHE_CAPACITY {
-                        cache.clear();
-                    }
-                }
-                cache.insert(key, (id, now.saturating_add(self.ttl_ms)));
-            }
-            return Ok(id);
-        }
-        if self.emulator {
-            return match auth.ringex_token_owner(token).await {
-                Ok(user) => user.rc_user_id.ok_or(AuthError::RingexRefused),
-                Err(AuthError::OAuth(OAuthError::InvalidToken)) => Err(AuthError::RingexRefused),
-                Err(e) => Err(e),
-            };
-        }
-        // Not reached from the exchange, which checks `configured` first.
-        Err(AuthError::UpstreamUnavailable(
-            "no RingEX server is configured (--ringex-server URL) and the emulator is off".into(),
-        ))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (i64, i64)>> {
@@ -155,5 +132,32 @@ impl RingexResolver {
         // 401, 403 and any other client error: the token is not good.
         tracing::info!(target: "audit", event = "ringex.exchange.refused", status = status.as_u16(), "RingEX refused the token");
         Err(AuthError::RingexRefused)
+    }
+}
+
+#[async_trait::async_trait]
+impl RingexResolver for HttpResolver {
+    /// [`AuthError::RingexRefused`] if RingEX refuses the token, [`AuthError::UpstreamUnavailable`]
+    /// if RingEX cannot be asked.
+    async fn resolve(&self, token: &str) -> Result<i64, AuthError> {
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = self.clock.now_ms();
+        if let Some((id, until)) = self.lock().get(&key).copied()
+            && until > now
+        {
+            return Ok(id);
+        }
+        let id = Self::ask(&self.upstream, token).await?;
+        if self.ttl_ms > 0 {
+            let mut cache = self.lock();
+            if cache.len() >= CACHE_CAPACITY {
+                cache.retain(|_, (_, until)| *until > now);
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, (id, now.saturating_add(self.ttl_ms)));
+        }
+        Ok(id)
     }
 }

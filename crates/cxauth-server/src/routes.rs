@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cxauth_core::audit::AuditContext;
 use cxauth_core::jwt::TokenError;
-use cxauth_core::service::{AuthError, Credential, LoginInput, Principal};
+use cxauth_core::service::{AuthError, LoginInput, PresentedToken, Principal};
 use secrecy::SecretString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -114,7 +114,7 @@ pub struct Caller(pub Principal);
 
 /// Reads the credential: `Authorization: Bearer` first, then `X-Auth-Token`. Another
 /// `Authorization` scheme (the Python SDK sends `Basic basic`) counts as no bearer token.
-pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, TokenError> {
+pub fn credential(headers: &HeaderMap) -> Result<PresentedToken<'_>, TokenError> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().map_err(|_| TokenError::Invalid)?.trim();
         let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
@@ -123,7 +123,7 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, TokenError> {
             return if token.is_empty() {
                 Err(TokenError::Missing)
             } else {
-                Ok(Credential::Bearer(token))
+                Ok(PresentedToken::Bearer(token))
             };
         }
     }
@@ -132,10 +132,10 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, TokenError> {
         return if token.is_empty() {
             Err(TokenError::Missing)
         } else {
-            Ok(Credential::XAuthToken(token))
+            Ok(PresentedToken::XAuthToken(token))
         };
     }
-    Ok(Credential::None)
+    Ok(PresentedToken::None)
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -243,17 +243,13 @@ pub async fn ringex_exchange(
         return Err(AuthError::BadRequest("rcTokenType must be Bearer".into()).into());
     }
     // Nobody to ask: a lasting condition of this server, not an outage (see the error).
-    if !state.ringex.configured() {
+    if !state.auth.ringex_configured() {
         return Err(ApiError::RingexNotConfigured);
     }
-    let rc_user_id = state
-        .auth
-        .throttled_exchange_check(ctx.client(), state.ringex.resolve(&state.auth, &token))
-        .await?;
     Ok(session_response(
         state
             .auth
-            .exchange_ringex(rc_user_id, include_refresh, &ctx)
+            .exchange_ringex_token(&token, include_refresh, &ctx)
             .await?,
     ))
 }
@@ -327,28 +323,27 @@ pub async fn ringex_emulator_token(
 ) -> Result<Response, ApiError> {
     use cxauth_core::emulator::{Grant, OAuthError};
     let (client_id, client_secret) =
-        basic_credentials(&headers).ok_or(AuthError::from(OAuthError::InvalidClient))?;
+        basic_credentials(&headers).ok_or(ApiError::from(OAuthError::InvalidClient))?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge
         } else {
-            AuthError::from(OAuthError::InvalidRequest(
+            ApiError::from(OAuthError::InvalidRequest(
                 "the request body could not be read".into(),
             ))
-            .into()
         }
     })?;
     let mut p = Params::parse(query.as_deref(), &body)
-        .map_err(|e| AuthError::from(OAuthError::InvalidRequest(e.to_string())))?;
+        .map_err(|e| ApiError::from(OAuthError::InvalidRequest(e.to_string())))?;
     let missing =
-        |name: &str| AuthError::from(OAuthError::InvalidRequest(format!("{name} is required")));
+        |name: &str| ApiError::from(OAuthError::InvalidRequest(format!("{name} is required")));
     let grant_type = p
         .take("grant_type")
         .filter(|g| !g.is_empty())
         .ok_or_else(|| missing("grant_type"))?;
-    state
-        .auth
-        .ringex_check_client(&client_id, client_secret, addr)
+    let emulator = state.auth.emulator();
+    emulator
+        .check_client(&client_id, client_secret, addr)
         .await?;
     let username;
     let extension;
@@ -380,9 +375,9 @@ pub async fn ringex_emulator_token(
                 assertion: &assertion,
             }
         }
-        _ => return Err(AuthError::from(OAuthError::UnsupportedGrantType).into()),
+        _ => return Err(OAuthError::UnsupportedGrantType.into()),
     };
-    let token = state.auth.ringex_grant(grant).await?;
+    let token = emulator.grant(grant).await?;
     Ok((StatusCode::OK, NO_STORE, Json(token)).into_response())
 }
 
@@ -395,10 +390,10 @@ pub async fn ringex_emulator_extension(
 ) -> Result<Response, ApiError> {
     use cxauth_core::emulator::OAuthError;
     let token = match credential(&headers) {
-        Ok(Credential::Bearer(t)) => t,
-        _ => return Err(AuthError::from(OAuthError::InvalidToken).into()),
+        Ok(PresentedToken::Bearer(t)) => t,
+        _ => return Err(OAuthError::InvalidToken.into()),
     };
-    let user = state.auth.ringex_token_owner(token).await?;
+    let user = state.auth.emulator().token_owner(token).await?;
     let id = user.rc_user_id.unwrap_or_default();
     let body = serde_json::json!({
         "id": id,
@@ -558,25 +553,28 @@ mod tests {
 
     #[test]
     fn credential_sources() {
-        assert!(matches!(credential(&headers(&[])), Ok(Credential::None)));
+        assert!(matches!(
+            credential(&headers(&[])),
+            Ok(PresentedToken::None)
+        ));
         assert!(matches!(
             credential(&headers(&[("authorization", "Bearer abc")])),
-            Ok(Credential::Bearer("abc"))
+            Ok(PresentedToken::Bearer("abc"))
         ));
         assert!(matches!(
             credential(&headers(&[("authorization", "bearer  abc ")])),
-            Ok(Credential::Bearer("abc"))
+            Ok(PresentedToken::Bearer("abc"))
         ));
         assert!(matches!(
             credential(&headers(&[
                 ("authorization", "Basic basic"),
                 ("x-auth-token", "t")
             ])),
-            Ok(Credential::XAuthToken("t"))
+            Ok(PresentedToken::XAuthToken("t"))
         ));
         assert!(matches!(
             credential(&headers(&[("authorization", "Basic basic")])),
-            Ok(Credential::None)
+            Ok(PresentedToken::None)
         ));
         assert_eq!(
             credential(&headers(&[("authorization", "Bearer ")])).err(),

@@ -1,0 +1,244 @@
+//! Sessions: started by a login or an exchange, kept alive by refresh-token rotation (with a
+//! grace window for a lost response, and reuse detection after it), ended by logout; and the
+//! access tokens minted for them.
+
+use crate::audit::{self, AuditContext, Event, Outcome};
+use crate::clock::duration_ms;
+use crate::config::AuthConfig;
+use crate::crypto::{CryptoError, DigestKind, random_bytes};
+use crate::deps::Deps;
+use crate::error::AuthError;
+use crate::jwt::{Claims, LAPP_ADMIN};
+use crate::keys::SigningKeys;
+use crate::limits::MAX_TOKEN_LEN;
+use crate::store::{
+    NewSession, ROLE_SUPER_USER, RevokeReason, RotateOutcome, Rotation, StoreError, UserRecord,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cxauth_proto::{ADMIN_URL, AGENT_URL, Session, is_token_alphabet};
+use std::sync::Arc;
+
+/// A session just started: what [`Sessions::mint`] needs to answer for it.
+pub(crate) struct Started {
+    /// The session id.
+    pub(crate) session_id: String,
+    /// Its first refresh token.
+    pub(crate) refresh_token: String,
+    /// When it started (epoch ms).
+    pub(crate) now: i64,
+}
+
+/// Starts, refreshes, ends sessions and mints their access tokens.
+pub(crate) struct Sessions {
+    deps: Deps,
+    keys: Arc<SigningKeys>,
+    config: AuthConfig,
+}
+
+fn new_refresh_token() -> Result<String, CryptoError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
+}
+
+/// The first 8 characters of a session id: enough to follow one session through the logs,
+/// too few to matter if a log leaks (session ids are not credentials anyway).
+pub(crate) fn sid_prefix(session_id: &str) -> &str {
+    session_id.get(..8).unwrap_or(session_id)
+}
+
+impl Sessions {
+    pub(crate) fn new(deps: Deps, keys: Arc<SigningKeys>, config: AuthConfig) -> Self {
+        Sessions { deps, keys, config }
+    }
+
+    /// Starts a session for `user`. [`StoreError::Conflict`] if the user was disabled (or its
+    /// password changed, when `expected_password_hash` is given) since it was read.
+    pub(crate) async fn start(
+        &self,
+        user: &UserRecord,
+        expected_password_hash: Option<String>,
+        sso_login: bool,
+    ) -> Result<Started, StoreError> {
+        let now = self.deps.clock.now_ms();
+        let refresh = new_refresh_token().map_err(|e| StoreError::Internal(e.to_string()))?;
+        let session_id = uuid::Uuid::new_v4().to_string();
+        self.deps
+            .store
+            .create_session(&NewSession {
+                session_id: session_id.clone(),
+                user_id: user.id,
+                refresh_digest: self
+                    .deps
+                    .secrets
+                    .digest(DigestKind::RefreshToken, refresh.as_bytes()),
+                expected_password_hash,
+                now,
+                refresh_expires_at: now.saturating_add(duration_ms(self.config.refresh_token_ttl)),
+                sso_login,
+                max_sessions: self.config.max_sessions_per_user,
+            })
+            .await?;
+        tracing::Span::current().record("session", sid_prefix(&session_id));
+        Ok(Started {
+            session_id,
+            refresh_token: refresh,
+            now,
+        })
+    }
+
+    /// Mints an access token of `session_id` for `user` at `now_ms` and answers the session
+    /// (with `refresh_token` if one is to be shown).
+    pub(crate) fn mint(
+        &self,
+        user: &UserRecord,
+        session_id: &str,
+        refresh_token: Option<String>,
+        now_ms: i64,
+    ) -> Result<Session, AuthError> {
+        let ttl = self.config.access_token_ttl;
+        let iat = now_ms.div_euclid(1000);
+        // JWT times are whole seconds: round the lifetime up so a sub-second TTL still works.
+        let ttl_secs = ((duration_ms(ttl) + 999) / 1000).max(1);
+        let exp = iat.saturating_add(ttl_secs);
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            sub: user.id.to_string(),
+            iat,
+            exp,
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: session_id.to_owned(),
+            platform_id: user.platform_id.clone(),
+            main_account_id: user.main_account_id.to_string(),
+            lapp: LAPP_ADMIN.to_owned(),
+            esu: user.has_role(ROLE_SUPER_USER),
+        };
+        let access_token = self.keys.sign(&claims)?;
+        Ok(Session {
+            access_token,
+            refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: u64::try_from(exp - iat).unwrap_or(0),
+            platform_id: user.platform_id.clone(),
+            main_account_id: user.main_account_id.to_string(),
+            admin_id: user.id,
+            admin_url: ADMIN_URL.into(),
+            agent_url: AGENT_URL.into(),
+            agent_details: Vec::new(),
+            sso_login: false,
+        })
+    }
+
+    fn refresh_digest(&self, token: &str) -> Result<[u8; 32], AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_token_alphabet(token) {
+            return Err(AuthError::RefreshFailed);
+        }
+        Ok(self
+            .deps
+            .secrets
+            .digest(DigestKind::RefreshToken, token.as_bytes()))
+    }
+
+    /// Trades a refresh token for a new access token and a new refresh token.
+    #[tracing::instrument(skip_all, fields(user_id, session, outcome))]
+    pub(crate) async fn refresh(
+        &self,
+        refresh_token: &str,
+        ctx: &AuditContext,
+    ) -> Result<Session, AuthError> {
+        let span = tracing::Span::current();
+        let presented = self.refresh_digest(refresh_token)?;
+        let successor = new_refresh_token()?;
+        let now = self.deps.clock.now_ms();
+        let outcome = self
+            .deps
+            .store
+            .rotate_refresh_token(&Rotation {
+                presented,
+                successor: self
+                    .deps
+                    .secrets
+                    .digest(DigestKind::RefreshToken, successor.as_bytes()),
+                now,
+                grace_ms: duration_ms(self.config.refresh_grace),
+                successor_expires_at: now
+                    .saturating_add(duration_ms(self.config.refresh_token_ttl)),
+            })
+            .await?;
+        match outcome {
+            RotateOutcome::Rotated {
+                session_id,
+                user,
+                sso_login,
+            } => {
+                span.record("user_id", user.id);
+                span.record("session", sid_prefix(&session_id));
+                span.record("outcome", "success");
+                let mut session = self.mint(&user, &session_id, Some(successor), now)?;
+                session.sso_login = sso_login;
+                metrics::counter!("cxauth_refreshes_total", "outcome" => "success").increment(1);
+                Ok(session)
+            }
+            RotateOutcome::Reused {
+                session_id,
+                user_id,
+            } => {
+                span.record("user_id", user_id);
+                span.record("session", sid_prefix(&session_id));
+                span.record("outcome", "reuse");
+                tracing::warn!(user_id, session = %session_id,
+                    "a rotated refresh token was presented after the grace window; session revoked");
+                self.deps
+                    .audit
+                    .record(
+                        ctx,
+                        audit::Entry {
+                            user_id: Some(user_id),
+                            detail: "session ended",
+                            ..audit::Entry::of(Event::RefreshReuse, Outcome::Reuse)
+                        },
+                    )
+                    .await;
+                Err(AuthError::RefreshFailed)
+            }
+            RotateOutcome::Invalid => {
+                span.record("outcome", "failure");
+                metrics::counter!("cxauth_refreshes_total", "outcome" => "failure").increment(1);
+                Err(AuthError::RefreshFailed)
+            }
+        }
+    }
+
+    /// Ends the session a refresh token belongs to.
+    #[tracing::instrument(skip_all, fields(user_id))]
+    pub(crate) async fn logout(
+        &self,
+        refresh_token: &str,
+        ctx: &AuditContext,
+    ) -> Result<(), AuthError> {
+        let digest = self.refresh_digest(refresh_token)?;
+        let now = self.deps.clock.now_ms();
+        match self
+            .deps
+            .store
+            .revoke_session_by_refresh(&digest, RevokeReason::Logout, now)
+            .await?
+        {
+            Some(user_id) => {
+                tracing::Span::current().record("user_id", user_id);
+                self.deps
+                    .audit
+                    .record(
+                        ctx,
+                        audit::Entry {
+                            user_id: Some(user_id),
+                            detail: "logout",
+                            ..audit::Entry::of(Event::SessionEnd, Outcome::Success)
+                        },
+                    )
+                    .await;
+                Ok(())
+            }
+            None => Err(AuthError::RefreshFailed),
+        }
+    }
+}
