@@ -11,6 +11,7 @@ use sqlx::Row as _;
 
 #[async_trait]
 impl AccountStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn bootstrap(&self, b: &Bootstrap) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
@@ -38,6 +39,7 @@ impl AccountStore for Backend {
         Ok(true)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_main_account(&self, name: &str, now: i64) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
         Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
@@ -46,6 +48,7 @@ impl AccountStore for Backend {
         Ok(id)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(main_id))]
     async fn create_sub_account(
         &self,
         main_id: i64,
@@ -59,6 +62,7 @@ impl AccountStore for Backend {
         Ok(id)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     async fn accounts_for_user(&self, user_id: i64) -> Result<Vec<AccountRow>, StoreError> {
         // A grant of a main account covers its sub-accounts; a grant of a sub-account, itself.
         let rows = sqlx::query(
@@ -85,6 +89,7 @@ impl AccountStore for Backend {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
         let rows: Vec<(i64, String, Option<i64>, bool)> =
             sqlx::query_as("SELECT id, name, main_id, is_active FROM accounts ORDER BY id")

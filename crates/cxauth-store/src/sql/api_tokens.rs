@@ -13,6 +13,7 @@ use sqlx::Row as _;
 
 #[async_trait]
 impl ApiTokenStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     async fn insert_api_token(
         &self,
         user_id: i64,
@@ -33,6 +34,7 @@ impl ApiTokenStore for Backend {
         .db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = t.user_id))]
     async fn insert_api_token_checked(
         &self,
         t: &NewApiToken<'_>,
@@ -110,6 +112,7 @@ impl ApiTokenStore for Backend {
         Ok(ApiTokenInsert::Created(id))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn api_token_by_digest(
         &self,
         digest: &[u8; 32],
@@ -137,6 +140,7 @@ impl ApiTokenStore for Backend {
         )))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     async fn api_tokens_of(&self, user_id: i64) -> Result<Vec<StoredApiToken>, StoreError> {
         let rows = sqlx::query("SELECT id, sealed FROM api_tokens WHERE user_id = $1 ORDER BY id")
             .bind(user_id)
@@ -153,6 +157,7 @@ impl ApiTokenStore for Backend {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id))]
     async fn delete_api_token(&self, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
             .bind(id)

@@ -9,6 +9,11 @@ use cxauth_core::store::{AuditEvent, AuditFilter, AuditStore, StoreError};
 
 #[async_trait]
 impl AuditStore for Backend {
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(event = %e.event, outcome = %e.outcome, user_id = ?e.user_id)
+    )]
     async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -31,6 +36,11 @@ impl AuditStore for Backend {
         Ok(())
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(after_id = f.after_id, limit = f.limit)
+    )]
     async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         type Row = (
             i64,

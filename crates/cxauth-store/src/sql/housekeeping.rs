@@ -9,6 +9,7 @@ use cxauth_core::store::{Housekeeping, PoolStats, PurgeCounts, StoreError, Store
 
 #[async_trait]
 impl Housekeeping for Backend {
+    #[tracing::instrument(level = "debug", skip_all, fields(batch))]
     async fn purge_expired(&self, now: i64, batch: i64) -> Result<PurgeCounts, StoreError> {
         // One short transaction per table and batch: a purge never holds the write lock
         // for long, so logins keep flowing while it runs.
@@ -50,6 +51,7 @@ impl Housekeeping for Backend {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(batch))]
     async fn purge_audit(&self, before: i64, batch: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
@@ -66,6 +68,7 @@ impl Housekeeping for Backend {
         Ok(n)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn stored_counts(&self) -> Result<StoredCounts, StoreError> {
         let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT \
@@ -97,6 +100,7 @@ impl Housekeeping for Backend {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn close(&self) {
         self.pool.close().await;
     }

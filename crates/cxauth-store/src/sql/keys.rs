@@ -10,6 +10,7 @@ use sqlx::Row as _;
 
 #[async_trait]
 impl KeyStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
         let rows = sqlx::query(
             "SELECT kid, public_key, sealed_private_key, created_at FROM signing_keys \
@@ -29,12 +30,14 @@ impl KeyStore for Backend {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(kid = %key.kid))]
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         insert_signing_key_in(&mut tx, key).await?;
         tx.commit().await.db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(cutoff))]
     async fn retire_signing_keys(&self, cutoff: i64) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin_write().await?;
         Self::lock_global(&mut tx, LOCK_SIGNING_KEYS).await?;
@@ -62,6 +65,7 @@ impl KeyStore for Backend {
         Ok(kids)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(kid = %key.kid))]
     async fn init_signing_key(&self, key: &StoredSigningKey) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         Self::lock_global(&mut tx, LOCK_SIGNING_KEYS).await?;
@@ -77,6 +81,7 @@ impl KeyStore for Backend {
         Ok(true)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn retired_signing_keys(&self) -> Result<Vec<RetiredSigningKey>, StoreError> {
         let rows: Vec<(String, Vec<u8>, i64)> = sqlx::query_as(
             "SELECT kid, public_key, retired_at FROM retired_signing_keys ORDER BY retired_at, kid",
@@ -94,6 +99,7 @@ impl KeyStore for Backend {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(before))]
     async fn forget_retired_signing_keys(&self, before: i64) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin_write().await?;
         let kids: Vec<String> = sqlx::query_scalar(

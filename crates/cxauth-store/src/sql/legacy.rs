@@ -10,6 +10,7 @@ use sqlx::Row as _;
 
 #[async_trait]
 impl LegacyTokenStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     async fn insert_legacy_token(
         &self,
         user_id: i64,
@@ -47,6 +48,7 @@ impl LegacyTokenStore for Backend {
         tx.commit().await.db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn legacy_token_by_digest(
         &self,
         digest: &[u8; 32],
@@ -75,6 +77,7 @@ impl LegacyTokenStore for Backend {
         )))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn extend_legacy_token(
         &self,
         digest: &[u8; 32],

@@ -9,6 +9,7 @@ use cxauth_core::store::{MetaStore, StoreError};
 
 #[async_trait]
 impl MetaStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all, fields(key))]
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
@@ -17,6 +18,7 @@ impl MetaStore for Backend {
             .db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(key))]
     async fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")

@@ -9,6 +9,7 @@ use cxauth_core::store::{RingexJwtInfo, RingexStore, StoreError, UserRecord};
 
 #[async_trait]
 impl RingexStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all, fields(client_id))]
     async fn insert_ringex_app(
         &self,
         client_id: &str,
@@ -27,6 +28,7 @@ impl RingexStore for Backend {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(client_id))]
     async fn ringex_app_secret_hash(&self, client_id: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT secret_hash FROM ringex_apps WHERE client_id = $1")
             .bind(client_id)
@@ -35,6 +37,7 @@ impl RingexStore for Backend {
             .db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     async fn insert_ringex_jwt(
         &self,
         digest: &[u8; 32],
@@ -51,6 +54,7 @@ impl RingexStore for Backend {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ringex_jwt_user(&self, digest: &[u8; 32]) -> Result<Option<UserRecord>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -65,6 +69,7 @@ impl RingexStore for Backend {
             .db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ringex_jwts(&self, username: Option<&str>) -> Result<Vec<RingexJwtInfo>, StoreError> {
         let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
             "SELECT j.id, j.user_id, u.username, j.created_at \
@@ -86,6 +91,7 @@ impl RingexStore for Backend {
             .collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id))]
     async fn revoke_ringex_jwt(&self, id: i64) -> Result<Option<RingexJwtInfo>, StoreError> {
         let mut tx = self.begin_write().await?;
         let row: Option<(i64, String, i64)> = sqlx::query_as(
@@ -119,6 +125,7 @@ impl RingexStore for Backend {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     async fn insert_ringex_token(
         &self,
         digest: &[u8; 32],
@@ -140,6 +147,7 @@ impl RingexStore for Backend {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ringex_token_user(
         &self,
         digest: &[u8; 32],

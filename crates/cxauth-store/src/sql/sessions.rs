@@ -13,6 +13,11 @@ use sqlx::Row as _;
 
 #[async_trait]
 impl SessionStore for Backend {
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(user_id = s.user_id, session_id = %s.session_id)
+    )]
     async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         // The login checked a password against a hash read earlier; a password change or a
@@ -76,6 +81,7 @@ impl SessionStore for Backend {
         tx.commit().await.db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(session_id))]
     async fn session_state(&self, session_id: &str) -> Result<Option<SessionState>, StoreError> {
         // Runs on every bearer request: static SQL, nothing formatted.
         let sql = concat!(
@@ -97,6 +103,7 @@ impl SessionStore for Backend {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
         let session_id: Option<String> =
@@ -189,6 +196,7 @@ impl SessionStore for Backend {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(reason = reason.as_str()))]
     async fn revoke_session_by_refresh(
         &self,
         digest: &[u8; 32],

@@ -9,6 +9,7 @@ use cxauth_core::store::{StoreError, ThrottleStore};
 
 #[async_trait]
 impl ThrottleStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn throttle_update(
         &self,
         key: &[u8; 32],
@@ -66,6 +67,7 @@ impl ThrottleStore for Backend {
         Ok(old)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn login_address_known(&self, pair: &[u8; 32], now: i64) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(
             "SELECT user_id FROM login_addresses WHERE pair = $1 AND expires_at > $2",
@@ -78,6 +80,7 @@ impl ThrottleStore for Backend {
         Ok(found.is_some())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     async fn remember_login_address(
         &self,
         pair: &[u8; 32],

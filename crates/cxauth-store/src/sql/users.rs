@@ -13,6 +13,7 @@ use sqlx::Row as _;
 
 #[async_trait]
 impl UserStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_user(&self, user: &NewUser) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
         let mut grant_mains = Vec::new();
@@ -65,21 +66,25 @@ impl UserStore for Backend {
         Ok(id)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.db()?;
         user_where(&mut conn, "username = $1", username).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id))]
     async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.db()?;
         user_where(&mut conn, "id = $1", id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(rc_user_id))]
     async fn user_by_rc_user_id(&self, rc_user_id: i64) -> Result<Option<UserRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.db()?;
         user_where(&mut conn, "rc_user_id = $1", rc_user_id).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(root_id = root.id))]
     async fn user_subtree(&self, root: &UserRecord) -> Result<Vec<UserRecord>, StoreError> {
         let path = root.path_for_children();
         // Paths hold only digits and dots, so the LIKE pattern has no wildcard to escape.
@@ -98,6 +103,7 @@ impl UserStore for Backend {
             .db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let sql = concat!("SELECT ", user_columns!(""), " FROM users ORDER BY id");
         sqlx::query_as::<_, UserRow>(sql)
@@ -107,6 +113,7 @@ impl UserStore for Backend {
             .db()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(enabled))]
     async fn set_user_enabled(
         &self,
         username: &str,
@@ -132,6 +139,7 @@ impl UserStore for Backend {
         Ok(true)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_password_hash(
         &self,
         username: &str,
@@ -154,6 +162,11 @@ impl UserStore for Backend {
         Ok(true)
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(api_tokens = end.api_tokens, reason = end.reason.as_str())
+    )]
     async fn end_user_credentials(
         &self,
         username: &str,
@@ -183,6 +196,7 @@ impl UserStore for Backend {
         Ok(Some(counts))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_user(&self, username: &str) -> Result<DeleteUser, StoreError> {
         let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
