@@ -6,8 +6,10 @@
 //! clock, never the database's own clock, so tests control them.
 //!
 //! One trait per concern, each in its own file with the records it deals in; [`Store`] is all of
-//! them, implemented for every type that implements each. Callers holding a [`SharedStore`]
-//! bring the concern traits into scope with `use cxauth_core::store::prelude::*;`.
+//! them, implemented for every type that implements each. Code holding a [`SharedStore`] or a
+//! `&dyn Store` calls any method with no import (a trait object's supertrait methods are in
+//! scope); code that names a concern trait or is generic over a store writes
+//! `use cxauth_core::store::prelude::*;`.
 //!
 //! | file | trait | what it keeps |
 //! |---|---|---|
