@@ -348,7 +348,7 @@ async fn an_unknown_username_is_audited_only_as_a_digest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_postgresql_share_one_budget() {
-    let url = match scratch_schema().await {
+    let url = match scratch_schema().await.expect("a PostgreSQL test schema") {
         Scratch::Ready(url) => url,
         Scratch::Skip(why) => return eprintln!("skipping: {why}"),
     };

@@ -76,7 +76,7 @@ fn through_proxy(url: &str, port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_a_quick_503_and_heals_by_itself() {
-    let url = match scratch_schema().await {
+    let url = match scratch_schema().await.expect("a PostgreSQL test schema") {
         Scratch::Ready(url) => url,
         Scratch::Skip(why) => return eprintln!("skipping: {why}"),
     };

@@ -1,14 +1,21 @@
 //! Storage backends for cxauth, behind [`cxauth_core::store::Store`].
 //!
 //! [`open`] picks the backend from the database URL: SQLite (the embedded default) or
-//! PostgreSQL (several instances on one database). Both run the same SQL (see `sql.rs`) and pass
+//! PostgreSQL (several instances on one database). Both run the same SQL (see `sql/`) and pass
 //! the same conformance suite (`tests/conformance.rs`).
+//!
+//! Where things are: `url.rs` parses database URLs; `sqlite.rs` and `postgres.rs` open the pool,
+//! migrate, and say how their dialect starts a write transaction and takes locks; `sql/` holds
+//! the queries, one file per store trait of [`cxauth_core::store`], each compiled once per
+//! dialect (see `sql/mod.rs`). `testing` (cargo feature `testing`, for test suites only) gives
+//! each test a scratch PostgreSQL schema.
 
 mod postgres;
 mod sql;
 mod sqlite;
 mod url;
 
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use postgres::PgStore;

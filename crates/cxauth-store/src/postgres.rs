@@ -7,8 +7,13 @@
 //! id allocation, bootstrap and the first signing key take transaction-scoped advisory locks.
 //! Migrations are applied on start under sqlx's advisory lock, so instances may start together.
 
+// Each file under `sql/` is compiled once per dialect, here and in the other backend module.
+#![allow(clippy::duplicate_mod)]
+
 use crate::StoreOptions;
+use crate::sql::{DbResult as _, map_err};
 use crate::url::DatabaseUrl;
+use cxauth_core::store::StoreError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr as _;
@@ -36,7 +41,7 @@ impl PgStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
-            .map_err(map_err)?;
+            .db()?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => map_err(e),
             other => StoreError::Internal(format!("migration failed: {other}")),
@@ -45,7 +50,7 @@ impl PgStore {
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.pool.begin().await.map_err(map_err)
+        self.pool.begin().await.db()
     }
 
     async fn lock_global(conn: &mut PgConnection, key: i64) -> Result<(), StoreError> {
@@ -53,7 +58,7 @@ impl PgStore {
             .bind(key)
             .execute(conn)
             .await
-            .map_err(map_err)?;
+            .db()?;
         Ok(())
     }
 
@@ -62,7 +67,7 @@ impl PgStore {
             .bind(id)
             .execute(conn)
             .await
-            .map_err(map_err)?;
+            .db()?;
         Ok(())
     }
 
@@ -71,7 +76,7 @@ impl PgStore {
             .bind(id)
             .execute(conn)
             .await
-            .map_err(map_err)?;
+            .db()?;
         Ok(())
     }
 
@@ -84,14 +89,41 @@ impl PgStore {
         .bind(key.as_slice())
         .execute(&mut *conn)
         .await
-        .map_err(map_err)?;
+        .db()?;
         sqlx::query("SELECT throttle_key FROM login_throttle WHERE throttle_key = $1 FOR UPDATE")
             .bind(key.as_slice())
             .execute(&mut *conn)
             .await
-            .map_err(map_err)?;
+            .db()?;
         Ok(())
     }
 }
 
-crate::sql::sql_store!(PgStore, Postgres, PgConnection);
+// The store traits, one file per concern under `sql/`, compiled here for this dialect (see
+// `crate::sql`).
+type Backend = PgStore;
+type Db = Postgres;
+type Conn = PgConnection;
+
+#[path = "sql/accounts.rs"]
+mod accounts;
+#[path = "sql/api_tokens.rs"]
+mod api_tokens;
+#[path = "sql/audit.rs"]
+mod audit;
+#[path = "sql/housekeeping.rs"]
+mod housekeeping;
+#[path = "sql/keys.rs"]
+mod keys;
+#[path = "sql/legacy.rs"]
+mod legacy;
+#[path = "sql/meta.rs"]
+mod meta;
+#[path = "sql/ringex.rs"]
+mod ringex;
+#[path = "sql/sessions.rs"]
+mod sessions;
+#[path = "sql/throttle.rs"]
+mod throttle;
+#[path = "sql/users.rs"]
+mod users;

@@ -11,8 +11,13 @@
 //! `-wal` and `-shm` the database file's mode), and an older file (or `-wal`/`-shm`) readable
 //! by others is narrowed to 0600 at open, with a warning.
 
+// Each file under `sql/` is compiled once per dialect, here and in the other backend module.
+#![allow(clippy::duplicate_mod)]
+
 use crate::StoreOptions;
+use crate::sql::DbResult as _;
 use crate::url::DatabaseUrl;
+use cxauth_core::store::StoreError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use std::path::Path;
@@ -127,7 +132,7 @@ impl SqliteStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
-            .map_err(map_err)?;
+            .db()?;
         MIGRATOR
             .run(&pool)
             .await
@@ -147,10 +152,7 @@ impl SqliteStore {
     pub const FILE_MODE: u32 = 0o600;
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)
+        self.pool.begin_with("BEGIN IMMEDIATE").await.db()
     }
 
     async fn lock_global(_: &mut SqliteConnection, _key: i64) -> Result<(), StoreError> {
@@ -170,4 +172,31 @@ impl SqliteStore {
     }
 }
 
-crate::sql::sql_store!(SqliteStore, Sqlite, SqliteConnection);
+// The store traits, one file per concern under `sql/`, compiled here for this dialect (see
+// `crate::sql`).
+type Backend = SqliteStore;
+type Db = Sqlite;
+type Conn = SqliteConnection;
+
+#[path = "sql/accounts.rs"]
+mod accounts;
+#[path = "sql/api_tokens.rs"]
+mod api_tokens;
+#[path = "sql/audit.rs"]
+mod audit;
+#[path = "sql/housekeeping.rs"]
+mod housekeeping;
+#[path = "sql/keys.rs"]
+mod keys;
+#[path = "sql/legacy.rs"]
+mod legacy;
+#[path = "sql/meta.rs"]
+mod meta;
+#[path = "sql/ringex.rs"]
+mod ringex;
+#[path = "sql/sessions.rs"]
+mod sessions;
+#[path = "sql/throttle.rs"]
+mod throttle;
+#[path = "sql/users.rs"]
+mod users;

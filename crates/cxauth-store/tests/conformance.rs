@@ -47,7 +47,10 @@ async fn backends() -> Vec<Backend> {
         url: url.to_string(),
         _dir: dir,
     }];
-    match cxauth_store::testing::scratch_schema().await {
+    match cxauth_store::testing::scratch_schema()
+        .await
+        .expect("a PostgreSQL test schema")
+    {
         cxauth_store::testing::Scratch::Ready(pg) => all.push(Backend {
             name: "postgres",
             store: cxauth_store::open(&DatabaseUrl::parse(&pg).expect("url"))

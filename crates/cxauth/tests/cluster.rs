@@ -22,7 +22,7 @@ struct Cluster {
 }
 
 async fn cluster() -> Option<Cluster> {
-    let url = match scratch_schema().await {
+    let url = match scratch_schema().await.expect("a PostgreSQL test schema") {
         Scratch::Ready(url) => url,
         Scratch::Skip(why) => {
             eprintln!("skipping: {why}");

@@ -122,7 +122,10 @@ async fn sqlite_credentials_survive_0005() {
 
 #[tokio::test]
 async fn postgres_credentials_survive_0005() {
-    let url = match cxauth_store::testing::scratch_schema().await {
+    let url = match cxauth_store::testing::scratch_schema()
+        .await
+        .expect("a PostgreSQL test schema")
+    {
         cxauth_store::testing::Scratch::Ready(u) => u,
         cxauth_store::testing::Scratch::Skip(why) => {
             eprintln!("skipping PostgreSQL: {why}");

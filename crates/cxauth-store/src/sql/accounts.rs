@@ -1,0 +1,179 @@
+//! Main accounts and sub-accounts: id allocation under the accounts lock, and the bootstrap.
+//!
+//! Compiled once per dialect (see `crate::sql`).
+
+use super::users::insert_user;
+use super::{Backend, Conn};
+use crate::sql::{DbResult as _, FIRST_MAIN_ACCOUNT, LOCK_ACCOUNTS, MAX_SUB_ACCOUNTS};
+use async_trait::async_trait;
+use cxauth_core::store::{AccountInfo, AccountRow, AccountStore, Bootstrap, NewUser, StoreError};
+use sqlx::Row as _;
+
+#[async_trait]
+impl AccountStore for Backend {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn bootstrap(&self, b: &Bootstrap) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+        let accounts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+        if users > 0 || accounts > 0 {
+            return Ok(false);
+        }
+        let now = b.user.now;
+        let main = create_main_in(&mut tx, &b.main_account_name, now).await?;
+        create_sub_in(&mut tx, main, &b.sub_account_name, now).await?;
+        let user = NewUser {
+            parent: None,
+            grants: vec![main],
+            ..b.user.clone()
+        };
+        insert_user(&mut tx, &user, None, "", main).await?;
+        tx.commit().await.db()?;
+        Ok(true)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn create_main_account(&self, name: &str, now: i64) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
+        let id = create_main_in(&mut tx, name, now).await?;
+        tx.commit().await.db()?;
+        Ok(id)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(main_id))]
+    async fn create_sub_account(
+        &self,
+        main_id: i64,
+        name: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
+        let id = create_sub_in(&mut tx, main_id, name, now).await?;
+        tx.commit().await.db()?;
+        Ok(id)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
+    async fn accounts_for_user(&self, user_id: i64) -> Result<Vec<AccountRow>, StoreError> {
+        // A grant of a main account covers its sub-accounts; a grant of a sub-account, itself.
+        let rows = sqlx::query(
+            "SELECT DISTINCT s.id, s.name, m.id, m.name, m.is_active \
+                 FROM user_grants g \
+                 JOIN accounts s ON s.id = g.account_id OR s.main_id = g.account_id \
+                 JOIN accounts m ON m.id = s.main_id \
+                 WHERE g.user_id = $1 \
+                 ORDER BY s.id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AccountRow {
+                id: r.get(0),
+                name: r.get(1),
+                main_id: r.get(2),
+                main_name: r.get(3),
+                main_active: r.get(4),
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
+        let rows: Vec<(i64, String, Option<i64>, bool)> =
+            sqlx::query_as("SELECT id, name, main_id, is_active FROM accounts ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .db()?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, main_id, active)| AccountInfo {
+                id,
+                name,
+                main_account_id: main_id.unwrap_or(id),
+                active,
+            })
+            .collect())
+    }
+}
+
+pub(super) async fn create_main_in(tx: &mut Conn, name: &str, now: i64) -> Result<i64, StoreError> {
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(id) FROM accounts WHERE main_id IS NULL")
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+    let id = last.map_or(FIRST_MAIN_ACCOUNT, |l| l + MAX_SUB_ACCOUNTS + 1);
+    sqlx::query(
+        "INSERT INTO accounts (id, name, main_id, is_active, created_at) \
+         VALUES ($1, $2, NULL, TRUE, $3)",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .db()?;
+    Ok(id)
+}
+
+pub(super) async fn create_sub_in(
+    tx: &mut Conn,
+    main_id: i64,
+    name: &str,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let main: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT main_id FROM accounts WHERE id = $1")
+            .bind(main_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+    match main {
+        None => {
+            return Err(StoreError::NotFound(format!(
+                "no main account with id {main_id}"
+            )));
+        }
+        Some(Some(_)) => {
+            return Err(StoreError::Invalid(format!(
+                "account {main_id} is a sub-account; give the id of a main account"
+            )));
+        }
+        Some(None) => {}
+    }
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM accounts WHERE main_id = $1")
+        .bind(main_id)
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+    let id = last.unwrap_or(main_id) + 1;
+    if id - main_id > MAX_SUB_ACCOUNTS {
+        return Err(StoreError::Invalid(format!(
+            "main account {main_id} already holds {MAX_SUB_ACCOUNTS} sub-accounts"
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO accounts (id, name, main_id, is_active, created_at) \
+         VALUES ($1, $2, $3, TRUE, $4)",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(main_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .db()?;
+    Ok(id)
+}

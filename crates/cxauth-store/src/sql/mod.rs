@@ -1,0 +1,149 @@
+//! What the SQL backends share: the queries, written once, and the mapping of driver errors.
+//!
+//! SQLite and PostgreSQL run the same portable SQL (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT`), so each store trait is implemented once, in a file of this folder named for
+//! its concern (`users.rs` implements `UserStore`, ...). Those files are plain Rust written
+//! against three names their parent module gives them: `Backend` (the store type), `Db` (the
+//! sqlx database) and `Conn` (its connection type). `sqlite.rs` and `postgres.rs` each include
+//! every one of them as a child module (`#[path = "sql/users.rs"] mod users;`), so the same
+//! source compiles once per dialect with concrete types: sqlx's per-database trait bounds would
+//! otherwise have to be spelled out on every query of a generic implementation. The files are not
+//! children of this module; rustfmt finds them through the `#[path]` attributes.
+//!
+//! The dialects differ only in how a write transaction starts and how rows are locked: each
+//! backend type provides `begin_write`, `lock_global`, `lock_user`, `lock_session` and
+//! `lock_throttle` (no-ops on SQLite, whose `BEGIN IMMEDIATE` already serialises writers).
+
+use cxauth_core::store::{StoreError, UserRecord};
+
+/// Advisory lock key serialising account id allocation and bootstrap.
+pub(crate) const LOCK_ACCOUNTS: i64 = 0x6378_6175_7468_0001;
+/// Advisory lock key serialising the creation of the first signing key.
+pub(crate) const LOCK_SIGNING_KEYS: i64 = 0x6378_6175_7468_0002;
+/// Sub-accounts a main account can hold: ids run from `main + 1` to `main + 9999`.
+pub(crate) const MAX_SUB_ACCOUNTS: i64 = 9_999;
+/// First main account id.
+pub(crate) const FIRST_MAIN_ACCOUNT: i64 = 10_000_000;
+
+/// `.db()`: a driver result in the store's vocabulary (see [`map_err`]). A trait because
+/// `From<sqlx::Error> for StoreError` cannot be written here (both types are foreign).
+pub(crate) trait DbResult<T> {
+    /// Maps the error with [`map_err`].
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T> DbResult<T> for Result<T, sqlx::Error> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(map_err)
+    }
+}
+
+/// Maps a driver error to the store's vocabulary: what a retry may fix is `Unavailable`.
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite: BUSY / LOCKED (and extended codes). PostgreSQL: connection exceptions
+            // (08xxx), shutdown (57P0x), too many connections (53300), serialization (40001).
+            let transient = matches!(code.as_ref(), "5" | "6" | "261" | "517" | "53300" | "40001")
+                || code.starts_with("08")
+                || code.starts_with("57P0");
+            if transient {
+                StoreError::Unavailable(format!("database: {}", db.message()))
+            } else {
+                StoreError::Internal(e.to_string())
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    id: i64,
+    username: String,
+    platform_id: String,
+    password_hash: String,
+    first_name: String,
+    last_name: String,
+    enabled: bool,
+    parent_id: Option<i64>,
+    parent_path: String,
+    main_account_id: i64,
+    roles: String,
+    created_at: i64,
+    rc_user_id: Option<i64>,
+}
+
+impl From<UserRow> for UserRecord {
+    fn from(r: UserRow) -> Self {
+        UserRecord {
+            id: r.id,
+            username: r.username,
+            platform_id: r.platform_id,
+            password_hash: r.password_hash,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            enabled: r.enabled,
+            parent_id: r.parent_id,
+            parent_path: r.parent_path,
+            main_account_id: r.main_account_id,
+            roles: r
+                .roles
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            created_at: r.created_at,
+            rc_user_id: r.rc_user_id,
+        }
+    }
+}
+
+/// The columns of [`UserRow`], each prefixed with `$p` (`""`, or `"u."` in joins): one list,
+/// expanded at compile time, so the per-request look-ups run static SQL with no formatting.
+macro_rules! user_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "username, ",
+            $p,
+            "platform_id, ",
+            $p,
+            "password_hash, ",
+            $p,
+            "first_name, ",
+            $p,
+            "last_name, ",
+            $p,
+            "enabled, ",
+            $p,
+            "parent_id, ",
+            $p,
+            "parent_path, ",
+            $p,
+            "main_account_id, ",
+            $p,
+            "roles, ",
+            $p,
+            "created_at, ",
+            $p,
+            "rc_user_id"
+        )
+    };
+}
+pub(crate) use user_columns;
+
+/// [`user_columns!`] without a prefix, for the few queries that add their own clause.
+pub(crate) const USER_COLUMNS: &str = user_columns!("");

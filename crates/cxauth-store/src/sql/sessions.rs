@@ -1,0 +1,233 @@
+//! Sessions and refresh tokens: creation, the per-request check, rotation, logout.
+//!
+//! Compiled once per dialect (see `crate::sql`).
+
+use super::Backend;
+use super::users::user_where;
+use crate::sql::{DbResult as _, UserRow, user_columns};
+use async_trait::async_trait;
+use cxauth_core::store::{
+    NewSession, RevokeReason, RotateOutcome, Rotation, SessionState, SessionStore, StoreError,
+};
+use sqlx::Row as _;
+
+#[async_trait]
+impl SessionStore for Backend {
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(user_id = s.user_id, session_id = %s.session_id)
+    )]
+    async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        // The login checked a password against a hash read earlier; a password change or a
+        // disable committed since must win, or the new session would outlive it.
+        Self::lock_user(&mut tx, s.user_id).await?;
+        let current: Option<(String, bool)> =
+            sqlx::query_as("SELECT password_hash, enabled FROM users WHERE id = $1")
+                .bind(s.user_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+        match current {
+            Some((hash, true))
+                if s.expected_password_hash
+                    .as_deref()
+                    .is_none_or(|h| h == hash) => {}
+            _ => return Err(StoreError::Conflict("the user changed during login".into())),
+        }
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at, sso_login) \
+                 VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&s.session_id)
+        .bind(s.user_id)
+        .bind(s.now)
+        .bind(s.refresh_expires_at)
+        .bind(s.sso_login)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        if s.max_sessions > 0 {
+            // The user row is locked (or the database is, on SQLite): concurrent logins of
+            // one user count each other, so the cap holds exactly.
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id IN \
+                     (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
+                     AND expires_at > $1 AND id <> $6 ORDER BY created_at DESC, id DESC \
+                     LIMIT $4 OFFSET $5)",
+            )
+            .bind(s.now)
+            .bind("session_cap")
+            .bind(s.user_id)
+            .bind(i64::MAX)
+            .bind(i64::from(s.max_sessions) - 1)
+            .bind(&s.session_id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        }
+        sqlx::query(
+            "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+        )
+        .bind(s.refresh_digest.as_slice())
+        .bind(&s.session_id)
+        .bind(s.now)
+        .bind(s.refresh_expires_at)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(session_id))]
+    async fn session_state(&self, session_id: &str) -> Result<Option<SessionState>, StoreError> {
+        // Runs on every bearer request: static SQL, nothing formatted.
+        let sql = concat!(
+            "SELECT s.revoked_at IS NOT NULL AS revoked, ",
+            user_columns!("u."),
+            " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await
+            .db()?;
+        let Some(row) = row else { return Ok(None) };
+        let revoked: bool = row.get(0);
+        let user = <UserRow as sqlx::FromRow<_>>::from_row(&row).db()?;
+        Ok(Some(SessionState {
+            revoked,
+            user: user.into(),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let session_id: Option<String> =
+            sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE digest = $1")
+                .bind(r.presented.as_slice())
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+        let Some(session_id) = session_id else {
+            return Ok(RotateOutcome::Invalid);
+        };
+        // Every rotation of one session runs under the session's lock, so concurrent refreshes
+        // (on any instance) see each other's results and the session never forks.
+        Self::lock_session(&mut tx, &session_id).await?;
+        let row = sqlx::query(
+            "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id, s.sso_login \
+                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
+        )
+        .bind(r.presented.as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
+        let Some(row) = row else {
+            return Ok(RotateOutcome::Invalid);
+        };
+        let session_id: String = row.get(0);
+        let expires_at: i64 = row.get(1);
+        let rotated_at: Option<i64> = row.get(2);
+        let revoked_at: Option<i64> = row.get(3);
+        let user_id: i64 = row.get(4);
+        let sso_login: bool = row.get(5);
+        if revoked_at.is_some() || expires_at <= r.now {
+            return Ok(RotateOutcome::Invalid);
+        }
+        if let Some(rotated) = rotated_at
+            && r.now - rotated > r.grace_ms
+        {
+            sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3")
+                .bind(r.now)
+                .bind(RevokeReason::Reuse.as_str())
+                .bind(&session_id)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            tx.commit().await.db()?;
+            return Ok(RotateOutcome::Reused {
+                session_id,
+                user_id,
+            });
+        }
+        let Some(user) = user_where(&mut tx, "id = $1", user_id).await? else {
+            return Ok(RotateOutcome::Invalid);
+        };
+        if !user.enabled {
+            return Ok(RotateOutcome::Invalid);
+        }
+        // Retire every live token of the session (the presented one, or on a grace retry the
+        // successor issued moments ago), so the session always has exactly one live token.
+        sqlx::query(
+            "UPDATE refresh_tokens SET rotated_at = $1 \
+             WHERE session_id = $2 AND rotated_at IS NULL",
+        )
+        .bind(r.now)
+        .bind(&session_id)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+        )
+        .bind(r.successor.as_slice())
+        .bind(&session_id)
+        .bind(r.now)
+        .bind(r.successor_expires_at)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
+            .bind(r.successor_expires_at)
+            .bind(&session_id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        tx.commit().await.db()?;
+        Ok(RotateOutcome::Rotated {
+            session_id,
+            user: Box::new(user),
+            sso_login,
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(reason = reason.as_str()))]
+    async fn revoke_session_by_refresh(
+        &self,
+        digest: &[u8; 32],
+        reason: RevokeReason,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let found: Option<(String, i64)> = sqlx::query_as(
+            "SELECT r.session_id, s.user_id FROM refresh_tokens r \
+                 JOIN sessions s ON s.id = r.session_id \
+                 WHERE r.digest = $1 AND r.expires_at > $2",
+        )
+        .bind(digest.as_slice())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
+        let Some((session_id, user_id)) = found else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason.as_str())
+        .bind(&session_id)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()?;
+        Ok(Some(user_id))
+    }
+}
