@@ -1,5 +1,16 @@
-//! Typed server configuration. The command line (`cxauth serve`) fills it from flags and
-//! `CXAUTH_*` variables; tests build it directly.
+//! The server's configuration: one typed struct whose fields are the settings, each with its
+//! default written once ([`ServerConfig::default`]) and its spelling written once (the serde
+//! adapters of `values`), read through one layered chain ([`ServerConfig::load`]: defaults,
+//! file, environment, flags). Tests build it directly ([`ServerConfig::new`]).
+
+mod layers;
+mod values;
+
+pub use layers::{ConfigError, ENV_PREFIX, describe, load_seed};
+pub use values::{
+    ListenOrOff, MaxConnections, parse_duration, parse_listen, parse_listen_or_off,
+    parse_max_connections, parse_proxies, short_duration,
+};
 
 use cxauth_store::DatabaseUrl;
 use secrecy::SecretString;
@@ -8,32 +19,43 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything `cxauth serve` needs to know. `Debug` shows URLs with their credentials
-/// redacted (see [`redact_url`]).
-#[derive(Clone)]
+/// redacted (see [`redact_url`]); serializing it (the defaults layer, `--help`) leaves the
+/// secrets and the seed out.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on.
+    #[serde(with = "values::listen")]
     pub listen: SocketAddr,
     /// The database.
+    #[serde(with = "values::database")]
     pub database: DatabaseUrl,
     /// Platform id of the bootstrap user and of this deployment.
     pub platform_id: String,
     /// Lifetime of access tokens.
+    #[serde(with = "values::duration")]
     pub access_token_ttl: Duration,
     /// Lifetime of refresh tokens.
+    #[serde(with = "values::duration")]
     pub refresh_token_ttl: Duration,
     /// How long a just-rotated refresh token may be retried.
+    #[serde(with = "values::duration")]
     pub refresh_grace: Duration,
     /// The master key file; by default `DATABASE.key` beside an SQLite file.
     pub master_key_file: Option<PathBuf>,
     /// Password of the bootstrap `admin` user; random (and printed once) if unset.
+    #[serde(serialize_with = "values::unset", deserialize_with = "values::secret")]
     pub bootstrap_admin_password: Option<SecretString>,
     /// Longest a request may take before it is answered 503.
+    #[serde(with = "values::duration")]
     pub request_timeout: Duration,
     /// Longest wait for a database connection before a request gets 503; well under
     /// `request_timeout`, so an unreachable database is reported instead of waited on.
+    #[serde(with = "values::duration")]
     pub database_timeout: Duration,
     /// Reverse proxies (exact addresses) whose `X-Forwarded-For` names the real client, for
     /// throttling. Empty: the TCP peer is the client.
+    #[serde(with = "values::proxies")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
@@ -44,23 +66,29 @@ pub struct ServerConfig {
     /// The RingEX server the token exchange asks who a RingEX token belongs to
     /// (`GET {url}/restapi/v1.0/account/~/extension/~`). Without one, the exchange trusts the
     /// built-in emulator if it is on, and answers 503 otherwise.
+    #[serde(with = "values::ringex_server")]
     pub ringex_server: Option<url::Url>,
     /// Serve the built-in RingEX emulator (`/restapi/oauth/token` and the extension endpoint)
     /// and let the exchange trust it. For offline development and tests only.
     pub ringex_emulator: bool,
     /// How long a positive answer of the RingEX server is reused for the same token. Short: a
     /// token RingEX revokes keeps working here at most this long.
+    #[serde(with = "values::duration")]
     pub ringex_cache_ttl: Duration,
     /// Longest wait for the RingEX server; beyond it the exchange answers 503. (A longer wait
     /// than `request_timeout` is cut short by the request timeout, also with a 503.)
+    #[serde(with = "values::duration")]
     pub ringex_timeout: Duration,
     /// How long a stopping server lets in-flight requests finish before it closes their
     /// connections anyway: bounded, so a stuck client cannot hold up a restart.
+    #[serde(with = "values::duration")]
     pub shutdown_timeout: Duration,
     /// How long audit events are kept before housekeeping deletes them.
+    #[serde(with = "values::duration")]
     pub audit_retention: Duration,
     /// Where Prometheus metrics are served (`/metrics`); `None`: not served. Apart from the
     /// API listener so that they are not public.
+    #[serde(with = "values::listen_or_off")]
     pub metrics_listen: Option<SocketAddr>,
     /// Most live sessions per user; a new login ends the oldest beyond it (0: no limit).
     pub max_sessions_per_user: u32,
@@ -77,15 +105,22 @@ pub struct ServerConfig {
     /// Longest a client may take to send a request's headers, from the moment it connects (or,
     /// on a kept-alive connection, from its first byte): a client that never finishes its
     /// headers is disconnected then, instead of holding a connection for good.
+    #[serde(with = "values::duration")]
     pub header_read_timeout: Duration,
     /// Longest a kept-alive connection may wait idle for its next request before it is closed.
+    #[serde(with = "values::duration")]
     pub keep_alive_timeout: Duration,
     /// Most connections held at once; `None`: derived from the file descriptor limit (see
     /// [`crate::listener::default_max_connections`]). At the cap the connection idle longest
     /// (or slowest to send its headers) is closed to make room for the new one.
+    #[serde(with = "values::max_connections")]
     pub max_connections: Option<usize>,
+    /// How `cxauth serve` writes its log: text for people, JSON lines for log shippers.
+    #[serde(deserialize_with = "values::from_text")]
+    pub log_format: LogFormat,
     /// Accounts, users and API tokens to create where missing at every start (`--seed FILE`):
     /// the integrators' stand-in for a RingCX tenant.
+    #[serde(serialize_with = "values::unset", deserialize_with = "values::seed")]
     pub seed: Option<std::sync::Arc<cxauth_core::admin::Seed>>,
 }
 
@@ -131,6 +166,7 @@ impl std::fmt::Debug for ServerConfig {
                 &self.logins_in_flight_per_source,
             )
             .field("api_token_cap", &self.api_token_cap)
+            .field("log_format", &self.log_format)
             .field("seed", &self.seed.is_some())
             .finish_non_exhaustive()
     }
@@ -161,13 +197,40 @@ pub fn redact_url(url: &url::Url) -> String {
     }
 }
 
-impl ServerConfig {
-    /// The defaults documented in the README, on `database`.
-    pub fn new(database: DatabaseUrl) -> Self {
+/// The format of the log `cxauth serve` writes to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event for people (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("{s:?} is not a log format: write text or json")),
+        }
+    }
+}
+
+/// The database `cxauth serve` (and `cxauth admin`) use when none is named.
+pub const DEFAULT_DATABASE: &str = "sqlite://cxauth.db";
+
+impl Default for ServerConfig {
+    /// The defaults documented in the README and cxauth.example.toml: the one place they are
+    /// written (the command line shows them in `--help` from here).
+    fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database,
+            database: DatabaseUrl::parse(DEFAULT_DATABASE).expect("the default database parses"),
             platform_id: "aws80".into(),
             access_token_ttl: Duration::from_secs(5 * 60),
             refresh_token_ttl: Duration::from_secs(7 * 24 * 60 * 60),
@@ -194,7 +257,18 @@ impl ServerConfig {
             logins_per_user_per_minute: 30,
             logins_in_flight_per_source: 0,
             api_token_cap: cxauth_core::service::DEFAULT_API_TOKEN_CAP,
+            log_format: LogFormat::Text,
             seed: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults on `database`.
+    pub fn new(database: DatabaseUrl) -> Self {
+        ServerConfig {
+            database,
+            ..ServerConfig::default()
         }
     }
 
@@ -273,117 +347,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// the proxy closes first and never sends a request on a connection cxauth is closing.
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
-/// Parses a connection cap: a positive number, or `auto` (derived from the file descriptor
-/// limit).
-pub fn parse_max_connections(s: &str) -> Result<MaxConnections, String> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("auto") {
-        return Ok(MaxConnections(None));
-    }
-    match s.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(MaxConnections(Some(n))),
-        _ => Err(format!("{s:?} is neither a positive number nor auto")),
-    }
-}
-
-/// A connection cap or `auto`; see [`parse_max_connections`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxConnections(pub Option<usize>);
-
-/// Parses a listen address: `HOST:PORT` (an IP address, `[::1]:PORT`, or a host name such as
-/// `localhost:8080`, resolved now), or a port alone (`8080` or `:8080`), which means
-/// 127.0.0.1: listening on every interface must be asked for (`0.0.0.0:8080`).
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    let port_only = s.strip_prefix(':').unwrap_or(s);
-    if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
-        return port_only
-            .parse::<u16>()
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-            .map_err(|_| format!("{s:?}: a port is a number from 0 to 65535"));
-    }
-    if let Ok(a) = s.parse() {
-        return Ok(a);
-    }
-    let wrong = || {
-        format!(
-            "{s:?} is not an address to listen on: write HOST:PORT (127.0.0.1:8080, \
-             0.0.0.0:8080, [::1]:8080, localhost:8080) or a port alone (8080)"
-        )
-    };
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(wrong());
-    };
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(wrong());
-    }
-    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
-        .map_err(|e| format!("{s:?}: cannot resolve the host name {host:?}: {e}"))?
-        .collect();
-    // IPv4 first: `localhost` then means 127.0.0.1, which every client tries.
-    found
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| found.first())
-        .copied()
-        .ok_or_else(|| format!("{s:?}: the host name {host:?} has no address"))
-}
-
-/// Parses a listen address as [`parse_listen`] does, or `off` for none (e.g.
-/// `--metrics-listen off`).
-pub fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("off") {
-        return Ok(ListenOrOff(None));
-    }
-    parse_listen(s)
-        .map(|a| ListenOrOff(Some(a)))
-        .map_err(|e| format!("{e}; or off for none"))
-}
-
-/// A listen address that can be turned off; see [`parse_listen_or_off`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenOrOff(pub Option<SocketAddr>);
-
-/// Parses a duration in human form: `300ms`, `2s`, `5m`, `1h`, `7d`, or combinations (`1h30m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 300ms, 2s, 5m, 7d"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listen_or_off() {
-        assert_eq!(parse_listen_or_off("off"), Ok(ListenOrOff(None)));
-        assert_eq!(
-            parse_listen_or_off("127.0.0.1:9090"),
-            Ok(ListenOrOff(Some(SocketAddr::from(([127, 0, 0, 1], 9090)))))
-        );
-        assert_eq!(
-            parse_listen_or_off("9090"),
-            Ok(ListenOrOff(Some(SocketAddr::from(([127, 0, 0, 1], 9090)))))
-        );
-        assert!(parse_listen_or_off("nine").is_err());
-    }
-
-    #[test]
-    fn listen_accepts_a_port_alone_and_host_names() {
-        let local = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        assert_eq!(parse_listen("8080"), Ok(local(8080)));
-        assert_eq!(parse_listen(":8080"), Ok(local(8080)));
-        assert_eq!(parse_listen("localhost:8080"), Ok(local(8080)));
-        assert_eq!(
-            parse_listen("0.0.0.0:80"),
-            Ok(SocketAddr::from(([0, 0, 0, 0], 80)))
-        );
-        assert_eq!(parse_listen("[::1]:80").map(|a| a.is_ipv6()), Ok(true));
-        for bad in ["", ":", "70000", "localhost", "host:port"] {
-            assert!(parse_listen(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn slow_client_defaults_are_bounded() {
@@ -417,16 +383,6 @@ mod tests {
         assert!(debug.contains("ringex.example"), "{debug}");
         let plain: url::Url = "http://ringex.example/".parse().expect("url");
         assert_eq!(redact_url(&plain), "http://ringex.example/");
-    }
-
-    #[test]
-    fn durations_in_human_form() {
-        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -13,15 +13,14 @@ use cxauth_core::clock::{Clock, SystemClock, duration_ms};
 use cxauth_core::crypto::Secrets;
 use cxauth_core::service::META_KEY_FINGERPRINT;
 use cxauth_core::service::rfc3339;
-use cxauth_core::store::{AuditEvent, AuditFilter, RevokedCounts, Store};
+use cxauth_core::store::RevokedCounts;
 use cxauth_server::config::{ServerConfig, parse_duration};
 use cxauth_store::DatabaseUrl;
 use secrecy::{ExposeSecret as _, SecretString};
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 
-/// The database `cxauth admin` (and `cxauth serve`) use when none is named.
-pub const DEFAULT_DATABASE: &str = "sqlite://cxauth.db";
+pub use cxauth_server::config::DEFAULT_DATABASE;
 
 /// `writeln!` to stdout, returning the error (a closed pipe included) instead of panicking as
 /// `println!` does, so `cxauth admin … | head -1` ends quietly.
@@ -30,6 +29,9 @@ macro_rules! outln {
         writeln!(std::io::stdout(), $($arg)*)?
     };
 }
+
+mod audit;
+use audit::audit;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -109,62 +111,6 @@ pub enum Output {
     Text,
     /// One JSON object per line (`--output json`).
     Json,
-}
-
-fn print_audit(events: &[AuditEvent], output: Output) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    for e in events {
-        match output {
-            Output::Json => writeln!(out, "{}", serde_json::to_string(e)?)?,
-            Output::Text => writeln!(
-                out,
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                rfc3339(e.at),
-                e.event,
-                e.outcome,
-                e.user_id.map(|i| i.to_string()).unwrap_or_default(),
-                e.username.as_deref().unwrap_or(""),
-                e.addr.as_deref().unwrap_or(""),
-                e.request_id.as_deref().unwrap_or(""),
-                e.detail
-            )?,
-        }
-    }
-    out.flush()?;
-    Ok(())
-}
-
-async fn audit(
-    store: &dyn Store,
-    user: Option<String>,
-    since: Option<std::time::Duration>,
-    follow: bool,
-    output: Output,
-) -> anyhow::Result<()> {
-    let now = SystemClock.now_ms();
-    let mut filter = AuditFilter {
-        username: user,
-        since: since.map_or(i64::MIN, |d| now.saturating_sub(duration_ms(d))),
-        ..AuditFilter::default()
-    };
-    if matches!(output, Output::Text) {
-        outln!("TIME\tEVENT\tOUTCOME\tUSER_ID\tUSERNAME\tADDR\tREQUEST_ID\tDETAIL");
-    }
-    loop {
-        let events = store.audit_events(&filter).await?;
-        print_audit(&events, output)?;
-        if let Some(last) = events.last() {
-            filter.after_id = last.id;
-        }
-        if i64::try_from(events.len()).unwrap_or(i64::MAX) >= filter.limit {
-            continue;
-        }
-        if !follow {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,6 @@
 //! or the real RingCX) as a user: log in, API tokens, accounts, users.
 
 mod admin;
-mod config_file;
 mod profile;
 mod user_cli;
 
@@ -11,11 +10,9 @@ use clap::{Parser, Subcommand};
 use cxauth_core::clock::SystemClock;
 use cxauth_core::crypto::MasterKey;
 use cxauth_server::config::{
-    ListenOrOff, MaxConnections, ServerConfig, parse_duration, parse_listen, parse_listen_or_off,
-    parse_max_connections, redact_url,
+    ListenOrOff, LogFormat, MaxConnections, ServerConfig, parse_duration, parse_listen,
+    parse_listen_or_off, parse_max_connections, redact_url, short_duration,
 };
-use cxauth_store::DatabaseUrl;
-use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,7 +34,8 @@ Environment of the user commands (login, logout, whoami, token, accounts, users)
 Sessions are saved in $XDG_CONFIG_HOME/cxauth/profiles/NAME.json (else
 ~/.config/cxauth/profiles/NAME.json), mode 0600, and refreshed as needed.
 
-Logging of `serve` goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level.";
+Logging of `serve` goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level,
+and --log-format json (CXAUTH_LOG_FORMAT=json) for JSON lines.";
 
 /// cxauth: a self-hostable RingCX (Engage Voice) authentication server, and a command-line client
 /// of it and of the real RingCX.
@@ -96,7 +94,13 @@ enum ConfigCommand {
     Check(ServeArgs),
 }
 
+/// The settings of `serve` (and `config check`) as flags. Their defaults live in
+/// [`ServerConfig::default`] (shown in `--help` by [`with_defaults`]); clap parses each given
+/// flag and `CXAUTH_*` variable only to refuse a bad one early (exit status 2), and
+/// [`ServerConfig::load`] reads the flags given on the command line, as text
+/// ([`flags_given`]), in its one layered chain. So apart from `config` the fields are not read.
 #[derive(Debug, clap::Args)]
+#[allow(dead_code)]
 struct ServeArgs {
     /// TOML file with any of these settings (keys as the long flags, `_` for `-`; secrets also
     /// as `database_file` and `bootstrap_admin_password_file`). Flags and CXAUTH_* variables
@@ -105,8 +109,8 @@ struct ServeArgs {
     config: Option<PathBuf>,
     /// Address and port to listen on: HOST:PORT (127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080,
     /// localhost:8080) or a port alone (8080 or :8080, on 127.0.0.1). Port 0 picks a free port.
-    #[arg(long, env = "CXAUTH_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
-    listen: SocketAddr,
+    #[arg(long, env = "CXAUTH_LISTEN", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
     /// Not an option: says to use --listen (clap would suggest --platform-id for --port).
     #[arg(long, hide = true, value_name = "PORT", value_parser = no_port)]
     port: Option<String>,
@@ -116,26 +120,26 @@ struct ServeArgs {
     /// Database: sqlite://PATH (created if missing), a plain file path, `memory` (nothing on
     /// disk, gone when the server stops; also sqlite::memory:), or
     /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE for several instances on one database.
-    #[arg(long, env = "CXAUTH_DATABASE", default_value = "sqlite://cxauth.db")]
-    database: String,
+    #[arg(long, env = "CXAUTH_DATABASE")]
+    database: Option<String>,
     /// Accounts, users (with passwords, roles, grants, parents) and fixed API tokens to create
     /// at start where missing, from a TOML or JSON file (by its extension); running it again
     /// changes nothing. See examples/seed.toml.
     #[arg(long, env = "CXAUTH_SEED", value_name = "FILE")]
     seed: Option<PathBuf>,
     /// Platform id of this deployment: the prefix of API tokens and the platform of "admin".
-    #[arg(long, env = "CXAUTH_PLATFORM_ID", default_value = "aws80")]
-    platform_id: String,
+    #[arg(long, env = "CXAUTH_PLATFORM_ID")]
+    platform_id: Option<String>,
     /// Lifetime of access tokens (e.g. 300ms, 2s, 5m, 7d).
-    #[arg(long, env = "CXAUTH_ACCESS_TOKEN_TTL", default_value = "5m", value_parser = parse_duration)]
-    access_token_ttl: Duration,
+    #[arg(long, env = "CXAUTH_ACCESS_TOKEN_TTL", value_parser = parse_duration)]
+    access_token_ttl: Option<Duration>,
     /// Lifetime of each refresh token; must be longer than the access token lifetime.
-    #[arg(long, env = "CXAUTH_REFRESH_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
-    refresh_token_ttl: Duration,
+    #[arg(long, env = "CXAUTH_REFRESH_TOKEN_TTL", value_parser = parse_duration)]
+    refresh_token_ttl: Option<Duration>,
     /// How long a just-rotated refresh token may still be used (a retry after a lost response);
     /// later use counts as reuse and ends the session.
-    #[arg(long, env = "CXAUTH_REFRESH_GRACE", default_value = "30s", value_parser = parse_duration)]
-    refresh_grace: Duration,
+    #[arg(long, env = "CXAUTH_REFRESH_GRACE", value_parser = parse_duration)]
+    refresh_grace: Option<Duration>,
     /// Master key file [default: DATABASE.key beside an SQLite database file].
     #[arg(long, env = "CXAUTH_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
@@ -149,12 +153,12 @@ struct ServeArgs {
     )]
     trusted_proxies: Vec<std::net::IpAddr>,
     /// Longest a request may take before it is answered 503.
-    #[arg(long, env = "CXAUTH_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    request_timeout: Duration,
+    #[arg(long, env = "CXAUTH_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    request_timeout: Option<Duration>,
     /// Longest wait for a database connection before a request is answered 503 (must be
     /// shorter than the request timeout).
-    #[arg(long, env = "CXAUTH_DATABASE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    database_timeout: Duration,
+    #[arg(long, env = "CXAUTH_DATABASE_TIMEOUT", value_parser = parse_duration)]
+    database_timeout: Option<Duration>,
     /// RingEX (RingCentral) server the token exchange asks who a RingEX token belongs to, e.g.
     /// https://platform.ringcentral.com. Unset: the exchange trusts the emulator if it is on,
     /// and answers 503 otherwise.
@@ -165,49 +169,64 @@ struct ServeArgs {
     #[arg(long, env = "CXAUTH_RINGEX_EMULATOR")]
     ringex_emulator: bool,
     /// How long a positive answer of the RingEX server is reused for the same token (0s: never).
-    #[arg(long, env = "CXAUTH_RINGEX_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
-    ringex_cache_ttl: Duration,
+    #[arg(long, env = "CXAUTH_RINGEX_CACHE_TTL", value_parser = parse_duration)]
+    ringex_cache_ttl: Option<Duration>,
     /// Longest wait for the RingEX server before the exchange answers 503.
-    #[arg(long, env = "CXAUTH_RINGEX_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    ringex_timeout: Duration,
+    #[arg(long, env = "CXAUTH_RINGEX_TIMEOUT", value_parser = parse_duration)]
+    ringex_timeout: Option<Duration>,
     /// On SIGTERM or SIGINT, how long requests in flight may take to finish before their
     /// connections are closed anyway.
-    #[arg(long, env = "CXAUTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    shutdown_timeout: Duration,
+    #[arg(long, env = "CXAUTH_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
+    shutdown_timeout: Option<Duration>,
     /// How long audit events are kept; older ones are deleted in the background.
-    #[arg(long, env = "CXAUTH_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
-    audit_retention: Duration,
+    #[arg(long, env = "CXAUTH_AUDIT_RETENTION", value_parser = parse_duration)]
+    audit_retention: Option<Duration>,
     /// Address and port of the Prometheus metrics (`/metrics`), apart from the API so they are
     /// not public; `off` to serve none.
-    #[arg(long, env = "CXAUTH_METRICS_LISTEN", default_value = "127.0.0.1:9090", value_parser = parse_listen_or_off)]
-    metrics_listen: ListenOrOff,
+    #[arg(long, env = "CXAUTH_METRICS_LISTEN", value_parser = parse_listen_or_off)]
+    metrics_listen: Option<ListenOrOff>,
     /// Most live sessions per user: a new login ends the oldest beyond it (0: no limit).
-    #[arg(long, env = "CXAUTH_MAX_SESSIONS_PER_USER", default_value_t = 100)]
-    max_sessions_per_user: u32,
+    #[arg(long, env = "CXAUTH_MAX_SESSIONS_PER_USER")]
+    max_sessions_per_user: Option<u32>,
     /// Successful logins allowed per user and minute on each instance (0: no limit); beyond it
     /// 429 with Retry-After.
-    #[arg(long, env = "CXAUTH_LOGINS_PER_USER_PER_MINUTE", default_value_t = 30)]
-    logins_per_user_per_minute: u32,
+    #[arg(long, env = "CXAUTH_LOGINS_PER_USER_PER_MINUTE")]
+    logins_per_user_per_minute: Option<u32>,
     /// Most password checks one username or one client address may have running or waiting at
     /// once (its share of the password pool; beyond it 429). 0: an eighth of the pool, at least 2.
-    #[arg(long, env = "CXAUTH_LOGINS_IN_FLIGHT_PER_SOURCE", default_value_t = 0)]
-    logins_in_flight_per_source: u32,
+    #[arg(long, env = "CXAUTH_LOGINS_IN_FLIGHT_PER_SOURCE")]
+    logins_in_flight_per_source: Option<u32>,
     /// Most API tokens one user may hold; creating one more answers 409
     /// api.token.limit.exceeded until the user deletes one.
-    #[arg(long, env = "CXAUTH_API_TOKEN_CAP", default_value_t = cxauth_core::service::DEFAULT_API_TOKEN_CAP, value_parser = clap::value_parser!(u64).range(1..))]
-    api_token_cap: u64,
+    #[arg(long, env = "CXAUTH_API_TOKEN_CAP", value_parser = clap::value_parser!(u64).range(1..))]
+    api_token_cap: Option<u64>,
     /// Longest a client may take to send a request's headers (from connecting, or from the
     /// first byte of a later request on a kept-alive connection); then it is disconnected.
-    #[arg(long, env = "CXAUTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    header_read_timeout: Duration,
+    #[arg(long, env = "CXAUTH_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
+    header_read_timeout: Option<Duration>,
     /// How long a kept-alive connection may wait idle for its next request.
-    #[arg(long, env = "CXAUTH_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
-    keep_alive_timeout: Duration,
+    #[arg(long, env = "CXAUTH_KEEP_ALIVE_TIMEOUT", value_parser = parse_duration)]
+    keep_alive_timeout: Option<Duration>,
     /// Most client connections held at once; at the cap the connection idle longest (or
     /// slowest to send its headers) is closed for the new one. `auto`: the open file limit
     /// (raised to its hard limit at start) less 128 for the database and files.
-    #[arg(long, env = "CXAUTH_MAX_CONNECTIONS", default_value = "auto", value_parser = parse_max_connections)]
-    max_connections: MaxConnections,
+    #[arg(long, env = "CXAUTH_MAX_CONNECTIONS", value_parser = parse_max_connections)]
+    max_connections: Option<MaxConnections>,
+    /// Largest request body accepted, in bytes; a larger one is answered 413.
+    #[arg(long, env = "CXAUTH_BODY_LIMIT", value_name = "BYTES")]
+    body_limit: Option<usize>,
+    /// Password checks running at once (the password pool's workers) [default: the number of
+    /// cores].
+    #[arg(long, env = "CXAUTH_HASH_WORKERS", value_parser = clap::value_parser!(u64).range(1..))]
+    hash_workers: Option<u64>,
+    /// Password checks that may wait for a worker; beyond it a login is answered 503 at once
+    /// [default: 64 per core].
+    #[arg(long, env = "CXAUTH_HASH_QUEUE")]
+    hash_queue: Option<usize>,
+    /// Log format on stderr: text (for people) or json (one object per line, for log
+    /// shippers).
+    #[arg(long, env = "CXAUTH_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 /// The value parser of the hidden `--port`: always an error that says what to write.
@@ -224,97 +243,71 @@ fn no_host(host: &str) -> Result<String, String> {
     ))
 }
 
-/// Reads a seed file: TOML, or JSON when its name ends in `.json`.
-fn load_seed(path: &std::path::Path) -> anyhow::Result<cxauth_core::admin::Seed> {
-    use figment::providers::Format as _;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the seed file {}", path.display()))?;
-    let json = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    if json {
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-    } else {
-        figment::Figment::from(figment::providers::Toml::string(&text))
-            .extract()
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), config_file::describe(&e)))
-    }
-}
-
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // For log shippers: one JSON object per line, the event's fields at the top level.
+        LogFormat::Json => log.json().flatten_event(true).with_ansi(false).init(),
+    }
 }
 
-/// The configuration of `serve` from flags, variables, the `--config` file and defaults.
-fn effective_config(mut args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<ServerConfig> {
-    let mut file_password = None;
-    if let Some(path) = args.config.clone() {
-        let file = config_file::load(&path)?;
-        file_password = config_file::apply(&mut args, file, m, &path)?;
-    }
-    let database = DatabaseUrl::parse(&args.database)?;
-    let mut config = ServerConfig::new(database);
-    if let Some(path) = &args.seed {
-        config.seed = Some(Arc::new(load_seed(path)?));
-    }
-    config.listen = args.listen;
-    config.platform_id = args.platform_id;
-    config.access_token_ttl = args.access_token_ttl;
-    config.refresh_token_ttl = args.refresh_token_ttl;
-    config.refresh_grace = args.refresh_grace;
-    config.master_key_file = args.master_key_file;
-    config.request_timeout = args.request_timeout;
-    config.trusted_proxies = args.trusted_proxies;
-    config.database_timeout = args.database_timeout;
-    config.ringex_server = args.ringex_server;
-    config.ringex_emulator = args.ringex_emulator;
-    config.ringex_cache_ttl = args.ringex_cache_ttl;
-    config.ringex_timeout = args.ringex_timeout;
-    config.shutdown_timeout = args.shutdown_timeout;
-    config.audit_retention = args.audit_retention;
-    config.metrics_listen = args.metrics_listen.0;
-    config.max_sessions_per_user = args.max_sessions_per_user;
-    config.logins_per_user_per_minute = args.logins_per_user_per_minute;
-    config.logins_in_flight_per_source = args.logins_in_flight_per_source;
-    config.api_token_cap = args.api_token_cap;
-    config.header_read_timeout = args.header_read_timeout;
-    config.keep_alive_timeout = args.keep_alive_timeout;
-    config.max_connections = args.max_connections.0;
-    config.bootstrap_admin_password = std::env::var("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(SecretString::from)
-        .or(file_password);
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    Ok(config)
+/// The settings given on the command line, by key, as their text: the top layer of
+/// [`ServerConfig::load`]. Flags that set a setting have the setting's key as their id (for
+/// `--trusted-proxy`, `trusted_proxies`); values from defaults and variables are left to the
+/// lower layers.
+fn flags_given(m: &clap::ArgMatches) -> figment::value::Dict {
+    use figment::value::Value;
+    let keys = ServerConfig::keys();
+    m.ids()
+        .map(clap::Id::as_str)
+        .filter(|id| keys.iter().any(|k| k == id))
+        .filter(|id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .filter_map(|id| {
+            let raw: Vec<String> = m
+                .get_raw(id)?
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let value = match raw.as_slice() {
+                [one] => Value::from(one.clone()),
+                many => Value::from(many.to_vec()),
+            };
+            Some((id.to_owned(), value))
+        })
+        .collect()
 }
 
-/// A duration in the largest whole unit (`90d`, `5m`, `300ms`), as written in configurations.
-fn short_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
-        if ms > 0 && ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
+/// `cmd` with the defaults of [`ServerConfig::default`] shown in the `--help` of `serve` and
+/// `config check` (for show only: the values come from [`ServerConfig::load`]).
+fn with_defaults(cmd: clap::Command) -> clap::Command {
+    let defaults = ServerConfig::default_texts();
+    let show = |mut sub: clap::Command| {
+        for (key, text) in &defaults {
+            if sub.get_arguments().any(|a| a.get_id() == key.as_str()) {
+                // Leaked once per process: clap keeps `&'static` defaults.
+                let text: &'static str = Box::leak(text.clone().into_boxed_str());
+                sub = sub.mut_arg(key.as_str(), |a| a.default_value(text));
+            }
         }
-    }
-    format!("{ms}ms")
+        sub
+    };
+    cmd.mut_subcommand("serve", show)
+        .mut_subcommand("config", |c| c.mut_subcommand("check", show))
+}
+
+/// The configuration of `serve`: defaults, the `--config` file, `CXAUTH_*` variables, flags.
+fn effective_config(args: &ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<ServerConfig> {
+    Ok(ServerConfig::load(args.config.as_deref(), flags_given(m))?)
 }
 
 /// `cxauth config check`: the effective configuration as TOML, secrets redacted.
-fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
+fn config_check(args: &ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
     let c = effective_config(args, m)?;
     let d = |d: Duration| format!("{:?}", short_duration(d));
     // Unset settings are printed as comments, so the output stays a valid configuration file.
@@ -388,13 +381,21 @@ fn config_check(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
         Some(n) => println!("max_connections = {n}"),
         None => println!("max_connections = \"auto\""),
     }
+    println!("body_limit = {}", c.body_limit);
+    println!("hash_workers = {}", c.hash_workers);
+    println!("hash_queue = {}", c.hash_queue);
+    println!(
+        "log_format = {:?}",
+        match c.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    );
     eprintln!("cxauth: the configuration is valid");
     Ok(())
 }
 
-async fn serve(args: ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
-    let config = effective_config(args, m)?;
-
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     // Both listeners first: a busy port must fail before a database is created, a master key
     // written or an admin bootstrapped (whose password would be shown for a server that never
     // ran).
@@ -519,7 +520,7 @@ fn check_global_options(command: &Command, m: &clap::ArgMatches) -> Result<(), c
 }
 
 fn main() -> ExitCode {
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let matches = with_defaults(<Cli as clap::CommandFactory>::command()).get_matches();
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -541,10 +542,10 @@ fn main() -> ExitCode {
         e.exit();
     }
     let result = match cli.command {
-        Command::Serve(args) => {
-            init_logging();
-            runtime.block_on(serve(args, serve_matches))
-        }
+        Command::Serve(args) => effective_config(&args, serve_matches).and_then(|config| {
+            init_logging(config.log_format);
+            runtime.block_on(serve(config))
+        }),
         Command::Admin(args) => {
             let output = match cli.global.output {
                 Some(user_cli::Output::Json) => admin::Output::Json,
@@ -552,11 +553,11 @@ fn main() -> ExitCode {
             };
             runtime.block_on(admin::run(args, output))
         }
-        Command::Config(ConfigCommand::Check(args)) => config_check(args, check_matches),
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args, check_matches),
         Command::GenerateMasterKey { file } => generate_master_key(&file),
         Command::User(cmd) => runtime.block_on(user_cli::run(cmd, cli.global)),
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut cmd = with_defaults(<Cli as clap::CommandFactory>::command());
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut cmd, "cxauth", &mut script);
             std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(Into::into)

@@ -27,16 +27,16 @@ pub struct Profile {
 
 /// Where profiles live, and how to read and write them.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct ProfileDir {
     dir: PathBuf,
 }
 
-impl Store {
+impl ProfileDir {
     /// The store in the user's config directory (`XDG_CONFIG_HOME` honoured).
     pub fn from_env() -> anyhow::Result<Self> {
         let base = dirs::config_dir()
             .context("cannot find a config directory: set XDG_CONFIG_HOME or HOME")?;
-        Ok(Store {
+        Ok(ProfileDir {
             dir: base.join("cxauth").join("profiles"),
         })
     }
@@ -100,7 +100,7 @@ impl Store {
     /// could end. Holding the lock from loading the profile to saving its rotation makes refreshes
     /// single-flight across processes too (the SDK does it within one).
     ///
-    /// The lock file lives only as long as the profile (see [`Store::unlock_unused`]). Since a
+    /// The lock file lives only as long as the profile (see [`ProfileDir::unlock_unused`]). Since a
     /// holder may delete it, a lock taken on a file that is no longer the one at its path is
     /// let go and taken again on the current file, so two commands never hold "the" lock at once.
     pub fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn profile_names_cannot_escape_the_directory() {
-        let s = Store {
+        let s = ProfileDir {
             dir: PathBuf::from("/x"),
         };
         for bad in ["", "../a", "a/b", ".hidden", "a b", &"x".repeat(65)] {

@@ -5,12 +5,15 @@
 //! session back to be saved. Results go to stdout (a table on a terminal, JSON when piped);
 //! messages and errors go to stderr, errors as one line with a documented exit code.
 
-use crate::profile::{Profile, Store};
+use crate::profile::{Profile, ProfileDir};
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use cxauth_client::{Account, Client, Error, SessionClient, User};
+use cxauth_client::{Client, Error, SessionClient};
 use secrecy::{ExposeSecret as _, SecretString};
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _};
+
+mod print;
+use print::{print_accounts, print_json, print_line, print_table, print_users, table};
 
 /// Exit code: not logged in, or the session ended (run `cxauth login`).
 pub const EXIT_SESSION: u8 = 3;
@@ -147,7 +150,7 @@ struct Ctx {
     server: String,
     profile: String,
     api_token: bool,
-    /// The profile's lock, held for the whole command (see [`Store::lock`]).
+    /// The profile's lock, held for the whole command (see [`ProfileDir::lock`]).
     _lock: Option<std::fs::File>,
 }
 
@@ -312,8 +315,8 @@ async fn login(
     platform_id: &str,
     password_stdin: bool,
 ) -> anyhow::Result<()> {
-    let store = Store::from_env()?;
-    store.path(&common.profile)?;
+    let profiles = ProfileDir::from_env()?;
+    profiles.path(&common.profile)?;
     let Some(server) = common.server.as_deref().map(normalize) else {
         return Err(fail(
             EXIT_USAGE,
@@ -338,10 +341,10 @@ async fn login(
             ),
             other => ctx.explain(other),
         })?;
-    let _lock = store.lock(&common.profile)?;
+    let _lock = profiles.lock(&common.profile)?;
     // A new login replaces the profile's session: end the old one rather than leave it live on
     // the server until it times out. Best effort, and only on the same server.
-    if let Ok(Some(old)) = store.load(&common.profile)
+    if let Ok(Some(old)) = profiles.load(&common.profile)
         && old.server == server
         && let Some(rt) = old.session.refresh_token.as_deref()
     {
@@ -353,7 +356,7 @@ async fn login(
         platform_id: platform_id.to_owned(),
         session,
     };
-    store.save(&common.profile, &profile)?;
+    profiles.save(&common.profile, &profile)?;
     eprintln!(
         "cxauth: logged in to {server} as {username} (profile {})",
         common.profile
@@ -371,10 +374,10 @@ fn api_token_from_env() -> Option<String> {
 
 /// A client for the saved session of `common.profile`, or for CXAUTH_API_TOKEN.
 fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
-    let store = Store::from_env()?;
+    let profiles = ProfileDir::from_env()?;
     let name = common.profile.clone();
     if let Some(token) = api_token_from_env() {
-        let saved = store.load(&name)?;
+        let saved = profiles.load(&name)?;
         let server = common
             .server
             .as_deref()
@@ -395,8 +398,8 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
         let client = client(&server, &ctx)?;
         return Ok((SessionClient::with_api_token(client, token), ctx));
     }
-    let lock = store.lock(&name)?;
-    let saved = store.load(&name)?;
+    let lock = profiles.lock(&name)?;
+    let saved = profiles.load(&name)?;
     let ctx = Ctx {
         server: String::new(),
         profile: name.clone(),
@@ -405,7 +408,7 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
     };
     let Some(profile) = saved else {
         // Nobody logged in under this name: leave no lock file behind for it.
-        store.unlock_unused(&name, lock)?;
+        profiles.unlock_unused(&name, lock)?;
         return Err(fail(
             EXIT_SESSION,
             format!("not logged in (profile {name}): {}", ctx.login_hint()),
@@ -433,7 +436,7 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
     let session = SessionClient::from_session(client, profile.session).on_rotate(move |s| {
         let mut rotated = saved.clone();
         rotated.session = s.clone();
-        if let Err(e) = store.save(&name, &rotated) {
+        if let Err(e) = profiles.save(&name, &rotated) {
             eprintln!("cxauth: warning: the refreshed session was not saved: {e:#}");
         }
     });
@@ -441,13 +444,13 @@ fn open(common: &Common) -> anyhow::Result<(SessionClient, Ctx)> {
 }
 
 async fn logout(common: Common) -> anyhow::Result<()> {
-    let store = Store::from_env()?;
-    let lock = store.lock(&common.profile)?;
+    let profiles = ProfileDir::from_env()?;
+    let lock = profiles.lock(&common.profile)?;
     // A damaged profile file is forgotten too: there is no session in it to end.
-    let profile = store.load(&common.profile).unwrap_or(None);
+    let profile = profiles.load(&common.profile).unwrap_or(None);
     let Some(profile) = profile else {
-        store.remove(&common.profile)?;
-        store.unlock_unused(&common.profile, lock)?;
+        profiles.remove(&common.profile)?;
+        profiles.unlock_unused(&common.profile, lock)?;
         eprintln!("cxauth: not logged in (profile {})", common.profile);
         return Ok(());
     };
@@ -471,8 +474,8 @@ async fn logout(common: Common) -> anyhow::Result<()> {
         },
         Err(e) => Err(e),
     };
-    store.remove(&common.profile)?;
-    store.unlock_unused(&common.profile, lock)?;
+    profiles.remove(&common.profile)?;
+    profiles.unlock_unused(&common.profile, lock)?;
     match told {
         Ok(()) => eprintln!("cxauth: logged out of {server}"),
         Err(e) => eprintln!(
@@ -499,7 +502,7 @@ async fn whoami(common: Common) -> anyhow::Result<()> {
             fields.push(("mainAccountId", m.into()));
         }
     } else {
-        let profile = Store::from_env()?.load(&ctx.profile)?;
+        let profile = ProfileDir::from_env()?.load(&ctx.profile)?;
         let current = session.session().await;
         fields.push(("profile", ctx.profile.clone().into()));
         if let Some(p) = profile {
@@ -573,70 +576,4 @@ async fn token(common: Common, command: TokenCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn table(header: &[&str]) -> comfy_table::Table {
-    let mut t = comfy_table::Table::new();
-    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-    if !header.is_empty() {
-        t.set_header(header.to_vec());
-    }
-    t
-}
-
-fn print_accounts(accounts: &[Account], output: Output) -> anyhow::Result<()> {
-    match output {
-        Output::Json => print_json(&accounts),
-        Output::Table => {
-            let mut t = table(&["Account", "Name", "Main account", "Main account name"]);
-            for a in accounts {
-                t.add_row(vec![
-                    a.account_id.clone(),
-                    a.account_name.clone(),
-                    a.main_account_id.clone(),
-                    a.main_account_name.clone(),
-                ]);
-            }
-            print_table(t)
-        }
-    }
-}
-
-fn print_users(users: &[User], output: Output) -> anyhow::Result<()> {
-    fn rows(t: &mut comfy_table::Table, users: &[User], depth: usize) {
-        for u in users {
-            t.add_row(vec![
-                u.user_id.to_string(),
-                format!("{}{}", "  ".repeat(depth), u.user_name),
-                u.full_name.clone(),
-                if u.enabled { "yes" } else { "no" }.to_owned(),
-                u.roles.join(","),
-            ]);
-            rows(t, &u.children, depth + 1);
-        }
-    }
-    match output {
-        Output::Json => print_json(&users),
-        Output::Table => {
-            let mut t = table(&["ID", "Username", "Name", "Enabled", "Roles"]);
-            rows(&mut t, users, 0);
-            print_table(t)
-        }
-    }
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    let s = serde_json::to_string_pretty(value)?;
-    print_line(&s)
-}
-
-fn print_table(t: comfy_table::Table) -> anyhow::Result<()> {
-    print_line(&t.to_string())
-}
-
-fn print_line(s: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{s}")
-        .and_then(|()| out.flush())
-        .context("cannot write to stdout")
 }

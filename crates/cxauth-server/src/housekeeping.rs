@@ -1,0 +1,55 @@
+//! Housekeeping, in the background of every instance: reload the signing keys (so that a
+//! rotation made elsewhere reaches this one within [`KEY_RELOAD_INTERVAL`]), retire old ones,
+//! and now and then purge expired sessions and tokens, old audit events and stale throttle
+//! entries.
+
+use cxauth_core::clock::SharedClock;
+use cxauth_core::service::{Auth, KEY_RELOAD_INTERVAL};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Housekeeping ticks ([`KEY_RELOAD_INTERVAL`]) between two purges of
+/// expired rows (the first tick purges too).
+const PURGE_EVERY_TICKS: u64 = 10;
+
+/// Starts housekeeping for `auth`; it runs until the handle is aborted (by [`crate::serve`]).
+/// Audit events older than `audit_retention` are purged.
+pub fn spawn(auth: Arc<Auth>, clock: SharedClock, audit_retention: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Keys every tick (a rotation reaches this instance within a minute); rows less often.
+        let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            if let Err(e) = auth.reload_keys().await {
+                tracing::warn!(error = %e, "reload of the signing keys failed");
+            }
+            match auth.retire_keys().await {
+                Ok(kids) if !kids.is_empty() => tracing::info!(?kids, "retired old signing keys"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retiring old signing keys failed"),
+            }
+            ticks += 1;
+            if ticks % PURGE_EVERY_TICKS != 1 {
+                continue;
+            }
+            auth.throttle().purge();
+            let now = clock.now_ms();
+            match cxauth_core::admin::purge(
+                auth.store().as_ref(),
+                now,
+                now.saturating_sub(cxauth_core::clock::duration_ms(audit_retention)),
+                cxauth_core::admin::PURGE_BATCH,
+            )
+            .await
+            {
+                Ok(n) if n.total() > 0 => {
+                    tracing::info!(removed = ?n, "purged expired sessions and tokens")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
+            }
+        }
+    })
+}

@@ -1,0 +1,105 @@
+//! The contract's endpoints, one file per concern, and the router that serves them. Each
+//! handler is registered here together with its OpenAPI description ([`api_routes`]), so the
+//! document and the router cannot drift.
+
+pub mod auth;
+pub mod directory;
+pub mod legacy;
+pub mod ops;
+pub mod ringex;
+pub mod tokens;
+
+pub use crate::extract::{Audit, Caller, ClientAddr, client_addr, credential};
+
+use crate::AppState;
+use crate::config::ServerConfig;
+use crate::{context, security_headers};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+
+/// Tokens, and responses carrying them, must never be cached (RFC 6750 §5.3).
+pub(crate) const NO_STORE: [(header::HeaderName, HeaderValue); 2] = [
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    (header::PRAGMA, HeaderValue::from_static("no-cache")),
+];
+
+/// A plain-text answer, never cached.
+pub(crate) fn text(body: impl Into<String>) -> Response {
+    (
+        StatusCode::OK,
+        NO_STORE,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// A session answered as JSON, never cached.
+pub(crate) fn session_response(s: cxauth_proto::Session) -> Response {
+    (StatusCode::OK, NO_STORE, Json(s)).into_response()
+}
+
+/// Every endpoint with its OpenAPI description: one registration makes both the route and its
+/// entry in the document.
+pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::routes;
+    let admin = utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::delete_token))
+        .routes(routes!(directory::accounts))
+        .routes(routes!(directory::users));
+    let mut doc = crate::openapi::ApiDoc::openapi();
+    if config.ringex_emulator {
+        crate::openapi::document_emulator(&mut doc);
+    }
+    let mut api = utoipa_axum::router::OpenApiRouter::with_openapi(doc)
+        .routes(routes!(auth::login))
+        .routes(routes!(ringex::ringex_exchange))
+        .routes(routes!(legacy::legacy_login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(auth::jwks))
+        .nest("/voice/api/v1", admin.clone())
+        .nest("/api/v1", admin);
+    if config.ringex_emulator {
+        api = api
+            .routes(routes!(ringex::ringex_emulator_token))
+            .routes(routes!(ringex::ringex_emulator_extension));
+    }
+    api
+}
+
+/// The routes of the contract, under both admin prefixes, plus `/openapi.json` and the API page
+/// `/docs` (Swagger UI served from the binary: it works offline), with the middleware stack.
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    let (routes, mut api) = api_routes(config).split_for_parts();
+    crate::openapi::unique_operation_ids(&mut api);
+    let routes = routes.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api));
+    routes
+        .fallback(ops::no_route)
+        .method_not_allowed_fallback(ops::wrong_method)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clock.clone(),
+            context::request_context,
+        ))
+        .layer(axum::middleware::from_fn(
+            security_headers::security_headers,
+        ))
+        .with_state(state)
+}

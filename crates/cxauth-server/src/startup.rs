@@ -1,0 +1,270 @@
+//! Start-up, as a sequence: [`App::build`] opens the store, checks or creates the master key,
+//! applies the seed, starts the service and bootstraps an empty database, and assembles the
+//! router; [`serve`] runs it on a listener the caller bound (port 0 in tests) with the
+//! connection limits of [`crate::listener`] and housekeeping in the background, until told to
+//! stop.
+
+use crate::config::{self, ServerConfig};
+use crate::{bootstrap, housekeeping, listener, master_key, metrics, ringex, routes};
+use axum::Router;
+use cxauth_core::clock::SharedClock;
+use cxauth_core::crypto::Secrets;
+use cxauth_core::password::PasswordPool;
+use cxauth_core::service::{Auth, AuthConfig};
+use cxauth_core::store::SharedStore;
+use cxauth_core::throttle::{StoreThrottleTable, Throttle, ThrottleConfig};
+use cxauth_store::DatabaseUrl;
+use secrecy::{ExposeSecret, SecretString};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service.
+    pub auth: Arc<Auth>,
+    /// The clock (error timestamps).
+    pub clock: SharedClock,
+    /// Proxies whose `X-Forwarded-For` is believed (see [`crate::extract::ClientAddr`]).
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
+    /// Renders the process's metrics (see [`metrics`]).
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// Why the server could not start. Each message tells the operator what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad settings.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Open(#[from] cxauth_store::OpenError),
+    /// The master key is missing, unreadable or wrong.
+    #[error("{0}")]
+    MasterKey(String),
+    /// The service could not start.
+    #[error(transparent)]
+    Service(#[from] cxauth_core::service::StartError),
+    /// Bootstrap failed.
+    #[error("could not create the first user: {0}")]
+    Bootstrap(#[from] cxauth_core::admin::AdminError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] cxauth_core::store::StoreError),
+    /// The seed file could not be applied.
+    #[error("cannot apply the seed: {0}")]
+    Seed(cxauth_core::admin::AdminError),
+    /// The database has users, but none could log in: serving it would help nobody.
+    #[error("{0}")]
+    NoLogin(String),
+}
+
+/// A built, not yet serving, application.
+pub struct App {
+    /// Shared state (tests reach the service through it).
+    pub state: AppState,
+    /// The router.
+    pub router: Router,
+    /// The random admin password of a first start without `CXAUTH_BOOTSTRAP_ADMIN_PASSWORD`,
+    /// to be shown once by the caller.
+    pub generated_admin_password: Option<SecretString>,
+    /// How long [`serve`] lets in-flight requests finish once told to stop.
+    pub shutdown_timeout: Duration,
+    /// How long audit events are kept (housekeeping deletes older ones).
+    pub audit_retention: Duration,
+    /// Header-read and keep-alive timeouts of [`serve`].
+    pub header_read_timeout: Duration,
+    /// See [`ServerConfig::keep_alive_timeout`].
+    pub keep_alive_timeout: Duration,
+    /// The connection cap of [`serve`]; `None`: derived from the descriptor limit.
+    pub max_connections: Option<usize>,
+}
+
+impl App {
+    /// Builds the application: see the crate documentation.
+    pub async fn build(config: &ServerConfig, clock: SharedClock) -> Result<App, StartupError> {
+        config.validate().map_err(StartupError::Config)?;
+        let store = cxauth_store::open_with(
+            &config.database,
+            &cxauth_store::StoreOptions {
+                acquire_timeout: config.database_timeout,
+                ..cxauth_store::StoreOptions::default()
+            },
+        )
+        .await?;
+        let key = master_key::load_or_create(config, store.as_ref()).await?;
+        let secrets = Secrets::derive(&key);
+        drop(key);
+        if let Some(seed) = &config.seed {
+            let report = cxauth_core::admin::apply_seed(
+                store.as_ref(),
+                &secrets,
+                seed,
+                &config.platform_id,
+                clock.now_ms(),
+            )
+            .await
+            .map_err(StartupError::Seed)?;
+            tracing::info!(
+                accounts_created = report.accounts_created,
+                users_created = report.users_created,
+                api_tokens_created = report.api_tokens_created,
+                unchanged = report.unchanged,
+                "applied the seed"
+            );
+        }
+        let passwords = PasswordPool::new(config.hash_workers, config.hash_queue)
+            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let auth = Auth::start(
+            store.clone(),
+            clock.clone(),
+            secrets,
+            passwords,
+            throttle(config, &store, clock.clone()),
+            AuthConfig {
+                issuer: "cxauth".into(),
+                access_token_ttl: config.access_token_ttl,
+                refresh_token_ttl: config.refresh_token_ttl,
+                refresh_grace: config.refresh_grace,
+                max_sessions_per_user: config.max_sessions_per_user,
+                api_token_cap: config.api_token_cap,
+            },
+        )
+        .await?;
+        let auth = match ringex::resolver(config, clock.clone(), auth.emulator())
+            .map_err(StartupError::Config)?
+        {
+            Some(resolver) => auth.with_ringex_resolver(resolver),
+            None => auth,
+        };
+        let generated_admin_password =
+            bootstrap::first_user(config, store.as_ref(), &clock).await?;
+        if config.ringex_emulator {
+            tracing::warn!(
+                "THE BUILT-IN RINGEX EMULATOR IS ON: this server issues RingEX tokens itself \
+                 (/restapi/oauth/token) and the token exchange trusts them. For development and \
+                 tests only; never turn it on in production"
+            );
+        }
+        match &config.ringex_server {
+            Some(url) => {
+                tracing::info!(
+                    ringex_server = %config::redact_url(url),
+                    "RingEX token exchange asks this server"
+                )
+            }
+            None if !config.ringex_emulator => tracing::info!(
+                "no RingEX server configured: the RingEX token exchange \
+                 (/api/auth/login/rc/accesstoken) answers 501 ringex.not.configured; to enable \
+                 it, start with --ringex-server URL (CXAUTH_RINGEX_SERVER), e.g. \
+                 --ringex-server https://platform.ringcentral.com"
+            ),
+            None => {}
+        }
+        let state = AppState {
+            auth: Arc::new(auth),
+            clock,
+            trusted_proxies: config.trusted_proxies.clone().into(),
+            metrics: metrics::handle().map_err(StartupError::Config)?,
+        };
+        Ok(App {
+            router: routes::router(state.clone(), config),
+            state,
+            generated_admin_password,
+            shutdown_timeout: config.shutdown_timeout,
+            audit_retention: config.audit_retention,
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_connections: config.max_connections,
+        })
+    }
+}
+
+/// The login throttle `config` asks for: its budgets in the database where several instances
+/// may share it (PostgreSQL), in memory otherwise (SQLite: one machine).
+fn throttle(config: &ServerConfig, store: &SharedStore, clock: SharedClock) -> Throttle {
+    let throttle_config = ThrottleConfig {
+        in_flight_per_source: config.login_share(),
+        successes_per_minute: config.logins_per_user_per_minute,
+        ..ThrottleConfig::default()
+    };
+    match config.database {
+        DatabaseUrl::Postgres { .. } => Throttle::new(
+            clock,
+            throttle_config,
+            Arc::new(StoreThrottleTable(store.clone())),
+        ),
+        DatabaseUrl::Sqlite { .. } => Throttle::in_memory(clock, throttle_config),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight requests finish for at most `shutdown_timeout`, and closes the database. Raises
+/// the open file limit and enforces the connection limits of [`listener`] (header-read and
+/// keep-alive timeouts, a connection cap that sheds the idlest). Also runs housekeeping
+/// (purging expired rows and stale throttle entries).
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let housekeeping = housekeeping::spawn(
+        app.state.auth.clone(),
+        app.state.clock.clone(),
+        app.audit_retention,
+    );
+    // Connections are file descriptors: take all the process may have, and keep the cap below.
+    let fd_limit = listener::raise_fd_limit();
+    let max_connections = app
+        .max_connections
+        .unwrap_or_else(|| listener::default_max_connections(fd_limit.unwrap_or(1024)));
+    if let Some(limit) = fd_limit
+        && u64::try_from(max_connections).unwrap_or(u64::MAX)
+            > limit.saturating_sub(listener::FD_RESERVE)
+    {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = limit,
+            "the connection cap leaves fewer than {} descriptors for the database and files; \
+             accept will fail before the cap is reached (idle connections are then shed)",
+            listener::FD_RESERVE
+        );
+    }
+    tracing::info!(
+        open_file_limit = ?fd_limit,
+        max_connections,
+        header_read_timeout = ?app.header_read_timeout,
+        keep_alive_timeout = ?app.keep_alive_timeout,
+        "connection limits"
+    );
+    let limits = listener::ConnectionLimits {
+        header_read_timeout: app.header_read_timeout,
+        keep_alive_timeout: app.keep_alive_timeout,
+        max_connections,
+    };
+    let result = listener::run(listener, app.router, limits, shutdown, app.shutdown_timeout).await;
+    housekeeping.abort();
+    // Bounded too: a request cut off above may still hold a connection for a moment.
+    if tokio::time::timeout(Duration::from_secs(5), app.state.auth.store().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use after 5s; stopping without them");
+    }
+    result
+}
+
+/// Prints the generated admin password once, to stderr, outside the log. `database_flag` is
+/// the `--database …` option naming the database it was made in, so the printed command to
+/// change it acts on that database wherever it is run from.
+pub fn announce_admin_password(password: &SecretString, database_flag: &str) {
+    eprintln!(
+        "cxauth: created user \"admin\" with password: {}\n\
+         cxauth: this password is shown only once; change it with \
+         `cxauth admin {database_flag} user set-password admin --password-stdin`",
+        password.expose_secret()
+    );
+}

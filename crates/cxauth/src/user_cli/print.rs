@@ -1,0 +1,79 @@
+//! How the user commands print results: a table for people, JSON for programs, one line at a
+//! time to stdout (a closed pipe ends the command quietly, see `main`).
+
+use super::Output;
+use anyhow::Context as _;
+use cxauth_client::{Account, User};
+use std::io::Write as _;
+
+/// An empty table with `header`.
+pub(super) fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    if !header.is_empty() {
+        t.set_header(header.to_vec());
+    }
+    t
+}
+
+/// Accounts as a table or JSON.
+pub(super) fn print_accounts(accounts: &[Account], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&accounts),
+        Output::Table => {
+            let mut t = table(&["Account", "Name", "Main account", "Main account name"]);
+            for a in accounts {
+                t.add_row(vec![
+                    a.account_id.clone(),
+                    a.account_name.clone(),
+                    a.main_account_id.clone(),
+                    a.main_account_name.clone(),
+                ]);
+            }
+            print_table(t)
+        }
+    }
+}
+
+/// Users (a tree, indented) as a table or JSON.
+pub(super) fn print_users(users: &[User], output: Output) -> anyhow::Result<()> {
+    fn rows(t: &mut comfy_table::Table, users: &[User], depth: usize) {
+        for u in users {
+            t.add_row(vec![
+                u.user_id.to_string(),
+                format!("{}{}", "  ".repeat(depth), u.user_name),
+                u.full_name.clone(),
+                if u.enabled { "yes" } else { "no" }.to_owned(),
+                u.roles.join(","),
+            ]);
+            rows(t, &u.children, depth + 1);
+        }
+    }
+    match output {
+        Output::Json => print_json(&users),
+        Output::Table => {
+            let mut t = table(&["ID", "Username", "Name", "Enabled", "Roles"]);
+            rows(&mut t, users, 0);
+            print_table(t)
+        }
+    }
+}
+
+/// A value as pretty JSON.
+pub(super) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let s = serde_json::to_string_pretty(value)?;
+    print_line(&s)
+}
+
+/// A table to stdout.
+pub(super) fn print_table(t: comfy_table::Table) -> anyhow::Result<()> {
+    print_line(&t.to_string())
+}
+
+/// One line to stdout.
+pub(super) fn print_line(s: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}")
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
