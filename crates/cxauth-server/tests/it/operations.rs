@@ -1,0 +1,327 @@
+//! Operations endpoints and behaviour: readiness, and graceful, bounded shutdown.
+
+
+use cxauth_testkit::{TestApp, http, raw};
+use cxauth_core::clock::Clock as _;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer() {
+    let s = TestApp::spawn().await;
+    let (status, _, body) = raw(http().get(s.url("/healthz")).send().await.expect("get")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, _, body) = raw(http().get(s.url("/readyz")).send().await.expect("get")).await;
+    assert_eq!((status, body.as_str()), (200, "ready"));
+    // Once the database is closed, the instance is no longer ready.
+    s.state.auth.store().close().await;
+    let (status, headers, _) = raw(http().get(s.url("/readyz")).send().await.expect("get")).await;
+    assert_eq!(status, 503);
+    assert!(headers.contains_key("retry-after"));
+}
+
+/// A request whose headers arrived before the shutdown signal, and whose body comes after it.
+async fn half_sent_request(base: &str) -> tokio::net::TcpStream {
+    let addr = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(
+        format!(
+            "POST /api/auth/token/refresh HTTP/1.1\r\nHost: {addr}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 20\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    // Let the server read the headers.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight_then_closes_the_database() {
+    let s = TestApp::spawn().await;
+    let mut conn = half_sent_request(&s.base).await;
+    let store = s.state.auth.store().clone();
+    let stopped = tokio::spawn(s.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !stopped.is_finished(),
+        "the server waits for the request in flight"
+    );
+    // The request in flight is still answered.
+    conn.write_all(b"refresh_token=abcdef").await.expect("body");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("stops once the request is answered")
+        .expect("task");
+    assert!(store.get_meta("x").await.is_err(), "the pool is closed");
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_by_the_timeout() {
+    let s = TestApp::spawn_with(|c| c.shutdown_timeout = Duration::from_millis(300)).await;
+    let _conn = half_sent_request(&s.base).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(8), s.stop())
+        .await
+        .expect("stops despite a client that never finishes");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+async fn audit_trail(s: &TestApp) -> Vec<cxauth_core::store::AuditEvent> {
+    s.state
+        .auth
+        .store()
+        .audit_events(&cxauth_core::store::AuditFilter::default())
+        .await
+        .expect("audit")
+}
+
+#[tokio::test]
+async fn security_events_reach_the_audit_trail_without_secrets() {
+    let s = TestApp::spawn().await;
+    let res = http()
+        .post(s.url("/api/auth/login/admin"))
+        .header("x-request-id", "audit-req-1")
+        .form(&[
+            ("username", "admin"),
+            ("password", cxauth_testkit::ADMIN_PASSWORD),
+            ("platformId", "aws80"),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 200);
+    let session: cxauth_proto::Session = res.json().await.expect("session");
+    let cred = cxauth_testkit::bearer(&session);
+    let token = s.client.create_api_token(&cred).await.expect("token");
+    s.client
+        .delete_api_token(&cred, &token)
+        .await
+        .expect("delete");
+    let refresh = session.refresh_token.clone().expect("refresh");
+    s.client.logout(&refresh).await.expect("logout");
+    assert!(
+        s.client
+            .login("nobody", "guess-for-nobody", "aws80")
+            .await
+            .is_err()
+    );
+    // Wrong passwords until the throttle steps in (admin logged in from this address before:
+    // its own budget here has 20 free failures).
+    let mut throttled = false;
+    for _ in 0..22 {
+        let status = http()
+            .post(s.url("/api/auth/login/admin"))
+            .form(&[
+                ("username", "admin"),
+                ("password", "wrong-guess-xyz"),
+                ("platformId", "aws80"),
+            ])
+            .send()
+            .await
+            .expect("login")
+            .status();
+        throttled |= status == 429;
+    }
+    assert!(throttled);
+
+    let trail = audit_trail(&s).await;
+    let find = |event: &str, outcome: &str| {
+        trail
+            .iter()
+            .find(|e| e.event == event && e.outcome == outcome)
+            .unwrap_or_else(|| panic!("no {event}/{outcome} in {trail:#?}"))
+    };
+    let admin_id = session.admin_id;
+    assert_eq!(
+        find("user.create", "success").username.as_deref(),
+        Some("admin")
+    );
+    assert!(find("key.create", "success").detail.starts_with("kid "));
+    let login = find("login", "success");
+    assert_eq!(login.request_id.as_deref(), Some("audit-req-1"));
+    assert_eq!(login.addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(login.user_id, Some(admin_id));
+    assert_eq!(find("api_token.create", "success").user_id, Some(admin_id));
+    assert_eq!(find("api_token.delete", "success").user_id, Some(admin_id));
+    assert_eq!(find("session.end", "success").user_id, Some(admin_id));
+    // An unknown username is kept only as a keyed digest (it may be a mistyped password).
+    let unknown = find("login", "failure");
+    assert!(
+        unknown
+            .username
+            .as_deref()
+            .is_some_and(|u| u.starts_with("unknown-user:") && !u.contains("nobody")),
+        "{:?}",
+        unknown.username
+    );
+    assert_eq!(unknown.user_id, None);
+    assert!(unknown.request_id.is_some());
+    assert_eq!(
+        find("login", "throttled").username.as_deref(),
+        Some("admin")
+    );
+
+    let text = serde_json::to_string(&trail).expect("json");
+    for secret in [
+        cxauth_testkit::ADMIN_PASSWORD,
+        "guess-for-nobody",
+        "wrong-guess-xyz",
+        token.as_str(),
+        refresh.as_str(),
+        session.access_token.as_str(),
+    ] {
+        assert!(!text.contains(secret), "{secret} in the audit trail");
+    }
+}
+
+#[tokio::test]
+async fn refresh_reuse_is_audited() {
+    let s = TestApp::spawn().await;
+    let first = s.login_admin().await;
+    let rt = first.refresh_token.clone().expect("refresh");
+    s.client.refresh(&rt).await.expect("rotate");
+    s.clock.advance(Duration::from_secs(120));
+    assert!(s.client.refresh(&rt).await.is_err());
+    let trail = audit_trail(&s).await;
+    let reuse = trail
+        .iter()
+        .find(|e| e.event == "refresh.reuse")
+        .expect("reuse audited");
+    assert_eq!(
+        (reuse.outcome.as_str(), reuse.user_id),
+        ("reuse", Some(first.admin_id))
+    );
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("header")
+        .kid
+        .expect("kid")
+}
+
+async fn jwks_kids(s: &TestApp) -> Vec<String> {
+    let jwks: serde_json::Value = http()
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
+    let s = TestApp::spawn().await;
+    let old = s.login_admin().await;
+    let old_kid = kid_of(&old.access_token);
+    let key_file = s.config.database.default_key_file().expect("key file");
+    let secrets = cxauth_core::crypto::Secrets::derive(
+        &cxauth_core::crypto::MasterKey::load(&key_file).expect("master key"),
+    );
+    s.clock.advance(Duration::from_secs(1));
+    let store = s.state.auth.store().clone();
+    let new_kid =
+        cxauth_core::admin::rotate_signing_key(store.as_ref(), &secrets, s.clock.now_ms())
+            .await
+            .expect("rotate");
+    // What housekeeping does every minute.
+    assert_eq!(s.state.auth.reload_keys().await.expect("reload"), 2);
+    let mut kids = jwks_kids(&s).await;
+    kids.sort();
+    let mut both = vec![old_kid.clone(), new_kid.clone()];
+    both.sort();
+    assert_eq!(kids, both);
+    let new = s.login_admin().await;
+    assert_eq!(kid_of(&new.access_token), new_kid);
+    s.client
+        .accounts(&cxauth_testkit::bearer(&old))
+        .await
+        .expect("a token of the old key stays valid");
+    // Not yet: tokens of the old key may still be alive.
+    assert!(s.state.auth.retire_keys().await.expect("retire").is_empty());
+    s.clock
+        .advance(s.config.access_token_ttl + Duration::from_secs(2 * 60 + 1));
+    assert_eq!(
+        s.state.auth.retire_keys().await.expect("retire"),
+        [old_kid.as_str()]
+    );
+    assert_eq!(jwks_kids(&s).await, [new_kid.as_str()]);
+    let trail = audit_trail(&s).await;
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.event == "key.retire" && e.detail.contains(&old_kid))
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.event == "key.create" && e.detail.contains(&new_kid))
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener() {
+    let s = TestApp::spawn().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = listener.local_addr().expect("addr");
+    tokio::spawn(cxauth_server::metrics::serve(
+        listener,
+        s.state.clone(),
+        std::future::pending(),
+    ));
+    let session = s.login_admin().await;
+    s.client
+        .refresh(session.refresh_token.as_deref().expect("refresh"))
+        .await
+        .expect("refresh");
+    assert!(s.client.login("admin", "wrong", "aws80").await.is_err());
+    let (status, _, _) = raw(http().get(s.url("/metrics")).send().await.expect("get")).await;
+    assert_eq!(status, 404, "not on the public listener");
+
+    let (status, headers, text) = raw(http()
+        .get(format!("http://{at}/metrics"))
+        .send()
+        .await
+        .expect("metrics"))
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/plain")
+    );
+    for needle in [
+        r#"cxauth_http_requests_total{route="/api/auth/login/admin",method="POST",status="200"}"#,
+        r#"cxauth_http_requests_total{route="unmatched",method="GET",status="404"}"#,
+        r#"cxauth_http_request_duration_seconds_bucket{route="/api/auth/login/admin",le="0.5"}"#,
+        r#"cxauth_logins_total{kind="login",outcome="success"}"#,
+        r#"cxauth_logins_total{kind="login",outcome="failure"}"#,
+        r#"cxauth_refreshes_total{outcome="success"}"#,
+        "cxauth_hash_pool_queue_depth ",
+        r#"cxauth_db_pool_connections{state="in_use"}"#,
+        r#"cxauth_stored_rows{kind="live_sessions"}"#,
+        "cxauth_database_up 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    // Token segments never become label values.
+    let t = session.refresh_token.as_deref().expect("refresh");
+    assert!(!text.contains(t));
+}

@@ -1,0 +1,233 @@
+//! Operating the binary: SIGTERM stops it cleanly, and `cxauth admin purge` reports what it
+//! removed.
+
+
+use assert_cmd::Command;
+use std::ffi::OsStr;
+
+const PASSWORD: &str = "operations-test-password";
+
+use cxauth_testkit::cli::cxauth;
+
+#[tokio::test]
+async fn sigterm_drains_and_purge_reports_ended_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("ops.db");
+    let mut served = cxauth_testkit::cli::serve(
+        &[
+            OsStr::new("--metrics-listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--database"),
+            db.as_os_str(),
+        ],
+        &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
+    );
+    let client = served.client();
+    let metrics_url = served
+        .log()
+        .iter()
+        .find_map(|l| {
+            let i = l.find("metrics at http://")?;
+            l[i + "metrics at ".len()..]
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .expect("the metrics address is logged");
+    let metrics = reqwest::get(&metrics_url).await.expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .expect("body")
+            .contains("cxauth_stored_rows")
+    );
+    let ready = reqwest::get(format!("{}/readyz", served.base))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.expect("body"), "ready");
+    let session = client
+        .login("admin", PASSWORD, "aws80")
+        .await
+        .expect("login");
+    client
+        .logout(session.refresh_token.as_deref().expect("refresh token"))
+        .await
+        .expect("logout");
+
+    let status = served.terminate();
+    assert!(status.success(), "{status:?}");
+    let log = served.log().join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("cxauth stopped"), "{log}");
+
+    let out = cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .arg("purge")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).expect("utf8");
+    assert!(out.contains("sessions\t1\n"), "{out}");
+    assert!(out.contains("legacy_tokens\t0\n"), "{out}");
+    // Nothing left the second time.
+    let again = cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .arg("purge")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8(again)
+            .expect("utf8")
+            .contains("sessions\t0\n")
+    );
+}
+
+fn admin_ok(db: &std::path::Path, args: &[&str], stdin: &str) -> String {
+    let out = cxauth()
+        .args(["admin", "--database"])
+        .arg(db)
+        .args(args)
+        .write_stdin(stdin)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(out).expect("utf8")
+}
+
+#[test]
+fn admin_audit_shows_filters_and_follows_the_trail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("audit.db");
+    let main = admin_ok(&db, &["account", "create", "--name", "M"], "");
+    let main = main.trim();
+    for name in ["bob", "carol"] {
+        admin_ok(
+            &db,
+            &[
+                "user",
+                "create",
+                "--username",
+                name,
+                "--grant",
+                main,
+                "--password-stdin",
+            ],
+            "a-secret-password-1\n",
+        );
+    }
+    admin_ok(&db, &["user", "disable", "bob"], "");
+
+    let json = admin_ok(&db, &["audit", "--user", "bob", "--output", "json"], "");
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().expect("event"))
+        .collect();
+    assert_eq!(names, ["user.create", "user.disable"], "{json}");
+    assert!(events.iter().all(|e| e["username"] == "bob"));
+    assert!(!json.contains("a-secret-password-1"));
+
+    let text = admin_ok(&db, &["audit", "--since", "1h"], "");
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .expect("header")
+            .starts_with("TIME\tEVENT\tOUTCOME")
+    );
+    assert_eq!(lines.count(), 3, "{text}");
+
+    // --follow prints events written after it started.
+    let mut follow = std::process::Command::new(cxauth_testkit::cli::cxauth_bin())
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args(["audit", "--follow", "--output", "json", "--user", "bob"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let wait = |what: &str| loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("--follow never printed {what}"));
+        if line.contains(what) {
+            return;
+        }
+    };
+    wait("user.disable");
+    admin_ok(&db, &["user", "enable", "bob"], "");
+    wait("user.enable");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+#[test]
+fn admin_keys_rotate_needs_the_right_master_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keys.db");
+    // Not initialised yet: refused, and no key file is made.
+    cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args(["keys", "rotate"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("start `cxauth serve --database"));
+    let served = cxauth_testkit::cli::serve(
+        &[OsStr::new("--database"), db.as_os_str()],
+        &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
+    );
+    drop(served);
+    let kid = admin_ok(&db, &["keys", "rotate"], "");
+    let kid = kid.trim();
+    assert_eq!(kid.len(), 32, "{kid}");
+    let list = admin_ok(&db, &["keys", "list"], "");
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(list.lines().last().expect("newest").starts_with(kid));
+    let audit = admin_ok(&db, &["audit", "--output", "json"], "");
+    assert!(audit.contains(&format!("kid {kid} (rotation)")), "{audit}");
+
+    let other = dir.path().join("other.key");
+    cxauth()
+        .args(["generate-master-key"])
+        .arg(&other)
+        .assert()
+        .success();
+    cxauth()
+        .args(["admin", "--database"])
+        .arg(&db)
+        .args(["keys", "rotate", "--master-key-file"])
+        .arg(&other)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "does not belong to this database",
+        ));
+    assert_eq!(admin_ok(&db, &["keys", "list"], "").lines().count(), 3);
+}
