@@ -1,11 +1,10 @@
 //! The contract's endpoints, driven over HTTP against a real server on port 0.
 
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cxauth_testkit::*;
 use cxauth_client::{Client, Credential, Error, PREFIX_LEGACY, PREFIX_VOICE};
 use cxauth_proto::ApiToken;
+use cxauth_testkit::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
@@ -58,15 +57,15 @@ async fn login_accepts_query_form_and_json_and_ignores_authorization() {
     let url = s.url("/api/auth/login/admin");
     // 1. Query string, JSON content type, body `""`, and the Python SDK's `Basic basic`.
     let q = format!("{url}?username=admin&password={ADMIN_PASSWORD}&platformId=aws80");
-    let res = http()
-        .post(&q)
-        .header("content-type", JSON)
-        .header("authorization", "Basic basic")
-        .body("\"\"")
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        http()
+            .post(&q)
+            .header("content-type", JSON)
+            .header("authorization", "Basic basic")
+            .body("\"\""),
+    )
+    .await
+    .parts();
     assert_eq!(st, 200, "{body}");
     assert_eq!(h["cache-control"], "no-store");
     // 2. Form body, with a garbage bearer that must be ignored.
@@ -102,25 +101,21 @@ async fn login_accepts_query_form_and_json_and_ignores_authorization() {
         .await
         .expect("send");
     assert_eq!(res.status(), 200);
-    let res = http()
-        .post(format!("{url}?username=other"))
-        .form(&[
-            ("username", "admin"),
-            ("password", ADMIN_PASSWORD),
-            ("platformId", "aws80"),
-        ])
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(http().post(format!("{url}?username=other")).form(&[
+        ("username", "admin"),
+        ("password", ADMIN_PASSWORD),
+        ("platformId", "aws80"),
+    ]))
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 400, "bad.request");
 }
 
 #[tokio::test]
 async fn session_shape_and_access_token_claims() {
     let s = TestApp::spawn().await;
-    let res = http()
-        .post(s.url("/api/auth/login/admin"))
+    let res = s
+        .post("/api/auth/login/admin")
         .form(&[
             ("username", "admin"),
             ("password", ADMIN_PASSWORD),
@@ -208,13 +203,14 @@ async fn failed_logins_are_one_generic_401() {
         ("admin", ADMIN_PASSWORD, "aws82"),
         ("disabled", "disabled-pw", "aws80"),
     ] {
-        let res = http()
-            .post(&url)
-            .form(&[("username", u), ("password", p), ("platformId", plat)])
-            .send()
+        let (st, h, body) =
+            send(
+                http()
+                    .post(&url)
+                    .form(&[("username", u), ("password", p), ("platformId", plat)]),
+            )
             .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+            .parts();
         let v = assert_json_error(st, &h, &body, 401, "authentication.failed");
         assert!(
             h["www-authenticate"]
@@ -239,8 +235,7 @@ async fn failed_logins_are_one_generic_401() {
         ),
         (vec![("username", "admin"), ("password", "x")], "platformId"),
     ] {
-        let res = http().post(&url).form(&form).send().await.expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(http().post(&url).form(&form)).await.parts();
         let v = assert_json_error(st, &h, &body, 400, "bad.request");
         assert!(
             v["details"].as_str().expect("details").contains(missing),
@@ -249,14 +244,14 @@ async fn failed_logins_are_one_generic_401() {
         assert_eq!(v["requestUri"], "/api/auth/login/admin - POST");
     }
     // Malformed JSON and oversized input.
-    let res = http()
-        .post(&url)
-        .header("content-type", JSON)
-        .body("{\"username\":")
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        http()
+            .post(&url)
+            .header("content-type", JSON)
+            .body("{\"username\":"),
+    )
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 400, "bad.request");
     let res = http()
         .post(&url)
@@ -287,17 +282,13 @@ async fn throttling_backs_off_and_recovers() {
         assert_eq!(res.status(), 401);
     }
     // Now even the right password is refused until the back-off passes.
-    let res = http()
-        .post(&url)
-        .form(&[
-            ("username", "admin"),
-            ("password", ADMIN_PASSWORD),
-            ("platformId", "aws80"),
-        ])
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(http().post(&url).form(&[
+        ("username", "admin"),
+        ("password", ADMIN_PASSWORD),
+        ("platformId", "aws80"),
+    ]))
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 429, "too.many.requests");
     let wait: u64 = h["retry-after"]
         .to_str()
@@ -327,14 +318,13 @@ async fn refresh_rotates_with_grace_and_reuse_revokes_the_session() {
     let first = s.login_admin().await;
     let rt1 = first.refresh_token.clone().expect("refresh token");
     // Refresh ignores an expired/garbage bearer, as the Python SDK sends one.
-    let res = http()
-        .post(s.url("/api/auth/token/refresh"))
-        .header("authorization", format!("Bearer {}", first.access_token))
-        .form(&[("refresh_token", rt1.as_str()), ("rcTokenType", "Bearer")])
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.post("/api/auth/token/refresh")
+            .header("authorization", format!("Bearer {}", first.access_token))
+            .form(&[("refresh_token", rt1.as_str()), ("rcTokenType", "Bearer")]),
+    )
+    .await
+    .parts();
     assert_eq!(st, 200, "{body}");
     assert_eq!(h["cache-control"], "no-store");
     let second: cxauth_client::Session = serde_json::from_str(&body).expect("session");
@@ -364,32 +354,29 @@ async fn refresh_rotates_with_grace_and_reuse_revokes_the_session() {
         .await
         .expect_err("session revoked");
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
-    let res = http()
-        .get(s.url("/voice/api/v1/admin/accounts"))
-        .bearer_auth(&fourth.access_token)
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.get("/voice/api/v1/admin/accounts")
+            .bearer_auth(&fourth.access_token),
+    )
+    .await
+    .parts();
     assert_plain_401(st, &h, &body, "Jwt verification fails");
 
     // Bad refresh input.
-    let res = http()
-        .post(s.url("/api/auth/token/refresh"))
-        .form(&[("rcTokenType", "Bearer")])
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.post("/api/auth/token/refresh")
+            .form(&[("rcTokenType", "Bearer")]),
+    )
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 400, "bad.request");
     for bad in ["nope", "with space", &"x".repeat(10_000)] {
-        let res = http()
-            .post(s.url("/api/auth/token/refresh"))
-            .form(&[("refresh_token", bad)])
-            .send()
-            .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(
+            s.post("/api/auth/token/refresh")
+                .form(&[("refresh_token", bad)]),
+        )
+        .await
+        .parts();
         assert_json_error(st, &h, &body, 401, "invalid.refresh.token");
     }
 }
@@ -409,13 +396,12 @@ async fn access_and_refresh_tokens_expire_on_the_injected_clock() {
         .expect("still valid at 299 s");
     s.clock.advance(Duration::from_secs(1));
     for prefix in [PREFIX_VOICE, PREFIX_LEGACY] {
-        let res = http()
-            .get(s.url(&format!("{prefix}/admin/accounts")))
-            .bearer_auth(&session.access_token)
-            .send()
-            .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(
+            s.get(&format!("{prefix}/admin/accounts"))
+                .bearer_auth(&session.access_token),
+        )
+        .await
+        .parts();
         assert_plain_401(st, &h, &body, "Jwt is expired");
         assert!(
             h["www-authenticate"]
@@ -424,13 +410,12 @@ async fn access_and_refresh_tokens_expire_on_the_injected_clock() {
                 .contains("invalid_token")
         );
         // The same token as X-Auth-Token is just as expired.
-        let res = http()
-            .get(s.url(&format!("{prefix}/admin/token")))
-            .header("x-auth-token", &session.access_token)
-            .send()
-            .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(
+            s.get(&format!("{prefix}/admin/token"))
+                .header("x-auth-token", &session.access_token),
+        )
+        .await
+        .parts();
         assert_plain_401(st, &h, &body, "Jwt is expired");
     }
     let err = s
@@ -464,13 +449,9 @@ async fn access_and_refresh_tokens_expire_on_the_injected_clock() {
 async fn bearer_failures_have_the_contract_bodies() {
     let s = TestApp::spawn().await;
     let url = s.url("/voice/api/v1/admin/accounts");
-    let res = http()
-        .get(&url)
-        .header("content-type", JSON)
-        .send()
+    let (st, h, body) = send(http().get(&url).header("content-type", JSON))
         .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+        .parts();
     assert_plain_401(st, &h, &body, "Jwt is missing");
     for bad in [
         "garbage",
@@ -482,13 +463,7 @@ async fn bearer_failures_have_the_contract_bodies() {
             ("authorization", format!("Bearer {bad}")),
             ("x-auth-token", bad.to_owned()),
         ] {
-            let res = http()
-                .get(&url)
-                .header(name, value)
-                .send()
-                .await
-                .expect("send");
-            let (st, h, body) = raw(res).await;
+            let (st, h, body) = send(http().get(&url).header(name, value)).await.parts();
             assert_plain_401(st, &h, &body, "Jwt verification fails");
             assert!(
                 h["www-authenticate"]
@@ -517,14 +492,13 @@ async fn api_tokens_create_list_delete_on_both_prefixes() {
     for prefix in [PREFIX_VOICE, PREFIX_LEGACY] {
         let c = Client::new(&s.base).expect("client").with_prefix(prefix);
         // Create with a bearer, as text/plain, no quotes, no newline.
-        let res = http()
-            .post(s.url(&format!("{prefix}/admin/token")))
-            .bearer_auth(&session.access_token)
-            .header("content-type", JSON)
-            .send()
-            .await
-            .expect("send");
-        let (st, h, first) = raw(res).await;
+        let (st, h, first) = send(
+            s.post(&format!("{prefix}/admin/token"))
+                .bearer_auth(&session.access_token)
+                .header("content-type", JSON),
+        )
+        .await
+        .parts();
         assert_eq!(st, 200, "{first}");
         assert!(
             h["content-type"]
@@ -559,13 +533,12 @@ async fn api_tokens_create_list_delete_on_both_prefixes() {
             .expect_err("already gone");
         assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
         // A raw `:` in the path works as well as `%3A`.
-        let res = http()
-            .delete(s.url(&format!("{prefix}/admin/token/{second}")))
-            .bearer_auth(&session.access_token)
-            .send()
-            .await
-            .expect("send");
-        let (st, _, body) = raw(res).await;
+        let (st, _, body) = send(
+            s.delete(&format!("{prefix}/admin/token/{second}"))
+                .bearer_auth(&session.access_token),
+        )
+        .await
+        .parts();
         assert_eq!((st, body.as_str()), (200, "true"));
     }
     assert!(
@@ -577,13 +550,12 @@ async fn api_tokens_create_list_delete_on_both_prefixes() {
     );
     // Malformed and unknown tokens are both a plain 404.
     for t in ["not-a-token", "aws80:00000000-0000-4000-8000-000000000000"] {
-        let res = http()
-            .delete(s.url(&format!("/voice/api/v1/admin/token/{t}")))
-            .bearer_auth(&session.access_token)
-            .send()
-            .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(
+            s.delete(&format!("/voice/api/v1/admin/token/{t}"))
+                .bearer_auth(&session.access_token),
+        )
+        .await
+        .parts();
         assert_json_error(st, &h, &body, 404, "not.found");
         assert!(!body.contains(t), "the path's token is not echoed: {body}");
     }
@@ -688,8 +660,8 @@ async fn accounts_follow_grants() {
     // A grant of one sub-account shows just that one; the raw JSON has no extra shapes.
     s.create_user("narrow", None, &[sub2], &[]).await;
     let narrow = s.login("narrow").await;
-    let res = http()
-        .get(s.url("/api/v1/admin/accounts"))
+    let res = s
+        .get("/api/v1/admin/accounts")
         .header("x-auth-token", &narrow.access_token)
         .header("content-type", JSON)
         .send()
@@ -725,13 +697,12 @@ async fn users_need_a_role_and_nest_by_children() {
         .expect("disable");
 
     let agent = s.login("agent").await;
-    let res = http()
-        .get(s.url("/voice/api/v1/admin/users"))
-        .bearer_auth(&agent.access_token)
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.get("/voice/api/v1/admin/users")
+            .bearer_auth(&agent.access_token),
+    )
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 403, "access.denied.exception");
 
     let admin = s.login_admin().await;
@@ -773,13 +744,12 @@ async fn users_need_a_role_and_nest_by_children() {
     );
     assert!(flat.iter().all(|u| u.children.is_empty()));
 
-    let res = http()
-        .get(s.url("/voice/api/v1/admin/users?flatten=maybe"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.get("/voice/api/v1/admin/users?flatten=maybe")
+            .bearer_auth(&admin.access_token),
+    )
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 400, "bad.request");
 }
 
@@ -796,17 +766,16 @@ async fn logout_disable_and_password_change_end_sessions_at_once() {
         .expect("token");
 
     // Logout ends one session; the other and API tokens keep working.
-    let res = http()
-        .delete(s.url(&format!(
+    let (st, h, body) = send(
+        s.delete(&format!(
             "/api/auth/logout/{}",
             a1.refresh_token.as_deref().expect("rt")
-        )))
+        ))
         .header("authorization", "Basic basic")
-        .header("content-type", JSON)
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+        .header("content-type", JSON),
+    )
+    .await
+    .parts();
     assert_eq!((st, body.as_str()), (200, "true"));
     assert!(
         h["content-type"]
@@ -891,38 +860,28 @@ async fn logout_disable_and_password_change_end_sessions_at_once() {
 #[tokio::test]
 async fn misc_http_behaviour() {
     let s = TestApp::spawn().await;
-    let res = http()
-        .get(s.url("/healthz"))
+    let res = s
+        .get("/healthz")
         .header("content-type", JSON)
         .send()
         .await
         .expect("send");
     assert_eq!(res.status(), 200);
-    let res = http()
-        .get(s.url("/nowhere?password=secret"))
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(s.get("/nowhere?password=secret")).await.parts();
     let v = assert_json_error(st, &h, &body, 404, "not.found");
     assert_eq!(v["requestUri"], "/nowhere - GET");
-    let res = http()
-        .get(s.url("/api/auth/login/admin"))
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(s.get("/api/auth/login/admin")).await.parts();
     assert_json_error(st, &h, &body, 405, "method.not.allowed");
     // A sane incoming request id is kept; a hostile one is replaced.
-    let res = http()
-        .get(s.url("/nowhere"))
+    let res = s
+        .get("/nowhere")
         .header("x-request-id", "abc-123")
         .send()
         .await
         .expect("send");
     assert_eq!(res.headers()["x-request-id"], "abc-123");
-    let res = http()
-        .get(s.url("/nowhere"))
+    let res = s
+        .get("/nowhere")
         .header("x-request-id", "a b\"<>")
         .send()
         .await
@@ -1068,8 +1027,7 @@ async fn a_key_added_by_another_instance_is_trusted_after_a_reload() {
     let a = TestApp::spawn().await;
     let admin = a.login_admin().await;
     // Another instance on the same database adds a newer signing key (a rotation)…
-    let master =
-        cxauth_core::crypto::MasterKey::load(&a.db.key_path()).expect("key");
+    let master = cxauth_core::crypto::MasterKey::load(&a.db.key_path()).expect("key");
     let secrets = cxauth_core::crypto::Secrets::derive(&master);
     let newer =
         cxauth_core::jwt::generate_signing_key(&secrets, a.clock.now_ms() + 1).expect("key");
@@ -1118,8 +1076,8 @@ async fn a_key_added_by_another_instance_is_trusted_after_a_reload() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_budget() {
-    let s = TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")])
-        .await;
+    let s =
+        TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")]).await;
     let url = s.url("/api/auth/login/admin");
     let attempt = |xff: &'static str, user: String, pw: &'static str| {
         http()

@@ -4,9 +4,8 @@
 //! budget, the session cap and the rate limit on successful logins. Each campaign prints its
 //! figures; ASSURANCE.md quotes them.
 
-
-use cxauth_testkit::*;
 use cxauth_core::clock::ManualClock;
+use cxauth_testkit::*;
 use reqwest::StatusCode;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -226,10 +225,9 @@ async fn one_account_cannot_starve_the_password_pool() {
     assert_eq!(counts.get(&503), None, "no 503 for anyone");
     // One user's successes are rate-limited (30 a minute) and its sessions capped.
     assert!(counts.get(&200).copied().unwrap_or(0) <= 30, "{counts:?}");
-    let live = s
-        .db
-        .count("SELECT COUNT(*) FROM sessions WHERE user_id = 1 AND revoked_at IS NULL")
-        .await;
+    let live =
+        s.db.count("SELECT COUNT(*) FROM sessions WHERE user_id = 1 AND revoked_at IS NULL")
+            .await;
     assert!(live <= 20, "{live} live sessions");
 }
 

@@ -1,7 +1,6 @@
 //! The authorisation matrix: every admin endpoint, under both prefixes, against every kind of
 //! credential, with the exact status and body the contract gives.
 
-
 use cxauth_testkit::*;
 use reqwest::Method;
 use std::time::Duration;
@@ -65,7 +64,7 @@ async fn call(
         Header::Bearer(t) => req.bearer_auth(t),
         Header::XAuth(t) => req.header("x-auth-token", t),
     };
-    let (st, headers, body) = raw(req.send().await.expect("send")).await;
+    let (st, headers, body) = send(req).await.parts();
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())

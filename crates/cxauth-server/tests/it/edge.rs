@@ -3,7 +3,6 @@
 //! (`nosniff`, the CSP of `/docs`, `no-store` on admin answers), and strict parameter
 //! encodings (duplicate JSON keys, invalid UTF-8 in a form).
 
-
 use cxauth_testkit::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -246,7 +245,7 @@ async fn slow_clients_do_not_hold_up_a_shutdown() {
 async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
     let s = TestApp::spawn().await;
     for path in ["/healthz", "/openapi.json", "/no/such/route", "/docs/"] {
-        let res = http().get(s.url(path)).send().await.expect("get");
+        let res = s.get(path).send().await.expect("get");
         assert_eq!(
             res.headers()
                 .get("x-content-type-options")
@@ -262,7 +261,7 @@ async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
             .to_owned();
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
     }
-    let (status, headers, html) = raw(http().get(s.url("/docs/")).send().await.expect("get")).await;
+    let (status, headers, html) = send(s.get("/docs/")).await.parts();
     assert_eq!(status, 200);
     let csp = headers["content-security-policy"].to_str().expect("ascii");
     let script_src = csp
@@ -295,8 +294,8 @@ async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
         "index.css",
     ] {
         assert!(html.contains(asset), "{asset} not in the page");
-        let res = http()
-            .get(s.url(&format!("/docs/{asset}")))
+        let res = s
+            .get(&format!("/docs/{asset}"))
             .send()
             .await
             .expect("asset");
@@ -304,8 +303,8 @@ async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
         assert!(res.headers().contains_key("content-security-policy"));
     }
     // The initializer fetches the document from this origin (connect-src 'self').
-    let init = http()
-        .get(s.url("/docs/swagger-initializer.js"))
+    let init = s
+        .get("/docs/swagger-initializer.js")
         .send()
         .await
         .expect("get")
@@ -330,7 +329,7 @@ async fn admin_answers_are_never_stored() {
             ("/admin/accounts", true),
             ("/admin/no-such-thing", true),
         ] {
-            let mut req = http().get(s.url(&format!("{prefix}{path}")));
+            let mut req = s.get(&format!("{prefix}{path}"));
             if authed {
                 req = req.bearer_auth(&session.access_token);
             }
@@ -343,7 +342,7 @@ async fn admin_answers_are_never_stored() {
             );
         }
     }
-    let res = http().get(s.url("/healthz")).send().await.expect("get");
+    let res = s.get("/healthz").send().await.expect("get");
     assert!(res.headers().get("cache-control").is_none());
 }
 
@@ -385,14 +384,14 @@ async fn duplicate_json_keys_and_invalid_utf8_forms_are_400() {
         ),
     ];
     for (ctype, body, says) in cases {
-        let res = http()
-            .post(&login)
-            .header("content-type", ctype)
-            .body(body.clone())
-            .send()
-            .await
-            .expect("post");
-        let (status, _, text) = raw(res).await;
+        let (status, _, text) = send(
+            http()
+                .post(&login)
+                .header("content-type", ctype)
+                .body(body.clone()),
+        )
+        .await
+        .parts();
         assert_eq!(status, 400, "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).expect("a JSON error body");
         assert_eq!(v["errorCode"], "bad.request", "{text}");

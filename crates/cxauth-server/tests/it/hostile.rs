@@ -2,7 +2,6 @@
 //! 4xx in the contract's shape, never a 5xx, and concurrent use of one refresh token never
 //! forks a session.
 
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cxauth_testkit::*;
@@ -44,7 +43,7 @@ fn any_credential_is_refused_with_a_contract_401() {
                 } else {
                     http().get(&url).header("x-auth-token", &token)
                 };
-                let (st, _, body) = raw(req.send().await.expect("send")).await;
+                let (st, _, body) = send(req).await.parts();
                 (st, body)
             });
             prop_assert_eq!(status, 401);
@@ -90,7 +89,7 @@ fn any_login_or_refresh_input_is_a_clear_4xx() {
                 if let Some(ct) = ct {
                     req = req.header("content-type", ct);
                 }
-                raw(req.send().await.expect("send")).await
+                send(req).await.parts()
             });
             prop_assert!(
                 [400, 401, 413, 429].contains(&status),
@@ -120,13 +119,12 @@ fn any_path_token_is_a_clear_4xx() {
             let seg = percent_encode(&token);
             let (status, text) = rt.block_on(async {
                 let req = if logout {
-                    http().delete(s.url(&format!("/api/auth/logout/{seg}")))
+                    s.delete(&format!("/api/auth/logout/{seg}"))
                 } else {
-                    http()
-                        .delete(s.url(&format!("/api/v1/admin/token/{seg}")))
+                    s.delete(&format!("/api/v1/admin/token/{seg}"))
                         .bearer_auth(&admin.access_token)
                 };
-                let (st, _, text) = raw(req.send().await.expect("send")).await;
+                let (st, _, text) = send(req).await.parts();
                 (st, text)
             });
             let want = if logout { 401 } else { 404 };
@@ -189,10 +187,9 @@ async fn concurrent_refreshes_of_one_token_never_fork_the_session() {
         "one session"
     );
     // Exactly one refresh token of the session is still live.
-    let live = s
-        .db
-        .count("SELECT COUNT(*) FROM refresh_tokens WHERE rotated_at IS NULL")
-        .await;
+    let live =
+        s.db.count("SELECT COUNT(*) FROM refresh_tokens WHERE rotated_at IS NULL")
+            .await;
     assert_eq!(live, 1);
     let n_sessions = s.db.count("SELECT COUNT(*) FROM sessions").await;
     assert_eq!(n_sessions, 1);
@@ -230,13 +227,9 @@ async fn absurd_headers_and_bodies_are_clear_4xx_and_the_server_stays_up() {
         assert!(res.status().is_client_error(), "{}", res.status());
     }
     // A token longer than any we issue is refused without being digested or verified.
-    let res = http()
-        .get(&url)
-        .bearer_auth("e".repeat(8 * 1024))
-        .send()
+    let (st, _, body) = send(http().get(&url).bearer_auth("e".repeat(8 * 1024)))
         .await
-        .expect("send");
-    let (st, _, body) = raw(res).await;
+        .parts();
     assert_eq!((st, body.as_str()), (401, "Jwt verification fails"));
     // Hundreds of headers.
     let mut req = http().get(&url);
@@ -249,8 +242,8 @@ async fn absurd_headers_and_bodies_are_clear_4xx_and_the_server_stays_up() {
     // A body far over the limit, chunked with no Content-Length: cut off with a 413.
     assert_eq!(chunked_post(&s.base, 4 * 1024 * 1024).await, "413");
     // Invalid UTF-8 in a form body and in a percent-encoded query.
-    let res = http()
-        .post(s.url("/api/auth/login/admin?username=%FF%FE"))
+    let res = s
+        .post("/api/auth/login/admin?username=%FF%FE")
         .body(vec![0xff, 0xfe, b'=', 0x80])
         .send()
         .await

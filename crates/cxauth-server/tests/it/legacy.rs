@@ -1,9 +1,8 @@
 //! The legacy portal login (`POST /api/v1/auth/login`) and its auth tokens, over HTTP.
 
-
-use cxauth_testkit::*;
 use cxauth_client::{PREFIX_LEGACY, PREFIX_VOICE};
 use cxauth_core::clock::Clock as _;
+use cxauth_testkit::*;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -13,14 +12,9 @@ async fn legacy_login(
     s: &TestApp,
     form: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    raw(http()
-        .post(s.url(LOGIN))
-        .header("x-auth-token", "")
-        .form(form)
-        .send()
+    send(s.post(LOGIN).header("x-auth-token", "").form(form))
         .await
-        .expect("send"))
-    .await
+        .parts()
 }
 
 async fn auth_token(s: &TestApp, user: &str, password: &str, stay: bool) -> String {
@@ -36,13 +30,12 @@ async fn auth_token(s: &TestApp, user: &str, password: &str, stay: bool) -> Stri
 
 /// Status and body of `GET …/admin/accounts` with `X-Auth-Token: token`.
 async fn use_token(s: &TestApp, token: &str) -> (u16, String) {
-    let (status, _, body) = raw(http()
-        .get(s.url("/api/v1/admin/accounts"))
-        .header("x-auth-token", token)
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(
+        s.get("/api/v1/admin/accounts")
+            .header("x-auth-token", token),
+    )
+    .await
+    .parts();
     (status, body)
 }
 
@@ -88,16 +81,15 @@ async fn legacy_login_answers_the_portal_shape_and_its_token_works_everywhere() 
     }
 
     // Query-string style with a JSON content type and an empty body; stayLoggedIn accepted.
-    let (status, _, body) = raw(http()
-        .post(s.url(&format!(
+    let (status, _, body) = send(
+        s.post(&format!(
             "{LOGIN}?username=admin&password={ADMIN_PASSWORD}&stayLoggedIn=true"
-        )))
+        ))
         .header("content-type", "application/json")
-        .body("")
-        .send()
-        .await
-        .expect("send"))
-    .await;
+        .body(""),
+    )
+    .await
+    .parts();
     assert_eq!(status, 200, "{body}");
 
     // Other shapes that are not a live legacy token are the generic bearer 401.

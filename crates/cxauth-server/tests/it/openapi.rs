@@ -2,8 +2,7 @@
 //! these tests check that what the document lists is what the server routes, and that the API
 //! page `/docs` is served from the binary.
 
-
-use cxauth_testkit::{TestApp, http, raw};
+use cxauth_testkit::{TestApp, http, send};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -35,8 +34,7 @@ const EMULATOR: &[(&str, &str)] = &[
 ];
 
 async fn document(s: &TestApp) -> Value {
-    http()
-        .get(s.url("/openapi.json"))
+    s.get("/openapi.json")
         .send()
         .await
         .expect("get")
@@ -96,7 +94,7 @@ async fn routed(s: &TestApp, method: &str, path: &str) -> bool {
         "delete" => http().delete(url),
         other => panic!("unexpected method {other}"),
     };
-    let (status, _, body) = raw(req.send().await.expect("send")).await;
+    let (status, _, body) = send(req).await.parts();
     status != 405 && !body.contains("No such endpoint")
 }
 
@@ -125,19 +123,14 @@ async fn without_the_emulator_its_endpoints_are_neither_routed_nor_documented() 
 #[tokio::test]
 async fn the_api_page_is_served_from_the_binary() {
     let s = TestApp::spawn().await;
-    let (status, _, html) = raw(http().get(s.url("/docs/")).send().await.expect("get")).await;
+    let (status, _, html) = send(s.get("/docs/")).await.parts();
     assert_eq!(status, 200);
     assert!(html.contains("swagger-ui"), "{html}");
     assert!(
         !html.contains("://cdn") && !html.contains("unpkg.com"),
         "{html}"
     );
-    let (status, _, js) = raw(http()
-        .get(s.url("/docs/swagger-ui-bundle.js"))
-        .send()
-        .await
-        .expect("get"))
-    .await;
+    let (status, _, js) = send(s.get("/docs/swagger-ui-bundle.js")).await.parts();
     assert_eq!(status, 200);
     assert!(js.len() > 100_000);
 }
@@ -184,13 +177,12 @@ async fn admin_operations_take_a_bearer_token_or_x_auth_token_and_auth_operation
     // The schemes say what the server does: the bearer token of a login, and an API token as
     // X-Auth-Token, both open the admin endpoint the browser test calls.
     let session = s.login_admin().await;
-    let (status, _, body) = raw(http()
-        .get(s.url("/voice/api/v1/admin/token"))
-        .bearer_auth(&session.access_token)
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(
+        s.get("/voice/api/v1/admin/token")
+            .bearer_auth(&session.access_token),
+    )
+    .await
+    .parts();
     assert_eq!(status, 200, "{body}");
 }
 

@@ -1,21 +1,20 @@
 //! Operations endpoints and behaviour: readiness, and graceful, bounded shutdown.
 
-
-use cxauth_testkit::{TestApp, http, raw};
 use cxauth_core::clock::Clock as _;
+use cxauth_testkit::{TestApp, http, send};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer() {
     let s = TestApp::spawn().await;
-    let (status, _, body) = raw(http().get(s.url("/healthz")).send().await.expect("get")).await;
+    let (status, _, body) = send(s.get("/healthz")).await.parts();
     assert_eq!((status, body.as_str()), (200, "ok"));
-    let (status, _, body) = raw(http().get(s.url("/readyz")).send().await.expect("get")).await;
+    let (status, _, body) = send(s.get("/readyz")).await.parts();
     assert_eq!((status, body.as_str()), (200, "ready"));
     // Once the database is closed, the instance is no longer ready.
     s.state.auth.store().close().await;
-    let (status, headers, _) = raw(http().get(s.url("/readyz")).send().await.expect("get")).await;
+    let (status, headers, _) = send(s.get("/readyz")).await.parts();
     assert_eq!(status, 503);
     assert!(headers.contains_key("retry-after"));
 }
@@ -84,8 +83,8 @@ async fn audit_trail(s: &TestApp) -> Vec<cxauth_core::store::AuditEvent> {
 #[tokio::test]
 async fn security_events_reach_the_audit_trail_without_secrets() {
     let s = TestApp::spawn().await;
-    let res = http()
-        .post(s.url("/api/auth/login/admin"))
+    let res = s
+        .post("/api/auth/login/admin")
         .header("x-request-id", "audit-req-1")
         .form(&[
             ("username", "admin"),
@@ -115,8 +114,8 @@ async fn security_events_reach_the_audit_trail_without_secrets() {
     // its own budget here has 20 free failures).
     let mut throttled = false;
     for _ in 0..22 {
-        let status = http()
-            .post(s.url("/api/auth/login/admin"))
+        let status = s
+            .post("/api/auth/login/admin")
             .form(&[
                 ("username", "admin"),
                 ("password", "wrong-guess-xyz"),
@@ -207,8 +206,8 @@ fn kid_of(token: &str) -> String {
 }
 
 async fn jwks_kids(s: &TestApp) -> Vec<String> {
-    let jwks: serde_json::Value = http()
-        .get(s.url("/.well-known/jwks.json"))
+    let jwks: serde_json::Value = s
+        .get("/.well-known/jwks.json")
         .send()
         .await
         .expect("jwks")
@@ -291,15 +290,12 @@ async fn metrics_are_served_on_their_own_listener() {
         .await
         .expect("refresh");
     assert!(s.client.login("admin", "wrong", "aws80").await.is_err());
-    let (status, _, _) = raw(http().get(s.url("/metrics")).send().await.expect("get")).await;
+    let (status, _, _) = send(s.get("/metrics")).await.parts();
     assert_eq!(status, 404, "not on the public listener");
 
-    let (status, headers, text) = raw(http()
-        .get(format!("http://{at}/metrics"))
-        .send()
+    let (status, headers, text) = send(http().get(format!("http://{at}/metrics")))
         .await
-        .expect("metrics"))
-    .await;
+        .parts();
     assert_eq!(status, 200);
     assert!(
         headers["content-type"]

@@ -3,10 +3,9 @@
 //! own. The connection runs through a TCP proxy this test owns, so the machine's PostgreSQL is
 //! never touched.
 
-
-use cxauth_testkit::*;
 use cxauth_client::{Client, Error};
 use cxauth_core::clock::ManualClock;
+use cxauth_testkit::*;
 use reqwest::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,7 +108,7 @@ async fn a_database_outage_is_a_quick_503_and_heals_by_itself() {
     let calls: Vec<(&str, reqwest::RequestBuilder)> = vec![
         (
             "login",
-            http().post(s.url("/api/auth/login/admin")).form(&[
+            s.post("/api/auth/login/admin").form(&[
                 ("username", "admin"),
                 ("password", ADMIN_PASSWORD),
                 ("platformId", "aws80"),
@@ -117,27 +116,25 @@ async fn a_database_outage_is_a_quick_503_and_heals_by_itself() {
         ),
         (
             "refresh",
-            http().post(s.url("/api/auth/token/refresh")).form(&[(
+            s.post("/api/auth/token/refresh").form(&[(
                 "refresh_token",
                 session.refresh_token.as_deref().expect("rt"),
             )]),
         ),
         (
             "api token",
-            http()
-                .get(s.url("/voice/api/v1/admin/accounts"))
+            s.get("/voice/api/v1/admin/accounts")
                 .header("x-auth-token", &token),
         ),
         (
             "bearer",
-            http()
-                .get(s.url("/voice/api/v1/admin/token"))
+            s.get("/voice/api/v1/admin/token")
                 .bearer_auth(&session.access_token),
         ),
     ];
     for (what, req) in calls {
         let started = Instant::now();
-        let (st, h, body) = raw(req.send().await.expect("send")).await;
+        let (st, h, body) = send(req).await.parts();
         assert_eq!(st, 503, "{what}: {body}");
         assert!(h.contains_key("retry-after"), "{what}");
         assert!(

@@ -4,12 +4,11 @@
 //! access token), also while requests with them are in flight; the per-user API-token cap; and
 //! an expired access token of a retired signing key still answers `Jwt is expired`.
 
-
 use base64::Engine as _;
-use cxauth_testkit::*;
 use cxauth_core::admin;
 use cxauth_core::clock::Clock as _;
 use cxauth_core::store::RevokedCounts;
+use cxauth_testkit::*;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -37,23 +36,17 @@ impl Cred {
 }
 
 async fn accounts(s: &TestApp, c: &Cred) -> (u16, String) {
-    let (status, _, body) = raw(c
-        .apply(http().get(s.url(ACCOUNTS)))
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(c.apply(s.get(ACCOUNTS))).await.parts();
     (status, body)
 }
 
 async fn create_token(s: &TestApp, c: &Cred) -> (u16, String) {
-    let (status, _, body) = raw(c
-        .apply(http().post(s.url(TOKEN)))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(
+        c.apply(s.post(TOKEN))
+            .header("content-type", "application/json"),
+    )
+    .await
+    .parts();
     (status, body)
 }
 
@@ -68,30 +61,25 @@ async fn refused(s: &TestApp, c: &Cred, what: &str) {
 }
 
 async fn legacy_token(s: &TestApp, user: &str) -> String {
-    let (status, _, body) = raw(http()
-        .post(s.url("/api/v1/auth/login"))
-        .form(&[
-            ("username", user),
-            ("password", &format!("{user}-pw")),
-            ("stayLoggedIn", "true"),
-        ])
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(s.post("/api/v1/auth/login").form(&[
+        ("username", user),
+        ("password", &format!("{user}-pw")),
+        ("stayLoggedIn", "true"),
+    ]))
+    .await
+    .parts();
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     v["authToken"].as_str().expect("authToken").to_owned()
 }
 
 async fn refresh(s: &TestApp, rt: &str) -> (u16, String) {
-    let (status, _, body) = raw(http()
-        .post(s.url("/api/auth/token/refresh"))
-        .form(&[("refresh_token", rt)])
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(
+        s.post("/api/auth/token/refresh")
+            .form(&[("refresh_token", rt)]),
+    )
+    .await
+    .parts();
     (status, body)
 }
 
@@ -119,14 +107,13 @@ async fn emulator(s: &TestApp, user: &str) -> Emu {
 
 /// The JWT-bearer grant: the emulator access token, or the OAuth error code.
 async fn jwt_grant(s: &TestApp, e: &Emu, jwt: &str) -> Result<String, String> {
-    let (status, _, body) = raw(http()
-        .post(s.url("/restapi/oauth/token"))
-        .header("authorization", &e.basic)
-        .form(&[("grant_type", JWT_GRANT), ("assertion", jwt)])
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(
+        s.post("/restapi/oauth/token")
+            .header("authorization", &e.basic)
+            .form(&[("grant_type", JWT_GRANT), ("assertion", jwt)]),
+    )
+    .await
+    .parts();
     let v: Value = serde_json::from_str(&body).expect("json");
     if status == 200 {
         Ok(v["access_token"].as_str().expect("token").to_owned())
@@ -137,14 +124,9 @@ async fn jwt_grant(s: &TestApp, e: &Emu, jwt: &str) -> Result<String, String> {
 
 /// The token exchange of an emulator access token: its session, or the status.
 async fn exchange(s: &TestApp, rc_token: &str) -> Result<(String, String), u16> {
-    let (status, _, body) = raw(http()
-        .post(s.url(&format!(
+    let (status, _, body) = send(s.post(&format!(
             "/api/auth/login/rc/accesstoken?rcAccessToken={rc_token}&rcTokenType=Bearer&includeRefresh=true"
-        )))
-        .send()
-        .await
-        .expect("send"))
-    .await;
+        ))).await.parts();
     if status != 200 {
         return Err(status);
     }
@@ -475,12 +457,7 @@ async fn the_api_token_cap_answers_409_in_the_ringcx_error_shape() {
         assert_eq!(status, 200, "{t}");
         tokens.push(t);
     }
-    let (status, headers, body) = raw(c
-        .apply(http().post(s.url(TOKEN)))
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, headers, body) = send(c.apply(s.post(TOKEN))).await.parts();
     assert_eq!(status, 409, "{body}");
     assert!(
         headers["content-type"]
@@ -500,12 +477,9 @@ async fn the_api_token_cap_answers_409_in_the_ringcx_error_shape() {
     assert!(v["timestamp"].is_i64() && v["requestId"].is_string());
     assert!(!body.to_lowercase().contains("expired"));
     // Deleting one makes room for one.
-    let (status, _, _) = raw(c
-        .apply(http().delete(s.url(&format!("{TOKEN}/{}", tokens[0]))))
-        .send()
+    let (status, _, _) = send(c.apply(s.delete(&format!("{TOKEN}/{}", tokens[0]))))
         .await
-        .expect("send"))
-    .await;
+        .parts();
     assert_eq!(status, 200);
     assert_eq!(create_token(&s, &c).await.0, 200);
     assert_eq!(create_token(&s, &c).await.0, 409);
@@ -547,12 +521,7 @@ async fn parallel_creations_at_the_cap_end_with_exactly_the_cap() {
     assert_eq!((created, refused), (10, 40), "{statuses:?}");
     println!("50 parallel creations at cap - 10: {created} created, {refused} refused with 409");
     let (status, body) = {
-        let (st, _, b) = raw(c
-            .apply(http().get(s.url(TOKEN)))
-            .send()
-            .await
-            .expect("send"))
-        .await;
+        let (st, _, b) = send(c.apply(s.get(TOKEN))).await.parts();
         (st, b)
     };
     assert_eq!(status, 200);
@@ -599,13 +568,9 @@ async fn an_expired_token_of_a_retired_key_still_says_expired() {
     assert_eq!(s.state.auth.retire_keys().await.expect("retire").len(), 1);
 
     // The real token, long expired, of the retired key: the text the SDKs refresh on.
-    let (status, headers, body) = raw(http()
-        .get(s.url(ACCOUNTS))
-        .bearer_auth(&old.access_token)
-        .send()
+    let (status, headers, body) = send(s.get(ACCOUNTS).bearer_auth(&old.access_token))
         .await
-        .expect("send"))
-    .await;
+        .parts();
     assert_eq!((status, body.as_str()), (401, "Jwt is expired"));
     assert!(
         headers["www-authenticate"]

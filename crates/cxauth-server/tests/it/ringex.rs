@@ -1,10 +1,9 @@
 //! The RingEX token exchange and the built-in RingEX emulator, over HTTP against real servers.
 
-
 use base64::Engine as _;
-use cxauth_testkit::*;
 use cxauth_core::admin;
 use cxauth_core::clock::Clock as _;
+use cxauth_testkit::*;
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use std::time::Duration;
@@ -42,11 +41,11 @@ fn basic(id: &str, secret: &str) -> String {
 }
 
 async fn oauth(s: &TestApp, auth: Option<&str>, form: &[(&str, &str)]) -> (u16, Value) {
-    let mut req = http().post(s.url(TOKEN)).form(form);
+    let mut req = s.post(TOKEN).form(form);
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
-    let (status, headers, body) = raw(req.send().await.expect("send")).await;
+    let (status, headers, body) = send(req).await.parts();
     assert_eq!(headers["content-type"], "application/json", "{body}");
     assert!(!body.to_lowercase().contains("expired"), "{body}");
     (status, serde_json::from_str(&body).expect("json"))
@@ -64,15 +63,14 @@ async fn ringex_token(s: &TestApp, e: &Emu) -> String {
 }
 
 async fn exchange_form(s: &TestApp, token: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    raw(http()
-        .post(s.url(EXCHANGE))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("authorization", "Basic basic")
-        .body(format!("rcAccessToken={token}&rcTokenType=Bearer"))
-        .send()
-        .await
-        .expect("send"))
+    send(
+        s.post(EXCHANGE)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", "Basic basic")
+            .body(format!("rcAccessToken={token}&rcTokenType=Bearer")),
+    )
     .await
+    .parts()
 }
 
 async fn emulator_server() -> TestApp {
@@ -110,13 +108,7 @@ async fn the_emulator_issues_tokens_that_exchange_for_sessions() {
     assert!(cxauth_proto::is_token_alphabet(token), "{token}");
 
     // The extension endpoint says whose token it is.
-    let (status, _, body) = raw(http()
-        .get(s.url(EXTENSION))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(s.get(EXTENSION).bearer_auth(token)).await.parts();
     assert_eq!(status, 200, "{body}");
     let ext: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(ext["id"], 77);
@@ -139,17 +131,16 @@ async fn the_emulator_issues_tokens_that_exchange_for_sessions() {
     assert_eq!(accounts[0].account_id, "10000001");
 
     // Query string with a JSON content type and a `""` body, includeRefresh=true.
-    let (status, _, body) = raw(http()
-        .post(s.url(&format!(
+    let (status, _, body) = send(
+        s.post(&format!(
             "{EXCHANGE}?rcAccessToken={token}&rcTokenType=Bearer&includeRefresh=true"
-        )))
+        ))
         .header("content-type", "application/json")
         .header("authorization", "Bearer not-a-token")
-        .body("\"\"")
-        .send()
-        .await
-        .expect("send"))
-    .await;
+        .body("\"\""),
+    )
+    .await
+    .parts();
     assert_eq!(status, 200, "{body}");
     let session: Value = serde_json::from_str(&body).expect("json");
     let refresh = session["refreshToken"].as_str().expect("refresh token");
@@ -169,21 +160,16 @@ async fn the_emulator_issues_tokens_that_exchange_for_sessions() {
     assert!(err.is_err(), "a logged-out session still works");
 
     // Bad input.
-    let (status, _, body) = raw(http()
-        .post(s.url(EXCHANGE))
-        .form(&[("rcTokenType", "Bearer")])
-        .send()
+    let (status, _, body) = send(s.post(EXCHANGE).form(&[("rcTokenType", "Bearer")]))
         .await
-        .expect("send"))
-    .await;
+        .parts();
     assert_eq!(status, 400, "{body}");
-    let (status, _, body) = raw(http()
-        .post(s.url(EXCHANGE))
-        .form(&[("rcAccessToken", token), ("rcTokenType", "Basic")])
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(
+        s.post(EXCHANGE)
+            .form(&[("rcAccessToken", token), ("rcTokenType", "Basic")]),
+    )
+    .await
+    .parts();
     assert_eq!(status, 400, "{body}");
 
     // An unknown token, and the token of a user disabled since: one generic 401.
@@ -312,11 +298,11 @@ async fn the_emulator_answers_oauth_errors() {
     }
     // The extension endpoint refuses what it did not issue.
     for auth in [None, Some("Bearer forged"), Some("Basic basic")] {
-        let mut req = http().get(s.url(EXTENSION));
+        let mut req = s.get(EXTENSION);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        let (status, headers, body) = raw(req.send().await.expect("send")).await;
+        let (status, headers, body) = send(req).await.parts();
         assert_eq!(status, 401, "{body}");
         assert_eq!(headers["content-type"], "application/json");
         let v: Value = serde_json::from_str(&body).expect("json");
@@ -324,13 +310,9 @@ async fn the_emulator_answers_oauth_errors() {
     }
     // Emulator tokens are not RingCX credentials.
     let token = ringex_token(&s, &e).await;
-    let (status, _, _) = raw(http()
-        .get(s.url("/voice/api/v1/admin/accounts"))
-        .bearer_auth(&token)
-        .send()
+    let (status, _, _) = send(s.get("/voice/api/v1/admin/accounts").bearer_auth(&token))
         .await
-        .expect("send"))
-    .await;
+        .parts();
     assert_eq!(status, 401);
     // The emulator's tokens stop working after their lifetime.
     s.clock.advance(Duration::from_secs(3601));
@@ -342,7 +324,7 @@ async fn the_emulator_answers_oauth_errors() {
 async fn the_emulator_is_off_by_default_and_then_the_exchange_is_unavailable() {
     let s = TestApp::spawn().await;
     for path in [TOKEN, EXTENSION] {
-        let (status, _, body) = raw(http().post(s.url(path)).send().await.expect("send")).await;
+        let (status, _, body) = send(s.post(path)).await.parts();
         assert!(status == 404 || status == 405, "{path}: {status} {body}");
     }
     // Not configured is not an outage: 501, no Retry-After (retrying cannot help), and the
@@ -368,7 +350,7 @@ async fn the_emulator_is_off_by_default_and_then_the_exchange_is_unavailable() {
         "{body}"
     );
     // A malformed request is still the caller's fault first.
-    let (status, _, body) = raw(http().post(s.url(EXCHANGE)).send().await.expect("send")).await;
+    let (status, _, body) = send(s.post(EXCHANGE)).await.parts();
     assert_eq!(status, 400, "{body}");
     // Asking again, however often, changes nothing and spends no login budget.
     for _ in 0..20 {

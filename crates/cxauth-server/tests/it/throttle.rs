@@ -2,7 +2,6 @@
 //! from many, on the injected clock. The attacker is slowed as designed, and the real user on a
 //! clean address still gets in within one short back-off. Prints its figures.
 
-
 use cxauth_testkit::*;
 use reqwest::StatusCode;
 use std::time::Duration;
@@ -11,12 +10,7 @@ const ATTEMPTS: usize = 10_000;
 /// Simulated time between two attacker attempts.
 const STEP: Duration = Duration::from_millis(300);
 
-async fn attempt(
-    s: &TestApp,
-    client: &reqwest::Client,
-    from: &str,
-    password: &str,
-) -> StatusCode {
+async fn attempt(s: &TestApp, client: &reqwest::Client, from: &str, password: &str) -> StatusCode {
     client
         .post(s.url("/api/auth/login/admin"))
         .header("x-forwarded-for", from)
@@ -48,8 +42,8 @@ async fn campaign(s: &TestApp, addr: impl Fn(usize) -> String) -> (usize, u64) {
 
 /// The real user, from a clean address: at most one refusal, then in after its Retry-After.
 async fn real_user_gets_in(s: &TestApp) -> u64 {
-    let res = http()
-        .post(s.url("/api/auth/login/admin"))
+    let res = s
+        .post("/api/auth/login/admin")
         .header("x-forwarded-for", "192.0.2.200")
         .form(&[
             ("username", "admin"),
