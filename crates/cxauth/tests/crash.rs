@@ -1,11 +1,10 @@
 //! Crash safety: `kill -9` the server at random moments under load, restart it, and check that
 //! nothing it acknowledged was lost. Prints its figures (kills, operations checked, lost).
 
-
-use cxauth_testkit::cli::Served;
 use cxauth_client::{Client, Credential};
-use std::collections::HashMap;
 use cxauth_testkit::TestDb;
+use cxauth_testkit::cli::Served;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

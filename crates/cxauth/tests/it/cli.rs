@@ -1,6 +1,5 @@
 //! The `cxauth` binary as scripts and operators use it: `admin`, `generate-master-key`, `serve`.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 
 use cxauth_testkit::cli::Served;
@@ -360,6 +359,9 @@ fn generate_master_key_writes_0600_and_never_overwrites() {
     assert_eq!(std::fs::read(&key).expect("key"), first);
 }
 
+/// `cxauth serve` on the SQLite file `db`. The `serve` tests stay on SQLite: they are about a
+/// first start on a new file (the master key made beside it, the bootstrap printed once) and
+/// restarts on that file; the cluster tests cover PostgreSQL's start-up.
 fn serve(db: &Path, envs: &[(&str, &str)]) -> Served {
     cxauth_testkit::cli::serve(&[OsStr::new("--database"), db.as_os_str()], envs)
 }

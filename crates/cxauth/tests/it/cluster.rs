@@ -4,10 +4,9 @@
 //! backend is selected: required in CI, skipped with a printed reason on a machine without
 //! PostgreSQL.
 
-
-use cxauth_testkit::cli::Served;
 use cxauth_client::Credential;
 use cxauth_testkit::TestDb;
+use cxauth_testkit::cli::Served;
 use reqwest::StatusCode;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -43,7 +42,10 @@ impl Cluster {
         let starting: Vec<_> = (0..n)
             .map(|_| cxauth_testkit::cli::spawn(&["serve", "--listen", "127.0.0.1:0"], &envs))
             .collect();
-        starting.into_iter().map(cxauth_testkit::cli::Starting::ready).collect()
+        starting
+            .into_iter()
+            .map(cxauth_testkit::cli::Starting::ready)
+            .collect()
     }
 
     fn admin(&self, args: &[&str], stdin: &str) {

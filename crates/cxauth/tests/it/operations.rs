@@ -1,25 +1,20 @@
 //! Operating the binary: SIGTERM stops it cleanly, and `cxauth admin purge` reports what it
 //! removed.
 
-
-use assert_cmd::Command;
 use std::ffi::OsStr;
 
 const PASSWORD: &str = "operations-test-password";
 
+use cxauth_testkit::TestDb;
 use cxauth_testkit::cli::cxauth;
 
 #[tokio::test]
 async fn sigterm_drains_and_purge_reports_ended_sessions() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("ops.db");
-    let mut served = cxauth_testkit::cli::serve(
-        &[
-            OsStr::new("--metrics-listen"),
-            OsStr::new("127.0.0.1:0"),
-            OsStr::new("--database"),
-            db.as_os_str(),
-        ],
+    let test_db = TestDb::selected().await;
+    let db = test_db.url();
+    let mut served = cxauth_testkit::cli::serve_on(
+        &test_db,
+        &["--metrics-listen", "127.0.0.1:0"],
         &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
     );
     let client = served.client();
@@ -92,7 +87,7 @@ async fn sigterm_drains_and_purge_reports_ended_sessions() {
     );
 }
 
-fn admin_ok(db: &std::path::Path, args: &[&str], stdin: &str) -> String {
+fn admin_ok(db: impl AsRef<OsStr>, args: &[&str], stdin: &str) -> String {
     let out = cxauth()
         .args(["admin", "--database"])
         .arg(db)
@@ -108,8 +103,8 @@ fn admin_ok(db: &std::path::Path, args: &[&str], stdin: &str) -> String {
 
 #[test]
 fn admin_audit_shows_filters_and_follows_the_trail() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("audit.db");
+    let test_db = TestDb::selected_blocking();
+    let db = test_db.url();
     let main = admin_ok(&db, &["account", "create", "--name", "M"], "");
     let main = main.trim();
     for name in ["bob", "carol"] {
@@ -189,6 +184,7 @@ fn admin_audit_shows_filters_and_follows_the_trail() {
 
 #[test]
 fn admin_keys_rotate_needs_the_right_master_key() {
+    // SQLite only: about the default key file beside the database file.
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keys.db");
     // Not initialised yet: refused, and no key file is made.

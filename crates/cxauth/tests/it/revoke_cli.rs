@@ -3,7 +3,6 @@
 //! That the ended credentials stop working over HTTP is tested in
 //! `crates/cxauth-server/tests/revocation.rs`; here: what the commands print and store.
 
-use assert_cmd::Command;
 use cxauth_core::store::LegacyToken;
 use cxauth_testkit::TestDb;
 

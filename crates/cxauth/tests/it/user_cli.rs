@@ -4,8 +4,8 @@
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-use std::path::{Path, PathBuf};
 use cxauth_testkit::TestDb;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -654,9 +654,11 @@ fn global_options_go_before_or_after_the_command_and_pipes_close_quietly() {
 
 #[test]
 fn the_bootstrap_password_hint_names_its_database() {
+    // SQLite only: the hint is checked to name the database file.
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("hinted.db");
-    let served = cxauth_testkit::cli::serve(&[std::ffi::OsStr::new("--database"), db.as_os_str()], &[]);
+    let served =
+        cxauth_testkit::cli::serve(&[std::ffi::OsStr::new("--database"), db.as_os_str()], &[]);
     let hint = served
         .first_lines
         .iter()
