@@ -128,8 +128,10 @@ fn any_path_token_is_a_clear_4xx() {
                 (st, text)
             });
             let want = if logout { 401 } else { 404 };
-            // An empty segment is another route; it must still be a clear 4xx.
-            if token.is_empty() {
+            // An empty segment is another route; it must still be a clear 4xx. So are `.` and
+            // `..`: the URL parser removes them as dot-segments (also as %2E), so the request
+            // goes to another path.
+            if token.is_empty() || token == "." || token == ".." {
                 prop_assert!((400..500).contains(&status), "{}", status);
             } else {
                 prop_assert_eq!(status, want, "{}", text);
