@@ -1,62 +1,40 @@
-//! The SDK against a real cxauth server on port 0 (fresh SQLite database, manual clock), and its
+//! The SDK against a real cxauth server on port 0 (a fresh database of the backend
+//! `CXAUTH_TEST_BACKEND` selects, manual clock, through `cxauth-testkit`), and its
 //! retry rules against a small stub server that answers 429/503 on demand.
 #![allow(missing_docs)]
 
 use cxauth_client::{Client, Error, RetryPolicy, Session, SessionClient};
-use cxauth_core::clock::{Clock, ManualClock};
-use cxauth_server::config::ServerConfig;
-use cxauth_store::DatabaseUrl;
+use cxauth_core::clock::Clock;
+use cxauth_testkit::TestApp;
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 const PASSWORD: &str = "sdk-test-password";
 const PLATFORM: &str = "aws80";
 const TTL: Duration = Duration::from_secs(120);
 
-struct Server {
-    base: String,
-    clock: Arc<ManualClock>,
-    state: cxauth_server::AppState,
-    _dir: tempfile::TempDir,
-    _shutdown: oneshot::Sender<()>,
+/// The real server on the selected backend (`cxauth-testkit`), with this suite's admin password
+/// and access-token lifetime.
+struct Server(TestApp);
+
+impl std::ops::Deref for Server {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 async fn spawn() -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::new(DatabaseUrl::Sqlite {
-        path: Some(dir.path().join("cxauth.db")),
-    });
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.bootstrap_admin_password = Some(SecretString::from(PASSWORD));
-    config.hash_workers = 2;
-    config.access_token_ttl = TTL;
-    let clock = ManualClock::starting_now();
-    let app = cxauth_server::App::build(&config, clock.clone())
-        .await
-        .expect("server builds");
-    let state = app.state.clone();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = cxauth_server::serve(listener, app, async {
-            let _ = rx.await;
+    Server(
+        TestApp::spawn_with(|c| {
+            c.bootstrap_admin_password = Some(SecretString::from(PASSWORD));
+            c.access_token_ttl = TTL;
         })
-        .await;
-    });
-    Server {
-        base,
-        clock,
-        state,
-        _dir: dir,
-        _shutdown: tx,
-    }
+        .await,
+    )
 }
 
 impl Server {
@@ -347,7 +325,7 @@ async fn api_token_mode_never_refreshes() {
 struct Stub {
     base: String,
     hits: Arc<AtomicUsize>,
-    _shutdown: oneshot::Sender<()>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Stub {
@@ -382,7 +360,7 @@ impl Stub {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {

@@ -2,11 +2,9 @@
 //! records everything the server process logs, then look for the secrets — in clear, base64 and
 //! URL-encoded — in the log.
 
-mod common;
-
 use base64::Engine as _;
-use common::*;
 use cxauth_client::Credential;
+use cxauth_testkit::*;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -56,7 +54,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     tracing::subscriber::set_global_default(subscriber)
         .expect("the only subscriber in this test binary");
 
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.bootstrap_admin_password = Some(secrecy::SecretString::from(CANARY_PASSWORD))
     })
     .await;
@@ -100,17 +98,17 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     secrets.push(renewed.refresh_token.clone().expect("rt"));
     // Errors that carry secrets in headers, paths and bodies.
     let _ = s.client.refresh(&format!("{rt}-tampered")).await;
-    let _ = http()
-        .get(s.url(&format!("/nowhere?password={CANARY_PASSWORD}")))
+    let _ = s
+        .get(&format!("/nowhere?password={CANARY_PASSWORD}"))
         .send()
         .await;
-    let _ = http()
-        .get(s.url("/voice/api/v1/admin/accounts"))
+    let _ = s
+        .get("/voice/api/v1/admin/accounts")
         .header("x-auth-token", format!("{token}0"))
         .send()
         .await;
-    let _ = http()
-        .delete(s.url(&format!("/voice/api/v1/admin/token/{token}x")))
+    let _ = s
+        .delete(&format!("/voice/api/v1/admin/token/{token}x"))
         .bearer_auth(&session.access_token)
         .send()
         .await;

@@ -1,21 +1,20 @@
 //! Crash safety: `kill -9` the server at random moments under load, restart it, and check that
 //! nothing it acknowledged was lost. Prints its figures (kills, operations checked, lost).
 
-mod common;
-
-use common::Served;
 use cxauth_client::{Client, Credential};
+use cxauth_testkit::TestDb;
+use cxauth_testkit::cli::Served;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PASSWORD: &str = "crash-test-password";
 const KILLS: usize = 6;
 
-fn start(db: &Path) -> (Served, Client) {
-    let served = common::serve(
-        &[std::ffi::OsStr::new("--database"), db.as_os_str()],
+fn start(db: &TestDb) -> (Served, Client) {
+    let served = cxauth_testkit::cli::serve_on::<&str>(
+        db,
+        &[],
         &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
     );
     let client = served.client();
@@ -108,8 +107,7 @@ async fn load(client: Client, ledger: Arc<Mutex<Ledger>>, worker: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_acknowledged_is_lost_across_kill_9() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("crash.db");
+    let db = TestDb::selected().await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut checked = 0usize;
     let mut lost = Vec::new();
@@ -132,20 +130,25 @@ async fn nothing_acknowledged_is_lost_across_kill_9() {
     checked += verify(&client, &ledger, &mut lost).await;
     drop(server);
 
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open");
-    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&pool)
-        .await
-        .expect("check");
-    let forks: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT session_id FROM refresh_tokens WHERE rotated_at IS NULL \
-         GROUP BY session_id HAVING COUNT(*) > 1)",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("forks");
+    // SQLite's own check of its file; PostgreSQL has no such file to tear.
+    let integrity = match db.sqlite_path() {
+        Some(path) => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("open");
+            sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_one(&pool)
+                .await
+                .expect("check")
+        }
+        None => "ok".to_owned(),
+    };
+    let forks = db
+        .count(
+            "SELECT COUNT(*) FROM (SELECT session_id FROM refresh_tokens WHERE rotated_at IS NULL \
+             GROUP BY session_id HAVING COUNT(*) > 1) AS forked",
+        )
+        .await;
     let acknowledged = ledger.lock().expect("ledger").acknowledged;
     eprintln!(
         "crash safety: {KILLS} kills survived, {acknowledged} operations acknowledged, \

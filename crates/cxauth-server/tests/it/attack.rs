@@ -4,11 +4,8 @@
 //! budget, the session cap and the rate limit on successful logins. Each campaign prints its
 //! figures; ASSURANCE.md quotes them.
 
-mod common;
-
-use common::*;
 use cxauth_core::clock::ManualClock;
-use cxauth_store::testing::{Scratch, scratch_schema};
+use cxauth_testkit::*;
 use reqwest::StatusCode;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -77,7 +74,7 @@ fn checked(counts: &BTreeMap<u16, usize>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_from_one_address_checks_at_most_the_address_budget() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let from = client_from(source(0, 3, 1));
     // 80 wrong passwords at once, each for its own username: the address budget (10) holds.
     let attempts = (0..80)
@@ -107,7 +104,7 @@ async fn a_burst_from_one_address_checks_at_most_the_address_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bursts_from_many_addresses_check_at_most_twenty_passwords_of_one_user() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let mut total = 0;
     for round in 0..3u8 {
         // 60 guesses at once, each from its own address: 180 addresses over three rounds.
@@ -134,7 +131,7 @@ async fn bursts_from_many_addresses_check_at_most_twenty_passwords_of_one_user()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_real_user_is_never_locked_out_from_an_address_it_used_before() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let home = client_from(source(0, 5, 5));
     let (first, _) = login_status(&home, &s.base, "admin", ADMIN_PASSWORD).await;
     assert_eq!(first, StatusCode::OK);
@@ -190,7 +187,7 @@ async fn the_real_user_is_never_locked_out_from_an_address_it_used_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_account_cannot_starve_the_password_pool() {
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.hash_workers = 1;
         c.hash_queue = 31;
         c.max_sessions_per_user = 20;
@@ -228,29 +225,15 @@ async fn one_account_cannot_starve_the_password_pool() {
     assert_eq!(counts.get(&503), None, "no 503 for anyone");
     // One user's successes are rate-limited (30 a minute) and its sessions capped.
     assert!(counts.get(&200).copied().unwrap_or(0) <= 30, "{counts:?}");
-    let live: i64 = sqlx_count(
-        &s,
-        "SELECT COUNT(*) FROM sessions WHERE user_id = 1 AND revoked_at IS NULL",
-    )
-    .await;
+    let live =
+        s.db.count("SELECT COUNT(*) FROM sessions WHERE user_id = 1 AND revoked_at IS NULL")
+            .await;
     assert!(live <= 20, "{live} live sessions");
-}
-
-/// Runs a COUNT query on the test server's SQLite database.
-async fn sqlx_count(s: &TestServer, sql: &'static str) -> i64 {
-    use sqlx::Connection as _;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", s.db_path().display()))
-        .await
-        .expect("open");
-    sqlx::query_scalar(sql)
-        .fetch_one(&mut conn)
-        .await
-        .expect("count")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bogus_client_secrets_go_through_the_throttle() {
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.ringex_emulator = true;
         c.hash_workers = 1;
         c.hash_queue = 31;
@@ -290,7 +273,7 @@ async fn bogus_client_secrets_go_through_the_throttle() {
 
 #[tokio::test]
 async fn sessions_per_user_are_capped_oldest_ended_first() {
-    let s = TestServer::spawn_with(|c| c.max_sessions_per_user = 3).await;
+    let s = TestApp::spawn_with(|c| c.max_sessions_per_user = 3).await;
     let mut sessions = Vec::new();
     for _ in 0..5 {
         sessions.push(s.login_admin().await);
@@ -304,7 +287,7 @@ async fn sessions_per_user_are_capped_oldest_ended_first() {
 
 #[tokio::test]
 async fn successful_logins_are_rate_limited_per_user() {
-    let s = TestServer::spawn_with(|c| c.logins_per_user_per_minute = 4).await;
+    let s = TestApp::spawn_with(|c| c.logins_per_user_per_minute = 4).await;
     let c = http();
     for _ in 0..4 {
         let (status, _) = login_status(&c, &s.base, "admin", ADMIN_PASSWORD).await;
@@ -321,7 +304,7 @@ async fn successful_logins_are_rate_limited_per_user() {
 
 #[tokio::test]
 async fn an_unknown_username_is_audited_only_as_a_digest() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let c = http();
     let typed = "my-secret-password-in-the-wrong-field";
     let (status, _) = login_status(&c, &s.base, typed, "x").await;
@@ -348,24 +331,15 @@ async fn an_unknown_username_is_audited_only_as_a_digest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_postgresql_share_one_budget() {
-    let url = match scratch_schema().await.expect("a PostgreSQL test schema") {
-        Scratch::Ready(url) => url,
-        Scratch::Skip(why) => return eprintln!("skipping: {why}"),
+    // PostgreSQL whatever the selected backend: this is about instances sharing one database.
+    let Some(db) = TestDb::postgres_or_skip().await else {
+        return;
     };
     let clock = ManualClock::starting_now();
-    let key_dir = tempfile::tempdir().expect("tempdir");
-    let key = key_dir.path().join("master.key");
-    cxauth_core::crypto::MasterKey::generate()
-        .expect("key")
-        .write_new(&key)
-        .expect("write");
     let mut instances = Vec::new();
     for _ in 0..2 {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = config_in(dir.path());
-        config.database = cxauth_store::DatabaseUrl::parse(&url).expect("url");
-        config.master_key_file = Some(key.clone());
-        instances.push(TestServer::start(dir, config, clock.clone()).await);
+        let config = config_for(&db).expect("config");
+        instances.push(TestApp::start(db.clone(), config, clock.clone()).await);
     }
     let bases: Vec<String> = instances.iter().map(|s| s.base.clone()).collect();
 
@@ -422,7 +396,7 @@ async fn two_instances_on_postgresql_share_one_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_ringex_tokens_spend_the_address_budget() {
-    let s = TestServer::spawn_with(|c| c.ringex_emulator = true).await;
+    let s = TestApp::spawn_with(|c| c.ringex_emulator = true).await;
     let from = client_from(source(0, 9, 1));
     let tasks: Vec<_> = (0..40)
         .map(|i| {

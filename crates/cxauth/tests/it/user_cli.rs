@@ -3,37 +3,34 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-mod common;
 
+use cxauth_testkit::TestDb;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 const PASSWORD: &str = "cli-test-password";
 
-/// A `cxauth serve` child on a fresh SQLite database of its own.
+/// A `cxauth serve` child on a fresh database of its own, of the selected backend.
 struct Server {
-    served: common::Served,
-    db: PathBuf,
-    _dir: tempfile::TempDir,
+    served: cxauth_testkit::cli::Served,
+    db: TestDb,
 }
 
 impl std::ops::Deref for Server {
-    type Target = common::Served;
-    fn deref(&self) -> &common::Served {
+    type Target = cxauth_testkit::cli::Served;
+    fn deref(&self) -> &cxauth_testkit::cli::Served {
         &self.served
     }
 }
 
 fn serve(envs: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("cx.db");
+    let db = TestDb::selected_blocking();
     let mut all = vec![("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)];
     all.extend_from_slice(envs);
     Server {
-        served: common::serve(&[std::ffi::OsStr::new("--database"), db.as_os_str()], &all),
+        served: cxauth_testkit::cli::serve_on::<&str>(&db, &[], &all),
         db,
-        _dir: dir,
     }
 }
 
@@ -56,7 +53,7 @@ struct Out {
 
 impl Home {
     fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("cxauth").expect("binary");
+        let mut c = assert_cmd::Command::new(cxauth_testkit::cli::cxauth_bin());
         for (k, _) in std::env::vars() {
             if k.starts_with("CXAUTH_") || k == "XDG_CONFIG_HOME" {
                 c.env_remove(k);
@@ -386,10 +383,8 @@ fn a_session_the_server_ended_says_run_cxauth_login() {
     h.login(&server.base, "work");
     h.ok(&["accounts"]);
     // A password change ends every session of the user.
-    Command::cargo_bin("cxauth")
-        .expect("binary")
-        .args(["admin", "--database"])
-        .arg(&server.db)
+    assert_cmd::Command::new(cxauth_testkit::cli::cxauth_bin())
+        .args(["admin", "--database", server.db.url()])
         .args(["user", "set-password", "admin", "--password-stdin"])
         .write_stdin("a-brand-new-password\n")
         .assert()
@@ -461,7 +456,7 @@ fn later_commands_refresh_the_saved_session_and_save_the_rotation() {
     assert_eq!(refreshes, 2, "one refresh per due command so far");
     let children: Vec<_> = (0..6)
         .map(|_| {
-            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"));
+            let mut c = std::process::Command::new(cxauth_testkit::cli::cxauth_bin());
             c.arg("accounts")
                 .env("HOME", h.dir.path())
                 .env("XDG_CONFIG_HOME", h.dir.path().join("config"))
@@ -628,7 +623,7 @@ fn global_options_go_before_or_after_the_command_and_pipes_close_quietly() {
     );
 
     // `cxauth accounts | head -0`: no "Broken pipe", exit 0, as `ls | head` does.
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"));
+    let mut cmd = std::process::Command::new(cxauth_testkit::cli::cxauth_bin());
     cmd.env("HOME", h.dir.path())
         .env("XDG_CONFIG_HOME", h.dir.path().join("config"))
         .env_remove("CXAUTH_API_TOKEN")
@@ -659,9 +654,11 @@ fn global_options_go_before_or_after_the_command_and_pipes_close_quietly() {
 
 #[test]
 fn the_bootstrap_password_hint_names_its_database() {
+    // SQLite only: the hint is checked to name the database file.
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("hinted.db");
-    let served = common::serve(&[std::ffi::OsStr::new("--database"), db.as_os_str()], &[]);
+    let served =
+        cxauth_testkit::cli::serve(&[std::ffi::OsStr::new("--database"), db.as_os_str()], &[]);
     let hint = served
         .first_lines
         .iter()

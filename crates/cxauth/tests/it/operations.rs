@@ -1,34 +1,20 @@
 //! Operating the binary: SIGTERM stops it cleanly, and `cxauth admin purge` reports what it
 //! removed.
 
-mod common;
-
-use assert_cmd::Command;
 use std::ffi::OsStr;
 
 const PASSWORD: &str = "operations-test-password";
 
-fn cxauth() -> Command {
-    let mut c = Command::cargo_bin("cxauth").expect("binary");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXAUTH_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use cxauth_testkit::TestDb;
+use cxauth_testkit::cli::cxauth;
 
 #[tokio::test]
 async fn sigterm_drains_and_purge_reports_ended_sessions() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("ops.db");
-    let mut served = common::serve(
-        &[
-            OsStr::new("--metrics-listen"),
-            OsStr::new("127.0.0.1:0"),
-            OsStr::new("--database"),
-            db.as_os_str(),
-        ],
+    let test_db = TestDb::selected().await;
+    let db = test_db.url();
+    let mut served = cxauth_testkit::cli::serve_on(
+        &test_db,
+        &["--metrics-listen", "127.0.0.1:0"],
         &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
     );
     let client = served.client();
@@ -101,7 +87,7 @@ async fn sigterm_drains_and_purge_reports_ended_sessions() {
     );
 }
 
-fn admin_ok(db: &std::path::Path, args: &[&str], stdin: &str) -> String {
+fn admin_ok(db: impl AsRef<OsStr>, args: &[&str], stdin: &str) -> String {
     let out = cxauth()
         .args(["admin", "--database"])
         .arg(db)
@@ -117,8 +103,8 @@ fn admin_ok(db: &std::path::Path, args: &[&str], stdin: &str) -> String {
 
 #[test]
 fn admin_audit_shows_filters_and_follows_the_trail() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("audit.db");
+    let test_db = TestDb::selected_blocking();
+    let db = test_db.url();
     let main = admin_ok(&db, &["account", "create", "--name", "M"], "");
     let main = main.trim();
     for name in ["bob", "carol"] {
@@ -162,7 +148,7 @@ fn admin_audit_shows_filters_and_follows_the_trail() {
     assert_eq!(lines.count(), 3, "{text}");
 
     // --follow prints events written after it started.
-    let mut follow = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"))
+    let mut follow = std::process::Command::new(cxauth_testkit::cli::cxauth_bin())
         .args(["admin", "--database"])
         .arg(&db)
         .args(["audit", "--follow", "--output", "json", "--user", "bob"])
@@ -198,6 +184,7 @@ fn admin_audit_shows_filters_and_follows_the_trail() {
 
 #[test]
 fn admin_keys_rotate_needs_the_right_master_key() {
+    // SQLite only: about the default key file beside the database file.
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("keys.db");
     // Not initialised yet: refused, and no key file is made.
@@ -208,7 +195,7 @@ fn admin_keys_rotate_needs_the_right_master_key() {
         .assert()
         .code(1)
         .stderr(predicates::str::contains("start `cxauth serve --database"));
-    let served = common::serve(
+    let served = cxauth_testkit::cli::serve(
         &[OsStr::new("--database"), db.as_os_str()],
         &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
     );

@@ -4,13 +4,11 @@
 //! access token), also while requests with them are in flight; the per-user API-token cap; and
 //! an expired access token of a retired signing key still answers `Jwt is expired`.
 
-mod common;
-
 use base64::Engine as _;
-use common::*;
 use cxauth_core::admin;
 use cxauth_core::clock::Clock as _;
 use cxauth_core::store::RevokedCounts;
+use cxauth_testkit::*;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -37,29 +35,23 @@ impl Cred {
     }
 }
 
-async fn accounts(s: &TestServer, c: &Cred) -> (u16, String) {
-    let (status, _, body) = raw(c
-        .apply(http().get(s.url(ACCOUNTS)))
-        .send()
-        .await
-        .expect("send"))
-    .await;
+async fn accounts(s: &TestApp, c: &Cred) -> (u16, String) {
+    let (status, _, body) = send(c.apply(s.get(ACCOUNTS))).await.parts();
     (status, body)
 }
 
-async fn create_token(s: &TestServer, c: &Cred) -> (u16, String) {
-    let (status, _, body) = raw(c
-        .apply(http().post(s.url(TOKEN)))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .expect("send"))
-    .await;
+async fn create_token(s: &TestApp, c: &Cred) -> (u16, String) {
+    let (status, _, body) = send(
+        c.apply(s.post(TOKEN))
+            .header("content-type", "application/json"),
+    )
+    .await
+    .parts();
     (status, body)
 }
 
 /// Asserts the credential is refused with the contract's generic bearer 401.
-async fn refused(s: &TestServer, c: &Cred, what: &str) {
+async fn refused(s: &TestApp, c: &Cred, what: &str) {
     let (status, body) = accounts(s, c).await;
     assert_eq!(
         (status, body.as_str()),
@@ -68,31 +60,26 @@ async fn refused(s: &TestServer, c: &Cred, what: &str) {
     );
 }
 
-async fn legacy_token(s: &TestServer, user: &str) -> String {
-    let (status, _, body) = raw(http()
-        .post(s.url("/api/v1/auth/login"))
-        .form(&[
-            ("username", user),
-            ("password", &format!("{user}-pw")),
-            ("stayLoggedIn", "true"),
-        ])
-        .send()
-        .await
-        .expect("send"))
-    .await;
+async fn legacy_token(s: &TestApp, user: &str) -> String {
+    let (status, _, body) = send(s.post("/api/v1/auth/login").form(&[
+        ("username", user),
+        ("password", &format!("{user}-pw")),
+        ("stayLoggedIn", "true"),
+    ]))
+    .await
+    .parts();
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     v["authToken"].as_str().expect("authToken").to_owned()
 }
 
-async fn refresh(s: &TestServer, rt: &str) -> (u16, String) {
-    let (status, _, body) = raw(http()
-        .post(s.url("/api/auth/token/refresh"))
-        .form(&[("refresh_token", rt)])
-        .send()
-        .await
-        .expect("send"))
-    .await;
+async fn refresh(s: &TestApp, rt: &str) -> (u16, String) {
+    let (status, _, body) = send(
+        s.post("/api/auth/token/refresh")
+            .form(&[("refresh_token", rt)]),
+    )
+    .await
+    .parts();
     (status, body)
 }
 
@@ -102,7 +89,7 @@ struct Emu {
     jwt: String,
 }
 
-async fn emulator(s: &TestServer, user: &str) -> Emu {
+async fn emulator(s: &TestApp, user: &str) -> Emu {
     let store = s.state.auth.store().as_ref();
     let (id, secret) = admin::create_ringex_app(store, 0).await.expect("app");
     let jwt = admin::create_ringex_jwt(store, user, s.clock.now_ms())
@@ -119,15 +106,14 @@ async fn emulator(s: &TestServer, user: &str) -> Emu {
 }
 
 /// The JWT-bearer grant: the emulator access token, or the OAuth error code.
-async fn jwt_grant(s: &TestServer, e: &Emu, jwt: &str) -> Result<String, String> {
-    let (status, _, body) = raw(http()
-        .post(s.url("/restapi/oauth/token"))
-        .header("authorization", &e.basic)
-        .form(&[("grant_type", JWT_GRANT), ("assertion", jwt)])
-        .send()
-        .await
-        .expect("send"))
-    .await;
+async fn jwt_grant(s: &TestApp, e: &Emu, jwt: &str) -> Result<String, String> {
+    let (status, _, body) = send(
+        s.post("/restapi/oauth/token")
+            .header("authorization", &e.basic)
+            .form(&[("grant_type", JWT_GRANT), ("assertion", jwt)]),
+    )
+    .await
+    .parts();
     let v: Value = serde_json::from_str(&body).expect("json");
     if status == 200 {
         Ok(v["access_token"].as_str().expect("token").to_owned())
@@ -137,15 +123,10 @@ async fn jwt_grant(s: &TestServer, e: &Emu, jwt: &str) -> Result<String, String>
 }
 
 /// The token exchange of an emulator access token: its session, or the status.
-async fn exchange(s: &TestServer, rc_token: &str) -> Result<(String, String), u16> {
-    let (status, _, body) = raw(http()
-        .post(s.url(&format!(
+async fn exchange(s: &TestApp, rc_token: &str) -> Result<(String, String), u16> {
+    let (status, _, body) = send(s.post(&format!(
             "/api/auth/login/rc/accesstoken?rcAccessToken={rc_token}&rcTokenType=Bearer&includeRefresh=true"
-        )))
-        .send()
-        .await
-        .expect("send"))
-    .await;
+        ))).await.parts();
     if status != 200 {
         return Err(status);
     }
@@ -167,7 +148,7 @@ struct Creds {
     sso_access: Cred,
 }
 
-async fn every_credential(s: &TestServer, user: &str) -> Creds {
+async fn every_credential(s: &TestApp, user: &str) -> Creds {
     let session = s.login(user).await;
     let access = Cred::Bearer(session.access_token.clone());
     let (status, api) = create_token(s, &access).await;
@@ -191,8 +172,8 @@ async fn every_credential(s: &TestServer, user: &str) -> Creds {
     creds
 }
 
-async fn emulator_server() -> TestServer {
-    TestServer::spawn_with(|c| c.ringex_emulator = true).await
+async fn emulator_server() -> TestApp {
+    TestApp::spawn_with(|c| c.ringex_emulator = true).await
 }
 
 #[tokio::test]
@@ -375,7 +356,7 @@ async fn ringex_jwt_credentials_are_listed_and_revoked_one_by_one() {
 /// authority of a revoked credential, works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_tokens_racing_requests_in_flight_leaves_nothing_working() {
-    let s = Arc::new(TestServer::spawn_with(|c| c.api_token_cap = 100_000).await);
+    let s = Arc::new(TestApp::spawn_with(|c| c.api_token_cap = 100_000).await);
     s.create_user("alice", None, &[MAIN], &[]).await;
     let session = s.login("alice").await;
     let access = Cred::Bearer(session.access_token.clone());
@@ -467,7 +448,7 @@ async fn revoke_tokens_racing_requests_in_flight_leaves_nothing_working() {
 
 #[tokio::test]
 async fn the_api_token_cap_answers_409_in_the_ringcx_error_shape() {
-    let s = TestServer::spawn_with(|c| c.api_token_cap = 3).await;
+    let s = TestApp::spawn_with(|c| c.api_token_cap = 3).await;
     let admin_session = s.login_admin().await;
     let c = Cred::Bearer(admin_session.access_token);
     let mut tokens = Vec::new();
@@ -476,12 +457,7 @@ async fn the_api_token_cap_answers_409_in_the_ringcx_error_shape() {
         assert_eq!(status, 200, "{t}");
         tokens.push(t);
     }
-    let (status, headers, body) = raw(c
-        .apply(http().post(s.url(TOKEN)))
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, headers, body) = send(c.apply(s.post(TOKEN))).await.parts();
     assert_eq!(status, 409, "{body}");
     assert!(
         headers["content-type"]
@@ -501,12 +477,9 @@ async fn the_api_token_cap_answers_409_in_the_ringcx_error_shape() {
     assert!(v["timestamp"].is_i64() && v["requestId"].is_string());
     assert!(!body.to_lowercase().contains("expired"));
     // Deleting one makes room for one.
-    let (status, _, _) = raw(c
-        .apply(http().delete(s.url(&format!("{TOKEN}/{}", tokens[0]))))
-        .send()
+    let (status, _, _) = send(c.apply(s.delete(&format!("{TOKEN}/{}", tokens[0]))))
         .await
-        .expect("send"))
-    .await;
+        .parts();
     assert_eq!(status, 200);
     assert_eq!(create_token(&s, &c).await.0, 200);
     assert_eq!(create_token(&s, &c).await.0, 409);
@@ -527,7 +500,7 @@ async fn the_api_token_cap_answers_409_in_the_ringcx_error_shape() {
 /// 50 parallel creations, 10 below the (default) cap: exactly the cap is reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_creations_at_the_cap_end_with_exactly_the_cap() {
-    let s = Arc::new(TestServer::spawn().await);
+    let s = Arc::new(TestApp::spawn().await);
     let cap = s.config.api_token_cap;
     assert_eq!(cap, 100, "the documented default");
     let c = Cred::Bearer(s.login_admin().await.access_token);
@@ -548,12 +521,7 @@ async fn parallel_creations_at_the_cap_end_with_exactly_the_cap() {
     assert_eq!((created, refused), (10, 40), "{statuses:?}");
     println!("50 parallel creations at cap - 10: {created} created, {refused} refused with 409");
     let (status, body) = {
-        let (st, _, b) = raw(c
-            .apply(http().get(s.url(TOKEN)))
-            .send()
-            .await
-            .expect("send"))
-        .await;
+        let (st, _, b) = send(c.apply(s.get(TOKEN))).await.parts();
         (st, b)
     };
     assert_eq!(status, 200);
@@ -563,7 +531,7 @@ async fn parallel_creations_at_the_cap_end_with_exactly_the_cap() {
 
 #[tokio::test]
 async fn an_expired_token_of_a_retired_key_still_says_expired() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let old = s.login_admin().await;
     let store = s.state.auth.store().clone();
     let key_file = s.config.database.default_key_file().expect("key file");
@@ -600,13 +568,9 @@ async fn an_expired_token_of_a_retired_key_still_says_expired() {
     assert_eq!(s.state.auth.retire_keys().await.expect("retire").len(), 1);
 
     // The real token, long expired, of the retired key: the text the SDKs refresh on.
-    let (status, headers, body) = raw(http()
-        .get(s.url(ACCOUNTS))
-        .bearer_auth(&old.access_token)
-        .send()
+    let (status, headers, body) = send(s.get(ACCOUNTS).bearer_auth(&old.access_token))
         .await
-        .expect("send"))
-    .await;
+        .parts();
     assert_eq!((status, body.as_str()), (401, "Jwt is expired"));
     assert!(
         headers["www-authenticate"]

@@ -3,12 +3,9 @@
 //! own. The connection runs through a TCP proxy this test owns, so the machine's PostgreSQL is
 //! never touched.
 
-mod common;
-
-use common::*;
 use cxauth_client::{Client, Error};
 use cxauth_core::clock::ManualClock;
-use cxauth_store::testing::{Scratch, scratch_schema};
+use cxauth_testkit::*;
 use reqwest::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,10 +73,11 @@ fn through_proxy(url: &str, port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_a_quick_503_and_heals_by_itself() {
-    let url = match scratch_schema().await.expect("a PostgreSQL test schema") {
-        Scratch::Ready(url) => url,
-        Scratch::Skip(why) => return eprintln!("skipping: {why}"),
+    // PostgreSQL whatever the selected backend: the outage is of a database server.
+    let Some(db) = TestDb::postgres_or_skip().await else {
+        return;
     };
+    let url = db.url().to_owned();
     let parsed = url::Url::parse(&url).expect("url");
     let upstream = format!(
         "{}:{}",
@@ -87,19 +85,12 @@ async fn a_database_outage_is_a_quick_503_and_heals_by_itself() {
         parsed.port().unwrap_or(5432)
     );
     let proxy = Proxy::start(upstream).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("master.key");
-    cxauth_core::crypto::MasterKey::generate()
-        .expect("key")
-        .write_new(&key)
-        .expect("write");
-    let mut config = config_in(dir.path());
+    let mut config = config_for(&db).expect("config");
     config.database =
         cxauth_store::DatabaseUrl::parse(&through_proxy(&url, proxy.port)).expect("url");
-    config.master_key_file = Some(key);
     config.database_timeout = Duration::from_secs(1);
     config.request_timeout = Duration::from_secs(5);
-    let s = TestServer::start(dir, config, ManualClock::starting_now()).await;
+    let s = TestApp::start(db, config, ManualClock::starting_now()).await;
 
     let session = s.login_admin().await;
     let token = s
@@ -117,7 +108,7 @@ async fn a_database_outage_is_a_quick_503_and_heals_by_itself() {
     let calls: Vec<(&str, reqwest::RequestBuilder)> = vec![
         (
             "login",
-            http().post(s.url("/api/auth/login/admin")).form(&[
+            s.post("/api/auth/login/admin").form(&[
                 ("username", "admin"),
                 ("password", ADMIN_PASSWORD),
                 ("platformId", "aws80"),
@@ -125,27 +116,25 @@ async fn a_database_outage_is_a_quick_503_and_heals_by_itself() {
         ),
         (
             "refresh",
-            http().post(s.url("/api/auth/token/refresh")).form(&[(
+            s.post("/api/auth/token/refresh").form(&[(
                 "refresh_token",
                 session.refresh_token.as_deref().expect("rt"),
             )]),
         ),
         (
             "api token",
-            http()
-                .get(s.url("/voice/api/v1/admin/accounts"))
+            s.get("/voice/api/v1/admin/accounts")
                 .header("x-auth-token", &token),
         ),
         (
             "bearer",
-            http()
-                .get(s.url("/voice/api/v1/admin/token"))
+            s.get("/voice/api/v1/admin/token")
                 .bearer_auth(&session.access_token),
         ),
     ];
     for (what, req) in calls {
         let started = Instant::now();
-        let (st, h, body) = raw(req.send().await.expect("send")).await;
+        let (st, h, body) = send(req).await.parts();
         assert_eq!(st, 503, "{what}: {body}");
         assert!(h.contains_key("retry-after"), "{what}");
         assert!(

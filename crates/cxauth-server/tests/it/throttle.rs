@@ -2,9 +2,7 @@
 //! from many, on the injected clock. The attacker is slowed as designed, and the real user on a
 //! clean address still gets in within one short back-off. Prints its figures.
 
-mod common;
-
-use common::*;
+use cxauth_testkit::*;
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -12,12 +10,7 @@ const ATTEMPTS: usize = 10_000;
 /// Simulated time between two attacker attempts.
 const STEP: Duration = Duration::from_millis(300);
 
-async fn attempt(
-    s: &TestServer,
-    client: &reqwest::Client,
-    from: &str,
-    password: &str,
-) -> StatusCode {
+async fn attempt(s: &TestApp, client: &reqwest::Client, from: &str, password: &str) -> StatusCode {
     client
         .post(s.url("/api/auth/login/admin"))
         .header("x-forwarded-for", from)
@@ -33,7 +26,7 @@ async fn attempt(
 }
 
 /// Runs the campaign; returns (attempts that reached a password check, simulated seconds).
-async fn campaign(s: &TestServer, addr: impl Fn(usize) -> String) -> (usize, u64) {
+async fn campaign(s: &TestApp, addr: impl Fn(usize) -> String) -> (usize, u64) {
     let client = http();
     let mut checked = 0;
     for i in 0..ATTEMPTS {
@@ -48,9 +41,9 @@ async fn campaign(s: &TestServer, addr: impl Fn(usize) -> String) -> (usize, u64
 }
 
 /// The real user, from a clean address: at most one refusal, then in after its Retry-After.
-async fn real_user_gets_in(s: &TestServer) -> u64 {
-    let res = http()
-        .post(s.url("/api/auth/login/admin"))
+async fn real_user_gets_in(s: &TestApp) -> u64 {
+    let res = s
+        .post("/api/auth/login/admin")
         .header("x-forwarded-for", "192.0.2.200")
         .form(&[
             ("username", "admin"),
@@ -81,8 +74,8 @@ async fn real_user_gets_in(s: &TestServer) -> u64 {
     wait
 }
 
-fn spawn() -> impl std::future::Future<Output = TestServer> {
-    TestServer::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")])
+fn spawn() -> impl std::future::Future<Output = TestApp> {
+    TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")])
 }
 
 #[tokio::test]

@@ -3,34 +3,21 @@
 //! That the ended credentials stop working over HTTP is tested in
 //! `crates/cxauth-server/tests/revocation.rs`; here: what the commands print and store.
 
-use assert_cmd::Command;
 use cxauth_core::store::LegacyToken;
-use std::path::PathBuf;
+use cxauth_testkit::TestDb;
 
-fn cxauth() -> Command {
-    let mut c = Command::cargo_bin("cxauth").expect("binary");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXAUTH_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use cxauth_testkit::cli::cxauth;
 
-struct Db {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
+/// A fresh database of the selected backend.
+struct Db(TestDb);
 
 impl Db {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("cx.db");
-        Db { _dir: dir, path }
+        Db(TestDb::selected_blocking())
     }
 
     fn url(&self) -> String {
-        format!("sqlite://{}", self.path.display())
+        self.0.url().to_owned()
     }
 
     fn admin(&self, args: &[&str], stdin: &str) -> assert_cmd::assert::Assert {

@@ -1,22 +1,20 @@
 //! Operations endpoints and behaviour: readiness, and graceful, bounded shutdown.
 
-mod common;
-
-use common::{TestServer, http, raw};
 use cxauth_core::clock::Clock as _;
+use cxauth_testkit::{TestApp, http, send};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer() {
-    let s = TestServer::spawn().await;
-    let (status, _, body) = raw(http().get(s.url("/healthz")).send().await.expect("get")).await;
+    let s = TestApp::spawn().await;
+    let (status, _, body) = send(s.get("/healthz")).await.parts();
     assert_eq!((status, body.as_str()), (200, "ok"));
-    let (status, _, body) = raw(http().get(s.url("/readyz")).send().await.expect("get")).await;
+    let (status, _, body) = send(s.get("/readyz")).await.parts();
     assert_eq!((status, body.as_str()), (200, "ready"));
     // Once the database is closed, the instance is no longer ready.
     s.state.auth.store().close().await;
-    let (status, headers, _) = raw(http().get(s.url("/readyz")).send().await.expect("get")).await;
+    let (status, headers, _) = send(s.get("/readyz")).await.parts();
     assert_eq!(status, 503);
     assert!(headers.contains_key("retry-after"));
 }
@@ -41,7 +39,7 @@ async fn half_sent_request(base: &str) -> tokio::net::TcpStream {
 
 #[tokio::test]
 async fn shutdown_finishes_requests_in_flight_then_closes_the_database() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let mut conn = half_sent_request(&s.base).await;
     let store = s.state.auth.store().clone();
     let stopped = tokio::spawn(s.stop());
@@ -64,7 +62,7 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_database() {
 
 #[tokio::test]
 async fn shutdown_is_bounded_by_the_timeout() {
-    let s = TestServer::spawn_with(|c| c.shutdown_timeout = Duration::from_millis(300)).await;
+    let s = TestApp::spawn_with(|c| c.shutdown_timeout = Duration::from_millis(300)).await;
     let _conn = half_sent_request(&s.base).await;
     let started = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(8), s.stop())
@@ -73,7 +71,7 @@ async fn shutdown_is_bounded_by_the_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
-async fn audit_trail(s: &TestServer) -> Vec<cxauth_core::store::AuditEvent> {
+async fn audit_trail(s: &TestApp) -> Vec<cxauth_core::store::AuditEvent> {
     s.state
         .auth
         .store()
@@ -84,13 +82,13 @@ async fn audit_trail(s: &TestServer) -> Vec<cxauth_core::store::AuditEvent> {
 
 #[tokio::test]
 async fn security_events_reach_the_audit_trail_without_secrets() {
-    let s = TestServer::spawn().await;
-    let res = http()
-        .post(s.url("/api/auth/login/admin"))
+    let s = TestApp::spawn().await;
+    let res = s
+        .post("/api/auth/login/admin")
         .header("x-request-id", "audit-req-1")
         .form(&[
             ("username", "admin"),
-            ("password", common::ADMIN_PASSWORD),
+            ("password", cxauth_testkit::ADMIN_PASSWORD),
             ("platformId", "aws80"),
         ])
         .send()
@@ -98,7 +96,7 @@ async fn security_events_reach_the_audit_trail_without_secrets() {
         .expect("login");
     assert_eq!(res.status(), 200);
     let session: cxauth_proto::Session = res.json().await.expect("session");
-    let cred = common::bearer(&session);
+    let cred = cxauth_testkit::bearer(&session);
     let token = s.client.create_api_token(&cred).await.expect("token");
     s.client
         .delete_api_token(&cred, &token)
@@ -116,8 +114,8 @@ async fn security_events_reach_the_audit_trail_without_secrets() {
     // its own budget here has 20 free failures).
     let mut throttled = false;
     for _ in 0..22 {
-        let status = http()
-            .post(s.url("/api/auth/login/admin"))
+        let status = s
+            .post("/api/auth/login/admin")
             .form(&[
                 ("username", "admin"),
                 ("password", "wrong-guess-xyz"),
@@ -170,7 +168,7 @@ async fn security_events_reach_the_audit_trail_without_secrets() {
 
     let text = serde_json::to_string(&trail).expect("json");
     for secret in [
-        common::ADMIN_PASSWORD,
+        cxauth_testkit::ADMIN_PASSWORD,
         "guess-for-nobody",
         "wrong-guess-xyz",
         token.as_str(),
@@ -183,7 +181,7 @@ async fn security_events_reach_the_audit_trail_without_secrets() {
 
 #[tokio::test]
 async fn refresh_reuse_is_audited() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let first = s.login_admin().await;
     let rt = first.refresh_token.clone().expect("refresh");
     s.client.refresh(&rt).await.expect("rotate");
@@ -207,9 +205,9 @@ fn kid_of(token: &str) -> String {
         .expect("kid")
 }
 
-async fn jwks_kids(s: &TestServer) -> Vec<String> {
-    let jwks: serde_json::Value = http()
-        .get(s.url("/.well-known/jwks.json"))
+async fn jwks_kids(s: &TestApp) -> Vec<String> {
+    let jwks: serde_json::Value = s
+        .get("/.well-known/jwks.json")
         .send()
         .await
         .expect("jwks")
@@ -226,7 +224,7 @@ async fn jwks_kids(s: &TestServer) -> Vec<String> {
 
 #[tokio::test]
 async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let old = s.login_admin().await;
     let old_kid = kid_of(&old.access_token);
     let key_file = s.config.database.default_key_file().expect("key file");
@@ -249,7 +247,7 @@ async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
     let new = s.login_admin().await;
     assert_eq!(kid_of(&new.access_token), new_kid);
     s.client
-        .accounts(&common::bearer(&old))
+        .accounts(&cxauth_testkit::bearer(&old))
         .await
         .expect("a token of the old key stays valid");
     // Not yet: tokens of the old key may still be alive.
@@ -276,7 +274,7 @@ async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
 
 #[tokio::test]
 async fn metrics_are_served_on_their_own_listener() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -292,15 +290,12 @@ async fn metrics_are_served_on_their_own_listener() {
         .await
         .expect("refresh");
     assert!(s.client.login("admin", "wrong", "aws80").await.is_err());
-    let (status, _, _) = raw(http().get(s.url("/metrics")).send().await.expect("get")).await;
+    let (status, _, _) = send(s.get("/metrics")).await.parts();
     assert_eq!(status, 404, "not on the public listener");
 
-    let (status, headers, text) = raw(http()
-        .get(format!("http://{at}/metrics"))
-        .send()
+    let (status, headers, text) = send(http().get(format!("http://{at}/metrics")))
         .await
-        .expect("metrics"))
-    .await;
+        .parts();
     assert_eq!(status, 200);
     assert!(
         headers["content-type"]

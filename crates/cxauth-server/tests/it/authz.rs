@@ -1,9 +1,7 @@
 //! The authorisation matrix: every admin endpoint, under both prefixes, against every kind of
 //! credential, with the exact status and body the contract gives.
 
-mod common;
-
-use common::*;
+use cxauth_testkit::*;
 use reqwest::Method;
 use std::time::Duration;
 
@@ -42,7 +40,7 @@ enum Header {
 }
 
 async fn call(
-    s: &TestServer,
+    s: &TestApp,
     prefix: &str,
     e: Endpoint,
     h: &Header,
@@ -66,7 +64,7 @@ async fn call(
         Header::Bearer(t) => req.bearer_auth(t),
         Header::XAuth(t) => req.header("x-auth-token", t),
     };
-    let (st, headers, body) = raw(req.send().await.expect("send")).await;
+    let (st, headers, body) = send(req).await.parts();
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -109,7 +107,7 @@ fn check(case: &str, e: Endpoint, want: Want, (st, ct, body): (u16, String, Stri
 
 #[tokio::test]
 async fn every_endpoint_against_every_kind_of_credential() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     // admin ─ manager (MANAGE_USERS) ─ victim;  admin ─ stranger;  admin ─ disabled
     s.create_user("manager", Some("admin"), &[], &["MANAGE_USERS"])
         .await;

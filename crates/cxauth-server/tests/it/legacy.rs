@@ -1,30 +1,23 @@
 //! The legacy portal login (`POST /api/v1/auth/login`) and its auth tokens, over HTTP.
 
-mod common;
-
-use common::*;
 use cxauth_client::{PREFIX_LEGACY, PREFIX_VOICE};
 use cxauth_core::clock::Clock as _;
+use cxauth_testkit::*;
 use serde_json::Value;
 use std::time::Duration;
 
 const LOGIN: &str = "/api/v1/auth/login";
 
 async fn legacy_login(
-    s: &TestServer,
+    s: &TestApp,
     form: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    raw(http()
-        .post(s.url(LOGIN))
-        .header("x-auth-token", "")
-        .form(form)
-        .send()
+    send(s.post(LOGIN).header("x-auth-token", "").form(form))
         .await
-        .expect("send"))
-    .await
+        .parts()
 }
 
-async fn auth_token(s: &TestServer, user: &str, password: &str, stay: bool) -> String {
+async fn auth_token(s: &TestApp, user: &str, password: &str, stay: bool) -> String {
     let mut form = vec![("username", user), ("password", password)];
     if stay {
         form.push(("stayLoggedIn", "true"));
@@ -36,20 +29,19 @@ async fn auth_token(s: &TestServer, user: &str, password: &str, stay: bool) -> S
 }
 
 /// Status and body of `GET …/admin/accounts` with `X-Auth-Token: token`.
-async fn use_token(s: &TestServer, token: &str) -> (u16, String) {
-    let (status, _, body) = raw(http()
-        .get(s.url("/api/v1/admin/accounts"))
-        .header("x-auth-token", token)
-        .send()
-        .await
-        .expect("send"))
-    .await;
+async fn use_token(s: &TestApp, token: &str) -> (u16, String) {
+    let (status, _, body) = send(
+        s.get("/api/v1/admin/accounts")
+            .header("x-auth-token", token),
+    )
+    .await
+    .parts();
     (status, body)
 }
 
 #[tokio::test]
 async fn legacy_login_answers_the_portal_shape_and_its_token_works_everywhere() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let (status, headers, body) =
         legacy_login(&s, &[("username", "admin"), ("password", ADMIN_PASSWORD)]).await;
     assert_eq!(status, 200, "{body}");
@@ -89,16 +81,15 @@ async fn legacy_login_answers_the_portal_shape_and_its_token_works_everywhere() 
     }
 
     // Query-string style with a JSON content type and an empty body; stayLoggedIn accepted.
-    let (status, _, body) = raw(http()
-        .post(s.url(&format!(
+    let (status, _, body) = send(
+        s.post(&format!(
             "{LOGIN}?username=admin&password={ADMIN_PASSWORD}&stayLoggedIn=true"
-        )))
+        ))
         .header("content-type", "application/json")
-        .body("")
-        .send()
-        .await
-        .expect("send"))
-    .await;
+        .body(""),
+    )
+    .await
+    .parts();
     assert_eq!(status, 200, "{body}");
 
     // Other shapes that are not a live legacy token are the generic bearer 401.
@@ -127,7 +118,7 @@ async fn legacy_login_answers_the_portal_shape_and_its_token_works_everywhere() 
 
 #[tokio::test]
 async fn legacy_login_failures_are_generic_and_throttled() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     s.create_user("ann", None, &[10_000_001], &[]).await;
     let mut bodies = Vec::new();
     for form in [
@@ -182,7 +173,7 @@ async fn legacy_login_failures_are_generic_and_throttled() {
 
 #[tokio::test]
 async fn legacy_tokens_slide_one_hour_or_two_weeks_past_their_last_use() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let hour = Duration::from_secs(3600);
     let minute = Duration::from_secs(60);
 

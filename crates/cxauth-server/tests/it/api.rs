@@ -1,12 +1,10 @@
 //! The contract's endpoints, driven over HTTP against a real server on port 0.
 
-mod common;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use cxauth_client::{Client, Credential, Error, PREFIX_LEGACY, PREFIX_VOICE};
 use cxauth_proto::ApiToken;
+use cxauth_testkit::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
@@ -55,19 +53,19 @@ fn assert_plain_401(status: u16, headers: &reqwest::header::HeaderMap, body: &st
 
 #[tokio::test]
 async fn login_accepts_query_form_and_json_and_ignores_authorization() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let url = s.url("/api/auth/login/admin");
     // 1. Query string, JSON content type, body `""`, and the Python SDK's `Basic basic`.
     let q = format!("{url}?username=admin&password={ADMIN_PASSWORD}&platformId=aws80");
-    let res = http()
-        .post(&q)
-        .header("content-type", JSON)
-        .header("authorization", "Basic basic")
-        .body("\"\"")
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        http()
+            .post(&q)
+            .header("content-type", JSON)
+            .header("authorization", "Basic basic")
+            .body("\"\""),
+    )
+    .await
+    .parts();
     assert_eq!(st, 200, "{body}");
     assert_eq!(h["cache-control"], "no-store");
     // 2. Form body, with a garbage bearer that must be ignored.
@@ -103,25 +101,21 @@ async fn login_accepts_query_form_and_json_and_ignores_authorization() {
         .await
         .expect("send");
     assert_eq!(res.status(), 200);
-    let res = http()
-        .post(format!("{url}?username=other"))
-        .form(&[
-            ("username", "admin"),
-            ("password", ADMIN_PASSWORD),
-            ("platformId", "aws80"),
-        ])
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(http().post(format!("{url}?username=other")).form(&[
+        ("username", "admin"),
+        ("password", ADMIN_PASSWORD),
+        ("platformId", "aws80"),
+    ]))
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 400, "bad.request");
 }
 
 #[tokio::test]
 async fn session_shape_and_access_token_claims() {
-    let s = TestServer::spawn().await;
-    let res = http()
-        .post(s.url("/api/auth/login/admin"))
+    let s = TestApp::spawn().await;
+    let res = s
+        .post("/api/auth/login/admin")
         .form(&[
             ("username", "admin"),
             ("password", ADMIN_PASSWORD),
@@ -196,7 +190,7 @@ async fn session_shape_and_access_token_claims() {
 
 #[tokio::test]
 async fn failed_logins_are_one_generic_401() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     s.create_user("disabled", Some("admin"), &[], &[]).await;
     cxauth_core::admin::set_enabled(s.state.auth.store().as_ref(), "disabled", false, 0)
         .await
@@ -209,13 +203,14 @@ async fn failed_logins_are_one_generic_401() {
         ("admin", ADMIN_PASSWORD, "aws82"),
         ("disabled", "disabled-pw", "aws80"),
     ] {
-        let res = http()
-            .post(&url)
-            .form(&[("username", u), ("password", p), ("platformId", plat)])
-            .send()
+        let (st, h, body) =
+            send(
+                http()
+                    .post(&url)
+                    .form(&[("username", u), ("password", p), ("platformId", plat)]),
+            )
             .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+            .parts();
         let v = assert_json_error(st, &h, &body, 401, "authentication.failed");
         assert!(
             h["www-authenticate"]
@@ -240,8 +235,7 @@ async fn failed_logins_are_one_generic_401() {
         ),
         (vec![("username", "admin"), ("password", "x")], "platformId"),
     ] {
-        let res = http().post(&url).form(&form).send().await.expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(http().post(&url).form(&form)).await.parts();
         let v = assert_json_error(st, &h, &body, 400, "bad.request");
         assert!(
             v["details"].as_str().expect("details").contains(missing),
@@ -250,14 +244,14 @@ async fn failed_logins_are_one_generic_401() {
         assert_eq!(v["requestUri"], "/api/auth/login/admin - POST");
     }
     // Malformed JSON and oversized input.
-    let res = http()
-        .post(&url)
-        .header("content-type", JSON)
-        .body("{\"username\":")
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        http()
+            .post(&url)
+            .header("content-type", JSON)
+            .body("{\"username\":"),
+    )
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 400, "bad.request");
     let res = http()
         .post(&url)
@@ -271,7 +265,7 @@ async fn failed_logins_are_one_generic_401() {
 
 #[tokio::test]
 async fn throttling_backs_off_and_recovers() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let url = s.url("/api/auth/login/admin");
     // Five failures are free (the username's budget, from an address admin never used).
     for _ in 0..5 {
@@ -288,17 +282,13 @@ async fn throttling_backs_off_and_recovers() {
         assert_eq!(res.status(), 401);
     }
     // Now even the right password is refused until the back-off passes.
-    let res = http()
-        .post(&url)
-        .form(&[
-            ("username", "admin"),
-            ("password", ADMIN_PASSWORD),
-            ("platformId", "aws80"),
-        ])
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(http().post(&url).form(&[
+        ("username", "admin"),
+        ("password", ADMIN_PASSWORD),
+        ("platformId", "aws80"),
+    ]))
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 429, "too.many.requests");
     let wait: u64 = h["retry-after"]
         .to_str()
@@ -324,18 +314,17 @@ async fn throttling_backs_off_and_recovers() {
 
 #[tokio::test]
 async fn refresh_rotates_with_grace_and_reuse_revokes_the_session() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let first = s.login_admin().await;
     let rt1 = first.refresh_token.clone().expect("refresh token");
     // Refresh ignores an expired/garbage bearer, as the Python SDK sends one.
-    let res = http()
-        .post(s.url("/api/auth/token/refresh"))
-        .header("authorization", format!("Bearer {}", first.access_token))
-        .form(&[("refresh_token", rt1.as_str()), ("rcTokenType", "Bearer")])
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.post("/api/auth/token/refresh")
+            .header("authorization", format!("Bearer {}", first.access_token))
+            .form(&[("refresh_token", rt1.as_str()), ("rcTokenType", "Bearer")]),
+    )
+    .await
+    .parts();
     assert_eq!(st, 200, "{body}");
     assert_eq!(h["cache-control"], "no-store");
     let second: cxauth_client::Session = serde_json::from_str(&body).expect("session");
@@ -365,39 +354,36 @@ async fn refresh_rotates_with_grace_and_reuse_revokes_the_session() {
         .await
         .expect_err("session revoked");
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
-    let res = http()
-        .get(s.url("/voice/api/v1/admin/accounts"))
-        .bearer_auth(&fourth.access_token)
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.get("/voice/api/v1/admin/accounts")
+            .bearer_auth(&fourth.access_token),
+    )
+    .await
+    .parts();
     assert_plain_401(st, &h, &body, "Jwt verification fails");
 
     // Bad refresh input.
-    let res = http()
-        .post(s.url("/api/auth/token/refresh"))
-        .form(&[("rcTokenType", "Bearer")])
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.post("/api/auth/token/refresh")
+            .form(&[("rcTokenType", "Bearer")]),
+    )
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 400, "bad.request");
     for bad in ["nope", "with space", &"x".repeat(10_000)] {
-        let res = http()
-            .post(s.url("/api/auth/token/refresh"))
-            .form(&[("refresh_token", bad)])
-            .send()
-            .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(
+            s.post("/api/auth/token/refresh")
+                .form(&[("refresh_token", bad)]),
+        )
+        .await
+        .parts();
         assert_json_error(st, &h, &body, 401, "invalid.refresh.token");
     }
 }
 
 #[tokio::test]
 async fn access_and_refresh_tokens_expire_on_the_injected_clock() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let session = s.login_admin().await;
     s.client
         .accounts(&bearer(&session))
@@ -410,13 +396,12 @@ async fn access_and_refresh_tokens_expire_on_the_injected_clock() {
         .expect("still valid at 299 s");
     s.clock.advance(Duration::from_secs(1));
     for prefix in [PREFIX_VOICE, PREFIX_LEGACY] {
-        let res = http()
-            .get(s.url(&format!("{prefix}/admin/accounts")))
-            .bearer_auth(&session.access_token)
-            .send()
-            .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(
+            s.get(&format!("{prefix}/admin/accounts"))
+                .bearer_auth(&session.access_token),
+        )
+        .await
+        .parts();
         assert_plain_401(st, &h, &body, "Jwt is expired");
         assert!(
             h["www-authenticate"]
@@ -425,13 +410,12 @@ async fn access_and_refresh_tokens_expire_on_the_injected_clock() {
                 .contains("invalid_token")
         );
         // The same token as X-Auth-Token is just as expired.
-        let res = http()
-            .get(s.url(&format!("{prefix}/admin/token")))
-            .header("x-auth-token", &session.access_token)
-            .send()
-            .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(
+            s.get(&format!("{prefix}/admin/token"))
+                .header("x-auth-token", &session.access_token),
+        )
+        .await
+        .parts();
         assert_plain_401(st, &h, &body, "Jwt is expired");
     }
     let err = s
@@ -463,15 +447,11 @@ async fn access_and_refresh_tokens_expire_on_the_injected_clock() {
 
 #[tokio::test]
 async fn bearer_failures_have_the_contract_bodies() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let url = s.url("/voice/api/v1/admin/accounts");
-    let res = http()
-        .get(&url)
-        .header("content-type", JSON)
-        .send()
+    let (st, h, body) = send(http().get(&url).header("content-type", JSON))
         .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+        .parts();
     assert_plain_401(st, &h, &body, "Jwt is missing");
     for bad in [
         "garbage",
@@ -483,13 +463,7 @@ async fn bearer_failures_have_the_contract_bodies() {
             ("authorization", format!("Bearer {bad}")),
             ("x-auth-token", bad.to_owned()),
         ] {
-            let res = http()
-                .get(&url)
-                .header(name, value)
-                .send()
-                .await
-                .expect("send");
-            let (st, h, body) = raw(res).await;
+            let (st, h, body) = send(http().get(&url).header(name, value)).await.parts();
             assert_plain_401(st, &h, &body, "Jwt verification fails");
             assert!(
                 h["www-authenticate"]
@@ -500,7 +474,7 @@ async fn bearer_failures_have_the_contract_bodies() {
         }
     }
     // A token signed by another server (another key) is refused.
-    let other = TestServer::spawn().await;
+    let other = TestApp::spawn().await;
     let foreign = other.login_admin().await;
     let err = s
         .client
@@ -513,19 +487,18 @@ async fn bearer_failures_have_the_contract_bodies() {
 
 #[tokio::test]
 async fn api_tokens_create_list_delete_on_both_prefixes() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let session = s.login_admin().await;
     for prefix in [PREFIX_VOICE, PREFIX_LEGACY] {
         let c = Client::new(&s.base).expect("client").with_prefix(prefix);
         // Create with a bearer, as text/plain, no quotes, no newline.
-        let res = http()
-            .post(s.url(&format!("{prefix}/admin/token")))
-            .bearer_auth(&session.access_token)
-            .header("content-type", JSON)
-            .send()
-            .await
-            .expect("send");
-        let (st, h, first) = raw(res).await;
+        let (st, h, first) = send(
+            s.post(&format!("{prefix}/admin/token"))
+                .bearer_auth(&session.access_token)
+                .header("content-type", JSON),
+        )
+        .await
+        .parts();
         assert_eq!(st, 200, "{first}");
         assert!(
             h["content-type"]
@@ -560,13 +533,12 @@ async fn api_tokens_create_list_delete_on_both_prefixes() {
             .expect_err("already gone");
         assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
         // A raw `:` in the path works as well as `%3A`.
-        let res = http()
-            .delete(s.url(&format!("{prefix}/admin/token/{second}")))
-            .bearer_auth(&session.access_token)
-            .send()
-            .await
-            .expect("send");
-        let (st, _, body) = raw(res).await;
+        let (st, _, body) = send(
+            s.delete(&format!("{prefix}/admin/token/{second}"))
+                .bearer_auth(&session.access_token),
+        )
+        .await
+        .parts();
         assert_eq!((st, body.as_str()), (200, "true"));
     }
     assert!(
@@ -578,13 +550,12 @@ async fn api_tokens_create_list_delete_on_both_prefixes() {
     );
     // Malformed and unknown tokens are both a plain 404.
     for t in ["not-a-token", "aws80:00000000-0000-4000-8000-000000000000"] {
-        let res = http()
-            .delete(s.url(&format!("/voice/api/v1/admin/token/{t}")))
-            .bearer_auth(&session.access_token)
-            .send()
-            .await
-            .expect("send");
-        let (st, h, body) = raw(res).await;
+        let (st, h, body) = send(
+            s.delete(&format!("/voice/api/v1/admin/token/{t}"))
+                .bearer_auth(&session.access_token),
+        )
+        .await
+        .parts();
         assert_json_error(st, &h, &body, 404, "not.found");
         assert!(!body.contains(t), "the path's token is not echoed: {body}");
     }
@@ -592,7 +563,7 @@ async fn api_tokens_create_list_delete_on_both_prefixes() {
 
 #[tokio::test]
 async fn api_token_deletion_by_owner_ancestor_only() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     s.create_user("manager", Some("admin"), &[], &["MANAGE_USERS"])
         .await;
     s.create_user("agent", Some("manager"), &[], &[]).await;
@@ -659,7 +630,7 @@ async fn api_token_deletion_by_owner_ancestor_only() {
 
 #[tokio::test]
 async fn accounts_follow_grants() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let store = s.state.auth.store().clone();
     let main = 10_000_000;
     let sub2 = cxauth_core::admin::create_sub_account(store.as_ref(), main, "Second", 0)
@@ -689,8 +660,8 @@ async fn accounts_follow_grants() {
     // A grant of one sub-account shows just that one; the raw JSON has no extra shapes.
     s.create_user("narrow", None, &[sub2], &[]).await;
     let narrow = s.login("narrow").await;
-    let res = http()
-        .get(s.url("/api/v1/admin/accounts"))
+    let res = s
+        .get("/api/v1/admin/accounts")
         .header("x-auth-token", &narrow.access_token)
         .header("content-type", JSON)
         .send()
@@ -715,7 +686,7 @@ async fn accounts_follow_grants() {
 
 #[tokio::test]
 async fn users_need_a_role_and_nest_by_children() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let manager_id = s
         .create_user("manager", Some("admin"), &[], &["MANAGE_USERS"])
         .await;
@@ -726,13 +697,12 @@ async fn users_need_a_role_and_nest_by_children() {
         .expect("disable");
 
     let agent = s.login("agent").await;
-    let res = http()
-        .get(s.url("/voice/api/v1/admin/users"))
-        .bearer_auth(&agent.access_token)
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.get("/voice/api/v1/admin/users")
+            .bearer_auth(&agent.access_token),
+    )
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 403, "access.denied.exception");
 
     let admin = s.login_admin().await;
@@ -774,19 +744,18 @@ async fn users_need_a_role_and_nest_by_children() {
     );
     assert!(flat.iter().all(|u| u.children.is_empty()));
 
-    let res = http()
-        .get(s.url("/voice/api/v1/admin/users?flatten=maybe"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(
+        s.get("/voice/api/v1/admin/users?flatten=maybe")
+            .bearer_auth(&admin.access_token),
+    )
+    .await
+    .parts();
     assert_json_error(st, &h, &body, 400, "bad.request");
 }
 
 #[tokio::test]
 async fn logout_disable_and_password_change_end_sessions_at_once() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     s.create_user("alice", Some("admin"), &[], &[]).await;
     let a1 = s.login("alice").await;
     let a2 = s.login("alice").await;
@@ -797,17 +766,16 @@ async fn logout_disable_and_password_change_end_sessions_at_once() {
         .expect("token");
 
     // Logout ends one session; the other and API tokens keep working.
-    let res = http()
-        .delete(s.url(&format!(
+    let (st, h, body) = send(
+        s.delete(&format!(
             "/api/auth/logout/{}",
             a1.refresh_token.as_deref().expect("rt")
-        )))
+        ))
         .header("authorization", "Basic basic")
-        .header("content-type", JSON)
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+        .header("content-type", JSON),
+    )
+    .await
+    .parts();
     assert_eq!((st, body.as_str()), (200, "true"));
     assert!(
         h["content-type"]
@@ -891,39 +859,29 @@ async fn logout_disable_and_password_change_end_sessions_at_once() {
 
 #[tokio::test]
 async fn misc_http_behaviour() {
-    let s = TestServer::spawn().await;
-    let res = http()
-        .get(s.url("/healthz"))
+    let s = TestApp::spawn().await;
+    let res = s
+        .get("/healthz")
         .header("content-type", JSON)
         .send()
         .await
         .expect("send");
     assert_eq!(res.status(), 200);
-    let res = http()
-        .get(s.url("/nowhere?password=secret"))
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(s.get("/nowhere?password=secret")).await.parts();
     let v = assert_json_error(st, &h, &body, 404, "not.found");
     assert_eq!(v["requestUri"], "/nowhere - GET");
-    let res = http()
-        .get(s.url("/api/auth/login/admin"))
-        .send()
-        .await
-        .expect("send");
-    let (st, h, body) = raw(res).await;
+    let (st, h, body) = send(s.get("/api/auth/login/admin")).await.parts();
     assert_json_error(st, &h, &body, 405, "method.not.allowed");
     // A sane incoming request id is kept; a hostile one is replaced.
-    let res = http()
-        .get(s.url("/nowhere"))
+    let res = s
+        .get("/nowhere")
         .header("x-request-id", "abc-123")
         .send()
         .await
         .expect("send");
     assert_eq!(res.headers()["x-request-id"], "abc-123");
-    let res = http()
-        .get(s.url("/nowhere"))
+    let res = s
+        .get("/nowhere")
         .header("x-request-id", "a b\"<>")
         .send()
         .await
@@ -933,7 +891,7 @@ async fn misc_http_behaviour() {
 
 #[tokio::test]
 async fn data_and_revocations_survive_a_restart() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let admin = s.login_admin().await;
     let api = s
         .client
@@ -948,7 +906,7 @@ async fn data_and_revocations_survive_a_restart() {
     let kid_before = s.client.jwks().await.expect("jwks").keys[0].kid.clone();
     let (dir, config, clock) = s.stop().await;
 
-    let s = TestServer::start(dir, config, clock).await;
+    let s = TestApp::start(dir, config, clock).await;
     assert_eq!(s.client.jwks().await.expect("jwks").keys[0].kid, kid_before);
     s.client
         .accounts(&x_auth(&api))
@@ -984,9 +942,11 @@ async fn data_and_revocations_survive_a_restart() {
 
 #[tokio::test]
 async fn a_database_without_its_key_refuses_to_start() {
-    let s = TestServer::spawn().await;
-    let (dir, config, clock) = s.stop().await;
-    let key = dir.path().join("cxauth.db.key");
+    // SQLite only: the default key file beside the database file is an SQLite notion (a shared
+    // PostgreSQL database always names its key file, and never gets a new one).
+    let s = TestApp::spawn_on(Backend::Sqlite).await;
+    let (db, config, clock) = s.stop().await;
+    let key = db.key_path();
     let saved = std::fs::read(&key).expect("key file beside the database");
     std::fs::remove_file(&key).expect("rm");
     let err = cxauth_server::App::build(&config, clock.clone())
@@ -1016,7 +976,7 @@ async fn a_database_without_its_key_refuses_to_start() {
 async fn requests_are_answered_while_logins_queue() {
     // A burst of logins beyond the pool must be served or refused with 503 + Retry-After,
     // never hang, and never fail a token check running beside it.
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.hash_workers = 1;
         c.hash_queue = 2;
         // One user from one address fills the pool here: no fair share (tested in attack.rs).
@@ -1064,11 +1024,10 @@ async fn requests_are_answered_while_logins_queue() {
 #[tokio::test]
 async fn a_key_added_by_another_instance_is_trusted_after_a_reload() {
     use cxauth_core::clock::Clock as _;
-    let a = TestServer::spawn().await;
+    let a = TestApp::spawn().await;
     let admin = a.login_admin().await;
     // Another instance on the same database adds a newer signing key (a rotation)…
-    let master =
-        cxauth_core::crypto::MasterKey::load(&a.dir.path().join("cxauth.db.key")).expect("key");
+    let master = cxauth_core::crypto::MasterKey::load(&a.db.key_path()).expect("key");
     let secrets = cxauth_core::crypto::Secrets::derive(&master);
     let newer =
         cxauth_core::jwt::generate_signing_key(&secrets, a.clock.now_ms() + 1).expect("key");
@@ -1117,8 +1076,8 @@ async fn a_key_added_by_another_instance_is_trusted_after_a_reload() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_budget() {
-    let s = TestServer::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")])
-        .await;
+    let s =
+        TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")]).await;
     let url = s.url("/api/auth/login/admin");
     let attempt = |xff: &'static str, user: String, pw: &'static str| {
         http()

@@ -1,11 +1,9 @@
 //! The RingEX token exchange and the built-in RingEX emulator, over HTTP against real servers.
 
-mod common;
-
 use base64::Engine as _;
-use common::*;
 use cxauth_core::admin;
 use cxauth_core::clock::Clock as _;
+use cxauth_testkit::*;
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 use std::time::Duration;
@@ -22,7 +20,7 @@ struct Emu {
     jwt: String,
 }
 
-async fn emulator_setup(s: &TestServer, username: &str) -> Emu {
+async fn emulator_setup(s: &TestApp, username: &str) -> Emu {
     let store = s.state.auth.store().as_ref();
     let (client_id, secret) = admin::create_ringex_app(store, 0).await.expect("app");
     let jwt = admin::create_ringex_jwt(store, username, s.clock.now_ms())
@@ -42,18 +40,18 @@ fn basic(id: &str, secret: &str) -> String {
     )
 }
 
-async fn oauth(s: &TestServer, auth: Option<&str>, form: &[(&str, &str)]) -> (u16, Value) {
-    let mut req = http().post(s.url(TOKEN)).form(form);
+async fn oauth(s: &TestApp, auth: Option<&str>, form: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = s.post(TOKEN).form(form);
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
-    let (status, headers, body) = raw(req.send().await.expect("send")).await;
+    let (status, headers, body) = send(req).await.parts();
     assert_eq!(headers["content-type"], "application/json", "{body}");
     assert!(!body.to_lowercase().contains("expired"), "{body}");
     (status, serde_json::from_str(&body).expect("json"))
 }
 
-async fn ringex_token(s: &TestServer, e: &Emu) -> String {
+async fn ringex_token(s: &TestApp, e: &Emu) -> String {
     let (status, v) = oauth(
         s,
         Some(&basic(&e.client_id, &e.secret)),
@@ -64,20 +62,19 @@ async fn ringex_token(s: &TestServer, e: &Emu) -> String {
     v["access_token"].as_str().expect("token").to_owned()
 }
 
-async fn exchange_form(s: &TestServer, token: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    raw(http()
-        .post(s.url(EXCHANGE))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("authorization", "Basic basic")
-        .body(format!("rcAccessToken={token}&rcTokenType=Bearer"))
-        .send()
-        .await
-        .expect("send"))
+async fn exchange_form(s: &TestApp, token: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    send(
+        s.post(EXCHANGE)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", "Basic basic")
+            .body(format!("rcAccessToken={token}&rcTokenType=Bearer")),
+    )
     .await
+    .parts()
 }
 
-async fn emulator_server() -> TestServer {
-    TestServer::spawn_with(|c| c.ringex_emulator = true).await
+async fn emulator_server() -> TestApp {
+    TestApp::spawn_with(|c| c.ringex_emulator = true).await
 }
 
 #[tokio::test]
@@ -111,13 +108,7 @@ async fn the_emulator_issues_tokens_that_exchange_for_sessions() {
     assert!(cxauth_proto::is_token_alphabet(token), "{token}");
 
     // The extension endpoint says whose token it is.
-    let (status, _, body) = raw(http()
-        .get(s.url(EXTENSION))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(s.get(EXTENSION).bearer_auth(token)).await.parts();
     assert_eq!(status, 200, "{body}");
     let ext: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(ext["id"], 77);
@@ -140,17 +131,16 @@ async fn the_emulator_issues_tokens_that_exchange_for_sessions() {
     assert_eq!(accounts[0].account_id, "10000001");
 
     // Query string with a JSON content type and a `""` body, includeRefresh=true.
-    let (status, _, body) = raw(http()
-        .post(s.url(&format!(
+    let (status, _, body) = send(
+        s.post(&format!(
             "{EXCHANGE}?rcAccessToken={token}&rcTokenType=Bearer&includeRefresh=true"
-        )))
+        ))
         .header("content-type", "application/json")
         .header("authorization", "Bearer not-a-token")
-        .body("\"\"")
-        .send()
-        .await
-        .expect("send"))
-    .await;
+        .body("\"\""),
+    )
+    .await
+    .parts();
     assert_eq!(status, 200, "{body}");
     let session: Value = serde_json::from_str(&body).expect("json");
     let refresh = session["refreshToken"].as_str().expect("refresh token");
@@ -170,21 +160,16 @@ async fn the_emulator_issues_tokens_that_exchange_for_sessions() {
     assert!(err.is_err(), "a logged-out session still works");
 
     // Bad input.
-    let (status, _, body) = raw(http()
-        .post(s.url(EXCHANGE))
-        .form(&[("rcTokenType", "Bearer")])
-        .send()
+    let (status, _, body) = send(s.post(EXCHANGE).form(&[("rcTokenType", "Bearer")]))
         .await
-        .expect("send"))
-    .await;
+        .parts();
     assert_eq!(status, 400, "{body}");
-    let (status, _, body) = raw(http()
-        .post(s.url(EXCHANGE))
-        .form(&[("rcAccessToken", token), ("rcTokenType", "Basic")])
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(
+        s.post(EXCHANGE)
+            .form(&[("rcAccessToken", token), ("rcTokenType", "Basic")]),
+    )
+    .await
+    .parts();
     assert_eq!(status, 400, "{body}");
 
     // An unknown token, and the token of a user disabled since: one generic 401.
@@ -313,11 +298,11 @@ async fn the_emulator_answers_oauth_errors() {
     }
     // The extension endpoint refuses what it did not issue.
     for auth in [None, Some("Bearer forged"), Some("Basic basic")] {
-        let mut req = http().get(s.url(EXTENSION));
+        let mut req = s.get(EXTENSION);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        let (status, headers, body) = raw(req.send().await.expect("send")).await;
+        let (status, headers, body) = send(req).await.parts();
         assert_eq!(status, 401, "{body}");
         assert_eq!(headers["content-type"], "application/json");
         let v: Value = serde_json::from_str(&body).expect("json");
@@ -325,13 +310,9 @@ async fn the_emulator_answers_oauth_errors() {
     }
     // Emulator tokens are not RingCX credentials.
     let token = ringex_token(&s, &e).await;
-    let (status, _, _) = raw(http()
-        .get(s.url("/voice/api/v1/admin/accounts"))
-        .bearer_auth(&token)
-        .send()
+    let (status, _, _) = send(s.get("/voice/api/v1/admin/accounts").bearer_auth(&token))
         .await
-        .expect("send"))
-    .await;
+        .parts();
     assert_eq!(status, 401);
     // The emulator's tokens stop working after their lifetime.
     s.clock.advance(Duration::from_secs(3601));
@@ -341,9 +322,9 @@ async fn the_emulator_answers_oauth_errors() {
 
 #[tokio::test]
 async fn the_emulator_is_off_by_default_and_then_the_exchange_is_unavailable() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     for path in [TOKEN, EXTENSION] {
-        let (status, _, body) = raw(http().post(s.url(path)).send().await.expect("send")).await;
+        let (status, _, body) = send(s.post(path)).await.parts();
         assert!(status == 404 || status == 405, "{path}: {status} {body}");
     }
     // Not configured is not an outage: 501, no Retry-After (retrying cannot help), and the
@@ -369,7 +350,7 @@ async fn the_emulator_is_off_by_default_and_then_the_exchange_is_unavailable() {
         "{body}"
     );
     // A malformed request is still the caller's fault first.
-    let (status, _, body) = raw(http().post(s.url(EXCHANGE)).send().await.expect("send")).await;
+    let (status, _, body) = send(s.post(EXCHANGE)).await.parts();
     assert_eq!(status, 400, "{body}");
     // Asking again, however often, changes nothing and spends no login budget.
     for _ in 0..20 {
@@ -380,7 +361,7 @@ async fn the_emulator_is_off_by_default_and_then_the_exchange_is_unavailable() {
 
 #[tokio::test]
 async fn an_unreachable_ringex_server_is_503() {
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.ringex_server = Some("http://127.0.0.1:1".parse().expect("url"));
         c.ringex_timeout = Duration::from_secs(2);
     })
@@ -406,7 +387,7 @@ async fn an_upstream_ringex_server_is_asked_and_positive_answers_are_cached() {
         .await
         .expect("jwt");
     let upstream: url::Url = a.base.parse().expect("url");
-    let b = TestServer::spawn_with(move |c| {
+    let b = TestApp::spawn_with(move |c| {
         c.ringex_server = Some(upstream);
         c.ringex_cache_ttl = Duration::from_secs(30);
     })

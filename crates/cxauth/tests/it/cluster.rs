@@ -1,13 +1,12 @@
 //! Several `cxauth serve` processes on one PostgreSQL database behave as one server.
 //!
-//! Each test gets a fresh schema on the test PostgreSQL server (see `cxauth_store::testing`):
-//! required in CI, skipped with a printed reason on a machine without PostgreSQL.
+//! Each test gets a fresh schema on the test PostgreSQL server (`cxauth_testkit::TestDb`), whatever
+//! backend is selected: required in CI, skipped with a printed reason on a machine without
+//! PostgreSQL.
 
-mod common;
-
-use common::Served;
 use cxauth_client::Credential;
-use cxauth_store::testing::{Scratch, scratch_schema};
+use cxauth_testkit::TestDb;
+use cxauth_testkit::cli::Served;
 use reqwest::StatusCode;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -18,29 +17,16 @@ const PASSWORD: &str = "cluster-admin-password";
 struct Cluster {
     url: String,
     key: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    _db: TestDb,
 }
 
 async fn cluster() -> Option<Cluster> {
-    let url = match scratch_schema().await.expect("a PostgreSQL test schema") {
-        Scratch::Ready(url) => url,
-        Scratch::Skip(why) => {
-            eprintln!("skipping: {why}");
-            return None;
-        }
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("master.key");
-    assert_cmd::Command::cargo_bin("cxauth")
-        .expect("binary")
-        .arg("generate-master-key")
-        .arg(&key)
-        .assert()
-        .success();
+    // PostgreSQL whatever the selected backend: several instances share one database.
+    let db = TestDb::postgres_or_skip().await?;
     Some(Cluster {
-        url,
-        key,
-        _dir: dir,
+        url: db.url().to_owned(),
+        key: db.master_key_file().expect("PostgreSQL names its key file"),
+        _db: db,
     })
 }
 
@@ -54,14 +40,16 @@ impl Cluster {
             ("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD),
         ];
         let starting: Vec<_> = (0..n)
-            .map(|_| common::spawn(&["serve", "--listen", "127.0.0.1:0"], &envs))
+            .map(|_| cxauth_testkit::cli::spawn(&["serve", "--listen", "127.0.0.1:0"], &envs))
             .collect();
-        starting.into_iter().map(common::Starting::ready).collect()
+        starting
+            .into_iter()
+            .map(cxauth_testkit::cli::Starting::ready)
+            .collect()
     }
 
     fn admin(&self, args: &[&str], stdin: &str) {
-        assert_cmd::Command::cargo_bin("cxauth")
-            .expect("binary")
+        assert_cmd::Command::new(cxauth_testkit::cli::cxauth_bin())
             .arg("admin")
             .args(args)
             .env("CXAUTH_DATABASE", &self.url)
@@ -222,8 +210,7 @@ fn payload_sid(payload: &str) -> String {
 async fn postgres_needs_an_existing_master_key_file() {
     let Some(c) = cluster().await else { return };
     let missing = c.key.with_file_name("missing.key");
-    let out = assert_cmd::Command::cargo_bin("cxauth")
-        .expect("binary")
+    let out = assert_cmd::Command::new(cxauth_testkit::cli::cxauth_bin())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CXAUTH_DATABASE", &c.url)
         .env("CXAUTH_MASTER_KEY_FILE", &missing)
@@ -236,8 +223,7 @@ async fn postgres_needs_an_existing_master_key_file() {
     let err = String::from_utf8_lossy(&out);
     assert!(err.contains("generate-master-key"), "{err}");
     assert!(!missing.exists());
-    let out = assert_cmd::Command::cargo_bin("cxauth")
-        .expect("binary")
+    let out = assert_cmd::Command::new(cxauth_testkit::cli::cxauth_bin())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("CXAUTH_DATABASE", &c.url)
         .env_remove("CXAUTH_MASTER_KEY_FILE")
@@ -249,8 +235,7 @@ async fn postgres_needs_an_existing_master_key_file() {
         .clone();
     assert!(String::from_utf8_lossy(&out).contains("CXAUTH_MASTER_KEY_FILE"));
     // The password in a URL never reaches an error message.
-    let out = assert_cmd::Command::cargo_bin("cxauth")
-        .expect("binary")
+    let out = assert_cmd::Command::new(cxauth_testkit::cli::cxauth_bin())
         .args([
             "admin",
             "--database",

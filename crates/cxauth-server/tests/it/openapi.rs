@@ -2,9 +2,7 @@
 //! these tests check that what the document lists is what the server routes, and that the API
 //! page `/docs` is served from the binary.
 
-mod common;
-
-use common::{TestServer, http, raw};
+use cxauth_testkit::{TestApp, http, send};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -35,9 +33,8 @@ const EMULATOR: &[(&str, &str)] = &[
     ("get", "/restapi/v1.0/account/~/extension/~"),
 ];
 
-async fn document(s: &TestServer) -> Value {
-    http()
-        .get(s.url("/openapi.json"))
+async fn document(s: &TestApp) -> Value {
+    s.get("/openapi.json")
         .send()
         .await
         .expect("get")
@@ -59,7 +56,7 @@ fn each_operation(doc: &Value) -> Vec<(String, String, Value)> {
     ops
 }
 
-async fn operations(s: &TestServer) -> Vec<(String, String)> {
+async fn operations(s: &TestApp) -> Vec<(String, String)> {
     let doc = document(s).await;
     assert!(
         doc["openapi"].as_str().expect("version").starts_with("3.1"),
@@ -89,7 +86,7 @@ fn sorted(list: &[&[(&str, &str)]]) -> Vec<(String, String)> {
 
 /// Whether the router has a route for this method and path (its own "no such endpoint" 404 and
 /// 405 are the only answers that say no).
-async fn routed(s: &TestServer, method: &str, path: &str) -> bool {
+async fn routed(s: &TestApp, method: &str, path: &str) -> bool {
     let url = s.url(&path.replace("{token}", "x"));
     let req = match method {
         "get" => http().get(url),
@@ -97,13 +94,13 @@ async fn routed(s: &TestServer, method: &str, path: &str) -> bool {
         "delete" => http().delete(url),
         other => panic!("unexpected method {other}"),
     };
-    let (status, _, body) = raw(req.send().await.expect("send")).await;
+    let (status, _, body) = send(req).await.parts();
     status != 405 && !body.contains("No such endpoint")
 }
 
 #[tokio::test]
 async fn the_document_and_the_router_list_the_same_endpoints() {
-    let s = TestServer::spawn_with(|c| c.ringex_emulator = true).await;
+    let s = TestApp::spawn_with(|c| c.ringex_emulator = true).await;
     let ops = operations(&s).await;
     assert_eq!(ops, sorted(&[EXPECTED, EMULATOR]));
     for (method, path) in &ops {
@@ -116,7 +113,7 @@ async fn the_document_and_the_router_list_the_same_endpoints() {
 
 #[tokio::test]
 async fn without_the_emulator_its_endpoints_are_neither_routed_nor_documented() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     assert_eq!(operations(&s).await, sorted(&[EXPECTED]));
     for (method, path) in EMULATOR {
         assert!(!routed(&s, method, path).await, "{method} {path}");
@@ -125,27 +122,22 @@ async fn without_the_emulator_its_endpoints_are_neither_routed_nor_documented() 
 
 #[tokio::test]
 async fn the_api_page_is_served_from_the_binary() {
-    let s = TestServer::spawn().await;
-    let (status, _, html) = raw(http().get(s.url("/docs/")).send().await.expect("get")).await;
+    let s = TestApp::spawn().await;
+    let (status, _, html) = send(s.get("/docs/")).await.parts();
     assert_eq!(status, 200);
     assert!(html.contains("swagger-ui"), "{html}");
     assert!(
         !html.contains("://cdn") && !html.contains("unpkg.com"),
         "{html}"
     );
-    let (status, _, js) = raw(http()
-        .get(s.url("/docs/swagger-ui-bundle.js"))
-        .send()
-        .await
-        .expect("get"))
-    .await;
+    let (status, _, js) = send(s.get("/docs/swagger-ui-bundle.js")).await.parts();
     assert_eq!(status, 200);
     assert!(js.len() > 100_000);
 }
 
 #[tokio::test]
 async fn admin_operations_take_a_bearer_token_or_x_auth_token_and_auth_operations_none() {
-    let s = TestServer::spawn_with(|c| c.ringex_emulator = true).await;
+    let s = TestApp::spawn_with(|c| c.ringex_emulator = true).await;
     let doc = document(&s).await;
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["bearer"]["type"], "http", "{schemes}");
@@ -185,19 +177,18 @@ async fn admin_operations_take_a_bearer_token_or_x_auth_token_and_auth_operation
     // The schemes say what the server does: the bearer token of a login, and an API token as
     // X-Auth-Token, both open the admin endpoint the browser test calls.
     let session = s.login_admin().await;
-    let (status, _, body) = raw(http()
-        .get(s.url("/voice/api/v1/admin/token"))
-        .bearer_auth(&session.access_token)
-        .send()
-        .await
-        .expect("send"))
-    .await;
+    let (status, _, body) = send(
+        s.get("/voice/api/v1/admin/token")
+            .bearer_auth(&session.access_token),
+    )
+    .await
+    .parts();
     assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
 async fn summaries_are_plain_text_and_operation_ids_unique() {
-    let s = TestServer::spawn_with(|c| c.ringex_emulator = true).await;
+    let s = TestApp::spawn_with(|c| c.ringex_emulator = true).await;
     let doc = document(&s).await;
     let mut ids = BTreeSet::new();
     for (method, path, op) in each_operation(&doc) {
@@ -241,7 +232,7 @@ fn tags(doc: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
 
 #[tokio::test]
 async fn no_tag_section_is_empty_with_or_without_the_emulator() {
-    let off = document(&TestServer::spawn().await).await;
+    let off = document(&TestApp::spawn().await).await;
     let (listed, used) = tags(&off);
     assert_eq!(listed, used);
     assert!(!listed.contains("ringex-emulator"), "{listed:?}");
@@ -252,7 +243,7 @@ async fn no_tag_section_is_empty_with_or_without_the_emulator() {
         schemes.keys().collect::<Vec<_>>(),
         ["X-Auth-Token", "bearer"]
     );
-    let on = document(&TestServer::spawn_with(|c| c.ringex_emulator = true).await).await;
+    let on = document(&TestApp::spawn_with(|c| c.ringex_emulator = true).await).await;
     let (listed, used) = tags(&on);
     assert_eq!(listed, used);
     assert!(listed.contains("ringex-emulator"), "{listed:?}");

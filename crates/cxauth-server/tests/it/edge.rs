@@ -3,16 +3,14 @@
 //! (`nosniff`, the CSP of `/docs`, `no-store` on admin answers), and strict parameter
 //! encodings (duplicate JSON keys, invalid UTF-8 in a form).
 
-mod common;
-
-use common::*;
+use cxauth_testkit::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 const PARTIAL_HEADERS: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: cxauth\r\nX-Slow: ";
 
-fn addr(s: &TestServer) -> String {
+fn addr(s: &TestApp) -> String {
     s.base.trim_start_matches("http://").to_owned()
 }
 
@@ -45,7 +43,7 @@ fn is_closed(stream: &TcpStream) -> bool {
     }
 }
 
-async fn slow_client(s: &TestServer) -> TcpStream {
+async fn slow_client(s: &TestApp) -> TcpStream {
     slow_client_at(addr(s)).await
 }
 
@@ -55,7 +53,7 @@ async fn slow_client_at(addr: String) -> TcpStream {
     c
 }
 
-async fn healthz_once(s: &TestServer) -> u16 {
+async fn healthz_once(s: &TestApp) -> u16 {
     healthz_at(s.url("/healthz")).await
 }
 
@@ -72,7 +70,7 @@ async fn healthz_at(url: String) -> u16 {
 
 #[tokio::test]
 async fn unfinished_headers_are_cut_at_the_header_read_timeout() {
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.header_read_timeout = Duration::from_secs(1);
         c.keep_alive_timeout = Duration::from_secs(30);
     })
@@ -119,7 +117,7 @@ async fn unfinished_headers_are_cut_at_the_header_read_timeout() {
 
 #[tokio::test]
 async fn an_idle_kept_alive_connection_closes_at_the_keep_alive_timeout() {
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.header_read_timeout = Duration::from_millis(500);
         c.keep_alive_timeout = Duration::from_millis(2_000);
     })
@@ -146,7 +144,7 @@ async fn an_idle_kept_alive_connection_closes_at_the_keep_alive_timeout() {
 
 #[tokio::test]
 async fn at_the_cap_the_idlest_connections_are_shed_and_real_clients_get_in() {
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.header_read_timeout = Duration::from_secs(30);
         c.max_connections = Some(20);
     })
@@ -210,7 +208,7 @@ where
 
 #[tokio::test]
 async fn slow_clients_do_not_hold_up_a_shutdown() {
-    let s = TestServer::spawn_with(|c| {
+    let s = TestApp::spawn_with(|c| {
         c.header_read_timeout = Duration::from_secs(60);
         c.shutdown_timeout = Duration::from_secs(30);
     })
@@ -245,9 +243,9 @@ async fn slow_clients_do_not_hold_up_a_shutdown() {
 
 #[tokio::test]
 async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     for path in ["/healthz", "/openapi.json", "/no/such/route", "/docs/"] {
-        let res = http().get(s.url(path)).send().await.expect("get");
+        let res = s.get(path).send().await.expect("get");
         assert_eq!(
             res.headers()
                 .get("x-content-type-options")
@@ -263,7 +261,7 @@ async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
             .to_owned();
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
     }
-    let (status, headers, html) = raw(http().get(s.url("/docs/")).send().await.expect("get")).await;
+    let (status, headers, html) = send(s.get("/docs/")).await.parts();
     assert_eq!(status, 200);
     let csp = headers["content-security-policy"].to_str().expect("ascii");
     let script_src = csp
@@ -296,8 +294,8 @@ async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
         "index.css",
     ] {
         assert!(html.contains(asset), "{asset} not in the page");
-        let res = http()
-            .get(s.url(&format!("/docs/{asset}")))
+        let res = s
+            .get(&format!("/docs/{asset}"))
             .send()
             .await
             .expect("asset");
@@ -305,8 +303,8 @@ async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
         assert!(res.headers().contains_key("content-security-policy"));
     }
     // The initializer fetches the document from this origin (connect-src 'self').
-    let init = http()
-        .get(s.url("/docs/swagger-initializer.js"))
+    let init = s
+        .get("/docs/swagger-initializer.js")
         .send()
         .await
         .expect("get")
@@ -322,7 +320,7 @@ async fn every_answer_says_nosniff_and_docs_have_a_strict_csp() {
 
 #[tokio::test]
 async fn admin_answers_are_never_stored() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let session = s.login_admin().await;
     for prefix in ["/voice/api/v1", "/api/v1"] {
         for (path, authed) in [
@@ -331,7 +329,7 @@ async fn admin_answers_are_never_stored() {
             ("/admin/accounts", true),
             ("/admin/no-such-thing", true),
         ] {
-            let mut req = http().get(s.url(&format!("{prefix}{path}")));
+            let mut req = s.get(&format!("{prefix}{path}"));
             if authed {
                 req = req.bearer_auth(&session.access_token);
             }
@@ -344,13 +342,13 @@ async fn admin_answers_are_never_stored() {
             );
         }
     }
-    let res = http().get(s.url("/healthz")).send().await.expect("get");
+    let res = s.get("/healthz").send().await.expect("get");
     assert!(res.headers().get("cache-control").is_none());
 }
 
 #[tokio::test]
 async fn duplicate_json_keys_and_invalid_utf8_forms_are_400() {
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let login = s.url("/api/auth/login/admin");
     let cases: [(&str, Vec<u8>, &str); 4] = [
         (
@@ -386,14 +384,14 @@ async fn duplicate_json_keys_and_invalid_utf8_forms_are_400() {
         ),
     ];
     for (ctype, body, says) in cases {
-        let res = http()
-            .post(&login)
-            .header("content-type", ctype)
-            .body(body.clone())
-            .send()
-            .await
-            .expect("post");
-        let (status, _, text) = raw(res).await;
+        let (status, _, text) = send(
+            http()
+                .post(&login)
+                .header("content-type", ctype)
+                .body(body.clone()),
+        )
+        .await
+        .parts();
         assert_eq!(status, 400, "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).expect("a JSON error body");
         assert_eq!(v["errorCode"], "bad.request", "{text}");
@@ -420,7 +418,7 @@ async fn duplicate_json_keys_and_invalid_utf8_forms_are_400() {
 async fn the_peer_address_still_reaches_the_handlers() {
     // The accept loop puts ConnectInfo in each request, as axum::serve did: a login from
     // 127.0.0.7 is audited (and throttled) as 127.0.0.7, not as some fixed address.
-    let s = TestServer::spawn().await;
+    let s = TestApp::spawn().await;
     let client = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 7]))
         .build()

@@ -1,38 +1,37 @@
 //! The `cxauth` binary as scripts and operators use it: `admin`, `generate-master-key`, `serve`.
 
-use assert_cmd::Command;
 use predicates::prelude::*;
-mod common;
 
-use common::Served;
+use cxauth_testkit::cli::Served;
+use cxauth_testkit::{Backend, TestDb};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn cxauth() -> Command {
-    let mut c = Command::cargo_bin("cxauth").expect("binary");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXAUTH_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use cxauth_testkit::cli::cxauth;
 
+/// A fresh database; `path` is its file on SQLite.
 struct Db {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+    db: TestDb,
+    path: Option<PathBuf>,
 }
 
+/// A fresh database of the selected backend.
 fn db() -> Db {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("cx.db");
-    Db { _dir: dir, path }
+    db_on(Backend::selected())
+}
+
+fn db_on(backend: Backend) -> Db {
+    let db = TestDb::on_blocking(backend);
+    Db {
+        path: db.sqlite_path(),
+        db,
+    }
 }
 
 impl Db {
     fn url(&self) -> String {
-        format!("sqlite://{}", self.path.display())
+        self.db.url().to_owned()
     }
 
     /// Runs `cxauth admin --database URL ARGS` with `stdin`, expecting success; returns stdout.
@@ -169,14 +168,16 @@ fn accounts_and_users_are_created_and_their_ids_printed_alone() {
         worker_line.contains(&format!("\t{main}\t{boss}\t")),
         "{worker_line}"
     );
-    // A bare file path works as a database URL.
-    cxauth()
-        .args(["admin", "--database"])
-        .arg(&db.path)
-        .args(["user", "list"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("boss"));
+    // A bare file path works as a database URL (SQLite only: PostgreSQL has no file).
+    if let Some(path) = &db.path {
+        cxauth()
+            .args(["admin", "--database"])
+            .arg(path)
+            .args(["user", "list"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("boss"));
+    }
 }
 
 #[test]
@@ -358,8 +359,11 @@ fn generate_master_key_writes_0600_and_never_overwrites() {
     assert_eq!(std::fs::read(&key).expect("key"), first);
 }
 
+/// `cxauth serve` on the SQLite file `db`. The `serve` tests stay on SQLite: they are about a
+/// first start on a new file (the master key made beside it, the bootstrap printed once) and
+/// restarts on that file; the cluster tests cover PostgreSQL's start-up.
 fn serve(db: &Path, envs: &[(&str, &str)]) -> Served {
-    common::serve(&[OsStr::new("--database"), db.as_os_str()], envs)
+    cxauth_testkit::cli::serve(&[OsStr::new("--database"), db.as_os_str()], envs)
 }
 
 fn start_fails(db: &Path, envs: &[(&str, &str)]) -> String {
@@ -558,7 +562,8 @@ async fn serve_takes_the_bootstrap_password_and_settings_from_the_environment() 
 
 #[test]
 fn ringex_emulator_apps_and_jwts_print_their_secrets_alone() {
-    let db = db();
+    // SQLite only: the check that no secret is stored in clear reads the database file.
+    let db = db_on(Backend::Sqlite);
     let main = id(&db.admin_ok(&["account", "create", "--name", "M"], "")).to_string();
     let create = |name: &str, rc: Option<&str>| {
         let mut args = vec![
@@ -599,8 +604,9 @@ fn ringex_emulator_apps_and_jwts_print_their_secrets_alone() {
 
     // Nothing secret is stored in clear.
     // The database file and its write-ahead log.
-    let mut raw = std::fs::read(&db.path).expect("db");
-    raw.extend(std::fs::read(db.path.with_extension("db-wal")).unwrap_or_default());
+    let path = db.path.as_ref().expect("an SQLite file");
+    let mut raw = std::fs::read(path).expect("db");
+    raw.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
     assert!(
         raw.windows(lines[0].len())
             .any(|w| w == lines[0].as_bytes()),
@@ -862,7 +868,7 @@ fn admin_lists_in_json_account_list_and_user_delete() {
 
     // `cxauth admin … | head -0`: quiet, exit 0.
     for args in [&["user", "list"][..], &["account", "list"], &["audit"]] {
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cxauth"));
+        let mut cmd = std::process::Command::new(cxauth_testkit::cli::cxauth_bin());
         cmd.env_remove("CXAUTH_DATABASE")
             .arg("admin")
             .arg("--database")
