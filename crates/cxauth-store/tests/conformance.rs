@@ -17,6 +17,19 @@ struct Backend {
     _dir: tempfile::TempDir,
 }
 
+/// A failure names its backend: the assertions run inside `for b in backends().await`, so a
+/// panic unwinds through the loop's `b`, which says which backend the failure above was on.
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "conformance: the failure above is on the {} backend",
+                self.name
+            );
+        }
+    }
+}
+
 impl Backend {
     /// Runs a `SELECT COUNT(*) …` straight on the database, to check what the trait hides.
     async fn count(&self, sql: &'static str) -> i64 {

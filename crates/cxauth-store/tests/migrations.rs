@@ -1,6 +1,8 @@
-//! Migration 0005 (issue 11) on a database that already holds RingEX emulator JWT credentials:
-//! they keep working, get ids in creation order, and can be listed and revoked. Run on SQLite
-//! and PostgreSQL (required in CI, skipped with a printed reason elsewhere).
+//! Migrations. The SQLite and PostgreSQL folders stay in step: the same files, numbered alike,
+//! each doing the same to the schema, ending in the same tables, columns and indexes. And
+//! migration 0005 (issue 11) on a database that already holds RingEX emulator JWT credentials:
+//! they keep working, get ids in creation order, and can be listed and revoked. The database
+//! tests run on SQLite and PostgreSQL (required in CI, skipped with a printed reason elsewhere).
 
 use cxauth_store::DatabaseUrl;
 
@@ -145,4 +147,212 @@ async fn postgres_credentials_survive_0005() {
         pool.close().await;
     }
     check_upgraded(&url, "postgres").await;
+}
+
+// ---- The two migration folders stay in step.
+
+/// The migration files of one dialect, by name, with their text.
+fn migration_files(dialect: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("migrations folder")
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read_to_string(&path).expect("read"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The statements of a migration, comments dropped and white space collapsed.
+fn statements(sql: &str) -> Vec<String> {
+    let code: Vec<&str> = sql
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect();
+    code.join(" ")
+        .split(';')
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// What a statement does to the schema, without the dialect's spelling: column types, defaults
+/// and constraints differ (BLOB/BYTEA, INTEGER PRIMARY KEY/BIGSERIAL), names must not.
+fn shape(statement: &str) -> String {
+    let words: Vec<&str> = statement.split(' ').collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
+    let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+    match upper.as_slice() {
+        ["CREATE", "TABLE", ..] => {
+            let name = words[2].trim_end_matches('(');
+            let open = statement.find('(').expect("a column list");
+            let close = statement.rfind(')').expect("a column list");
+            let mut columns = Vec::new();
+            let body = &statement[open + 1..close];
+            let (mut depth, mut start) = (0, 0);
+            for (i, c) in body.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    ',' if depth == 0 => {
+                        columns.push(&body[start..i]);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            columns.push(&body[start..]);
+            let columns: Vec<&str> = columns
+                .iter()
+                .filter_map(|c| c.split_whitespace().next())
+                .filter(|c| {
+                    let c = c.to_uppercase();
+                    !["PRIMARY", "UNIQUE", "FOREIGN", "CHECK", "CONSTRAINT"].contains(&c.as_str())
+                })
+                .collect();
+            format!("table {name} ({})", columns.join(", "))
+        }
+        ["ALTER", "TABLE", _, "ADD", "COLUMN", ..] => {
+            format!("alter table {} add column {}", words[2], words[5])
+        }
+        ["INSERT", "INTO", ..] => format!("insert into {}", words[2].trim_end_matches('(')),
+        ["UPDATE", ..] => format!("update {}", words[1]),
+        ["DELETE", "FROM", ..] => format!("delete from {}", words[2]),
+        // Indexes, drops and renames are spelt alike in both dialects.
+        _ => statement.to_owned(),
+    }
+}
+
+#[test]
+fn the_migration_folders_have_the_same_files_numbered_in_order() {
+    let sqlite = migration_files("sqlite");
+    let postgres = migration_files("postgres");
+    let names = |files: &[(String, String)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&sqlite),
+        names(&postgres),
+        "every migration exists for both dialects, under the same name"
+    );
+    for (i, (name, _)) in sqlite.iter().enumerate() {
+        let expected = format!("{:04}_", i + 1);
+        assert!(
+            name.starts_with(&expected) && name.ends_with(".sql"),
+            "{name}: migrations are numbered 0001, 0002, ... without gaps, and end in .sql"
+        );
+    }
+}
+
+#[test]
+fn each_migration_does_the_same_in_both_dialects() {
+    for ((name, sqlite), (_, postgres)) in migration_files("sqlite")
+        .iter()
+        .zip(migration_files("postgres").iter())
+    {
+        let sqlite: Vec<String> = statements(sqlite).iter().map(|s| shape(s)).collect();
+        let postgres: Vec<String> = statements(postgres).iter().map(|s| shape(s)).collect();
+        assert_eq!(
+            sqlite, postgres,
+            "{name}: the same tables, columns and indexes, in the same order"
+        );
+    }
+}
+
+/// The schema a migrated database holds: each table with its columns (sorted), and the indexes
+/// created by name (not those backing a key or a unique constraint).
+async fn sqlite_schema(url: &str) -> (Vec<(String, Vec<String>)>, Vec<String>) {
+    let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%' ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("tables");
+    let mut schema = Vec::new();
+    for table in tables {
+        let mut columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
+            .bind(&table)
+            .fetch_all(&pool)
+            .await
+            .expect("columns");
+        columns.sort();
+        schema.push((table, columns));
+    }
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("indexes");
+    pool.close().await;
+    (schema, indexes)
+}
+
+async fn postgres_schema(url: &str) -> (Vec<(String, Vec<String>)>, Vec<String>) {
+    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::TEXT, column_name::TEXT FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name NOT LIKE '_sqlx%' \
+         ORDER BY table_name, column_name",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("columns");
+    let mut schema: Vec<(String, Vec<String>)> = Vec::new();
+    for (table, column) in rows {
+        match schema.last_mut() {
+            Some((t, columns)) if *t == table => columns.push(column),
+            _ => schema.push((table, vec![column])),
+        }
+    }
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::TEXT FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() \
+         AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
+         ORDER BY c.relname",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("indexes");
+    pool.close().await;
+    (schema, indexes)
+}
+
+#[tokio::test]
+async fn both_dialects_migrate_to_the_same_tables_columns_and_indexes() {
+    let pg = match cxauth_store::testing::scratch_schema()
+        .await
+        .expect("a PostgreSQL test schema")
+    {
+        cxauth_store::testing::Scratch::Ready(u) => u,
+        cxauth_store::testing::Scratch::Skip(why) => {
+            eprintln!("skipping PostgreSQL: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!("sqlite://{}", dir.path().join("schema.db").display());
+    for url in [&sqlite, &pg] {
+        cxauth_store::open(&DatabaseUrl::parse(url).expect("url"))
+            .await
+            .expect("open migrates")
+            .close()
+            .await;
+    }
+    let (sqlite_tables, sqlite_indexes) = sqlite_schema(&sqlite).await;
+    let (pg_tables, pg_indexes) = postgres_schema(&pg).await;
+    assert!(!sqlite_tables.is_empty(), "the schema was read");
+    assert_eq!(sqlite_tables, pg_tables, "the same tables and columns");
+    assert_eq!(sqlite_indexes, pg_indexes, "the same named indexes");
 }
