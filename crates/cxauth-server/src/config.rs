@@ -319,7 +319,7 @@ impl ServerConfig {
             ));
         }
         if self.api_token_cap == 0 {
-            return Err("the API token cap must be at least 1".into());
+            return Err("the API token cap (api_token_cap) must be at least 1".into());
         }
         if self.header_read_timeout.is_zero() {
             return Err("the header read timeout must be longer than 0s".into());
