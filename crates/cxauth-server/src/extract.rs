@@ -196,7 +196,10 @@ mod tests {
 
     #[test]
     fn credential_sources() {
-        assert!(matches!(credential(&headers(&[])), Ok(PresentedToken::None)));
+        assert!(matches!(
+            credential(&headers(&[])),
+            Ok(PresentedToken::None)
+        ));
         assert!(matches!(
             credential(&headers(&[("authorization", "Bearer abc")])),
             Ok(PresentedToken::Bearer("abc"))
