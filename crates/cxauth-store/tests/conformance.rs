@@ -3,11 +3,11 @@
 //! `cxauth_store::testing`: required in CI, skipped with a printed reason elsewhere).
 
 use cxauth_core::store::DeleteUser;
+use cxauth_core::store::ThrottleEntry;
 use cxauth_core::store::{
     AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason,
     RotateOutcome, Rotation, SharedStore, StoreError,
 };
-use cxauth_core::throttle::ThrottleEntry;
 use cxauth_store::DatabaseUrl;
 
 struct Backend {

@@ -3,6 +3,23 @@
 use super::StoreError;
 use async_trait::async_trait;
 
+/// One budget's state: failures (reservations included) and the block they caused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleEntry {
+    /// Failures counted, reservations in flight included.
+    pub failures: u32,
+    /// Time of the latest failure (or reservation), epoch ms.
+    pub last_failure: i64,
+    /// No attempt before this time, epoch ms (0: none).
+    pub blocked_until: i64,
+    /// After this time the entry means nothing and may be dropped, epoch ms.
+    pub expires_at: i64,
+}
+
+/// Moves one entry from its current state (`None`: no entry) to the next (`None`: delete it).
+pub type ThrottleUpdate<'a> =
+    &'a (dyn Fn(Option<ThrottleEntry>) -> Option<ThrottleEntry> + Send + Sync);
+
 /// Login throttling state shared by every instance on one database.
 #[async_trait]
 pub trait ThrottleStore: Send + Sync {
@@ -13,8 +30,8 @@ pub trait ThrottleStore: Send + Sync {
     async fn throttle_update(
         &self,
         key: &[u8; 32],
-        update: crate::throttle::ThrottleUpdate<'_>,
-    ) -> Result<Option<crate::throttle::ThrottleEntry>, StoreError>;
+        update: ThrottleUpdate<'_>,
+    ) -> Result<Option<ThrottleEntry>, StoreError>;
 
     /// Whether the (username, address) pair digest `pair` had a successful login still
     /// remembered at `now`.

@@ -4,25 +4,10 @@
 
 use crate::clock::SharedClock;
 use crate::store::StoreError;
+// The entry is stored by the database table too, so its type lives with the store.
+pub use crate::store::{ThrottleEntry, ThrottleUpdate};
 use std::collections::HashMap;
 use std::sync::Mutex;
-
-/// One budget's state: failures (reservations included) and the block they caused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThrottleEntry {
-    /// Failures counted, reservations in flight included.
-    pub failures: u32,
-    /// Time of the latest failure (or reservation), epoch ms.
-    pub last_failure: i64,
-    /// No attempt before this time, epoch ms (0: none).
-    pub blocked_until: i64,
-    /// After this time the entry means nothing and may be dropped, epoch ms.
-    pub expires_at: i64,
-}
-
-/// Moves one entry from its current state (`None`: no entry) to the next (`None`: delete it).
-pub type ThrottleUpdate<'a> =
-    &'a (dyn Fn(Option<ThrottleEntry>) -> Option<ThrottleEntry> + Send + Sync);
 
 /// Where throttle entries live. Each update is atomic: concurrent updates of one key, from any
 /// number of tasks or instances, are applied one after the other.

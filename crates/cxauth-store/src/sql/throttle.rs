@@ -15,7 +15,7 @@ impl ThrottleStore for Backend {
         key: &[u8; 32],
         update: cxauth_core::throttle::ThrottleUpdate<'_>,
     ) -> Result<Option<cxauth_core::throttle::ThrottleEntry>, StoreError> {
-        use cxauth_core::throttle::ThrottleEntry;
+        use cxauth_core::store::ThrottleEntry;
         let mut tx = self.begin_write().await?;
         // PostgreSQL: makes sure the row exists, then locks it, so concurrent updates from
         // every instance queue on it. SQLite: the write transaction already serialises.
