@@ -1,7 +1,6 @@
 //! The real server, in process, on port 0.
 
 use crate::backend::{Backend, KitError, TestDb};
-use crate::users::UserBuilder;
 use cxauth_client::{Client, Session};
 use cxauth_core::clock::ManualClock;
 use cxauth_server::config::ServerConfig;
@@ -151,6 +150,16 @@ impl TestApp {
         self.base.trim_start_matches("http://")
     }
 
+    /// The master key file this server reads: the one named in its configuration (every
+    /// PostgreSQL app names one), else the one beside its SQLite file.
+    pub fn master_key_file(&self) -> std::path::PathBuf {
+        self.config
+            .master_key_file
+            .clone()
+            .or_else(|| self.config.database.default_key_file())
+            .expect("a test server always has a master key file")
+    }
+
     /// Logs the bootstrap admin in through the SDK.
     pub async fn login_admin(&self) -> Session {
         self.client
@@ -165,11 +174,6 @@ impl TestApp {
             .login(username, &format!("{username}-pw"), PLATFORM)
             .await
             .expect("login")
-    }
-
-    /// A user to create: `app.user("ann").grants(&[1]).roles(&["ADMIN"]).create().await`.
-    pub fn user(&self, username: &str) -> UserBuilder<'_> {
-        UserBuilder::new(self, username)
     }
 
     /// Creates a user through the same code path as `cxauth admin user create`.

@@ -73,3 +73,10 @@ impl<'a> UserBuilder<'a> {
         .unwrap_or_else(|e| panic!("create user {username}: {e}"))
     }
 }
+
+impl TestApp {
+    /// A user to create: `app.user("ann").grants(&[1]).roles(&["ADMIN"]).create().await`.
+    pub fn user(&self, username: &str) -> UserBuilder<'_> {
+        UserBuilder::new(self, username)
+    }
+}
