@@ -227,7 +227,7 @@ async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
     let s = TestApp::spawn().await;
     let old = s.login_admin().await;
     let old_kid = kid_of(&old.access_token);
-    let key_file = s.config.database.default_key_file().expect("key file");
+    let key_file = s.master_key_file();
     let secrets = cxauth_core::crypto::Secrets::derive(
         &cxauth_core::crypto::MasterKey::load(&key_file).expect("master key"),
     );

@@ -534,7 +534,7 @@ async fn an_expired_token_of_a_retired_key_still_says_expired() {
     let s = TestApp::spawn().await;
     let old = s.login_admin().await;
     let store = s.state.auth.store().clone();
-    let key_file = s.config.database.default_key_file().expect("key file");
+    let key_file = s.master_key_file();
     let secrets = cxauth_core::crypto::Secrets::derive(
         &cxauth_core::crypto::MasterKey::load(&key_file).expect("master key"),
     );

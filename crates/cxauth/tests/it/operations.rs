@@ -60,7 +60,7 @@ async fn sigterm_drains_and_purge_reports_ended_sessions() {
 
     let out = cxauth()
         .args(["admin", "--database"])
-        .arg(&db)
+        .arg(db)
         .arg("purge")
         .assert()
         .success()
@@ -73,7 +73,7 @@ async fn sigterm_drains_and_purge_reports_ended_sessions() {
     // Nothing left the second time.
     let again = cxauth()
         .args(["admin", "--database"])
-        .arg(&db)
+        .arg(db)
         .arg("purge")
         .assert()
         .success()
@@ -105,11 +105,11 @@ fn admin_ok(db: impl AsRef<OsStr>, args: &[&str], stdin: &str) -> String {
 fn admin_audit_shows_filters_and_follows_the_trail() {
     let test_db = TestDb::selected_blocking();
     let db = test_db.url();
-    let main = admin_ok(&db, &["account", "create", "--name", "M"], "");
+    let main = admin_ok(db, &["account", "create", "--name", "M"], "");
     let main = main.trim();
     for name in ["bob", "carol"] {
         admin_ok(
-            &db,
+            db,
             &[
                 "user",
                 "create",
@@ -122,9 +122,9 @@ fn admin_audit_shows_filters_and_follows_the_trail() {
             "a-secret-password-1\n",
         );
     }
-    admin_ok(&db, &["user", "disable", "bob"], "");
+    admin_ok(db, &["user", "disable", "bob"], "");
 
-    let json = admin_ok(&db, &["audit", "--user", "bob", "--output", "json"], "");
+    let json = admin_ok(db, &["audit", "--user", "bob", "--output", "json"], "");
     let events: Vec<serde_json::Value> = json
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -137,7 +137,7 @@ fn admin_audit_shows_filters_and_follows_the_trail() {
     assert!(events.iter().all(|e| e["username"] == "bob"));
     assert!(!json.contains("a-secret-password-1"));
 
-    let text = admin_ok(&db, &["audit", "--since", "1h"], "");
+    let text = admin_ok(db, &["audit", "--since", "1h"], "");
     let mut lines = text.lines();
     assert!(
         lines
@@ -150,7 +150,7 @@ fn admin_audit_shows_filters_and_follows_the_trail() {
     // --follow prints events written after it started.
     let mut follow = std::process::Command::new(cxauth_testkit::cli::cxauth_bin())
         .args(["admin", "--database"])
-        .arg(&db)
+        .arg(db)
         .args(["audit", "--follow", "--output", "json", "--user", "bob"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -176,7 +176,7 @@ fn admin_audit_shows_filters_and_follows_the_trail() {
         }
     };
     wait("user.disable");
-    admin_ok(&db, &["user", "enable", "bob"], "");
+    admin_ok(db, &["user", "enable", "bob"], "");
     wait("user.enable");
     let _ = follow.kill();
     let _ = follow.wait();
