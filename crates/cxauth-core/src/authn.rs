@@ -89,7 +89,7 @@ impl Authenticator {
     }
 
     /// Checks a credential of an admin endpoint and says who is calling.
-    #[tracing::instrument(skip_all, fields(via, user_id, session))]
+    #[tracing::instrument(level = "debug", skip_all, fields(via, user_id, session))]
     pub(crate) async fn authenticate(
         &self,
         presented: PresentedToken<'_>,
