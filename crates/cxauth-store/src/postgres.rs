@@ -107,6 +107,8 @@ type Conn = PgConnection;
 
 #[path = "sql/accounts.rs"]
 mod accounts;
+#[path = "sql/agents.rs"]
+mod agents;
 #[path = "sql/api_tokens.rs"]
 mod api_tokens;
 #[path = "sql/audit.rs"]

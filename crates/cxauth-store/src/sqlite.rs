@@ -180,6 +180,8 @@ type Conn = SqliteConnection;
 
 #[path = "sql/accounts.rs"]
 mod accounts;
+#[path = "sql/agents.rs"]
+mod agents;
 #[path = "sql/api_tokens.rs"]
 mod api_tokens;
 #[path = "sql/audit.rs"]

@@ -5,7 +5,7 @@
 use cxauth_core::store::DeleteUser;
 use cxauth_core::store::ThrottleEntry;
 use cxauth_core::store::{
-    AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewSession, NewUser, RevokeReason,
+    AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewAgent, NewSession, NewUser, RevokeReason,
     RotateOutcome, Rotation, SharedStore, StoreError,
 };
 use cxauth_store::DatabaseUrl;
@@ -1743,6 +1743,146 @@ async fn accounts_are_listed_with_their_main_account() {
             "{}",
             b.name
         );
+    }
+}
+
+fn new_agent(account_id: i64, username: &str, rc_user_id: Option<i64>) -> NewAgent {
+    NewAgent {
+        account_id,
+        username: username.into(),
+        first_name: "F".into(),
+        last_name: "L".into(),
+        email: None,
+        agent_type: "AGENT".into(),
+        rc_user_id,
+        agent_group_id: None,
+        allow_login_control: true,
+        allow_login_updates: true,
+        now: 5,
+    }
+}
+
+#[tokio::test]
+async fn agents_live_in_sub_accounts_and_link_by_rc_user_id() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("M", 0).await.expect("main");
+        let sub1 = s.create_sub_account(m, "One", 0).await.expect("sub");
+        let sub2 = s.create_sub_account(m, "Two", 0).await.expect("sub");
+        let other = s.create_main_account("O", 0).await.expect("main");
+        let other_sub = s.create_sub_account(other, "Else", 0).await.expect("sub");
+        // Out of account order on purpose.
+        let in2 = s
+            .create_agent(&new_agent(sub2, "a2", Some(7)))
+            .await
+            .expect("a2");
+        let in1 = s
+            .create_agent(&new_agent(sub1, "a1", Some(7)))
+            .await
+            .expect("a1");
+        s.create_agent(&new_agent(sub1, "n", None))
+            .await
+            .expect("n");
+        s.create_agent(&new_agent(other_sub, "x", Some(7)))
+            .await
+            .expect("x");
+        assert!(matches!(
+            s.create_agent(&new_agent(m, "main", None)).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.create_agent(&new_agent(m + 9_999, "nowhere", None)).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.create_agent(&new_agent(sub2, "a1", None)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let mine = s.agents_of_rc_user(7, m).await.expect("mine");
+        let got: Vec<(i64, i64, &str)> = mine
+            .iter()
+            .map(|a| (a.account_id, a.id, a.account_name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(sub1, in1, "One"), (sub2, in2, "Two")],
+            "{}",
+            b.name
+        );
+        assert_eq!(mine[0].main_account_id, m);
+        assert_eq!(s.agents_of_rc_user(8, m).await.expect("none"), vec![]);
+        assert_eq!(s.list_agents(Some(sub1)).await.expect("sub1").len(), 2);
+        assert_eq!(s.list_agents(None).await.expect("all").len(), 4);
+        assert!(s.delete_agent(in1).await.expect("delete"));
+        assert!(!s.delete_agent(in1).await.expect("again"));
+        assert_eq!(s.agents_of_rc_user(7, m).await.expect("left").len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_agent_creations_of_one_username_make_exactly_one() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("M", 0).await.expect("main");
+        let sub = s.create_sub_account(m, "S", 0).await.expect("sub");
+        let tries: Vec<_> = (0..12)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.create_agent(&new_agent(sub, "same", None)).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tries {
+            results.push(t.await);
+        }
+        let made = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Err(StoreError::Conflict(_)))))
+            .count();
+        assert_eq!((made, refused), (1, 11), "{}: {results:?}", b.name);
+        assert_eq!(b.count("SELECT COUNT(*) FROM agents").await, 1);
+    }
+}
+
+#[tokio::test]
+async fn main_accounts_link_to_one_ringex_account_each() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("M", 0).await.expect("main");
+        let sub = s.create_sub_account(m, "S", 0).await.expect("sub");
+        let other = s.create_main_account("O", 0).await.expect("main");
+        s.link_rc_account(m, Some("123")).await.expect("link");
+        let info = s.account_info(sub).await.expect("info").expect("some");
+        assert_eq!(info.rc_account_id.as_deref(), Some("123"), "{}", b.name);
+        assert_eq!(info.main_account_id, m);
+        let rows = s.accounts_for_user(0).await.expect("nobody's");
+        assert!(rows.is_empty());
+        assert!(matches!(
+            s.link_rc_account(other, Some("123")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.link_rc_account(sub, Some("9")).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.link_rc_account(m + 9_999, Some("9")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        s.link_rc_account(m, None).await.expect("unlink");
+        s.link_rc_account(other, Some("123"))
+            .await
+            .expect("free again");
+        assert_eq!(
+            s.account_info(m)
+                .await
+                .expect("info")
+                .expect("some")
+                .rc_account_id,
+            None
+        );
+        assert_eq!(s.account_info(m + 9_999).await.expect("none"), None);
     }
 }
 

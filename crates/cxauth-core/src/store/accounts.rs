@@ -27,6 +27,8 @@ pub struct AccountRow {
     pub main_name: String,
     /// Whether the main account is active.
     pub main_active: bool,
+    /// The RingEX account the main account is linked to, if any.
+    pub main_rc_account_id: Option<String>,
 }
 
 /// An account as `cxauth admin account list` shows it.
@@ -40,6 +42,8 @@ pub struct AccountInfo {
     pub main_account_id: i64,
     /// Whether the account is active (RingCX refuses logins to inactive main accounts).
     pub active: bool,
+    /// The RingEX account its main account is linked to (for a main account, its own link).
+    pub rc_account_id: Option<String>,
 }
 
 /// Main accounts and their sub-accounts, and the first start that creates them.
@@ -52,6 +56,15 @@ pub trait AccountStore: Send + Sync {
 
     /// Creates a main account; returns its id (a multiple of 10000).
     async fn create_main_account(&self, name: &str, now: i64) -> Result<i64, StoreError>;
+
+    /// Links main account `main_id` to RingEX account `rc_account_id`, or unlinks it with
+    /// `None`. [`StoreError::NotFound`] for an unknown account, [`StoreError::Invalid`] for a
+    /// sub-account, [`StoreError::Conflict`] if another main account has this link.
+    async fn link_rc_account(
+        &self,
+        main_id: i64,
+        rc_account_id: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Creates a sub-account of `main_id`; returns its id (`main_id` + n).
     async fn create_sub_account(
@@ -66,4 +79,7 @@ pub trait AccountStore: Send + Sync {
 
     /// Every account, main accounts and sub-accounts, ordered by id.
     async fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError>;
+
+    /// One account, main or sub.
+    async fn account_info(&self, id: i64) -> Result<Option<AccountInfo>, StoreError>;
 }

@@ -16,6 +16,7 @@
 //! | `meta.rs` | [`MetaStore`] | the key/value metadata table |
 //! | `keys.rs` | [`KeyStore`] | signing keys, live and retired |
 //! | `accounts.rs` | [`AccountStore`] | main and sub-accounts, the bootstrap |
+//! | `agents.rs` | [`AgentStore`] | agents of sub-accounts, linked to users by RingEX user id |
 //! | `users.rs` | [`UserStore`] | users, the user tree, revoking all of a user's credentials |
 //! | `sessions.rs` | [`SessionStore`] | sessions and refresh-token rotation |
 //! | `api_tokens.rs` | [`ApiTokenStore`] | API tokens and their per-user cap |
@@ -28,6 +29,7 @@
 use std::sync::Arc;
 
 mod accounts;
+mod agents;
 mod api_tokens;
 mod audit;
 mod housekeeping;
@@ -40,6 +42,7 @@ mod throttle;
 mod users;
 
 pub use accounts::*;
+pub use agents::*;
 pub use api_tokens::*;
 pub use audit::*;
 pub use housekeeping::*;
@@ -55,8 +58,8 @@ pub use users::*;
 /// any store method on a [`SharedStore`].
 pub mod prelude {
     pub use super::{
-        AccountStore, ApiTokenStore, AuditStore, Housekeeping, KeyStore, LegacyTokenStore,
-        MetaStore, RingexStore, SessionStore, Store, ThrottleStore, UserStore,
+        AccountStore, AgentStore, ApiTokenStore, AuditStore, Housekeeping, KeyStore,
+        LegacyTokenStore, MetaStore, RingexStore, SessionStore, Store, ThrottleStore, UserStore,
     };
 }
 
@@ -86,6 +89,7 @@ pub trait Store:
     MetaStore
     + KeyStore
     + AccountStore
+    + AgentStore
     + UserStore
     + SessionStore
     + ApiTokenStore
@@ -104,6 +108,7 @@ impl<T> Store for T where
     T: MetaStore
         + KeyStore
         + AccountStore
+        + AgentStore
         + UserStore
         + SessionStore
         + ApiTokenStore

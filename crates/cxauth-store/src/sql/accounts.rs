@@ -9,6 +9,15 @@ use async_trait::async_trait;
 use cxauth_core::store::{AccountInfo, AccountRow, AccountStore, Bootstrap, NewUser, StoreError};
 use sqlx::Row as _;
 
+/// The start of the queries of [`AccountInfo`]: the account `a` and, for a sub-account, its main
+/// `m`, whose RingEX link it shows. A macro, for `concat!`: sqlx takes only static SQL.
+macro_rules! select_account_info {
+    () => {
+        "SELECT a.id, a.name, a.main_id, a.is_active, COALESCE(m.rc_account_id, a.rc_account_id) \
+         FROM accounts a LEFT JOIN accounts m ON m.id = a.main_id "
+    };
+}
+
 #[async_trait]
 impl AccountStore for Backend {
     #[tracing::instrument(level = "debug", skip_all)]
@@ -66,7 +75,7 @@ impl AccountStore for Backend {
     async fn accounts_for_user(&self, user_id: i64) -> Result<Vec<AccountRow>, StoreError> {
         // A grant of a main account covers its sub-accounts; a grant of a sub-account, itself.
         let rows = sqlx::query(
-            "SELECT DISTINCT s.id, s.name, m.id, m.name, m.is_active \
+            "SELECT DISTINCT s.id, s.name, m.id, m.name, m.is_active, m.rc_account_id \
                  FROM user_grants g \
                  JOIN accounts s ON s.id = g.account_id OR s.main_id = g.account_id \
                  JOIN accounts m ON m.id = s.main_id \
@@ -85,26 +94,84 @@ impl AccountStore for Backend {
                 main_id: r.get(2),
                 main_name: r.get(3),
                 main_active: r.get(4),
+                main_rc_account_id: r.get(5),
             })
             .collect())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn list_accounts(&self) -> Result<Vec<AccountInfo>, StoreError> {
-        let rows: Vec<(i64, String, Option<i64>, bool)> =
-            sqlx::query_as("SELECT id, name, main_id, is_active FROM accounts ORDER BY id")
-                .fetch_all(&self.pool)
+        let rows: Vec<InfoTuple> = sqlx::query_as(concat!(select_account_info!(), "ORDER BY a.id"))
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
+        Ok(rows.into_iter().map(info_from_row).collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn account_info(&self, id: i64) -> Result<Option<AccountInfo>, StoreError> {
+        let row: Option<InfoTuple> =
+            sqlx::query_as(concat!(select_account_info!(), "WHERE a.id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
                 .await
                 .db()?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, name, main_id, active)| AccountInfo {
-                id,
-                name,
-                main_account_id: main_id.unwrap_or(id),
-                active,
-            })
-            .collect())
+        Ok(row.map(info_from_row))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(main_id))]
+    async fn link_rc_account(
+        &self,
+        main_id: i64,
+        rc_account_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
+        let main: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT main_id FROM accounts WHERE id = $1")
+                .bind(main_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+        match main {
+            None => {
+                return Err(StoreError::NotFound(format!(
+                    "no main account with id {main_id}"
+                )));
+            }
+            Some(Some(_)) => {
+                return Err(StoreError::Invalid(format!(
+                    "account {main_id} is a sub-account; a RingEX account links to a main account"
+                )));
+            }
+            Some(None) => {}
+        }
+        sqlx::query("UPDATE accounts SET rc_account_id = $1 WHERE id = $2")
+            .bind(rc_account_id)
+            .bind(main_id)
+            .execute(&mut *tx)
+            .await
+            .db()
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => StoreError::Conflict(
+                    "another main account is linked to this RingEX account".into(),
+                ),
+                e => e,
+            })?;
+        tx.commit().await.db()?;
+        Ok(())
+    }
+}
+
+type InfoTuple = (i64, String, Option<i64>, bool, Option<String>);
+
+fn info_from_row((id, name, main_id, active, rc_account_id): InfoTuple) -> AccountInfo {
+    AccountInfo {
+        id,
+        name,
+        main_account_id: main_id.unwrap_or(id),
+        active,
+        rc_account_id,
     }
 }
 
