@@ -1,11 +1,12 @@
-//! The directory as a caller sees it: its sub-accounts, and the users it manages.
+//! The directory as a caller sees it: its sub-accounts, the agents in them, and the users it
+//! manages.
 
 use crate::authn::Principal;
 use crate::error::AuthError;
-use crate::store::{ROLE_MANAGE_USERS, ROLE_SUPER_USER, SharedStore};
-use crate::wire::{account_to_wire, nest_users, user_to_wire};
+use crate::store::{ROLE_MANAGE_USERS, ROLE_SUPER_USER, SharedStore, UserRecord};
+use crate::wire::{account_to_wire, agent_to_wire, nest_users, user_to_wire};
 
-/// Reads users and accounts on behalf of a caller.
+/// Reads users, accounts and agents on behalf of a caller.
 pub(crate) struct Directory {
     store: SharedStore,
 }
@@ -30,6 +31,21 @@ impl Directory {
             .collect())
     }
 
+    /// The RingEX account of a user's main account, if it is linked to one.
+    async fn rc_account_of(&self, user: &UserRecord) -> Result<Option<String>, AuthError> {
+        Ok(self
+            .store
+            .account_info(user.main_account_id)
+            .await?
+            .and_then(|a| a.rc_account_id))
+    }
+
+    /// The caller itself as a `User` row (without children), as the legacy login shows it.
+    pub(crate) async fn me(&self, who: &Principal) -> Result<cxauth_proto::User, AuthError> {
+        let rc = self.rc_account_of(&who.user).await?;
+        Ok(user_to_wire(&who.user, rc.as_deref()))
+    }
+
     /// The caller and its descendants, nested by `children` unless `flatten`; only for callers
     /// who may manage users.
     #[tracing::instrument(skip_all, fields(user_id = who.user.id))]
@@ -46,9 +62,47 @@ impl Directory {
         if active_only {
             users.retain(|u| u.enabled);
         }
+        // Descendants belong to the caller's main account (a child joins its parent's).
+        let rc = self.rc_account_of(&who.user).await?;
         if flatten {
-            return Ok(users.iter().map(user_to_wire).collect());
+            return Ok(users
+                .iter()
+                .map(|u| user_to_wire(u, rc.as_deref()))
+                .collect());
         }
-        Ok(nest_users(&users, who.user.id))
+        Ok(nest_users(&users, who.user.id, rc.as_deref()))
+    }
+
+    /// The agents of sub-account `account_id`, for a caller who may use it. An account of the
+    /// caller's own main account that it may not use is [`AuthError::Forbidden`]; any other
+    /// (another main account's, or none) is [`AuthError::NotFound`], so that other tenants'
+    /// accounts are not revealed.
+    #[tracing::instrument(skip_all, fields(user_id = who.user.id, account_id))]
+    pub(crate) async fn agents(
+        &self,
+        who: &Principal,
+        account_id: i64,
+    ) -> Result<Vec<cxauth_proto::Agent>, AuthError> {
+        let usable = self
+            .store
+            .accounts_for_user(who.user.id)
+            .await?
+            .iter()
+            .any(|a| a.id == account_id);
+        if !usable {
+            return match self.store.account_info(account_id).await? {
+                Some(a) if a.main_account_id == who.user.main_account_id => {
+                    Err(AuthError::Forbidden)
+                }
+                _ => Err(AuthError::NotFound),
+            };
+        }
+        Ok(self
+            .store
+            .list_agents(Some(account_id))
+            .await?
+            .into_iter()
+            .map(agent_to_wire)
+            .collect())
     }
 }

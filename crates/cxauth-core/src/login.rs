@@ -370,7 +370,9 @@ impl LoginGate {
             refresh_token,
             now,
         } = started;
-        sessions.mint(&user, &session_id, Some(refresh_token), now)
+        sessions
+            .answer(&user, &session_id, Some(refresh_token), now, false)
+            .await
     }
 
     /// The legacy portal login; see [`crate::service::Auth::legacy_login`].

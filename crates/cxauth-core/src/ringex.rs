@@ -106,13 +106,14 @@ impl Exchange {
             ..audit::Entry::of(Event::RingexExchange, Outcome::Success)
         };
         self.deps.audit.record(ctx, entry).await;
-        let mut session = sessions.mint(
-            &user,
-            &session_id,
-            include_refresh.then_some(refresh_token),
-            now,
-        )?;
-        session.sso_login = true;
-        Ok(session)
+        sessions
+            .answer(
+                &user,
+                &session_id,
+                include_refresh.then_some(refresh_token),
+                now,
+                true,
+            )
+            .await
     }
 }

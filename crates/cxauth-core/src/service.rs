@@ -34,7 +34,7 @@ pub use crate::error::{AuthError, StartError};
 pub use crate::keys::{KEY_RELOAD_INTERVAL, META_KEY_FINGERPRINT};
 pub use crate::limits::{MAX_TOKEN_LEN, MAX_USERNAME_LEN};
 pub use crate::login::{LEGACY_TOKEN_TTL, LEGACY_TOKEN_TTL_STAY, LoginInput};
-pub use crate::wire::{account_to_wire, rfc3339, user_to_wire};
+pub use crate::wire::{account_to_wire, agent_to_wire, rfc3339, user_to_wire};
 
 /// The service. Shared by all request handlers.
 pub struct Auth {
@@ -254,6 +254,21 @@ impl Auth {
     /// The sub-accounts the caller may use.
     pub async fn accounts(&self, who: &Principal) -> Result<Vec<cxauth_proto::Account>, AuthError> {
         self.directory.accounts(who).await
+    }
+
+    /// The caller itself as a `User` row, without children (the legacy login's `user`).
+    pub async fn me(&self, who: &Principal) -> Result<cxauth_proto::User, AuthError> {
+        self.directory.me(who).await
+    }
+
+    /// The agents of a sub-account the caller may use (403 for another of its main account's,
+    /// 404 for any other account).
+    pub async fn agents(
+        &self,
+        who: &Principal,
+        account_id: i64,
+    ) -> Result<Vec<cxauth_proto::Agent>, AuthError> {
+        self.directory.agents(who, account_id).await
     }
 
     /// The caller and its descendants, nested by `children` unless `flatten`.

@@ -14,6 +14,7 @@ use crate::limits::MAX_TOKEN_LEN;
 use crate::store::{
     NewSession, ROLE_SUPER_USER, RevokeReason, RotateOutcome, Rotation, StoreError, UserRecord,
 };
+use crate::wire::{agent_to_wire, rc_user_to_wire};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cxauth_proto::{ADMIN_URL, AGENT_URL, Session, is_token_alphabet};
@@ -86,9 +87,38 @@ impl Sessions {
         })
     }
 
+    /// Answers a session of `user`: an access token of `session_id` minted at `now_ms`,
+    /// `refresh_token` if one is to be shown, the user's agents, and for an exchanged session
+    /// (`sso_login`) its RingEX user.
+    pub(crate) async fn answer(
+        &self,
+        user: &UserRecord,
+        session_id: &str,
+        refresh_token: Option<String>,
+        now_ms: i64,
+        sso_login: bool,
+    ) -> Result<Session, AuthError> {
+        let mut session = self.mint(user, session_id, refresh_token, now_ms)?;
+        session.sso_login = sso_login;
+        session.rc_user = sso_login.then(|| rc_user_to_wire(user));
+        // Agents link to users by RingEX user id: a user without one has none (and costs no
+        // query, which keeps most refreshes at one round trip).
+        if let Some(rc_user_id) = user.rc_user_id {
+            session.agent_details = self
+                .deps
+                .store
+                .agents_of_rc_user(rc_user_id, user.main_account_id)
+                .await?
+                .into_iter()
+                .map(agent_to_wire)
+                .collect();
+        }
+        Ok(session)
+    }
+
     /// Mints an access token of `session_id` for `user` at `now_ms` and answers the session
-    /// (with `refresh_token` if one is to be shown).
-    pub(crate) fn mint(
+    /// (with `refresh_token` if one is to be shown), without agents, as a direct login.
+    fn mint(
         &self,
         user: &UserRecord,
         session_id: &str,
@@ -125,6 +155,8 @@ impl Sessions {
             agent_url: AGENT_URL.into(),
             agent_details: Vec::new(),
             sso_login: false,
+            rc_user: None,
+            admin_password_reset: false,
         })
     }
 
@@ -173,8 +205,9 @@ impl Sessions {
                 span.record("user_id", user.id);
                 span.record("session", sid_prefix(&session_id));
                 span.record("outcome", "success");
-                let mut session = self.mint(&user, &session_id, Some(successor), now)?;
-                session.sso_login = sso_login;
+                let session = self
+                    .answer(&user, &session_id, Some(successor), now, sso_login)
+                    .await?;
                 metrics::counter!("cxauth_refreshes_total", "outcome" => "success").increment(1);
                 Ok(session)
             }

@@ -1,10 +1,15 @@
-//! Domain records in their wire form (`cxauth-proto`): users, accounts, times.
+//! Domain records in their wire form (`cxauth-proto`): users, accounts, agents, times.
 
-use crate::store::{AccountRow, UserRecord};
+use crate::store::{AccountRow, AgentRecord, UserRecord};
 use std::collections::{BTreeMap, HashSet};
 
 /// The wire form of an account row.
 pub fn account_to_wire(a: AccountRow) -> cxauth_proto::Account {
+    let access = if a.main_rc_account_id.is_some() {
+        cxauth_proto::RC_ACCOUNT_ACCESS_ENABLED
+    } else {
+        cxauth_proto::RC_ACCOUNT_ACCESS_DISABLED
+    };
     cxauth_proto::Account {
         account_id: a.id.to_string(),
         account_name: a.name,
@@ -14,7 +19,54 @@ pub fn account_to_wire(a: AccountRow) -> cxauth_proto::Account {
             main_account_id: a.main_id.to_string(),
             main_account_name: a.main_name,
             is_active: a.main_active,
+            rc_account_id: a.main_rc_account_id.clone(),
+            engage_account_id: None,
         },
+        rc_account_id: a.main_rc_account_id,
+        rc_account_access: Some(access.to_owned()),
+    }
+}
+
+/// The wire form (RingCX's AgentV2) of an agent.
+pub fn agent_to_wire(a: AgentRecord) -> cxauth_proto::Agent {
+    cxauth_proto::Agent {
+        agent_id: a.id,
+        first_name: Some(a.first_name),
+        last_name: Some(a.last_name),
+        email: a.email,
+        username: Some(a.username),
+        agent_type: Some(a.agent_type),
+        rc_user_id: a.rc_user_id,
+        account_id: a.account_id.to_string(),
+        account_name: Some(a.account_name),
+        agent_group_id: a.agent_group_id,
+        allow_login_control: Some(a.allow_login_control),
+        allow_login_updates: Some(a.allow_login_updates),
+        agent_rank: None,
+        alt_default_login_dest: None,
+        direct_agent_extension: None,
+        enable_softphone: None,
+        external_agent_id: None,
+        ghost_rna_action: None,
+        init_login_base_state: None,
+        location: None,
+        manual_outbound_default_caller_id: None,
+        max_chats: None,
+        password: None,
+        phone_login_pin: None,
+        team: None,
+    }
+}
+
+/// The `rcUser` of an exchanged session for `user`: its RingEX id and names, and its username
+/// as the e-mail address when it is one (cxauth keeps no other address).
+pub fn rc_user_to_wire(user: &UserRecord) -> cxauth_proto::RcUser {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    cxauth_proto::RcUser {
+        rc_user_id: user.rc_user_id,
+        email: user.username.contains('@').then(|| user.username.clone()),
+        first_name: non_empty(&user.first_name),
+        last_name: non_empty(&user.last_name),
     }
 }
 
@@ -29,8 +81,9 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The wire form of a user, without children.
-pub fn user_to_wire(u: &UserRecord) -> cxauth_proto::User {
+/// The wire form of a user, without children; `rc_account_id` is the RingEX account of its
+/// main account.
+pub fn user_to_wire(u: &UserRecord, rc_account_id: Option<&str>) -> cxauth_proto::User {
     cxauth_proto::User {
         user_id: u.id,
         user_name: u.username.clone(),
@@ -45,12 +98,20 @@ pub fn user_to_wire(u: &UserRecord) -> cxauth_proto::User {
         roles: u.roles.clone(),
         creation_date: rfc3339(u.created_at),
         children: Vec::new(),
+        rc_user_id: u.rc_user_id,
+        rc_account_id: rc_account_id.map(str::to_owned),
+        user_managed_by_rc: false,
     }
 }
 
 /// Nests `users` (ordered by id, so parents come before children) under `root_id`. A user whose
 /// parent was filtered out hangs from its nearest listed ancestor, so nobody disappears.
-pub fn nest_users(users: &[UserRecord], root_id: i64) -> Vec<cxauth_proto::User> {
+/// `rc_account_id` is the RingEX account of the users' main account.
+pub fn nest_users(
+    users: &[UserRecord],
+    root_id: i64,
+    rc_account_id: Option<&str>,
+) -> Vec<cxauth_proto::User> {
     let listed: HashSet<i64> = users.iter().map(|u| u.id).collect();
     let mut children: BTreeMap<i64, Vec<&UserRecord>> = BTreeMap::new();
     let mut roots = Vec::new();
@@ -65,15 +126,22 @@ pub fn nest_users(users: &[UserRecord], root_id: i64) -> Vec<cxauth_proto::User>
             _ => roots.push(u),
         }
     }
-    fn build(u: &UserRecord, children: &BTreeMap<i64, Vec<&UserRecord>>) -> cxauth_proto::User {
-        let mut w = user_to_wire(u);
+    fn build(
+        u: &UserRecord,
+        children: &BTreeMap<i64, Vec<&UserRecord>>,
+        rc: Option<&str>,
+    ) -> cxauth_proto::User {
+        let mut w = user_to_wire(u, rc);
         w.children = children
             .get(&u.id)
-            .map(|cs| cs.iter().map(|c| build(c, children)).collect())
+            .map(|cs| cs.iter().map(|c| build(c, children, rc)).collect())
             .unwrap_or_default();
         w
     }
-    roots.iter().map(|u| build(u, &children)).collect()
+    roots
+        .iter()
+        .map(|u| build(u, &children, rc_account_id))
+        .collect()
 }
 
 #[cfg(test)]
@@ -106,14 +174,14 @@ mod tests {
             user(4, "1.2", true),
             user(5, "1", true),
         ];
-        let tree = nest_users(&all, 1);
+        let tree = nest_users(&all, 1, None);
         assert_eq!(tree.len(), 1);
         assert_eq!(tree[0].children.len(), 2);
         assert_eq!(tree[0].children[0].children[0].user_id, 4);
         assert_eq!(tree[0].full_name, "F");
         // Without user 2, user 4 hangs from user 1.
         let partial = vec![all[0].clone(), all[2].clone()];
-        let tree = nest_users(&partial, 1);
+        let tree = nest_users(&partial, 1, None);
         assert_eq!(tree[0].children[0].user_id, 4);
     }
 

@@ -46,11 +46,131 @@ pub struct Session {
     pub admin_url: String,
     /// Always [`AGENT_URL`].
     pub agent_url: String,
-    /// Agents linked to the user; always empty in cxauth, which has no agents.
-    pub agent_details: Vec<serde_json::Value>,
+    /// The agents linked to the user (through its RingEX user id), one per sub-account, ordered
+    /// by account; empty for a user who is not an agent. Clients pick the sub-account to work in
+    /// from `agentDetails[0].accountId`.
+    pub agent_details: Vec<Agent>,
     /// `false` for direct login, `true` for a RingEX token exchange.
     pub sso_login: bool,
+    /// The RingEX user of an exchanged session (`ssoLogin: true`); `null` for a direct login.
+    #[serde(default)]
+    pub rc_user: Option<RcUser>,
+    /// Whether the user must change its password before going on. Always `false` in cxauth,
+    /// which has no forced reset at next login (RingCX's answer for a user without one).
+    #[serde(default)]
+    pub admin_password_reset: bool,
 }
+
+/// The RingEX user of an exchanged [`Session`] (`rcUser`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RcUser {
+    /// The RingEX user (extension) id.
+    #[serde(default)]
+    pub rc_user_id: Option<i64>,
+    /// E-mail address: the username when it is one, else `null` (cxauth keeps no other).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Given name.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Family name.
+    #[serde(default)]
+    pub last_name: Option<String>,
+}
+
+/// `agentType` of an agent who takes calls.
+pub const AGENT_TYPE_AGENT: &str = "AGENT";
+/// `agentType` of an agent who supervises others.
+pub const AGENT_TYPE_SUPERVISOR: &str = "SUPERVISOR";
+
+/// A contact-centre agent, in RingCX's AgentV2 shape: in a [`Session`]'s `agentDetails` and in
+/// `GET …/admin/accounts/{accountId}/agents`. The fields cxauth has no use for are always
+/// present and `null`, as RingCX answers for an agent without them; none is ever a secret
+/// (`password` and `phoneLoginPin` are always `null`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    /// Numeric agent id.
+    pub agent_id: i64,
+    /// Given name.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Family name.
+    #[serde(default)]
+    pub last_name: Option<String>,
+    /// E-mail address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The agent's login name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// [`AGENT_TYPE_AGENT`] or [`AGENT_TYPE_SUPERVISOR`].
+    #[serde(default)]
+    pub agent_type: Option<String>,
+    /// The RingEX user id the agent is linked to.
+    #[serde(default)]
+    pub rc_user_id: Option<i64>,
+    /// The sub-account the agent works in, as a numeric string.
+    pub account_id: String,
+    /// Its name.
+    #[serde(default)]
+    pub account_name: Option<String>,
+    /// The agent group, if any.
+    #[serde(default)]
+    pub agent_group_id: Option<i64>,
+    /// Whether the agent may log itself in and out.
+    #[serde(default)]
+    pub allow_login_control: Option<bool>,
+    /// Whether the agent may change its login settings.
+    #[serde(default)]
+    pub allow_login_updates: Option<bool>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub agent_rank: Option<i64>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub alt_default_login_dest: Option<String>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub direct_agent_extension: Option<String>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub enable_softphone: Option<bool>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub external_agent_id: Option<String>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub ghost_rna_action: Option<String>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub init_login_base_state: Option<String>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub manual_outbound_default_caller_id: Option<String>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub max_chats: Option<i64>,
+    /// Always `null`: cxauth agents have no password of their own, and none is ever shown.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Always `null`: never shown.
+    #[serde(default)]
+    pub phone_login_pin: Option<String>,
+    /// Always `null` in cxauth.
+    #[serde(default)]
+    pub team: Option<String>,
+}
+
+/// `rcAccountAccess` of an account linked to a RingEX account: its users may log in through
+/// RingEX.
+pub const RC_ACCOUNT_ACCESS_ENABLED: &str = "ENABLED";
+/// `rcAccountAccess` of an account without a RingEX link.
+pub const RC_ACCOUNT_ACCESS_DISABLED: &str = "DISABLED";
 
 /// The main account an [`Account`] row belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +182,12 @@ pub struct MainAccountRef {
     pub main_account_name: String,
     /// Whether the main account is active.
     pub is_active: bool,
+    /// The RingEX account linked to the main account; `null` without one.
+    #[serde(default)]
+    pub rc_account_id: Option<String>,
+    /// The Engage Digital account; always `null` in cxauth, which has none.
+    #[serde(default)]
+    pub engage_account_id: Option<String>,
 }
 
 /// One sub-account the caller may use (`GET …/admin/accounts`).
@@ -78,6 +204,13 @@ pub struct Account {
     pub main_account_name: String,
     /// The main account again, as RingCX nests it.
     pub main_account: MainAccountRef,
+    /// The RingEX account of the main account; `null` without one.
+    #[serde(default)]
+    pub rc_account_id: Option<String>,
+    /// [`RC_ACCOUNT_ACCESS_ENABLED`] when the main account is linked to a RingEX account,
+    /// else [`RC_ACCOUNT_ACCESS_DISABLED`].
+    #[serde(default)]
+    pub rc_account_access: Option<String>,
 }
 
 /// A user as `GET …/admin/users` shows it.
@@ -106,6 +239,16 @@ pub struct User {
     pub creation_date: String,
     /// Direct children (empty when the list was asked for with `flatten=true`).
     pub children: Vec<User>,
+    /// The RingEX user id the user answers to in the token exchange; `null` without one.
+    #[serde(default)]
+    pub rc_user_id: Option<i64>,
+    /// The RingEX account of the user's main account; `null` without one.
+    #[serde(default)]
+    pub rc_account_id: Option<String>,
+    /// Whether RingEX manages the user (synced from it). Always `false`: cxauth manages its
+    /// users itself.
+    #[serde(default, rename = "userManagedByRC")]
+    pub user_managed_by_rc: bool,
 }
 
 /// The answer to the legacy portal login (`POST /api/v1/auth/login`).

@@ -1,16 +1,19 @@
 //! Administrative operations shared by `cxauth admin` and the first start: input rules for
-//! accounts and users ([`rules`]), users, accounts and their credentials ([`users`]), the
+//! accounts and users ([`rules`]), users, accounts and their credentials ([`users`]), agents
+//! and RingEX account links ([`agents`]), the
 //! bootstrap of an empty database, key rotation and purging ([`ops`]), and seed files
 //! ([`seed`]).
 
 use crate::audit::{self, Event, Outcome};
 use crate::store::{Store, StoreError};
 
+pub mod agents;
 pub mod ops;
 pub mod rules;
 pub mod seed;
 pub mod users;
 
+pub use agents::*;
 pub use ops::*;
 pub use rules::*;
 pub use seed::*;

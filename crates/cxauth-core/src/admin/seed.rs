@@ -1,5 +1,6 @@
-//! Seed files: accounts, users and fixed API tokens made idempotently at start.
+//! Seed files: accounts, users, fixed API tokens and agents made idempotently at start.
 
+use super::agents::{AgentSpec, create_agent, link_rc_account};
 use super::rules::check_name;
 use super::users::{UserSpec, create_main_account, create_sub_account, create_user};
 use super::{AdminError, local_audit};
@@ -37,6 +38,44 @@ pub struct SeedAccount {
     /// Names of its sub-accounts, created in this order.
     #[serde(default)]
     pub sub_accounts: Vec<String>,
+    /// The RingEX account it is linked to (set when the seed creates the account).
+    pub rc_account_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An agent of a seed.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedAgent {
+    /// Unique login name of the agent.
+    pub username: String,
+    /// Its sub-account, by seed name (`"Acme/Sales"`) or id.
+    pub account: SeedAccountRef,
+    /// Given name.
+    #[serde(default)]
+    pub first_name: String,
+    /// Family name.
+    #[serde(default)]
+    pub last_name: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// `AGENT` (the default) or `SUPERVISOR`.
+    pub agent_type: Option<String>,
+    /// The user it belongs to, by username: the agent takes the user's RingEX user id.
+    pub user: Option<String>,
+    /// Or the RingEX user id directly.
+    pub rc_user_id: Option<i64>,
+    /// The agent group.
+    pub agent_group_id: Option<i64>,
+    /// Whether the agent may log itself in and out (default true).
+    #[serde(default = "yes")]
+    pub allow_login_control: bool,
+    /// Whether the agent may change its login settings (default true).
+    #[serde(default = "yes")]
+    pub allow_login_updates: bool,
 }
 
 /// A user of a seed.
@@ -83,6 +122,9 @@ pub struct Seed {
     /// Users, parents before their children.
     #[serde(default)]
     pub users: Vec<SeedUser>,
+    /// Agents of the seed's sub-accounts.
+    #[serde(default)]
+    pub agents: Vec<SeedAgent>,
 }
 
 /// What applying a seed did, for the start-up log.
@@ -94,6 +136,8 @@ pub struct SeedReport {
     pub users_created: u32,
     /// API tokens stored.
     pub api_tokens_created: u32,
+    /// Agents created.
+    pub agents_created: u32,
     /// Accounts, users and tokens that were there already.
     pub unchanged: u32,
 }
@@ -151,7 +195,15 @@ pub async fn apply_seed(
                 a.name
             )));
         }
+        let before = report.accounts_created;
         let main = seed_account(store, &a.name, None, now, &mut report).await?;
+        if let Some(rc) = &a.rc_account_id
+            && report.accounts_created > before
+        {
+            link_rc_account(store, main, Some(rc))
+                .await
+                .map_err(|e| AdminError::Invalid(format!("seed account {:?}: {e}", a.name)))?;
+        }
         names.insert(a.name.clone(), main);
         for sub in &a.sub_accounts {
             check_name("account name", sub, true)?;
@@ -253,5 +305,80 @@ pub async fn apply_seed(
             report.api_tokens_created += 1;
         }
     }
+    seed_agents(store, seed, &names, now, &mut report).await?;
     Ok(report)
+}
+
+async fn seed_agents(
+    store: &dyn Store,
+    seed: &Seed,
+    names: &std::collections::HashMap<String, i64>,
+    now: i64,
+    report: &mut SeedReport,
+) -> Result<(), AdminError> {
+    if seed.agents.is_empty() {
+        return Ok(());
+    }
+    let existing: std::collections::HashSet<String> = store
+        .list_agents(None)
+        .await?
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    for a in &seed.agents {
+        let what = |e: AdminError| AdminError::Invalid(format!("seed agent {:?}: {e}", a.username));
+        if existing.contains(&a.username) {
+            report.unchanged += 1;
+            continue;
+        }
+        let account_id = match &a.account {
+            SeedAccountRef::Id(id) => *id,
+            SeedAccountRef::Name(n) => names.get(n).copied().ok_or_else(|| {
+                what(AdminError::Invalid(format!(
+                    "account {n:?} names no account of the seed (write \"MAIN/SUB\" as in \
+                     [[accounts]], or an id)"
+                )))
+            })?,
+        };
+        let rc_user_id = match (&a.user, a.rc_user_id) {
+            (Some(_), Some(_)) => {
+                return Err(what(AdminError::Invalid(
+                    "give user or rc_user_id, not both".into(),
+                )));
+            }
+            (Some(name), None) => {
+                let user = store.user_by_username(name).await?.ok_or_else(|| {
+                    what(AdminError::Invalid(format!("user {name:?} does not exist")))
+                })?;
+                Some(user.rc_user_id.ok_or_else(|| {
+                    what(AdminError::Invalid(format!(
+                        "user {name:?} has no rc_user_id to link the agent by"
+                    )))
+                })?)
+            }
+            (None, id) => id,
+        };
+        let spec = AgentSpec {
+            account_id,
+            username: a.username.clone(),
+            first_name: a.first_name.clone(),
+            last_name: a.last_name.clone(),
+            email: a.email.clone(),
+            agent_type: a
+                .agent_type
+                .clone()
+                .unwrap_or_else(|| cxauth_proto::AGENT_TYPE_AGENT.to_owned()),
+            rc_user_id,
+            agent_group_id: a.agent_group_id,
+            allow_login_control: a.allow_login_control,
+            allow_login_updates: a.allow_login_updates,
+        };
+        match create_agent(store, spec, now).await {
+            Ok(_) => report.agents_created += 1,
+            // Another instance seeding at the same time made it first.
+            Err(AdminError::Store(crate::store::StoreError::Conflict(_))) => report.unchanged += 1,
+            Err(e) => return Err(what(e)),
+        }
+    }
+    Ok(())
 }
