@@ -112,6 +112,7 @@ impl App {
                 accounts_created = report.accounts_created,
                 users_created = report.users_created,
                 api_tokens_created = report.api_tokens_created,
+                agents_created = report.agents_created,
                 unchanged = report.unchanged,
                 "applied the seed"
             );

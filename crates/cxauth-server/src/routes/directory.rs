@@ -1,11 +1,12 @@
-//! The caller's accounts and users.
+//! The caller's accounts, their agents, and the caller's users.
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Caller;
 use crate::params::Params;
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use cxauth_core::service::AuthError;
 
 /// 7. `GET …/admin/accounts`.
@@ -35,4 +36,19 @@ pub async fn users(
         .map_err(AuthError::BadRequest)?
         .unwrap_or(false);
     Ok(Json(state.auth.users(&who, flatten, active_only).await?))
+}
+
+/// `GET …/admin/accounts/{accountId}/agents`: the agents of a sub-account the caller may use.
+#[utoipa::path(get, path = "/admin/accounts/{accountId}/agents", tag = "admin", summary = "List the agents of a sub-account", description = "The agents of a sub-account the caller may use, by id, in RingCX's AgentV2 shape. A sub-account of the caller's main account that it may not use is a 403; any other account id (another main account's, or unknown) a 404.", security(("bearer" = []), ("X-Auth-Token" = [])), params(("accountId" = String, Path, description = "The sub-account id, a numeric string")), responses((status = 200, description = "The agents of the sub-account"), (status = 400, description = "accountId is not a number"), (status = 401, description = "Missing or bad credential"), (status = 403, description = "A sub-account of the caller's main account that it may not use"), (status = 404, description = "No such account visible to the caller")))]
+pub async fn agents(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    account_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<cxauth_proto::Agent>>, ApiError> {
+    let account_id = account_id
+        .ok()
+        .and_then(|Path(id)| id.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| AuthError::BadRequest("accountId must be a numeric account id".into()))?;
+    Ok(Json(state.auth.agents(&who, account_id).await?))
 }

@@ -40,6 +40,7 @@ pub async fn legacy_login(
         via: cxauth_core::service::Via::Password,
     };
     let accounts = state.auth.accounts(&who).await?;
+    let user = state.auth.me(&who).await?;
     let platform_host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -48,7 +49,7 @@ pub async fn legacy_login(
     let body = cxauth_proto::LegacyLogin {
         auth_token,
         platform_host,
-        user: cxauth_core::service::user_to_wire(&who.user),
+        user,
         accounts,
     };
     Ok((StatusCode::OK, NO_STORE, Json(body)).into_response())

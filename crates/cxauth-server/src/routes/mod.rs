@@ -55,6 +55,7 @@ pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<A
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::delete_token))
         .routes(routes!(directory::accounts))
+        .routes(routes!(directory::agents))
         .routes(routes!(directory::users));
     let mut doc = crate::openapi::ApiDoc::openapi();
     if config.ringex_emulator {

@@ -5,6 +5,7 @@
 //!
 //! `canary.rs` stays a binary of its own: it installs the process's global tracing subscriber.
 
+mod agents;
 mod api;
 mod attack;
 mod authz;
@@ -16,4 +17,5 @@ mod operations;
 mod outage;
 mod revocation;
 mod ringex;
+mod shapes;
 mod throttle;

@@ -17,11 +17,13 @@ const EXPECTED: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/api/v1/admin/accounts"),
+    ("get", "/api/v1/admin/accounts/{accountId}/agents"),
     ("get", "/api/v1/admin/token"),
     ("post", "/api/v1/admin/token"),
     ("delete", "/api/v1/admin/token/{token}"),
     ("get", "/api/v1/admin/users"),
     ("get", "/voice/api/v1/admin/accounts"),
+    ("get", "/voice/api/v1/admin/accounts/{accountId}/agents"),
     ("get", "/voice/api/v1/admin/token"),
     ("post", "/voice/api/v1/admin/token"),
     ("delete", "/voice/api/v1/admin/token/{token}"),
@@ -87,7 +89,11 @@ fn sorted(list: &[&[(&str, &str)]]) -> Vec<(String, String)> {
 /// Whether the router has a route for this method and path (its own "no such endpoint" 404 and
 /// 405 are the only answers that say no).
 async fn routed(s: &TestApp, method: &str, path: &str) -> bool {
-    let url = s.url(&path.replace("{token}", "x"));
+    let url = s.url(
+        &path
+            .replace("{token}", "x")
+            .replace("{accountId}", "10000001"),
+    );
     let req = match method {
         "get" => http().get(url),
         "post" => http().post(url),
