@@ -56,6 +56,9 @@ enum AdminCommand {
     /// Users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Contact-centre agents of sub-accounts, linked to users by RingEX user id.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// The built-in RingEX emulator (`cxauth serve --ringex-emulator`): apps and JWT credentials.
     #[command(subcommand)]
     Ringex(RingexCommand),
@@ -168,10 +171,85 @@ enum AccountCommand {
         #[arg(long, value_name = "MAIN_ID")]
         main: Option<i64>,
     },
-    /// List accounts, by id: id, name, main account (itself for a main account) and whether
-    /// it is active, tab-separated with a header line (`--output json`: one JSON object per
-    /// line).
+    /// List accounts, by id: id, name, main account (itself for a main account), whether it
+    /// is active and the RingEX account its main account is linked to (`-` for none),
+    /// tab-separated with a header line (`--output json`: one JSON object per line).
     List,
+    /// Link a main account to a RingEX account (its accounts then answer `rcAccountId` and
+    /// `rcAccountAccess: ENABLED`), or unlink it with --unlink.
+    Link {
+        /// Id of the main account.
+        #[arg(long, value_name = "MAIN_ID")]
+        main: i64,
+        /// The RingEX account id (a number).
+        #[arg(
+            long,
+            value_name = "ID",
+            required_unless_present = "unlink",
+            conflicts_with = "unlink"
+        )]
+        rc_account_id: Option<String>,
+        /// Remove the link instead.
+        #[arg(long)]
+        unlink: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Create an agent in a sub-account; prints the new agent id alone.
+    ///
+    /// An agent belongs to a user through the user's RingEX user id (--user takes it from the
+    /// user, --rc-user-id gives it directly): every session of that user then lists the agent
+    /// in `agentDetails`, if the agent's sub-account is in the user's main account.
+    Create {
+        /// Id of the sub-account the agent works in.
+        #[arg(long, value_name = "ACCOUNT_ID")]
+        account: i64,
+        /// Login name of the agent (unique among agents).
+        #[arg(long)]
+        username: String,
+        /// Given name.
+        #[arg(long, default_value = "")]
+        first_name: String,
+        /// Family name.
+        #[arg(long, default_value = "")]
+        last_name: String,
+        /// E-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        /// AGENT or SUPERVISOR.
+        #[arg(long = "type", default_value = "AGENT", value_name = "TYPE")]
+        agent_type: String,
+        /// Link the agent to this user (by username), through its RingEX user id.
+        #[arg(long, value_name = "USERNAME", conflicts_with = "rc_user_id")]
+        user: Option<String>,
+        /// Link the agent to this RingEX user id.
+        #[arg(long, value_name = "N")]
+        rc_user_id: Option<i64>,
+        /// The agent group.
+        #[arg(long, value_name = "N")]
+        agent_group_id: Option<i64>,
+        /// The agent may not log itself in and out (`allowLoginControl: false`).
+        #[arg(long)]
+        no_login_control: bool,
+        /// The agent may not change its login settings (`allowLoginUpdates: false`).
+        #[arg(long)]
+        no_login_updates: bool,
+    },
+    /// List agents by account then id: id, account, username, type, RingEX user id (`-` for
+    /// none), first and last name, tab-separated with a header line (`--output json`: one
+    /// JSON object per line).
+    List {
+        /// Only the agents of this sub-account.
+        #[arg(long, value_name = "ACCOUNT_ID")]
+        account: Option<i64>,
+    },
+    /// Delete an agent by its id (see `list`).
+    Delete {
+        /// Id of the agent.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -525,16 +603,105 @@ pub async fn run(args: AdminArgs, output: Output) -> anyhow::Result<()> {
         }
         AdminCommand::Account(AccountCommand::List) => {
             if matches!(output, Output::Text) {
-                outln!("ID\tNAME\tMAIN_ACCOUNT\tACTIVE");
+                outln!("ID\tNAME\tMAIN_ACCOUNT\tACTIVE\tRC_ACCOUNT");
             }
             for a in admin::list_accounts(store).await? {
                 match output {
                     Output::Json => outln!("{}", serde_json::to_string(&a)?),
                     Output::Text => {
-                        outln!("{}\t{}\t{}\t{}", a.id, a.name, a.main_account_id, a.active);
+                        outln!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            a.id,
+                            a.name,
+                            a.main_account_id,
+                            a.active,
+                            a.rc_account_id.as_deref().unwrap_or("-")
+                        );
                     }
                 }
             }
+        }
+        AdminCommand::Account(AccountCommand::Link {
+            main,
+            rc_account_id,
+            unlink: _,
+        }) => {
+            admin::link_rc_account(store, main, rc_account_id.as_deref()).await?;
+            match rc_account_id {
+                Some(rc) => {
+                    eprintln!("cxauth: main account {main} is linked to RingEX account {rc}")
+                }
+                None => eprintln!("cxauth: main account {main} is linked to no RingEX account"),
+            }
+        }
+        AdminCommand::Agent(AgentCommand::Create {
+            account,
+            username,
+            first_name,
+            last_name,
+            email,
+            agent_type,
+            user,
+            rc_user_id,
+            agent_group_id,
+            no_login_control,
+            no_login_updates,
+        }) => {
+            let rc_user_id = match user {
+                Some(name) => {
+                    let u = store
+                        .user_by_username(&name)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("no user named {name:?}"))?;
+                    Some(u.rc_user_id.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "user {name:?} has no RingEX user id to link the agent by \
+                             (`cxauth admin user create … --rc-user-id N`)"
+                        )
+                    })?)
+                }
+                None => rc_user_id,
+            };
+            let spec = admin::AgentSpec {
+                account_id: account,
+                username,
+                first_name,
+                last_name,
+                email,
+                agent_type,
+                rc_user_id,
+                agent_group_id,
+                allow_login_control: !no_login_control,
+                allow_login_updates: !no_login_updates,
+            };
+            outln!("{}", admin::create_agent(store, spec, now).await?);
+        }
+        AdminCommand::Agent(AgentCommand::List { account }) => {
+            if matches!(output, Output::Text) {
+                outln!("ID\tACCOUNT\tUSERNAME\tTYPE\tRC_USER_ID\tFIRST_NAME\tLAST_NAME");
+            }
+            for a in admin::list_agents(store, account).await? {
+                match output {
+                    Output::Json => outln!("{}", serde_json::to_string(&a)?),
+                    Output::Text => outln!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        a.id,
+                        a.account_id,
+                        a.username,
+                        a.agent_type,
+                        a.rc_user_id
+                            .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                        a.first_name,
+                        a.last_name
+                    ),
+                }
+            }
+        }
+        AdminCommand::Agent(AgentCommand::Delete { id }) => {
+            if !admin::delete_agent(store, id).await? {
+                anyhow::bail!("no agent with id {id}");
+            }
+            eprintln!("cxauth: deleted agent {id}");
         }
         AdminCommand::User(UserCommand::Delete { username }) => {
             let ended = admin::delete_user(store, &username, now).await?;

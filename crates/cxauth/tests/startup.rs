@@ -130,7 +130,9 @@ async fn a_seed_is_idempotent_and_json_works_too() {
     let first = common::serve(&args, &[]);
     let log = first.log().join("\n");
     assert!(
-        log.contains("accounts_created=2 users_created=1 api_tokens_created=1 unchanged=0"),
+        log.contains(
+            "accounts_created=2 users_created=1 api_tokens_created=1 agents_created=0 unchanged=0"
+        ),
         "{log}"
     );
     drop(first);
@@ -138,7 +140,9 @@ async fn a_seed_is_idempotent_and_json_works_too() {
     let again = common::serve(&args, &[]);
     let log = again.log().join("\n");
     assert!(
-        log.contains("accounts_created=0 users_created=0 api_tokens_created=0 unchanged=4"),
+        log.contains(
+            "accounts_created=0 users_created=0 api_tokens_created=0 agents_created=0 unchanged=4"
+        ),
         "{log}"
     );
     let client = again.client();

@@ -791,7 +791,7 @@ fn admin_lists_in_json_account_list_and_user_delete() {
     assert_eq!(
         list,
         format!(
-            "ID\tNAME\tMAIN_ACCOUNT\tACTIVE\n{main}\tSales\t{main}\ttrue\n{sub}\tEU\t{main}\ttrue\n"
+            "ID\tNAME\tMAIN_ACCOUNT\tACTIVE\tRC_ACCOUNT\n{main}\tSales\t{main}\ttrue\t-\n{sub}\tEU\t{main}\ttrue\t-\n"
         )
     );
     // --output json before or after the subcommand: one object per line.
@@ -911,4 +911,210 @@ fn a_mistyped_role_is_refused_with_the_roles_and_a_suggestion() {
         "{err}"
     );
     assert_eq!(db.user_count(), 0);
+}
+
+#[test]
+fn agents_are_created_listed_and_deleted_and_accounts_linked() {
+    let db = db();
+    let main = id(&db.admin_ok(&["account", "create", "--name", "Sales"], ""));
+    let m = main.to_string();
+    let sub = id(&db.admin_ok(&["account", "create", "--name", "EU", "--main", &m], ""));
+    let s = sub.to_string();
+    db.admin_ok(
+        &[
+            "user",
+            "create",
+            "--username",
+            "ann",
+            "--password-stdin",
+            "--grant",
+            &s,
+            "--rc-user-id",
+            "4242",
+        ],
+        "pw\n",
+    );
+    db.admin_ok(
+        &[
+            "user",
+            "create",
+            "--username",
+            "bob",
+            "--password-stdin",
+            "--grant",
+            &s,
+        ],
+        "pw\n",
+    );
+    // --user takes the user's RingEX id; create prints the id alone.
+    let a = id(&db.admin_ok(
+        &[
+            "agent",
+            "create",
+            "--account",
+            &s,
+            "--username",
+            "ann.agent",
+            "--first-name",
+            "Ann",
+            "--email",
+            "ann@example.com",
+            "--user",
+            "ann",
+        ],
+        "",
+    ));
+    let b = id(&db.admin_ok(
+        &[
+            "agent",
+            "create",
+            "--account",
+            &s,
+            "--username",
+            "sup",
+            "--type",
+            "supervisor",
+            "--rc-user-id",
+            "77",
+            "--no-login-control",
+        ],
+        "",
+    ));
+    assert_eq!(
+        db.admin_ok(&["agent", "list", "--account", &s], ""),
+        format!(
+            "ID\tACCOUNT\tUSERNAME\tTYPE\tRC_USER_ID\tFIRST_NAME\tLAST_NAME\n\
+             {a}\t{sub}\tann.agent\tAGENT\t4242\tAnn\t\n\
+             {b}\t{sub}\tsup\tSUPERVISOR\t77\t\t\n"
+        )
+    );
+    let json = db.admin_ok(&["--output", "json", "agent", "list"], "");
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["allow_login_control"], false);
+    assert_eq!(rows[1]["allow_login_updates"], true);
+
+    // Refusals: one line each, nothing written.
+    for (args, says) in [
+        (
+            vec!["agent", "create", "--account", &m, "--username", "x"],
+            "main account",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--account",
+                "99990001",
+                "--username",
+                "x",
+            ],
+            "no account",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--account",
+                &s,
+                "--username",
+                "ann.agent",
+            ],
+            "already exists",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--account",
+                &s,
+                "--username",
+                "x",
+                "--type",
+                "boss",
+            ],
+            "unknown agent type",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--account",
+                &s,
+                "--username",
+                "x",
+                "--user",
+                "bob",
+            ],
+            "no RingEX user id",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--account",
+                &s,
+                "--username",
+                "x",
+                "--user",
+                "nobody",
+            ],
+            "no user named",
+        ),
+        (
+            vec![
+                "agent",
+                "create",
+                "--account",
+                &s,
+                "--username",
+                "x",
+                "--email",
+                "not-an-address",
+            ],
+            "email",
+        ),
+        (vec!["agent", "delete", "999"], "no agent with id 999"),
+        (
+            vec!["account", "link", "--main", &s, "--rc-account-id", "1"],
+            "sub-account",
+        ),
+        (
+            vec!["account", "link", "--main", &m, "--rc-account-id", "12ab"],
+            "is a number",
+        ),
+    ] {
+        let err = db.admin_err(&args, "");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(db.admin_ok(&["agent", "list"], "").lines().count(), 3);
+
+    db.admin_ok(&["agent", "delete", &b.to_string()], "");
+    assert_eq!(db.admin_ok(&["agent", "list"], "").lines().count(), 2);
+
+    db.admin_ok(
+        &[
+            "account",
+            "link",
+            "--main",
+            &m,
+            "--rc-account-id",
+            "37439510",
+        ],
+        "",
+    );
+    let list = db.admin_ok(&["account", "list"], "");
+    assert!(
+        list.contains(&format!("{sub}\tEU\t{main}\ttrue\t37439510\n")),
+        "{list}"
+    );
+    db.admin_ok(&["account", "link", "--main", &m, "--unlink"], "");
+    let list = db.admin_ok(&["account", "list"], "");
+    assert!(
+        list.contains(&format!("{sub}\tEU\t{main}\ttrue\t-\n")),
+        "{list}"
+    );
 }
