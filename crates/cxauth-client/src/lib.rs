@@ -39,7 +39,7 @@ mod session;
 pub use retry::RetryPolicy;
 pub use session::{NowFn, RotateHook, SessionClient};
 
-pub use cxauth_proto::{Account, ErrorBody, Jwks, LegacyLogin, Session, User};
+pub use cxauth_proto::{Account, Agent, ErrorBody, Jwks, LegacyLogin, Session, User};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::time::Duration;
@@ -405,6 +405,16 @@ impl Client {
     pub async fn accounts(&self, cred: &Credential) -> Result<Vec<Account>, Error> {
         self.json(self.admin(Method::GET, "/admin/accounts", cred))
             .await
+    }
+
+    /// The agents of a sub-account the caller may use
+    /// (`GET …/admin/accounts/{accountId}/agents`).
+    pub async fn agents(&self, cred: &Credential, account_id: &str) -> Result<Vec<Agent>, Error> {
+        let path = format!(
+            "/admin/accounts/{}/agents",
+            utf8_percent_encode(account_id, NON_ALPHANUMERIC)
+        );
+        self.json(self.admin(Method::GET, &path, cred)).await
     }
 
     /// The caller and its descendants (`GET …/admin/users`).

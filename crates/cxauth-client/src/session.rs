@@ -12,7 +12,7 @@
 //! - every rotated session goes to the `on_rotate` hook, so it can be saved;
 //! - an API token (`X-Auth-Token`) is permanent: it is never refreshed.
 
-use crate::{Account, Client, Credential, Error, Session, User};
+use crate::{Account, Agent, Client, Credential, Error, Session, User};
 use base64::Engine as _;
 use reqwest::StatusCode;
 use std::future::Future;
@@ -267,6 +267,12 @@ impl SessionClient {
     /// The sub-accounts the caller may use.
     pub async fn accounts(&self) -> Result<Vec<Account>, Error> {
         self.call(|c, cred| async move { c.accounts(&cred).await })
+            .await
+    }
+
+    /// The agents of a sub-account the caller may use.
+    pub async fn agents(&self, account_id: &str) -> Result<Vec<Agent>, Error> {
+        self.call(|c, cred| async move { c.agents(&cred, account_id).await })
             .await
     }
 

@@ -72,6 +72,12 @@ async fn every_call_works_through_a_session_and_through_an_api_token() {
     let (session, rotated) = s.session().await;
     let accounts = session.accounts().await.expect("accounts");
     assert_eq!(accounts[0].account_id, "10000001");
+    assert_eq!(session.agents("10000001").await.expect("agents"), vec![]);
+    let err = session.agents("~").await.expect_err("not an account id");
+    assert!(
+        matches!(&err, Error::Status { status, .. } if *status == StatusCode::BAD_REQUEST),
+        "{err:?}"
+    );
     let nested = session.users(false, false).await.expect("users");
     assert_eq!(nested[0].user_name, "admin");
     let flat = session.users(true, true).await.expect("flat users");

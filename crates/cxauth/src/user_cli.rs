@@ -13,7 +13,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 use std::io::{BufRead as _, IsTerminal as _};
 
 mod print;
-use print::{print_accounts, print_json, print_line, print_table, print_users, table};
+use print::{
+    print_accounts, print_agents, print_json, print_line, print_table, print_users, table,
+};
 
 /// Exit code: not logged in, or the session ended (run `cxauth login`).
 pub const EXIT_SESSION: u8 = 3;
@@ -120,6 +122,11 @@ pub enum UserCommand {
     },
     /// The sub-accounts you may use.
     Accounts,
+    /// The agents of a sub-account you may use.
+    Agents {
+        /// The sub-account id (see `cxauth accounts`).
+        account_id: String,
+    },
     /// You and the users below you (needs SUPER_USER or MANAGE_USERS).
     Users {
         /// One row per user instead of a tree.
@@ -261,6 +268,15 @@ pub async fn run(cmd: UserCommand, common: Common) -> anyhow::Result<()> {
             let (session, ctx) = open(&common)?;
             let accounts = session.accounts().await.map_err(|e| ctx.explain(e))?;
             print_accounts(&accounts, output)
+        }
+        UserCommand::Agents { account_id } => {
+            let output = output(&common);
+            let (session, ctx) = open(&common)?;
+            let agents = session
+                .agents(&account_id)
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            print_agents(&agents, output)
         }
         UserCommand::Users {
             flatten,

@@ -3,7 +3,7 @@
 
 use super::Output;
 use anyhow::Context as _;
-use cxauth_client::{Account, User};
+use cxauth_client::{Account, Agent, User};
 use std::io::Write as _;
 
 /// An empty table with `header`.
@@ -28,6 +28,37 @@ pub(super) fn print_accounts(accounts: &[Account], output: Output) -> anyhow::Re
                     a.account_name.clone(),
                     a.main_account_id.clone(),
                     a.main_account_name.clone(),
+                ]);
+            }
+            print_table(t)
+        }
+    }
+}
+
+/// Agents as a table or JSON.
+pub(super) fn print_agents(agents: &[Agent], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&agents),
+        Output::Table => {
+            let mut t = table(&[
+                "Agent",
+                "Username",
+                "Name",
+                "Type",
+                "RingEX user",
+                "Account",
+            ]);
+            let text = |s: &Option<String>| s.clone().unwrap_or_default();
+            for a in agents {
+                t.add_row(vec![
+                    a.agent_id.to_string(),
+                    text(&a.username),
+                    format!("{} {}", text(&a.first_name), text(&a.last_name))
+                        .trim()
+                        .to_owned(),
+                    text(&a.agent_type),
+                    a.rc_user_id.map(|id| id.to_string()).unwrap_or_default(),
+                    a.account_id.clone(),
                 ]);
             }
             print_table(t)

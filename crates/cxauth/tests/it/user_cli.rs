@@ -213,6 +213,27 @@ fn login_tokens_accounts_users_whoami_and_logout_end_to_end() {
         table.contains("10000001") && table.contains("Default"),
         "{table}"
     );
+    // Agents of a sub-account (made with the admin command on the server's database).
+    cxauth_testkit::cli::admin(&server.db)
+        .args([
+            "agent",
+            "create",
+            "--account",
+            "10000001",
+            "--username",
+            "ada.agent",
+        ])
+        .args(["--first-name", "Ada", "--rc-user-id", "7"])
+        .assert()
+        .success();
+    let agents = h.json(&["agents", "10000001"]);
+    assert_eq!(agents[0]["username"], "ada.agent");
+    assert_eq!(agents[0]["rcUserId"], 7);
+    let table = h.ok(&["agents", "10000001", "--output", "table"]);
+    assert!(
+        table.contains("ada.agent") && table.contains("AGENT"),
+        "{table}"
+    );
     let users = h.json(&["users", "--flatten"]);
     assert_eq!(users[0]["userName"], "admin");
     let table = h.ok(&["users", "--output", "table"]);
