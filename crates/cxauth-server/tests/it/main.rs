@@ -16,4 +16,5 @@ mod operations;
 mod outage;
 mod revocation;
 mod ringex;
+mod ringex_refresh;
 mod throttle;
