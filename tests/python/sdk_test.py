@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Drives the official, unmodified RingCX Python SDK (ringcentral-engage-voice 0.3.2) against a
-real `cxauth serve`, started here with a fresh SQLite database, the built-in RingEX emulator and
-a 2-second access-token lifetime.
+real `cxauth serve`, started here with a fresh SQLite database, the built-in RingEX emulator, a
+2-second access-token lifetime and a 3-second lifetime of the emulator's RingEX access tokens.
 
 Flows: (1) RingEX login (JWT, then username/extension/password) against the emulator, exchanged
 for a RingCX session, then admin calls; (2) expiry: a call after the access token expired
-succeeds because the SDK refreshed on its own (counted in the server's request log);
+succeeds because the SDK refreshed on its own (counted in the server's request log); (2b) the
+RingEX access token expires, the integration logs in again through RingEX's refresh grant
+(`rc.platform().refresh()`, rotating the RingEX refresh token) and exchanges the new RingEX token
+(the RingCX SDK's `getToken()`); the RingEX SDK also refreshes by itself on a RingEX call;
+(2c) the RingEX SDK's logout revokes the login: its tokens are refused afterwards;
 (3) the direct login of the README, with the tokens handed to the SDK; (4) the legacy portal
 login. Prints one line per step; any deviation stops the run with a non-zero exit status.
 
@@ -36,6 +40,8 @@ AGENT = "agent1"
 AGENT_PASSWORD = "Agent-pw-42"  # the SDK's legacy login sends the password unencoded
 AGENT_RC_ID = 4242
 TTL = 2  # seconds, --access-token-ttl
+RINGEX_TTL = 3  # seconds, --ringex-emulator-access-ttl
+RINGEX_REFRESH_TTL = 7 * 24 * 3600  # the emulator's default, RingEX's
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 API_TOKEN = re.compile(r"^aws80:[0-9a-f-]{36}$")
 
@@ -69,7 +75,8 @@ class Server:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--database", self.db,
-             "--ringex-emulator", "--access-token-ttl", f"{TTL}s"],
+             "--ringex-emulator", "--access-token-ttl", f"{TTL}s",
+             "--ringex-emulator-access-ttl", f"{RINGEX_TTL}s"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(200):
             try:
@@ -141,6 +148,77 @@ def expiry(server, ev, sso):
           f"the server saw {after - before_refreshes} successful refreshes, expected 1")
 
 
+def exchange(server, rc_access_token):
+    """The token exchange of a RingEX access token, as the RingCX SDK sends it."""
+    return requests.post(server.url + "/api/auth/login/rc/accesstoken",
+                         data={"rcAccessToken": rc_access_token, "rcTokenType": "Bearer"})
+
+
+def ringex_refresh_grant(server, client_id, client_secret, refresh_token):
+    """RingEX's refresh grant, sent by hand (to present a token the SDK no longer holds)."""
+    return requests.post(server.url + "/restapi/oauth/token", auth=(client_id, client_secret),
+                         data={"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+
+def ringex_second_login(server, client_id, client_secret, jwt, agent_id):
+    """The RingEX access token expires; the integration logs in again through RingEX's refresh
+    grant and exchanges the new RingEX token for a RingCX session. Returns the SDK."""
+    ev = RingCentralEngageVoice(client_id, client_secret, server=server.url, rcServer=server.url)
+    ev.authorize(jwt=jwt)
+    plat = ev.rc.platform()
+    first = plat.auth().data()
+    check(first["expires_in"] == RINGEX_TTL, f"RingEX expires_in: {first['expires_in']}")
+    check(first["refresh_token_expires_in"] == RINGEX_REFRESH_TTL,
+          f"RingEX refresh_token_expires_in: {first['refresh_token_expires_in']}")
+    time.sleep(RINGEX_TTL + 0.5)
+    # Expired: the SDK knows it, the emulator and the exchange refuse the token.
+    check(not plat.auth().access_token_valid(), "the RingEX SDK still thinks its token valid")
+    r = requests.get(server.url + "/restapi/v1.0/account/~/extension/~",
+                     headers={"Authorization": "Bearer " + first["access_token"]})
+    check(r.status_code == 401, f"expired RingEX token at the extension: {r.status_code} {r.text}")
+    r = exchange(server, first["access_token"])
+    check(r.status_code == 401, f"expired RingEX token exchanged: {r.status_code} {r.text}")
+
+    # The second login: RingEX's refresh grant, then the exchange again.
+    plat.refresh()
+    second = plat.auth().data()
+    check(second["access_token"] != first["access_token"], "the refresh kept the access token")
+    check(second["refresh_token"] != first["refresh_token"], "the refresh token did not rotate")
+    check(second["refresh_token_expires_in"] == RINGEX_REFRESH_TTL,
+          f"refresh_token_expires_in after the refresh: {second['refresh_token_expires_in']}")
+    ev.getToken()
+    check(ev.token["ssoLogin"] is True and ev.token["adminId"] == int(agent_id), f"{ev.token}")
+    check(ev.token["refreshToken"], "the second exchange gave no refresh token")
+    admin_calls(ev, AGENT)
+    # The rotated RingEX refresh token is refused from now on.
+    r = ringex_refresh_grant(server, client_id, client_secret, first["refresh_token"])
+    check(r.status_code == 400 and r.json()["error"] == "invalid_grant",
+          f"the rotated RingEX refresh token: {r.status_code} {r.text}")
+    check("expired" not in r.text.lower(), f"an emulator error says expired: {r.text}")
+
+    # The RingEX SDK also refreshes by itself when a RingEX call finds its token expired.
+    time.sleep(RINGEX_TTL + 0.5)
+    ext = plat.get("/restapi/v1.0/account/~/extension/~").json_dict()
+    check(ext["id"] == AGENT_RC_ID, f"extension: {ext}")
+    check(plat.auth().data()["access_token"] != second["access_token"],
+          "the RingEX SDK did not refresh by itself")
+    return ev
+
+
+def ringex_logout(server, client_id, client_secret, ev):
+    """The RingEX SDK's logout (RingEX's revoke) ends the login: its access token no longer
+    exchanges and its refresh token is refused."""
+    plat = ev.rc.platform()
+    data = plat.auth().data()
+    check(exchange(server, data["access_token"]).status_code == 200, "exchange before the logout")
+    plat.logout()
+    r = exchange(server, data["access_token"])
+    check(r.status_code == 401, f"a revoked RingEX token exchanged: {r.status_code} {r.text}")
+    r = ringex_refresh_grant(server, client_id, client_secret, data["refresh_token"])
+    check(r.status_code == 400 and r.json()["error"] == "invalid_grant",
+          f"the refresh token of a revoked login: {r.status_code} {r.text}")
+
+
 def main():
     server = Server()
     step = "start"
@@ -188,6 +266,14 @@ def main():
         step = "step 2 ringex expiry"
         expiry(server, ev, True)
         print(f"{step}: ok (the SDK refreshed once, seen by the server)", flush=True)
+
+        step = "step 2b ringex second login through the refresh grant"
+        ev = ringex_second_login(server, client_id, client_secret, jwt, agent_id)
+        print(f"{step}: ok (RingEX refresh rotated the tokens, the new one exchanged)", flush=True)
+
+        step = "step 2c ringex logout"
+        ringex_logout(server, client_id, client_secret, ev)
+        print(f"{step}: ok (the revoked RingEX login is refused)", flush=True)
 
         step = "step 3 direct login"
         r = requests.post(server.url + "/api/auth/login/admin",

@@ -23,6 +23,12 @@ pub enum Event {
     LegacyLogin,
     /// A password grant at the RingEX emulator's token endpoint; outcomes failure, throttled.
     EmulatorLogin,
+    /// A refresh token refused at the RingEX emulator's token endpoint (unknown, rotated,
+    /// revoked, timed out, another client's); outcome failure.
+    EmulatorRefresh,
+    /// A revoke at the RingEX emulator (a client's logout); outcome success (a login ended) or
+    /// failure (no login of that client held the token; answered 200 all the same).
+    EmulatorRevoke,
     /// A RingEX token exchange; outcomes success, failure (throttled ones are only counted).
     RingexExchange,
     /// A rotated refresh token came back after the grace window; outcome reuse (session ended).
@@ -65,6 +71,8 @@ impl Event {
             Event::Login => "login",
             Event::LegacyLogin => "legacy_login",
             Event::EmulatorLogin => "ringex_emulator.login",
+            Event::EmulatorRefresh => "ringex_emulator.refresh",
+            Event::EmulatorRevoke => "ringex_emulator.revoke",
             Event::RingexExchange => "ringex.exchange",
             Event::RefreshReuse => "refresh.reuse",
             Event::SessionEnd => "session.end",
@@ -238,6 +246,8 @@ mod tests {
         assert_eq!(Event::Login.as_str(), "login");
         assert_eq!(Event::LegacyLogin.as_str(), "legacy_login");
         assert_eq!(Event::EmulatorLogin.as_str(), "ringex_emulator.login");
+        assert_eq!(Event::EmulatorRefresh.as_str(), "ringex_emulator.refresh");
+        assert_eq!(Event::EmulatorRevoke.as_str(), "ringex_emulator.revoke");
         assert_eq!(Event::RingexExchange.as_str(), "ringex.exchange");
         assert_eq!(Event::RefreshReuse.as_str(), "refresh.reuse");
         assert_eq!(Event::ApiTokenCap.as_str(), "api_token.cap");

@@ -18,6 +18,12 @@ pub struct AuthConfig {
     /// Most API tokens one user may hold; creating one more is refused
     /// ([`crate::error::AuthError::TooManyApiTokens`]).
     pub api_token_cap: u64,
+    /// Lifetime of the access tokens the built-in RingEX emulator issues (RingEX's 1 hour by
+    /// default; shorter in tests that need a RingEX token to run out).
+    pub ringex_emulator_access_ttl: Duration,
+    /// Lifetime of the emulator's refresh tokens, restarted at each refresh (RingEX's 7 days by
+    /// default).
+    pub ringex_emulator_refresh_ttl: Duration,
 }
 
 /// Default of [`AuthConfig::api_token_cap`]: far more than any integration needs, few enough

@@ -121,6 +121,8 @@ pub enum DigestKind {
     LegacyToken,
     /// Access tokens issued by the built-in RingEX emulator.
     RingexAccessToken,
+    /// Refresh tokens issued by the built-in RingEX emulator.
+    RingexRefreshToken,
     /// Login throttle keys (usernames, addresses and their pairs are never stored in clear).
     Throttle,
     /// Attempted usernames that match no user, as the audit trail keeps them.
@@ -134,6 +136,7 @@ impl DigestKind {
             DigestKind::ApiToken => b"api-token\0",
             DigestKind::LegacyToken => b"legacy-token\0",
             DigestKind::RingexAccessToken => b"ringex-access-token\0",
+            DigestKind::RingexRefreshToken => b"ringex-refresh-token\0",
             DigestKind::Throttle => b"login-throttle\0",
             DigestKind::AuditUsername => b"audit-username\0",
         }

@@ -1,25 +1,32 @@
 //! The built-in RingEX (RingCentral) emulator, for offline development and tests.
 //!
-//! It plays the two parts of RingEX that the RingCX SDKs touch: the OAuth token endpoint (the
-//! `password` grant and the JWT-bearer grant, with HTTP Basic client authentication) and the
-//! "who am I" extension endpoint that the token exchange asks. Its users are the cxauth users that
+//! It plays the parts of RingEX that the RingCX SDKs and integrations touch: the OAuth token
+//! endpoint (the `password`, JWT-bearer and `refresh_token` grants, with HTTP Basic client
+//! authentication), the revoke endpoint (a client's logout), and the "who am I" extension
+//! endpoint that the token exchange asks. Its users are the cxauth users that
 //! hold a RingEX user id (`rc_user_id`): that id is their extension id, so a token the emulator
 //! issues exchanges for a session of the same user. Apps and JWT credentials are made by
 //! `cxauth admin ringex …` ([`crate::admin::create_ringex_app`],
 //! [`crate::admin::create_ringex_jwt`]).
 //!
+//! Each password or JWT grant starts a *login* (RingEX's endpoint, named by `endpoint_id`): an
+//! access token and a refresh token bound to the user and to the client that asked. A refresh
+//! rotates the refresh token (the presented one is refused from then on) and adds an access
+//! token to the login; a revoke of any of its tokens ends the whole login.
+//!
 //! Nothing here is a secret in clear in the database: client secrets are Argon2id hashes, JWT
-//! credentials SHA-256 digests, access tokens keyed digests.
+//! credentials SHA-256 digests, access and refresh tokens keyed digests.
 
-use crate::audit::{AuditContext, Event};
+use crate::audit::{self, AuditContext, Event, Outcome};
 use crate::clock::duration_ms;
+use crate::config::AuthConfig;
 use crate::crypto::{DigestKind, random_bytes, ringex_jwt_digest};
 use crate::deps::Deps;
 use crate::error::AuthError;
 use crate::limits::MAX_TOKEN_LEN;
 use crate::login::LoginGate;
 use crate::ringex::RingexResolver;
-use crate::store::UserRecord;
+use crate::store::{NewRingexLogin, RingexRotation, UserRecord};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
@@ -27,9 +34,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Lifetime of the access tokens the emulator issues (RingEX's default).
+/// Default lifetime of the access tokens the emulator issues (RingEX's default).
 pub const RINGEX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
-/// Lifetime announced for the refresh tokens the emulator hands out (RingEX's default).
+/// Default lifetime of the emulator's refresh tokens (RingEX's default), restarted at each
+/// refresh.
 pub const RINGEX_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The `scope` the emulator grants.
 pub const RINGEX_SCOPE: &str = "ReadAccounts";
@@ -74,7 +82,8 @@ impl OAuthError {
             OAuthError::InvalidClient => "Invalid client credentials".into(),
             OAuthError::InvalidGrant => "Invalid resource owner credentials".into(),
             OAuthError::UnsupportedGrantType => {
-                "Unsupported grant type; use password or urn:ietf:params:oauth:grant-type:jwt-bearer"
+                "Unsupported grant type; use password, refresh_token or \
+                 urn:ietf:params:oauth:grant-type:jwt-bearer"
                     .into()
             }
             OAuthError::InvalidRequest(m) => m.clone(),
@@ -92,16 +101,15 @@ pub struct RingexToken {
     pub token_type: String,
     /// Seconds.
     pub expires_in: i64,
-    /// A refresh token; the emulator does not implement the refresh grant (no RingCX SDK uses
-    /// it), so it is random and never stored.
+    /// The login's refresh token, for one `refresh_token` grant (each use rotates it).
     pub refresh_token: String,
-    /// Seconds.
+    /// Seconds the refresh token has left: all its lifetime, which each refresh restarts.
     pub refresh_token_expires_in: i64,
     /// Granted scope.
     pub scope: String,
     /// The extension id of the user (its `rc_user_id`), as RingEX's decimal string.
     pub owner_id: String,
-    /// An id of this login.
+    /// The id of this login, kept across its refreshes.
     pub endpoint_id: String,
 }
 
@@ -122,6 +130,13 @@ pub enum Grant<'a> {
     Jwt {
         /// The JWT credential made by `cxauth admin ringex jwt create`.
         assertion: &'a str,
+    },
+    /// `grant_type=refresh_token`.
+    Refresh {
+        /// A refresh token the emulator issued to the same client.
+        refresh_token: &'a str,
+        /// The caller's address, for the audit trail.
+        client: IpAddr,
     },
 }
 
@@ -186,6 +201,18 @@ fn random_token() -> Result<String, AuthError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
 }
 
+/// A new access token and refresh token of the emulator, with what the store keeps of them.
+struct Pair {
+    access_token: String,
+    refresh_token: String,
+    access_digest: [u8; 32],
+    refresh_digest: [u8; 32],
+    /// Their issue time, epoch ms.
+    now: i64,
+    access_expires_at: i64,
+    refresh_expires_at: i64,
+}
+
 /// Why an emulator call failed: an OAuth error (answered in OAuth's JSON shape), or a failure
 /// of the service underneath (throttled, busy, storage), answered like any other.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +243,10 @@ impl From<crate::crypto::CryptoError> for EmulatorError {
 pub struct Emulator {
     deps: Deps,
     gate: Arc<LoginGate>,
+    /// Lifetime of the access tokens it issues.
+    access_ttl: Duration,
+    /// Lifetime of its refresh tokens, from their issue (a refresh issues a new one).
+    refresh_ttl: Duration,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -225,8 +256,13 @@ impl std::fmt::Debug for Emulator {
 }
 
 impl Emulator {
-    pub(crate) fn new(deps: Deps, gate: Arc<LoginGate>) -> Self {
-        Emulator { deps, gate }
+    pub(crate) fn new(deps: Deps, gate: Arc<LoginGate>, config: &AuthConfig) -> Self {
+        Emulator {
+            deps,
+            gate,
+            access_ttl: config.ringex_emulator_access_ttl,
+            refresh_ttl: config.ringex_emulator_refresh_ttl,
+        }
     }
 
     /// Authenticates an emulator app by its client id and secret (HTTP Basic), under the login
@@ -265,10 +301,14 @@ impl Emulator {
         }
     }
 
-    /// Runs a grant of the emulator's token endpoint (the client already authenticated) and
-    /// issues a RingEX access token.
+    /// Runs a grant of the emulator's token endpoint for `client_id` (already authenticated by
+    /// [`Emulator::check_client`]) and issues a RingEX access token and refresh token.
     #[tracing::instrument(skip_all, fields(user_id))]
-    pub async fn grant(&self, grant: Grant<'_>) -> Result<RingexToken, EmulatorError> {
+    pub async fn grant(
+        &self,
+        client_id: &str,
+        grant: Grant<'_>,
+    ) -> Result<RingexToken, EmulatorError> {
         let user = match grant {
             Grant::Password {
                 username,
@@ -324,34 +364,155 @@ impl Emulator {
                 }
                 user
             }
+            Grant::Refresh {
+                refresh_token,
+                client,
+            } => return self.refresh(client_id, refresh_token, client).await,
         };
         tracing::Span::current().record("user_id", user.id);
         let rc_user_id = user.rc_user_id.ok_or(OAuthError::InvalidGrant)?;
-        let access_token = random_token()?;
-        let now = self.deps.clock.now_ms();
+        let pair = self.new_pair()?;
+        let login_id = URL_SAFE_NO_PAD.encode(random_bytes::<12>()?);
         self.deps
             .store
-            .insert_ringex_token(
-                &self
-                    .deps
-                    .secrets
-                    .digest(DigestKind::RingexAccessToken, access_token.as_bytes()),
-                user.id,
-                now,
-                now.saturating_add(duration_ms(RINGEX_ACCESS_TOKEN_TTL)),
-            )
+            .insert_ringex_login(&NewRingexLogin {
+                login_id: &login_id,
+                user_id: user.id,
+                client_id,
+                access_digest: &pair.access_digest,
+                refresh_digest: &pair.refresh_digest,
+                now: pair.now,
+                access_expires_at: pair.access_expires_at,
+                refresh_expires_at: pair.refresh_expires_at,
+            })
             .await?;
         tracing::info!(target: "audit", event = "ringex_emulator.token_issued", user_id = user.id, "RingEX emulator issued an access token");
-        Ok(RingexToken {
+        Ok(self.answer(pair, rc_user_id, login_id))
+    }
+
+    /// The `refresh_token` grant: rotates the login's refresh token (atomically, so of two
+    /// concurrent uses one wins) and issues a new access token and refresh token. Any refusal
+    /// is `invalid_grant`, without saying why: an unknown, rotated, revoked or timed-out token,
+    /// one another client obtained, or a user disabled or without a RingEX user id.
+    async fn refresh(
+        &self,
+        client_id: &str,
+        refresh_token: &str,
+        client: IpAddr,
+    ) -> Result<RingexToken, EmulatorError> {
+        if refresh_token.is_empty() || refresh_token.len() > MAX_TOKEN_LEN {
+            return Err(OAuthError::InvalidGrant.into());
+        }
+        let presented = self
+            .deps
+            .secrets
+            .digest(DigestKind::RingexRefreshToken, refresh_token.as_bytes());
+        let pair = self.new_pair()?;
+        let rotated = self
+            .deps
+            .store
+            .rotate_ringex_refresh(&RingexRotation {
+                presented: &presented,
+                client_id,
+                access_digest: &pair.access_digest,
+                refresh_digest: &pair.refresh_digest,
+                now: pair.now,
+                access_expires_at: pair.access_expires_at,
+                refresh_expires_at: pair.refresh_expires_at,
+            })
+            .await?;
+        let Some(rotated) = rotated else {
+            // Audited: a refused refresh token may be a stolen one coming back after rotation.
+            let ctx = AuditContext {
+                request_id: None,
+                addr: Some(client),
+            };
+            let entry = audit::Entry {
+                detail: "refresh token refused",
+                ..audit::Entry::of(Event::EmulatorRefresh, Outcome::Failure)
+            };
+            self.deps.audit.record(&ctx, entry).await;
+            return Err(OAuthError::InvalidGrant.into());
+        };
+        let user = rotated.user;
+        tracing::Span::current().record("user_id", user.id);
+        let rc_user_id = user.rc_user_id.ok_or(OAuthError::InvalidGrant)?;
+        tracing::info!(target: "audit", event = "ringex_emulator.token_refreshed", user_id = user.id, "RingEX emulator refreshed a login");
+        Ok(self.answer(pair, rc_user_id, rotated.login_id))
+    }
+
+    /// Ends the login `token` belongs to (RingEX's `POST /restapi/oauth/revoke`, RFC 7009):
+    /// `token` may be an access token or a refresh token of a login of `client_id` (already
+    /// authenticated); every access token of the login and its refresh token end. An unknown
+    /// token, or another client's, changes nothing and is no error (RFC 7009 §2.2), so a
+    /// client cannot probe which tokens exist.
+    #[tracing::instrument(skip_all, fields(user_id))]
+    pub async fn revoke(
+        &self,
+        client_id: &str,
+        token: &str,
+        ctx: &AuditContext,
+    ) -> Result<(), EmulatorError> {
+        let ended = if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            None
+        } else {
+            let secrets = &self.deps.secrets;
+            self.deps
+                .store
+                .revoke_ringex_login(
+                    client_id,
+                    &secrets.digest(DigestKind::RingexAccessToken, token.as_bytes()),
+                    &secrets.digest(DigestKind::RingexRefreshToken, token.as_bytes()),
+                )
+                .await?
+        };
+        let entry = match ended {
+            Some(user_id) => {
+                tracing::Span::current().record("user_id", user_id);
+                audit::Entry {
+                    user_id: Some(user_id),
+                    ..audit::Entry::of(Event::EmulatorRevoke, Outcome::Success)
+                }
+            }
+            None => audit::Entry {
+                detail: "no login of this client holds the token",
+                ..audit::Entry::of(Event::EmulatorRevoke, Outcome::Failure)
+            },
+        };
+        self.deps.audit.record(ctx, entry).await;
+        Ok(())
+    }
+
+    /// A fresh access token and refresh token, their digests and their ends from now.
+    fn new_pair(&self) -> Result<Pair, EmulatorError> {
+        let access_token = random_token()?;
+        let refresh_token = random_token()?;
+        let secrets = &self.deps.secrets;
+        let now = self.deps.clock.now_ms();
+        Ok(Pair {
+            access_digest: secrets.digest(DigestKind::RingexAccessToken, access_token.as_bytes()),
+            refresh_digest: secrets
+                .digest(DigestKind::RingexRefreshToken, refresh_token.as_bytes()),
             access_token,
+            refresh_token,
+            now,
+            access_expires_at: now.saturating_add(duration_ms(self.access_ttl)),
+            refresh_expires_at: now.saturating_add(duration_ms(self.refresh_ttl)),
+        })
+    }
+
+    /// The token endpoint's answer for a stored `pair`.
+    fn answer(&self, pair: Pair, rc_user_id: i64, login_id: String) -> RingexToken {
+        RingexToken {
+            access_token: pair.access_token,
             token_type: "bearer".into(),
-            expires_in: duration_ms(RINGEX_ACCESS_TOKEN_TTL) / 1000,
-            refresh_token: random_token()?,
-            refresh_token_expires_in: duration_ms(RINGEX_REFRESH_TOKEN_TTL) / 1000,
+            expires_in: duration_ms(self.access_ttl) / 1000,
+            refresh_token: pair.refresh_token,
+            refresh_token_expires_in: (pair.refresh_expires_at - pair.now) / 1000,
             scope: RINGEX_SCOPE.into(),
             owner_id: rc_user_id.to_string(),
-            endpoint_id: URL_SAFE_NO_PAD.encode(random_bytes::<12>()?),
-        })
+            endpoint_id: login_id,
+        }
     }
 
     /// The user a RingEX emulator access token belongs to (the extension endpoint).

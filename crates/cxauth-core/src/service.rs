@@ -79,7 +79,7 @@ impl Auth {
             api_tokens: ApiTokens::new(deps.clone(), config.api_token_cap),
             directory: Directory::new(deps.store.clone()),
             exchange: Exchange::new(deps.clone(), None),
-            emulator: Emulator::new(deps.clone(), gate.clone()),
+            emulator: Emulator::new(deps.clone(), gate.clone(), &config),
             keys,
             gate,
             config,

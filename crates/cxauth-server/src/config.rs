@@ -71,6 +71,14 @@ pub struct ServerConfig {
     /// Serve the built-in RingEX emulator (`/restapi/oauth/token` and the extension endpoint)
     /// and let the exchange trust it. For offline development and tests only.
     pub ringex_emulator: bool,
+    /// Lifetime of the access tokens the RingEX emulator issues (RingEX's 1 hour); shorter in
+    /// tests where a RingEX token must run out.
+    #[serde(with = "values::duration")]
+    pub ringex_emulator_access_ttl: Duration,
+    /// Lifetime of the RingEX emulator's refresh tokens (RingEX's 7 days), restarted at each
+    /// refresh.
+    #[serde(with = "values::duration")]
+    pub ringex_emulator_refresh_ttl: Duration,
     /// How long a positive answer of the RingEX server is reused for the same token. Short: a
     /// token RingEX revokes keeps working here at most this long.
     #[serde(with = "values::duration")]
@@ -148,6 +156,14 @@ impl std::fmt::Debug for ServerConfig {
                 &self.ringex_server.as_ref().map(redact_url),
             )
             .field("ringex_emulator", &self.ringex_emulator)
+            .field(
+                "ringex_emulator_access_ttl",
+                &self.ringex_emulator_access_ttl,
+            )
+            .field(
+                "ringex_emulator_refresh_ttl",
+                &self.ringex_emulator_refresh_ttl,
+            )
             .field("ringex_cache_ttl", &self.ringex_cache_ttl)
             .field("ringex_timeout", &self.ringex_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -245,6 +261,8 @@ impl Default for ServerConfig {
             hash_queue: 64 * cores,
             ringex_server: None,
             ringex_emulator: false,
+            ringex_emulator_access_ttl: cxauth_core::emulator::RINGEX_ACCESS_TOKEN_TTL,
+            ringex_emulator_refresh_ttl: cxauth_core::emulator::RINGEX_REFRESH_TOKEN_TTL,
             ringex_cache_ttl: Duration::from_secs(30),
             ringex_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
@@ -306,6 +324,17 @@ impl ServerConfig {
         }
         if self.database_timeout >= self.request_timeout {
             return Err("the database timeout must be shorter than the request timeout".into());
+        }
+        if self.ringex_emulator_access_ttl < Duration::from_secs(1) {
+            return Err("the RingEX emulator's access token lifetime must be at least 1s".into());
+        }
+        if self.ringex_emulator_refresh_ttl <= self.ringex_emulator_access_ttl {
+            return Err(format!(
+                "the RingEX emulator's refresh token lifetime ({}) must be longer than its access \
+                 token lifetime ({})",
+                humantime::format_duration(self.ringex_emulator_refresh_ttl),
+                humantime::format_duration(self.ringex_emulator_access_ttl)
+            ));
         }
         if self.ringex_timeout.is_zero() {
             return Err("the RingEX timeout must be longer than 0s".into());
@@ -393,6 +422,14 @@ mod tests {
         assert!(c.validate().is_err());
         c = ServerConfig::new(DatabaseUrl::Sqlite { path: None });
         c.platform_id = "aws 80".into();
+        assert!(c.validate().is_err());
+        // The same rule for the RingEX emulator's tokens.
+        c = ServerConfig::new(DatabaseUrl::Sqlite { path: None });
+        c.ringex_emulator_access_ttl = Duration::from_secs(3);
+        assert!(c.validate().is_ok());
+        c.ringex_emulator_refresh_ttl = Duration::from_secs(3);
+        assert!(c.validate().is_err());
+        c.ringex_emulator_access_ttl = Duration::ZERO;
         assert!(c.validate().is_err());
     }
 }

@@ -132,6 +132,8 @@ impl App {
                 refresh_grace: config.refresh_grace,
                 max_sessions_per_user: config.max_sessions_per_user,
                 api_token_cap: config.api_token_cap,
+                ringex_emulator_access_ttl: config.ringex_emulator_access_ttl,
+                ringex_emulator_refresh_ttl: config.ringex_emulator_refresh_ttl,
             },
         )
         .await?;

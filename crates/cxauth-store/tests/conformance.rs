@@ -2005,3 +2005,333 @@ async fn the_session_cap_holds_under_concurrent_logins() {
         assert_eq!(live, 5, "{}", b.name);
     }
 }
+
+// ---- The RingEX emulator's logins: refresh tokens rotated once, revoked with their login.
+
+use cxauth_core::store::{NewRingexLogin, RingexRotation};
+
+/// Runs one statement straight on the database (to put a row in a state the trait never
+/// leaves it in).
+async fn execute(b: &Backend, sql: &'static str) {
+    if b.url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&b.url).await.expect("connect");
+        sqlx::query(sql).execute(&pool).await.expect("execute");
+    } else {
+        let pool = sqlx::SqlitePool::connect(&b.url).await.expect("connect");
+        sqlx::query(sql).execute(&pool).await.expect("execute");
+    }
+}
+
+/// A user with RingEX id 7 logged in at the emulator by `client`: login `login` with access
+/// token digest `base` and refresh token digest `base + 1`, issued at 0, the access token
+/// ending at 1 000 and the refresh token at 10 000.
+async fn ringex_login(s: &SharedStore, uid: i64, login: &str, client: &str, base: u8) {
+    s.insert_ringex_login(&NewRingexLogin {
+        login_id: login,
+        user_id: uid,
+        client_id: client,
+        access_digest: &digest(base),
+        refresh_digest: &digest(base + 1),
+        now: 0,
+        access_expires_at: 1_000,
+        refresh_expires_at: 10_000,
+    })
+    .await
+    .expect("login");
+}
+
+/// A rotation by `client` at `now` of the refresh token digest `presented`, to access token
+/// `base` and refresh token `base + 1`, each living as long as at the login.
+fn ringex_rotation<'a>(
+    presented: &'a [u8; 32],
+    client: &'a str,
+    next: &'a ([u8; 32], [u8; 32]),
+    now: i64,
+) -> RingexRotation<'a> {
+    RingexRotation {
+        presented,
+        client_id: client,
+        access_digest: &next.0,
+        refresh_digest: &next.1,
+        now,
+        access_expires_at: now + 1_000,
+        refresh_expires_at: now + 10_000,
+    }
+}
+
+async fn ringex_user(s: &SharedStore, name: &str, rc: i64) -> i64 {
+    let main = s.create_main_account("M", 0).await.expect("main");
+    s.create_user(&NewUser {
+        rc_user_id: Some(rc),
+        ..user(name, None, vec![main])
+    })
+    .await
+    .expect("user")
+}
+
+#[tokio::test]
+async fn ringex_refresh_tokens_rotate_once_restart_their_lifetime_and_expire() {
+    for b in backends().await {
+        let s = &b.store;
+        let uid = ringex_user(s, "u", 7).await;
+        ringex_login(s, uid, "L1", "c1", 10).await;
+        let next = (digest(12), digest(13));
+
+        // Another client's refresh: refused, and the token is left as it was.
+        let other = s
+            .rotate_ringex_refresh(&ringex_rotation(&digest(11), "c2", &next, 100))
+            .await
+            .expect("rotate");
+        assert!(other.is_none(), "{}", b.name);
+
+        let won = s
+            .rotate_ringex_refresh(&ringex_rotation(&digest(11), "c1", &next, 100))
+            .await
+            .expect("rotate")
+            .expect("the owner's refresh wins");
+        assert_eq!(
+            (won.user.id, won.login_id.as_str(), won.user.rc_user_id),
+            (uid, "L1", Some(7)),
+            "{}",
+            b.name
+        );
+        // The new access token works; the old one too, until its own end.
+        for (d, now) in [(12, 1_099), (10, 999)] {
+            assert!(
+                s.ringex_token_user(&digest(d), now)
+                    .await
+                    .expect("get")
+                    .is_some(),
+                "{}: access token {d}",
+                b.name
+            );
+        }
+        // The rotated token is refused from now on.
+        let again = (digest(14), digest(15));
+        assert!(
+            s.rotate_ringex_refresh(&ringex_rotation(&digest(11), "c1", &again, 200))
+                .await
+                .expect("rotate")
+                .is_none(),
+            "{}",
+            b.name
+        );
+        // The lifetime restarted at the rotation: 100 + 10 000. Past the first end, still live;
+        // at its new end, refused.
+        assert!(
+            s.rotate_ringex_refresh(&ringex_rotation(&digest(13), "c1", &again, 10_100))
+                .await
+                .expect("rotate")
+                .is_none(),
+            "{}: at its end",
+            b.name
+        );
+        let live = s
+            .rotate_ringex_refresh(&ringex_rotation(&digest(13), "c1", &again, 10_099))
+            .await
+            .expect("rotate");
+        assert!(live.is_some(), "{}: just before its end", b.name);
+
+        // Housekeeping purges refresh tokens past their end (counted with the access tokens).
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM ringex_refresh_tokens").await,
+            1,
+            "{}",
+            b.name
+        );
+        let purged = s.purge_expired(20_099, 100).await.expect("purge");
+        assert_eq!(purged.ringex_tokens, 3 + 1, "{}", b.name);
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM ringex_refresh_tokens").await,
+            0,
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn ringex_refresh_is_refused_for_disabled_users_and_ends_with_their_credentials() {
+    for b in backends().await {
+        let s = &b.store;
+        let uid = ringex_user(s, "u", 7).await;
+        ringex_login(s, uid, "L1", "c1", 10).await;
+        let next = (digest(12), digest(13));
+        // Disabled (as the trait never leaves it: with the refresh token still stored).
+        execute(&b, "UPDATE users SET enabled = FALSE").await;
+        assert!(
+            s.rotate_ringex_refresh(&ringex_rotation(&digest(11), "c1", &next, 100))
+                .await
+                .expect("rotate")
+                .is_none(),
+            "{}",
+            b.name
+        );
+        execute(&b, "UPDATE users SET enabled = TRUE").await;
+        // The refusal changed nothing: the token still works.
+        assert!(
+            s.rotate_ringex_refresh(&ringex_rotation(&digest(11), "c1", &next, 100))
+                .await
+                .expect("rotate")
+                .is_some(),
+            "{}",
+            b.name
+        );
+        // Disabling ends the login's refresh token for good.
+        assert!(s.set_user_enabled("u", false, 6).await.expect("disable"));
+        assert!(s.set_user_enabled("u", true, 7).await.expect("enable"));
+        let after = (digest(14), digest(15));
+        assert!(
+            s.rotate_ringex_refresh(&ringex_rotation(&digest(13), "c1", &after, 200))
+                .await
+                .expect("rotate")
+                .is_none(),
+            "{}",
+            b.name
+        );
+        // Deleting a user takes its emulator logins with it.
+        ringex_login(s, uid, "L2", "c1", 20).await;
+        assert!(matches!(
+            s.delete_user("u").await.expect("delete"),
+            DeleteUser::Deleted { .. }
+        ));
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM ringex_refresh_tokens").await,
+            0,
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_ringex_refreshes_of_one_token_have_exactly_one_winner() {
+    for b in backends().await {
+        let s = b.store.clone();
+        let uid = ringex_user(&s, "u", 7).await;
+        ringex_login(&s, uid, "L1", "c1", 0).await;
+        let mut racers = Vec::new();
+        for i in 1..=40u8 {
+            let s = s.clone();
+            racers.push(tokio::spawn(async move {
+                let next = (digest(100 + i), digest(200 - i));
+                s.rotate_ringex_refresh(&ringex_rotation(&digest(1), "c1", &next, 10))
+                    .await
+            }));
+        }
+        let mut winners = 0;
+        for r in racers {
+            match r.await.expect("join") {
+                Ok(Some(_)) => winners += 1,
+                Ok(None) => {}
+                // SQLite may report a busy database under this much contention; never a fork.
+                Err(StoreError::Unavailable(_)) => {}
+                Err(e) => panic!("{}: {e}", b.name),
+            }
+        }
+        assert_eq!(winners, 1, "{}", b.name);
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM ringex_refresh_tokens").await,
+            1,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM ringex_tokens").await,
+            2,
+            "{}: the login's first access token and the winner's",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_ringex_token_ends_its_whole_login_for_its_own_client_only() {
+    for b in backends().await {
+        let s = &b.store;
+        let uid = ringex_user(s, "u", 7).await;
+        ringex_login(s, uid, "L1", "c1", 10).await;
+        let next = (digest(12), digest(13));
+        s.rotate_ringex_refresh(&ringex_rotation(&digest(11), "c1", &next, 100))
+            .await
+            .expect("rotate")
+            .expect("won");
+        ringex_login(s, uid, "L2", "c1", 20).await;
+
+        // Another client cannot end it, by access or by refresh token; nor does an unknown one.
+        for (client, access, refresh) in [("c2", 10, 99), ("c2", 99, 13), ("c1", 98, 99)] {
+            assert_eq!(
+                s.revoke_ringex_login(client, &digest(access), &digest(refresh))
+                    .await
+                    .expect("revoke"),
+                None,
+                "{}: {client} {access} {refresh}",
+                b.name
+            );
+        }
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM ringex_tokens").await,
+            3,
+            "{}",
+            b.name
+        );
+
+        // The first access token of L1 ends L1: both its access tokens and its refresh token.
+        assert_eq!(
+            s.revoke_ringex_login("c1", &digest(10), &digest(99))
+                .await
+                .expect("revoke"),
+            Some(uid),
+            "{}",
+            b.name
+        );
+        assert!(
+            s.ringex_token_user(&digest(12), 200)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        let after = (digest(14), digest(15));
+        assert!(
+            s.rotate_ringex_refresh(&ringex_rotation(&digest(13), "c1", &after, 200))
+                .await
+                .expect("rotate")
+                .is_none(),
+            "{}",
+            b.name
+        );
+        // L2's refresh token ends L2 and its access token; L2 alone was left.
+        assert_eq!(
+            s.revoke_ringex_login("c1", &digest(98), &digest(21))
+                .await
+                .expect("revoke"),
+            Some(uid),
+            "{}",
+            b.name
+        );
+        for table in [
+            "SELECT COUNT(*) FROM ringex_tokens",
+            "SELECT COUNT(*) FROM ringex_refresh_tokens",
+        ] {
+            assert_eq!(b.count(table).await, 0, "{}: {table}", b.name);
+        }
+        // A token stored before logins were (no client): any client's revoke ends it alone.
+        s.insert_ringex_token(&digest(30), uid, 0, 1_000)
+            .await
+            .expect("token");
+        assert_eq!(
+            s.revoke_ringex_login("c2", &digest(30), &digest(99))
+                .await
+                .expect("revoke"),
+            Some(uid),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM ringex_tokens").await,
+            0,
+            "{}",
+            b.name
+        );
+    }
+}

@@ -168,6 +168,14 @@ struct ServeArgs {
     /// whose tokens the exchange trusts. For offline development and tests only; off by default.
     #[arg(long, env = "CXAUTH_RINGEX_EMULATOR")]
     ringex_emulator: bool,
+    /// Lifetime of the RingEX emulator's access tokens (RingEX's 1h; shorter to test a second
+    /// RingEX login through its refresh grant).
+    #[arg(long, env = "CXAUTH_RINGEX_EMULATOR_ACCESS_TTL", value_parser = parse_duration)]
+    ringex_emulator_access_ttl: Option<Duration>,
+    /// Lifetime of the RingEX emulator's refresh tokens, restarted at each refresh (must exceed
+    /// its access tokens').
+    #[arg(long, env = "CXAUTH_RINGEX_EMULATOR_REFRESH_TTL", value_parser = parse_duration)]
+    ringex_emulator_refresh_ttl: Option<Duration>,
     /// How long a positive answer of the RingEX server is reused for the same token (0s: never).
     #[arg(long, env = "CXAUTH_RINGEX_CACHE_TTL", value_parser = parse_duration)]
     ringex_cache_ttl: Option<Duration>,
@@ -356,6 +364,14 @@ fn config_check(args: &ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
         opt("ringex_server", c.ringex_server.as_ref().map(redact_url))
     );
     println!("ringex_emulator = {}", c.ringex_emulator);
+    println!(
+        "ringex_emulator_access_ttl = {}",
+        d(c.ringex_emulator_access_ttl)
+    );
+    println!(
+        "ringex_emulator_refresh_ttl = {}",
+        d(c.ringex_emulator_refresh_ttl)
+    );
     println!("ringex_cache_ttl = {}", d(c.ringex_cache_ttl));
     println!("ringex_timeout = {}", d(c.ringex_timeout));
     println!("shutdown_timeout = {}", d(c.shutdown_timeout));

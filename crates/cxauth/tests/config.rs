@@ -226,6 +226,18 @@ const EVERY_SETTING: &[Setting] = &[
     ),
     s("ringex_emulator", "true", "true", "ringex_emulator = true"),
     s(
+        "ringex_emulator_access_ttl",
+        "30s",
+        "\"30s\"",
+        "ringex_emulator_access_ttl = \"30s\"",
+    ),
+    s(
+        "ringex_emulator_refresh_ttl",
+        "2h",
+        "\"2h\"",
+        "ringex_emulator_refresh_ttl = \"2h\"",
+    ),
+    s(
         "ringex_cache_ttl",
         "10s",
         "\"10s\"",

@@ -12,7 +12,7 @@ pub struct PurgeCounts {
     pub sessions: u64,
     /// Expired legacy auth tokens.
     pub legacy_tokens: u64,
-    /// Expired RingEX emulator access tokens.
+    /// Expired RingEX emulator access tokens and refresh tokens.
     pub ringex_tokens: u64,
     /// Audit events past their retention.
     pub audit_events: u64,
@@ -90,7 +90,7 @@ pub struct StoredCounts {
 pub trait Housekeeping: Send + Sync {
     /// Deletes at most `batch` rows from each table holding rows that can never be used again:
     /// expired refresh tokens, expired or ended sessions (with their refresh tokens), expired
-    /// legacy tokens and emulator access tokens. Small batches keep each write transaction short
+    /// legacy tokens, and emulator access and refresh tokens. Small batches keep each write transaction short
     /// so a purge never stalls logins; call again while [`PurgeCounts::is_full`] says a table
     /// had more (see [`crate::admin::purge`]).
     async fn purge_expired(&self, now: i64, batch: i64) -> Result<PurgeCounts, StoreError>;

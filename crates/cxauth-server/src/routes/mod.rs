@@ -75,6 +75,7 @@ pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<A
     if config.ringex_emulator {
         api = api
             .routes(routes!(ringex::ringex_emulator_token))
+            .routes(routes!(ringex::ringex_emulator_revoke))
             .routes(routes!(ringex::ringex_emulator_extension));
     }
     api

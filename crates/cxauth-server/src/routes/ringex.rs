@@ -1,4 +1,4 @@
-//! RingEX: the token exchange, and the built-in emulator (its OAuth token and extension
+//! RingEX: the token exchange, and the built-in emulator (its OAuth token, revoke and extension
 //! endpoints, served only with `--ringex-emulator`).
 
 use super::{NO_STORE, session_response};
@@ -66,8 +66,9 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, SecretString)> {
 }
 
 /// RingEX emulator: `POST /restapi/oauth/token` with HTTP Basic client authentication and the
-/// `password` or JWT-bearer grant. Errors are OAuth's JSON (`error`, `error_description`).
-#[utoipa::path(post, path = "/restapi/oauth/token", tag = "ringex-emulator", summary = "Emulator: issue a RingEX access token", description = "The built-in RingEX emulator's OAuth token endpoint (only with `--ringex-emulator`): the `password` or JWT-bearer grant, with the app's client id and secret as HTTP Basic.", security(("ringex-client" = [])), responses((status = 200, description = "An OAuth token response"), (status = 400, description = "OAuth error"), (status = 401, description = "Bad client credentials")))]
+/// `password`, JWT-bearer or `refresh_token` grant. Errors are OAuth's JSON (`error`,
+/// `error_description`).
+#[utoipa::path(post, path = "/restapi/oauth/token", tag = "ringex-emulator", summary = "Emulator: issue a RingEX access token", description = "The built-in RingEX emulator's OAuth token endpoint (only with `--ringex-emulator`): the `password`, JWT-bearer or `refresh_token` grant, with the app's client id and secret as HTTP Basic. A refresh rotates the refresh token: the one presented is refused from then on.", security(("ringex-client" = [])), responses((status = 200, description = "An OAuth token response"), (status = 400, description = "OAuth error"), (status = 401, description = "Bad client credentials")))]
 pub async fn ringex_emulator_token(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -78,17 +79,7 @@ pub async fn ringex_emulator_token(
     use cxauth_core::emulator::{Grant, OAuthError};
     let (client_id, client_secret) =
         basic_credentials(&headers).ok_or(ApiError::from(OAuthError::InvalidClient))?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::from(OAuthError::InvalidRequest(
-                "the request body could not be read".into(),
-            ))
-        }
-    })?;
-    let mut p = Params::parse(query.as_deref(), &body)
-        .map_err(|e| ApiError::from(OAuthError::InvalidRequest(e.to_string())))?;
+    let mut p = oauth_params(query, body)?;
     let missing =
         |name: &str| ApiError::from(OAuthError::InvalidRequest(format!("{name} is required")));
     let grant_type = p
@@ -102,6 +93,7 @@ pub async fn ringex_emulator_token(
     let username;
     let extension;
     let assertion;
+    let refresh_token;
     let grant = match grant_type.as_str() {
         "password" => {
             username = p
@@ -129,10 +121,70 @@ pub async fn ringex_emulator_token(
                 assertion: &assertion,
             }
         }
+        "refresh_token" => {
+            refresh_token = p
+                .take("refresh_token")
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| missing("refresh_token"))?;
+            Grant::Refresh {
+                refresh_token: &refresh_token,
+                client: addr,
+            }
+        }
         _ => return Err(OAuthError::UnsupportedGrantType.into()),
     };
-    let token = emulator.grant(grant).await?;
+    let token = emulator.grant(&client_id, grant).await?;
     Ok((StatusCode::OK, NO_STORE, Json(token)).into_response())
+}
+
+/// RingEX emulator: `POST /restapi/oauth/revoke` (RFC 7009), a client's logout: HTTP Basic
+/// client authentication and `token`, an access token or a refresh token of the emulator. Ends
+/// the whole login the token belongs to; answers 200 with an empty body whether or not the
+/// token was known (RFC 7009 §2.2), so it tells a client nothing about tokens not its own.
+#[utoipa::path(post, path = "/restapi/oauth/revoke", tag = "ringex-emulator", summary = "Emulator: revoke a RingEX token (logout)", description = "The built-in RingEX emulator's revoke endpoint (only with `--ringex-emulator`): `token` is an access token or a refresh token the app obtained; the login it belongs to ends (all its access tokens and its refresh token). 200 with an empty body whether or not the token was known.", security(("ringex-client" = [])), params(("token" = String, Query, description = "An access token or a refresh token (also in a form body)")), responses((status = 200, description = "Done (or nothing to do): an empty body"), (status = 400, description = "OAuth error: `token` missing"), (status = 401, description = "Bad client credentials")))]
+pub async fn ringex_emulator_revoke(
+    State(state): State<AppState>,
+    Audit(ctx): Audit,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use cxauth_core::emulator::OAuthError;
+    // The same order of checks as the token endpoint: the Basic header, the parameter, then
+    // the client's secret.
+    let (client_id, client_secret) =
+        basic_credentials(&headers).ok_or(ApiError::from(OAuthError::InvalidClient))?;
+    let mut p = oauth_params(query, body)?;
+    let token = p
+        .take("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::from(OAuthError::InvalidRequest("token is required".into())))?;
+    let emulator = state.auth.emulator();
+    emulator
+        .check_client(&client_id, client_secret, ctx.client())
+        .await?;
+    emulator.revoke(&client_id, &token, &ctx).await?;
+    Ok((StatusCode::OK, NO_STORE).into_response())
+}
+
+/// The parameters of an emulator OAuth request (form body, query or JSON), a body that cannot
+/// be read being an OAuth `invalid_request` (too large stays 413).
+fn oauth_params(
+    query: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Params, ApiError> {
+    use cxauth_core::emulator::OAuthError;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::from(OAuthError::InvalidRequest(
+                "the request body could not be read".into(),
+            ))
+        }
+    })?;
+    Params::parse(query.as_deref(), &body)
+        .map_err(|e| ApiError::from(OAuthError::InvalidRequest(e.to_string())))
 }
 
 /// RingEX emulator: `GET /restapi/v1.0/account/~/extension/~`, the extension the bearer token

@@ -17,5 +17,6 @@ mod operations;
 mod outage;
 mod revocation;
 mod ringex;
+mod ringex_refresh;
 mod shapes;
 mod throttle;

@@ -32,6 +32,7 @@ const EXPECTED: &[(&str, &str)] = &[
 
 const EMULATOR: &[(&str, &str)] = &[
     ("post", "/restapi/oauth/token"),
+    ("post", "/restapi/oauth/revoke"),
     ("get", "/restapi/v1.0/account/~/extension/~"),
 ];
 

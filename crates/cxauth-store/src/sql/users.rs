@@ -238,6 +238,7 @@ impl UserStore for Backend {
         let legacy_tokens = delete("DELETE FROM legacy_tokens WHERE user_id = $1").await?;
         let ringex_jwts = delete("DELETE FROM ringex_jwts WHERE user_id = $1").await?;
         let ringex_tokens = delete("DELETE FROM ringex_tokens WHERE user_id = $1").await?;
+        delete("DELETE FROM ringex_refresh_tokens WHERE user_id = $1").await?;
         delete("DELETE FROM login_addresses WHERE user_id = $1").await?;
         delete("DELETE FROM user_grants WHERE user_id = $1").await?;
         delete("DELETE FROM users WHERE id = $1").await?;
@@ -351,6 +352,8 @@ pub(super) async fn end_credentials_in(
     let legacy_tokens = delete("DELETE FROM legacy_tokens WHERE user_id = $1").await?;
     let ringex_jwts = delete("DELETE FROM ringex_jwts WHERE user_id = $1").await?;
     let ringex_tokens = delete("DELETE FROM ringex_tokens WHERE user_id = $1").await?;
+    // The emulator's refresh tokens end with its access tokens (counted as those).
+    delete("DELETE FROM ringex_refresh_tokens WHERE user_id = $1").await?;
     let api_tokens = if api_tokens {
         delete("DELETE FROM api_tokens WHERE user_id = $1").await?
     } else {
