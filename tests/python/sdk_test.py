@@ -4,8 +4,8 @@ real `cxauth serve`, started here with a fresh SQLite database, the built-in Rin
 2-second access-token lifetime and a 3-second lifetime of the emulator's RingEX access tokens.
 
 Flows: (1) RingEX login (JWT, then username/extension/password) against the emulator, exchanged
-for a RingCX session, then admin calls; (2) expiry: a call after the access token expired
-succeeds because the SDK refreshed on its own (counted in the server's request log); (2b) the
+for a RingCX session whose agentDetails names the sub-account to work in (as integrators read
+it), then admin calls; (2) expiry: a call after the access token expired succeeds because the SDK refreshed on its own (counted in the server's request log); (2b) the
 RingEX access token expires, the integration logs in again through RingEX's refresh grant
 (`rc.platform().refresh()`, rotating the RingEX refresh token) and exchanges the new RingEX token
 (the RingCX SDK's `getToken()`); the RingEX SDK also refreshes by itself on a RingEX call;
@@ -160,7 +160,21 @@ def ringex_refresh_grant(server, client_id, client_secret, refresh_token):
                          data={"grant_type": "refresh_token", "refresh_token": refresh_token})
 
 
-def ringex_second_login(server, client_id, client_secret, jwt, agent_id):
+def agent_details_ok(ev, agent_record):
+    """What an integrator does with a RingCX session: reads agentDetails[0].accountId to learn
+    its sub-account, then works in it (here: lists that account's agents)."""
+    details = ev.token["agentDetails"]
+    check(len(details) == 1, f"agentDetails: {details}")
+    account_id = details[0]["accountId"]
+    check(account_id == "10000001" and details[0]["agentId"] == int(agent_record),
+          f"agentDetails[0]: {details[0]}")
+    check(details[0]["rcUserId"] == AGENT_RC_ID and details[0]["agentType"] == "AGENT",
+          f"agentDetails[0]: {details[0]}")
+    agents = ev.get(f"/api/v1/admin/accounts/{account_id}/agents").json()
+    check([a["agentId"] for a in agents] == [int(agent_record)], f"agents of {account_id}: {agents}")
+
+
+def ringex_second_login(server, client_id, client_secret, jwt, agent_id, agent_record):
     """The RingEX access token expires; the integration logs in again through RingEX's refresh
     grant and exchanges the new RingEX token for a RingCX session. Returns the SDK."""
     ev = RingCentralEngageVoice(client_id, client_secret, server=server.url, rcServer=server.url)
@@ -189,6 +203,7 @@ def ringex_second_login(server, client_id, client_secret, jwt, agent_id):
     ev.getToken()
     check(ev.token["ssoLogin"] is True and ev.token["adminId"] == int(agent_id), f"{ev.token}")
     check(ev.token["refreshToken"], "the second exchange gave no refresh token")
+    agent_details_ok(ev, agent_record)
     admin_calls(ev, AGENT)
     # The rotated RingEX refresh token is refused from now on.
     r = ringex_refresh_grant(server, client_id, client_secret, first["refresh_token"])
@@ -234,7 +249,10 @@ def main():
         jwt = server.admin("ringex", "jwt", "create", "--username", AGENT).splitlines()
         check(len(jwt) == 1 and jwt[0], f"ringex jwt create printed {jwt!r}")
         jwt = jwt[0]
-        print("step 0 setup (server, user, RingEX app, JWT credential): ok", flush=True)
+        agent_record = server.admin("agent", "create", "--account", "10000001", "--username",
+                                    "agent1.voice", "--first-name", "Agent", "--user", AGENT).strip()
+        check(agent_record.isdigit(), f"agent create printed {agent_record!r}")
+        print("step 0 setup (server, user, agent, RingEX app, JWT credential): ok", flush=True)
 
         step = "step 1a ringex jwt"
         ev = RingCentralEngageVoice(client_id, client_secret, server=server.url, rcServer=server.url)
@@ -242,6 +260,7 @@ def main():
         check(ev.token["ssoLogin"] is True, f"ssoLogin: {ev.token}")
         check(ev.token["refreshToken"], "includeRefresh=true gave no refresh token")
         check(ev.token["adminId"] == int(agent_id), f"adminId {ev.token['adminId']} != {agent_id}")
+        agent_details_ok(ev, agent_record)
         admin_calls(ev, AGENT)
         print(f"{step}: ok", flush=True)
 
@@ -268,7 +287,7 @@ def main():
         print(f"{step}: ok (the SDK refreshed once, seen by the server)", flush=True)
 
         step = "step 2b ringex second login through the refresh grant"
-        ev = ringex_second_login(server, client_id, client_secret, jwt, agent_id)
+        ev = ringex_second_login(server, client_id, client_secret, jwt, agent_id, agent_record)
         print(f"{step}: ok (RingEX refresh rotated the tokens, the new one exchanged)", flush=True)
 
         step = "step 2c ringex logout"
