@@ -29,8 +29,9 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Proxies whose `X-Forwarded-For` is believed (see [`crate::extract::ClientAddr`]).
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
-    /// Renders the process's metrics (see [`metrics`]).
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Renders the process's metrics (see [`metrics`]); `None` with metrics off, when no
+    /// recorder is installed and nothing is recorded.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Why the server could not start. Each message tells the operator what to do.
@@ -171,7 +172,10 @@ impl App {
             auth: Arc::new(auth),
             clock,
             trusted_proxies: config.trusted_proxies.clone().into(),
-            metrics: metrics::handle().map_err(StartupError::Config)?,
+            metrics: match config.metrics_listen {
+                Some(_) => Some(metrics::handle().map_err(StartupError::Config)?),
+                None => None,
+            },
         };
         Ok(App {
             router: routes::router(state.clone(), config),
