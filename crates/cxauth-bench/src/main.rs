@@ -6,6 +6,7 @@
 //! (`cargo build --release -p cxauth -p cxauth-bench`).
 
 mod load;
+mod memory;
 mod report;
 mod scenarios;
 mod seed;

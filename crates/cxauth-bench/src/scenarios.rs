@@ -480,6 +480,19 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     }
     server.stop()?;
 
+    if run.wanted("memory") {
+        progress("memory (RSS over a long run of requests, metrics unscraped and off)");
+        let (warm, long) = if opts.quick {
+            (Duration::from_secs(2), Duration::from_secs(8))
+        } else {
+            (Duration::from_secs(20), Duration::from_secs(280))
+        };
+        for (k, v) in crate::memory::memory(&rt, &bin, dir.path(), &opts.server_log, c, warm, long)?
+        {
+            run.fact(&k, v);
+        }
+    }
+
     if run.wanted("scale") {
         scale(
             &mut run,

@@ -81,6 +81,16 @@ fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Se
 impl Server {
     /// `cxauth serve` on `db` (an SQLite file, created if missing) with `rust_log` as RUST_LOG.
     pub fn cxauth(bin: &Path, db: &Path, rust_log: &str) -> anyhow::Result<Server> {
+        Self::cxauth_with(bin, db, rust_log, &[])
+    }
+
+    /// [`Server::cxauth`] with `extra` arguments to `serve`.
+    pub fn cxauth_with(
+        bin: &Path,
+        db: &Path,
+        rust_log: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -101,6 +111,7 @@ impl Server {
             // creation path, not the 409 beyond the cap.
             .arg("--api-token-cap")
             .arg("1000000000")
+            .args(extra)
             .env("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("RUST_LOG", rust_log)
             .env_remove("CXAUTH_MASTER_KEY_FILE")
