@@ -13,7 +13,7 @@
 use crate::StoreOptions;
 use crate::sql::{DbResult as _, map_err};
 use crate::url::DatabaseUrl;
-use cxauth_core::store::StoreError;
+use cxauth_core::store::{RotateOutcome, Rotation, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr as _;
@@ -47,6 +47,15 @@ impl PgStore {
             other => StoreError::Internal(format!("migration failed: {other}")),
         })?;
         Ok(PgStore { pool })
+    }
+
+    /// One rotation in its own transaction, under the session's row lock: PostgreSQL lets
+    /// rotations of different sessions commit in parallel, so there is nothing to group.
+    async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let outcome = sessions::rotate_in(&mut tx, r).await?;
+        tx.commit().await.db()?;
+        Ok(outcome)
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {

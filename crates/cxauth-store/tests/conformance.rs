@@ -593,6 +593,103 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
     }
 }
 
+/// Many sessions refreshed at once (what SQLite commits in groups): every rotation of a live
+/// token succeeds, each exactly once, with its own outcome even when a reused, an unknown and a
+/// disabled user's token ride in the same group; and every successor is live afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_rotations_of_many_sessions_each_get_their_own_outcome() {
+    for b in backends().await {
+        let s = b.store.clone();
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![m]))
+            .await
+            .expect("user");
+        let off = s
+            .create_user(&user("off", None, vec![m]))
+            .await
+            .expect("user");
+        for i in 0..40u8 {
+            s.create_session(&NewSession {
+                session_id: format!("s{i}"),
+                user_id: if i == 39 { off } else { uid },
+                expected_password_hash: None,
+                refresh_digest: digest(i),
+                now: 0,
+                refresh_expires_at: 1_000_000,
+                sso_login: false,
+                max_sessions: 0,
+            })
+            .await
+            .expect("session");
+        }
+        // Session 38's token was rotated long ago: presenting it again is reuse.
+        s.rotate_refresh_token(&Rotation {
+            presented: digest(38),
+            successor: digest(238),
+            now: 1,
+            grace_ms: 30_000,
+            successor_expires_at: 1_000_000,
+        })
+        .await
+        .expect("first rotation of s38");
+        s.set_user_enabled("off", false, 2).await.expect("disable");
+        let mut racers = Vec::new();
+        for i in 0..41u8 {
+            let s = s.clone();
+            racers.push(tokio::spawn(async move {
+                let presented = if i == 40 { digest(250) } else { digest(i) };
+                (
+                    i,
+                    s.rotate_refresh_token(&Rotation {
+                        presented,
+                        successor: digest(100 + i),
+                        now: 100_000,
+                        grace_ms: 30_000,
+                        successor_expires_at: 1_000_000,
+                    })
+                    .await,
+                )
+            }));
+        }
+        for r in racers {
+            let (i, outcome) = r.await.expect("join");
+            match (i, outcome) {
+                (0..=37, Ok(RotateOutcome::Rotated { session_id, .. })) => {
+                    assert_eq!(session_id, format!("s{i}"), "{}", b.name);
+                }
+                (38, Ok(RotateOutcome::Reused { session_id, .. })) => {
+                    assert_eq!(session_id, "s38", "{}", b.name);
+                }
+                (39 | 40, Ok(RotateOutcome::Invalid)) => {}
+                (i, other) => panic!("{}: rotation {i}: unexpected {other:?}", b.name),
+            }
+        }
+        // 38 successors plus s38's first one (its session now revoked) are live.
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM refresh_tokens WHERE rotated_at IS NULL")
+                .await,
+            40,
+            "{}",
+            b.name
+        );
+        assert!(
+            s.session_state("s38")
+                .await
+                .expect("state")
+                .expect("s38")
+                .revoked
+        );
+        assert!(
+            !s.session_state("s7")
+                .await
+                .expect("state")
+                .expect("s7")
+                .revoked
+        );
+    }
+}
+
 #[tokio::test]
 async fn rc_user_ids_are_unique_where_set() {
     for b in backends().await {

@@ -2,8 +2,8 @@
 //!
 //! Compiled once per dialect (see `crate::sql`).
 
-use super::Backend;
 use super::users::user_where;
+use super::{Backend, Conn};
 use crate::sql::{DbResult as _, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
@@ -105,95 +105,9 @@ impl SessionStore for Backend {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let session_id: Option<String> =
-            sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE digest = $1")
-                .bind(r.presented.as_slice())
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-        let Some(session_id) = session_id else {
-            return Ok(RotateOutcome::Invalid);
-        };
-        // Every rotation of one session runs under the session's lock, so concurrent refreshes
-        // (on any instance) see each other's results and the session never forks.
-        Self::lock_session(&mut tx, &session_id).await?;
-        let row = sqlx::query(
-            "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id, s.sso_login \
-                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
-        )
-        .bind(r.presented.as_slice())
-        .fetch_optional(&mut *tx)
-        .await
-        .db()?;
-        let Some(row) = row else {
-            return Ok(RotateOutcome::Invalid);
-        };
-        let session_id: String = row.get(0);
-        let expires_at: i64 = row.get(1);
-        let rotated_at: Option<i64> = row.get(2);
-        let revoked_at: Option<i64> = row.get(3);
-        let user_id: i64 = row.get(4);
-        let sso_login: bool = row.get(5);
-        if revoked_at.is_some() || expires_at <= r.now {
-            return Ok(RotateOutcome::Invalid);
-        }
-        if let Some(rotated) = rotated_at
-            && r.now - rotated > r.grace_ms
-        {
-            sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3")
-                .bind(r.now)
-                .bind(RevokeReason::Reuse.as_str())
-                .bind(&session_id)
-                .execute(&mut *tx)
-                .await
-                .db()?;
-            tx.commit().await.db()?;
-            return Ok(RotateOutcome::Reused {
-                session_id,
-                user_id,
-            });
-        }
-        let Some(user) = user_where(&mut tx, "id = $1", user_id).await? else {
-            return Ok(RotateOutcome::Invalid);
-        };
-        if !user.enabled {
-            return Ok(RotateOutcome::Invalid);
-        }
-        // Retire every live token of the session (the presented one, or on a grace retry the
-        // successor issued moments ago), so the session always has exactly one live token.
-        sqlx::query(
-            "UPDATE refresh_tokens SET rotated_at = $1 \
-             WHERE session_id = $2 AND rotated_at IS NULL",
-        )
-        .bind(r.now)
-        .bind(&session_id)
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
-                 VALUES ($1, $2, $3, $4)",
-        )
-        .bind(r.successor.as_slice())
-        .bind(&session_id)
-        .bind(r.now)
-        .bind(r.successor_expires_at)
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
-            .bind(r.successor_expires_at)
-            .bind(&session_id)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-        tx.commit().await.db()?;
-        Ok(RotateOutcome::Rotated {
-            session_id,
-            user: Box::new(user),
-            sso_login,
-        })
+        // SQLite groups concurrent rotations into one commit; PostgreSQL runs each in its own
+        // transaction under the session's row lock (see each backend's `rotate`).
+        self.rotate(r).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(reason = reason.as_str()))]
@@ -230,4 +144,96 @@ impl SessionStore for Backend {
         tx.commit().await.db()?;
         Ok(Some(user_id))
     }
+}
+
+/// One rotation inside the caller's write transaction `tx` (the caller commits, whatever the
+/// outcome: an outcome that wrote nothing commits nothing). On an error the caller must roll
+/// back what this wrote.
+pub(super) async fn rotate_in(tx: &mut Conn, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+    let session_id: Option<String> =
+        sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE digest = $1")
+            .bind(r.presented.as_slice())
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+    let Some(session_id) = session_id else {
+        return Ok(RotateOutcome::Invalid);
+    };
+    // Every rotation of one session runs under the session's lock, so concurrent refreshes
+    // (on any instance) see each other's results and the session never forks.
+    Backend::lock_session(&mut *tx, &session_id).await?;
+    let row = sqlx::query(
+        "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id, s.sso_login \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
+    )
+    .bind(r.presented.as_slice())
+    .fetch_optional(&mut *tx)
+    .await
+    .db()?;
+    let Some(row) = row else {
+        return Ok(RotateOutcome::Invalid);
+    };
+    let session_id: String = row.get(0);
+    let expires_at: i64 = row.get(1);
+    let rotated_at: Option<i64> = row.get(2);
+    let revoked_at: Option<i64> = row.get(3);
+    let user_id: i64 = row.get(4);
+    let sso_login: bool = row.get(5);
+    if revoked_at.is_some() || expires_at <= r.now {
+        return Ok(RotateOutcome::Invalid);
+    }
+    if let Some(rotated) = rotated_at
+        && r.now - rotated > r.grace_ms
+    {
+        sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3")
+            .bind(r.now)
+            .bind(RevokeReason::Reuse.as_str())
+            .bind(&session_id)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        return Ok(RotateOutcome::Reused {
+            session_id,
+            user_id,
+        });
+    }
+    let Some(user) = user_where(&mut *tx, "id = $1", user_id).await? else {
+        return Ok(RotateOutcome::Invalid);
+    };
+    if !user.enabled {
+        return Ok(RotateOutcome::Invalid);
+    }
+    // Retire every live token of the session (the presented one, or on a grace retry the
+    // successor issued moments ago), so the session always has exactly one live token.
+    sqlx::query(
+        "UPDATE refresh_tokens SET rotated_at = $1 \
+         WHERE session_id = $2 AND rotated_at IS NULL",
+    )
+    .bind(r.now)
+    .bind(&session_id)
+    .execute(&mut *tx)
+    .await
+    .db()?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+    )
+    .bind(r.successor.as_slice())
+    .bind(&session_id)
+    .bind(r.now)
+    .bind(r.successor_expires_at)
+    .execute(&mut *tx)
+    .await
+    .db()?;
+    sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
+        .bind(r.successor_expires_at)
+        .bind(&session_id)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+    Ok(RotateOutcome::Rotated {
+        session_id,
+        user: Box::new(user),
+        sso_login,
+    })
 }
