@@ -65,10 +65,11 @@ pub async fn request_context(
     let method = req.method().clone();
     let path = loggable_path(req.uri().path());
     // The route pattern, not the path: bounded label values, and no token segments.
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let route = crate::metrics::enabled().then(|| {
+        req.extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned())
+    });
     let span = tracing::info_span!("request", id = %request_id, method = %method, path = %path);
     let started = std::time::Instant::now();
 
@@ -108,10 +109,13 @@ pub async fn request_context(
         res.headers_mut().insert(REQUEST_ID, v);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    metrics::counter!("cxauth_http_requests_total", "route" => route.clone(),
-        "method" => method.to_string(), "status" => status.as_u16().to_string())
-    .increment(1);
-    metrics::histogram!("cxauth_http_request_duration_seconds", "route" => route).record(elapsed);
+    if let Some(route) = route {
+        metrics::counter!("cxauth_http_requests_total", "route" => route.clone(),
+            "method" => method_label(&method), "status" => status_label(status))
+        .increment(1);
+        metrics::histogram!("cxauth_http_request_duration_seconds", "route" => route)
+            .record(elapsed);
+    }
     let latency_ms = elapsed * 1000.0;
     span.in_scope(|| {
         if status.is_server_error() {
@@ -121,6 +125,34 @@ pub async fn request_context(
         }
     });
     res
+}
+
+/// The method as a metric label, without an allocation for the methods the API serves.
+fn method_label(method: &axum::http::Method) -> metrics::SharedString {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET".into(),
+        Method::POST => "POST".into(),
+        Method::DELETE => "DELETE".into(),
+        Method::PUT => "PUT".into(),
+        Method::HEAD => "HEAD".into(),
+        Method::OPTIONS => "OPTIONS".into(),
+        _ => method.to_string().into(),
+    }
+}
+
+/// The status as a metric label, without an allocation for the common ones.
+fn status_label(status: StatusCode) -> metrics::SharedString {
+    match status.as_u16() {
+        200 => "200".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        429 => "429".into(),
+        503 => "503".into(),
+        n => n.to_string().into(),
+    }
 }
 
 #[cfg(test)]
@@ -141,5 +173,17 @@ mod tests {
         }
         assert_eq!(loggable_path("/healthz"), "/healthz");
         assert!(loggable_path(&"é".repeat(300)).len() <= 204);
+    }
+
+    #[test]
+    fn metric_labels_spell_methods_and_statuses_as_before() {
+        for m in ["GET", "POST", "DELETE", "PATCH", "PROPFIND"] {
+            let method = axum::http::Method::from_bytes(m.as_bytes()).expect("method");
+            assert_eq!(method_label(&method).as_ref(), m);
+        }
+        for code in [200, 201, 400, 401, 403, 404, 405, 413, 429, 500, 503] {
+            let status = StatusCode::from_u16(code).expect("status");
+            assert_eq!(status_label(status).as_ref(), code.to_string());
+        }
     }
 }

@@ -18,11 +18,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The `metrics` facade has one recorder per process: it is installed once and shared by every
 /// [`crate::App`] of the process (tests build many).
 static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+
+/// Whether a recorder is installed. The macros would do nothing without one, but the labels of
+/// a per-request sample (route, method, status) are built before the recorder is asked: with
+/// metrics off, [`crate::context`] skips building them at all.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether metrics are recorded in this process.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Latency buckets in seconds: sub-millisecond token checks up to slow, queued password hashes.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -61,6 +72,7 @@ pub fn handle() -> Result<PrometheusHandle, String> {
         })
         .map_err(|e| format!("cannot start the metrics upkeep thread: {e}"))?;
     *slot = Some(h.clone());
+    ENABLED.store(true, Ordering::Relaxed);
     Ok(h)
 }
 
