@@ -127,25 +127,7 @@ impl AccountStore for Backend {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
-        let main: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT main_id FROM accounts WHERE id = $1")
-                .bind(main_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-        match main {
-            None => {
-                return Err(StoreError::NotFound(format!(
-                    "no main account with id {main_id}"
-                )));
-            }
-            Some(Some(_)) => {
-                return Err(StoreError::Invalid(format!(
-                    "account {main_id} is a sub-account; a RingEX account links to a main account"
-                )));
-            }
-            Some(None) => {}
-        }
+        require_main(&mut tx, main_id, "a RingEX account links to a main account").await?;
         sqlx::query("UPDATE accounts SET rc_account_id = $1 WHERE id = $2")
             .bind(rc_account_id)
             .bind(main_id)
@@ -195,31 +177,39 @@ pub(super) async fn create_main_in(tx: &mut Conn, name: &str, now: i64) -> Resul
     Ok(id)
 }
 
+/// The main account of account `id`: `None` for a main account itself; [`StoreError::NotFound`]
+/// if there is no such account.
+pub(super) async fn main_of(tx: &mut Conn, id: i64) -> Result<Option<i64>, StoreError> {
+    let main: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT main_id FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+    main.ok_or_else(|| StoreError::NotFound(format!("no account with id {id}")))
+}
+
+/// Checks that `id` is a main account; a sub-account is [`StoreError::Invalid`] with `hint`.
+async fn require_main(tx: &mut Conn, id: i64, hint: &str) -> Result<(), StoreError> {
+    match main_of(tx, id).await {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(StoreError::Invalid(format!(
+            "account {id} is a sub-account; {hint}"
+        ))),
+        Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(format!(
+            "no main account with id {id}"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) async fn create_sub_in(
     tx: &mut Conn,
     main_id: i64,
     name: &str,
     now: i64,
 ) -> Result<i64, StoreError> {
-    let main: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT main_id FROM accounts WHERE id = $1")
-            .bind(main_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
-    match main {
-        None => {
-            return Err(StoreError::NotFound(format!(
-                "no main account with id {main_id}"
-            )));
-        }
-        Some(Some(_)) => {
-            return Err(StoreError::Invalid(format!(
-                "account {main_id} is a sub-account; give the id of a main account"
-            )));
-        }
-        Some(None) => {}
-    }
+    require_main(tx, main_id, "give the id of a main account").await?;
     let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM accounts WHERE main_id = $1")
         .bind(main_id)
         .fetch_one(&mut *tx)

@@ -3,6 +3,7 @@
 //! Compiled once per dialect (see `crate::sql`).
 
 use super::Backend;
+use super::accounts::main_of;
 use crate::sql::DbResult as _;
 use async_trait::async_trait;
 use cxauth_core::store::{AgentRecord, AgentStore, NewAgent, StoreError};
@@ -62,26 +63,11 @@ impl AgentStore for Backend {
     #[tracing::instrument(level = "debug", skip_all, fields(account_id = agent.account_id))]
     async fn create_agent(&self, agent: &NewAgent) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let main: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT main_id FROM accounts WHERE id = $1")
-                .bind(agent.account_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-        match main {
-            None => {
-                return Err(StoreError::NotFound(format!(
-                    "no account with id {}",
-                    agent.account_id
-                )));
-            }
-            Some(None) => {
-                return Err(StoreError::Invalid(format!(
-                    "account {} is a main account; agents work in sub-accounts",
-                    agent.account_id
-                )));
-            }
-            Some(Some(_)) => {}
+        if main_of(&mut tx, agent.account_id).await?.is_none() {
+            return Err(StoreError::Invalid(format!(
+                "account {} is a main account; agents work in sub-accounts",
+                agent.account_id
+            )));
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO agents (account_id, username, first_name, last_name, email, agent_type, \
