@@ -20,7 +20,7 @@ const KEYCLOAK_REFRESH_PER_VCPU: f64 = 120.0;
 /// Options of `cxauth-bench all`.
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Short run (under a minute, smaller `scale` data set): what CI runs.
+    /// Short run (about a minute, smaller `scale` data set, short `memory` run): what CI runs.
     #[arg(long)]
     quick: bool,
     /// Print the report as JSON instead of a table.
