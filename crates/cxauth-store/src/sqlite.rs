@@ -186,6 +186,8 @@ mod agents;
 mod api_tokens;
 #[path = "sql/audit.rs"]
 mod audit;
+#[path = "sql/changes.rs"]
+mod changes;
 #[path = "sql/housekeeping.rs"]
 mod housekeeping;
 #[path = "sql/keys.rs"]

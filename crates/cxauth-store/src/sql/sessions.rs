@@ -3,11 +3,13 @@
 //! Compiled once per dialect (see `crate::sql`).
 
 use super::Backend;
+use super::changes::record_change;
 use super::users::user_where;
 use crate::sql::{DbResult as _, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    NewSession, RevokeReason, RotateOutcome, Rotation, SessionState, SessionStore, StoreError,
+    ChangeKind, NewSession, RevokeReason, RotateOutcome, Rotation, SessionState, SessionStore,
+    StoreError,
 };
 use sqlx::Row as _;
 
@@ -48,10 +50,11 @@ impl SessionStore for Backend {
         .execute(&mut *tx)
         .await
         .db()?;
+        let mut change = None;
         if s.max_sessions > 0 {
             // The user row is locked (or the database is, on SQLite): concurrent logins of
             // one user count each other, so the cap holds exactly.
-            sqlx::query(
+            let ended = sqlx::query(
                 "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id IN \
                      (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
                      AND expires_at > $1 AND id <> $6 ORDER BY created_at DESC, id DESC \
@@ -65,7 +68,13 @@ impl SessionStore for Backend {
             .bind(&s.session_id)
             .execute(&mut *tx)
             .await
-            .db()?;
+            .db()?
+            .rows_affected();
+            if ended > 0 {
+                change = Some(
+                    record_change(&mut tx, ChangeKind::User, &s.user_id.to_string(), s.now).await?,
+                );
+            }
         }
         sqlx::query(
             "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
@@ -78,7 +87,11 @@ impl SessionStore for Backend {
         .execute(&mut *tx)
         .await
         .db()?;
-        tx.commit().await.db()
+        let committed = tx.commit().await.db();
+        if let Some(change) = change {
+            change.announce();
+        }
+        committed
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id))]
@@ -148,7 +161,10 @@ impl SessionStore for Backend {
                 .execute(&mut *tx)
                 .await
                 .db()?;
-            tx.commit().await.db()?;
+            let change = record_change(&mut tx, ChangeKind::Session, &session_id, r.now).await?;
+            let committed = tx.commit().await.db();
+            change.announce();
+            committed?;
             return Ok(RotateOutcome::Reused {
                 session_id,
                 user_id,
@@ -217,7 +233,7 @@ impl SessionStore for Backend {
         let Some((session_id, user_id)) = found else {
             return Ok(None);
         };
-        sqlx::query(
+        let ended = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
                  WHERE id = $3 AND revoked_at IS NULL",
         )
@@ -226,8 +242,18 @@ impl SessionStore for Backend {
         .bind(&session_id)
         .execute(&mut *tx)
         .await
-        .db()?;
-        tx.commit().await.db()?;
+        .db()?
+        .rows_affected();
+        let change = if ended > 0 {
+            Some(record_change(&mut tx, ChangeKind::Session, &session_id, now).await?)
+        } else {
+            None
+        };
+        let committed = tx.commit().await.db();
+        if let Some(change) = change {
+            change.announce();
+        }
+        committed?;
         Ok(Some(user_id))
     }
 }
