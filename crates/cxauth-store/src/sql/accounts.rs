@@ -73,7 +73,7 @@ impl AccountStore for Backend {
         // Users granted the main account may use the new sub-account.
         let change = record_change(&mut tx, ChangeKind::Accounts, "", now).await?;
         let committed = tx.commit().await.db();
-        change.announce();
+        change.announce(self.local_key());
         committed?;
         Ok(id)
     }
@@ -167,7 +167,7 @@ impl AccountStore for Backend {
             })?;
         let change = record_change(&mut tx, ChangeKind::Accounts, "", wall_ms()).await?;
         let committed = tx.commit().await.db();
-        change.announce();
+        change.announce(self.local_key());
         committed?;
         Ok(())
     }

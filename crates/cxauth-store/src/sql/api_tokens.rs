@@ -173,7 +173,7 @@ impl ApiTokenStore for Backend {
         let change =
             record_change(&mut tx, ChangeKind::User, &owner.to_string(), wall_ms()).await?;
         let committed = tx.commit().await.db();
-        change.announce();
+        change.announce(self.local_key());
         committed?;
         Ok(true)
     }

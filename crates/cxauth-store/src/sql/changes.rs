@@ -71,6 +71,15 @@ pub(super) fn wall_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+impl Backend {
+    /// Names this store (its pool, shared by its clones) among the stores of the process: the
+    /// address of the pool's connect options, which live as long as the pool and are never
+    /// replaced here.
+    pub(super) fn local_key(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.pool.connect_options()) as usize
+    }
+}
+
 #[async_trait]
 impl ChangeLogStore for Backend {
     async fn credential_changes_after(
@@ -129,6 +138,6 @@ impl ChangeLogStore for Backend {
     }
 
     fn on_local_credential_change(&self, listener: std::sync::Weak<LocalChangeListener>) {
-        crate::sql::listen_local(listener);
+        crate::sql::listen_local(self.local_key(), listener);
     }
 }

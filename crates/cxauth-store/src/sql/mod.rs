@@ -164,17 +164,21 @@ pub(crate) trait Watch {
 
 impl Watch for crate::SqliteStore {}
 
-/// The listeners of [`announce_local`]: one per credential cache of the process (so one in a
-/// server; several in a test process, where a change announced to a cache of another database
-/// only makes it forget a little more than it needed to).
-static LOCAL_LISTENERS: std::sync::RwLock<Vec<std::sync::Weak<LocalChangeListener>>> =
-    std::sync::RwLock::new(Vec::new());
+/// A listener of [`RecordedChange::announce`], with the store (see `local_key` in
+/// `changes.rs`) whose writes it hears: one per credential cache, so one in a server, several
+/// in a test process (where two in-process instances on one database must hear each other only
+/// through the database, as separate processes would).
+type Listener = (usize, std::sync::Weak<LocalChangeListener>);
 
-/// Adds a listener of this process's committed changes (dead ones are dropped on the way).
-pub(crate) fn listen_local(listener: std::sync::Weak<LocalChangeListener>) {
+/// Every [`Listener`] of the process.
+static LOCAL_LISTENERS: std::sync::RwLock<Vec<Listener>> = std::sync::RwLock::new(Vec::new());
+
+/// Adds a listener of the changes committed through store `store` (dead ones are dropped on
+/// the way).
+pub(crate) fn listen_local(store: usize, listener: std::sync::Weak<LocalChangeListener>) {
     let mut all = LOCAL_LISTENERS.write().unwrap_or_else(|p| p.into_inner());
-    all.retain(|l| l.strong_count() > 0);
-    all.push(listener);
+    all.retain(|(_, l)| l.strong_count() > 0);
+    all.push((store, listener));
 }
 
 /// A change-log row written in a transaction not yet committed: announce it to this process's
@@ -186,11 +190,13 @@ pub(crate) struct RecordedChange {
 }
 
 impl RecordedChange {
-    /// Tells every live listener of this process.
-    pub(crate) fn announce(self) {
+    /// Tells every live listener of store `store`.
+    pub(crate) fn announce(self, store: usize) {
         let all = LOCAL_LISTENERS.read().unwrap_or_else(|p| p.into_inner());
-        for listener in all.iter().filter_map(std::sync::Weak::upgrade) {
-            listener(&self.kind, &self.key);
+        for (_, listener) in all.iter().filter(|(s, _)| *s == store) {
+            if let Some(listener) = listener.upgrade() {
+                listener(&self.kind, &self.key);
+            }
         }
     }
 }

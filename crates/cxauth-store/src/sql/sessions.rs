@@ -89,7 +89,7 @@ impl SessionStore for Backend {
         .db()?;
         let committed = tx.commit().await.db();
         if let Some(change) = change {
-            change.announce();
+            change.announce(self.local_key());
         }
         committed
     }
@@ -163,7 +163,7 @@ impl SessionStore for Backend {
                 .db()?;
             let change = record_change(&mut tx, ChangeKind::Session, &session_id, r.now).await?;
             let committed = tx.commit().await.db();
-            change.announce();
+            change.announce(self.local_key());
             committed?;
             return Ok(RotateOutcome::Reused {
                 session_id,
@@ -251,7 +251,7 @@ impl SessionStore for Backend {
         };
         let committed = tx.commit().await.db();
         if let Some(change) = change {
-            change.announce();
+            change.announce(self.local_key());
         }
         committed?;
         Ok(Some(user_id))

@@ -138,7 +138,7 @@ impl UserStore for Backend {
         }
         let change = record_change(&mut tx, ChangeKind::User, &id.to_string(), now).await?;
         let committed = tx.commit().await.db();
-        change.announce();
+        change.announce(self.local_key());
         committed?;
         Ok(true)
     }
@@ -164,7 +164,7 @@ impl UserStore for Backend {
         end_credentials_in(&mut tx, id, false, RevokeReason::PasswordChanged, now).await?;
         let change = record_change(&mut tx, ChangeKind::User, &id.to_string(), now).await?;
         let committed = tx.commit().await.db();
-        change.announce();
+        change.announce(self.local_key());
         committed?;
         Ok(true)
     }
@@ -201,7 +201,7 @@ impl UserStore for Backend {
         let counts = end_credentials_in(&mut tx, id, end.api_tokens, end.reason, now).await?;
         let change = record_change(&mut tx, ChangeKind::User, &id.to_string(), now).await?;
         let committed = tx.commit().await.db();
-        change.announce();
+        change.announce(self.local_key());
         committed?;
         Ok(Some(counts))
     }
@@ -254,7 +254,7 @@ impl UserStore for Backend {
         delete("DELETE FROM users WHERE id = $1").await?;
         let change = record_change(&mut tx, ChangeKind::User, &id.to_string(), wall_ms()).await?;
         let committed = tx.commit().await.db();
-        change.announce();
+        change.announce(self.local_key());
         committed?;
         Ok(DeleteUser::Deleted {
             id,
