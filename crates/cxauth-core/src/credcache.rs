@@ -355,6 +355,9 @@ impl CredentialCache {
                 match store.latest_credential_change().await {
                     Ok(seq) => {
                         self.last_seq.store(seq, Ordering::Release);
+                        // Requests may have filled the cache before this read, with answers
+                        // older than rows up to `seq`, which will never be read: start empty.
+                        self.forget_all();
                         started = true;
                         let until = began
                             .saturating_add(u64::try_from(self.staleness.as_millis()).unwrap_or(0));
