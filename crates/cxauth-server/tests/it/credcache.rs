@@ -49,6 +49,8 @@ async fn a_revocation_on_one_postgres_instance_is_refused_by_another_within_the_
     };
     let mut config = config_for(&db).expect("config");
     config.logins_per_user_per_minute = 0;
+    // Explicit, so the suite passes when run with another default (0 turns the cache off).
+    config.credential_cache_staleness = Duration::from_millis(250);
     let clock = cxauth_core::clock::ManualClock::starting_now();
     let a = TestApp::start(db.clone(), config.clone(), clock.clone()).await;
     let b = TestApp::start(db, config, clock).await;
@@ -122,7 +124,13 @@ async fn a_revocation_on_one_postgres_instance_is_refused_by_another_within_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_started_after_a_revocation_answered_is_accepted_however_many_race_it() {
-    let s = Arc::new(TestApp::spawn_with(|c| c.logins_per_user_per_minute = 0).await);
+    let s = Arc::new(
+        TestApp::spawn_with(|c| {
+            c.logins_per_user_per_minute = 0;
+            c.credential_cache_staleness = Duration::from_millis(250);
+        })
+        .await,
+    );
     s.user("alice").grants(&[MAIN]).create().await;
     for round in 0..12 {
         let session = s.login("alice").await;
@@ -197,7 +205,11 @@ async fn no_request_started_after_a_revocation_answered_is_accepted_however_many
 #[tokio::test]
 async fn the_cache_stays_within_its_bound_whatever_is_presented() {
     let entries = 8;
-    let s = TestApp::spawn_with(|c| c.credential_cache_entries = entries).await;
+    let s = TestApp::spawn_with(|c| {
+        c.credential_cache_entries = entries;
+        c.credential_cache_staleness = Duration::from_millis(250);
+    })
+    .await;
     s.user("alice").grants(&[MAIN]).create().await;
     let bearer = api::bearer(&s.login("alice").await);
     let cache = s.state.auth.credential_cache().clone();
