@@ -126,7 +126,9 @@ impl ApiTokens {
         if owner.id != who.user.id && !owner.has_ancestor(who.user.id) {
             return Err(AuthError::NotFound);
         }
-        if !self.deps.store.delete_api_token(stored.id).await? {
+        let deleted = self.deps.store.delete_api_token(stored.id).await;
+        self.deps.creds.forget_user(owner.id);
+        if !deleted? {
             return Err(AuthError::NotFound);
         }
         let detail = format!("token of user id {}", owner.id);

@@ -123,17 +123,26 @@ impl Authenticator {
             return Err(TokenError::Invalid.into());
         }
         let claims = self.keys.verify(token).await?;
-        let state = self
-            .deps
-            .store
-            .session_state(&claims.sid)
-            .await?
-            .ok_or(TokenError::Invalid)?;
-        if state.revoked || !state.user.enabled || claims.sub.parse() != Ok(state.user.id) {
+        let creds = &self.deps.creds;
+        let (revoked, user) = match creds.session(&claims.sid) {
+            Some((revoked, user)) => (revoked, UserRecord::clone(&user)),
+            None => {
+                let ticket = creds.ticket();
+                let state = self
+                    .deps
+                    .store
+                    .session_state(&claims.sid)
+                    .await?
+                    .ok_or(TokenError::Invalid)?;
+                creds.put_session(ticket, &claims.sid, state.revoked, &state.user);
+                (state.revoked, state.user)
+            }
+        };
+        if revoked || !user.enabled || claims.sub.parse() != Ok(user.id) {
             return Err(TokenError::Invalid.into());
         }
         Ok(Principal {
-            user: state.user,
+            user,
             session_id: Some(claims.sid.clone()),
             via: Via::AccessToken,
         })
@@ -146,12 +155,21 @@ impl Authenticator {
             .deps
             .secrets
             .digest(DigestKind::ApiToken, token.as_bytes());
-        let (_, user) = self
-            .deps
-            .store
-            .api_token_by_digest(&digest)
-            .await?
-            .ok_or(TokenError::Invalid)?;
+        let creds = &self.deps.creds;
+        let user = match creds.api_token(&digest) {
+            Some(user) => UserRecord::clone(&user),
+            None => {
+                let ticket = creds.ticket();
+                let (_, user) = self
+                    .deps
+                    .store
+                    .api_token_by_digest(&digest)
+                    .await?
+                    .ok_or(TokenError::Invalid)?;
+                creds.put_api_token(ticket, &digest, &user);
+                user
+            }
+        };
         if !user.enabled {
             return Err(TokenError::Invalid.into());
         }

@@ -5,7 +5,8 @@
 //! claims of tokens that verified, keyed by the SHA-256 of the token text (a hit therefore means
 //! the very same bytes were verified before). It caches only the signature check: expiry is
 //! checked on every hit against the injected clock, and the session (revocation) check still
-//! runs on every request, so a cached token is refused on the next request after a logout.
+//! runs on every request (through [`crate::credcache`], which forgets a session when it ends),
+//! so a cached token is refused on the next request after a logout.
 
 use crate::jwt::{Claims, TokenError};
 use sha2::{Digest as _, Sha256};

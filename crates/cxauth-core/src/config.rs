@@ -24,6 +24,12 @@ pub struct AuthConfig {
     /// Lifetime of the emulator's refresh tokens, restarted at each refresh (RingEX's 7 days by
     /// default).
     pub ringex_emulator_refresh_ttl: Duration,
+    /// Longest a credential change made elsewhere (another instance, `cxauth admin`) may go
+    /// unnoticed by the in-memory credential cache; zero turns the cache off (every request
+    /// reads the database).
+    pub credential_cache_staleness: Duration,
+    /// Most entries in each map of the credential cache.
+    pub credential_cache_entries: usize,
 }
 
 /// Default of [`AuthConfig::api_token_cap`]: far more than any integration needs, few enough

@@ -3,6 +3,7 @@
 
 use crate::audit::Auditor;
 use crate::clock::SharedClock;
+use crate::credcache::CredentialCache;
 use crate::crypto::Secrets;
 use crate::store::SharedStore;
 use std::sync::Arc;
@@ -18,12 +19,21 @@ pub(crate) struct Deps {
     pub(crate) secrets: Arc<Secrets>,
     /// Writes and counts audit events.
     pub(crate) audit: Auditor,
+    /// Credential state in memory; every write that ends or changes a credential forgets
+    /// what it affects here before it answers.
+    pub(crate) creds: Arc<CredentialCache>,
 }
 
 impl Deps {
-    /// The handles over `store`, `clock` and `secrets`.
-    pub(crate) fn new(store: SharedStore, clock: SharedClock, secrets: Secrets) -> Self {
+    /// The handles over `store`, `clock`, `secrets` and the credential cache.
+    pub(crate) fn new(
+        store: SharedStore,
+        clock: SharedClock,
+        secrets: Secrets,
+        creds: Arc<CredentialCache>,
+    ) -> Self {
         Deps {
+            creds,
             audit: Auditor::new(store.clone(), clock.clone()),
             store,
             clock,

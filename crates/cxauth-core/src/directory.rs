@@ -2,18 +2,22 @@
 //! manages.
 
 use crate::authn::Principal;
+use crate::credcache::CredentialCache;
 use crate::error::AuthError;
 use crate::store::{ROLE_MANAGE_USERS, ROLE_SUPER_USER, SharedStore, UserRecord};
 use crate::wire::{account_to_wire, agent_to_wire, nest_users, user_to_wire};
+use std::sync::Arc;
 
 /// Reads users, accounts and agents on behalf of a caller.
 pub(crate) struct Directory {
     store: SharedStore,
+    /// The accounts of recent callers, so the accounts endpoint costs no query.
+    creds: Arc<CredentialCache>,
 }
 
 impl Directory {
-    pub(crate) fn new(store: SharedStore) -> Self {
-        Directory { store }
+    pub(crate) fn new(store: SharedStore, creds: Arc<CredentialCache>) -> Self {
+        Directory { store, creds }
     }
 
     /// The sub-accounts the caller may use.
@@ -22,13 +26,16 @@ impl Directory {
         &self,
         who: &Principal,
     ) -> Result<Vec<cxauth_proto::Account>, AuthError> {
-        Ok(self
-            .store
-            .accounts_for_user(who.user.id)
-            .await?
-            .into_iter()
-            .map(account_to_wire)
-            .collect())
+        let rows = match self.creds.accounts(who.user.id) {
+            Some(rows) => rows,
+            None => {
+                let ticket = self.creds.ticket();
+                let rows = self.store.accounts_for_user(who.user.id).await?;
+                self.creds.put_accounts(ticket, who.user.id, rows.clone());
+                Arc::new(rows)
+            }
+        };
+        Ok(rows.iter().cloned().map(account_to_wire).collect())
     }
 
     /// The RingEX account of a user's main account, if it is linked to one.

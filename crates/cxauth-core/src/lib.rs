@@ -28,7 +28,8 @@
 //!   bootstrap, purge).
 //! - Building blocks: [`clock`] (injected time), [`crypto`] (master key, digests, sealing),
 //!   [`jwt`] (the key ring), [`password`] (the hashing pool), [`throttle`] (login budgets),
-//!   [`cache`] (verified access tokens), [`store`] (the storage traits).
+//!   [`cache`] (verified access tokens), [`credcache`] (sessions, API tokens, users and
+//!   accounts in memory, kept coherent through the change log), [`store`] (the storage traits).
 
 pub mod admin;
 pub mod api_tokens;
@@ -37,6 +38,7 @@ pub mod authn;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod credcache;
 pub mod crypto;
 mod deps;
 pub mod directory;

@@ -13,6 +13,7 @@ use crate::api_tokens::ApiTokens;
 use crate::audit::AuditContext;
 use crate::authn::Authenticator;
 use crate::clock::SharedClock;
+use crate::credcache::CredentialCache;
 use crate::crypto::Secrets;
 use crate::deps::Deps;
 use crate::directory::Directory;
@@ -70,14 +71,18 @@ impl Auth {
         throttle: Throttle,
         config: AuthConfig,
     ) -> Result<Self, StartError> {
-        let deps = Deps::new(store, clock, secrets);
+        let creds = Arc::new(CredentialCache::new(
+            config.credential_cache_staleness,
+            config.credential_cache_entries,
+        ));
+        let deps = Deps::new(store, clock, secrets, creds);
         let keys = Arc::new(SigningKeys::load(deps.clone()).await?);
         let gate = Arc::new(LoginGate::new(deps.clone(), passwords, throttle));
         Ok(Auth {
             sessions: Sessions::new(deps.clone(), keys.clone(), config.clone()),
             authn: Authenticator::new(deps.clone(), keys.clone()),
             api_tokens: ApiTokens::new(deps.clone(), config.api_token_cap),
-            directory: Directory::new(deps.store.clone()),
+            directory: Directory::new(deps.store.clone(), deps.creds.clone()),
             exchange: Exchange::new(deps.clone(), None),
             emulator: Emulator::new(deps.clone(), gate.clone(), &config),
             keys,
@@ -106,6 +111,11 @@ impl Auth {
     /// The password hashing pool (for its queue depth in the metrics).
     pub fn password_pool(&self) -> &PasswordPool {
         self.gate.passwords()
+    }
+
+    /// The in-memory credential cache (its follower runs in the server's background).
+    pub fn credential_cache(&self) -> &Arc<CredentialCache> {
+        &self.deps.creds
     }
 
     /// The store (for housekeeping).

@@ -63,7 +63,8 @@ impl Sessions {
         let now = self.deps.clock.now_ms();
         let refresh = new_refresh_token().map_err(|e| StoreError::Internal(e.to_string()))?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        self.deps
+        let created = self
+            .deps
             .store
             .create_session(&NewSession {
                 session_id: session_id.clone(),
@@ -78,7 +79,13 @@ impl Sessions {
                 sso_login,
                 max_sessions: self.config.max_sessions_per_user,
             })
-            .await?;
+            .await;
+        // The session cap may have ended older sessions of the user (whatever the outcome
+        // says: a failed commit may still have committed).
+        if self.config.max_sessions_per_user > 0 {
+            self.deps.creds.forget_user(user.id);
+        }
+        created?;
         tracing::Span::current().record("session", sid_prefix(&session_id));
         Ok(Started {
             session_id,
@@ -195,7 +202,9 @@ impl Sessions {
                 successor_expires_at: now
                     .saturating_add(duration_ms(self.config.refresh_token_ttl)),
             })
-            .await?;
+            .await
+            // A failure may hide a committed reuse revocation: forget all, to be safe.
+            .inspect_err(|_| self.deps.creds.forget_all())?;
         match outcome {
             RotateOutcome::Rotated {
                 session_id,
@@ -218,6 +227,7 @@ impl Sessions {
                 span.record("user_id", user_id);
                 span.record("session", sid_prefix(&session_id));
                 span.record("outcome", "reuse");
+                self.deps.creds.forget_session(&session_id);
                 tracing::warn!(user_id, session = %session_id,
                     "a rotated refresh token was presented after the grace window; session revoked");
                 self.deps
@@ -254,9 +264,12 @@ impl Sessions {
             .deps
             .store
             .revoke_session_by_refresh(&digest, RevokeReason::Logout, now)
-            .await?
+            .await
+            .inspect_err(|_| self.deps.creds.forget_all())?
         {
             Some(user_id) => {
+                // The store names the owner, not the session: forget all of the owner's.
+                self.deps.creds.forget_user(user_id);
                 tracing::Span::current().record("user_id", user_id);
                 self.deps
                     .audit

@@ -110,6 +110,15 @@ pub struct ServerConfig {
     /// Most API tokens one user may hold; creating one more answers 409
     /// `api.token.limit.exceeded`. Bounds what a stolen credential can mint.
     pub api_token_cap: u64,
+    /// Longest a credential change made elsewhere (another instance, `cxauth admin`) may go
+    /// unnoticed: the in-memory credential cache (sessions, API tokens, users, their accounts)
+    /// reads the database's change log at least twice in this time, and serves nothing while it
+    /// cannot. `0s`: no cache, the database is read on every request.
+    #[serde(with = "values::duration")]
+    pub credential_cache_staleness: Duration,
+    /// Most entries in each map of the credential cache (sessions, API tokens, users,
+    /// accounts); a full map is emptied, so memory stays bounded whatever clients send.
+    pub credential_cache_entries: usize,
     /// Longest a client may take to send a request's headers, from the moment it connects (or,
     /// on a kept-alive connection, from its first byte): a client that never finishes its
     /// headers is disconnected then, instead of holding a connection for good.
@@ -182,6 +191,11 @@ impl std::fmt::Debug for ServerConfig {
                 &self.logins_in_flight_per_source,
             )
             .field("api_token_cap", &self.api_token_cap)
+            .field(
+                "credential_cache_staleness",
+                &self.credential_cache_staleness,
+            )
+            .field("credential_cache_entries", &self.credential_cache_entries)
             .field("log_format", &self.log_format)
             .field("seed", &self.seed.is_some())
             .finish_non_exhaustive()
@@ -275,6 +289,8 @@ impl Default for ServerConfig {
             logins_per_user_per_minute: 30,
             logins_in_flight_per_source: 0,
             api_token_cap: cxauth_core::service::DEFAULT_API_TOKEN_CAP,
+            credential_cache_staleness: cxauth_core::credcache::DEFAULT_STALENESS,
+            credential_cache_entries: cxauth_core::credcache::DEFAULT_ENTRIES,
             log_format: LogFormat::Text,
             seed: None,
         }
@@ -346,6 +362,13 @@ impl ServerConfig {
                 "the RingEX server must be an http:// or https:// URL, not {:?}",
                 u.scheme()
             ));
+        }
+        if self.credential_cache_entries == 0 {
+            return Err(
+                "the credential cache needs at least 1 entry (credential_cache_entries); \
+                 turn it off with credential_cache_staleness = \"0s\""
+                    .into(),
+            );
         }
         if self.api_token_cap == 0 {
             return Err("the API token cap (api_token_cap) must be at least 1".into());

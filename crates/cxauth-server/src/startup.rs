@@ -135,6 +135,8 @@ impl App {
                 api_token_cap: config.api_token_cap,
                 ringex_emulator_access_ttl: config.ringex_emulator_access_ttl,
                 ringex_emulator_refresh_ttl: config.ringex_emulator_refresh_ttl,
+                credential_cache_staleness: config.credential_cache_staleness,
+                credential_cache_entries: config.credential_cache_entries,
             },
         )
         .await?;
@@ -212,7 +214,8 @@ fn throttle(config: &ServerConfig, store: &SharedStore, clock: SharedClock) -> T
 /// in-flight requests finish for at most `shutdown_timeout`, and closes the database. Raises
 /// the open file limit and enforces the connection limits of [`listener`] (header-read and
 /// keep-alive timeouts, a connection cap that sheds the idlest). Also runs housekeeping
-/// (purging expired rows and stale throttle entries).
+/// (purging expired rows and stale throttle entries) and the follower of the credential change
+/// log that keeps the credential cache coherent.
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -222,6 +225,14 @@ pub async fn serve(
         app.state.auth.clone(),
         app.state.clock.clone(),
         app.audit_retention,
+    );
+    // Credential changes made elsewhere reach this instance's cache through the change log.
+    let follower = tokio::spawn(
+        app.state
+            .auth
+            .credential_cache()
+            .clone()
+            .follow(app.state.auth.store().clone(), app.state.clock.clone()),
     );
     // Connections are file descriptors: take all the process may have, and keep the cap below.
     let fd_limit = listener::raise_fd_limit();
@@ -254,6 +265,7 @@ pub async fn serve(
     };
     let result = listener::run(listener, app.router, limits, shutdown, app.shutdown_timeout).await;
     housekeeping.abort();
+    follower.abort();
     // Bounded too: a request cut off above may still hold a connection for a moment.
     if tokio::time::timeout(Duration::from_secs(5), app.state.auth.store().close())
         .await

@@ -13,8 +13,8 @@
 use crate::StoreOptions;
 use crate::sql::{DbResult as _, map_err};
 use crate::url::DatabaseUrl;
-use cxauth_core::store::{RotateOutcome, Rotation, StoreError};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use cxauth_core::store::{ChangeWaker, RotateOutcome, Rotation, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr as _;
 
@@ -53,8 +53,12 @@ impl PgStore {
     /// rotations of different sessions commit in parallel, so there is nothing to group.
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        let outcome = sessions::rotate_in(&mut tx, r).await?;
-        tx.commit().await.db()?;
+        let (outcome, change) = sessions::rotate_in(&mut tx, r).await?;
+        let committed = tx.commit().await.db();
+        if let Some(change) = change {
+            change.announce(self.local_key());
+        }
+        committed?;
         Ok(outcome)
     }
 
@@ -108,6 +112,41 @@ impl PgStore {
     }
 }
 
+impl crate::sql::Watch for PgStore {
+    /// Listens for the change log's `NOTIFY` on a connection of its own, reconnecting after a
+    /// second whenever it drops, until the pool closes. Each (re)connection wakes the reader
+    /// too, since rows may have committed while nobody listened; in between, the reader's own
+    /// periodic read is the backstop.
+    fn watch(&self, wake: ChangeWaker) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            while !pool.is_closed() {
+                if let Err(e) = listen(&pool, &wake).await
+                    && !pool.is_closed()
+                {
+                    tracing::warn!(error = %e, "the credential change channel dropped; reconnecting");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+/// One life of the change listener: returns when its connection fails.
+async fn listen(pool: &PgPool, wake: &ChangeWaker) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(crate::sql::CHANGES_CHANNEL).await?;
+    wake(0);
+    loop {
+        match listener.try_recv().await? {
+            Some(n) => wake(n.payload().parse().unwrap_or(0)),
+            // The connection was lost (and is re-established by the next call): anything
+            // announced meanwhile is gone, so the reader reads the log now.
+            None => wake(0),
+        }
+    }
+}
+
 // The store traits, one file per concern under `sql/`, compiled here for this dialect (see
 // `crate::sql`).
 type Backend = PgStore;
@@ -122,6 +161,8 @@ mod agents;
 mod api_tokens;
 #[path = "sql/audit.rs"]
 mod audit;
+#[path = "sql/changes.rs"]
+mod changes;
 #[path = "sql/housekeeping.rs"]
 mod housekeeping;
 #[path = "sql/keys.rs"]

@@ -244,8 +244,9 @@ impl SqliteStore {
             drop(turn);
         } else {
             let pool = self.pool.clone();
+            let local = self.local_key();
             tokio::spawn(async move {
-                commit_group(&pool, group).await;
+                commit_group(&pool, local, group).await;
                 drop(turn);
             });
         }
@@ -295,6 +296,8 @@ mod agents;
 mod api_tokens;
 #[path = "sql/audit.rs"]
 mod audit;
+#[path = "sql/changes.rs"]
+mod changes;
 #[path = "sql/housekeeping.rs"]
 mod housekeeping;
 #[path = "sql/keys.rs"]
@@ -312,17 +315,20 @@ mod throttle;
 #[path = "sql/users.rs"]
 mod users;
 
-/// Runs `group` in one transaction (each rotation in a savepoint), commits once, then answers
-/// every rotation: its own outcome if the commit succeeded, the commit's error otherwise.
-async fn commit_group(pool: &SqlitePool, group: Vec<PendingRotation>) {
+/// Runs `group` in one transaction (each rotation in a savepoint), commits once, tells the
+/// caches of this store (`local`) about the sessions that reuse ended, then answers every
+/// rotation: its own outcome if the commit succeeded, the commit's error otherwise.
+async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotation>) {
     let mut outcomes = Vec::with_capacity(group.len());
+    let mut changes = Vec::new();
     let committed: Result<(), StoreError> = async {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.db()?;
         if let [single] = group.as_slice() {
             // Alone (the usual case when commits are quick): no savepoint round trips; an
             // error rolls the whole transaction back.
-            let outcome = rotate_one(&mut tx, &single.rotation).await?;
+            let (outcome, change) = rotate_one(&mut tx, &single.rotation).await?;
             outcomes.push(Ok(outcome));
+            changes.extend(change);
             return tx.commit().await.db();
         }
         for p in &group {
@@ -337,12 +343,19 @@ async fn commit_group(pool: &SqlitePool, group: Vec<PendingRotation>) {
                 "ROLLBACK TO rotation; RELEASE rotation"
             };
             sqlx::query(end).execute(&mut *tx).await.db()?;
-            outcomes.push(outcome);
+            outcomes.push(outcome.map(|(outcome, change)| {
+                changes.extend(change);
+                outcome
+            }));
         }
         tx.commit().await.db()
     }
     .await;
     metrics::histogram!("cxauth_refresh_group_size").record(group.len() as f64);
+    // Committed or not, the caches forget the sessions concerned (forgetting is always safe).
+    for change in changes {
+        change.announce(local);
+    }
     match committed {
         Ok(()) => {
             for (p, outcome) in group.into_iter().zip(outcomes) {
@@ -370,6 +383,6 @@ async fn commit_group(pool: &SqlitePool, group: Vec<PendingRotation>) {
 async fn rotate_one(
     tx: &mut Transaction<'static, Sqlite>,
     r: &Rotation,
-) -> Result<RotateOutcome, StoreError> {
+) -> Result<(RotateOutcome, Option<crate::sql::RecordedChange>), StoreError> {
     sessions::rotate_in(tx, r).await
 }

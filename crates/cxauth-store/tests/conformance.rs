@@ -2432,3 +2432,266 @@ async fn revoking_a_ringex_token_ends_its_whole_login_for_its_own_client_only() 
         );
     }
 }
+
+/// The change-log rows after `after`, as (kind, key).
+async fn changes_after(s: &SharedStore, after: i64) -> Vec<(String, String)> {
+    s.credential_changes_after(after, 1_000)
+        .await
+        .expect("changes")
+        .changes
+        .into_iter()
+        .map(|c| (c.kind.map_or("?", |k| k.as_str()).to_owned(), c.key))
+        .collect()
+}
+
+/// Makes every insert into the change log fail, so a write that adds its row inside its own
+/// transaction must fail whole.
+async fn refuse_change_rows(b: &Backend) {
+    if b.url.starts_with("postgres") {
+        execute(
+            b,
+            "CREATE FUNCTION refuse_change() RETURNS trigger AS \
+             $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql",
+        )
+        .await;
+        execute(
+            b,
+            "CREATE TRIGGER refuse_change BEFORE INSERT ON credential_changes \
+             FOR EACH ROW EXECUTE FUNCTION refuse_change()",
+        )
+        .await;
+    } else {
+        execute(
+            b,
+            "CREATE TRIGGER refuse_change BEFORE INSERT ON credential_changes \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn every_credential_change_writes_its_change_row_in_its_own_transaction() {
+    use cxauth_core::store::EndCredentials;
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        let gone = s
+            .create_user(&user("gone", None, vec![m]))
+            .await
+            .expect("gone");
+        give_credentials(s, u, "u", 0).await;
+        let start = s.latest_credential_change().await.expect("latest");
+        let mut expected: Vec<(String, String)> = Vec::new();
+        let user_row = |id: i64| ("user".to_owned(), id.to_string());
+
+        // Logout, and reuse of a rotated refresh token: the session.
+        assert_eq!(
+            s.revoke_session_by_refresh(&digest(0), RevokeReason::Logout, 10)
+                .await
+                .expect("logout"),
+            Some(u)
+        );
+        expected.push(("session".into(), "u-s0".into()));
+        let rotation = |presented: u8, successor: u8, now: i64| Rotation {
+            presented: digest(presented),
+            successor: digest(successor),
+            now,
+            grace_ms: 10,
+            successor_expires_at: 1_000_000,
+        };
+        assert!(matches!(
+            s.rotate_refresh_token(&rotation(1, 50, 10))
+                .await
+                .expect("rotate"),
+            RotateOutcome::Rotated { .. }
+        ));
+        assert!(matches!(
+            s.rotate_refresh_token(&rotation(1, 51, 1_000))
+                .await
+                .expect("reuse"),
+            RotateOutcome::Reused { .. }
+        ));
+        expected.push(("session".into(), "u-s1".into()));
+        // A login over the session cap ends older sessions of the user.
+        for (i, sid) in ["c1", "c2"].into_iter().enumerate() {
+            s.create_session(&NewSession {
+                session_id: sid.into(),
+                user_id: u,
+                expected_password_hash: None,
+                refresh_digest: digest(60 + u8::try_from(i).expect("small")),
+                now: 2_000,
+                refresh_expires_at: 1_000_000,
+                sso_login: false,
+                max_sessions: 1,
+            })
+            .await
+            .expect("capped session");
+        }
+        expected.push(user_row(u));
+        // Disable, enable, password, revoke-tokens, an API token deleted, a user deleted.
+        assert!(
+            s.set_user_enabled("u", false, 3_000)
+                .await
+                .expect("disable")
+        );
+        assert!(s.set_user_enabled("u", true, 3_000).await.expect("enable"));
+        assert!(
+            s.set_password_hash("u", "h2", 3_000)
+                .await
+                .expect("password")
+        );
+        let end = EndCredentials {
+            new_password_hash: None,
+            api_tokens: false,
+            reason: RevokeReason::Revoked,
+        };
+        assert!(
+            s.end_user_credentials("u", &end, 3_000)
+                .await
+                .expect("end")
+                .is_some()
+        );
+        expected.extend([user_row(u), user_row(u), user_row(u), user_row(u)]);
+        let token = s.api_tokens_of(u).await.expect("tokens")[0].id;
+        assert!(s.delete_api_token(token).await.expect("delete token"));
+        expected.push(user_row(u));
+        assert!(matches!(
+            s.delete_user("gone").await.expect("delete user"),
+            DeleteUser::Deleted { .. }
+        ));
+        expected.push(user_row(gone));
+        // The account tree: a new sub-account, a RingEX link.
+        s.create_sub_account(m, "S2", 3_000).await.expect("sub");
+        s.link_rc_account(m, Some("rc-1")).await.expect("link");
+        expected.extend([
+            ("accounts".into(), String::new()),
+            ("accounts".into(), String::new()),
+        ]);
+        assert_eq!(changes_after(s, start).await, expected, "{}", b.name);
+
+        // A live session for the failing writes below (no cap: no row).
+        s.create_session(&NewSession {
+            session_id: "c3".into(),
+            user_id: u,
+            expected_password_hash: None,
+            refresh_digest: digest(70),
+            now: 3_000,
+            refresh_expires_at: 1_000_000,
+            sso_login: false,
+            max_sessions: 0,
+        })
+        .await
+        .expect("session");
+        // Writes that change nothing write nothing.
+        let before = s.latest_credential_change().await.expect("latest");
+        assert!(!s.set_user_enabled("nobody", false, 0).await.expect("none"));
+        assert!(!s.delete_api_token(token).await.expect("gone already"));
+        assert_eq!(
+            s.revoke_session_by_refresh(&digest(0), RevokeReason::Logout, 20)
+                .await
+                .expect("ended already"),
+            Some(u),
+            "{}",
+            b.name
+        );
+        assert!(changes_after(s, before).await.is_empty(), "{}", b.name);
+
+        // The row is written in the change's transaction: when it cannot be written, the
+        // change is not made either.
+        refuse_change_rows(&b).await;
+        // (State is read on fresh connections, apart from the store's pool.)
+        const U_ENABLED: &str = "SELECT COUNT(*) FROM users WHERE username = 'u' AND enabled";
+        const C3_LIVE: &str =
+            "SELECT COUNT(*) FROM sessions WHERE id = 'c3' AND revoked_at IS NULL";
+        const TOKENS: &str = "SELECT COUNT(*) FROM api_tokens";
+        const ACCOUNTS: &str = "SELECT COUNT(*) FROM accounts";
+        let tokens = b.count(TOKENS).await;
+        let accounts = b.count(ACCOUNTS).await;
+        assert!(
+            s.set_user_enabled("u", false, 4_000).await.is_err(),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.count(U_ENABLED).await,
+            1,
+            "{}: the disable rolled back",
+            b.name
+        );
+        assert!(
+            s.revoke_session_by_refresh(&digest(70), RevokeReason::Logout, 4_000)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            b.count(C3_LIVE).await,
+            1,
+            "{}: the logout rolled back",
+            b.name
+        );
+        let token = s.api_tokens_of(u).await.expect("tokens")[0].id;
+        assert!(s.delete_api_token(token).await.is_err());
+        assert_eq!(
+            b.count(TOKENS).await,
+            tokens,
+            "{}: the deletion rolled back",
+            b.name
+        );
+        assert!(s.end_user_credentials("u", &end, 4_000).await.is_err());
+        assert_eq!(
+            b.count(C3_LIVE).await,
+            1,
+            "{}: revoke-tokens rolled back",
+            b.name
+        );
+        assert!(s.set_password_hash("u", "h3", 4_000).await.is_err());
+        assert_eq!(
+            b.count(C3_LIVE).await,
+            1,
+            "{}: the password rolled back",
+            b.name
+        );
+        assert!(s.create_sub_account(m, "S3", 4_000).await.is_err());
+        assert_eq!(
+            b.count(ACCOUNTS).await,
+            accounts,
+            "{}: the sub-account rolled back",
+            b.name
+        );
+        assert!(changes_after(s, before).await.is_empty(), "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn the_change_log_is_pruned_by_age_keeping_its_newest_row() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        assert_eq!(s.latest_credential_change().await.expect("latest"), 0);
+        for at in [100, 200, 300] {
+            s.create_sub_account(m, &format!("S{at}"), at)
+                .await
+                .expect("sub");
+        }
+        let all = s.credential_changes_after(0, 10).await.expect("all");
+        assert_eq!(all.changes.len(), 3, "{}", b.name);
+        let newest = all.changes[2].seq;
+        assert_eq!(s.latest_credential_change().await.expect("latest"), newest);
+        assert_eq!(s.prune_credential_changes(250).await.expect("prune"), 2);
+        // Everything is old now, but the newest row stays: a reader can tell a gap from an
+        // empty log.
+        assert_eq!(s.prune_credential_changes(10_000).await.expect("prune"), 0);
+        let kept = s.credential_changes_after(0, 10).await.expect("kept");
+        assert_eq!(kept.oldest, Some(newest), "{}", b.name);
+        assert_eq!(kept.changes.len(), 1);
+        assert!(
+            s.credential_changes_after(newest, 10)
+                .await
+                .expect("none")
+                .changes
+                .is_empty()
+        );
+    }
+}

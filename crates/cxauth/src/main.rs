@@ -208,6 +208,15 @@ struct ServeArgs {
     /// api.token.limit.exceeded until the user deletes one.
     #[arg(long, env = "CXAUTH_API_TOKEN_CAP", value_parser = clap::value_parser!(u64).range(1..))]
     api_token_cap: Option<u64>,
+    /// Longest a credential change made elsewhere (another instance, `cxauth admin`) may go
+    /// unnoticed by this server's in-memory credential cache; 0s: no cache (every request
+    /// reads the database).
+    #[arg(long, env = "CXAUTH_CREDENTIAL_CACHE_STALENESS", value_parser = parse_duration)]
+    credential_cache_staleness: Option<Duration>,
+    /// Most entries in each map of the credential cache (sessions, API tokens, users,
+    /// accounts); a full map is emptied.
+    #[arg(long, env = "CXAUTH_CREDENTIAL_CACHE_ENTRIES", value_parser = clap::value_parser!(u64).range(1..))]
+    credential_cache_entries: Option<u64>,
     /// Longest a client may take to send a request's headers (from connecting, or from the
     /// first byte of a later request on a kept-alive connection); then it is disconnected.
     #[arg(long, env = "CXAUTH_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
@@ -391,6 +400,11 @@ fn config_check(args: &ServeArgs, m: &clap::ArgMatches) -> anyhow::Result<()> {
         c.logins_in_flight_per_source
     );
     println!("api_token_cap = {}", c.api_token_cap);
+    println!(
+        "credential_cache_staleness = {}",
+        d(c.credential_cache_staleness)
+    );
+    println!("credential_cache_entries = {}", c.credential_cache_entries);
     println!("header_read_timeout = {}", d(c.header_read_timeout));
     println!("keep_alive_timeout = {}", d(c.keep_alive_timeout));
     match c.max_connections {

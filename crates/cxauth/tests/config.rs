@@ -282,6 +282,18 @@ const EVERY_SETTING: &[Setting] = &[
     ),
     s("api_token_cap", "11", "11", "api_token_cap = 11"),
     s(
+        "credential_cache_staleness",
+        "120ms",
+        "\"120ms\"",
+        "credential_cache_staleness = \"120ms\"",
+    ),
+    s(
+        "credential_cache_entries",
+        "77",
+        "77",
+        "credential_cache_entries = 77",
+    ),
+    s(
         "header_read_timeout",
         "8s",
         "\"8s\"",

@@ -25,6 +25,7 @@
 //! | `audit.rs` | [`AuditStore`] | the audit trail |
 //! | `throttle.rs` | [`ThrottleStore`] | login throttling and remembered login addresses |
 //! | `housekeeping.rs` | [`Housekeeping`] | purges, counts, pool use, close |
+//! | `changes.rs` | [`ChangeLogStore`] | the credential change log the caches follow |
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ mod accounts;
 mod agents;
 mod api_tokens;
 mod audit;
+mod changes;
 mod housekeeping;
 mod keys;
 mod legacy;
@@ -45,6 +47,7 @@ pub use accounts::*;
 pub use agents::*;
 pub use api_tokens::*;
 pub use audit::*;
+pub use changes::*;
 pub use housekeeping::*;
 pub use keys::*;
 pub use legacy::*;
@@ -58,8 +61,9 @@ pub use users::*;
 /// any store method on a [`SharedStore`].
 pub mod prelude {
     pub use super::{
-        AccountStore, AgentStore, ApiTokenStore, AuditStore, Housekeeping, KeyStore,
-        LegacyTokenStore, MetaStore, RingexStore, SessionStore, Store, ThrottleStore, UserStore,
+        AccountStore, AgentStore, ApiTokenStore, AuditStore, ChangeLogStore, Housekeeping,
+        KeyStore, LegacyTokenStore, MetaStore, RingexStore, SessionStore, Store, ThrottleStore,
+        UserStore,
     };
 }
 
@@ -98,6 +102,7 @@ pub trait Store:
     + AuditStore
     + ThrottleStore
     + Housekeeping
+    + ChangeLogStore
     + Send
     + Sync
     + 'static
@@ -117,6 +122,7 @@ impl<T> Store for T where
         + AuditStore
         + ThrottleStore
         + Housekeeping
+        + ChangeLogStore
         + Send
         + Sync
         + 'static

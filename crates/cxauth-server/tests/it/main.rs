@@ -9,6 +9,7 @@ mod agents;
 mod api;
 mod attack;
 mod authz;
+mod credcache;
 mod edge;
 mod hostile;
 mod legacy;

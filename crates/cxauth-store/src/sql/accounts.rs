@@ -2,11 +2,14 @@
 //!
 //! Compiled once per dialect (see `crate::sql`).
 
+use super::changes::{record_change, wall_ms};
 use super::users::insert_user;
 use super::{Backend, Conn};
 use crate::sql::{DbResult as _, FIRST_MAIN_ACCOUNT, LOCK_ACCOUNTS, MAX_SUB_ACCOUNTS};
 use async_trait::async_trait;
-use cxauth_core::store::{AccountInfo, AccountRow, AccountStore, Bootstrap, NewUser, StoreError};
+use cxauth_core::store::{
+    AccountInfo, AccountRow, AccountStore, Bootstrap, ChangeKind, NewUser, StoreError,
+};
 use sqlx::Row as _;
 
 /// The start of the queries of [`AccountInfo`]: the account `a` and, for a sub-account, its main
@@ -67,7 +70,11 @@ impl AccountStore for Backend {
         let mut tx = self.begin_write().await?;
         Self::lock_global(&mut tx, LOCK_ACCOUNTS).await?;
         let id = create_sub_in(&mut tx, main_id, name, now).await?;
-        tx.commit().await.db()?;
+        // Users granted the main account may use the new sub-account.
+        let change = record_change(&mut tx, ChangeKind::Accounts, "", now).await?;
+        let committed = tx.commit().await.db();
+        change.announce(self.local_key());
+        committed?;
         Ok(id)
     }
 
@@ -140,7 +147,10 @@ impl AccountStore for Backend {
                 ),
                 e => e,
             })?;
-        tx.commit().await.db()?;
+        let change = record_change(&mut tx, ChangeKind::Accounts, "", wall_ms()).await?;
+        let committed = tx.commit().await.db();
+        change.announce(self.local_key());
+        committed?;
         Ok(())
     }
 }

@@ -3,11 +3,12 @@
 //! Compiled once per dialect (see `crate::sql`).
 
 use super::Backend;
+use super::changes::{record_change, wall_ms};
 use crate::sql::{DbResult as _, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    ApiTokenInsert, ApiTokenStore, CredentialProof, NewApiToken, StoreError, StoredApiToken,
-    UserRecord,
+    ApiTokenInsert, ApiTokenStore, ChangeKind, CredentialProof, NewApiToken, StoreError,
+    StoredApiToken, UserRecord,
 };
 use sqlx::Row as _;
 
@@ -159,11 +160,21 @@ impl ApiTokenStore for Backend {
 
     #[tracing::instrument(level = "debug", skip_all, fields(id))]
     async fn delete_api_token(&self, id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .db()?;
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.begin_write().await?;
+        let owner: Option<i64> =
+            sqlx::query_scalar("DELETE FROM api_tokens WHERE id = $1 RETURNING user_id")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+        let Some(owner) = owner else {
+            return Ok(false);
+        };
+        let change =
+            record_change(&mut tx, ChangeKind::User, &owner.to_string(), wall_ms()).await?;
+        let committed = tx.commit().await.db();
+        change.announce(self.local_key());
+        committed?;
+        Ok(true)
     }
 }

@@ -14,7 +14,7 @@
 //! backend type provides `begin_write`, `lock_global`, `lock_user`, `lock_session` and
 //! `lock_throttle` (no-ops on SQLite, whose `BEGIN IMMEDIATE` already serialises writers).
 
-use cxauth_core::store::{StoreError, UserRecord};
+use cxauth_core::store::{ChangeKind, LocalChangeListener, StoreError, UserRecord};
 
 /// Advisory lock key serialising account id allocation and bootstrap.
 pub(crate) const LOCK_ACCOUNTS: i64 = 0x6378_6175_7468_0001;
@@ -147,3 +147,56 @@ pub(crate) use user_columns;
 
 /// [`user_columns!`] without a prefix, for the few queries that add their own clause.
 pub(crate) const USER_COLUMNS: &str = user_columns!("");
+
+/// Advisory lock key serialising writers of the credential change log (see `changes.rs`).
+pub(crate) const LOCK_CHANGES: i64 = 0x6378_6175_7468_0003;
+/// The `NOTIFY` channel announcing rows of the credential change log (payload: the `seq`).
+pub(crate) const CHANGES_CHANNEL: &str = "cxauth_credential_changes";
+
+/// How a backend announces new rows of the change log: nothing by default (readers poll); the
+/// PostgreSQL backend listens for its `NOTIFY`.
+pub(crate) trait Watch {
+    /// Starts announcing rows to `wake` (see `ChangeLogStore::watch_credential_changes`).
+    fn watch(&self, wake: cxauth_core::store::ChangeWaker) {
+        let _ = wake;
+    }
+}
+
+impl Watch for crate::SqliteStore {}
+
+/// A listener of [`RecordedChange::announce`], with the store (see `local_key` in
+/// `changes.rs`) whose writes it hears: one per credential cache, so one in a server, several
+/// in a test process (where two in-process instances on one database must hear each other only
+/// through the database, as separate processes would).
+type Listener = (usize, std::sync::Weak<LocalChangeListener>);
+
+/// Every [`Listener`] of the process.
+static LOCAL_LISTENERS: std::sync::RwLock<Vec<Listener>> = std::sync::RwLock::new(Vec::new());
+
+/// Adds a listener of the changes committed through store `store` (dead ones are dropped on
+/// the way).
+pub(crate) fn listen_local(store: usize, listener: std::sync::Weak<LocalChangeListener>) {
+    let mut all = LOCAL_LISTENERS.write().unwrap_or_else(|p| p.into_inner());
+    all.retain(|(_, l)| l.strong_count() > 0);
+    all.push((store, listener));
+}
+
+/// A change-log row written in a transaction not yet committed: announce it to this process's
+/// caches once the commit returned (whatever it returned: a failed commit may have committed).
+#[must_use = "announce the change after the commit"]
+pub(crate) struct RecordedChange {
+    pub(crate) kind: ChangeKind,
+    pub(crate) key: String,
+}
+
+impl RecordedChange {
+    /// Tells every live listener of store `store`.
+    pub(crate) fn announce(self, store: usize) {
+        let all = LOCAL_LISTENERS.read().unwrap_or_else(|p| p.into_inner());
+        for (_, listener) in all.iter().filter(|(s, _)| *s == store) {
+            if let Some(listener) = listener.upgrade() {
+                listener(&self.kind, &self.key);
+            }
+        }
+    }
+}

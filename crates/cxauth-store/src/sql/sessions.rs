@@ -2,12 +2,14 @@
 //!
 //! Compiled once per dialect (see `crate::sql`).
 
+use super::changes::record_change;
 use super::users::user_where;
 use super::{Backend, Conn};
-use crate::sql::{DbResult as _, UserRow, user_columns};
+use crate::sql::{DbResult as _, RecordedChange, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    NewSession, RevokeReason, RotateOutcome, Rotation, SessionState, SessionStore, StoreError,
+    ChangeKind, NewSession, RevokeReason, RotateOutcome, Rotation, SessionState, SessionStore,
+    StoreError,
 };
 use sqlx::Row as _;
 
@@ -48,10 +50,11 @@ impl SessionStore for Backend {
         .execute(&mut *tx)
         .await
         .db()?;
+        let mut change = None;
         if s.max_sessions > 0 {
             // The user row is locked (or the database is, on SQLite): concurrent logins of
             // one user count each other, so the cap holds exactly.
-            sqlx::query(
+            let ended = sqlx::query(
                 "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id IN \
                      (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
                      AND expires_at > $1 AND id <> $6 ORDER BY created_at DESC, id DESC \
@@ -65,7 +68,13 @@ impl SessionStore for Backend {
             .bind(&s.session_id)
             .execute(&mut *tx)
             .await
-            .db()?;
+            .db()?
+            .rows_affected();
+            if ended > 0 {
+                change = Some(
+                    record_change(&mut tx, ChangeKind::User, &s.user_id.to_string(), s.now).await?,
+                );
+            }
         }
         sqlx::query(
             "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
@@ -78,7 +87,11 @@ impl SessionStore for Backend {
         .execute(&mut *tx)
         .await
         .db()?;
-        tx.commit().await.db()
+        let committed = tx.commit().await.db();
+        if let Some(change) = change {
+            change.announce(self.local_key());
+        }
+        committed
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id))]
@@ -131,7 +144,7 @@ impl SessionStore for Backend {
         let Some((session_id, user_id)) = found else {
             return Ok(None);
         };
-        sqlx::query(
+        let ended = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
                  WHERE id = $3 AND revoked_at IS NULL",
         )
@@ -140,16 +153,30 @@ impl SessionStore for Backend {
         .bind(&session_id)
         .execute(&mut *tx)
         .await
-        .db()?;
-        tx.commit().await.db()?;
+        .db()?
+        .rows_affected();
+        let change = if ended > 0 {
+            Some(record_change(&mut tx, ChangeKind::Session, &session_id, now).await?)
+        } else {
+            None
+        };
+        let committed = tx.commit().await.db();
+        if let Some(change) = change {
+            change.announce(self.local_key());
+        }
+        committed?;
         Ok(Some(user_id))
     }
 }
 
 /// One rotation inside the caller's write transaction `tx` (the caller commits, whatever the
 /// outcome: an outcome that wrote nothing commits nothing). On an error the caller must roll
-/// back what this wrote.
-pub(super) async fn rotate_in(tx: &mut Conn, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+/// back what this wrote. A reuse ends the session and returns its change-log row, for the
+/// caller to announce to this process's caches once the transaction has ended.
+pub(super) async fn rotate_in(
+    tx: &mut Conn,
+    r: &Rotation,
+) -> Result<(RotateOutcome, Option<RecordedChange>), StoreError> {
     let session_id: Option<String> =
         sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE digest = $1")
             .bind(r.presented.as_slice())
@@ -157,7 +184,7 @@ pub(super) async fn rotate_in(tx: &mut Conn, r: &Rotation) -> Result<RotateOutco
             .await
             .db()?;
     let Some(session_id) = session_id else {
-        return Ok(RotateOutcome::Invalid);
+        return Ok((RotateOutcome::Invalid, None));
     };
     // Every rotation of one session runs under the session's lock, so concurrent refreshes
     // (on any instance) see each other's results and the session never forks.
@@ -171,7 +198,7 @@ pub(super) async fn rotate_in(tx: &mut Conn, r: &Rotation) -> Result<RotateOutco
     .await
     .db()?;
     let Some(row) = row else {
-        return Ok(RotateOutcome::Invalid);
+        return Ok((RotateOutcome::Invalid, None));
     };
     let session_id: String = row.get(0);
     let expires_at: i64 = row.get(1);
@@ -180,7 +207,7 @@ pub(super) async fn rotate_in(tx: &mut Conn, r: &Rotation) -> Result<RotateOutco
     let user_id: i64 = row.get(4);
     let sso_login: bool = row.get(5);
     if revoked_at.is_some() || expires_at <= r.now {
-        return Ok(RotateOutcome::Invalid);
+        return Ok((RotateOutcome::Invalid, None));
     }
     if let Some(rotated) = rotated_at
         && r.now - rotated > r.grace_ms
@@ -192,16 +219,20 @@ pub(super) async fn rotate_in(tx: &mut Conn, r: &Rotation) -> Result<RotateOutco
             .execute(&mut *tx)
             .await
             .db()?;
-        return Ok(RotateOutcome::Reused {
-            session_id,
-            user_id,
-        });
+        let change = record_change(tx, ChangeKind::Session, &session_id, r.now).await?;
+        return Ok((
+            RotateOutcome::Reused {
+                session_id,
+                user_id,
+            },
+            Some(change),
+        ));
     }
     let Some(user) = user_where(&mut *tx, "id = $1", user_id).await? else {
-        return Ok(RotateOutcome::Invalid);
+        return Ok((RotateOutcome::Invalid, None));
     };
     if !user.enabled {
-        return Ok(RotateOutcome::Invalid);
+        return Ok((RotateOutcome::Invalid, None));
     }
     // Retire every live token of the session (the presented one, or on a grace retry the
     // successor issued moments ago), so the session always has exactly one live token.
@@ -231,9 +262,12 @@ pub(super) async fn rotate_in(tx: &mut Conn, r: &Rotation) -> Result<RotateOutco
         .execute(&mut *tx)
         .await
         .db()?;
-    Ok(RotateOutcome::Rotated {
-        session_id,
-        user: Box::new(user),
-        sso_login,
-    })
+    Ok((
+        RotateOutcome::Rotated {
+            session_id,
+            user: Box::new(user),
+            sso_login,
+        },
+        None,
+    ))
 }

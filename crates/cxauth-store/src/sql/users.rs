@@ -2,12 +2,13 @@
 //!
 //! Compiled once per dialect (see `crate::sql`).
 
+use super::changes::{record_change, wall_ms};
 use super::{Backend, Conn, Db};
 use crate::sql::{DbResult as _, USER_COLUMNS, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    DeleteUser, EndCredentials, NewUser, RevokeReason, RevokedCounts, StoreError, UserRecord,
-    UserStore,
+    ChangeKind, DeleteUser, EndCredentials, NewUser, RevokeReason, RevokedCounts, StoreError,
+    UserRecord, UserStore,
 };
 use sqlx::Row as _;
 
@@ -135,7 +136,10 @@ impl UserStore for Backend {
             // For good: enabling again brings back API tokens only.
             end_credentials_in(&mut tx, id, false, RevokeReason::Disabled, now).await?;
         }
-        tx.commit().await.db()?;
+        let change = record_change(&mut tx, ChangeKind::User, &id.to_string(), now).await?;
+        let committed = tx.commit().await.db();
+        change.announce(self.local_key());
+        committed?;
         Ok(true)
     }
 
@@ -158,7 +162,10 @@ impl UserStore for Backend {
         .db()?;
         let Some(id) = id else { return Ok(false) };
         end_credentials_in(&mut tx, id, false, RevokeReason::PasswordChanged, now).await?;
-        tx.commit().await.db()?;
+        let change = record_change(&mut tx, ChangeKind::User, &id.to_string(), now).await?;
+        let committed = tx.commit().await.db();
+        change.announce(self.local_key());
+        committed?;
         Ok(true)
     }
 
@@ -192,7 +199,10 @@ impl UserStore for Backend {
                 .db()?;
         }
         let counts = end_credentials_in(&mut tx, id, end.api_tokens, end.reason, now).await?;
-        tx.commit().await.db()?;
+        let change = record_change(&mut tx, ChangeKind::User, &id.to_string(), now).await?;
+        let committed = tx.commit().await.db();
+        change.announce(self.local_key());
+        committed?;
         Ok(Some(counts))
     }
 
@@ -242,7 +252,10 @@ impl UserStore for Backend {
         delete("DELETE FROM login_addresses WHERE user_id = $1").await?;
         delete("DELETE FROM user_grants WHERE user_id = $1").await?;
         delete("DELETE FROM users WHERE id = $1").await?;
-        tx.commit().await.db()?;
+        let change = record_change(&mut tx, ChangeKind::User, &id.to_string(), wall_ms()).await?;
+        let committed = tx.commit().await.db();
+        change.announce(self.local_key());
+        committed?;
         Ok(DeleteUser::Deleted {
             id,
             ended: RevokedCounts {

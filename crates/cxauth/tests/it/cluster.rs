@@ -105,10 +105,19 @@ async fn instances_agree_on_keys_tokens_and_revocations_at_once() {
     let err = a.accounts(&api).await.expect_err("deleted");
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
 
-    // Logged out on B: the session's access token is refused by A at once.
+    // Logged out on B: the session's access token is refused by A within the credential
+    // cache's bound (A checked it before, so it is in A's cache; NOTIFY makes it milliseconds).
     b.logout(session.refresh_token.as_deref().expect("rt"))
         .await
         .expect("logout on B");
+    let since = std::time::Instant::now();
+    while a.accounts(&bearer(&session)).await.is_ok() {
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "ended within the bound"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(
         a.accounts(&bearer(&session))
             .await
@@ -117,7 +126,7 @@ async fn instances_agree_on_keys_tokens_and_revocations_at_once() {
         Some(StatusCode::UNAUTHORIZED)
     );
 
-    // Disabled with the admin CLI: both refuse at once; a refresh on either fails too.
+    // Disabled with the admin CLI: both refuse within the bound; a refresh on either fails too.
     c.admin(
         &[
             "user",
@@ -133,13 +142,19 @@ async fn instances_agree_on_keys_tokens_and_revocations_at_once() {
     let ops = b.login("ops", "ops-pw", "aws80").await.expect("login on B");
     let ops_token = a.create_api_token(&bearer(&ops)).await.expect("token");
     c.admin(&["user", "disable", "ops"], "");
+    // Another process's change: announced by NOTIFY, honoured within the credential cache's
+    // bound (in practice milliseconds; see docs/decisions.md, "Credential cache").
+    let since = std::time::Instant::now();
     for n in [a, b] {
-        assert!(n.accounts(&bearer(&ops)).await.is_err());
-        assert!(
-            n.accounts(&Credential::XAuthToken(ops_token.clone()))
-                .await
-                .is_err()
-        );
+        for cred in [bearer(&ops), Credential::XAuthToken(ops_token.clone())] {
+            while n.accounts(&cred).await.is_ok() {
+                assert!(
+                    since.elapsed() < Duration::from_secs(1),
+                    "disabled within the bound"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
     assert!(
         a.refresh(ops.refresh_token.as_deref().expect("rt"))

@@ -10,6 +10,7 @@
 
 mod cli;
 mod cluster;
+mod credcache_cli;
 mod operations;
 mod revoke_cli;
 mod user_cli;
