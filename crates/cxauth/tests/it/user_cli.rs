@@ -391,7 +391,10 @@ fn bad_password_and_server_down_are_one_line_errors_with_their_exit_codes() {
 
 #[test]
 fn a_session_the_server_ended_says_run_cxauth_login() {
-    let server = serve(&[]);
+    // The password is changed by `cxauth admin` (another process): with no credential cache the
+    // server sees it on the very next request, which is what the messages below are about (the
+    // cache's own bound is tested in credcache_cli.rs).
+    let server = serve(&[("CXAUTH_CREDENTIAL_CACHE_STALENESS", "0s")]);
     let h = home();
     h.login(&server.base, "default");
     // Logging in again replaces the saved session and ends the one it replaces.
