@@ -707,9 +707,12 @@ mod tests {
             "set-cookie",
             "_interaction=abc; path=/interaction/x; httponly"
                 .parse()
-                .unwrap(),
+                .expect("present"),
         );
-        h.append("set-cookie", "_session=s1; path=/".parse().unwrap());
+        h.append(
+            "set-cookie",
+            "_session=s1; path=/".parse().expect("a valid header"),
+        );
         let mut jar = BTreeMap::new();
         absorb_cookies(&mut jar, &h);
         assert_eq!(cookie_header(&jar), "_interaction=abc; _session=s1");
@@ -718,7 +721,7 @@ mod tests {
             "set-cookie",
             "_interaction=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT"
                 .parse()
-                .unwrap(),
+                .expect("present"),
         );
         absorb_cookies(&mut jar, &h);
         assert_eq!(cookie_header(&jar), "_session=s1");
@@ -749,11 +752,12 @@ mod tests {
 
     #[test]
     fn the_peer_files_are_consistent() {
-        let pkg: serde_json::Value = serde_json::from_str(OIDC_PACKAGE_JSON).unwrap();
+        let pkg: serde_json::Value =
+            serde_json::from_str(OIDC_PACKAGE_JSON).expect("package.json is JSON");
         assert!(
             pkg["dependencies"]["oidc-provider"]
                 .as_str()
-                .unwrap()
+                .expect("present")
                 .starts_with("^9.")
         );
         assert!(pkg["dependencies"]["@node-rs/argon2"].is_string());
