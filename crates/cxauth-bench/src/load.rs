@@ -96,7 +96,8 @@ impl Stats {
         self.io_errors + self.other_status.values().sum::<u64>()
     }
 
-    fn merge(&mut self, o: Stats) {
+    /// Adds `o`'s answers and latencies to these (not `elapsed`).
+    pub fn merge(&mut self, o: Stats) {
         self.ok += o.ok;
         self.io_errors += o.io_errors;
         for (k, v) in o.other_status {

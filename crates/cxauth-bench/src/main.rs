@@ -7,6 +7,7 @@
 
 mod load;
 mod memory;
+mod peers;
 mod report;
 mod scenarios;
 mod seed;
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run every scenario and print the table.
     All(scenarios::Options),
+    /// cxauth beside open-source peers (node oidc-provider), installed through their package
+    /// registries, pinned and interleaved (not part of `all`; takes ~6 min).
+    Peers(peers::Options),
     /// The bare hyper server used as the machine's ceiling (started by `all`).
     #[command(hide = true)]
     Hello,
@@ -36,6 +40,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::All(opts) => scenarios::all(&opts),
+        Command::Peers(opts) => peers::peers(&opts),
         Command::Hello => server::hello_main(),
     };
     match result {

@@ -62,7 +62,7 @@ fn readfile(p: &str) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-fn machine(client_threads: usize) -> Machine {
+pub(crate) fn machine(client_threads: usize) -> Machine {
     let cpuinfo = readfile("/proc/cpuinfo");
     Machine {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -78,7 +78,7 @@ fn machine(client_threads: usize) -> Machine {
     }
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     readfile("/proc/loadavg")
         .split_whitespace()
         .take(3)

@@ -45,7 +45,7 @@ pub struct Server {
 
 /// Spawns `cmd` with stderr going to `log` (a file, like a real deployment's log, so the
 /// server never waits on a reader) and waits for `cxauth: listening on http://ADDR` in it.
-fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
+pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
     let file =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let started = Instant::now();
@@ -91,6 +91,12 @@ impl Server {
         rust_log: &str,
         extra: &[&str],
     ) -> anyhow::Result<Server> {
+        let cmd = Self::cxauth_command(bin, db, rust_log, extra);
+        spawn_and_wait(cmd, "cxauth serve", &db.with_extension("log"))
+    }
+
+    /// The command [`Server::cxauth_with`] runs (for callers that wrap it, e.g. in `taskset`).
+    pub fn cxauth_command(bin: &Path, db: &Path, rust_log: &str, extra: &[&str]) -> Command {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -116,7 +122,7 @@ impl Server {
             .env("RUST_LOG", rust_log)
             .env_remove("CXAUTH_MASTER_KEY_FILE")
             .env_remove("CXAUTH_DATABASE");
-        spawn_and_wait(cmd, "cxauth serve", &db.with_extension("log"))
+        cmd
     }
 
     /// The bare hyper server, this binary's `hello` command.
