@@ -62,6 +62,10 @@ impl PgStore {
         Ok(outcome)
     }
 
+    /// Nothing to wait for: PostgreSQL takes concurrent writers itself (SQLite's backend queues
+    /// its single-statement writes here).
+    async fn single_write(&self) {}
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.db()
     }

@@ -257,6 +257,12 @@ impl SqliteStore {
         })
     }
 
+    /// This process's turn to write, for a single statement that writes outside a transaction:
+    /// it waits in the same fair queue as the transactions rather than in SQLite's busy handler.
+    async fn single_write(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.write_turn.clone().lock_owned().await
+    }
+
     /// Waits for this process's turn to write (see [`SqliteStore::write_turn`]), then starts
     /// an immediate transaction.
     async fn begin_write(&self) -> Result<WriteTx, StoreError> {

@@ -144,6 +144,7 @@ impl AgentStore for Backend {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn delete_agent(&self, id: i64) -> Result<bool, StoreError> {
+        let _turn = self.single_write().await;
         let done = sqlx::query("DELETE FROM agents WHERE id = $1")
             .bind(id)
             .execute(&self.pool)

@@ -122,6 +122,7 @@ impl ChangeLogStore for Backend {
     }
 
     async fn prune_credential_changes(&self, before: i64) -> Result<u64, StoreError> {
+        let _turn = self.single_write().await;
         let done = sqlx::query(
             "DELETE FROM credential_changes WHERE at < $1 \
              AND seq < (SELECT MAX(seq) FROM credential_changes)",

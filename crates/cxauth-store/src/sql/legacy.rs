@@ -83,6 +83,7 @@ impl LegacyTokenStore for Backend {
         digest: &[u8; 32],
         expires_at: i64,
     ) -> Result<bool, StoreError> {
+        let _turn = self.single_write().await;
         // Never shortens: concurrent uses may arrive out of order.
         let done = sqlx::query(
             "UPDATE legacy_tokens SET expires_at = $1 WHERE digest = $2 AND expires_at < $1",

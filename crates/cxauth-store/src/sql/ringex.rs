@@ -19,6 +19,7 @@ impl RingexStore for Backend {
         secret_hash: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.single_write().await;
         sqlx::query(
             "INSERT INTO ringex_apps (client_id, secret_hash, created_at) VALUES ($1, $2, $3)",
         )
@@ -47,6 +48,7 @@ impl RingexStore for Backend {
         user_id: i64,
         now: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.single_write().await;
         sqlx::query("INSERT INTO ringex_jwts (digest, user_id, created_at) VALUES ($1, $2, $3)")
             .bind(digest.as_slice())
             .bind(user_id)
@@ -141,6 +143,7 @@ impl RingexStore for Backend {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.single_write().await;
         sqlx::query(
             "INSERT INTO ringex_tokens (digest, user_id, issued_at, expires_at) \
              VALUES ($1, $2, $3, $4)",
