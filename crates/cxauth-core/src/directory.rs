@@ -4,7 +4,7 @@
 use crate::authn::Principal;
 use crate::credcache::CredentialCache;
 use crate::error::AuthError;
-use crate::store::{ROLE_MANAGE_USERS, ROLE_SUPER_USER, SharedStore, UserRecord};
+use crate::store::{AccountRow, ROLE_MANAGE_USERS, ROLE_SUPER_USER, SharedStore, UserRecord};
 use crate::wire::{account_to_wire, agent_to_wire, nest_users, user_to_wire};
 use std::sync::Arc;
 
@@ -20,21 +20,25 @@ impl Directory {
         Directory { store, creds }
     }
 
+    /// The sub-accounts `user_id` may use, from the credential cache or, on a miss, the store
+    /// (then cached): the one way every read scoped by account learns them.
+    async fn usable_accounts(&self, user_id: i64) -> Result<Arc<Vec<AccountRow>>, AuthError> {
+        if let Some(rows) = self.creds.accounts(user_id) {
+            return Ok(rows);
+        }
+        let ticket = self.creds.ticket();
+        let rows = self.store.accounts_for_user(user_id).await?;
+        self.creds.put_accounts(ticket, user_id, rows.clone());
+        Ok(Arc::new(rows))
+    }
+
     /// The sub-accounts the caller may use.
     #[tracing::instrument(skip_all, fields(user_id = who.user.id))]
     pub(crate) async fn accounts(
         &self,
         who: &Principal,
     ) -> Result<Vec<cxauth_proto::Account>, AuthError> {
-        let rows = match self.creds.accounts(who.user.id) {
-            Some(rows) => rows,
-            None => {
-                let ticket = self.creds.ticket();
-                let rows = self.store.accounts_for_user(who.user.id).await?;
-                self.creds.put_accounts(ticket, who.user.id, rows.clone());
-                Arc::new(rows)
-            }
-        };
+        let rows = self.usable_accounts(who.user.id).await?;
         Ok(rows.iter().cloned().map(account_to_wire).collect())
     }
 
@@ -91,8 +95,7 @@ impl Directory {
         account_id: i64,
     ) -> Result<Vec<cxauth_proto::Agent>, AuthError> {
         let usable = self
-            .store
-            .accounts_for_user(who.user.id)
+            .usable_accounts(who.user.id)
             .await?
             .iter()
             .any(|a| a.id == account_id);
