@@ -332,7 +332,7 @@ async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotatio
         if let [single] = group.as_slice() {
             // Alone (the usual case when commits are quick): no savepoint round trips; an
             // error rolls the whole transaction back.
-            let (outcome, change) = rotate_one(&mut tx, &single.rotation).await?;
+            let (outcome, change) = sessions::rotate_in(&mut tx, &single.rotation).await?;
             outcomes.push(Ok(outcome));
             changes.extend(change);
             return tx.commit().await.db();
@@ -342,7 +342,7 @@ async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotatio
                 .execute(&mut *tx)
                 .await
                 .db()?;
-            let outcome = rotate_one(&mut tx, &p.rotation).await;
+            let outcome = sessions::rotate_in(&mut tx, &p.rotation).await;
             let end = if outcome.is_ok() {
                 "RELEASE rotation"
             } else {
@@ -383,12 +383,4 @@ async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotatio
             }
         }
     }
-}
-
-/// [`sessions::rotate_in`] on the connection of a transaction.
-async fn rotate_one(
-    tx: &mut Transaction<'static, Sqlite>,
-    r: &Rotation,
-) -> Result<(RotateOutcome, Option<crate::sql::RecordedChange>), StoreError> {
-    sessions::rotate_in(tx, r).await
 }
