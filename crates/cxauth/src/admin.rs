@@ -648,18 +648,7 @@ pub async fn run(args: AdminArgs, output: Output) -> anyhow::Result<()> {
             no_login_updates,
         }) => {
             let rc_user_id = match user {
-                Some(name) => {
-                    let u = store
-                        .user_by_username(&name)
-                        .await?
-                        .ok_or_else(|| anyhow::anyhow!("no user named {name:?}"))?;
-                    Some(u.rc_user_id.ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "user {name:?} has no RingEX user id to link the agent by \
-                             (`cxauth admin user create … --rc-user-id N`)"
-                        )
-                    })?)
-                }
+                Some(name) => Some(admin::rc_user_id_of(store, &name).await?),
                 None => rc_user_id,
             };
             let spec = admin::AgentSpec {

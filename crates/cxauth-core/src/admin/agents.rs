@@ -45,6 +45,21 @@ pub fn check_agent_type(agent_type: &str) -> Result<&'static str, AdminError> {
     }
 }
 
+/// The RingEX user id of user `username`, to link an agent to that user by (`--user` of
+/// `cxauth admin agent create`, `user` of a seed's agent).
+pub async fn rc_user_id_of(store: &dyn Store, username: &str) -> Result<i64, AdminError> {
+    let user = store
+        .user_by_username(username)
+        .await?
+        .ok_or_else(|| AdminError::Invalid(format!("no user named {username:?}")))?;
+    user.rc_user_id.ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "user {username:?} has no RingEX user id to link the agent by \
+             (`cxauth admin user create … --rc-user-id N`)"
+        ))
+    })
+}
+
 /// Creates an agent in a sub-account; returns its id.
 pub async fn create_agent(store: &dyn Store, spec: AgentSpec, now: i64) -> Result<i64, AdminError> {
     check_username(&spec.username)?;

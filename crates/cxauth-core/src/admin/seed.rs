@@ -1,6 +1,6 @@
 //! Seed files: accounts, users, fixed API tokens and agents made idempotently at start.
 
-use super::agents::{AgentSpec, create_agent, link_rc_account};
+use super::agents::{AgentSpec, create_agent, link_rc_account, rc_user_id_of};
 use super::rules::check_name;
 use super::users::{UserSpec, create_main_account, create_sub_account, create_user};
 use super::{AdminError, local_audit};
@@ -346,16 +346,7 @@ async fn seed_agents(
                     "give user or rc_user_id, not both".into(),
                 )));
             }
-            (Some(name), None) => {
-                let user = store.user_by_username(name).await?.ok_or_else(|| {
-                    what(AdminError::Invalid(format!("user {name:?} does not exist")))
-                })?;
-                Some(user.rc_user_id.ok_or_else(|| {
-                    what(AdminError::Invalid(format!(
-                        "user {name:?} has no rc_user_id to link the agent by"
-                    )))
-                })?)
-            }
+            (Some(name), None) => Some(rc_user_id_of(store, name).await.map_err(what)?),
             (None, id) => id,
         };
         let spec = AgentSpec {
