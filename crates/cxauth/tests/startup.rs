@@ -180,6 +180,88 @@ async fn a_seed_is_idempotent_and_json_works_too() {
     assert!(err.contains("seed user \"bob\": grant \"Nope\""), "{err}");
 }
 
+#[tokio::test]
+async fn a_seed_declares_agents_and_ringex_links_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("agents.db");
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        r#"{
+          "accounts": [{"name": "Acme", "sub_accounts": ["Sales", "Support"], "rc_account_id": "37439510"}],
+          "users": [{"username": "ann", "password": "ann-password", "grants": ["Acme"], "rc_user_id": 4242},
+                    {"username": "bob", "password": "bob-password", "grants": ["Acme"]}],
+          "agents": [{"username": "ann.support", "account": "Acme/Support", "user": "ann"},
+                     {"username": "ann.sales", "account": "Acme/Sales", "rc_user_id": 4242,
+                      "agent_type": "SUPERVISOR"},
+                     {"username": "nobody", "account": "Acme/Sales"}]
+        }"#,
+    )
+    .expect("write seed");
+    let args = [
+        OsStr::new("--database"),
+        db.as_os_str(),
+        OsStr::new("--seed"),
+        seed.as_os_str(),
+        OsStr::new("--metrics-listen"),
+        OsStr::new("off"),
+    ];
+    let first = common::serve(&args, &[]);
+    let log = first.log().join("\n");
+    assert!(log.contains("agents_created=3"), "{log}");
+    drop(first);
+    // Again: nothing is added (agents are found by username).
+    let again = common::serve(&args, &[]);
+    let log = again.log().join("\n");
+    assert!(log.contains("agents_created=0 unchanged=8"), "{log}");
+    let client = again.client();
+    let session = client
+        .login("ann", "ann-password", "aws80")
+        .await
+        .expect("login");
+    let agents: Vec<(&str, Option<&str>)> = session
+        .agent_details
+        .iter()
+        .map(|a| (a.account_id.as_str(), a.agent_type.as_deref()))
+        .collect();
+    assert_eq!(
+        agents,
+        vec![
+            ("10000001", Some("SUPERVISOR")),
+            ("10000002", Some("AGENT"))
+        ]
+    );
+    let bearer = cxauth_client::Credential::Bearer(session.access_token);
+    let accounts = client.accounts(&bearer).await.expect("accounts");
+    assert_eq!(accounts[0].rc_account_id.as_deref(), Some("37439510"));
+    drop(again);
+
+    // An agent linked by a user without a RingEX user id fails the start, naming the agent.
+    std::fs::write(
+        &seed,
+        r#"{"agents": [{"username": "bob.agent", "account": 10000001, "user": "bob"}]}"#,
+    )
+    .expect("write seed");
+    let err = fails(
+        &[
+            OsStr::new("serve"),
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--metrics-listen"),
+            OsStr::new("off"),
+            OsStr::new("--database"),
+            db.as_os_str(),
+            OsStr::new("--seed"),
+            seed.as_os_str(),
+        ],
+        1,
+    );
+    assert!(
+        err.contains("seed agent \"bob.agent\": user \"bob\" has no RingEX user id"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_busy_port_fails_before_any_database_or_admin_is_made() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
