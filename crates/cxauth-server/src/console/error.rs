@@ -59,7 +59,13 @@ pub(crate) fn error_page(status: StatusCode, title: &str, message: &str, back: &
 
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
-        let back = "/console/tokens";
+        self.page("/console/tokens")
+    }
+}
+
+impl ConsoleError {
+    /// The error's page, linking back to `back` (the page whose form failed).
+    pub fn page(self, back: &str) -> Response {
         match self {
             ConsoleError::SignIn => {
                 let mut res = Redirect::to("/console/login").into_response();

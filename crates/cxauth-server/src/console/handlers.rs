@@ -74,6 +74,7 @@ async fn with_session<F, Fut>(
     state: &AppState,
     headers: &HeaderMap,
     client: &ClientInfo,
+    back: &str,
     page: F,
 ) -> Response
 where
@@ -83,9 +84,9 @@ where
     match signed(state, headers, client).await {
         Ok(s) => {
             let (s, res) = page(s).await;
-            s.finish(res)
+            s.finish(res, back)
         }
-        Err(e) => e.into_response(),
+        Err(e) => e.page(back),
     }
 }
 
@@ -230,7 +231,7 @@ pub async fn logout(
     };
     let checked = Form::read(body).and_then(|f| s.check_form(&state, &client, f.one("csrf")?));
     if let Err(e) = checked {
-        return s.finish(Err(e));
+        return s.finish(Err(e), "/console/tokens");
     }
     let rt = s
         .refresh_token
@@ -240,7 +241,7 @@ pub async fn logout(
         && let Err(e) = state.auth.logout(&rt, &client.ctx).await
         && !matches!(e, AuthError::RefreshFailed)
     {
-        return s.finish(Err(e.into()));
+        return s.finish(Err(e.into()), "/console/tokens");
     }
     let mut res = see_other("/console/login?out");
     for c in clear_cookies() {
@@ -306,7 +307,7 @@ pub async fn tokens_page(
         Some("done=deleted") => Some("Token deleted."),
         _ => None,
     };
-    with_session(&state, &headers, &client, |s| async {
+    with_session(&state, &headers, &client, "/console/tokens", |s| async {
         let r = tokens_view(&state, &s, notice, None).await;
         (s, r)
     })
@@ -349,7 +350,7 @@ pub async fn token_create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    with_session(&state, &headers, &client, |s| async {
+    with_session(&state, &headers, &client, "/console/tokens", |s| async {
         let r = async {
             let form = Form::read(body)?;
             s.check_form(&state, &client, form.one("csrf")?)?;
@@ -379,7 +380,7 @@ pub async fn token_delete(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    with_session(&state, &headers, &client, |s| async {
+    with_session(&state, &headers, &client, "/console/tokens", |s| async {
         let r = async {
             let form = Form::read(body)?;
             s.check_form(&state, &client, form.one("csrf")?)?;
@@ -401,7 +402,7 @@ pub async fn accounts_page(
     client: ClientInfo,
     headers: HeaderMap,
 ) -> Response {
-    with_session(&state, &headers, &client, |s| async {
+    with_session(&state, &headers, &client, "/console/accounts", |s| async {
         let r = async {
             let accounts = state.auth.accounts(&s.who).await?;
             let mut mains: Vec<MainRow> = Vec::new();
@@ -457,7 +458,7 @@ pub async fn users_page(
         Some("done=revoke") => Some("Every credential of the user was revoked."),
         _ => None,
     };
-    with_session(&state, &headers, &client, |s| async {
+    with_session(&state, &headers, &client, "/console/accounts", |s| async {
         let r = async {
             let users = state.auth.users(&s.who, true, false).await?;
             let me = &s.who.user;
@@ -529,7 +530,7 @@ pub async fn user_create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    with_session(&state, &headers, &client, |s| async {
+    with_session(&state, &headers, &client, "/console/users", |s| async {
         let r = async {
             let form = Form::read(body)?;
             s.check_form(&state, &client, form.one("csrf")?)?;
@@ -571,7 +572,7 @@ pub async fn user_action(
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    with_session(&state, &headers, &client, |s| async {
+    with_session(&state, &headers, &client, "/console/users", |s| async {
         let r = async {
             let Ok(Path((id, action))) = path else {
                 return Err(ConsoleError::NotFound);

@@ -106,14 +106,15 @@ pub struct Signed {
 }
 
 impl Signed {
-    /// Attaches the refreshed cookies, if any, to the answer, error or not: losing them would
-    /// make the browser present a rotated refresh token, which ends the session.
+    /// Attaches the refreshed cookies, if any, to the answer, error or not (an error's page
+    /// links back to `back`): losing them would make the browser present a rotated refresh
+    /// token, which ends the session.
     pub fn finish(
         &self,
         res: Result<axum::response::Response, ConsoleError>,
+        back: &str,
     ) -> axum::response::Response {
-        use axum::response::IntoResponse;
-        let mut res = res.unwrap_or_else(IntoResponse::into_response);
+        let mut res = res.unwrap_or_else(|e| e.page(back));
         for c in &self.cookies {
             res.headers_mut().append(header::SET_COOKIE, c.clone());
         }

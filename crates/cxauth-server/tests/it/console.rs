@@ -28,6 +28,9 @@ const FORMS: [&str; 6] = [
     "/console/logout",
 ];
 
+/// Form fields, in order.
+type Fields<'a> = Vec<(&'a str, &'a str)>;
+
 /// A browser session: its cookies, kept by hand.
 struct Browser<'a> {
     app: &'a TestApp,
@@ -508,6 +511,11 @@ async fn a_manager_acts_only_within_its_subtree_and_below_its_rights() {
                 .post(&act(id, action), &[("csrf", &csrf), ("password", "x-pw")])
                 .await;
             assert_eq!(r.status, 404, "{id} {action}: {}", r.body);
+            assert!(
+                r.body.contains("href=\"/console/users\""),
+                "a way back: {}",
+                r.body
+            );
         }
     }
     // Itself: refused with a reason.
@@ -795,7 +803,7 @@ async fn hostile_form_input_gets_a_clear_4xx_page() {
     let app = TestApp::spawn().await;
     let mut b = Browser::new(&app);
     let huge = "u".repeat(20_000);
-    let cases: Vec<(Method, &str, Vec<(&str, &str)>, u16)> = vec![
+    let cases: Vec<(Method, &str, Fields, u16)> = vec![
         (
             Method::POST,
             "/console/login",
@@ -878,7 +886,7 @@ async fn hostile_form_input_gets_a_clear_4xx_page() {
     b.login_ok("admin", ADMIN_PASSWORD).await;
     let csrf = b.csrf().await;
     let long_name = "n".repeat(1000);
-    let form_cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+    let form_cases: Vec<(&str, Fields, u16)> = vec![
         ("/console/tokens", vec![("name", "")], 400),
         ("/console/tokens", vec![("name", &long_name)], 400),
         ("/console/tokens", vec![("name", "x\u{7}y")], 400),
