@@ -989,3 +989,42 @@ async fn hostile_form_input_gets_a_clear_4xx_page() {
     // Still signed in and well.
     assert_eq!(b.get("/console/users").await.status, 200);
 }
+
+#[tokio::test]
+async fn cookies_are_secure_only_when_a_trusted_proxy_says_tls() {
+    async fn login_cookies(app: &TestApp, proto: Option<&str>) -> Vec<String> {
+        let mut b = Browser::new(app);
+        let mut req = b.http.post(app.url("/console/login")).form(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("platformId", PLATFORM),
+        ]);
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        let r = b.send(req).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        r.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|c| c.to_str().expect("text").to_owned())
+            .collect()
+    }
+    let direct = TestApp::spawn().await;
+    for c in login_cookies(&direct, Some("https")).await {
+        assert!(
+            !c.contains("Secure"),
+            "an untrusted peer's header is ignored: {c}"
+        );
+        for want in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+            assert!(c.contains(want), "{c}");
+        }
+    }
+    let proxied =
+        TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")]).await;
+    let secure = login_cookies(&proxied, Some("https")).await;
+    assert_eq!(secure.len(), 2);
+    assert!(secure.iter().all(|c| c.contains("; Secure")), "{secure:?}");
+    let plain = login_cookies(&proxied, Some("http")).await;
+    assert!(plain.iter().all(|c| !c.contains("Secure")), "{plain:?}");
+}
