@@ -4,7 +4,6 @@
 //! `X-Auth-Token`), an API token, or a legacy auth token (both in `X-Auth-Token`). Their shapes
 //! never collide, so the shape alone says which check applies.
 
-use crate::api_tokens::UseNotes;
 use crate::clock::duration_ms;
 use crate::crypto::DigestKind;
 use crate::deps::Deps;
@@ -14,6 +13,7 @@ use crate::keys::SigningKeys;
 use crate::limits::MAX_TOKEN_LEN;
 use crate::sessions::sid_prefix;
 use crate::store::UserRecord;
+use crate::token_uses::UseNotes;
 use cxauth_proto::ApiToken;
 use std::sync::Arc;
 use std::time::Duration;

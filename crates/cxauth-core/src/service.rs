@@ -9,7 +9,7 @@
 //! The types and constants the server names alongside `Auth` are re-exported here, so a handler
 //! needs one import; each is defined (and documented) in its own module.
 
-use crate::api_tokens::{ApiTokens, UseNotes};
+use crate::api_tokens::ApiTokens;
 use crate::audit::AuditContext;
 use crate::authn::Authenticator;
 use crate::clock::SharedClock;
@@ -25,11 +25,12 @@ use crate::ringex::{Exchange, SharedResolver};
 use crate::sessions::Sessions;
 use crate::store::{SharedStore, UserRecord};
 use crate::throttle::Throttle;
+use crate::token_uses::UseNotes;
 use cxauth_proto::{Jwks, Session};
 use secrecy::SecretString;
 use std::sync::Arc;
 
-pub use crate::api_tokens::{ApiTokenInfo, CreatedApiToken, LAST_USE_STEP, check_api_token_name};
+pub use crate::api_tokens::{ApiTokenInfo, CreatedApiToken, check_api_token_name};
 pub use crate::authn::{LEGACY_EXTEND_STEP, PresentedToken, Principal, Via, is_legacy_token_shape};
 pub use crate::config::{AuthConfig, DEFAULT_API_TOKEN_CAP};
 pub use crate::error::{AuthError, StartError};
@@ -39,6 +40,7 @@ pub use crate::limits::{
     MIN_API_TOKEN_LIFETIME,
 };
 pub use crate::login::{LEGACY_TOKEN_TTL, LEGACY_TOKEN_TTL_STAY, LoginInput};
+pub use crate::token_uses::LAST_USE_STEP;
 pub use crate::wire::{account_to_wire, agent_to_wire, rfc3339, user_to_wire};
 
 /// The service. Shared by all request handlers.
