@@ -21,3 +21,4 @@ mod ringex;
 mod ringex_refresh;
 mod shapes;
 mod throttle;
+mod token_meta;
