@@ -39,10 +39,15 @@ mod session;
 pub use retry::RetryPolicy;
 pub use session::{NowFn, RotateHook, SessionClient};
 
-pub use cxauth_proto::{Account, Agent, ErrorBody, Jwks, LegacyLogin, Session, User};
+pub use cxauth_proto::{
+    Account, Agent, ApiTokenDetails, CreatedApiToken, ErrorBody, Jwks, LegacyLogin, Session, User,
+};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::time::Duration;
+
+/// cxauth's own API-token endpoints (not on a RingCX server).
+const API_TOKENS: &str = "/cxauth/v1/api-tokens";
 
 /// Admin API prefix of current RingCX hosts.
 pub const PREFIX_VOICE: &str = "/voice/api/v1";
@@ -114,6 +119,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the server has no such endpoint: a 404 from listing or creating on cxauth's own
+    /// additions (`/cxauth/v1/api-tokens`) means the server is RingCX itself, which lacks them.
+    /// (On rename and delete by id, a 404 means no such token of the caller.)
+    pub fn is_not_supported(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+
     /// The HTTP status, if the server answered.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -242,7 +254,11 @@ impl Client {
     }
 
     fn admin(&self, method: Method, path: &str, cred: &Credential) -> RequestBuilder {
-        let req = self.request(method, &format!("{}{}", self.prefix, path));
+        self.authed(method, &format!("{}{}", self.prefix, path), cred)
+    }
+
+    fn authed(&self, method: Method, path: &str, cred: &Credential) -> RequestBuilder {
+        let req = self.request(method, path);
         match cred {
             Credential::Bearer(t) => req.bearer_auth(t),
             Credential::XAuthToken(t) => req.header("X-Auth-Token", t),
@@ -399,6 +415,59 @@ impl Client {
     pub async fn delete_api_token(&self, cred: &Credential, token: &str) -> Result<(), Error> {
         let path = format!("/admin/token/{}", utf8_percent_encode(token, SEGMENT));
         expect_true(self.text(self.admin(Method::DELETE, &path, cred)).await?)
+    }
+
+    /// The caller's API tokens with name, expiry, last use and a hint instead of the token
+    /// (`GET /cxauth/v1/api-tokens`), most recently used first. A cxauth addition: a RingCX
+    /// server answers 404 ([`Error::is_not_supported`]); use [`Client::list_api_tokens`] there.
+    pub async fn api_token_details(
+        &self,
+        cred: &Credential,
+    ) -> Result<Vec<ApiTokenDetails>, Error> {
+        self.json(self.authed(Method::GET, API_TOKENS, cred)).await
+    }
+
+    /// Mints an API token with an optional name and lifetime (`POST /cxauth/v1/api-tokens`,
+    /// `expiresIn` in whole seconds, 60 s to two years); the answer is the only time the token is
+    /// shown. A cxauth addition: a RingCX server answers 404.
+    pub async fn create_api_token_with(
+        &self,
+        cred: &Credential,
+        name: Option<&str>,
+        expires_in: Option<Duration>,
+    ) -> Result<CreatedApiToken, Error> {
+        let mut body = serde_json::Map::new();
+        if let Some(n) = name {
+            body.insert("name".into(), n.into());
+        }
+        if let Some(d) = expires_in {
+            body.insert("expiresIn".into(), d.as_secs().into());
+        }
+        self.json(self.authed(Method::POST, API_TOKENS, cred).json(&body))
+            .await
+    }
+
+    /// Sets (`Some`) or clears (`None`) the name of API token `id`
+    /// (`PATCH /cxauth/v1/api-tokens/{id}`).
+    pub async fn rename_api_token(
+        &self,
+        cred: &Credential,
+        id: i64,
+        name: Option<&str>,
+    ) -> Result<ApiTokenDetails, Error> {
+        let path = format!("{API_TOKENS}/{id}");
+        self.json(
+            self.authed(Method::PATCH, &path, cred)
+                .json(&serde_json::json!({ "name": name })),
+        )
+        .await
+    }
+
+    /// Deletes API token `id` (`DELETE /cxauth/v1/api-tokens/{id}`).
+    pub async fn delete_api_token_by_id(&self, cred: &Credential, id: i64) -> Result<(), Error> {
+        let path = format!("{API_TOKENS}/{id}");
+        self.send(self.authed(Method::DELETE, &path, cred)).await?;
+        Ok(())
     }
 
     /// The sub-accounts the caller may use (`GET …/admin/accounts`).

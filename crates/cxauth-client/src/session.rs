@@ -12,7 +12,9 @@
 //! - every rotated session goes to the `on_rotate` hook, so it can be saved;
 //! - an API token (`X-Auth-Token`) is permanent: it is never refreshed.
 
-use crate::{Account, Agent, Client, Credential, Error, Session, User};
+use crate::{
+    Account, Agent, ApiTokenDetails, Client, CreatedApiToken, Credential, Error, Session, User,
+};
 use base64::Engine as _;
 use reqwest::StatusCode;
 use std::future::Future;
@@ -262,6 +264,47 @@ impl SessionClient {
             async move { c.delete_api_token(&cred, &token).await }
         })
         .await
+    }
+
+    /// The caller's API tokens with their details; see [`Client::api_token_details`].
+    pub async fn api_token_details(&self) -> Result<Vec<ApiTokenDetails>, Error> {
+        self.call(|c, cred| async move { c.api_token_details(&cred).await })
+            .await
+    }
+
+    /// Mints an API token with a name and a lifetime; see [`Client::create_api_token_with`].
+    pub async fn create_api_token_with(
+        &self,
+        name: Option<&str>,
+        expires_in: Option<std::time::Duration>,
+    ) -> Result<CreatedApiToken, Error> {
+        self.call(|c, cred| {
+            let name = name.map(str::to_owned);
+            async move {
+                c.create_api_token_with(&cred, name.as_deref(), expires_in)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Sets or clears an API token's name; see [`Client::rename_api_token`].
+    pub async fn rename_api_token(
+        &self,
+        id: i64,
+        name: Option<&str>,
+    ) -> Result<ApiTokenDetails, Error> {
+        self.call(|c, cred| {
+            let name = name.map(str::to_owned);
+            async move { c.rename_api_token(&cred, id, name.as_deref()).await }
+        })
+        .await
+    }
+
+    /// Deletes an API token by id; see [`Client::delete_api_token_by_id`].
+    pub async fn delete_api_token_by_id(&self, id: i64) -> Result<(), Error> {
+        self.call(|c, cred| async move { c.delete_api_token_by_id(&cred, id).await })
+            .await
     }
 
     /// The sub-accounts the caller may use.

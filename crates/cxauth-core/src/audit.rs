@@ -39,6 +39,8 @@ pub enum Event {
     ApiTokenCreate,
     /// An API token was deleted; outcome success.
     ApiTokenDelete,
+    /// An API token was renamed; outcome success.
+    ApiTokenRename,
     /// An API token was refused because its owner holds the cap; outcome failure.
     ApiTokenCap,
     /// A user was created; outcome success.
@@ -78,6 +80,7 @@ impl Event {
             Event::SessionEnd => "session.end",
             Event::ApiTokenCreate => "api_token.create",
             Event::ApiTokenDelete => "api_token.delete",
+            Event::ApiTokenRename => "api_token.rename",
             Event::ApiTokenCap => "api_token.cap",
             Event::UserCreate => "user.create",
             Event::UserDisable => "user.disable",

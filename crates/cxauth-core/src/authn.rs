@@ -13,6 +13,7 @@ use crate::keys::SigningKeys;
 use crate::limits::MAX_TOKEN_LEN;
 use crate::sessions::sid_prefix;
 use crate::store::UserRecord;
+use crate::token_uses::UseNotes;
 use cxauth_proto::ApiToken;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,11 +82,13 @@ pub fn is_legacy_token_shape(t: &str) -> bool {
 pub(crate) struct Authenticator {
     deps: Deps,
     keys: Arc<SigningKeys>,
+    /// Where an accepted API token's use is noted (in memory; written in batches later).
+    uses: Arc<UseNotes>,
 }
 
 impl Authenticator {
-    pub(crate) fn new(deps: Deps, keys: Arc<SigningKeys>) -> Self {
-        Authenticator { deps, keys }
+    pub(crate) fn new(deps: Deps, keys: Arc<SigningKeys>, uses: Arc<UseNotes>) -> Self {
+        Authenticator { deps, keys, uses }
     }
 
     /// Checks a credential of an admin endpoint and says who is calling.
@@ -149,30 +152,34 @@ impl Authenticator {
     }
 
     /// `token` has passed [`ApiToken::parse`], which accepts only the canonical form, so its
-    /// text is exactly what was digested when it was minted.
+    /// text is exactly what was digested when it was minted. An expired token is refused like
+    /// an unknown one, whether the answer came from the cache or the database; an accepted one
+    /// has its use noted in memory (never a write here).
     async fn api_token(&self, token: &str) -> Result<Principal, AuthError> {
         let digest = self
             .deps
             .secrets
             .digest(DigestKind::ApiToken, token.as_bytes());
         let creds = &self.deps.creds;
-        let user = match creds.api_token(&digest) {
-            Some(user) => UserRecord::clone(&user),
+        let (user, expires_at) = match creds.api_token(&digest) {
+            Some((user, expires_at)) => (UserRecord::clone(&user), expires_at),
             None => {
                 let ticket = creds.ticket();
-                let (_, user) = self
+                let (stored, user) = self
                     .deps
                     .store
                     .api_token_by_digest(&digest)
                     .await?
                     .ok_or(TokenError::Invalid)?;
-                creds.put_api_token(ticket, &digest, &user);
-                user
+                creds.put_api_token(ticket, &digest, &user, stored.expires_at);
+                (user, stored.expires_at)
             }
         };
-        if !user.enabled {
+        let now = self.deps.clock.now_ms();
+        if !user.enabled || expires_at.is_some_and(|at| at <= now) {
             return Err(TokenError::Invalid.into());
         }
+        self.uses.note(&digest, now);
         Ok(Principal {
             user,
             session_id: None,

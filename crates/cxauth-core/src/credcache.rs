@@ -61,8 +61,9 @@ struct Maps {
     epoch: u64,
     /// Session id → (ended?, owner id).
     sessions: HashMap<String, (bool, i64)>,
-    /// Keyed digest of an API token → owner id.
-    api_tokens: HashMap<[u8; 32], i64>,
+    /// Keyed digest of an API token → (owner id, expiry in epoch ms if any). The expiry is
+    /// checked by the caller on every hit, so an entry never outlives its token.
+    api_tokens: HashMap<[u8; 32], (i64, Option<i64>)>,
     /// User id → its record.
     users: HashMap<i64, Arc<UserRecord>>,
     /// User id → the sub-accounts it may use.
@@ -150,14 +151,15 @@ impl CredentialCache {
         Some((revoked, maps.users.get(&user_id)?.clone()))
     }
 
-    /// The owner of the API token with keyed digest `digest`, if known and fresh.
-    pub fn api_token(&self, digest: &[u8; 32]) -> Option<Arc<UserRecord>> {
+    /// The owner of the API token with keyed digest `digest` and the token's expiry (epoch ms,
+    /// `None`: never), if known and fresh. The caller must refuse an expired token.
+    pub fn api_token(&self, digest: &[u8; 32]) -> Option<(Arc<UserRecord>, Option<i64>)> {
         if !self.fresh() {
             return None;
         }
         let maps = self.read();
-        let user_id = maps.api_tokens.get(digest)?;
-        maps.users.get(user_id).cloned()
+        let (user_id, expires_at) = maps.api_tokens.get(digest)?;
+        Some((maps.users.get(user_id)?.clone(), *expires_at))
     }
 
     /// The sub-accounts user `user_id` may use, if known and fresh.
@@ -200,14 +202,21 @@ impl CredentialCache {
         maps.sessions.insert(sid.to_owned(), (revoked, user.id));
     }
 
-    /// Stores the owner of the API token with keyed digest `digest`.
-    pub fn put_api_token(&self, ticket: Ticket, digest: &[u8; 32], user: &UserRecord) {
+    /// Stores the owner and the expiry (epoch ms, `None`: never) of the API token with keyed
+    /// digest `digest`.
+    pub fn put_api_token(
+        &self,
+        ticket: Ticket,
+        digest: &[u8; 32],
+        user: &UserRecord,
+        expires_at: Option<i64>,
+    ) {
         let Some(mut maps) = self.fill(ticket) else {
             return;
         };
         Self::put_user(&mut maps, user, self.capacity);
         bounded(&mut maps.api_tokens, self.capacity);
-        maps.api_tokens.insert(*digest, user.id);
+        maps.api_tokens.insert(*digest, (user.id, expires_at));
     }
 
     /// Stores the sub-accounts user `user_id` may use.
@@ -234,7 +243,7 @@ impl CredentialCache {
         maps.users.remove(&user_id);
         maps.accounts.remove(&user_id);
         maps.sessions.retain(|_, (_, u)| *u != user_id);
-        maps.api_tokens.retain(|_, u| *u != user_id);
+        maps.api_tokens.retain(|_, (u, _)| *u != user_id);
     }
 
     /// Forgets every user's accounts.
@@ -444,7 +453,7 @@ mod tests {
         let c = fresh_cache(4);
         for i in 0..100u8 {
             let t = c.ticket();
-            c.put_api_token(t, &[i; 32], &user(i64::from(i)));
+            c.put_api_token(t, &[i; 32], &user(i64::from(i)), None);
             let maps = c.read();
             assert!(maps.api_tokens.len() <= 4 && maps.users.len() <= 4);
         }

@@ -14,7 +14,8 @@
 //! - [`sessions`]: start, refresh (rotation, grace, reuse detection), logout, access-token
 //!   minting.
 //! - [`authn`]: a presented token (bearer JWT, API token, legacy token) becomes a `Principal`.
-//! - [`api_tokens`]: mint, list, delete permanent API tokens.
+//! - [`api_tokens`]: mint, list, rename, delete API tokens (names, expiry, last use).
+//! - [`token_uses`]: API token uses noted in memory, written in batches.
 //! - [`directory`]: the caller's accounts and managed users; [`wire`] maps them to
 //!   `cxauth-proto`.
 //! - [`ringex`]: the RingEX token exchange and the `RingexResolver` trait the server implements
@@ -56,5 +57,6 @@ pub mod service;
 pub mod sessions;
 pub mod store;
 pub mod throttle;
+pub mod token_uses;
 pub mod user_admin;
 pub mod wire;

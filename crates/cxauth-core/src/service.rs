@@ -25,17 +25,23 @@ use crate::ringex::{Exchange, SharedResolver};
 use crate::sessions::Sessions;
 use crate::store::{SharedStore, UserRecord};
 use crate::throttle::Throttle;
+use crate::token_uses::UseNotes;
 use crate::user_admin::UserAdmin;
 use cxauth_proto::{Jwks, Session};
 use secrecy::SecretString;
 use std::sync::Arc;
 
+pub use crate::api_tokens::{ApiTokenInfo, CreatedApiToken, check_api_token_name};
 pub use crate::authn::{LEGACY_EXTEND_STEP, PresentedToken, Principal, Via, is_legacy_token_shape};
 pub use crate::config::{AuthConfig, DEFAULT_API_TOKEN_CAP};
 pub use crate::error::{AuthError, StartError};
 pub use crate::keys::{KEY_RELOAD_INTERVAL, META_KEY_FINGERPRINT};
-pub use crate::limits::{MAX_TOKEN_LEN, MAX_USERNAME_LEN};
+pub use crate::limits::{
+    MAX_API_TOKEN_LIFETIME, MAX_API_TOKEN_NAME_CHARS, MAX_TOKEN_LEN, MAX_USERNAME_LEN,
+    MIN_API_TOKEN_LIFETIME,
+};
 pub use crate::login::{LEGACY_TOKEN_TTL, LEGACY_TOKEN_TTL_STAY, LoginInput};
+pub use crate::token_uses::LAST_USE_STEP;
 pub use crate::user_admin::ManagedUserSpec;
 pub use crate::wire::{account_to_wire, agent_to_wire, rfc3339, user_to_wire};
 
@@ -81,10 +87,11 @@ impl Auth {
         let deps = Deps::new(store, clock, secrets, creds);
         let keys = Arc::new(SigningKeys::load(deps.clone()).await?);
         let gate = Arc::new(LoginGate::new(deps.clone(), passwords, throttle));
+        let uses = Arc::new(UseNotes::default());
         Ok(Auth {
             sessions: Sessions::new(deps.clone(), keys.clone(), config.clone()),
-            authn: Authenticator::new(deps.clone(), keys.clone()),
-            api_tokens: ApiTokens::new(deps.clone(), config.api_token_cap),
+            authn: Authenticator::new(deps.clone(), keys.clone(), uses.clone()),
+            api_tokens: ApiTokens::new(deps.clone(), config.api_token_cap, uses),
             directory: Directory::new(deps.store.clone(), deps.creds.clone()),
             exchange: Exchange::new(deps.clone(), None),
             emulator: Emulator::new(deps.clone(), gate.clone(), &config),
@@ -249,9 +256,67 @@ impl Auth {
         self.api_tokens.create(who, ctx).await
     }
 
-    /// The caller's API tokens, oldest first.
+    /// The caller's API tokens, oldest first; expired ones are not listed.
     pub async fn list_api_tokens(&self, who: &Principal) -> Result<Vec<String>, AuthError> {
         self.api_tokens.list(who).await
+    }
+
+    /// The caller's API tokens with their metadata and a hint instead of the token: most
+    /// recently used first, never used last, then newest first. Expired ones are not listed.
+    /// For cxauth's own endpoints and the web console.
+    pub async fn api_token_details(&self, who: &Principal) -> Result<Vec<ApiTokenInfo>, AuthError> {
+        self.api_tokens.details(who).await
+    }
+
+    /// Mints an API token with an optional name (checked by [`check_api_token_name`]) and an
+    /// optional expiry (epoch ms, in the future and at most [`MAX_API_TOKEN_LIFETIME`] away):
+    /// [`AuthError::BadRequest`] otherwise, and the cap and revocation checks of
+    /// [`Auth::create_api_token`]. The answer is the only time the token is shown.
+    pub async fn create_api_token_with(
+        &self,
+        who: &Principal,
+        name: Option<&str>,
+        expires_at: Option<i64>,
+        ctx: &AuditContext,
+    ) -> Result<CreatedApiToken, AuthError> {
+        self.api_tokens
+            .create_with(who, name, expires_at, ctx)
+            .await
+    }
+
+    /// Sets (or with `None` clears) the name of API token `id`, owned by the caller or one of
+    /// its descendants; any other id is [`AuthError::NotFound`]. Audited.
+    pub async fn rename_api_token(
+        &self,
+        who: &Principal,
+        id: i64,
+        name: Option<&str>,
+        ctx: &AuditContext,
+    ) -> Result<ApiTokenInfo, AuthError> {
+        self.api_tokens.rename(who, id, name, ctx).await
+    }
+
+    /// Deletes API token `id`, owned by the caller or one of its descendants, exactly like
+    /// [`Auth::delete_api_token`]; any other id is [`AuthError::NotFound`].
+    pub async fn delete_api_token_by_id(
+        &self,
+        who: &Principal,
+        id: i64,
+        ctx: &AuditContext,
+    ) -> Result<(), AuthError> {
+        self.api_tokens.delete_by_id(who, id, ctx).await
+    }
+
+    /// Writes the API token uses noted since the last flush, in batches (housekeeping calls it
+    /// every minute; tests call it instead of waiting). Returns the rows changed; on a store
+    /// error the uses are kept for the next flush.
+    pub async fn flush_api_token_uses(&self) -> Result<u64, AuthError> {
+        self.api_tokens.flush_uses().await
+    }
+
+    /// Tokens whose recent uses are held in memory (bounded; for tests and metrics).
+    pub fn api_token_uses_held(&self) -> usize {
+        self.api_tokens.noted()
     }
 
     /// Deletes an API token owned by the caller or by one of its descendants. Everything else,

@@ -309,6 +309,42 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
+/// An API token as cxauth's own endpoints describe it to its owner (`GET /cxauth/v1/api-tokens`,
+/// and the answers of rename and create): metadata and a hint, never the token itself. Not part
+/// of the RingCX contract, whose `…/admin/token` answers stay bare strings. Times are RFC 3339,
+/// like a user's `creationDate`; `null` when absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTokenDetails {
+    /// Names the token in rename and delete (`/cxauth/v1/api-tokens/{id}`).
+    pub id: i64,
+    /// What the owner calls it; `null` for tokens minted through the RingCX endpoints.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// When it was minted.
+    pub created_at: String,
+    /// When it stops being accepted; `null`: never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// A recent use (written about once a minute, so up to about two minutes behind); `null`:
+    /// never used.
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+    /// `…` and the token's last four characters.
+    pub hint: String,
+}
+
+/// The answer of `POST /cxauth/v1/api-tokens`: the new token, shown this once, and its details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApiToken {
+    /// The token (`<platformId>:<uuid>`), usable as `X-Auth-Token`.
+    pub token: String,
+    /// Its details, as the list will show them.
+    #[serde(flatten)]
+    pub details: ApiTokenDetails,
+}
+
 /// A permanent API token, `<platformId>:<uuid v4, lowercase>`.
 ///
 /// Parsing is strict so that anything else sent as `X-Auth-Token` can be told apart (a JWT, a

@@ -1,7 +1,7 @@
 //! Housekeeping, in the background of every instance: reload the signing keys (so that a
 //! rotation made elsewhere reaches this one within [`KEY_RELOAD_INTERVAL`]), retire old ones,
-//! and now and then purge expired sessions and tokens, old audit events and stale throttle
-//! entries.
+//! write the API token uses noted since the last tick, and now and then purge expired sessions
+//! and tokens, old audit events and stale throttle entries.
 
 use cxauth_core::clock::SharedClock;
 use cxauth_core::service::{Auth, KEY_RELOAD_INTERVAL};
@@ -29,6 +29,11 @@ pub fn spawn(auth: Arc<Auth>, clock: SharedClock, audit_retention: Duration) -> 
                 Ok(kids) if !kids.is_empty() => tracing::info!(?kids, "retired old signing keys"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retiring old signing keys failed"),
+            }
+            // Last uses are noted in memory by requests and written here, once a tick, so no
+            // request waits on a write for them (a crash loses at most one tick of them).
+            if let Err(e) = auth.flush_api_token_uses().await {
+                tracing::warn!(error = %e, "writing API token last uses failed; kept for the next tick");
             }
             ticks += 1;
             if ticks % PURGE_EVERY_TICKS != 1 {

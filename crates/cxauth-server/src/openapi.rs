@@ -21,6 +21,7 @@
     tags(
         (name = "auth", description = "Logins, refresh, logout, token exchange, public keys"),
         (name = "admin", description = "API tokens, accounts and users of the caller"),
+        (name = "cxauth", description = "cxauth's own additions under /cxauth/v1 (not part of RingCX): API tokens with names, expiry and last use"),
         (name = "operations", description = "Health and readiness")
     )
 )]

@@ -266,6 +266,17 @@ pub async fn serve(
     let result = listener::run(listener, app.router, limits, shutdown, app.shutdown_timeout).await;
     housekeeping.abort();
     follower.abort();
+    // A clean stop writes the API token uses noted since the last tick (a crash loses them).
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        app.state.auth.flush_api_token_uses(),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "writing API token last uses at stop failed"),
+        Err(_) => tracing::warn!("writing API token last uses at stop timed out"),
+    }
     // Bounded too: a request cut off above may still hold a connection for a moment.
     if tokio::time::timeout(Duration::from_secs(5), app.state.auth.store().close())
         .await

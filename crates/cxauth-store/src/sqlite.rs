@@ -384,3 +384,6 @@ async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotatio
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

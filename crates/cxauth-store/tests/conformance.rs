@@ -1425,7 +1425,140 @@ fn new_token<'a>(
         sealed: b"sealed",
         now: 10,
         cap,
+        name: None,
+        expires_at: None,
         proof,
+    }
+}
+
+#[tokio::test]
+async fn api_token_metadata_renames_last_uses_and_expiry() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        give_credentials(s, u, "u", 0).await;
+        let session = CredentialProof::Session("u-s0");
+        let (d1, d2) = (digest(70), digest(71));
+        let ApiTokenInsert::Created(t1) = s
+            .insert_api_token_checked(&NewApiToken {
+                name: Some("ci"),
+                expires_at: Some(1_000),
+                ..new_token(u, &d1, 100, session)
+            })
+            .await
+            .expect("insert")
+        else {
+            panic!("{}: not created", b.name)
+        };
+        let (tok, owner) = s.api_token_by_id(t1).await.expect("get").expect("found");
+        assert_eq!(owner.id, u);
+        assert_eq!(
+            (
+                tok.name.as_deref(),
+                tok.created_at,
+                tok.expires_at,
+                tok.last_used_at
+            ),
+            (Some("ci"), 10, Some(1_000), None),
+            "{}",
+            b.name
+        );
+        assert!(!tok.expired(999) && tok.expired(1_000));
+        assert!(s.api_token_by_id(-1).await.expect("get").is_none());
+        // Tokens made before version 9 (and by the RingCX POST) have none of it.
+        let t0 = s
+            .insert_api_token(u, &d2, b"sealed", 5)
+            .await
+            .expect("plain");
+        let (plain, _) = s
+            .api_token_by_digest(&d2)
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(
+            (plain.id, plain.name, plain.expires_at, plain.last_used_at),
+            (t0, None, None, None)
+        );
+
+        // Rename and clear; an unknown id changes nothing.
+        assert!(
+            s.rename_api_token(t1, Some("deploy"))
+                .await
+                .expect("rename")
+        );
+        assert!(!s.rename_api_token(-1, Some("x")).await.expect("rename"));
+        let names: Vec<Option<String>> = s
+            .api_tokens_of(u)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert!(names.contains(&Some("deploy".into())), "{names:?}");
+        assert!(s.rename_api_token(t1, None).await.expect("clear"));
+        assert_eq!(
+            s.api_token_by_id(t1).await.expect("get").expect("t").0.name,
+            None
+        );
+
+        // Last uses: a batch, never moving back, unknown digests skipped.
+        assert_eq!(s.record_api_token_uses(&[]).await.expect("none"), 0);
+        let n = s
+            .record_api_token_uses(&[(d1, 500), (d2, 600), (digest(99), 700)])
+            .await
+            .expect("uses");
+        assert_eq!(n, 2, "{}", b.name);
+        assert_eq!(
+            s.record_api_token_uses(&[(d1, 400)]).await.expect("older"),
+            0
+        );
+        assert_eq!(
+            s.record_api_token_uses(&[(d1, 800)]).await.expect("newer"),
+            1
+        );
+        let (t, _) = s.api_token_by_digest(&d1).await.expect("get").expect("t");
+        assert_eq!(t.last_used_at, Some(800));
+
+        // An expired token is no proof, and the owner's next creation deletes it, with a
+        // change-log row, even when the cap refuses the new one.
+        let last = s.latest_credential_change().await.expect("seq");
+        let d3 = digest(72);
+        let late = NewApiToken {
+            now: 1_000,
+            ..new_token(u, &d3, 100, CredentialProof::ApiToken(&d1))
+        };
+        assert_eq!(
+            s.insert_api_token_checked(&late).await.expect("insert"),
+            ApiTokenInsert::CredentialGone,
+            "{}",
+            b.name
+        );
+        let capped = NewApiToken {
+            now: 1_000,
+            ..new_token(u, &d3, 1, session)
+        };
+        assert_eq!(
+            s.insert_api_token_checked(&capped).await.expect("insert"),
+            ApiTokenInsert::CapReached,
+            "{}: the plain token still counts",
+            b.name
+        );
+        assert!(
+            s.api_token_by_id(t1).await.expect("get").is_none(),
+            "{}",
+            b.name
+        );
+        assert!(s.latest_credential_change().await.expect("seq") > last);
+        assert_eq!(
+            s.api_tokens_of(u)
+                .await
+                .expect("list")
+                .iter()
+                .filter(|t| t.id == t0 || t.id == t1)
+                .count(),
+            1
+        );
     }
 }
 

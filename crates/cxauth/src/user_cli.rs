@@ -14,7 +14,8 @@ use std::io::{BufRead as _, IsTerminal as _};
 
 mod print;
 use print::{
-    print_accounts, print_agents, print_json, print_line, print_table, print_users, table,
+    print_accounts, print_agents, print_bare_tokens, print_json, print_line, print_table,
+    print_token_details, print_users, table,
 };
 
 /// Exit code: not logged in, or the session ended (run `cxauth login`).
@@ -142,15 +143,70 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Mint a new API token; prints it alone on stdout (`T=$(cxauth token create)`).
-    Create,
-    /// List your API tokens, oldest first.
-    List,
-    /// Delete an API token (yours, or one of a user below you).
+    ///
+    /// With --name or --expires-in it uses cxauth's own endpoint (/cxauth/v1/api-tokens); a
+    /// RingCX server has none, and the command then fails rather than mint a token without them.
+    Create {
+        /// What to call the token (1 to 100 characters), shown by `token list --long`.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Lifetime, after which the token is refused: a number and a unit, s m h d or w
+        /// (e.g. 90m, 12h, 30d; 60s to 730d). Without it the token never expires.
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List your API tokens: the bare tokens, oldest first (as RingCX lists them).
+    List {
+        /// Show id, name, creation, expiry, last use and a hint instead of the tokens (most
+        /// recently used first). cxauth only: against RingCX it says so and lists the tokens.
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
+    /// Name or rename an API token, by the id `token list --long` shows (cxauth only).
+    Rename {
+        /// The token's id.
+        id: i64,
+        /// The new name (1 to 100 characters).
+        #[arg(required_unless_present = "clear")]
+        name: Option<String>,
+        /// Remove the name instead.
+        #[arg(long, conflicts_with = "name")]
+        clear: bool,
+    },
+    /// Delete an API token (yours, or one of a user below you), given as the token or by --id.
     Delete {
         /// The token, e.g. aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9.
-        token: String,
+        #[arg(required_unless_present = "id")]
+        token: Option<String>,
+        /// The token's id, as `token list --long` shows it (cxauth only).
+        #[arg(long, conflicts_with = "token")]
+        id: Option<i64>,
     },
 }
+
+/// A lifetime such as `90m`, `12h`, `30d` or `2w` (or bare seconds).
+fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 90m, 12h or 30d"))?;
+    let per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h, d or w")),
+    };
+    n.checked_mul(per)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// What a RingCX server (no `/cxauth/v1` endpoints) makes of a cxauth-only option.
+const NOT_SUPPORTED: &str = "this server has no /cxauth/v1 endpoints (a RingCX server?)";
 
 /// What a command needs to explain its errors.
 struct Ctx {
@@ -554,7 +610,10 @@ async fn token(common: Common, command: TokenCommand) -> anyhow::Result<()> {
     let output = output(&common);
     let (session, ctx) = open(&common)?;
     match command {
-        TokenCommand::Create => {
+        TokenCommand::Create {
+            name: None,
+            expires_in: None,
+        } => {
             let token = session
                 .create_api_token()
                 .await
@@ -562,23 +621,83 @@ async fn token(common: Common, command: TokenCommand) -> anyhow::Result<()> {
             // Alone on stdout, whatever the output format: scripts capture it.
             print_line(&token)
         }
-        TokenCommand::List => {
+        TokenCommand::Create { name, expires_in } => {
+            let created = session
+                .create_api_token_with(name.as_deref(), expires_in)
+                .await
+                .map_err(|e| {
+                    if e.is_not_supported() {
+                        fail(
+                            1,
+                            format!(
+                                "{NOT_SUPPORTED}: token names and expiry are not supported \
+                                 there; create without --name and --expires-in"
+                            ),
+                        )
+                    } else {
+                        ctx.explain(e)
+                    }
+                })?;
+            if let Some(at) = &created.details.expires_at {
+                eprintln!("cxauth: API token {} expires at {at}", created.details.id);
+            }
+            print_line(&created.token)
+        }
+        TokenCommand::List { long: true } => match session.api_token_details().await {
+            Ok(tokens) => print_token_details(&tokens, output),
+            Err(e) if e.is_not_supported() => {
+                eprintln!(
+                    "cxauth: {NOT_SUPPORTED}: names, expiry and last use are not supported \
+                     there; listing the tokens only"
+                );
+                let tokens = session
+                    .list_api_tokens()
+                    .await
+                    .map_err(|e| ctx.explain(e))?;
+                print_bare_tokens(tokens, output)
+            }
+            Err(e) => Err(ctx.explain(e)),
+        },
+        TokenCommand::Rename { id, name, .. } => {
+            let renamed = session
+                .rename_api_token(id, name.as_deref())
+                .await
+                .map_err(|e| match e {
+                    Error::Status { status, .. } if status == 404 => fail(
+                        1,
+                        format!(
+                            "no API token {id} of yours (or {NOT_SUPPORTED}: it has no token ids)"
+                        ),
+                    ),
+                    other => ctx.explain(other),
+                })?;
+            print_token_details(&[renamed], output)
+        }
+        TokenCommand::Delete { id: Some(id), .. } => {
+            session
+                .delete_api_token_by_id(id)
+                .await
+                .map_err(|e| match e {
+                    Error::Status { status, .. } if status == 404 => fail(
+                        1,
+                        format!(
+                            "no API token {id} of yours (or {NOT_SUPPORTED}: give the token instead)"
+                        ),
+                    ),
+                    other => ctx.explain(other),
+                })?;
+            eprintln!("cxauth: API token deleted");
+            Ok(())
+        }
+        TokenCommand::List { long: false } => {
             let tokens = session
                 .list_api_tokens()
                 .await
                 .map_err(|e| ctx.explain(e))?;
-            match output {
-                Output::Json => print_json(&tokens),
-                Output::Table => {
-                    let mut t = table(&["API token"]);
-                    for token in tokens {
-                        t.add_row(vec![token]);
-                    }
-                    print_table(t)
-                }
-            }
+            print_bare_tokens(tokens, output)
         }
-        TokenCommand::Delete { token } => {
+        TokenCommand::Delete { token, id: None } => {
+            let token = token.unwrap_or_default();
             session
                 .delete_api_token(&token)
                 .await

@@ -12,6 +12,22 @@ pub struct StoredApiToken {
     pub user_id: i64,
     /// The token sealed with [`crate::crypto::Secrets::seal`] (aad: owner id).
     pub sealed: Vec<u8>,
+    /// What the owner calls it, if anything (tokens of the RingCX endpoints have no name).
+    pub name: Option<String>,
+    /// When it was minted, epoch ms.
+    pub created_at: i64,
+    /// When it stops being accepted, epoch ms; `None`: never.
+    pub expires_at: Option<i64>,
+    /// A recent use as last flushed, epoch ms; `None`: never used (or not flushed yet).
+    pub last_used_at: Option<i64>,
+}
+
+impl StoredApiToken {
+    /// Whether the token is past its expiry at `now` (epoch ms): it is then refused and
+    /// listed nowhere, exactly like a deleted one.
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// The credential an API-token creation was authenticated with, checked again inside the
@@ -38,8 +54,12 @@ pub struct NewApiToken<'a> {
     pub sealed: &'a [u8],
     /// Now, epoch ms.
     pub now: i64,
-    /// Most API tokens a user may hold.
+    /// Most API tokens a user may hold (expired ones are deleted first and do not count).
     pub cap: u64,
+    /// What the owner calls it.
+    pub name: Option<&'a str>,
+    /// When it stops being accepted, epoch ms; `None`: never.
+    pub expires_at: Option<i64>,
     /// What the request was authenticated with.
     pub proof: CredentialProof<'a>,
 }
@@ -69,21 +89,39 @@ pub trait ApiTokenStore: Send + Sync {
 
     /// Stores a new API token unless its owner already holds `cap` of them or the credential
     /// that asked for it no longer stands (ended by a revocation that raced the request), all
-    /// under the owner's lock so concurrent creations cannot overshoot the cap.
+    /// under the owner's lock so concurrent creations cannot overshoot the cap. The owner's
+    /// expired tokens are deleted first (with a credential change-log row, like any delete), so
+    /// they neither count against the cap nor pile up.
     async fn insert_api_token_checked(
         &self,
         token: &NewApiToken<'_>,
     ) -> Result<ApiTokenInsert, StoreError>;
 
-    /// The API token with this digest and its owner.
+    /// The API token with this digest and its owner (expired or not: the caller decides).
     async fn api_token_by_digest(
         &self,
         digest: &[u8; 32],
     ) -> Result<Option<(StoredApiToken, UserRecord)>, StoreError>;
 
-    /// A user's API tokens, oldest first.
+    /// The API token with row id `id` and its owner (expired or not: the caller decides).
+    async fn api_token_by_id(
+        &self,
+        id: i64,
+    ) -> Result<Option<(StoredApiToken, UserRecord)>, StoreError>;
+
+    /// A user's API tokens, oldest first (expired ones included: the caller filters).
     async fn api_tokens_of(&self, user_id: i64) -> Result<Vec<StoredApiToken>, StoreError>;
 
     /// Deletes an API token; false if it was already gone.
     async fn delete_api_token(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Sets (or with `None` clears) an API token's name; false if the token is gone. A name is
+    /// no credential, so nothing is written to the change log.
+    async fn rename_api_token(&self, id: i64, name: Option<&str>) -> Result<bool, StoreError>;
+
+    /// Records recent uses, `(keyed digest, epoch ms)`, in one transaction; a time never moves
+    /// back (an older use than the one stored is ignored) and a token deleted meanwhile is
+    /// skipped. Returns the rows changed. Called in batches off the request path, never per
+    /// request.
+    async fn record_api_token_uses(&self, uses: &[([u8; 32], i64)]) -> Result<u64, StoreError>;
 }

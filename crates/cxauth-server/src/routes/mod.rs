@@ -2,6 +2,7 @@
 //! handler is registered here together with its OpenAPI description ([`api_routes`]), so the
 //! document and the router cannot drift.
 
+pub mod api_tokens;
 pub mod auth;
 pub mod directory;
 pub mod legacy;
@@ -71,7 +72,19 @@ pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<A
         .routes(routes!(ops::readyz))
         .routes(routes!(auth::jwks))
         .nest("/voice/api/v1", admin.clone())
-        .nest("/api/v1", admin);
+        .nest("/api/v1", admin)
+        .nest(
+            "/cxauth/v1",
+            utoipa_axum::router::OpenApiRouter::new()
+                .routes(routes!(
+                    api_tokens::api_tokens_list,
+                    api_tokens::api_tokens_create
+                ))
+                .routes(routes!(
+                    api_tokens::api_tokens_rename,
+                    api_tokens::api_tokens_delete
+                )),
+        );
     if config.ringex_emulator {
         api = api
             .routes(routes!(ringex::ringex_emulator_token))

@@ -22,3 +22,4 @@ mod ringex;
 mod ringex_refresh;
 mod shapes;
 mod throttle;
+mod token_meta;

@@ -28,6 +28,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("post", "/voice/api/v1/admin/token"),
     ("delete", "/voice/api/v1/admin/token/{token}"),
     ("get", "/voice/api/v1/admin/users"),
+    ("get", "/cxauth/v1/api-tokens"),
+    ("post", "/cxauth/v1/api-tokens"),
+    ("patch", "/cxauth/v1/api-tokens/{id}"),
+    ("delete", "/cxauth/v1/api-tokens/{id}"),
 ];
 
 const EMULATOR: &[(&str, &str)] = &[
@@ -93,12 +97,14 @@ async fn routed(s: &TestApp, method: &str, path: &str) -> bool {
     let url = s.url(
         &path
             .replace("{token}", "x")
-            .replace("{accountId}", "10000001"),
+            .replace("{accountId}", "10000001")
+            .replace("{id}", "1"),
     );
     let req = match method {
         "get" => http().get(url),
         "post" => http().post(url),
         "delete" => http().delete(url),
+        "patch" => http().patch(url),
         other => panic!("unexpected method {other}"),
     };
     let (status, _, body) = send(req).await.parts();
@@ -160,7 +166,7 @@ async fn admin_operations_take_a_bearer_token_or_x_auth_token_and_auth_operation
     let either = json!([{"bearer": []}, {"X-Auth-Token": []}]);
     for (method, path, op) in each_operation(&doc) {
         let security = op.get("security");
-        if path.contains("/admin/") {
+        if path.contains("/admin/") || path.starts_with("/cxauth/") {
             assert_eq!(security, Some(&either), "{method} {path}");
         } else if path.starts_with("/restapi/") {
             let expected = if method == "post" {

@@ -12,6 +12,37 @@ use cxauth_core::store::{
 };
 use sqlx::Row as _;
 
+/// The columns [`token_of`] reads, of `api_tokens` aliased `t`.
+macro_rules! token_columns {
+    () => {
+        "t.id AS token_id, t.sealed AS token_sealed, t.name AS token_name, \
+         t.created_at AS token_created_at, t.expires_at AS token_expires_at, \
+         t.last_used_at AS token_last_used_at"
+    };
+}
+
+/// A row of the dialect's database.
+type DbRow = <super::Db as sqlx::Database>::Row;
+
+/// An API token of `user_id` from a row holding [`token_columns`].
+fn token_of(r: &DbRow, user_id: i64) -> StoredApiToken {
+    StoredApiToken {
+        id: r.get("token_id"),
+        user_id,
+        sealed: r.get("token_sealed"),
+        name: r.get("token_name"),
+        created_at: r.get("token_created_at"),
+        expires_at: r.get("token_expires_at"),
+        last_used_at: r.get("token_last_used_at"),
+    }
+}
+
+/// An API token and its owner from a row holding [`token_columns`] and the user's columns.
+fn token_and_owner(r: &DbRow) -> Result<(StoredApiToken, UserRecord), StoreError> {
+    let user: UserRecord = <UserRow as sqlx::FromRow<_>>::from_row(r).db()?.into();
+    Ok((token_of(r, user.id), user))
+}
+
 #[async_trait]
 impl ApiTokenStore for Backend {
     #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
@@ -63,10 +94,12 @@ impl ApiTokenStore for Backend {
             }
             CredentialProof::ApiToken(d) => {
                 sqlx::query_scalar(
-                    "SELECT user_id FROM api_tokens WHERE digest = $1 AND user_id = $2",
+                    "SELECT user_id FROM api_tokens WHERE digest = $1 AND user_id = $2 \
+                     AND (expires_at IS NULL OR expires_at > $3)",
                 )
                 .bind(d.as_slice())
                 .bind(t.user_id)
+                .bind(t.now)
                 .fetch_optional(&mut *tx)
                 .await
             }
@@ -86,6 +119,23 @@ impl ApiTokenStore for Backend {
         if stands.is_none() {
             return Ok(ApiTokenInsert::CredentialGone);
         }
+        // Expired tokens are refused and listed nowhere: delete them here, under the owner's
+        // lock, so they neither count against the cap nor pile up.
+        let expired = sqlx::query(
+            "DELETE FROM api_tokens WHERE user_id = $1 AND expires_at IS NOT NULL \
+             AND expires_at <= $2",
+        )
+        .bind(t.user_id)
+        .bind(t.now)
+        .execute(&mut *tx)
+        .await
+        .db()?
+        .rows_affected();
+        let change = if expired > 0 {
+            Some(record_change(&mut tx, ChangeKind::User, &t.user_id.to_string(), wall_ms()).await?)
+        } else {
+            None
+        };
         // Counts at most `cap` rows: the cost stays bounded by the cap, not the table.
         let held: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM (SELECT id FROM api_tokens WHERE user_id = $1 LIMIT $2) held",
@@ -95,22 +145,31 @@ impl ApiTokenStore for Backend {
         .fetch_one(&mut *tx)
         .await
         .db()?;
-        if u64::try_from(held).unwrap_or(0) >= t.cap {
-            return Ok(ApiTokenInsert::CapReached);
+        let outcome = if u64::try_from(held).unwrap_or(0) >= t.cap {
+            ApiTokenInsert::CapReached
+        } else {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO api_tokens (user_id, digest, sealed, created_at, name, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(t.user_id)
+            .bind(t.digest.as_slice())
+            .bind(t.sealed)
+            .bind(t.now)
+            .bind(t.name)
+            .bind(t.expires_at)
+            .fetch_one(&mut *tx)
+            .await
+            .db()?;
+            ApiTokenInsert::Created(id)
+        };
+        // Committed even when the cap is reached: the expired tokens stay deleted.
+        let committed = tx.commit().await.db();
+        if let Some(change) = change {
+            change.announce(self.local_key());
         }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO api_tokens (user_id, digest, sealed, created_at) VALUES ($1, $2, $3, $4) \
-                 RETURNING id",
-        )
-        .bind(t.user_id)
-        .bind(t.digest.as_slice())
-        .bind(t.sealed)
-        .bind(t.now)
-        .fetch_one(&mut *tx)
-        .await
-        .db()?;
-        tx.commit().await.db()?;
-        Ok(ApiTokenInsert::Created(id))
+        committed?;
+        Ok(outcome)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -120,7 +179,9 @@ impl ApiTokenStore for Backend {
     ) -> Result<Option<(StoredApiToken, UserRecord)>, StoreError> {
         // Runs on every API-token request: static SQL, nothing formatted.
         let sql = concat!(
-            "SELECT t.id AS token_id, t.sealed, ",
+            "SELECT ",
+            token_columns!(),
+            ", ",
             user_columns!("u."),
             " FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.digest = $1"
         );
@@ -129,33 +190,79 @@ impl ApiTokenStore for Backend {
             .fetch_optional(&self.pool)
             .await
             .db()?;
-        let Some(row) = row else { return Ok(None) };
-        let user: UserRecord = <UserRow as sqlx::FromRow<_>>::from_row(&row).db()?.into();
-        Ok(Some((
-            StoredApiToken {
-                id: row.get("token_id"),
-                user_id: user.id,
-                sealed: row.get("sealed"),
-            },
-            user,
-        )))
+        row.map(|r| token_and_owner(&r)).transpose()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(id))]
+    async fn api_token_by_id(
+        &self,
+        id: i64,
+    ) -> Result<Option<(StoredApiToken, UserRecord)>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            token_columns!(),
+            ", ",
+            user_columns!("u."),
+            " FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .db()?;
+        row.map(|r| token_and_owner(&r)).transpose()
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     async fn api_tokens_of(&self, user_id: i64) -> Result<Vec<StoredApiToken>, StoreError> {
-        let rows = sqlx::query("SELECT id, sealed FROM api_tokens WHERE user_id = $1 ORDER BY id")
+        let sql = concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens t WHERE t.user_id = $1 ORDER BY t.id"
+        );
+        let rows = sqlx::query(sql)
             .bind(user_id)
             .fetch_all(&self.pool)
             .await
             .db()?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredApiToken {
-                id: r.get(0),
-                user_id,
-                sealed: r.get(1),
-            })
-            .collect())
+        Ok(rows.iter().map(|r| token_of(r, user_id)).collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(id))]
+    async fn rename_api_token(&self, id: i64, name: Option<&str>) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query("UPDATE api_tokens SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .db()?
+            .rows_affected();
+        tx.commit().await.db()?;
+        Ok(changed > 0)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(uses = uses.len()))]
+    async fn record_api_token_uses(&self, uses: &[([u8; 32], i64)]) -> Result<u64, StoreError> {
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write().await?;
+        let mut changed = 0;
+        for (digest, at) in uses {
+            changed += sqlx::query(
+                "UPDATE api_tokens SET last_used_at = $1 WHERE digest = $2 \
+                 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(*at)
+            .bind(digest.as_slice())
+            .execute(&mut *tx)
+            .await
+            .db()?
+            .rows_affected();
+        }
+        tx.commit().await.db()?;
+        Ok(changed)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(id))]

@@ -3,7 +3,7 @@
 
 use super::Output;
 use anyhow::Context as _;
-use cxauth_client::{Account, Agent, User};
+use cxauth_client::{Account, Agent, ApiTokenDetails, User};
 use std::io::Write as _;
 
 /// An empty table with `header`.
@@ -85,6 +85,44 @@ pub(super) fn print_users(users: &[User], output: Output) -> anyhow::Result<()> 
         Output::Table => {
             let mut t = table(&["ID", "Username", "Name", "Enabled", "Roles"]);
             rows(&mut t, users, 0);
+            print_table(t)
+        }
+    }
+}
+
+/// API tokens as RingCX lists them: the bare tokens, as a table or a JSON array of strings.
+pub(super) fn print_bare_tokens(tokens: Vec<String>, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&tokens),
+        Output::Table => {
+            let mut t = table(&["API token"]);
+            for token in tokens {
+                t.add_row(vec![token]);
+            }
+            print_table(t)
+        }
+    }
+}
+
+/// API tokens with their details (never the tokens), as a table or JSON as the server sent it.
+pub(super) fn print_token_details(
+    tokens: &[ApiTokenDetails],
+    output: Output,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&tokens),
+        Output::Table => {
+            let mut t = table(&["Id", "Name", "Created", "Expires", "Last used", "Hint"]);
+            for d in tokens {
+                t.add_row(vec![
+                    d.id.to_string(),
+                    d.name.clone().unwrap_or_default(),
+                    d.created_at.clone(),
+                    d.expires_at.clone().unwrap_or_else(|| "never".into()),
+                    d.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                    d.hint.clone(),
+                ]);
+            }
             print_table(t)
         }
     }

@@ -696,3 +696,173 @@ fn the_bootstrap_password_hint_names_its_database() {
         "{hint}"
     );
 }
+
+#[test]
+fn token_names_expiry_and_the_long_list() {
+    let server = serve(&[]);
+    let h = home();
+    h.login(&server.base, "default");
+    let plain = h.ok(&["token", "create"]).trim().to_owned();
+    let out = h.run(
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci deploy",
+            "--expires-in",
+            "30d",
+        ],
+        "",
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "the token alone: {}",
+        out.stdout
+    );
+    let named = out.stdout.trim().to_owned();
+    assert!(named.starts_with("aws80:"), "{named}");
+    assert!(out.stderr.contains("expires at"), "{}", out.stderr);
+
+    // The bare list is unchanged; --long shows details and never a whole token.
+    let bare = h.json(&["token", "list"]);
+    assert_eq!(bare, serde_json::json!([plain, named]));
+    let long = h.json(&["token", "list", "--long"]);
+    let rows = long.as_array().expect("array");
+    assert_eq!(rows.len(), 2);
+    assert!(!long.to_string().contains(&named) && !long.to_string().contains(&plain));
+    let row = rows
+        .iter()
+        .find(|r| r["name"] == "ci deploy")
+        .expect("named row");
+    assert!(
+        row["expiresAt"].is_string() && row["lastUsedAt"].is_null(),
+        "{row}"
+    );
+    assert_eq!(
+        row["hint"],
+        format!("\u{2026}{}", &named[named.len() - 4..])
+    );
+    let id = row["id"].as_i64().expect("id").to_string();
+    let table = h.ok(&["token", "list", "-l", "--output", "table"]);
+    for col in [
+        "Id",
+        "Name",
+        "Created",
+        "Expires",
+        "Last used",
+        "Hint",
+        "ci deploy",
+        "never",
+    ] {
+        assert!(table.contains(col), "{col} in {table}");
+    }
+    assert!(!table.contains(&named), "{table}");
+
+    // Rename, clear, delete by id.
+    let renamed = h.json(&["token", "rename", &id, "nightly"]);
+    assert_eq!(renamed[0]["name"], "nightly");
+    let cleared = h.json(&["token", "rename", &id, "--clear"]);
+    assert!(cleared[0]["name"].is_null());
+    let out = h.run(&["token", "delete", "--id", &id], "", &[]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
+    assert_eq!(h.json(&["token", "list"]), serde_json::json!([plain]));
+    h.fails(
+        &["token", "delete", "--id", &id],
+        "",
+        &[],
+        1,
+        "no API token",
+    );
+
+    // Bad input: clap refuses bad durations; the server refuses bad names and lifetimes.
+    for bad in ["30x", "d", "-5d", "99999999999999999999w"] {
+        let out = h.run(&["token", "create", "--expires-in", bad], "", &[]);
+        assert_eq!(out.code, 2, "{bad}: {}", out.stderr);
+    }
+    h.fails(
+        &["token", "create", "--expires-in", "10s"],
+        "",
+        &[],
+        1,
+        "expiresIn",
+    );
+    h.fails(
+        &["token", "create", "--expires-in", "1000d"],
+        "",
+        &[],
+        1,
+        "expiresIn",
+    );
+    h.fails(&["token", "create", "--name", ""], "", &[], 1, "name");
+    let out = h.run(&["token", "rename", &id], "", &[]);
+    assert_eq!(out.code, 2, "a name or --clear: {}", out.stderr);
+    let out = h.run(&["token", "delete"], "", &[]);
+    assert_eq!(out.code, 2, "a token or --id: {}", out.stderr);
+    assert_eq!(
+        h.json(&["token", "list"]),
+        serde_json::json!([plain]),
+        "nothing made"
+    );
+}
+
+/// A stand-in for a RingCX server: it knows the RingCX token list and nothing of `/cxauth/v1`.
+fn fake_ringcx() -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let (status, body) = if head.starts_with("GET /voice/api/v1/admin/token ") {
+                (
+                    "200 OK",
+                    r#"["aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9"]"#,
+                )
+            } else {
+                ("404 Not Found", r#"{"error":"not found"}"#)
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (base, handle)
+}
+
+#[test]
+fn against_ringcx_the_long_list_falls_back_and_names_are_refused() {
+    let h = home();
+    let (base, server) = fake_ringcx();
+    let envs = [
+        (
+            "CXAUTH_API_TOKEN",
+            "aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9",
+        ),
+        ("CXAUTH_SERVER", base.as_str()),
+    ];
+    let out = h.run(&["token", "list", "--long"], "", &envs);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out.stdout).expect("json"),
+        serde_json::json!(["aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9"])
+    );
+    assert!(out.stderr.contains("not supported"), "{}", out.stderr);
+    h.fails(
+        &["token", "create", "--name", "x"],
+        "",
+        &envs,
+        1,
+        "names and expiry are not supported",
+    );
+    server.join().expect("fake server");
+}

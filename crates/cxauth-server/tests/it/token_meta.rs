@@ -1,0 +1,634 @@
+//! API token metadata on cxauth's own endpoints (`/cxauth/v1/api-tokens`): names, expiry, the
+//! last use written in batches, ids that reveal nothing of other users, hostile bodies; and the
+//! RingCX `…/admin/token` endpoints answering exactly as before.
+
+use cxauth_core::clock::Clock as _;
+use cxauth_proto::ApiToken;
+use cxauth_testkit::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const TOKENS: &str = "/cxauth/v1/api-tokens";
+const MAIN: i64 = 10_000_000;
+
+/// `METHOD path` with `X-Auth-Token: cred` (any credential the header takes) and a JSON body.
+async fn call(app: &TestApp, method: Method, path: &str, cred: &str, body: Option<Value>) -> Reply {
+    let mut req = app.request(method, path).header("x-auth-token", cred);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    app.send(req).await
+}
+
+/// Creates a token on the own endpoint, asserting 201; its answer.
+async fn create(app: &TestApp, cred: &str, body: Value) -> Value {
+    let r = call(app, Method::POST, TOKENS, cred, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("cache-control"), "no-store");
+    r.json()
+}
+
+/// The own list, asserting 200.
+async fn details(app: &TestApp, cred: &str) -> Vec<Value> {
+    let r = call(app, Method::GET, TOKENS, cred, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), "no-store");
+    r.json().as_array().expect("array").clone()
+}
+
+fn rfc3339_ms(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).expect("ms")
+}
+
+fn access(s: &cxauth_client::Session) -> String {
+    s.access_token.clone()
+}
+
+/// `(status, body)` of an API-token-authenticated request to an admin endpoint, minus the parts
+/// that differ per request, to compare a refusal with another.
+async fn refusal(app: &TestApp, token: &str) -> (u16, String, String) {
+    let r = app.get_x_auth("/voice/api/v1/admin/accounts", token).await;
+    let ct = r.header("content-type").to_owned();
+    (r.status, ct, r.body)
+}
+
+/// 64 requests with `token` at once, each on its own task; their statuses.
+async fn burst(app: &TestApp, token: &str) -> Vec<u16> {
+    let url = app.url("/voice/api/v1/admin/accounts");
+    let client = http();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let req = client.get(&url).header("x-auth-token", token);
+        set.spawn(async move { req.send().await.map_or(0, |r| r.status().as_u16()) });
+    }
+    set.join_all().await
+}
+
+#[tokio::test]
+async fn create_list_rename_delete_and_the_ringcx_shapes_stay() {
+    let app = TestApp::spawn().await;
+    let admin = access(&app.login_admin().await);
+    let before = app.clock.now_ms();
+
+    // The RingCX POST: bare text, no name, no expiry.
+    let r = app
+        .send(
+            app.post("/voice/api/v1/admin/token")
+                .bearer_auth(&admin)
+                .header("content-type", "application/json"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").starts_with("text/plain"));
+    let ringcx = r.body.clone();
+    assert!(ApiToken::parse(&ringcx).is_some(), "{ringcx}");
+
+    let plain = create(&app, &admin, json!({})).await;
+    let token = plain["token"].as_str().expect("token").to_owned();
+    assert!(ApiToken::parse(&token).is_some());
+    assert_eq!(plain["name"], Value::Null);
+    assert_eq!(plain["expiresAt"], Value::Null);
+    assert_eq!(plain["lastUsedAt"], Value::Null);
+    assert_eq!(
+        plain["hint"],
+        format!("\u{2026}{}", &token[token.len() - 4..])
+    );
+    assert_eq!(rfc3339_ms(&plain["createdAt"]) / 1000, before / 1000);
+
+    let named = create(
+        &app,
+        &admin,
+        json!({"name": "  ci deploy ", "expiresIn": 3600}),
+    )
+    .await;
+    assert_eq!(named["name"], "ci deploy", "trimmed");
+    assert_eq!(
+        rfc3339_ms(&named["expiresAt"]) - rfc3339_ms(&named["createdAt"]),
+        3_600_000
+    );
+    let named_token = named["token"].as_str().expect("token").to_owned();
+    // The new token works at once, as X-Auth-Token.
+    assert_eq!(refusal(&app, &named_token).await.0, 200);
+
+    // The own list: details and hints, never a whole token.
+    let list = call(&app, Method::GET, TOKENS, &admin, None).await;
+    for t in [&ringcx, &token, &named_token] {
+        assert!(
+            !list.body.contains(t.as_str()),
+            "a whole token listed: {}",
+            list.body
+        );
+    }
+    let list = list.json();
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 3);
+    for t in list {
+        let keys: Vec<&str> = t
+            .as_object()
+            .expect("obj")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["createdAt", "expiresAt", "hint", "id", "lastUsedAt", "name"]
+        );
+    }
+    let ringcx_row = list
+        .iter()
+        .find(|t| t["hint"] == format!("\u{2026}{}", &ringcx[ringcx.len() - 4..]))
+        .expect("the RingCX token is listed");
+    assert_eq!(ringcx_row["name"], Value::Null);
+    assert_eq!(ringcx_row["expiresAt"], Value::Null);
+
+    // The RingCX list: still a JSON array of the token strings, oldest first.
+    let r = app
+        .send(app.get("/api/v1/admin/token").bearer_auth(&admin))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!([ringcx, token, named_token]));
+
+    // Rename, clear, by id.
+    let id = named["id"].as_i64().expect("id");
+    let path = format!("{TOKENS}/{id}");
+    let r = call(
+        &app,
+        Method::PATCH,
+        &path,
+        &admin,
+        Some(json!({"name": "Grüße 日本"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["name"], "Grüße 日本");
+    assert_eq!(r.json()["hint"], named["hint"]);
+    assert!(!r.body.contains(&named_token));
+    let r = call(
+        &app,
+        Method::PATCH,
+        &path,
+        &admin,
+        Some(json!({"name": null})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["name"], Value::Null);
+    assert_eq!(
+        app.db
+            .count("SELECT COUNT(*) FROM audit_events WHERE event = 'api_token.rename'")
+            .await,
+        2
+    );
+
+    // Delete by id: gone everywhere, refused like any deleted token, and a second delete is 404.
+    let r = call(&app, Method::DELETE, &path, &admin, None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(refusal(&app, &named_token).await.0, 401);
+    let r = call(&app, Method::DELETE, &path, &admin, None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.json()["errorCode"], "not.found");
+    let tokens = app
+        .client
+        .list_api_tokens(&bearer_str(&admin))
+        .await
+        .expect("list");
+    assert_eq!(tokens, vec![ringcx.clone(), token.clone()]);
+    assert_eq!(details(&app, &admin).await.len(), 2);
+    assert_eq!(
+        app.db
+            .count("SELECT COUNT(*) FROM audit_events WHERE event = 'api_token.delete'")
+            .await,
+        1
+    );
+
+    // An API token may manage tokens on the own endpoints too, itself included.
+    let own = details(&app, &token).await;
+    assert_eq!(own.len(), 2);
+    let me = own
+        .iter()
+        .find(|t| t["hint"] == plain["hint"])
+        .expect("listed");
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("{TOKENS}/{}", me["id"]),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(refusal(&app, &token).await.0, 401);
+}
+
+fn bearer_str(t: &str) -> cxauth_client::Credential {
+    cxauth_client::Credential::Bearer(t.to_owned())
+}
+
+#[tokio::test]
+async fn hostile_bodies_and_ids_are_clear_4xx_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let admin = access(&app.login_admin().await);
+    let max = 2 * 365 * 24 * 3600_u64;
+    let bad_bodies = [
+        json!({"name": "x".repeat(101)}),
+        json!({"name": "é".repeat(101)}),
+        json!({"name": ""}),
+        json!({"name": "   "}),
+        json!({"name": "a\u{0}b"}),
+        json!({"name": "line\nbreak"}),
+        json!({"name": "evil\u{202E}gpj.exe"}),
+        json!({"name": "zero\u{200B}width"}),
+        json!({"name": 5}),
+        json!({"name": ["x"]}),
+        json!({"name": {"a": 1}}),
+        json!({"expiresIn": -1}),
+        json!({"expiresIn": 0}),
+        json!({"expiresIn": 59}),
+        json!({"expiresIn": max + 1}),
+        json!({"expiresIn": u64::MAX}),
+        json!({"expiresIn": 1e30}),
+        json!({"expiresIn": 3600.5}),
+        json!({"expiresIn": "3600"}),
+        json!({"expiresIn": true}),
+        json!({"expiresAt": "2030-01-01T00:00:00Z"}),
+        json!({"name": "ok", "token": "aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9"}),
+        json!([]),
+        json!("name"),
+        json!(null),
+    ];
+    for body in &bad_bodies {
+        let r = call(&app, Method::POST, TOKENS, &admin, Some(body.clone())).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert_eq!(r.header("content-type"), "application/json");
+        let v = r.json();
+        assert_eq!(v["errorCode"], "bad.request", "{body}");
+        let details = v["details"].as_str().expect("details");
+        assert!(
+            ["name", "expiresIn", "field", "body"]
+                .iter()
+                .any(|w| details.contains(w)),
+            "{body}: the message names what is wrong: {details}"
+        );
+    }
+    for raw in ["{", "{\"name\":", "\u{0}", "name=x"] {
+        let r = app
+            .send(
+                app.post(TOKENS)
+                    .header("x-auth-token", &admin)
+                    .header("content-type", "application/json")
+                    .body(raw),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{raw:?}: {}", r.body);
+    }
+    let huge = app
+        .send(
+            app.post(TOKENS)
+                .header("x-auth-token", &admin)
+                .body(format!("{{\"name\":\"{}\"}}", "x".repeat(4 << 20))),
+        )
+        .await;
+    assert!(matches!(huge.status, 400 | 413), "{}", huge.status);
+    assert_eq!(app.db.count("SELECT COUNT(*) FROM api_tokens").await, 0);
+
+    // The limits themselves are accepted.
+    let edge = create(
+        &app,
+        &admin,
+        json!({"name": "y".repeat(100), "expiresIn": max}),
+    )
+    .await;
+    create(&app, &admin, json!({"name": null, "expiresIn": 60})).await;
+    create(&app, &admin, json!({"name": "日本".repeat(50)})).await;
+    let id = edge["id"].as_i64().expect("id");
+
+    // Bad ids are 404, whatever their shape; a bad rename body on a good id is 400.
+    for bad in [
+        "0",
+        "-1",
+        "abc",
+        "1.5",
+        "+1",
+        &format!("0{id}"),
+        "99999999999999999999",
+        "%00",
+        "1%2F2",
+    ] {
+        for method in [Method::PATCH, Method::DELETE] {
+            let r = call(
+                &app,
+                method.clone(),
+                &format!("{TOKENS}/{bad}"),
+                &admin,
+                Some(json!({"name": "n"})),
+            )
+            .await;
+            assert_eq!(r.status, 404, "{method} {bad}: {}", r.body);
+        }
+    }
+    let path = format!("{TOKENS}/{id}");
+    for body in [
+        json!({}),
+        json!({"name": ""}),
+        json!({"name": 1}),
+        json!({"nom": "x"}),
+        json!([]),
+    ] {
+        let r = call(&app, Method::PATCH, &path, &admin, Some(body.clone())).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+    }
+    assert_eq!(details(&app, &admin).await.len(), 3);
+    assert_eq!(
+        app.db
+            .count("SELECT COUNT(*) FROM api_tokens WHERE name IS NOT NULL")
+            .await,
+        2,
+        "no rename was half-written"
+    );
+    // Without a credential, or with a bad one: the admin endpoints' 401.
+    for cred in ["", "nope", "aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9"] {
+        let mut req = app.get(TOKENS);
+        if !cred.is_empty() {
+            req = req.header("x-auth-token", cred);
+        }
+        assert_eq!(app.send(req).await.status, 401, "{cred}");
+    }
+}
+
+#[tokio::test]
+async fn another_users_ids_are_404_and_an_ancestor_may_manage_a_descendants_tokens() {
+    let app = TestApp::spawn().await;
+    app.user("alice").grants(&[MAIN]).create().await;
+    app.user("bob").parent("alice").create().await;
+    app.user("carol").grants(&[MAIN]).create().await;
+    let alice = access(&app.login("alice").await);
+    let bob = access(&app.login("bob").await);
+    let carol = access(&app.login("carol").await);
+    let bobs = create(&app, &bob, json!({"name": "bob's"})).await;
+    let alices = create(&app, &alice, json!({"name": "alice's"})).await;
+    let bob_path = format!("{TOKENS}/{}", bobs["id"]);
+    let alice_path = format!("{TOKENS}/{}", alices["id"]);
+    let bob_token = bobs["token"].as_str().expect("token").to_owned();
+
+    // A stranger and a descendant see a 404, exactly like an id of nobody's token.
+    let nobody = call(
+        &app,
+        Method::DELETE,
+        &format!("{TOKENS}/999999"),
+        &carol,
+        None,
+    )
+    .await;
+    for (cred, path) in [
+        (&carol, &bob_path),
+        (&bob, &alice_path),
+        (&carol, &alice_path),
+    ] {
+        for method in [Method::PATCH, Method::DELETE] {
+            let r = call(
+                &app,
+                method.clone(),
+                path,
+                cred,
+                Some(json!({"name": "mine"})),
+            )
+            .await;
+            assert_eq!(r.status, 404, "{method} {path}");
+            assert_eq!(r.json()["errorCode"], nobody.json()["errorCode"]);
+            assert_eq!(r.json()["details"], nobody.json()["details"]);
+        }
+    }
+    assert_eq!(refusal(&app, &bob_token).await.0, 200, "untouched");
+    assert_eq!(details(&app, &bob).await[0]["name"], "bob's");
+    // Each lists only its own.
+    assert_eq!(details(&app, &alice).await.len(), 1);
+    assert_eq!(details(&app, &carol).await.len(), 0);
+
+    // The ancestor may rename and delete a descendant's token, as the RingCX delete allows.
+    let r = call(
+        &app,
+        Method::PATCH,
+        &bob_path,
+        &alice,
+        Some(json!({"name": "by alice"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(details(&app, &bob).await[0]["name"], "by alice");
+    let r = call(&app, Method::DELETE, &bob_path, &alice, None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(refusal(&app, &bob_token).await.0, 401);
+}
+
+/// An expiring token is accepted until its expiry and then refused exactly like a deleted one,
+/// on every path that takes API tokens, with the credential cache on and off; it vanishes from
+/// both lists and stops counting against the cap.
+#[tokio::test]
+async fn an_expired_token_is_refused_like_a_deleted_one_with_the_cache_on_and_off() {
+    for staleness in [Duration::from_secs(60), Duration::ZERO] {
+        let app = TestApp::spawn_with(|c| {
+            c.credential_cache_staleness = staleness;
+            c.api_token_cap = 3;
+        })
+        .await;
+        let cache = app.state.auth.credential_cache().clone();
+        assert_eq!(cache.enabled(), !staleness.is_zero());
+        let admin = access(&app.login_admin().await);
+        let deleted = create(&app, &admin, json!({})).await;
+        let deleted_token = deleted["token"].as_str().expect("t").to_owned();
+        app.client
+            .delete_api_token(&bearer_str(&admin), &deleted_token)
+            .await
+            .expect("delete");
+        let gone = refusal(&app, &deleted_token).await;
+        assert_eq!(gone.0, 401);
+
+        let expiring = create(&app, &admin, json!({"name": "short", "expiresIn": 60})).await;
+        let token = expiring["token"].as_str().expect("t").to_owned();
+        let id = expiring["id"].as_i64().expect("id");
+        let held_before = cache.len();
+        assert_eq!(refusal(&app, &token).await.0, 200);
+        if cache.enabled() {
+            assert!(cache.len() > held_before, "the token is now cached");
+        }
+        app.clock.advance(Duration::from_millis(59_999));
+        assert_eq!(
+            refusal(&app, &token).await.0,
+            200,
+            "still before its expiry"
+        );
+        let held = cache.len();
+        app.clock.advance(Duration::from_millis(1));
+
+        // Refused like the deleted token, on every path that takes API tokens.
+        assert_eq!(refusal(&app, &token).await, gone, "cache {staleness:?}");
+        if cache.enabled() {
+            assert_eq!(
+                cache.len(),
+                held,
+                "refused from the cache, nothing forgotten"
+            );
+        }
+        for (method, path) in [
+            (Method::GET, "/voice/api/v1/admin/token"),
+            (Method::POST, "/api/v1/admin/token"),
+            (Method::GET, "/api/v1/admin/users"),
+            (Method::GET, TOKENS),
+            (Method::POST, TOKENS),
+        ] {
+            let r = call(&app, method.clone(), path, &token, None).await;
+            assert_eq!(r.status, 401, "{method} {path}: {}", r.body);
+            let d = call(&app, method.clone(), path, &deleted_token, None).await;
+            assert_eq!(r.body, d.body, "{method} {path}");
+        }
+        // Its own RingCX delete and its id: not found, like a deleted one.
+        let r = call(
+            &app,
+            Method::DELETE,
+            &format!("/api/v1/admin/token/{}", token.replace(':', "%3A")),
+            &token,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 401);
+        let r = app
+            .send(
+                app.delete(&format!(
+                    "/api/v1/admin/token/{}",
+                    token.replace(':', "%3A")
+                ))
+                .bearer_auth(&admin),
+            )
+            .await;
+        assert_eq!(r.status, 404, "{}", r.body);
+        let r = call(
+            &app,
+            Method::PATCH,
+            &format!("{TOKENS}/{id}"),
+            &admin,
+            Some(json!({"name": "x"})),
+        )
+        .await;
+        assert_eq!(r.status, 404);
+        // A bearer header never takes an API token, expired or not.
+        let r = app.get_bearer("/voice/api/v1/admin/accounts", &token).await;
+        assert_eq!(r.status, 401);
+        // Listed nowhere.
+        assert!(details(&app, &admin).await.is_empty());
+        let tokens = app
+            .client
+            .list_api_tokens(&bearer_str(&admin))
+            .await
+            .expect("list");
+        assert!(tokens.is_empty(), "{tokens:?}");
+
+        // Not counted against the cap (3): three more fit, and the expired row is deleted
+        // (with a change-log row) by the next creation.
+        let changes = app
+            .db
+            .count("SELECT COUNT(*) FROM credential_changes")
+            .await;
+        for _ in 0..3 {
+            create(&app, &admin, json!({})).await;
+        }
+        let r = call(&app, Method::POST, TOKENS, &admin, Some(json!({}))).await;
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert_eq!(app.db.count("SELECT COUNT(*) FROM api_tokens").await, 3);
+        assert!(
+            app.db
+                .count("SELECT COUNT(*) FROM credential_changes")
+                .await
+                > changes
+        );
+    }
+}
+
+/// Many parallel requests with one token at one instant note one use; nothing is written on the
+/// request path; the flush writes it once and the list shows it; ordering is by last use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_uses_record_one_last_use_written_by_the_flush() {
+    let app = TestApp::spawn_with(|c| c.credential_cache_staleness = Duration::from_secs(60)).await;
+    let admin = access(&app.login_admin().await);
+    let auth = app.state.auth.clone();
+    // Nothing from before this test is waiting.
+    auth.flush_api_token_uses().await.expect("flush");
+    let old = create(&app, &admin, json!({"name": "old"})).await;
+    app.clock.advance(Duration::from_secs(1));
+    let busy = create(&app, &admin, json!({"name": "busy"})).await;
+    app.clock.advance(Duration::from_secs(1));
+    let idle = create(&app, &admin, json!({"name": "idle"})).await;
+    let busy_token = busy["token"].as_str().expect("t").to_owned();
+    let old_token = old["token"].as_str().expect("t").to_owned();
+
+    // Never used: newest first.
+    let names: Vec<Value> = details(&app, &admin)
+        .await
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("idle"), json!("busy"), json!("old")]);
+
+    let first_use = app.clock.now_ms();
+    let statuses = burst(&app, &busy_token).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        app.db
+            .count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
+            .await,
+        0,
+        "no write on the request path"
+    );
+    assert_eq!(auth.api_token_uses_held(), 1);
+    assert_eq!(
+        auth.flush_api_token_uses().await.expect("flush"),
+        1,
+        "one value written"
+    );
+    assert_eq!(
+        auth.flush_api_token_uses().await.expect("flush"),
+        0,
+        "and only once"
+    );
+    let listed = details(&app, &admin).await;
+    assert_eq!(listed[0]["name"], "busy", "most recently used first");
+    assert_eq!(
+        rfc3339_ms(&listed[0]["lastUsedAt"]) / 1000,
+        first_use / 1000
+    );
+    assert_eq!(listed[1]["lastUsedAt"], Value::Null);
+
+    // Within the step: another burst notes nothing new.
+    app.clock.advance(Duration::from_secs(30));
+    burst(&app, &busy_token).await;
+    assert_eq!(auth.flush_api_token_uses().await.expect("flush"), 0);
+
+    // The old token used later moves to the top; the busy one, used again after the step,
+    // moves its time on.
+    app.clock.advance(Duration::from_secs(31));
+    burst(&app, &old_token).await;
+    app.clock.advance(Duration::from_secs(1));
+    burst(&app, &busy_token).await;
+    let later = app.clock.now_ms();
+    assert_eq!(auth.flush_api_token_uses().await.expect("flush"), 2);
+    let listed = details(&app, &admin).await;
+    let names: Vec<Value> = listed.iter().map(|t| t["name"].clone()).collect();
+    assert_eq!(names, [json!("busy"), json!("old"), json!("idle")]);
+    assert_eq!(rfc3339_ms(&listed[0]["lastUsedAt"]) / 1000, later / 1000);
+    assert_eq!(listed[2]["lastUsedAt"], Value::Null);
+    assert_eq!(idle["lastUsedAt"], Value::Null);
+
+    // A deleted token's pending use is skipped, not an error.
+    app.clock.advance(Duration::from_secs(61));
+    burst(&app, &old_token).await;
+    app.client
+        .delete_api_token(&bearer_str(&admin), &old_token)
+        .await
+        .expect("delete");
+    assert_eq!(auth.flush_api_token_uses().await.expect("flush"), 0);
+}
