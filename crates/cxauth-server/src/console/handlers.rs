@@ -7,6 +7,7 @@ use super::cookies::{REFRESH_COOKIE, clear_cookies, cookie, session_cookies};
 use super::error::ConsoleError;
 use super::pages::{
     AccountsPage, Chrome, LoginPage, MainRow, TokenRow, TokensPage, UserRow, UsersPage, render,
+    when,
 };
 use super::session::{ClientInfo, Signed, signed};
 use crate::AppState;
@@ -16,12 +17,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use cxauth_core::admin::KNOWN_ROLES;
-use cxauth_core::service::{AuthError, LoginInput, MAX_USERNAME_LEN, ManagedUserSpec};
+use cxauth_core::service::{
+    AuthError, LoginInput, MAX_API_TOKEN_NAME_CHARS, MAX_USERNAME_LEN, ManagedUserSpec,
+};
 use cxauth_core::store::ROLE_SUPER_USER;
 use secrecy::SecretString;
-
-/// The longest API token name the form accepts.
-pub const MAX_TOKEN_NAME_LEN: usize = 100;
 
 /// A submitted form: its fields in order (a field may repeat, e.g. check boxes).
 struct Form(Vec<(String, String)>);
@@ -252,30 +252,19 @@ pub async fn logout(
 
 // ---------------------------------------------------------------------------------- tokens
 
-/// The caller's tokens as rows, most recently used first.
+/// The caller's tokens as rows, in the core's order: most recently used first, never used
+/// last, then newest first.
 async fn token_rows(state: &AppState, s: &Signed) -> Result<Vec<TokenRow>, ConsoleError> {
-    let tokens = state.auth.list_api_tokens(&s.who).await?;
+    let tokens = state.auth.api_token_details(&s.who).await?;
     Ok(tokens
         .into_iter()
-        .rev()
-        .map(|t| {
-            let tail: String = t
-                .chars()
-                .rev()
-                .take(4)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let platform = t.split(':').next().unwrap_or_default();
-            TokenRow {
-                hint: format!("{platform}:…{tail}"),
-                id: t,
-                name: "—".into(),
-                created: "—".into(),
-                expires: "never".into(),
-                last_used: "—".into(),
-            }
+        .map(|t| TokenRow {
+            id: t.id.to_string(),
+            name: t.name.unwrap_or_else(|| "(no name)".into()),
+            hint: t.hint,
+            created: when(t.created_at),
+            expires: t.expires_at.map_or_else(|| "never".into(), when),
+            last_used: t.last_used_at.map_or_else(|| "never".into(), when),
         })
         .collect())
 }
@@ -291,7 +280,7 @@ async fn tokens_view(
         notice,
         new_token,
         tokens: token_rows(state, s).await?,
-        max_name: MAX_TOKEN_NAME_LEN,
+        max_name: MAX_API_TOKEN_NAME_CHARS,
     };
     Ok(render(&page))
 }
@@ -315,7 +304,8 @@ pub async fn tokens_page(
 }
 
 /// A date of `<input type=date>` (`YYYY-MM-DD`): the token works through that day (UTC), so it
-/// expires at the next midnight. Epoch milliseconds.
+/// expires at its last second, 23:59:59, and is listed as expiring that day. Epoch
+/// milliseconds; the core checks the lifetime's bounds.
 fn parse_expiry(v: &str, now_ms: i64) -> Result<i64, ConsoleError> {
     let bad = || ConsoleError::BadForm("the expiry date must be a date such as 2027-01-31".into());
     let mut parts = v.trim().splitn(3, '-');
@@ -333,6 +323,7 @@ fn parse_expiry(v: &str, now_ms: i64) -> Result<i64, ConsoleError> {
         .midnight()
         .assume_utc()
         .unix_timestamp()
+        .saturating_sub(1)
         .saturating_mul(1000);
     if end <= now_ms {
         return Err(ConsoleError::BadForm(
@@ -354,17 +345,16 @@ pub async fn token_create(
         let r = async {
             let form = Form::read(body)?;
             s.check_form(&state, &client, form.one("csrf")?)?;
-            let name = form.required("name", "A name")?.trim();
-            if name.chars().count() > MAX_TOKEN_NAME_LEN || name.chars().any(char::is_control) {
-                return Err(ConsoleError::BadForm(format!(
-                    "the name must be at most {MAX_TOKEN_NAME_LEN} characters, without control characters"
-                )));
-            }
-            let _expires = match form.one("expires")?.filter(|v| !v.trim().is_empty()) {
+            let name = form.required("name", "A name")?;
+            let expires = match form.one("expires")?.filter(|v| !v.trim().is_empty()) {
                 Some(v) => Some(parse_expiry(v, state.clock.now_ms())?),
                 None => None,
             };
-            let token = state.auth.create_api_token(&s.who, &client.ctx).await?;
+            let made = state
+                .auth
+                .create_api_token_with(&s.who, Some(name), expires, &client.ctx)
+                .await?;
+            let token = made.token;
             tokens_view(&state, &s, None, Some(token)).await
         }
         .await;
@@ -384,8 +374,15 @@ pub async fn token_delete(
         let r = async {
             let form = Form::read(body)?;
             s.check_form(&state, &client, form.one("csrf")?)?;
-            let id = form.required("id", "The token")?;
-            state.auth.delete_api_token(&s.who, id, &client.ctx).await?;
+            let id = form
+                .required("id", "The token")?
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| ConsoleError::NotFound)?;
+            state
+                .auth
+                .delete_api_token_by_id(&s.who, id, &client.ctx)
+                .await?;
             Ok(see_other("/console/tokens?done=deleted"))
         }
         .await;

@@ -261,52 +261,134 @@ async fn every_console_answer_has_the_strict_policy_and_no_store() {
     );
 }
 
+/// `YYYY-MM-DD`, `days` after the app's now.
+fn date_in(app: &TestApp, days: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(app.clock.now_ms() / 1000 + days * 86_400)
+        .expect("time");
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+/// The rows of the token list: (name, hint, expires, last used, delete id), in page order.
+fn token_rows(html: &str) -> Vec<[String; 5]> {
+    let cell = |row: &str, label: &str| -> String {
+        let key = format!("data-label=\"{label}\"");
+        let at = row
+            .find(&key)
+            .unwrap_or_else(|| panic!("no {label} in {row}"));
+        let rest = &row[at..];
+        let rest = &rest[rest.find('>').expect("cell") + 1..];
+        let text = &rest[..rest.find("</td>").expect("cell end")];
+        text.replace("<code class=\"hint\">", "")
+            .replace("</code>", "")
+    };
+    html.split("<tr data-hint=")
+        .skip(1)
+        .map(|row| {
+            let at = row.find("name=\"id\" value=\"").expect("delete form") + 17;
+            let id = row[at..at + row[at..].find('"').expect("end")].to_owned();
+            [
+                cell(row, "Name"),
+                cell(row, "Token"),
+                cell(row, "Expires"),
+                cell(row, "Last used"),
+                id,
+            ]
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn tokens_are_created_shown_once_used_and_deleted() {
+async fn tokens_are_created_shown_once_used_sorted_and_deleted() {
     let app = TestApp::spawn().await;
     let mut b = Browser::new(&app);
     b.login_ok("admin", ADMIN_PASSWORD).await;
     let empty = b.get("/console/tokens").await;
     assert!(empty.body.contains("No API tokens yet."));
     let csrf = form_token(&empty.body);
+    let day = date_in(&app, 30);
     let created = b
         .post(
             "/console/tokens",
-            &[
-                ("csrf", &csrf),
-                ("name", "IVR callout"),
-                ("expires", "2999-12-31"),
-            ],
+            &[("csrf", &csrf), ("name", "IVR callout"), ("expires", &day)],
         )
         .await;
     assert_eq!(created.status, 200, "{}", created.body);
     let token = shown_token(&created.body);
     assert!(token.starts_with("aws80:"), "{token}");
-    assert_eq!(api_tokens_status(&app, &token).await, 200);
-    // Listed by its hint only, never in full, and never again in full on a later page.
+    let second = b
+        .post(
+            "/console/tokens",
+            &[("csrf", &csrf), ("name", "nightly <export>")],
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let token2 = shown_token(&second.body);
+    // Listed by name and hint only, never in full, and never again in full on a later page.
     let list = b.get("/console/tokens").await;
-    let hint = format!("aws80:…{}", &token[token.len() - 4..]);
-    assert!(list.body.contains(&hint), "{}", list.body);
+    assert!(!list.body.contains(&token) && !list.body.contains(&token2));
     assert!(!list.body.contains("No API tokens yet."));
     assert!(!list.body.contains("id=\"new-token\""));
-    let id = {
-        let at = list.body.find("name=\"id\" value=\"").expect("delete form") + 17;
-        list.body[at..at + list.body[at..].find('"').expect("end")].to_owned()
-    };
+    assert!(!list.body.contains("<export>"), "never unescaped");
+    assert!(
+        list.body.contains("nightly &#60;export&#62;"),
+        "names are escaped: {}",
+        list.body
+    );
+    let rows = token_rows(&list.body);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    // Never used: newest first.
+    assert_eq!(rows[0][0], "nightly &#60;export&#62;");
+    let first = &rows[1];
+    assert_eq!(first[0], "IVR callout");
+    assert_eq!(first[1], format!("…{}", &token[token.len() - 4..]));
+    assert_eq!(first[2], format!("{day} 23:59 UTC"));
+    assert_eq!(first[3], "never");
+    // Used with curl against the RingCX endpoint: its last use shows, and it sorts first.
+    assert_eq!(api_tokens_status(&app, &token).await, 200);
+    app.state.auth.flush_api_token_uses().await.expect("flush");
+    let rows = token_rows(&b.get("/console/tokens").await.body);
+    assert_eq!(rows[0][0], "IVR callout", "{rows:?}");
+    assert!(rows[0][3].ends_with(" UTC"), "last used shown: {rows:?}");
+    let id = rows[0][4].clone();
     let deleted = b
         .post("/console/tokens/delete", &[("csrf", &csrf), ("id", &id)])
         .await;
     assert_eq!(deleted.status, 303, "{}", deleted.body);
     assert_eq!(deleted.header("location"), "/console/tokens?done=deleted");
     assert_eq!(api_tokens_status(&app, &token).await, 401);
+    assert_eq!(api_tokens_status(&app, &token2).await, 200);
     let after = b.get("/console/tokens?done=deleted").await;
     assert!(after.body.contains("Token deleted."));
-    assert!(after.body.contains("No API tokens yet."));
+    assert_eq!(token_rows(&after.body).len(), 1);
     // Deleting it again: 404, like the API.
     let again = b
         .post("/console/tokens/delete", &[("csrf", &csrf), ("id", &id)])
         .await;
     assert_eq!(again.status, 404);
+}
+
+#[tokio::test]
+async fn nobody_deletes_a_token_they_do_not_own_or_manage() {
+    let app = TestApp::spawn().await;
+    app.create_user("plain", Some("admin"), &[], &[]).await;
+    let mut admin = Browser::new(&app);
+    admin.login_ok("admin", ADMIN_PASSWORD).await;
+    let csrf = admin.csrf().await;
+    let made = admin
+        .post("/console/tokens", &[("csrf", &csrf), ("name", "admin's")])
+        .await;
+    let token = shown_token(&made.body);
+    let id = token_rows(&admin.get("/console/tokens").await.body)[0][4].clone();
+    let mut plain = Browser::new(&app);
+    plain.login_ok("plain", "plain-pw").await;
+    let pcsrf = plain.csrf().await;
+    let r = plain
+        .post("/console/tokens/delete", &[("csrf", &pcsrf), ("id", &id)])
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(api_tokens_status(&app, &token).await, 200);
+    // Its own list does not show the admin's token.
+    assert!(token_rows(&plain.get("/console/tokens").await.body).is_empty());
 }
 
 #[tokio::test]
