@@ -127,6 +127,8 @@ pub enum DigestKind {
     Throttle,
     /// Attempted usernames that match no user, as the audit trail keeps them.
     AuditUsername,
+    /// The web console's form tokens (CSRF), derived from a session id.
+    ConsoleForm,
 }
 
 impl DigestKind {
@@ -139,6 +141,7 @@ impl DigestKind {
             DigestKind::RingexRefreshToken => b"ringex-refresh-token\0",
             DigestKind::Throttle => b"login-throttle\0",
             DigestKind::AuditUsername => b"audit-username\0",
+            DigestKind::ConsoleForm => b"console-form\0",
         }
     }
 }

@@ -25,6 +25,8 @@
 //! - [`audit`]: the audit events as an enum, how they are written and counted.
 //! - [`error`]: `AuthError`, `StartError`; [`limits`]: the longest inputs read; [`config`]:
 //!   `AuthConfig`.
+//! - [`user_admin`]: user administration on behalf of a signed-in manager (the web console),
+//!   with the API's authorisation rules.
 //! - [`admin`]: operations of `cxauth admin` and the first start (users, accounts, seed,
 //!   bootstrap, purge).
 //! - Building blocks: [`clock`] (injected time), [`crypto`] (master key, digests, sealing),
@@ -56,4 +58,5 @@ pub mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod token_uses;
+pub mod user_admin;
 pub mod wire;

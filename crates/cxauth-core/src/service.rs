@@ -14,7 +14,7 @@ use crate::audit::AuditContext;
 use crate::authn::Authenticator;
 use crate::clock::SharedClock;
 use crate::credcache::CredentialCache;
-use crate::crypto::Secrets;
+use crate::crypto::{DigestKind, Secrets};
 use crate::deps::Deps;
 use crate::directory::Directory;
 use crate::emulator::Emulator;
@@ -26,6 +26,7 @@ use crate::sessions::Sessions;
 use crate::store::{SharedStore, UserRecord};
 use crate::throttle::Throttle;
 use crate::token_uses::UseNotes;
+use crate::user_admin::UserAdmin;
 use cxauth_proto::{Jwks, Session};
 use secrecy::SecretString;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use crate::limits::{
 };
 pub use crate::login::{LEGACY_TOKEN_TTL, LEGACY_TOKEN_TTL_STAY, LoginInput};
 pub use crate::token_uses::LAST_USE_STEP;
+pub use crate::user_admin::ManagedUserSpec;
 pub use crate::wire::{account_to_wire, agent_to_wire, rfc3339, user_to_wire};
 
 /// The service. Shared by all request handlers.
@@ -55,6 +57,7 @@ pub struct Auth {
     directory: Directory,
     exchange: Exchange,
     emulator: Emulator,
+    user_admin: UserAdmin,
 }
 
 impl std::fmt::Debug for Auth {
@@ -92,6 +95,7 @@ impl Auth {
             directory: Directory::new(deps.store.clone(), deps.creds.clone()),
             exchange: Exchange::new(deps.clone(), None),
             emulator: Emulator::new(deps.clone(), gate.clone(), &config),
+            user_admin: UserAdmin::new(deps.clone()),
             keys,
             gate,
             config,
@@ -354,5 +358,87 @@ impl Auth {
         active_only: bool,
     ) -> Result<Vec<cxauth_proto::User>, AuthError> {
         self.directory.users(who, flatten, active_only).await
+    }
+
+    /// Whether the caller may manage users (holds `MANAGE_USERS` or `SUPER_USER`): the rule of
+    /// `GET …/admin/users` and of the operations below.
+    pub fn may_manage_users(&self, who: &Principal) -> bool {
+        crate::user_admin::is_manager(&who.user)
+    }
+
+    /// Creates a user below a manager; see [`crate::user_admin`] for the rules. Returns its id.
+    pub async fn create_managed_user(
+        &self,
+        who: &Principal,
+        spec: ManagedUserSpec,
+        ctx: &AuditContext,
+    ) -> Result<i64, AuthError> {
+        self.user_admin
+            .create(who, self.gate.passwords(), spec, ctx)
+            .await
+    }
+
+    /// Disables or enables a user below a manager; see [`crate::user_admin`].
+    pub async fn set_managed_user_enabled(
+        &self,
+        who: &Principal,
+        user_id: i64,
+        enabled: bool,
+        ctx: &AuditContext,
+    ) -> Result<(), AuthError> {
+        self.user_admin
+            .set_enabled(who, user_id, enabled, ctx)
+            .await
+    }
+
+    /// Sets a new password for a user below a manager, ending its sessions (and its API tokens
+    /// with `revoke_api_tokens`); see [`crate::user_admin`].
+    pub async fn reset_managed_user_password(
+        &self,
+        who: &Principal,
+        user_id: i64,
+        password: SecretString,
+        revoke_api_tokens: bool,
+        ctx: &AuditContext,
+    ) -> Result<crate::store::RevokedCounts, AuthError> {
+        self.user_admin
+            .reset_password(
+                who,
+                self.gate.passwords(),
+                user_id,
+                password,
+                revoke_api_tokens,
+                ctx,
+            )
+            .await
+    }
+
+    /// Ends every credential of a user below a manager; see [`crate::user_admin`].
+    pub async fn revoke_managed_user_tokens(
+        &self,
+        who: &Principal,
+        user_id: i64,
+        ctx: &AuditContext,
+    ) -> Result<crate::store::RevokedCounts, AuthError> {
+        self.user_admin.revoke_tokens(who, user_id, ctx).await
+    }
+
+    /// The form token of a session (the web console's CSRF token): a keyed digest of the
+    /// session id, so it needs no storage, survives refresh (the session id does not change)
+    /// and dies with the session; another session's, or a forged one, does not match.
+    pub fn session_form_token(&self, session_id: &str) -> String {
+        use base64::Engine as _;
+        let d = self
+            .deps
+            .secrets
+            .digest(DigestKind::ConsoleForm, session_id.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+    }
+
+    /// Whether `presented` is the form token of `session_id`, compared in constant time.
+    pub fn check_session_form_token(&self, session_id: &str, presented: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let want = self.session_form_token(session_id);
+        want.len() == presented.len() && bool::from(want.as_bytes().ct_eq(presented.as_bytes()))
     }
 }

@@ -124,6 +124,9 @@ fn retry_after(d: Duration) -> HeaderValue {
     HeaderValue::from(secs.max(1))
 }
 
+/// What a failed login is told, whatever the reason; the web console shows the same words.
+pub const LOGIN_FAILED_DETAILS: &str = "Invalid username, password or platform";
+
 const BEARER_INVALID: &str = "Bearer realm=\"cxauth\", error=\"invalid_token\"";
 const BEARER_REALM: &str = "Bearer realm=\"cxauth\"";
 
@@ -213,7 +216,7 @@ impl IntoResponse for ApiError {
                     StatusCode::UNAUTHORIZED,
                     "authentication.failed",
                     "Authentication failed",
-                    "Invalid username, password or platform".into(),
+                    LOGIN_FAILED_DETAILS.into(),
                 );
                 res.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

@@ -13,10 +13,13 @@
 //!   client address, the audit context); [`params`] reads parameters from query, form or JSON.
 //! - [`error`]: the one mapping of errors to HTTP answers; [`ringex`]: who a RingEX token
 //!   belongs to; [`metrics`]: the Prometheus endpoint.
+//! - [`console`]: the web console under `/console/` (server-rendered HTML, not in the OpenAPI
+//!   document).
 //! - [`config`]: the settings and their one layered chain (defaults, file, environment, flags).
 
 pub mod bootstrap;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod error;
 pub mod extract;

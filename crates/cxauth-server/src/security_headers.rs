@@ -12,6 +12,11 @@
 //!   React sets `style` attributes; style injection cannot run code. Its icons are `data:`
 //!   SVGs, hence `img-src data:`. `frame-ancestors 'none'` (and `X-Frame-Options: DENY` for
 //!   older browsers) keeps the page out of frames.
+//! * `/console` (the web console): a stricter policy still. Its pages load one style sheet and
+//!   one script of its own and nothing else, so neither inline script nor inline style is
+//!   allowed, forms post only to this origin, and no page can be framed. Every console answer
+//!   is `Cache-Control: no-store` (a page may show a new API token) except its two static
+//!   assets, and no console page sends a `Referer`.
 //! * Everything else: `default-src 'none'; frame-ancestors 'none'`, since no answer is meant to
 //!   be rendered as a page or framed.
 //! * Admin API answers (`/voice/api/v1/admin/…`, `/api/v1/admin/…`): `Cache-Control: no-store`,
@@ -27,6 +32,15 @@ pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
      font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
+
+/// The Content Security Policy of the web console `/console`; see the module documentation.
+pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Whether `path` is the web console's.
+pub fn is_console_path(path: &str) -> bool {
+    path == "/console" || path.starts_with("/console/")
+}
 
 /// The Content Security Policy of every other answer: nothing to load, nowhere to be framed.
 pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
@@ -48,13 +62,28 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let docs = is_docs_path(path);
     let admin = is_admin_path(path);
+    let console = is_console_path(path);
+    let console_asset = path.starts_with("/console/assets/");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if docs {
+    if console {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONSOLE_CSP),
+        );
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        if !console_asset {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    } else if docs {
         h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(DOCS_CSP),
@@ -85,5 +114,7 @@ mod tests {
         assert!(!is_admin_path("/api/auth/login/rc/accesstoken"));
         assert!(is_docs_path("/docs") && is_docs_path("/docs/index.css"));
         assert!(!is_docs_path("/docsx"));
+        assert!(is_console_path("/console") && is_console_path("/console/users/1/disable"));
+        assert!(!is_console_path("/consoles"));
     }
 }

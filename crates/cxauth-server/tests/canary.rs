@@ -121,6 +121,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         .await
         .expect("logout");
     let _ = s.client.logout(&rt).await;
+    console_canary(&s, &mut secrets).await;
 
     let log =
         String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
@@ -151,4 +152,86 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         leaks.is_empty(),
         "secrets in the log (first characters): {leaks:?}"
     );
+}
+
+/// The web console with the canary password: login (right and wrong), pages read with the
+/// session cookies, a token made on its form, a password set on a user's form, logout.
+async fn console_canary(s: &TestApp, secrets: &mut Vec<String>) {
+    let kid = s.create_user("canary-kid", Some("admin"), &[], &[]).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let form = |pw: &str| {
+        vec![
+            ("username", "admin".to_owned()),
+            ("password", pw.to_owned()),
+            ("platformId", PLATFORM.to_owned()),
+        ]
+    };
+    let login = s.url("/console/login");
+    let wrong = format!("{CANARY_PASSWORD}-wrong");
+    secrets.push(wrong.clone());
+    let _ = client.post(&login).form(&form(&wrong)).send().await;
+    let res = client
+        .post(&login)
+        .form(&form(CANARY_PASSWORD))
+        .send()
+        .await
+        .expect("console login");
+    assert_eq!(res.status(), 303);
+    let cookies: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| {
+            let c = c.to_str().expect("cookie");
+            c[..c.find(';').expect("attributes")].to_owned()
+        })
+        .collect();
+    for c in &cookies {
+        secrets.push(c.split_once('=').expect("pair").1.to_owned());
+    }
+    let jar = cookies.join("; ");
+    let page = client
+        .get(s.url("/console/tokens"))
+        .header("cookie", &jar)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("body");
+    let at = page.find("name=\"csrf\" value=\"").expect("form token") + 19;
+    let csrf = page[at..at + page[at..].find('"').expect("end")].to_owned();
+    let made = client
+        .post(s.url("/console/tokens"))
+        .header("cookie", &jar)
+        .form(&[("csrf", csrf.as_str()), ("name", "canary")])
+        .send()
+        .await
+        .expect("create")
+        .text()
+        .await
+        .expect("body");
+    let at = made.find("id=\"new-token\">").expect("new token") + 15;
+    secrets.push(made[at..at + made[at..].find('<').expect("end")].to_owned());
+    let new_pw = format!("{CANARY_PASSWORD}-new");
+    secrets.push(new_pw.clone());
+    let reset = client
+        .post(s.url(&format!("/console/users/{kid}/password")))
+        .header("cookie", &jar)
+        .form(&[("csrf", csrf.as_str()), ("password", new_pw.as_str())])
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(reset.status(), 303);
+    let out = client
+        .post(s.url("/console/logout"))
+        .header("cookie", &jar)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), 303);
 }

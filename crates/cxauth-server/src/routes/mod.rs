@@ -100,6 +100,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
     let (routes, mut api) = api_routes(config).split_for_parts();
     crate::openapi::unique_operation_ids(&mut api);
     let routes = routes.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api));
+    // The web console: HTML pages, deliberately outside the OpenAPI document.
+    let routes = routes.merge(crate::console::router());
     routes
         .fallback(ops::no_route)
         .method_not_allowed_fallback(ops::wrong_method)

@@ -9,6 +9,7 @@ mod agents;
 mod api;
 mod attack;
 mod authz;
+mod console;
 mod credcache;
 mod edge;
 mod hostile;
