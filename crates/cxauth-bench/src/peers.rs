@@ -67,7 +67,8 @@ const SCENARIOS: [&str; 5] = [
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// Work directory for the peers' installation and data (kept, and reused: a second run
-    /// skips `npm install`). Default: a temporary directory, removed afterwards.
+    /// skips `npm install`; glewlwyd's database and key are made afresh each run). Default: a
+    /// temporary directory, removed afterwards.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Seconds each measurement records (after a 1 s warm-up).
