@@ -28,8 +28,8 @@ struct Cli {
 enum Command {
     /// Run every scenario and print the table.
     All(scenarios::Options),
-    /// cxauth beside open-source peers (node oidc-provider), installed through their package
-    /// registries, pinned and interleaved (not part of `all`; takes ~6 min).
+    /// cxauth beside open-source peers (node oidc-provider, Debian's glewlwyd), installed through
+    /// their package registries, pinned and interleaved (not part of `all`; takes ~10 min).
     Peers(peers::Options),
     /// The bare hyper server used as the machine's ceiling (started by `all`).
     #[command(hide = true)]

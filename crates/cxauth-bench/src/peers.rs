@@ -4,6 +4,7 @@
 //! Peers, installed by the harness itself through their package registries into a work directory:
 //! - node `oidc-provider` 9 (npm) with `@node-rs/argon2` 2: the server file is
 //!   `peers/oidc-provider-server.mjs`, written into the work directory and run with `node`.
+//! - Debian's `glewlwyd` 2.7 (apt), on SQLite with Ed25519 JWTs: see [`glewlwyd`].
 //!
 //! Scenarios (each system's nearest equivalent): `cheapest` (cxauth `/healthz`, the peer's
 //! discovery document), `bearer-read` (cxauth's accounts list with a Bearer JWT, the peer's
@@ -12,7 +13,12 @@
 //! the store), `refresh` (rotating refresh, one chain per connection; durable for cxauth, in
 //! memory for the peer; the peer's chains come from the authorization-code flow, driven over
 //! HTTP through its dev interactions), `login` (password check at equal hashing work: Argon2id
-//! m=19 MiB, t=2, p=1, and what a login issues).
+//! m=19 MiB, t=2, p=1, and what a login issues). glewlwyd's equivalents: its discovery document,
+//! userinfo and introspection (its access tokens are JWTs whose revocation state it looks up in
+//! SQLite), and its token endpoint's one-use `refresh_token` and `password` grants, the latter
+//! with PBKDF2 iterations set in each run to cost what cxauth's Argon2id check costs.
+
+mod glewlwyd;
 
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Report, Row};
@@ -61,7 +67,8 @@ const SCENARIOS: [&str; 5] = [
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// Work directory for the peers' installation and data (kept, and reused: a second run
-    /// skips `npm install`). Default: a temporary directory, removed afterwards.
+    /// skips `npm install`; glewlwyd's database and key are made afresh each run). Default: a
+    /// temporary directory, removed afterwards.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Seconds each measurement records (after a 1 s warm-up).
@@ -77,9 +84,30 @@ pub struct Options {
     /// login).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Measure only these peers beside cxauth (comma-separated: oidc-provider, glewlwyd).
+    #[arg(long, value_delimiter = ',', default_values_t = [Peer::OidcProvider, Peer::Glewlwyd])]
+    peers: Vec<Peer>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// A peer `cxauth-bench peers` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Peer {
+    /// node oidc-provider, installed with npm into the work directory.
+    OidcProvider,
+    /// Debian's glewlwyd, installed with apt when missing.
+    Glewlwyd,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Peer::OidcProvider => "oidc-provider",
+            Peer::Glewlwyd => "glewlwyd",
+        })
+    }
 }
 
 impl Workload for Box<dyn Workload> {
@@ -543,7 +571,14 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&dir)?;
     let uptime_before = uptime();
-    install_oidc_provider(&dir.join("oidc-provider"))?;
+    let want_op = opts.peers.contains(&Peer::OidcProvider);
+    let want_gl = opts.peers.contains(&Peer::Glewlwyd);
+    if want_op {
+        install_oidc_provider(&dir.join("oidc-provider"))?;
+    }
+    if want_gl {
+        glewlwyd::install()?;
+    }
     let pinning = if cores >= 2 {
         pin_self(1)?;
         "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1)"
@@ -563,10 +598,20 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&cx_dir);
     std::fs::create_dir_all(&cx_dir)?;
     progress("starting cxauth (pinned), logging in 17 sessions");
-    let cx = cxauth_system(&rt, &cx_dir, conns)?;
-    progress("starting oidc-provider (pinned), 17 authorization-code flows");
-    let op = oidc_system(&rt, &dir.join("oidc-provider"), conns)?;
-    let systems = [cx, op];
+    let mut systems = vec![cxauth_system(&rt, &cx_dir, conns)?];
+    if want_op {
+        progress("starting oidc-provider (pinned), 17 authorization-code flows");
+        systems.push(oidc_system(&rt, &dir.join("oidc-provider"), conns)?);
+    }
+    let mut calibration = None;
+    if want_gl {
+        progress("measuring one cxauth Argon2id check (on core 1)");
+        let argon2id = glewlwyd::argon2id_check_seconds()?;
+        progress("starting glewlwyd (pinned), provisioning it, calibrating PBKDF2, 17 logins");
+        let (sys, cal) = glewlwyd::system(&rt, &dir.join("glewlwyd"), conns, argon2id)?;
+        systems.push(sys);
+        calibration = Some(cal);
+    }
 
     let warmup = Duration::from_secs(1);
     let duration = Duration::from_secs_f64(opts.duration.max(0.1));
@@ -643,18 +688,36 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let op_dir = dir.join("oidc-provider");
-    let facts = vec![
-        (
-            "systems".into(),
+    let mut described = vec![format!(
+        "cxauth {} (release, SQLite, RUST_LOG=info)",
+        env!("CARGO_PKG_VERSION")
+    )];
+    if want_op {
+        described.push(format!(
+            "oidc-provider {} with @node-rs/argon2 {} on node {node} (NODE_ENV=production, \
+             in-memory Map adapter)",
+            package_version(&op_dir, "oidc-provider"),
+            package_version(&op_dir, "@node-rs/argon2"),
+        ));
+    }
+    if want_gl {
+        described.push(format!(
+            "glewlwyd {} (Debian, SQLite, EdDSA JWTs, log level INFO to a file)",
+            glewlwyd::version()
+        ));
+    }
+    let mut facts = vec![("systems".into(), described.join("; "))];
+    if let Some(c) = &calibration {
+        facts.push((
+            "glewlwyd PBKDF2".into(),
             format!(
-                "cxauth {} (release, SQLite, RUST_LOG=info); oidc-provider {} with @node-rs/argon2 {} \
-                 on node {node} (NODE_ENV=production, in-memory Map adapter); glewlwyd: not run \
-                 (see BENCHMARKS.md, Peers)",
-                env!("CARGO_PKG_VERSION"),
-                package_version(&op_dir, "oidc-provider"),
-                package_version(&op_dir, "@node-rs/argon2"),
+                "{} iterations: cxauth's Argon2id check took {:.1} ms of CPU here, the same \
+                 PBKDF2 work {:.1} ms by the two-probe fit; a whole password grant {:.1} ms",
+                c.iterations, c.argon2id_ms, c.pbkdf2_ms, c.grant_ms
             ),
-        ),
+        ));
+    }
+    facts.extend([
         ("pinning".into(), pinning.into()),
         (
             "rounds".into(),
@@ -671,7 +734,7 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
             "total run time".into(),
             format!("{:.0} s", started.elapsed().as_secs_f64()),
         ),
-    ];
+    ]);
     let report = Report {
         mode: "peers".into(),
         machine,
