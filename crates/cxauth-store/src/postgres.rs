@@ -88,14 +88,33 @@ impl PgStore {
         Ok(())
     }
 
-    async fn lock_session(conn: &mut PgConnection, id: &str) -> Result<(), StoreError> {
-        sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .execute(conn)
-            .await
-            .db()?;
-        Ok(())
+    /// Locks the session the refresh token `digest` belongs to, in one statement; `false` if
+    /// no such token exists.
+    async fn lock_session_of_refresh(
+        conn: &mut PgConnection,
+        digest: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        let locked = sqlx::query(
+            "SELECT s.id FROM sessions s JOIN refresh_tokens t ON t.session_id = s.id \
+             WHERE t.digest = $1 FOR UPDATE OF s",
+        )
+        .bind(digest.as_slice())
+        .fetch_optional(conn)
+        .await
+        .db()?;
+        Ok(locked.is_some())
     }
+
+    /// The writes of a rotation as one statement (data-modifying CTEs all run, to completion,
+    /// whether or not the main statement reads them), so they cost one round trip instead of
+    /// three ($1 successor digest, $2 session id, $3 now, $4 the successor's expiry).
+    pub(crate) const ROTATE_WRITES: &str = concat!(
+        "WITH retired AS (UPDATE refresh_tokens SET rotated_at = $3 ",
+        "WHERE session_id = $2 AND rotated_at IS NULL), ",
+        "extended AS (UPDATE sessions SET expires_at = $4 WHERE id = $2) ",
+        "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) ",
+        "VALUES ($1, $2, $3, $4)"
+    );
 
     async fn lock_throttle(conn: &mut PgConnection, key: &[u8; 32]) -> Result<(), StoreError> {
         sqlx::query(

@@ -10,9 +10,12 @@
 //! otherwise have to be spelled out on every query of a generic implementation. The files are not
 //! children of this module; rustfmt finds them through the `#[path]` attributes.
 //!
-//! The dialects differ only in how a write transaction starts and how rows are locked: each
-//! backend type provides `begin_write`, `lock_global`, `lock_user`, `lock_session` and
-//! `lock_throttle` (no-ops on SQLite, whose `BEGIN IMMEDIATE` already serialises writers).
+//! The dialects differ in how a write transaction starts and how rows are locked: each backend
+//! type provides `begin_write`, `lock_global`, `lock_user`, `lock_session_of_refresh` and
+//! `lock_throttle` (no-ops on SQLite, whose `BEGIN IMMEDIATE` already serialises writers). One
+//! query has a text per dialect, for speed: `ROTATE_WRITES`, a refresh-token rotation's writes
+//! in one round trip (several statements in one query on SQLite, a data-modifying CTE on
+//! PostgreSQL).
 
 use cxauth_core::store::{ChangeKind, LocalChangeListener, StoreError, UserRecord};
 

@@ -3,13 +3,12 @@
 //! Compiled once per dialect (see `crate::sql`).
 
 use super::changes::record_change;
-use super::users::user_where;
 use super::{Backend, Conn};
 use crate::sql::{DbResult as _, RecordedChange, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
     ChangeKind, NewSession, RevokeReason, RotateOutcome, Rotation, SessionState, SessionStore,
-    StoreError,
+    StoreError, UserRecord,
 };
 use sqlx::Row as _;
 
@@ -173,26 +172,28 @@ impl SessionStore for Backend {
 /// outcome: an outcome that wrote nothing commits nothing). On an error the caller must roll
 /// back what this wrote. A reuse ends the session and returns its change-log row, for the
 /// caller to announce to this process's caches once the transaction has ended.
+///
+/// Three statements in the common case (a lock that is free on SQLite, one read, one write):
+/// every statement is a round trip to the driver (on SQLite, to its worker thread), and they
+/// were most of a refresh's cost (BENCHMARKS.md, "Refresh: the cost of a rotation").
 pub(super) async fn rotate_in(
     tx: &mut Conn,
     r: &Rotation,
 ) -> Result<(RotateOutcome, Option<RecordedChange>), StoreError> {
-    let session_id: Option<String> =
-        sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE digest = $1")
-            .bind(r.presented.as_slice())
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
-    let Some(session_id) = session_id else {
-        return Ok((RotateOutcome::Invalid, None));
-    };
     // Every rotation of one session runs under the session's lock, so concurrent refreshes
     // (on any instance) see each other's results and the session never forks.
-    Backend::lock_session(&mut *tx, &session_id).await?;
-    let row = sqlx::query(
-        "SELECT t.session_id, t.expires_at, t.rotated_at, s.revoked_at, s.user_id, s.sso_login \
-             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
-    )
+    if !Backend::lock_session_of_refresh(&mut *tx, &r.presented).await? {
+        return Ok((RotateOutcome::Invalid, None));
+    }
+    // The token, its session and the session's user in one read, taken under that lock. The
+    // user always exists (`sessions.user_id` is a foreign key).
+    let row = sqlx::query(concat!(
+        "SELECT t.session_id, t.expires_at AS token_expires_at, t.rotated_at, s.revoked_at, ",
+        "s.sso_login, ",
+        user_columns!("u."),
+        " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id ",
+        "JOIN users u ON u.id = s.user_id WHERE t.digest = $1"
+    ))
     .bind(r.presented.as_slice())
     .fetch_optional(&mut *tx)
     .await
@@ -204,8 +205,8 @@ pub(super) async fn rotate_in(
     let expires_at: i64 = row.get(1);
     let rotated_at: Option<i64> = row.get(2);
     let revoked_at: Option<i64> = row.get(3);
-    let user_id: i64 = row.get(4);
-    let sso_login: bool = row.get(5);
+    let sso_login: bool = row.get(4);
+    let user: UserRecord = <UserRow as sqlx::FromRow<_>>::from_row(&row).db()?.into();
     if revoked_at.is_some() || expires_at <= r.now {
         return Ok((RotateOutcome::Invalid, None));
     }
@@ -223,42 +224,22 @@ pub(super) async fn rotate_in(
         return Ok((
             RotateOutcome::Reused {
                 session_id,
-                user_id,
+                user_id: user.id,
             },
             Some(change),
         ));
     }
-    let Some(user) = user_where(&mut *tx, "id = $1", user_id).await? else {
-        return Ok((RotateOutcome::Invalid, None));
-    };
     if !user.enabled {
         return Ok((RotateOutcome::Invalid, None));
     }
-    // Retire every live token of the session (the presented one, or on a grace retry the
-    // successor issued moments ago), so the session always has exactly one live token.
-    sqlx::query(
-        "UPDATE refresh_tokens SET rotated_at = $1 \
-         WHERE session_id = $2 AND rotated_at IS NULL",
-    )
-    .bind(r.now)
-    .bind(&session_id)
-    .execute(&mut *tx)
-    .await
-    .db()?;
-    sqlx::query(
-        "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-    )
-    .bind(r.successor.as_slice())
-    .bind(&session_id)
-    .bind(r.now)
-    .bind(r.successor_expires_at)
-    .execute(&mut *tx)
-    .await
-    .db()?;
-    sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
-        .bind(r.successor_expires_at)
+    // One statement (see each backend's `ROTATE_WRITES`): retire every live token of the
+    // session (the presented one, or on a grace retry the successor issued moments ago), so
+    // the session always has exactly one live token; store the successor; extend the session.
+    sqlx::query(Backend::ROTATE_WRITES)
+        .bind(r.successor.as_slice())
         .bind(&session_id)
+        .bind(r.now)
+        .bind(r.successor_expires_at)
         .execute(&mut *tx)
         .await
         .db()?;
