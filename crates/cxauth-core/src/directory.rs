@@ -4,7 +4,7 @@
 use crate::authn::Principal;
 use crate::credcache::CredentialCache;
 use crate::error::AuthError;
-use crate::store::{AccountRow, ROLE_MANAGE_USERS, ROLE_SUPER_USER, SharedStore, UserRecord};
+use crate::store::{AccountRow, SharedStore, UserRecord};
 use crate::wire::{account_to_wire, agent_to_wire, nest_users, user_to_wire};
 use std::sync::Arc;
 
@@ -66,7 +66,7 @@ impl Directory {
         flatten: bool,
         active_only: bool,
     ) -> Result<Vec<cxauth_proto::User>, AuthError> {
-        if !who.user.has_role(ROLE_SUPER_USER) && !who.user.has_role(ROLE_MANAGE_USERS) {
+        if !who.user.may_manage_users() {
             return Err(AuthError::Forbidden);
         }
         let mut users = self.store.user_subtree(&who.user).await?;

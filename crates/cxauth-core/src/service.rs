@@ -363,7 +363,7 @@ impl Auth {
     /// Whether the caller may manage users (holds `MANAGE_USERS` or `SUPER_USER`): the rule of
     /// `GET …/admin/users` and of the operations below.
     pub fn may_manage_users(&self, who: &Principal) -> bool {
-        crate::user_admin::is_manager(&who.user)
+        who.user.may_manage_users()
     }
 
     /// Creates a user below a manager; see [`crate::user_admin`] for the rules. Returns its id.

@@ -28,8 +28,7 @@ use crate::error::AuthError;
 use crate::limits::MAX_NAME_LEN;
 use crate::password::PasswordPool;
 use crate::store::{
-    EndCredentials, NewUser, ROLE_MANAGE_USERS, ROLE_SUPER_USER, RevokeReason, RevokedCounts,
-    StoreError, UserRecord,
+    EndCredentials, NewUser, ROLE_SUPER_USER, RevokeReason, RevokedCounts, StoreError, UserRecord,
 };
 use secrecy::SecretString;
 
@@ -78,11 +77,6 @@ fn check_person_name(what: &str, name: &str) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// Whether `who` may manage users at all.
-pub(crate) fn is_manager(who: &UserRecord) -> bool {
-    who.has_role(ROLE_SUPER_USER) || who.has_role(ROLE_MANAGE_USERS)
-}
-
 /// Whether `who` holds every role of `roles` (a super user holds them all).
 fn holds_all(who: &UserRecord, roles: &[String]) -> bool {
     who.has_role(ROLE_SUPER_USER) || roles.iter().all(|r| who.has_role(r))
@@ -95,7 +89,7 @@ impl UserAdmin {
 
     /// The caller, if it may manage users.
     fn manager<'a>(&self, who: &'a Principal) -> Result<&'a UserRecord, AuthError> {
-        if is_manager(&who.user) {
+        if who.user.may_manage_users() {
             Ok(&who.user)
         } else {
             Err(AuthError::Forbidden)

@@ -71,6 +71,12 @@ impl UserRecord {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
+
+    /// Whether the user may manage users at all (holds `MANAGE_USERS` or `SUPER_USER`): the one
+    /// rule of `GET …/admin/users` and of the console's user administration.
+    pub fn may_manage_users(&self) -> bool {
+        self.has_role(ROLE_SUPER_USER) || self.has_role(ROLE_MANAGE_USERS)
+    }
 }
 
 /// What `create_user` needs. The backend resolves the parent and grants inside its transaction.

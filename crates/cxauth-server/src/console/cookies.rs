@@ -63,10 +63,11 @@ pub fn clear_cookies() -> Vec<HeaderValue> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    /// A header map of `pairs`, in order (repeated names kept); shared with `session`'s tests.
+    pub(in crate::console) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.append(
