@@ -157,6 +157,33 @@ impl UseNotes {
 mod tests {
     use super::*;
 
+    /// Eight threads note 200,000 different tokens at once: the notes stop at the bound, every
+    /// shard full and none over, and a flush frees the room again.
+    #[test]
+    fn the_bound_holds_under_concurrent_first_uses() {
+        let notes = UseNotes::default();
+        std::thread::scope(|s| {
+            for t in 0..8u32 {
+                let notes = &notes;
+                s.spawn(move || {
+                    for i in 0..25_000u32 {
+                        let mut d = [0u8; 32];
+                        d[..4].copy_from_slice(&(t * 25_000 + i).to_le_bytes());
+                        notes.note(&d, 1_000);
+                    }
+                });
+            }
+        });
+        assert_eq!(notes.len(), MAX_NOTED);
+        assert_eq!(
+            notes.take(1_000).len(),
+            MAX_NOTED,
+            "each held token flushed once"
+        );
+        notes.take(1_000 + duration_ms(LAST_USE_STEP));
+        assert_eq!(notes.len(), 0, "room again after the flush");
+    }
+
     #[test]
     fn many_uses_within_a_step_note_one_time() {
         let notes = UseNotes::default();
