@@ -25,7 +25,7 @@ use crate::deps::Deps;
 use crate::error::AuthError;
 use crate::limits::MAX_TOKEN_LEN;
 use crate::login::LoginGate;
-use crate::ringex::RingexResolver;
+use crate::ringex::{RingexIdentity, RingexResolver};
 use crate::store::{NewRingexLogin, RingexRotation, UserRecord};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -538,15 +538,30 @@ impl Emulator {
             _ => Err(OAuthError::InvalidToken.into()),
         }
     }
+
+    /// The RingEX account the emulator says `user` is in: its main account's RingEX link, or,
+    /// unlinked, the main account's own id (the emulator's users are cxauth's users).
+    pub async fn ringex_account_id(&self, user: &UserRecord) -> Result<String, AuthError> {
+        Ok(self
+            .deps
+            .store
+            .account_info(user.main_account_id)
+            .await?
+            .and_then(|a| a.rc_account_id)
+            .unwrap_or_else(|| user.main_account_id.to_string()))
+    }
 }
 
 /// Without a RingEX server, the emulator answers the token exchange: its own tokens belong to
 /// their users' RingEX user ids; any other token is refused.
 #[async_trait::async_trait]
 impl RingexResolver for Emulator {
-    async fn resolve(&self, token: &str) -> Result<i64, AuthError> {
+    async fn resolve(&self, token: &str) -> Result<RingexIdentity, AuthError> {
         match self.token_owner(token).await {
-            Ok(user) => user.rc_user_id.ok_or(AuthError::RingexRefused),
+            Ok(user) => Ok(RingexIdentity {
+                extension_id: user.rc_user_id.ok_or(AuthError::RingexRefused)?,
+                account_id: Some(self.ringex_account_id(&user).await?),
+            }),
             Err(EmulatorError::OAuth(_)) => Err(AuthError::RingexRefused),
             Err(EmulatorError::Service(e)) => Err(e),
         }

@@ -11,15 +11,28 @@ use crate::error::AuthError;
 use crate::limits::MAX_TOKEN_LEN;
 use crate::login::LoginGate;
 use crate::sessions::{Sessions, Started};
+use crate::store::UserRecord;
 use cxauth_proto::Session;
 use std::sync::Arc;
+
+/// Whose a RingEX token is, as RingEX says: the extension (user) and the RingEX account it is
+/// in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingexIdentity {
+    /// The RingEX extension id: cxauth's `rc_user_id`.
+    pub extension_id: i64,
+    /// The RingEX account id, when RingEX named one. The exchange compares it with the link of
+    /// the user's main account (`cxauth admin account link`), so a linked account takes tokens
+    /// of its own RingEX account only.
+    pub account_id: Option<String>,
+}
 
 /// Says whose RingEX token this is.
 #[async_trait::async_trait]
 pub trait RingexResolver: Send + Sync {
-    /// The RingEX extension (user) id the token belongs to: [`AuthError::RingexRefused`] if
+    /// The RingEX extension and account the token belongs to: [`AuthError::RingexRefused`] if
     /// RingEX does not accept it, [`AuthError::UpstreamUnavailable`] if RingEX cannot be asked.
-    async fn resolve(&self, token: &str) -> Result<i64, AuthError>;
+    async fn resolve(&self, token: &str) -> Result<RingexIdentity, AuthError>;
 }
 
 /// A shared resolver.
@@ -64,24 +77,32 @@ impl Exchange {
             }
             resolver.resolve(token).await
         };
-        let rc_user_id = gate.throttled_exchange_check(ctx.client(), check).await?;
-        self.start_session(sessions, rc_user_id, include_refresh, ctx)
+        let identity = gate.throttled_exchange_check(ctx.client(), check).await?;
+        self.start_session(sessions, &identity, include_refresh, ctx)
             .await
     }
 
-    /// Once RingEX has said whose token it is: starts a session of the cxauth user holding
-    /// `rc_user_id`, exactly like a direct login, marked `ssoLogin`.
+    /// Once RingEX has said whose token it is: starts a session of the cxauth user holding its
+    /// extension id, exactly like a direct login, marked `ssoLogin`, if the user's main account
+    /// takes tokens of that RingEX account (see [`Exchange::account_refusal`]).
     async fn start_session(
         &self,
         sessions: &Sessions,
-        rc_user_id: i64,
+        identity: &RingexIdentity,
         include_refresh: bool,
         ctx: &AuditContext,
     ) -> Result<Session, AuthError> {
-        let user = match self.deps.store.user_by_rc_user_id(rc_user_id).await? {
-            Some(u) if u.enabled => u,
-            _ => {
-                let detail = format!("no enabled user holds RingEX user id {rc_user_id}");
+        let rc_user_id = identity.extension_id;
+        let refusal = match self.deps.store.user_by_rc_user_id(rc_user_id).await? {
+            Some(u) if u.enabled => match self.account_refusal(&u, identity).await? {
+                None => Ok(u),
+                Some(detail) => Err(detail),
+            },
+            _ => Err(format!("no enabled user holds RingEX user id {rc_user_id}")),
+        };
+        let user = match refusal {
+            Ok(u) => u,
+            Err(detail) => {
                 let entry = audit::Entry {
                     detail: &detail,
                     ..audit::Entry::of(Event::RingexExchange, Outcome::Failure)
@@ -115,5 +136,31 @@ impl Exchange {
                 true,
             )
             .await
+    }
+
+    /// Why `user` may not take a token of `identity`'s RingEX account, if it may not: a main
+    /// account linked to a RingEX account takes tokens of that account only (a token whose
+    /// answer names no account is refused too). An unlinked main account takes the extension
+    /// id alone, as before links existed: RingEX extension ids are unique across RingEX.
+    async fn account_refusal(
+        &self,
+        user: &UserRecord,
+        identity: &RingexIdentity,
+    ) -> Result<Option<String>, AuthError> {
+        let linked = self
+            .deps
+            .store
+            .account_info(user.main_account_id)
+            .await?
+            .and_then(|a| a.rc_account_id);
+        Ok(match (linked, identity.account_id.as_deref()) {
+            (None, _) => None,
+            (Some(linked), Some(got)) if linked == got => None,
+            (Some(linked), got) => Some(format!(
+                "the RingEX token is of account {}, user {}'s main account is linked to {linked}",
+                got.unwrap_or("(none named)"),
+                user.id
+            )),
+        })
     }
 }

@@ -2,16 +2,16 @@
 //! [`RingexResolver`], and the choice of resolver at start.
 //!
 //! With a RingEX server configured, cxauth asks it (`GET {url}/restapi/v1.0/account/~/extension/~`
-//! with the token as bearer) and reads the extension id; positive answers are kept for a short
-//! time, keyed by a SHA-256 digest of the token (never the token), so a burst of exchanges does
-//! not become a burst of upstream calls. Without one, the built-in emulator, if on, answers from
+//! with the token as bearer) and reads the extension id and its account's id; positive answers
+//! are kept for a short time, keyed by a SHA-256 digest of the token (never the token), so a
+//! burst of exchanges does not become a burst of upstream calls. Without one, the built-in emulator, if on, answers from
 //! the database. With neither, the exchange answers 501 `ringex.not.configured` (retrying cannot
 //! help). Refusals are never cached: a token RingEX accepts a moment later must work.
 
 use cxauth_core::clock::{SharedClock, duration_ms};
 use cxauth_core::emulator::Emulator;
 use cxauth_core::error::AuthError;
-use cxauth_core::ringex::{RingexResolver, SharedResolver};
+use cxauth_core::ringex::{RingexIdentity, RingexResolver, SharedResolver};
 use reqwest::StatusCode;
 use sha2::Digest as _;
 use std::collections::HashMap;
@@ -30,21 +30,37 @@ struct Upstream {
     extension_url: String,
 }
 
-/// Resolves RingEX tokens to RingEX extension ids (cxauth's `rc_user_id`) by asking a RingEX
-/// server over HTTP.
+/// Resolves RingEX tokens to RingEX extension ids (cxauth's `rc_user_id`) and their accounts by
+/// asking a RingEX server over HTTP.
 pub struct HttpResolver {
     upstream: Upstream,
     clock: SharedClock,
     ttl_ms: i64,
-    /// Token digest → (extension id, valid until, epoch ms).
-    cache: Mutex<HashMap<[u8; 32], (i64, i64)>>,
+    /// Token digest → (whose it is, valid until, epoch ms).
+    cache: Mutex<HashMap<[u8; 32], (RingexIdentity, i64)>>,
 }
 
-/// The part of RingEX's extension answer cxauth reads. RingEX sends the id as a number; a
-/// numeric string is accepted too.
+/// The part of RingEX's extension answer cxauth reads. RingEX sends the ids as numbers; numeric
+/// strings are accepted too.
 #[derive(serde::Deserialize)]
 struct ExtensionInfo {
     id: serde_json::Value,
+    account: Option<AccountRef>,
+}
+
+/// `account` of RingEX's extension answer: the RingEX account the extension is in.
+#[derive(serde::Deserialize)]
+struct AccountRef {
+    id: serde_json::Value,
+}
+
+/// An id RingEX sends as a number or a string, as text; anything else is no id.
+fn id_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
 }
 
 /// The resolver `config` asks for: the RingEX server if one is configured, else the emulator
@@ -95,12 +111,12 @@ impl HttpResolver {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (i64, i64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (RingexIdentity, i64)>> {
         // Nothing panics while the lock is held (map operations only).
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn ask(up: &Upstream, token: &str) -> Result<i64, AuthError> {
+    async fn ask(up: &Upstream, token: &str) -> Result<RingexIdentity, AuthError> {
         let res = up
             .client
             .get(&up.extension_url)
@@ -120,8 +136,12 @@ impl HttpResolver {
                 serde_json::Value::String(s) => s.parse().ok(),
                 _ => None,
             };
-            return id.ok_or_else(|| {
+            let extension_id = id.ok_or_else(|| {
                 AuthError::UpstreamUnavailable("RingEX answered without an extension id".into())
+            })?;
+            return Ok(RingexIdentity {
+                extension_id,
+                account_id: info.account.as_ref().and_then(|a| id_text(&a.id)),
             });
         }
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -139,13 +159,13 @@ impl HttpResolver {
 impl RingexResolver for HttpResolver {
     /// [`AuthError::RingexRefused`] if RingEX refuses the token, [`AuthError::UpstreamUnavailable`]
     /// if RingEX cannot be asked.
-    async fn resolve(&self, token: &str) -> Result<i64, AuthError> {
+    async fn resolve(&self, token: &str) -> Result<RingexIdentity, AuthError> {
         let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let now = self.clock.now_ms();
-        if let Some((id, until)) = self.lock().get(&key).copied()
-            && until > now
+        if let Some((identity, until)) = self.lock().get(&key)
+            && *until > now
         {
-            return Ok(id);
+            return Ok(identity.clone());
         }
         let id = Self::ask(&self.upstream, token).await?;
         if self.ttl_ms > 0 {
@@ -156,7 +176,7 @@ impl RingexResolver for HttpResolver {
                     cache.clear();
                 }
             }
-            cache.insert(key, (id, now.saturating_add(self.ttl_ms)));
+            cache.insert(key, (id.clone(), now.saturating_add(self.ttl_ms)));
         }
         Ok(id)
     }

@@ -188,7 +188,8 @@ fn oauth_params(
 }
 
 /// RingEX emulator: `GET /restapi/v1.0/account/~/extension/~`, the extension the bearer token
-/// belongs to (RingEX's field names; `id` is the user's `rc_user_id`).
+/// belongs to (RingEX's field names; `id` is the user's `rc_user_id`, `account.id` its main
+/// account's RingEX link, or the main account's id when unlinked).
 #[utoipa::path(get, path = "/restapi/v1.0/account/~/extension/~", tag = "ringex-emulator", summary = "Emulator: the extension of a RingEX token", description = "The emulator's current-extension endpoint (only with `--ringex-emulator`), with a RingEX access token as bearer.", security(("ringex-bearer" = [])), responses((status = 200, description = "The extension of the token's user"), (status = 401, description = "Bad token")))]
 pub async fn ringex_emulator_extension(
     State(state): State<AppState>,
@@ -199,7 +200,9 @@ pub async fn ringex_emulator_extension(
         Ok(PresentedToken::Bearer(t)) => t,
         _ => return Err(OAuthError::InvalidToken.into()),
     };
-    let user = state.auth.emulator().token_owner(token).await?;
+    let emulator = state.auth.emulator();
+    let user = emulator.token_owner(token).await?;
+    let account_id = emulator.ringex_account_id(&user).await?;
     let id = user.rc_user_id.unwrap_or_default();
     let body = serde_json::json!({
         "id": id,
@@ -209,7 +212,7 @@ pub async fn ringex_emulator_extension(
         "contact": {"firstName": user.first_name, "lastName": user.last_name},
         "type": "User",
         "status": if user.enabled { "Enabled" } else { "Disabled" },
-        "account": {"id": user.main_account_id.to_string()},
+        "account": {"id": account_id},
     });
     Ok((StatusCode::OK, Json(body)).into_response())
 }

@@ -430,6 +430,73 @@ async fn an_upstream_ringex_server_is_asked_and_positive_answers_are_cached() {
 }
 
 #[tokio::test]
+async fn a_linked_main_account_takes_tokens_of_its_own_ringex_account_only() {
+    // A plays RingEX (its emulator) and says which RingEX account each token is in; B asks A.
+    let a = emulator_server().await;
+    a.create_rc_user("rex", &[10_000_001], 77).await;
+    let e = emulator_setup(&a, "rex").await;
+    let upstream: url::Url = a.base.parse().expect("url");
+    // No answer is kept, so each exchange asks A what account the token is in now.
+    let b = TestApp::spawn_with(move |c| {
+        c.ringex_server = Some(upstream);
+        c.ringex_cache_ttl = Duration::ZERO;
+    })
+    .await;
+    let uid = b.create_rc_user("rex-at-b", &[10_000_001], 77).await;
+    let a_store = a.state.auth.store().as_ref();
+    let b_store = b.state.auth.store().as_ref();
+    let token = ringex_token(&a, &e).await;
+
+    // The emulator's extension answer names the account: the link, else the main account.
+    let extension = |token: String| {
+        let a = &a;
+        async move {
+            let (status, _, body) = send(a.get(EXTENSION).bearer_auth(token)).await.parts();
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).expect("json")["account"]["id"].clone()
+        }
+    };
+    assert_eq!(extension(token.clone()).await, "10000000");
+    admin::link_rc_account(a_store, 10_000_000, Some("400100"))
+        .await
+        .expect("link at A");
+    assert_eq!(extension(token.clone()).await, "400100");
+
+    // B's main account unlinked: the extension id alone decides, as before links.
+    let (status, _, body) = exchange_form(&b, &token).await;
+    assert_eq!(status, 200, "{body}");
+    // Linked to another RingEX account: refused, with the generic 401 and an audit entry.
+    admin::link_rc_account(b_store, 10_000_000, Some("400200"))
+        .await
+        .expect("link at B");
+    let (status, _, body) = exchange_form(&b, &token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        !body.contains("400"),
+        "the refusal names no account: {body}"
+    );
+    let audit = b_store
+        .audit_events(&Default::default())
+        .await
+        .expect("audit");
+    assert!(
+        audit.iter().any(|r| r.event == "ringex.exchange"
+            && r.outcome == "failure"
+            && r.detail.contains("the RingEX token is of account 400100")
+            && r.detail.contains("linked to 400200")),
+        "{audit:?}"
+    );
+    // Linked to the token's account: accepted.
+    admin::link_rc_account(b_store, 10_000_000, Some("400100"))
+        .await
+        .expect("relink at B");
+    let (status, _, body) = exchange_form(&b, &token).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["adminId"].as_i64(), Some(uid));
+}
+
+#[tokio::test]
 async fn the_rust_client_exchanges_ringex_tokens_and_logs_in_the_legacy_way() {
     let s = emulator_server().await;
     let uid = s.create_rc_user("rosa", &[10_000_001], 88).await;
