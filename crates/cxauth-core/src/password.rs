@@ -1,11 +1,11 @@
 //! Password hashing with Argon2id on a bounded pool of blocking threads.
 //!
-//! A verification costs tens of milliseconds of CPU and 19 MiB of memory. Run on the async
-//! workers it would stall every other request; run unbounded it would let a login storm take all
-//! memory. So verifications run on `workers` dedicated threads, at most `queue` more wait, and
-//! anything beyond that is refused at once with [`PoolError::Busy`] (a 503 upstream).
+//! A verification costs 10–25 ms of CPU (by CPU and load) and 19 MiB of memory. Run on the
+//! async workers it would stall every other request; run unbounded it would let a login storm
+//! take all memory. So verifications run on `workers` dedicated threads, at most `queue` more
+//! wait, and anything beyond that is refused at once with [`PoolError::Busy`] (a 503 upstream).
 //!
-//! Each thread keeps one Argon2 memory area and reuses it for every verification: memory stays
+//! Each thread keeps one Argon2 memory area and reuses it for every hash: memory stays
 //! at `workers × 19 MiB` (allocating per hash on varying blocking threads left a 19 MiB block in
 //! each thread's malloc arena: 500+ MB after a login storm), and no hash pays for mapping and
 //! faulting in 19 MiB of fresh pages.
