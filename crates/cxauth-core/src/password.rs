@@ -1,31 +1,45 @@
 //! Password hashing with Argon2id on a bounded pool of blocking threads.
 //!
-//! A verification costs tens of milliseconds of CPU and 19 MiB of memory. Run on the async
-//! workers it would stall every other request; run unbounded it would let a login storm take all
-//! memory. So verifications run on `workers` dedicated threads, at most `queue` more wait, and
-//! anything beyond that is refused at once with [`PoolError::Busy`] (a 503 upstream).
+//! A verification costs 10–25 ms of CPU (by CPU and load) and 19 MiB of memory. Run on the
+//! async workers it would stall every other request; run unbounded it would let a login storm
+//! take all memory. So verifications run on `workers` dedicated threads, at most `queue` more
+//! wait, and anything beyond that is refused at once with [`PoolError::Busy`] (a 503 upstream).
 //!
-//! Each thread keeps one Argon2 memory area and reuses it for every verification: memory stays
+//! Each thread keeps one Argon2 memory area and reuses it for every hash: memory stays
 //! at `workers × 19 MiB` (allocating per hash on varying blocking threads left a 19 MiB block in
 //! each thread's malloc arena: 500+ MB after a login storm), and no hash pays for mapping and
 //! faulting in 19 MiB of fresh pages.
 
-use argon2::{Algorithm, Argon2, Block, Params, Version};
+use argon2_rust::{Algorithm, Argon2, Params, Version, params::Memory};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::{Arc, Mutex, mpsc};
-use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 
 /// OWASP Password Storage Cheat Sheet: Argon2id, m = 19 MiB, t = 2, p = 1.
-const M_COST_KIB: u32 = 19 * 1024;
+const M_COST_KIB: u64 = 19 * 1024;
 const T_COST: u32 = 2;
 const P_COST: u32 = 1;
+/// Salt length of new hashes: 16 bytes, as RustCrypto's `argon2` (which wrote cxauth's earlier
+/// hashes) and the C reference use.
+const SALT_LEN: usize = 16;
 
 pub use crate::limits::MAX_PASSWORD_LEN;
 
-fn argon2() -> Argon2<'static> {
+/// The hasher for new hashes and the size of each thread's reusable memory.
+///
+/// `argon2-rust` rather than RustCrypto's `argon2` because its compression function is written
+/// with SIMD intrinsics per CPU (AVX-512, AVX2, SSE2, NEON, picked at run time); RustCrypto 0.6
+/// compiles portable code under `target_feature(avx2)` and leaves vectorising to LLVM, which ran
+/// about 1.7× the instructions and 1.5–1.8× the CPU time per hash here (BENCHMARKS.md, "Login").
+/// Both implement RFC 9106 and write the same PHC strings; a test checks each verifies the other's.
+fn argon2() -> Argon2 {
     // The parameters are constants known to be valid; `default()` is only a type-level fallback.
-    let params = Params::new(M_COST_KIB, T_COST, P_COST, None).unwrap_or_default();
+    let params = Params::builder()
+        .memory(Memory::kib(M_COST_KIB))
+        .passes(T_COST)
+        .lanes(P_COST)
+        .build()
+        .unwrap_or_default();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -40,61 +54,72 @@ pub enum PoolError {
     Hash(String),
 }
 
+fn new_salt() -> Result<[u8; SALT_LEN], PoolError> {
+    let mut salt = [0u8; SALT_LEN];
+    getrandom::fill(&mut salt).map_err(|e| PoolError::Hash(format!("no salt: {e}")))?;
+    Ok(salt)
+}
+
 /// Hashes `password` into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`), on this thread.
 pub fn hash_password(password: &SecretString) -> Result<String, PoolError> {
-    use argon2::PasswordHasher as _;
     argon2()
-        .hash_password(password.expose_secret().as_bytes())
-        .map(|h| h.to_string())
+        .hash_encoded(password.expose_secret().as_bytes(), &new_salt()?)
         .map_err(|e| PoolError::Hash(e.to_string()))
+}
+
+/// The Argon2 variant a PHC string names (`$argon2id$…`), if it names one.
+fn algorithm_of(phc: &str) -> Option<Algorithm> {
+    match phc.strip_prefix('$')?.split('$').next()? {
+        "argon2id" => Some(Algorithm::Argon2id),
+        "argon2i" => Some(Algorithm::Argon2i),
+        "argon2d" => Some(Algorithm::Argon2d),
+        _ => None,
+    }
 }
 
 /// Checks `password` against a PHC string, on this thread. A malformed hash never matches.
 pub fn verify_password(phc: &str, password: &SecretString) -> bool {
-    use argon2::PasswordVerifier as _;
-    let Ok(hash) = password_hash::phc::PasswordHash::new(phc) else {
+    let Some(algorithm) = algorithm_of(phc) else {
         return false;
     };
-    argon2()
-        .verify_password(password.expose_secret().as_bytes(), &hash)
-        .is_ok()
+    Argon2::verify_encoded(phc, password.expose_secret().as_bytes(), algorithm).is_ok()
 }
 
 /// Argon2's working memory (19 MiB at cxauth's parameters), kept by one thread and reused by
-/// each verification it runs.
-#[derive(Default)]
-pub struct HashMemory(Vec<Block>);
+/// each hash it runs.
+///
+/// Allocated at the first hash, then reused: no later hash maps or faults in fresh pages. The
+/// arena is wiped after each hash (`argon2-rust`'s `zeroize-memory`), so no password-derived
+/// block outlives its hash. A stored hash with a larger `m` than cxauth's runs on a private
+/// arena freed at once, so a stray hash cannot make a thread keep more than 19 MiB.
+pub struct HashMemory(argon2_rust::Hasher);
 
-/// Like [`verify_password`], but with Argon2's blocks in `memory` (grown once, then reused)
-/// when the hash is Argon2id v1.3, as every hash cxauth writes is; others take the plain path.
+impl Default for HashMemory {
+    fn default() -> Self {
+        HashMemory(argon2().hasher())
+    }
+}
+
+/// Like [`verify_password`], but running in `memory` (grown once, then reused).
 pub fn verify_with_memory(phc: &str, password: &SecretString, memory: &mut HashMemory) -> bool {
-    let memory = &mut memory.0;
-    let Ok(hash) = password_hash::phc::PasswordHash::new(phc) else {
+    let Some(algorithm) = algorithm_of(phc) else {
         return false;
     };
-    if hash.algorithm.as_str() != "argon2id" || hash.version != Some(0x13) {
-        return verify_password(phc, password);
-    }
-    let (Some(salt), Some(expected)) = (hash.salt.as_ref(), hash.hash.as_ref()) else {
-        return false;
-    };
-    let Ok(params) = Params::try_from(&hash) else {
-        return false;
-    };
-    let blocks = params.block_count();
-    if memory.len() < blocks {
-        memory.resize(blocks, Block::new());
-    }
-    let mut out = vec![0u8; expected.as_ref().len()];
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into_with_memory(
-            password.expose_secret().as_bytes(),
-            salt.as_ref(),
-            &mut out,
-            &mut memory[..blocks],
-        )
+    memory
+        .0
+        .verify_encoded(phc, password.expose_secret().as_bytes(), algorithm)
         .is_ok()
-        && bool::from(out.as_slice().ct_eq(expected.as_ref()))
+}
+
+/// Like [`hash_password`], but running in `memory`.
+pub fn hash_with_memory(
+    password: &SecretString,
+    memory: &mut HashMemory,
+) -> Result<String, PoolError> {
+    memory
+        .0
+        .hash_encoded(password.expose_secret().as_bytes(), &new_salt()?)
+        .map_err(|e| PoolError::Hash(e.to_string()))
 }
 
 /// Counts a hash as running for as long as it lives, also if the hash panics.
@@ -192,7 +217,8 @@ impl PasswordPool {
 
     /// Hashes a new password on the pool.
     pub async fn hash(&self, password: SecretString) -> Result<String, PoolError> {
-        self.run(move |_| hash_password(&password)).await?
+        self.run(move |memory| hash_with_memory(&password, memory))
+            .await?
     }
 
     async fn run<T: Send + 'static>(
@@ -247,6 +273,91 @@ mod tests {
             "memory is reusable"
         );
         assert!(!verify_with_memory("not a hash", &pw, &mut memory));
+    }
+
+    /// Written by cxauth before it moved to `argon2-rust` (RustCrypto `argon2` 0.6.0, m=19456,
+    /// t=2, p=1): stored hashes like it must keep verifying.
+    const RUSTCRYPTO_FIXTURE: &str = "$argon2id$v=19$m=19456,t=2,p=1$6zcYQj1U2EF5cxdfeBtn4w$PtIezD0VCN34RPa0SZjYM4O4iJYpb8SdwcGSdH6HR0A";
+
+    #[test]
+    fn hashes_written_by_rustcrypto_argon2_still_verify() {
+        let pw = SecretString::from("cxauth compatibility fixture");
+        let mut memory = HashMemory::default();
+        assert!(verify_password(RUSTCRYPTO_FIXTURE, &pw));
+        assert!(verify_with_memory(RUSTCRYPTO_FIXTURE, &pw, &mut memory));
+        assert!(!verify_with_memory(
+            RUSTCRYPTO_FIXTURE,
+            &SecretString::from("cxauth compatibility fixturE"),
+            &mut memory
+        ));
+
+        // And a fresh one, with a random salt, at other parameters and variants too.
+        use argon2::PasswordHasher as _;
+        for (alg, m, t) in [
+            (argon2::Algorithm::Argon2id, 19 * 1024, 2),
+            (argon2::Algorithm::Argon2id, 64, 1),
+            (argon2::Algorithm::Argon2i, 256, 3),
+            (argon2::Algorithm::Argon2d, 128, 2),
+        ] {
+            let params = argon2::Params::new(m, t, 1, None).expect("params");
+            let phc = argon2::Argon2::new(alg, argon2::Version::V0x13, params)
+                .hash_password(b"correct horse")
+                .expect("hash")
+                .to_string();
+            assert!(
+                verify_password(&phc, &SecretString::from("correct horse")),
+                "{phc}"
+            );
+            assert!(
+                verify_with_memory(&phc, &SecretString::from("correct horse"), &mut memory),
+                "{phc}"
+            );
+            assert!(
+                !verify_password(&phc, &SecretString::from("correct horsE")),
+                "{phc}"
+            );
+        }
+    }
+
+    #[test]
+    fn new_hashes_verify_under_rustcrypto_argon2() {
+        use argon2::PasswordVerifier as _;
+        let mut memory = HashMemory::default();
+        for phc in [
+            hash_password(&SecretString::from("correct horse")).expect("hash"),
+            hash_with_memory(&SecretString::from("correct horse"), &mut memory).expect("hash"),
+        ] {
+            let parsed = password_hash::phc::PasswordHash::new(&phc).expect("PHC");
+            assert_eq!(parsed.salt.expect("salt").as_ref().len(), SALT_LEN, "{phc}");
+            let old = argon2::Argon2::default();
+            assert!(
+                old.verify_password(b"correct horse", &parsed).is_ok(),
+                "{phc}"
+            );
+            assert!(
+                old.verify_password(b"correct horsE", &parsed).is_err(),
+                "{phc}"
+            );
+        }
+    }
+
+    #[test]
+    fn salts_differ_and_foreign_or_broken_strings_never_match() {
+        let pw = SecretString::from("correct horse");
+        let a = hash_password(&pw).expect("hash");
+        let b = hash_password(&pw).expect("hash");
+        assert_ne!(a, b, "each hash has its own salt");
+        let mut memory = HashMemory::default();
+        for bad in [
+            "",
+            "$",
+            "$argon2$v=19$m=64,t=1,p=1$c29tZXNhbHQ$cpx6VEQbwTVZvcpxNIxOVUWZ5xnAipUmAe1cg2GMG70",
+            "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E",
+            &a[..a.len() - 2],
+        ] {
+            assert!(!verify_password(bad, &pw), "{bad}");
+            assert!(!verify_with_memory(bad, &pw, &mut memory), "{bad}");
+        }
     }
 
     #[tokio::test]
