@@ -37,8 +37,9 @@ pub enum PresentedToken<'a> {
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The user.
-    pub user: UserRecord,
+    /// The user: shared with the credential cache, so authenticating a request copies a
+    /// pointer, not the record's strings.
+    pub user: Arc<UserRecord>,
     /// The session of the access token used, if one was.
     pub session_id: Option<String>,
     /// The credential the caller presented, checked again when it mints an API token, so a
@@ -128,7 +129,7 @@ impl Authenticator {
         let claims = self.keys.verify(token).await?;
         let creds = &self.deps.creds;
         let (revoked, user) = match creds.session(&claims.sid) {
-            Some((revoked, user)) => (revoked, UserRecord::clone(&user)),
+            Some((revoked, user)) => (revoked, user),
             None => {
                 let ticket = creds.ticket();
                 let state = self
@@ -138,7 +139,7 @@ impl Authenticator {
                     .await?
                     .ok_or(TokenError::Invalid)?;
                 creds.put_session(ticket, &claims.sid, state.revoked, &state.user);
-                (state.revoked, state.user)
+                (state.revoked, Arc::new(state.user))
             }
         };
         if revoked || !user.enabled || claims.sub.parse() != Ok(user.id) {
@@ -162,7 +163,7 @@ impl Authenticator {
             .digest(DigestKind::ApiToken, token.as_bytes());
         let creds = &self.deps.creds;
         let (user, expires_at) = match creds.api_token(&digest) {
-            Some((user, expires_at)) => (UserRecord::clone(&user), expires_at),
+            Some((user, expires_at)) => (user, expires_at),
             None => {
                 let ticket = creds.ticket();
                 let (stored, user) = self
@@ -172,7 +173,7 @@ impl Authenticator {
                     .await?
                     .ok_or(TokenError::Invalid)?;
                 creds.put_api_token(ticket, &digest, &user, stored.expires_at);
-                (user, stored.expires_at)
+                (Arc::new(user), stored.expires_at)
             }
         };
         let now = self.deps.clock.now_ms();
@@ -210,7 +211,7 @@ impl Authenticator {
                 .await?;
         }
         Ok(Principal {
-            user,
+            user: Arc::new(user),
             session_id: None,
             via: Via::LegacyToken(digest),
         })

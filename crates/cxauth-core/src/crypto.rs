@@ -162,7 +162,13 @@ pub fn ringex_jwt_digest(credential: &[u8]) -> [u8; 32] {
 /// Keys derived from the [`MasterKey`], ready for use on request paths.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Secrets {
-    digest_key: [u8; 32],
+    /// HMAC-SHA-256 keyed with the digest key, its key blocks already hashed: a keyed digest
+    /// (one per API-token request) clones this state instead of hashing the key's two padded
+    /// blocks again, two of the five SHA-256 compressions of a token's digest. Not a
+    /// [`Zeroize`] type, hence skipped: its SHA-256 states zero themselves on drop (sha2's
+    /// `zeroize` feature), and so does every clone made by [`Secrets::digest`].
+    #[zeroize(skip)]
+    digest_mac: HmacSha256,
     seal_key: [u8; 32],
     check: [u8; 32],
 }
@@ -173,21 +179,30 @@ impl fmt::Debug for Secrets {
     }
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // A 32-byte key is always valid for HMAC; the fallback never runs.
-    let mut mac = <HmacSha256 as hmac::KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| <HmacSha256 as hmac::KeyInit>::new(&Default::default()));
+/// HMAC-SHA-256 keyed with `key`, ready for data.
+fn keyed(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length; the fallback never runs.
+    <HmacSha256 as hmac::KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as hmac::KeyInit>::new(&Default::default()))
+}
+
+fn finish(mut mac: HmacSha256, parts: &[&[u8]]) -> [u8; 32] {
     for p in parts {
         mac.update(p);
     }
     mac.finalize().into_bytes().into()
 }
 
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    finish(keyed(key), parts)
+}
+
 impl Secrets {
     /// Derives the working keys.
     pub fn derive(master: &MasterKey) -> Self {
+        let digest_key = Zeroizing::new(hmac(&master.0, &[b"cxauth/v1/digest"]));
         Secrets {
-            digest_key: hmac(&master.0, &[b"cxauth/v1/digest"]),
+            digest_mac: keyed(digest_key.as_slice()),
             seal_key: hmac(&master.0, &[b"cxauth/v1/seal"]),
             check: hmac(&master.0, &[b"cxauth/v1/check"]),
         }
@@ -202,7 +217,7 @@ impl Secrets {
     /// Keyed digest of a token, the only form in which refresh tokens are stored and the look-up
     /// key of API tokens.
     pub fn digest(&self, kind: DigestKind, token: &[u8]) -> [u8; 32] {
-        hmac(&self.digest_key, &[kind.label(), token])
+        finish(self.digest_mac.clone(), &[kind.label(), token])
     }
 
     /// Encrypts with AES-256-GCM under a fresh random nonce; `aad` binds the ciphertext to its
@@ -299,6 +314,30 @@ mod tests {
         tampered[20] ^= 1;
         assert!(s.open(b"user:1", &tampered).is_none());
         assert!(s.open(b"user:1", &sealed[..10]).is_none());
+    }
+
+    #[test]
+    fn the_prepared_digest_state_gives_the_stored_digests() {
+        // Digests are stored: the prepared HMAC state must give exactly what keying HMAC
+        // afresh with the derived digest key gave, or every stored token stops matching.
+        let master = MasterKey([7u8; 32]);
+        let s = Secrets::derive(&master);
+        let digest_key = hmac(&master.0, &[b"cxauth/v1/digest"]);
+        for (kind, token) in [
+            (
+                DigestKind::ApiToken,
+                &b"aws80:c2353445-bc74-4f1a-a850-1d55a371c0a9"[..],
+            ),
+            (DigestKind::RefreshToken, &[0u8; 200][..]),
+            (DigestKind::Throttle, &b""[..]),
+        ] {
+            assert_eq!(
+                s.digest(kind, token),
+                hmac(&digest_key, &[kind.label(), token])
+            );
+            // The state is cloned, never consumed: a second digest is the same.
+            assert_eq!(s.digest(kind, token), s.clone().digest(kind, token));
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The outermost middleware: request id, log span, one log line per request, and the JSON body
-//! of every error response.
+//! The outermost middleware: request id, log span, one log line per request, the JSON body
+//! of every error response, and the headers of [`crate::security_headers`].
 //!
 //! Paths are logged with token segments redacted (`/api/auth/logout/{token}`,
 //! `…/admin/token/{token}`), and query strings are never logged: on auth endpoints they carry
@@ -26,6 +26,38 @@ fn incoming_request_id(req: &Request) -> Option<String> {
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
     .then(|| v.to_owned())
+}
+
+/// A fresh request id: 32 lowercase hex digits in the layout of a random (version 4) UUID, as
+/// `Uuid::new_v4` made them, but without its `getrandom` system call on every request. Ids are
+/// unique within the process (a bijective mix of a counter) and across processes with high
+/// probability (the counter starts from random bits drawn once). They are labels, not secrets:
+/// a client may send its own.
+fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let &(high, start) = SEED.get_or_init(|| {
+        let r = uuid::Uuid::new_v4().as_u64_pair();
+        (r.0, r.1)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // SplitMix64's finaliser: a bijection, so distinct counters give distinct ids.
+    let mut z = start.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    // The UUID layout overwrites the version nibble (bits 15..12 of the first half) and the
+    // variant bits (63..62 of the second): rotated by 32, each bit of `z` also lands where
+    // nothing is overwritten, so the id stays unique.
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&(high ^ z.rotate_left(32)).to_be_bytes());
+    bytes[8..].copy_from_slice(&z.to_be_bytes());
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .simple()
+        .to_string()
 }
 
 /// The path as it may be logged and echoed: token segments replaced, length bounded.
@@ -59,8 +91,8 @@ pub async fn request_context(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let request_id =
-        incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let policy = crate::security_headers::Policy::of(req.uri().path());
+    let request_id = incoming_request_id(&req).unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = loggable_path(req.uri().path());
@@ -108,6 +140,8 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
+    // Last, as the outermost middleware set them: they win over anything set inside.
+    policy.apply(res.headers_mut());
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(route) = route {
         metrics::counter!("cxauth_http_requests_total", "route" => route.clone(),
@@ -173,6 +207,22 @@ mod tests {
         }
         assert_eq!(loggable_path("/healthz"), "/healthz");
         assert!(loggable_path(&"é".repeat(300)).len() <= 204);
+    }
+
+    #[test]
+    fn request_ids_keep_their_shape_and_never_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = new_request_id();
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
+            let uuid = uuid::Uuid::parse_str(&id).expect("a UUID");
+            assert_eq!(uuid.get_version_num(), 4, "{id}");
+            assert!(seen.insert(id), "a repeated request id");
+        }
     }
 
     #[test]

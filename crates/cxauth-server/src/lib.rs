@@ -5,7 +5,7 @@
 //!   on a bound listener until shutdown, with [`housekeeping`] in the background.
 //! - [`listener`]: the accept loop and the connection limits (header-read and keep-alive
 //!   timeouts, a connection cap that sheds the idlest).
-//! - [`security_headers`], then [`context`] (request id, log line, JSON error bodies), a panic
+//! - [`context`] (request id, log line, JSON error bodies, the [`security_headers`]), a panic
 //!   catcher, the request timeout and the body limit: the middleware of [`routes::router`].
 //! - [`routes`]: one file per concern (auth, tokens, directory, legacy, ringex, ops), each
 //!   handler registered with its OpenAPI description; [`openapi`] the document's fixed parts.

@@ -75,7 +75,8 @@ struct Conn {
     head_started: AtomicU64,
     /// Told by the accept loop to close.
     shed: AtomicBool,
-    /// Wakes the watcher when its deadlines move.
+    /// Wakes the watcher when the connection is shed (deadlines never need it: see
+    /// `serve_connection`).
     wake: tokio::sync::Notify,
 }
 
@@ -234,6 +235,8 @@ impl AsyncRead for Watched {
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = Pin::new(&mut this.stream).poll_read(cx, buf);
+        // No wake-up of the watcher: the deadline this sets is at least `recheck` away, and
+        // the watcher never sleeps longer than that (see `serve_connection`).
         if buf.filled().len() > before
             && this.conn.in_handler.load(Ordering::Acquire) == 0
             && this.conn.head_started.load(Ordering::Acquire) == NONE
@@ -241,7 +244,6 @@ impl AsyncRead for Watched {
             this.conn
                 .head_started
                 .store(this.registry.now(), Ordering::Release);
-            this.conn.wake.notify_one();
         }
         res
     }
@@ -310,8 +312,8 @@ impl Drop for InHandler {
         self.conn
             .idle_since
             .store(self.registry.now(), Ordering::Release);
+        // As for a request's first byte, the watcher needs no wake-up here.
         self.conn.in_handler.fetch_sub(1, Ordering::AcqRel);
-        self.conn.wake.notify_one();
     }
 }
 
@@ -470,13 +472,17 @@ async fn serve_connection(
         http.as_mut().graceful_shutdown();
     }
     let mut closed_by: Option<CloseReason> = None;
+    // Every change of the connection's state (a request's first byte, a handler's start or
+    // end) sets a deadline at least `recheck` after the change, so a watcher that wakes at the
+    // current deadline or within `recheck`, whichever is sooner, never wakes late, and requests
+    // need not wake it at all: a request costs the watcher nothing, an idle connection one
+    // wake-up per `recheck` (10 s by default).
+    let recheck = limits.header_read_timeout.min(limits.keep_alive_timeout);
     loop {
         let now = registry.now();
-        let deadline = conn.deadline(&limits);
-        let wait = match deadline {
-            Some((at, _)) => Duration::from_millis(at.saturating_sub(now)),
-            // In a handler: its end wakes us.
-            None => limits.header_read_timeout + limits.keep_alive_timeout,
+        let wait = match conn.deadline(&limits) {
+            Some((at, _)) => Duration::from_millis(at.saturating_sub(now)).min(recheck),
+            None => recheck,
         };
         tokio::select! {
             r = http.as_mut() => {

@@ -1,5 +1,7 @@
 //! Headers that tell browsers how to treat our answers, set on every response of the router
-//! (errors, fallbacks and the API page included) by the outermost middleware.
+//! (errors, fallbacks and the API page included) last of all by the outermost middleware,
+//! [`crate::context::request_context`] (one middleware layer rather than two: each costs a
+//! boxed clone of the whole stack below it per request).
 //!
 //! * `X-Content-Type-Options: nosniff` everywhere: a browser must not guess a script or a page
 //!   out of a JSON body.
@@ -22,10 +24,7 @@
 //! * Admin API answers (`/voice/api/v1/admin/…`, `/api/v1/admin/…`): `Cache-Control: no-store`,
 //!   as the token answers already have: they list tokens, accounts and users.
 
-use axum::extract::Request;
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, header};
 
 /// The Content Security Policy of the API page `/docs`; see the module documentation.
 pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
@@ -57,48 +56,62 @@ fn is_docs_path(path: &str) -> bool {
     path == "/docs" || path.starts_with("/docs/")
 }
 
-/// See the module documentation.
-pub async fn security_headers(req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let docs = is_docs_path(path);
-    let admin = is_admin_path(path);
-    let console = is_console_path(path);
-    let console_asset = path.starts_with("/console/assets/");
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if console {
+/// Which of the policies of the module documentation a path gets; read from the request's path
+/// before the request is handed on, applied to its response by [`Policy::apply`].
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    docs: bool,
+    admin: bool,
+    console: bool,
+    console_asset: bool,
+}
+
+impl Policy {
+    /// The policy of `path`.
+    pub fn of(path: &str) -> Self {
+        Policy {
+            docs: is_docs_path(path),
+            admin: is_admin_path(path),
+            console: is_console_path(path),
+            console_asset: path.starts_with("/console/assets/"),
+        }
+    }
+
+    /// Sets the headers of this policy; see the module documentation.
+    pub fn apply(self, h: &mut HeaderMap) {
         h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONSOLE_CSP),
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        if !console_asset {
+        if self.console {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONSOLE_CSP),
+            );
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            if !self.console_asset {
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+        } else if self.docs {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(DOCS_CSP),
+            );
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        } else {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(API_CSP),
+            );
+        }
+        if self.admin {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
-    } else if docs {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(DOCS_CSP),
-        );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    } else {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(API_CSP),
-        );
     }
-    if admin {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    res
 }
 
 #[cfg(test)]

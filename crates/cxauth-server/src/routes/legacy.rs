@@ -35,7 +35,7 @@ pub async fn legacy_login(
         .legacy_login(&username, password, stay, &ctx)
         .await?;
     let who = Principal {
-        user,
+        user: std::sync::Arc::new(user),
         session_id: None,
         via: cxauth_core::service::Via::Password,
     };

@@ -14,7 +14,7 @@ pub use crate::extract::{Audit, Caller, ClientAddr, client_addr, credential};
 
 use crate::AppState;
 use crate::config::ServerConfig;
-use crate::{context, security_headers};
+use crate::context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -114,9 +114,6 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clock.clone(),
             context::request_context,
-        ))
-        .layer(axum::middleware::from_fn(
-            security_headers::security_headers,
         ))
         .with_state(state)
 }
