@@ -275,8 +275,9 @@ impl SqliteStore {
     /// the ones before it exactly as if they had run one after another: the conformance
     /// guarantees (one winner per token outside the grace window, reuse detection) hold
     /// unchanged. No outcome is answered before the commit that holds it, so a crash loses only
-    /// rotations nobody was told about. The group runs in a task of its own, so a client that
-    /// goes away mid-commit cannot cancel the others' rotations.
+    /// rotations nobody was told about. The group runs on the rusqlite writer's thread (a
+    /// database file) or in a task of its own (in memory), so a client that goes away
+    /// mid-commit cannot cancel the others' rotations.
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
         self.pending_rotations
@@ -400,7 +401,9 @@ mod users;
 
 /// Runs `group` in one transaction (each rotation in a savepoint), commits once, tells the
 /// caches of this store (`local`) about the sessions that reuse ended, then answers every
-/// rotation: its own outcome if the commit succeeded, the commit's error otherwise.
+/// rotation: its own outcome if the commit succeeded, the commit's error otherwise. The sqlx
+/// path, for in-memory databases; a database file's groups run the same steps through
+/// rusqlite (`sqlite/writer.rs`).
 async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotation>) {
     let mut outcomes = Vec::with_capacity(group.len());
     let mut changes = Vec::new();
