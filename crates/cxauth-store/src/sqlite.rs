@@ -24,6 +24,32 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The text of [`ROTATE_RETIRE`], a macro so that `ROTATE_WRITES` can `concat!` it.
+macro_rules! rotate_retire {
+    () => {
+        "UPDATE refresh_tokens SET rotated_at = $3 WHERE session_id = $2 AND rotated_at IS NULL"
+    };
+}
+/// The text of [`ROTATE_INSERT`] (see [`rotate_retire!`]).
+macro_rules! rotate_insert {
+    () => {
+        "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
+         VALUES ($1, $2, $3, $4)"
+    };
+}
+/// The text of [`ROTATE_EXTEND`] (see [`rotate_retire!`]).
+macro_rules! rotate_extend {
+    () => {
+        "UPDATE sessions SET expires_at = $4 WHERE id = $2"
+    };
+}
+/// A rotation's first write: retire every live token of the session ($2 session id, $3 now).
+const ROTATE_RETIRE: &str = rotate_retire!();
+/// Its second: store the successor ($1 its digest, $2, $3, $4 its expiry).
+const ROTATE_INSERT: &str = rotate_insert!();
+/// Its third: extend the session to the successor's expiry ($2, $4).
+const ROTATE_EXTEND: &str = rotate_extend!();
+
 /// Creates the database file with mode 0600 if it does not exist (an existing one is narrowed
 /// to 0600 instead), so that the umask never makes it readable by others.
 fn create_private(path: &Path) -> Result<(), StoreError> {
@@ -111,7 +137,18 @@ pub struct SqliteStore {
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// Rotations waiting for the next group commit (see [`SqliteStore::rotate`]).
     pending_rotations: Arc<std::sync::Mutex<Vec<PendingRotation>>>,
+    /// Where group commits run on a database file: a `rusqlite` connection on a thread of its
+    /// own (`sqlite/writer.rs`), a fraction of sqlx's cost per rotation. `None` in memory,
+    /// where a second connection would see a database of its own: there groups run on the
+    /// pool's one connection through sqlx ([`commit_group`]).
+    writer: Option<Arc<writer::RotationWriter>>,
+    /// Copies the WAL into the database file in the background, off every commit's path
+    /// (`sqlite/checkpoint.rs`); `None` in memory (no WAL).
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
+
+/// How long a connection waits for another process's write lock before giving up (BUSY).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A rotation waiting to be committed with others, and where its outcome goes.
 struct PendingRotation {
@@ -162,14 +199,18 @@ impl SqliteStore {
         let base = SqliteConnectOptions::new()
             .create_if_missing(true)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Full);
         if let Some(path) = url.sqlite_path() {
             create_private(path)?;
         }
         let (connect, max_conns) = match url.sqlite_path() {
             Some(path) => (
-                base.filename(path).journal_mode(SqliteJournalMode::Wal),
+                base.filename(path)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // No commit checkpoints (an fsync of the database file on a request's
+                    // path): the checkpointer does it in the background.
+                    .pragma("wal_autocheckpoint", "0"),
                 options.max_connections,
             ),
             // One connection: each in-memory connection would otherwise be its own database.
@@ -198,11 +239,26 @@ impl SqliteStore {
                 narrow_to_owner(Path::new(&name));
             }
         }
-        Ok(SqliteStore {
+        let mut store = SqliteStore {
             pool,
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
             pending_rotations: Arc::new(std::sync::Mutex::new(Vec::new())),
-        })
+            writer: None,
+            checkpointer: None,
+        };
+        if let Some(path) = url.sqlite_path() {
+            // Opened after the migrations, on the schema they made.
+            store.writer = Some(Arc::new(writer::RotationWriter::start(
+                path,
+                BUSY_TIMEOUT,
+                store.local_key(),
+            )?));
+            store.checkpointer = Some(Arc::new(
+                checkpoint::Checkpointer::start(path, BUSY_TIMEOUT, store.write_turn.clone())
+                    .map_err(StoreError::Internal)?,
+            ));
+        }
+        Ok(store)
     }
 
     /// The permissions of the database's files: read and write for the owner only.
@@ -219,8 +275,9 @@ impl SqliteStore {
     /// the ones before it exactly as if they had run one after another: the conformance
     /// guarantees (one winner per token outside the grace window, reuse detection) hold
     /// unchanged. No outcome is answered before the commit that holds it, so a crash loses only
-    /// rotations nobody was told about. The group runs in a task of its own, so a client that
-    /// goes away mid-commit cannot cancel the others' rotations.
+    /// rotations nobody was told about. The group runs on the rusqlite writer's thread (a
+    /// database file) or in a task of its own (in memory), so a client that goes away
+    /// mid-commit cannot cancel the others' rotations.
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
         self.pending_rotations
@@ -242,6 +299,9 @@ impl SqliteStore {
         if group.is_empty() {
             // An earlier group took this rotation; its outcome is on its way.
             drop(turn);
+        } else if let Some(writer) = &self.writer {
+            // The writer thread commits the group and then releases the turn.
+            writer.submit(group, turn);
         } else {
             let pool = self.pool.clone();
             let local = self.local_key();
@@ -291,12 +351,14 @@ impl SqliteStore {
     /// The writes of a rotation as one call to the driver: SQLite runs the statements of a
     /// query in order, binding `$n` in each, so the three cost one round trip to the
     /// connection's worker thread instead of three ($1 successor digest, $2 session id, $3 now,
-    /// $4 the successor's expiry).
+    /// $4 the successor's expiry). The rusqlite writer runs the same three texts one by one
+    /// ([`ROTATE_RETIRE`], [`ROTATE_INSERT`], [`ROTATE_EXTEND`]).
     pub(crate) const ROTATE_WRITES: &str = concat!(
-        "UPDATE refresh_tokens SET rotated_at = $3 WHERE session_id = $2 AND rotated_at IS NULL; ",
-        "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) ",
-        "VALUES ($1, $2, $3, $4); ",
-        "UPDATE sessions SET expires_at = $4 WHERE id = $2"
+        rotate_retire!(),
+        "; ",
+        rotate_insert!(),
+        "; ",
+        rotate_extend!()
     );
 
     async fn lock_throttle(_: &mut SqliteConnection, _key: &[u8; 32]) -> Result<(), StoreError> {
@@ -339,7 +401,9 @@ mod users;
 
 /// Runs `group` in one transaction (each rotation in a savepoint), commits once, tells the
 /// caches of this store (`local`) about the sessions that reuse ended, then answers every
-/// rotation: its own outcome if the commit succeeded, the commit's error otherwise.
+/// rotation: its own outcome if the commit succeeded, the commit's error otherwise. The sqlx
+/// path, for in-memory databases; a database file's groups run the same steps through
+/// rusqlite (`sqlite/writer.rs`).
 async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotation>) {
     let mut outcomes = Vec::with_capacity(group.len());
     let mut changes = Vec::new();
@@ -401,5 +465,10 @@ async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotatio
     }
 }
 
+mod checkpoint;
+mod writer;
+
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;

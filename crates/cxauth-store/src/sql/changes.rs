@@ -17,6 +17,11 @@ fn is_postgres() -> bool {
     <Db as sqlx::Database>::NAME == "PostgreSQL"
 }
 
+/// The change-log row of [`record_change`]: `$1` the kind, `$2` the key, `$3` when. Shared with
+/// the SQLite backend's rusqlite writer (`sqlite/writer.rs`), which records reuses the same way.
+pub(crate) const INSERT_CHANGE: &str =
+    "INSERT INTO credential_changes (kind, key, at) VALUES ($1, $2, $3) RETURNING seq";
+
 /// Adds a row to the change log inside the caller's write transaction, so the row commits (and
 /// becomes visible) exactly when the change does, and not at all if it rolls back.
 ///
@@ -38,15 +43,13 @@ pub(super) async fn record_change(
             .await
             .db()?;
     }
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO credential_changes (kind, key, at) VALUES ($1, $2, $3) RETURNING seq",
-    )
-    .bind(kind.as_str())
-    .bind(key)
-    .bind(at)
-    .fetch_one(&mut *conn)
-    .await
-    .db()?;
+    let seq: i64 = sqlx::query_scalar(INSERT_CHANGE)
+        .bind(kind.as_str())
+        .bind(key)
+        .bind(at)
+        .fetch_one(&mut *conn)
+        .await
+        .db()?;
     if is_postgres() {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(crate::sql::CHANGES_CHANNEL)

@@ -70,21 +70,24 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// A user as a query returns it, in [`user_columns!`]'s order. Its fields are visible to the
+/// crate so the SQLite backend's rusqlite writer (`sqlite/writer.rs`) fills the same struct
+/// and turns it into a [`UserRecord`] through the same `From`.
 #[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
-    id: i64,
-    username: String,
-    platform_id: String,
-    password_hash: String,
-    first_name: String,
-    last_name: String,
-    enabled: bool,
-    parent_id: Option<i64>,
-    parent_path: String,
-    main_account_id: i64,
-    roles: String,
-    created_at: i64,
-    rc_user_id: Option<i64>,
+    pub(crate) id: i64,
+    pub(crate) username: String,
+    pub(crate) platform_id: String,
+    pub(crate) password_hash: String,
+    pub(crate) first_name: String,
+    pub(crate) last_name: String,
+    pub(crate) enabled: bool,
+    pub(crate) parent_id: Option<i64>,
+    pub(crate) parent_path: String,
+    pub(crate) main_account_id: i64,
+    pub(crate) roles: String,
+    pub(crate) created_at: i64,
+    pub(crate) rc_user_id: Option<i64>,
 }
 
 impl From<UserRow> for UserRecord {

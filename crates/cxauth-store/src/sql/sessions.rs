@@ -168,6 +168,22 @@ impl SessionStore for Backend {
     }
 }
 
+/// A rotation's read: the presented token (`$1`, its digest), its session and the session's
+/// user (columns 5.. are [`user_columns!`], in [`UserRow`]'s order). Shared with the SQLite
+/// backend's rusqlite writer (`sqlite/writer.rs`), which must run the same query.
+pub(crate) const ROTATE_READ: &str = concat!(
+    "SELECT t.session_id, t.expires_at AS token_expires_at, t.rotated_at, s.revoked_at, ",
+    "s.sso_login, ",
+    user_columns!("u."),
+    " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id ",
+    "JOIN users u ON u.id = s.user_id WHERE t.digest = $1"
+);
+
+/// A detected reuse ends the session: `$1` now, `$2` the reason, `$3` the session id. Shared
+/// with the rusqlite writer (see [`ROTATE_READ`]).
+pub(crate) const REVOKE_FOR_REUSE: &str =
+    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3";
+
 /// One rotation inside the caller's write transaction `tx` (the caller commits, whatever the
 /// outcome: an outcome that wrote nothing commits nothing). On an error the caller must roll
 /// back what this wrote. A reuse ends the session and returns its change-log row, for the
@@ -187,17 +203,11 @@ pub(super) async fn rotate_in(
     }
     // The token, its session and the session's user in one read, taken under that lock. The
     // user always exists (`sessions.user_id` is a foreign key).
-    let row = sqlx::query(concat!(
-        "SELECT t.session_id, t.expires_at AS token_expires_at, t.rotated_at, s.revoked_at, ",
-        "s.sso_login, ",
-        user_columns!("u."),
-        " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id ",
-        "JOIN users u ON u.id = s.user_id WHERE t.digest = $1"
-    ))
-    .bind(r.presented.as_slice())
-    .fetch_optional(&mut *tx)
-    .await
-    .db()?;
+    let row = sqlx::query(ROTATE_READ)
+        .bind(r.presented.as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
     let Some(row) = row else {
         return Ok((RotateOutcome::Invalid, None));
     };
@@ -213,7 +223,7 @@ pub(super) async fn rotate_in(
     if let Some(rotated) = rotated_at
         && r.now - rotated > r.grace_ms
     {
-        sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3")
+        sqlx::query(REVOKE_FOR_REUSE)
             .bind(r.now)
             .bind(RevokeReason::Reuse.as_str())
             .bind(&session_id)

@@ -1,0 +1,171 @@
+//! The background checkpointer: copies the WAL back into the database file on a thread and a
+//! connection of its own, so that no commit pays for it (issue 14).
+//!
+//! By default SQLite checkpoints inside whichever commit takes the WAL past 1,000 pages: that
+//! commit copies the pages and, with `synchronous = FULL`, fsyncs the database file before it
+//! returns, on a refresh's path (the first suspect for the half-load p99 of 99 ms in one run in
+//! five). The store's committing connections (the sqlx pool and the rotation writer) therefore
+//! run with `wal_autocheckpoint = 0`, and this thread runs `PRAGMA wal_checkpoint(PASSIVE)`
+//! every [`INTERVAL`]. A passive checkpoint takes no lock that writers wait for: it copies what
+//! no reader still needs, and when it has copied everything, the next writer starts the WAL over
+//! from its beginning, so the file stays bounded by what is written between two ticks.
+//!
+//! A passive checkpoint alone does not bound the file under steady load, measured: SQLite
+//! starts the WAL over only when a write transaction begins while every frame is copied back,
+//! and with writes always in flight the checkpointer never catches the last commit (8 writers,
+//! 3,000 rotations: a 66 MB WAL). So when the WAL holds more than [`RESTART_FRAMES`] frames
+//! after a tick's passive checkpoint, the thread takes the process's write turn (the queue the
+//! rotation writer and the sqlx writers wait in), checkpoints again (only the frames committed
+//! since the first, then the database file's fsync) and lets the turn go: the next writer
+//! starts the WAL over. Writers wait for that second, short checkpoint, once per
+//! `RESTART_FRAMES` written, where SQLite's automatic checkpoint made one commit copy 1,000
+//! pages and fsync every 1,000 pages.
+//!
+//! Readers that always hold an old snapshot can keep even that from finishing. When the WAL
+//! still holds more than [`STUCK_FRAMES`] uncopied frames, or a burst left the file larger than
+//! [`LARGE_FILE`], the thread runs a `TRUNCATE` checkpoint under the turn, which waits (busy
+//! timeout) for the readers, copies everything and empties the file.
+//!
+//! The thread ends when the store's last clone is dropped (the channel closes).
+
+use super::writer::open_connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+/// Time between two passive checkpoints. At 1,200 rotations a second and a handful of pages
+/// each, a few hundred pages pile up between two ticks (the old trigger was 1,000); when there
+/// is nothing to copy, a tick costs a few microseconds and no fsync.
+pub(super) const INTERVAL: Duration = Duration::from_millis(100);
+
+/// WAL frames (pages) past which a tick makes room for the WAL to start over (~8 MiB of 4 KiB
+/// pages); the file stays near this plus what one [`INTERVAL`] writes.
+pub(super) const RESTART_FRAMES: i64 = 2_000;
+
+/// WAL frames left uncopied after the checkpoint under the turn that call for a `TRUNCATE`
+/// one (~40 MiB of 4 KiB pages): readers are keeping the checkpoint from finishing.
+pub(super) const STUCK_FRAMES: i64 = 10_000;
+
+/// The size of a WAL file (bytes) that a `TRUNCATE` checkpoint shrinks once it is all copied:
+/// the file never shrinks by itself, so a burst would otherwise keep its disk space.
+const LARGE_FILE: u64 = 64 << 20;
+
+/// The handle to the checkpointer thread: dropping it (with the store's last clone) ends it.
+#[derive(Debug)]
+pub(super) struct Checkpointer {
+    _stop: mpsc::Sender<()>,
+    /// Held by the thread while it runs (see [`Checkpointer::alive`]).
+    #[cfg(test)]
+    alive: std::sync::Weak<()>,
+}
+
+/// What one `wal_checkpoint` reported: whether it could not finish for a lock, the frames in
+/// the WAL, and the frames copied back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckpointResult {
+    /// 1 if a lock kept it from finishing.
+    pub(crate) busy: i64,
+    /// Frames in the WAL.
+    pub(crate) log: i64,
+    /// Frames copied to the database file.
+    pub(crate) checkpointed: i64,
+}
+
+/// Runs `PRAGMA wal_checkpoint(mode)` on `conn`.
+pub(crate) fn checkpoint(
+    conn: &rusqlite::Connection,
+    mode: &str,
+) -> rusqlite::Result<CheckpointResult> {
+    let sql = match mode {
+        "TRUNCATE" => "PRAGMA wal_checkpoint(TRUNCATE)",
+        "RESTART" => "PRAGMA wal_checkpoint(RESTART)",
+        _ => "PRAGMA wal_checkpoint(PASSIVE)",
+    };
+    conn.query_row(sql, [], |row| {
+        Ok(CheckpointResult {
+            busy: row.get(0)?,
+            log: row.get(1)?,
+            checkpointed: row.get(2)?,
+        })
+    })
+}
+
+impl Checkpointer {
+    /// Opens the checkpointer's connection on `path` and starts its thread; `turn` is the
+    /// store's write turn (`SqliteStore::write_turn`).
+    pub(super) fn start(
+        path: &Path,
+        busy_timeout: Duration,
+        turn: Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<Self, String> {
+        let conn = open_connection(path, busy_timeout).map_err(|e| e.to_string())?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let alive = std::sync::Arc::new(());
+        #[cfg(test)]
+        let weak = std::sync::Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("cxauth-sqlite-checkpoint".into())
+            .spawn(move || {
+                let _alive = alive;
+                // Nothing is ever sent: the loop ends when the sender is dropped.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
+                    tick(&conn, &wal, &turn);
+                }
+            })
+            .map_err(|e| format!("cannot start the SQLite checkpointer: {e}"))?;
+        Ok(Checkpointer {
+            _stop: stop,
+            #[cfg(test)]
+            alive: weak,
+        })
+    }
+
+    /// Whether the thread still runs (for the tests that check it ends with the store).
+    #[cfg(test)]
+    pub(super) fn alive(&self) -> std::sync::Weak<()> {
+        self.alive.clone()
+    }
+}
+
+/// One tick: a passive checkpoint; if the WAL is long, another under the write turn so that it
+/// starts over; a truncating one if readers keep it from being copied or the file is large.
+/// Errors are logged and the next tick tries again.
+fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>) {
+    let mut last = match checkpoint(conn, "PASSIVE") {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "SQLite passive checkpoint failed");
+            return;
+        }
+    };
+    let large = || std::fs::metadata(wal).is_ok_and(|m| m.len() > LARGE_FILE);
+    let truncate = |left: i64| left > STUCK_FRAMES || (left == 0 && large());
+    if last.log <= RESTART_FRAMES && !truncate(last.log - last.checkpointed) {
+        return;
+    }
+    // This thread is no task of the runtime: it may block on the turn.
+    let _turn = turn.blocking_lock();
+    if last.log > RESTART_FRAMES {
+        last = match checkpoint(conn, "PASSIVE") {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "SQLite passive checkpoint failed");
+                return;
+            }
+        };
+    }
+    let left = last.log - last.checkpointed;
+    if truncate(left) {
+        match checkpoint(conn, "TRUNCATE") {
+            Ok(r) => tracing::info!(
+                left_by_passive = left,
+                busy = r.busy,
+                "SQLite WAL truncated by a blocking checkpoint"
+            ),
+            Err(e) => tracing::warn!(error = %e, "SQLite truncating checkpoint failed"),
+        }
+    }
+}

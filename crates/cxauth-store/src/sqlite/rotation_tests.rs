@@ -1,0 +1,326 @@
+//! The claims of the rusqlite rotation writer and the background checkpointer, on a real
+//! database file: one winner among racers, a failing member of a group rolled back alone, the
+//! user built as sqlx builds it, a WAL that stays bounded with automatic checkpoints off, and
+//! background threads that end with the store.
+
+use super::*;
+use cxauth_core::store::{
+    AccountStore as _, NewSession, NewUser, SessionStore as _, UserStore as _,
+};
+
+async fn store() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = DatabaseUrl::Sqlite {
+        path: Some(dir.path().join("rotations.db")),
+    };
+    let store = SqliteStore::open(&url, &StoreOptions::default())
+        .await
+        .expect("open");
+    assert!(
+        store.writer.is_some(),
+        "a file database rotates through rusqlite"
+    );
+    (store, dir)
+}
+
+fn digest(n: u32) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    d[..4].copy_from_slice(&n.to_be_bytes());
+    d
+}
+
+/// A user (with a parent, roles and a RingEx id, so every column has a value to get wrong) and
+/// `sessions` sessions `s0..`, session `si`'s token `digest(i)`.
+async fn user_with_sessions(store: &SqliteStore, sessions: u32) -> i64 {
+    let main = store.create_main_account("A", 0).await.expect("main");
+    let new_user = |name: &str, parent: Option<&str>, rc| NewUser {
+        username: name.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        platform_id: "aws80".into(),
+        parent: parent.map(str::to_owned),
+        grants: vec![main],
+        roles: vec!["MANAGE_USERS".into(), "AUDITOR".into()],
+        first_name: "F".into(),
+        last_name: "L".into(),
+        rc_user_id: rc,
+        now: 1_000,
+    };
+    store
+        .create_user(&new_user("parent", None, None))
+        .await
+        .expect("parent");
+    let uid = store
+        .create_user(&new_user("u", Some("parent"), Some(4242)))
+        .await
+        .expect("user");
+    for i in 0..sessions {
+        store
+            .create_session(&NewSession {
+                session_id: format!("s{i}"),
+                user_id: uid,
+                expected_password_hash: None,
+                refresh_digest: digest(i),
+                now: 0,
+                refresh_expires_at: i64::MAX / 2,
+                sso_login: i % 2 == 1,
+                max_sessions: 0,
+            })
+            .await
+            .expect("session");
+    }
+    uid
+}
+
+async fn count(store: &SqliteStore, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&store.pool)
+        .await
+        .expect("count")
+}
+
+/// 32 tasks present the same token at once with no grace: exactly one rotates it; the next in
+/// arrival order is a reuse, which ends the session (one change-log row), and the rest find it
+/// ended. The session keeps exactly one live token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racers_on_one_token_outside_grace_have_one_winner() {
+    let (store, _dir) = store().await;
+    user_with_sessions(&store, 1).await;
+    let changes_before = count(&store, "SELECT COUNT(*) FROM credential_changes").await;
+    let mut racers = Vec::new();
+    for i in 0..32u32 {
+        let store = store.clone();
+        racers.push(tokio::spawn(async move {
+            store
+                .rotate(&Rotation {
+                    presented: digest(0),
+                    successor: digest(1_000 + i),
+                    now: 10,
+                    // Even the same millisecond is outside the grace window.
+                    grace_ms: -1,
+                    successor_expires_at: i64::MAX / 2,
+                })
+                .await
+        }));
+    }
+    let (mut rotated, mut reused, mut invalid) = (0, 0, 0);
+    for r in racers {
+        match r.await.expect("join").expect("rotation") {
+            RotateOutcome::Rotated { session_id, .. } => {
+                assert_eq!(session_id, "s0");
+                rotated += 1;
+            }
+            RotateOutcome::Reused { session_id, .. } => {
+                assert_eq!(session_id, "s0");
+                reused += 1;
+            }
+            RotateOutcome::Invalid => invalid += 1,
+        }
+    }
+    assert_eq!((rotated, reused, invalid), (1, 1, 30));
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM refresh_tokens WHERE rotated_at IS NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM credential_changes").await - changes_before,
+        1,
+        "the reuse records exactly one change"
+    );
+}
+
+/// Holds the write turn until every rotation of `rotations` is queued, in the list's order, so
+/// that they commit as one group; returns their outcomes in that order.
+async fn queued(
+    store: &SqliteStore,
+    rotations: Vec<Rotation>,
+) -> Vec<Result<RotateOutcome, StoreError>> {
+    let turn = store.write_turn.clone().lock_owned().await;
+    let mut tasks = Vec::new();
+    for (i, r) in rotations.into_iter().enumerate() {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.rotate(&r).await }));
+        // The next one is sent only once this one is queued: arrival order is the list's.
+        let mut waited = 0;
+        while store.pending_rotations.lock().expect("pending").len() <= i {
+            waited += 1;
+            assert!(waited < 1_000, "rotation {i} never queued");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    drop(turn);
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("join"));
+    }
+    outcomes
+}
+
+/// Three rotations in one group; the middle one fails at its second write (its successor's
+/// digest is taken), after its first write retired its token. The savepoint rolls back that
+/// member alone: the others commit, and its token is still live and rotates afterwards.
+/// Without the savepoint's rollback, its token would stay retired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_member_of_a_group_rolls_back_alone() {
+    let (store, _dir) = store().await;
+    user_with_sessions(&store, 3).await;
+    let rot = |presented, successor| Rotation {
+        presented: digest(presented),
+        successor: digest(successor),
+        now: 10,
+        grace_ms: 0,
+        successor_expires_at: 1_000_000,
+    };
+    // Session 1's successor would be session 2's live token: a unique violation.
+    let outcomes = queued(&store, vec![rot(0, 100), rot(1, 2), rot(2, 102)]).await;
+    assert!(
+        matches!(outcomes[0], Ok(RotateOutcome::Rotated { .. })),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(
+        matches!(outcomes[1], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(
+        matches!(outcomes[2], Ok(RotateOutcome::Rotated { .. })),
+        "{:?}",
+        outcomes[2]
+    );
+    // Session 1's token was not retired, and no successor of it exists.
+    let live_of_s1: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = 's1' AND rotated_at IS NULL",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .expect("count");
+    assert_eq!(live_of_s1, 1);
+    assert!(matches!(
+        store.rotate(&rot(1, 101)).await,
+        Ok(RotateOutcome::Rotated { .. })
+    ));
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM refresh_tokens WHERE rotated_at IS NULL"
+        )
+        .await,
+        3
+    );
+}
+
+/// The user a rotation returns is the one sqlx reads (`user_by_id`), column for column, and
+/// `sso_login` is the session's.
+#[tokio::test]
+async fn a_rotation_returns_the_user_as_sqlx_reads_it() {
+    let (store, _dir) = store().await;
+    let uid = user_with_sessions(&store, 2).await;
+    let expected = store.user_by_id(uid).await.expect("read").expect("user");
+    assert!(expected.parent_id.is_some() && expected.rc_user_id.is_some());
+    assert_eq!(expected.roles.len(), 2);
+    for (i, sso) in [(0u32, false), (1, true)] {
+        match store
+            .rotate(&Rotation {
+                presented: digest(i),
+                successor: digest(100 + i),
+                now: 10,
+                grace_ms: 0,
+                successor_expires_at: 1_000_000,
+            })
+            .await
+            .expect("rotate")
+        {
+            RotateOutcome::Rotated {
+                user, sso_login, ..
+            } => {
+                assert!(*user == expected, "the writer built another user");
+                assert_eq!(sso_login, sso);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// With automatic checkpoints off on every committing connection, only the checkpointer keeps
+/// the WAL from growing: after thousands of rotations (tens of MB of WAL without it) and a
+/// tick, the file is small and every frame is back in the database file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_wal_stays_bounded_without_automatic_checkpoints() {
+    let (store, dir) = store().await;
+    user_with_sessions(&store, 8).await;
+    let auto: i64 = count(&store, "PRAGMA wal_autocheckpoint").await;
+    assert_eq!(auto, 0, "the pool's connections still checkpoint on commit");
+    let mut chains = Vec::new();
+    for chain in 0..8u32 {
+        let store = store.clone();
+        chains.push(tokio::spawn(async move {
+            for step in 0..500u32 {
+                let outcome = store
+                    .rotate(&Rotation {
+                        presented: digest(if step == 0 {
+                            chain
+                        } else {
+                            chain * 1_000 + step + 100_000 - 1
+                        }),
+                        successor: digest(chain * 1_000 + step + 100_000),
+                        now: 10 + i64::from(step),
+                        grace_ms: 0,
+                        successor_expires_at: i64::MAX / 2,
+                    })
+                    .await
+                    .expect("rotate");
+                assert!(
+                    matches!(outcome, RotateOutcome::Rotated { .. }),
+                    "{outcome:?}"
+                );
+            }
+        }));
+    }
+    let mut peak = 0;
+    let wal = dir.path().join("rotations.db-wal");
+    for c in chains {
+        c.await.expect("chain");
+        peak = peak.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    tokio::time::sleep(checkpoint::INTERVAL * 5).await;
+    let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    peak = peak.max(len);
+    assert!(len < 32 << 20, "the WAL grew to {len} bytes");
+    // Everything is copied back: a passive checkpoint now finds nothing left to copy.
+    let conn =
+        writer::open_connection(&dir.path().join("rotations.db"), BUSY_TIMEOUT).expect("open");
+    let r = checkpoint::checkpoint(&conn, "PASSIVE").expect("checkpoint");
+    assert_eq!(r.log, r.checkpointed, "frames left in the WAL: {r:?}");
+    eprintln!("WAL peak {peak} bytes, after the tick {len} bytes, {r:?}");
+}
+
+/// The writer and checkpointer threads end when the store's last clone is dropped: a test
+/// process opens hundreds of stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_threads_end_with_the_store() {
+    let mut alive = Vec::new();
+    for _ in 0..10 {
+        let (store, dir) = store().await;
+        let clone = store.clone();
+        alive.push(store.writer.as_ref().expect("writer").alive());
+        alive.push(store.checkpointer.as_ref().expect("checkpointer").alive());
+        drop(store);
+        assert!(
+            alive.iter().rev().take(2).all(|a| a.strong_count() == 1),
+            "ended early"
+        );
+        drop(clone);
+        drop(dir);
+    }
+    for _ in 0..200 {
+        if alive.iter().all(|a| a.strong_count() == 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("background threads outlived their stores");
+}

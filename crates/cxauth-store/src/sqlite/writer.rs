@@ -1,0 +1,379 @@
+//! The rotation writer: refresh-token rotations committed through `rusqlite` on a connection
+//! and a thread of their own (issue 14).
+//!
+//! Through sqlx every statement is a hand-off to the connection's worker thread and back (two
+//! or more futex wake-ups each; a rotation is 4 of them with `BEGIN` and `COMMIT`), and the
+//! pool hands each write to whichever connection is idle, whose page cache another connection
+//! has made stale. An experiment measured 285–746 µs of CPU per rotation through sqlx against
+//! 118–219 µs through `rusqlite` with cached statements (BENCHMARKS.md, "Refresh: where a
+//! rotation's cost goes"). Here a whole group of rotations is one hand-off.
+//!
+//! **Why a dedicated thread fed by a channel**, not `spawn_blocking` with the connection behind
+//! a mutex: one thread keeps the connection, its statement cache and its page cache warm on one
+//! core's caches; `spawn_blocking` would take a pool thread (maybe a new one after its idle
+//! timeout) and a mutex per group for the same work. The thread also receives the write turn
+//! with the group and drops it after the commit, so no async task has to wait for it. It ends
+//! when the store's last clone is dropped (the channel closes).
+//!
+//! The semantics are those of `commit_group` and `sessions::rotate_in` (sqlx) exactly: the same
+//! SQL text (shared constants), arrival order, one savepoint per rotation in a group, reuse
+//! recorded in the change log and announced after the commit, errors mapped as `map_err` maps
+//! sqlx's. The process's write turn (`SqliteStore::write_turn`) is held from before `BEGIN
+//! IMMEDIATE` until after `COMMIT`, so this connection and the sqlx pool never both hold
+//! SQLite's write lock from this process.
+
+use super::{PendingRotation, ROTATE_EXTEND, ROTATE_INSERT, ROTATE_RETIRE};
+use crate::sql::{RecordedChange, UserRow};
+use cxauth_core::store::{
+    ChangeKind, RevokeReason, RotateOutcome, Rotation, StoreError, UserRecord,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, named_params};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A group of rotations for the writer thread, with the write turn it commits under.
+struct Job {
+    group: Vec<PendingRotation>,
+    turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// The handle to the writer thread: dropping the last one (with the store's last clone) closes
+/// the channel, and the thread ends after the group in hand.
+#[derive(Debug)]
+pub(super) struct RotationWriter {
+    jobs: mpsc::Sender<Job>,
+    /// Held by the thread while it runs (see [`RotationWriter::alive`]).
+    #[cfg(test)]
+    alive: std::sync::Weak<()>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("group", &self.group.len())
+            .finish()
+    }
+}
+
+/// Opens a connection on the database file with the pool's settings: WAL (already the file's
+/// mode; set again so a wrong mode fails here), `synchronous = FULL` (each commit durable
+/// before it is answered), foreign keys on, the pool's busy timeout, and no automatic
+/// checkpoint: the checkpointer (`sqlite/checkpoint.rs`) does it off the commit path.
+pub(super) fn open_connection(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
+}
+
+impl RotationWriter {
+    /// Opens the writer's connection and starts its thread. `local` names the store for the
+    /// announcements of reuses (see `local_key`).
+    pub(super) fn start(
+        path: &Path,
+        busy_timeout: Duration,
+        local: usize,
+    ) -> Result<Self, StoreError> {
+        let conn = open_connection(path, busy_timeout).map_err(map_err)?;
+        // Every statement of a group stays prepared (12 texts).
+        conn.set_prepared_statement_cache_capacity(32);
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let alive = std::sync::Arc::new(());
+        #[cfg(test)]
+        let weak = std::sync::Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("cxauth-sqlite-writer".into())
+            .spawn(move || {
+                let _alive = alive;
+                let mut conn = conn;
+                while let Ok(job) = rx.recv() {
+                    commit_group(&mut conn, local, job.group);
+                    drop(job.turn);
+                }
+            })
+            .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(RotationWriter {
+            jobs,
+            #[cfg(test)]
+            alive: weak,
+        })
+    }
+
+    /// Hands `group` and the turn it holds to the writer thread. If the thread is gone (it
+    /// cannot end while this handle lives, short of a panic), every member is told the
+    /// database is unavailable and the turn is released.
+    pub(super) fn submit(
+        &self,
+        group: Vec<PendingRotation>,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { group, turn }) {
+            for p in job.group {
+                let _ = p.reply.send(Err(StoreError::Unavailable(
+                    "the SQLite rotation writer stopped".into(),
+                )));
+            }
+        }
+    }
+
+    /// Whether the thread still runs (for the tests that check it ends with the store).
+    #[cfg(test)]
+    pub(super) fn alive(&self) -> std::sync::Weak<()> {
+        self.alive.clone()
+    }
+}
+
+/// Maps a `rusqlite` error as `crate::sql::map_err` maps sqlx's: a unique (or primary key)
+/// violation is a conflict; SQLite's BUSY and LOCKED (any extended code) are `Unavailable`,
+/// which a retry may fix; the rest is internal.
+pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi;
+    if let rusqlite::Error::SqliteFailure(f, message) = &e {
+        let message = message.clone().unwrap_or_else(|| f.to_string());
+        match f.extended_code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                return StoreError::Conflict(message);
+            }
+            _ if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+            {
+                return StoreError::Unavailable(format!("database: {message}"));
+            }
+            _ => {}
+        }
+    }
+    StoreError::Internal(e.to_string())
+}
+
+/// Runs one statement that takes no parameters, prepared once per connection.
+fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(map_err)
+}
+
+/// `commit_group` on this connection: `group` in one `BEGIN IMMEDIATE` transaction (each
+/// rotation in a savepoint when there are several), one commit, the reuses announced to the
+/// caches of store `local`, then every rotation answered: its own outcome if the commit
+/// succeeded, the commit's error otherwise. The caller holds the write turn throughout.
+fn commit_group(conn: &mut Connection, local: usize, group: Vec<PendingRotation>) {
+    let mut outcomes = Vec::with_capacity(group.len());
+    let mut changes = Vec::new();
+    let committed = run_group(conn, &group, &mut outcomes, &mut changes);
+    if committed.is_err() && !conn.is_autocommit() {
+        // The transaction is still open (an error before or at COMMIT): end it, as dropping
+        // sqlx's `Transaction` does. If even that fails the connection is unusable; the next
+        // group's BEGIN will say so.
+        let _ = run(conn, "ROLLBACK");
+    }
+    metrics::histogram!("cxauth_refresh_group_size").record(group.len() as f64);
+    // Committed or not, the caches forget the sessions concerned (forgetting is always safe).
+    for change in changes {
+        change.announce(local);
+    }
+    match committed {
+        Ok(()) => {
+            for (p, outcome) in group.into_iter().zip(outcomes) {
+                // The caller may be gone (its client disconnected): nothing to tell.
+                let _ = p.reply.send(outcome);
+            }
+        }
+        // A lone rotation gets its own error as it is (a conflict stays a conflict); a group
+        // whose commit failed tells each member the database is unavailable: none of it holds.
+        Err(e) if group.len() == 1 => {
+            if let Some(p) = group.into_iter().next() {
+                let _ = p.reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for p in group {
+                let _ = p.reply.send(Err(StoreError::Unavailable(message.clone())));
+            }
+        }
+    }
+}
+
+/// The transaction of [`commit_group`], up to and including its `COMMIT`; on an error the
+/// caller rolls back.
+fn run_group(
+    conn: &Connection,
+    group: &[PendingRotation],
+    outcomes: &mut Vec<Result<RotateOutcome, StoreError>>,
+    changes: &mut Vec<RecordedChange>,
+) -> Result<(), StoreError> {
+    run(conn, "BEGIN IMMEDIATE")?;
+    if let [single] = group {
+        // Alone (the usual case when commits are quick): no savepoint; an error rolls the
+        // whole transaction back.
+        let (outcome, change) = rotate_in(conn, &single.rotation)?;
+        outcomes.push(Ok(outcome));
+        changes.extend(change);
+        return run(conn, "COMMIT");
+    }
+    for p in group {
+        run(conn, "SAVEPOINT rotation")?;
+        let outcome = rotate_in(conn, &p.rotation);
+        if outcome.is_err() {
+            run(conn, "ROLLBACK TO rotation")?;
+        }
+        run(conn, "RELEASE rotation")?;
+        outcomes.push(outcome.map(|(outcome, change)| {
+            changes.extend(change);
+            outcome
+        }));
+    }
+    run(conn, "COMMIT")
+}
+
+/// What a rotation's read returns.
+struct Found {
+    session_id: String,
+    expires_at: i64,
+    rotated_at: Option<i64>,
+    revoked_at: Option<i64>,
+    sso_login: bool,
+    user: UserRecord,
+}
+
+/// Reads the row of [`super::sessions::ROTATE_READ`]: five columns, then the user's in
+/// `user_columns!` order, turned into a [`UserRecord`] through the same `UserRow` as sqlx's
+/// `FromRow`.
+fn found(row: &rusqlite::Row<'_>) -> rusqlite::Result<Found> {
+    let user = UserRow {
+        id: row.get(5)?,
+        username: row.get(6)?,
+        platform_id: row.get(7)?,
+        password_hash: row.get(8)?,
+        first_name: row.get(9)?,
+        last_name: row.get(10)?,
+        enabled: row.get(11)?,
+        parent_id: row.get(12)?,
+        parent_path: row.get(13)?,
+        main_account_id: row.get(14)?,
+        roles: row.get(15)?,
+        created_at: row.get(16)?,
+        rc_user_id: row.get(17)?,
+    };
+    Ok(Found {
+        session_id: row.get(0)?,
+        expires_at: row.get(1)?,
+        rotated_at: row.get(2)?,
+        revoked_at: row.get(3)?,
+        sso_login: row.get(4)?,
+        user: user.into(),
+    })
+}
+
+/// `sessions::rotate_in` on this connection, inside the caller's transaction: the same read,
+/// the same decisions in the same order, the same writes (the three of `ROTATE_WRITES` as three
+/// cached statements, since a prepared statement holds one).
+fn rotate_in(
+    conn: &Connection,
+    r: &Rotation,
+) -> Result<(RotateOutcome, Option<RecordedChange>), StoreError> {
+    let found = conn
+        .prepare_cached(super::sessions::ROTATE_READ)
+        .and_then(|mut s| {
+            s.query_row(named_params! {"$1": r.presented.as_slice()}, found)
+                .optional()
+        })
+        .map_err(map_err)?;
+    let Some(Found {
+        session_id,
+        expires_at,
+        rotated_at,
+        revoked_at,
+        sso_login,
+        user,
+    }) = found
+    else {
+        return Ok((RotateOutcome::Invalid, None));
+    };
+    if revoked_at.is_some() || expires_at <= r.now {
+        return Ok((RotateOutcome::Invalid, None));
+    }
+    if let Some(rotated) = rotated_at
+        && r.now - rotated > r.grace_ms
+    {
+        conn.prepare_cached(super::sessions::REVOKE_FOR_REUSE)
+            .and_then(|mut s| {
+                s.execute(named_params! {
+                    "$1": r.now,
+                    "$2": RevokeReason::Reuse.as_str(),
+                    "$3": &session_id,
+                })
+            })
+            .map_err(map_err)?;
+        let change = record_change(conn, ChangeKind::Session, &session_id, r.now)?;
+        return Ok((
+            RotateOutcome::Reused {
+                session_id,
+                user_id: user.id,
+            },
+            Some(change),
+        ));
+    }
+    if !user.enabled {
+        return Ok((RotateOutcome::Invalid, None));
+    }
+    let successor = r.successor.as_slice();
+    conn.prepare_cached(ROTATE_RETIRE)
+        .and_then(|mut s| s.execute(named_params! {"$2": &session_id, "$3": r.now}))
+        .map_err(map_err)?;
+    conn.prepare_cached(ROTATE_INSERT)
+        .and_then(|mut s| {
+            s.execute(named_params! {
+                "$1": successor,
+                "$2": &session_id,
+                "$3": r.now,
+                "$4": r.successor_expires_at,
+            })
+        })
+        .map_err(map_err)?;
+    conn.prepare_cached(ROTATE_EXTEND)
+        .and_then(|mut s| {
+            s.execute(named_params! {"$2": &session_id, "$4": r.successor_expires_at})
+        })
+        .map_err(map_err)?;
+    Ok((
+        RotateOutcome::Rotated {
+            session_id,
+            user: Box::new(user),
+            sso_login,
+        },
+        None,
+    ))
+}
+
+/// `changes::record_change` on this connection (SQLite: the row alone; its single writer
+/// orders the log).
+fn record_change(
+    conn: &Connection,
+    kind: ChangeKind,
+    key: &str,
+    at: i64,
+) -> Result<RecordedChange, StoreError> {
+    conn.prepare_cached(super::changes::INSERT_CHANGE)
+        .and_then(|mut s| {
+            s.query_row(
+                named_params! {"$1": kind.as_str(), "$2": key, "$3": at},
+                |row| row.get::<_, i64>(0),
+            )
+        })
+        .map_err(map_err)?;
+    Ok(RecordedChange {
+        kind,
+        key: key.to_owned(),
+    })
+}
