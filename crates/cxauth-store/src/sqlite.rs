@@ -200,7 +200,10 @@ impl SqliteStore {
             .create_if_missing(true)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            // Sorts and temporary tables in memory, not in temporary files: a request never
+            // opens a file, so it cannot fail when the process is out of descriptors.
+            .pragma("temp_store", "memory");
         if let Some(path) = url.sqlite_path() {
             create_private(path)?;
         }
@@ -219,6 +222,10 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(max_conns)
             .min_connections(1)
+            // Connections are kept once opened (a local file's connection never goes stale),
+            // and all are opened at start, below.
+            .idle_timeout(None)
+            .max_lifetime(None)
             // sqlx pings every connection it hands out; a ping is a round trip to the
             // connection's worker thread and cannot fail for a local file, yet it doubled the
             // cost of each query (see BENCHMARKS.md).
@@ -231,6 +238,15 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        // Every connection is opened now, one after another (opened together on a new file,
+        // their switches to WAL would meet SQLite's lock), and kept: a request never opens the
+        // database, which fails (SQLITE_CANTOPEN) when the process is out of descriptors, where
+        // a flood of connections can put it (see the listener's shedding).
+        let mut opened = Vec::with_capacity(max_conns as usize);
+        for _ in 0..max_conns {
+            opened.push(pool.acquire().await.db()?);
+        }
+        drop(opened);
         if let Some(path) = url.sqlite_path() {
             // The journal files exist now (WAL mode and the first connection made them).
             for suffix in ["-wal", "-shm"] {

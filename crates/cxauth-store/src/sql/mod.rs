@@ -49,10 +49,13 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
         }
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // SQLite: BUSY / LOCKED (and extended codes). PostgreSQL: connection exceptions
-            // (08xxx), shutdown (57P0x), too many connections (53300), serialization (40001).
-            let transient = matches!(code.as_ref(), "5" | "6" | "261" | "517" | "53300" | "40001")
-                || code.starts_with("08")
+            // SQLite: BUSY / LOCKED (and extended codes), CANTOPEN (out of descriptors).
+            // PostgreSQL: connection exceptions (08xxx), shutdown (57P0x), too many connections
+            // (53300), serialization (40001).
+            let transient = matches!(
+                code.as_ref(),
+                "5" | "6" | "14" | "261" | "517" | "53300" | "40001"
+            ) || code.starts_with("08")
                 || code.starts_with("57P0");
             if transient {
                 StoreError::Unavailable(format!("database: {}", db.message()))

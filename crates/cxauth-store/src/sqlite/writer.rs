@@ -143,7 +143,9 @@ pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
             }
             _ if matches!(
                 f.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
             ) =>
             {
                 return StoreError::Unavailable(format!("database: {message}"));
