@@ -15,7 +15,7 @@
 #![allow(clippy::duplicate_mod)]
 
 use crate::StoreOptions;
-use crate::sql::DbResult as _;
+use crate::sql::{DbResult as _, RecordedChange};
 use crate::url::DatabaseUrl;
 use cxauth_core::store::{RotateOutcome, Rotation, StoreError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -453,6 +453,20 @@ async fn commit_group(pool: &SqlitePool, local: usize, group: Vec<PendingRotatio
         tx.commit().await.db()
     }
     .await;
+    answer_group(local, group, outcomes, changes, committed);
+}
+
+/// After a group's transaction, committed or not: records the group's size, tells this store's
+/// caches (`local`) about the sessions that reuse ended, then answers every rotation: its own
+/// outcome if the commit succeeded, the commit's error otherwise. Shared by both drivers' group
+/// commits (sqlx here, rusqlite in `writer.rs`).
+fn answer_group(
+    local: usize,
+    group: Vec<PendingRotation>,
+    outcomes: Vec<Result<RotateOutcome, StoreError>>,
+    changes: Vec<RecordedChange>,
+    committed: Result<(), StoreError>,
+) {
     metrics::histogram!("cxauth_refresh_group_size").record(group.len() as f64);
     // Committed or not, the caches forget the sessions concerned (forgetting is always safe).
     for change in changes {

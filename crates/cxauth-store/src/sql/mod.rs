@@ -76,6 +76,38 @@ pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
 /// A user as a query returns it, in [`user_columns!`]'s order. Its fields are visible to the
 /// crate so the SQLite backend's rusqlite writer (`sqlite/writer.rs`) fills the same struct
 /// and turns it into a [`UserRecord`] through the same `From`.
+/// What a refresh-token rotation does with the token it found under the session's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RotationStep {
+    /// Refuse it: the session is revoked, the token expired, or the user is disabled.
+    Refuse,
+    /// End the session: the token was rotated before, outside the grace window (reuse).
+    EndForReuse,
+    /// Rotate it.
+    Rotate,
+}
+
+/// The order of a rotation's checks, written once for both drivers (sqlx in `sessions.rs`,
+/// rusqlite in `sqlite/writer.rs`): revocation and expiry first, then reuse (which ends even a
+/// disabled user's session), then the user's enabled flag.
+pub(crate) fn rotation_step(
+    r: &cxauth_core::store::Rotation,
+    expires_at: i64,
+    rotated_at: Option<i64>,
+    revoked_at: Option<i64>,
+    user_enabled: bool,
+) -> RotationStep {
+    if revoked_at.is_some() || expires_at <= r.now {
+        RotationStep::Refuse
+    } else if rotated_at.is_some_and(|rotated| r.now - rotated > r.grace_ms) {
+        RotationStep::EndForReuse
+    } else if !user_enabled {
+        RotationStep::Refuse
+    } else {
+        RotationStep::Rotate
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
     pub(crate) id: i64,

@@ -217,12 +217,11 @@ pub(super) async fn rotate_in(
     let revoked_at: Option<i64> = row.get(3);
     let sso_login: bool = row.get(4);
     let user: UserRecord = <UserRow as sqlx::FromRow<_>>::from_row(&row).db()?.into();
-    if revoked_at.is_some() || expires_at <= r.now {
+    let step = crate::sql::rotation_step(r, expires_at, rotated_at, revoked_at, user.enabled);
+    if step == crate::sql::RotationStep::Refuse {
         return Ok((RotateOutcome::Invalid, None));
     }
-    if let Some(rotated) = rotated_at
-        && r.now - rotated > r.grace_ms
-    {
+    if step == crate::sql::RotationStep::EndForReuse {
         sqlx::query(REVOKE_FOR_REUSE)
             .bind(r.now)
             .bind(RevokeReason::Reuse.as_str())
@@ -238,9 +237,6 @@ pub(super) async fn rotate_in(
             },
             Some(change),
         ));
-    }
-    if !user.enabled {
-        return Ok((RotateOutcome::Invalid, None));
     }
     // One statement (see each backend's `ROTATE_WRITES`): retire every live token of the
     // session (the presented one, or on a grace retry the successor issued moments ago), so

@@ -178,32 +178,7 @@ fn commit_group(conn: &mut Connection, local: usize, group: Vec<PendingRotation>
         // group's BEGIN will say so.
         let _ = run(conn, "ROLLBACK");
     }
-    metrics::histogram!("cxauth_refresh_group_size").record(group.len() as f64);
-    // Committed or not, the caches forget the sessions concerned (forgetting is always safe).
-    for change in changes {
-        change.announce(local);
-    }
-    match committed {
-        Ok(()) => {
-            for (p, outcome) in group.into_iter().zip(outcomes) {
-                // The caller may be gone (its client disconnected): nothing to tell.
-                let _ = p.reply.send(outcome);
-            }
-        }
-        // A lone rotation gets its own error as it is (a conflict stays a conflict); a group
-        // whose commit failed tells each member the database is unavailable: none of it holds.
-        Err(e) if group.len() == 1 => {
-            if let Some(p) = group.into_iter().next() {
-                let _ = p.reply.send(Err(e));
-            }
-        }
-        Err(e) => {
-            let message = e.to_string();
-            for p in group {
-                let _ = p.reply.send(Err(StoreError::Unavailable(message.clone())));
-            }
-        }
-    }
+    super::answer_group(local, group, outcomes, changes, committed);
 }
 
 /// The transaction of [`commit_group`], up to and including its `COMMIT`; on an error the
@@ -302,12 +277,11 @@ fn rotate_in(
     else {
         return Ok((RotateOutcome::Invalid, None));
     };
-    if revoked_at.is_some() || expires_at <= r.now {
+    let step = crate::sql::rotation_step(r, expires_at, rotated_at, revoked_at, user.enabled);
+    if step == crate::sql::RotationStep::Refuse {
         return Ok((RotateOutcome::Invalid, None));
     }
-    if let Some(rotated) = rotated_at
-        && r.now - rotated > r.grace_ms
-    {
+    if step == crate::sql::RotationStep::EndForReuse {
         conn.prepare_cached(super::sessions::REVOKE_FOR_REUSE)
             .and_then(|mut s| {
                 s.execute(named_params! {
@@ -325,9 +299,6 @@ fn rotate_in(
             },
             Some(change),
         ));
-    }
-    if !user.enabled {
-        return Ok((RotateOutcome::Invalid, None));
     }
     let successor = r.successor.as_slice();
     conn.prepare_cached(ROTATE_RETIRE)
