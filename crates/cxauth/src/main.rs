@@ -2,6 +2,7 @@
 //! or the real RingCX) as a user: log in, API tokens, accounts, users.
 
 mod admin;
+mod log_sink;
 mod profile;
 mod user_cli;
 
@@ -260,19 +261,39 @@ fn no_host(host: &str) -> Result<String, String> {
     ))
 }
 
-fn init_logging(format: LogFormat) {
+/// Logging of `cxauth serve`, on stderr through [`log_sink`] (batched writes). The guard writes
+/// what is left when the process ends; `None` if the writer thread could not start, in which
+/// case lines go straight to stderr.
+fn init_logging(format: LogFormat) -> Option<log_sink::Guard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = match log_sink::Sink::stderr() {
+        Ok((sink, guard)) => {
+            log_sink::install(&sink);
+            log_sink::flush_before_panics(&sink);
+            (
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(sink),
+                Some(guard),
+            )
+        }
+        Err(e) => {
+            eprintln!("cxauth: cannot start the log writer thread ({e}); logging unbuffered");
+            (
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+                None,
+            )
+        }
+    };
     let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
-        LogFormat::Text => log
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        LogFormat::Text => log.with_ansi(ansi).init(),
         // For log shippers: one JSON object per line, the event's fields at the top level.
         LogFormat::Json => log.json().flatten_event(true).with_ansi(false).init(),
     }
+    guard
 }
 
 /// The settings given on the command line, by key, as their text: the top layer of
@@ -450,11 +471,14 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let app = cxauth_server::App::build(&config, Arc::new(SystemClock)).await?;
+    // Printed straight to stderr, after the log lines that came before them.
+    log_sink::flush();
     if let Some(p) = &app.generated_admin_password {
         cxauth_server::announce_admin_password(p, &admin::database_flag(&config.database));
     }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %config.database, "cxauth listening");
+    log_sink::flush();
     eprintln!("cxauth: listening on http://{addr}");
     let metrics = match metrics_listener {
         Some(l) => {
@@ -571,9 +595,11 @@ fn main() -> ExitCode {
     if let Err(e) = check_global_options(&cli.command, &matches) {
         e.exit();
     }
+    // Held to the end of `main`: dropping it writes the log lines still buffered.
+    let mut log_guard = None;
     let result = match cli.command {
         Command::Serve(args) => effective_config(&args, serve_matches).and_then(|config| {
-            init_logging(config.log_format);
+            log_guard = init_logging(config.log_format);
             runtime.block_on(serve(config))
         }),
         Command::Admin(args) => {
@@ -593,6 +619,8 @@ fn main() -> ExitCode {
             std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(Into::into)
         }
     };
+    // The server's last log lines come before the error that ended it.
+    drop(log_guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`cxauth accounts | head -1`): what it wanted it has; end quietly
