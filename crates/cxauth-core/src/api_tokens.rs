@@ -268,7 +268,7 @@ impl ApiTokens {
     }
 
     /// The caller's API tokens, oldest first (expired ones are not listed).
-    #[tracing::instrument(skip_all, fields(user_id = who.user.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = who.user.id))]
     pub(crate) async fn list(&self, who: &Principal) -> Result<Vec<String>, AuthError> {
         Ok(self
             .open_all(who)
@@ -280,7 +280,7 @@ impl ApiTokens {
 
     /// The caller's API tokens as [`ApiTokenInfo`]; see
     /// [`crate::service::Auth::api_token_details`].
-    #[tracing::instrument(skip_all, fields(user_id = who.user.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = who.user.id))]
     pub(crate) async fn details(&self, who: &Principal) -> Result<Vec<ApiTokenInfo>, AuthError> {
         let mut out: Vec<ApiTokenInfo> = self
             .open_all(who)

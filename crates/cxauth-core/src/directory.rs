@@ -33,7 +33,7 @@ impl Directory {
     }
 
     /// The sub-accounts the caller may use.
-    #[tracing::instrument(skip_all, fields(user_id = who.user.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = who.user.id))]
     pub(crate) async fn accounts(
         &self,
         who: &Principal,
@@ -59,7 +59,7 @@ impl Directory {
 
     /// The caller and its descendants, nested by `children` unless `flatten`; only for callers
     /// who may manage users.
-    #[tracing::instrument(skip_all, fields(user_id = who.user.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = who.user.id))]
     pub(crate) async fn users(
         &self,
         who: &Principal,
@@ -88,7 +88,7 @@ impl Directory {
     /// caller's own main account that it may not use is [`AuthError::Forbidden`]; any other
     /// (another main account's, or none) is [`AuthError::NotFound`], so that other tenants'
     /// accounts are not revealed.
-    #[tracing::instrument(skip_all, fields(user_id = who.user.id, account_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = who.user.id, account_id))]
     pub(crate) async fn agents(
         &self,
         who: &Principal,

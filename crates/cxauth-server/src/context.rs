@@ -102,7 +102,14 @@ pub async fn request_context(
             .get::<axum::extract::MatchedPath>()
             .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned())
     });
-    let span = tracing::info_span!("request", id = %request_id, method = %method, path = %path);
+    // `user_id` is filled in by the `Caller` extractor once the credential is checked.
+    let span = tracing::info_span!(
+        "request",
+        id = %request_id,
+        method = %method,
+        path = %path,
+        user_id = tracing::field::Empty
+    );
     let started = std::time::Instant::now();
 
     let mut res = next.run(req).instrument(span.clone()).await;

@@ -122,7 +122,11 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let cred = credential(&parts.headers).map_err(AuthError::from)?;
-        Ok(Caller(state.auth.authenticate(cred).await?))
+        let who = state.auth.authenticate(cred).await?;
+        // The request's span (see `context`) names its caller from here on: the access-log line
+        // and anything logged while answering carry `user_id`.
+        tracing::Span::current().record("user_id", who.user.id);
+        Ok(Caller(who))
     }
 }
 

@@ -156,10 +156,15 @@ impl Served {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// How many requests to `path` the server has logged so far.
+    /// How many requests to `path` the server has logged so far (the access-log line's span
+    /// reads `request{id=… method=… path=PATH}`, or `… path=PATH user_id=N}` once a caller is
+    /// known).
     pub fn requests_to(&self, path: &str) -> usize {
-        let needle = format!("path={path}}}");
-        self.log().iter().filter(|l| l.contains(&needle)).count()
+        let (last, more) = (format!("path={path}}}"), format!("path={path} "));
+        self.log()
+            .iter()
+            .filter(|l| l.contains(&last) || l.contains(&more))
+            .count()
     }
 
     /// The stderr lines so far that contain `needle`.
