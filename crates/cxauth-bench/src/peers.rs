@@ -23,7 +23,7 @@ mod glewlwyd;
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Report, Row};
 use crate::scenarios::{loadavg, machine};
-use crate::server::{ADMIN_PASSWORD, Server, cxauth_binary, spawn_and_wait};
+use crate::server::{ADMIN_PASSWORD, Server, cxauth_binary, pin_self, pinned, spawn_and_wait};
 use crate::workloads::{ACCOUNTS, create_api_token, login, login_body, post_form};
 use anyhow::{Context as _, bail};
 use http_body_util::Full;
@@ -197,41 +197,6 @@ fn form(path: &str, body: String) -> Fixed {
         headers: vec![("content-type", "application/x-www-form-urlencoded".into())],
         body: Bytes::from(body),
     }
-}
-
-/// `cmd` run by `taskset -c cpu` (same arguments, environment and directory).
-fn pinned(cmd: &Command, cpu: usize) -> Command {
-    let mut p = Command::new("taskset");
-    p.arg("-c")
-        .arg(cpu.to_string())
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => p.env(k, v),
-            None => p.env_remove(k),
-        };
-    }
-    if let Some(d) = cmd.get_current_dir() {
-        p.current_dir(d);
-    }
-    p
-}
-
-/// Pins every thread of this process (and so everything it starts later) to `cpu`.
-fn pin_self(cpu: usize) -> anyhow::Result<()> {
-    let st = Command::new("taskset")
-        .arg("-a")
-        .arg("-pc")
-        .arg(cpu.to_string())
-        .arg(std::process::id().to_string())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("cannot run taskset (util-linux)")?;
-    if !st.success() {
-        bail!("taskset -a -pc {cpu} failed: {st}");
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- oidc-provider

@@ -47,6 +47,10 @@ pub struct Options {
     /// Run only these scenarios (comma-separated names; `scale` and `storm` included).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Pin the servers to core 0 and the load generator to core 1 (`taskset`), so they never
+    /// take turns on one core: per-core figures are then the server's one core. Needs 2 cores.
+    #[arg(long)]
+    pin: bool,
 }
 
 struct Plan {
@@ -166,6 +170,17 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     let bin = cxauth_binary()?;
     let started = Instant::now();
     let mut machine = machine(opts.client_threads);
+    // The server's cores: all of them, or the one it is pinned to.
+    let server_cores = if opts.pin {
+        if machine.cores < 2 {
+            anyhow::bail!("--pin needs 2 cores (this machine has {})", machine.cores);
+        }
+        crate::server::pin_self(1)?;
+        crate::server::PIN_SERVERS.store(true, std::sync::atomic::Ordering::Relaxed);
+        1
+    } else {
+        machine.cores
+    };
     let plan = Plan {
         warmup: Duration::from_secs_f64(if opts.quick { 0.3 } else { 1.0 }),
         duration: Duration::from_secs_f64(opts.duration.unwrap_or(if opts.quick {
@@ -174,7 +189,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
             8.0
         })),
         conns: opts.connections.max(1),
-        cores: machine.cores,
+        cores: server_cores,
         users: opts
             .scale_users
             .unwrap_or(if opts.quick { 2_000 } else { 100_000 }),
@@ -212,6 +227,14 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         hello.stop()?;
     }
 
+    run.fact(
+        "pinning",
+        if opts.pin {
+            "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1)".into()
+        } else {
+            "none: servers and load generator share every core".into()
+        },
+    );
     let db = dir.path().join("cxauth.db");
     // First start creates the database, key and admin; the start-up figure is a restart.
     let first = Server::cxauth(&bin, &db, &opts.server_log)?;

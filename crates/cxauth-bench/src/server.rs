@@ -45,7 +45,12 @@ pub struct Server {
 
 /// Spawns `cmd` with stderr going to `log` (a file, like a real deployment's log, so the
 /// server never waits on a reader) and waits for `cxauth: listening on http://ADDR` in it.
-pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
+pub(crate) fn spawn_and_wait(cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
+    let mut cmd = if PIN_SERVERS.load(std::sync::atomic::Ordering::Relaxed) {
+        pinned(&cmd, 0)
+    } else {
+        cmd
+    };
     let file =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let started = Instant::now();
@@ -210,6 +215,45 @@ fn status_kb(pid: u32, field: &str) -> f64 {
         })
         .unwrap_or(f64::NAN)
 }
+
+/// `cmd` run by `taskset -c cpu` (same arguments, environment and directory).
+pub(crate) fn pinned(cmd: &Command, cpu: usize) -> Command {
+    let mut p = Command::new("taskset");
+    p.arg("-c")
+        .arg(cpu.to_string())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => p.env(k, v),
+            None => p.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        p.current_dir(d);
+    }
+    p
+}
+
+/// Pins every thread of this process (and so everything it starts later) to `cpu`.
+pub(crate) fn pin_self(cpu: usize) -> anyhow::Result<()> {
+    let st = Command::new("taskset")
+        .arg("-a")
+        .arg("-pc")
+        .arg(cpu.to_string())
+        .arg(std::process::id().to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("cannot run taskset (util-linux)")?;
+    if !st.success() {
+        bail!("taskset -a -pc {cpu} failed: {st}");
+    }
+    Ok(())
+}
+
+/// Whether [`spawn_and_wait`] pins the servers it starts to core 0 (`all --pin`).
+pub(crate) static PIN_SERVERS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Runs the bare hyper "hello" server: the machine's ceiling for an HTTP/1.1 answer over
 /// loopback, with the same runtime shape as cxauth (tokio multi-thread, one worker per core).

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# An independent check of the harness's read figures with `wrk` (Debian package `wrk`), not our
+# own load generator: the bare hyper server (`cxauth-bench hello`), then a release `cxauth serve`
+# on a fresh SQLite database, each pinned to core 0 (`taskset -c 0`) with wrk on core 1, and for
+# each of hello, healthz, bearer (`GET /voice/api/v1/admin/accounts` with `Authorization:
+# Bearer`) and api-token (the same with `X-Auth-Token`): requests per second, the server's CPU
+# time per request (utime + stime from /proc/PID/stat around the run) and wrk's latency
+# percentiles. ROUNDS rounds (default 3), interleaved, each scenario DURATION seconds (default
+# 10) after a 2 s warm-up, CONNS connections (default 32), one wrk thread.
+#
+#   cargo build --release -p cxauth -p cxauth-bench
+#   bash crates/cxauth-bench/wrk.sh                 # ~3 min
+#   ROUNDS=1 DURATION=5 bash crates/cxauth-bench/wrk.sh
+#
+# The server runs as the harness starts it (RUST_LOG=info, log to a file, metrics on, login
+# limits off). Half-load latency: after the closed-loop rounds, wrk2-style constant rate is not
+# available in Debian's wrk, so the script reports the closed-loop figures only; the harness's
+# open-loop rows give latency at half load.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${ROUNDS:-3}
+duration=${DURATION:-10}
+conns=${CONNS:-32}
+bin=target/release/cxauth
+bench=target/release/cxauth-bench
+for b in "$bin" "$bench"; do
+    [ -x "$b" ] || { echo "no $b: run 'cargo build --release -p cxauth -p cxauth-bench' first" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 cores: the server on one, wrk on the other" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/cxauth-wrk-XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts "$@" pinned to core 0 with stderr to $1-named log; sets $addr and $pid.
+start() {
+    local log=$1
+    shift
+    taskset -c 0 "$@" 2>"$log" >/dev/null &
+    pid=$!
+    pids+=("$pid")
+    for _ in $(seq 1 300); do
+        addr=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's|listening on http://||') || true
+        [ -n "$addr" ] && return 0
+        sleep 0.1
+    done
+    echo "server did not start; its log:" >&2
+    cat "$log" >&2
+    exit 1
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# run NAME PID URL [HEADER]: warm-up, then one measured run; appends a line to $work/results.
+run() {
+    local name=$1 p=$2 url=$3 hdr=${4:-}
+    local args=(-t1 -c"$conns" --latency)
+    [ -n "$hdr" ] && args+=(-H "$hdr")
+    taskset -c 1 wrk "${args[@]}" -d2s "$url" >/dev/null
+    local t0 t1 out
+    t0=$(cpu_ticks "$p")
+    out=$(taskset -c 1 wrk "${args[@]}" -d"${duration}s" "$url")
+    t1=$(cpu_ticks "$p")
+    local reqs rps p50 p99 non2xx
+    reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
+    rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+    p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
+    p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+    non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
+    local cpu_us
+    # Ticks are 1/100 s; CPU over the measured run only.
+    cpu_us=$(awk -v t="$((t1 - t0))" -v n="$reqs" 'BEGIN { printf "%.1f", t * 10000 / n }')
+    echo "$name $rps $cpu_us $p50 $p99 ${non2xx:-0}" >>"$work/results"
+    printf '%-10s %10s req/s  %6s us CPU/req  p50 %-8s p99 %-8s non-2xx %s\n' \
+        "$name" "$rps" "$cpu_us" "$p50" "$p99" "${non2xx:-0}"
+}
+
+echo "cxauth wrk check: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $rounds rounds of ${duration}s, $conns connections"
+
+start "$work/hello.log" "$bench" hello
+hello_pid=$pid hello_addr=$addr
+CXAUTH_BOOTSTRAP_ADMIN_PASSWORD=bench-admin-password-1 RUST_LOG=info start "$work/cxauth.log" \
+    "$bin" serve --listen 127.0.0.1:0 --database "sqlite://$work/cxauth.db" --access-token-ttl 1h \
+    --logins-per-user-per-minute 0 --logins-in-flight-per-source 1000000
+cx_pid=$pid cx_addr=$addr
+access=$(curl -sf -X POST "http://$cx_addr/api/auth/login/admin" \
+    --data-urlencode username=admin --data-urlencode password=bench-admin-password-1 \
+    --data-urlencode platformId=aws80 |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+api=$(curl -sf -X POST -H "Authorization: Bearer $access" "http://$cx_addr/voice/api/v1/admin/token")
+accounts=/voice/api/v1/admin/accounts
+# The answers must be 200 before they are timed.
+curl -sf -o /dev/null -H "Authorization: Bearer $access" "http://$cx_addr$accounts"
+curl -sf -o /dev/null -H "X-Auth-Token: $api" "http://$cx_addr$accounts"
+
+for r in $(seq 1 "$rounds"); do
+    echo "-- round $r"
+    run hello "$hello_pid" "http://$hello_addr/"
+    run healthz "$cx_pid" "http://$cx_addr/healthz"
+    run bearer "$cx_pid" "http://$cx_addr$accounts" "Authorization: Bearer $access"
+    run api-token "$cx_pid" "http://$cx_addr$accounts" "X-Auth-Token: $api"
+done
+
+echo "-- mean over rounds (ratio: by rate, and by CPU per request: reference CPU / this CPU)"
+awk '
+    { n[$1]++; rps[$1] += $2; cpu[$1] += $3 }
+    END {
+        split("hello healthz bearer api-token", order, " ")
+        ref["healthz"] = "hello"; ref["bearer"] = "healthz"; ref["api-token"] = "healthz"
+        for (i = 1; i <= 4; i++) {
+            s = order[i]; r = rps[s] / n[s]; c = cpu[s] / n[s]
+            line = sprintf("%-10s %10.0f req/s  %6.1f us CPU/req", s, r, c)
+            if (s in ref) {
+                q = ref[s]
+                line = line sprintf("   vs %-7s rate %.2f  CPU %.2f", q, r / (rps[q] / n[q]), (cpu[q] / n[q]) / c)
+            }
+            print line
+        }
+    }' "$work/results"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
