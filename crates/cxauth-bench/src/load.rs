@@ -307,3 +307,34 @@ pub async fn once(
     let body = res.into_body().collect().await?.to_bytes();
     Ok((status, headers, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pacer_hands_out_turns_in_order_round_robin_and_waits_for_each() {
+        let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..3)
+            .map(|_| tokio::sync::mpsc::unbounded_channel::<Instant>())
+            .unzip();
+        let start = Instant::now() + Duration::from_millis(5);
+        let interval = Duration::from_micros(500);
+        let end = start + Duration::from_millis(50);
+        pace_turns(&txs, start, interval, end);
+        // It slept to the last turn instead of handing them all out at once.
+        assert!(Instant::now() >= start + interval.mul_f64(99.0));
+        drop(txs);
+        let mut turns = Vec::new();
+        for (conn, rx) in rxs.iter_mut().enumerate() {
+            while let Ok(due) = rx.try_recv() {
+                turns.push((due, conn));
+            }
+        }
+        turns.sort();
+        assert_eq!(turns.len(), 100, "50 ms at one turn per 0.5 ms");
+        for (k, (due, conn)) in turns.iter().enumerate() {
+            assert_eq!(*conn, k % 3, "turn {k} went to the wrong connection");
+            assert_eq!(*due, start + interval.mul_f64(k as f64));
+        }
+    }
+}
