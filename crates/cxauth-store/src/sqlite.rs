@@ -221,7 +221,11 @@ impl SqliteStore {
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(max_conns)
-            .min_connections(1)
+            // No minimum: with one, and no idle timeout or lifetime, sqlx opens a connection in
+            // a maintenance task while `connect_with` opens another, two at once on a new file
+            // whose switch to WAL then meets the other's lock ("database is locked" at start,
+            // seen once in CI). The connections are all opened below, one after another.
+            .min_connections(0)
             // Connections are kept once opened (a local file's connection never goes stale),
             // and all are opened at start, below.
             .idle_timeout(None)
