@@ -47,21 +47,46 @@ pub(crate) fn session_response(s: cxauth_proto::Session) -> Response {
     (StatusCode::OK, NO_STORE, Json(s)).into_response()
 }
 
+/// `routes!(…)` with `prefix` put before its paths. Routes are registered at their full path
+/// rather than under `nest`: axum wraps every nested route in a `StripPrefix` that rebuilds the
+/// request's URI each time (~1.5 µs of a ~32 µs accounts read, callgrind), and no handler reads
+/// the stripped path.
+fn prefixed<S>(
+    prefix: &str,
+    (schemas, paths, router): utoipa_axum::router::UtoipaMethodRouter<S>,
+) -> utoipa_axum::router::UtoipaMethodRouter<S> {
+    let mut full = utoipa::openapi::path::Paths::new();
+    full.extensions = paths.extensions;
+    for (path, item) in paths.paths {
+        full.paths.insert(format!("{prefix}{path}"), item);
+    }
+    (schemas, full, router)
+}
+
+/// The admin endpoints of the contract under `prefix` (`/voice/api/v1` or `/api/v1`).
+fn admin_routes(prefix: &str) -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(prefixed(
+            prefix,
+            routes!(tokens::create_token, tokens::list_tokens),
+        ))
+        .routes(prefixed(prefix, routes!(tokens::delete_token)))
+        .routes(prefixed(prefix, routes!(directory::accounts)))
+        .routes(prefixed(prefix, routes!(directory::agents)))
+        .routes(prefixed(prefix, routes!(directory::users)))
+}
+
 /// Every endpoint with its OpenAPI description: one registration makes both the route and its
 /// entry in the document.
 pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<AppState> {
     use utoipa::OpenApi as _;
     use utoipa_axum::routes;
-    let admin = utoipa_axum::router::OpenApiRouter::new()
-        .routes(routes!(tokens::create_token, tokens::list_tokens))
-        .routes(routes!(tokens::delete_token))
-        .routes(routes!(directory::accounts))
-        .routes(routes!(directory::agents))
-        .routes(routes!(directory::users));
     let mut doc = crate::openapi::ApiDoc::openapi();
     if config.ringex_emulator {
         crate::openapi::document_emulator(&mut doc);
     }
+    let own = "/cxauth/v1";
     let mut api = utoipa_axum::router::OpenApiRouter::with_openapi(doc)
         .routes(routes!(auth::login))
         .routes(routes!(ringex::ringex_exchange))
@@ -71,20 +96,16 @@ pub fn api_routes(config: &ServerConfig) -> utoipa_axum::router::OpenApiRouter<A
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(auth::jwks))
-        .nest("/voice/api/v1", admin.clone())
-        .nest("/api/v1", admin)
-        .nest(
-            "/cxauth/v1",
-            utoipa_axum::router::OpenApiRouter::new()
-                .routes(routes!(
-                    api_tokens::api_tokens_list,
-                    api_tokens::api_tokens_create
-                ))
-                .routes(routes!(
-                    api_tokens::api_tokens_rename,
-                    api_tokens::api_tokens_delete
-                )),
-        );
+        .merge(admin_routes("/voice/api/v1"))
+        .merge(admin_routes("/api/v1"))
+        .routes(prefixed(
+            own,
+            routes!(api_tokens::api_tokens_list, api_tokens::api_tokens_create),
+        ))
+        .routes(prefixed(
+            own,
+            routes!(api_tokens::api_tokens_rename, api_tokens::api_tokens_delete),
+        ));
     if config.ringex_emulator {
         api = api
             .routes(routes!(ringex::ringex_emulator_token))
