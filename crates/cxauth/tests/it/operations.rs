@@ -227,3 +227,38 @@ fn admin_keys_rotate_needs_the_right_master_key() {
         ));
     assert_eq!(admin_ok(&db, &["keys", "list"], "").lines().count(), 3);
 }
+
+/// The access-log line of an authenticated request names its caller, once, and a request
+/// without a credential names nobody.
+#[tokio::test]
+async fn the_access_log_names_the_caller_once() {
+    let test_db = TestDb::selected().await;
+    let served = cxauth_testkit::cli::serve_on::<&str>(
+        &test_db,
+        &[],
+        &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
+    );
+    let client = served.client();
+    let session = client
+        .login("admin", PASSWORD, "aws80")
+        .await
+        .expect("login");
+    let bearer = cxauth_client::Credential::Bearer(session.access_token.clone());
+    client.list_api_tokens(&bearer).await.expect("list");
+    reqwest::get(format!("{}/healthz", served.base))
+        .await
+        .expect("healthz");
+    let listed = served.log_lines_with("method=GET path=/voice/api/v1/admin/token");
+    let line = listed
+        .iter()
+        .find(|l| l.contains("status=200"))
+        .unwrap_or_else(|| panic!("no access-log line for the list: {listed:?}"));
+    assert_eq!(line.matches("user_id=").count(), 1, "{line}");
+    assert!(
+        line.contains("path=/voice/api/v1/admin/token user_id=1}"),
+        "{line}"
+    );
+    for l in served.log_lines_with("path=/healthz") {
+        assert!(!l.contains("user_id"), "{l}");
+    }
+}
