@@ -15,7 +15,7 @@
 //! - A line reaches stderr at most ~[`GATHER`] after it was logged. A process killed with
 //!   `kill -9` loses the lines of those last milliseconds; everything durable (sessions, tokens,
 //!   the audit trail) is in the database, not in the log. On a normal exit, and before a panic
-//!   message is printed, the buffer is written first ([`Guard`], [`flush_before_panics`]).
+//!   message is printed, the buffer is written first ([`Guard`], [`install`]).
 //! - The buffer holds at most [`CAP`] bytes. A thread that logs into a full buffer waits until
 //!   it has been written, as it waited for a slow stderr before: lines are never dropped, and a
 //!   stalled log reader cannot make memory grow.
@@ -69,6 +69,18 @@ pub struct Guard {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A logger that panicked while appending left whole bytes behind; keep logging.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `m` locked; when `wait` is false, only if nobody holds it now.
+fn lock_unless_busy<T>(m: &Mutex<T>, wait: bool) -> Option<MutexGuard<'_, T>> {
+    if wait {
+        return Some(lock(m));
+    }
+    match m.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 impl Sink {
@@ -136,21 +148,11 @@ impl Sink {
         let s = &*self.shared;
         // The destination first (the writer thread's order): if it is busy and we may not wait,
         // its holder writes the lines anyway.
-        let mut out = if wait {
-            lock(&s.out)
-        } else {
-            let Ok(out) = s.out.try_lock() else {
-                return;
-            };
-            out
+        let Some(mut out) = lock_unless_busy(&s.out, wait) else {
+            return;
         };
-        let mut lines = if wait {
-            lock(&s.lines)
-        } else {
-            let Ok(lines) = s.lines.try_lock() else {
-                return;
-            };
-            lines
+        let Some(mut lines) = lock_unless_busy(&s.lines, wait) else {
+            return;
         };
         let batch = std::mem::take(&mut lines.buf);
         drop(lines);
@@ -242,9 +244,20 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
 /// The process's sink, for [`flush`].
 static INSTALLED: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
 
-/// Makes `sink` the one [`flush`] writes out. The first call wins.
+/// Makes `sink` the process's: the one [`flush`] writes out, and the one written before a
+/// panic's message, so that the message comes after the lines that led to it. The first call
+/// wins.
 pub fn install(sink: &Sink) {
-    let _ = INSTALLED.set(sink.clone());
+    if INSTALLED.set(sink.clone()).is_err() {
+        return;
+    }
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(sink) = INSTALLED.get() {
+            sink.flush_now(false);
+        }
+        previous(info);
+    }));
 }
 
 /// Writes the buffered lines now, so that what is printed to stderr next (`cxauth: listening
@@ -253,17 +266,6 @@ pub fn flush() {
     if let Some(sink) = INSTALLED.get() {
         sink.flush_now(true);
     }
-}
-
-/// Makes the process write the buffered lines before a panic's message, so the message comes
-/// after the lines that led to it.
-pub fn flush_before_panics(sink: &Sink) {
-    let sink = sink.clone();
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        sink.flush_now(false);
-        previous(info);
-    }));
 }
 
 #[cfg(test)]

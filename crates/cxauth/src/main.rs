@@ -271,7 +271,6 @@ fn init_logging(format: LogFormat) -> Option<log_sink::Guard> {
     let (writer, guard) = match log_sink::Sink::stderr() {
         Ok((sink, guard)) => {
             log_sink::install(&sink);
-            log_sink::flush_before_panics(&sink);
             (
                 tracing_subscriber::fmt::writer::BoxMakeWriter::new(sink),
                 Some(guard),
