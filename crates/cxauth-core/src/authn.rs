@@ -93,12 +93,33 @@ impl Authenticator {
     }
 
     /// Checks a credential of an admin endpoint and says who is calling.
-    #[tracing::instrument(level = "debug", skip_all, fields(via, user_id, session))]
     pub(crate) async fn authenticate(
         &self,
         presented: PresentedToken<'_>,
     ) -> Result<Principal, AuthError> {
-        let who = match presented {
+        use tracing::Instrument as _;
+        use tracing::field::Empty;
+        // Recorded on this span itself, not on `Span::current()`: when this `debug` span is
+        // off, the current span is the caller's (the request's, whose `user_id` the server
+        // records), and recording there doubled it.
+        let span = tracing::debug_span!(
+            "authenticate",
+            via = Empty,
+            user_id = Empty,
+            session = Empty
+        );
+        let who = self.identify(presented).instrument(span.clone()).await?;
+        span.record("via", who.via.name());
+        span.record("user_id", who.user.id);
+        if let Some(sid) = &who.session_id {
+            span.record("session", sid_prefix(sid));
+        }
+        Ok(who)
+    }
+
+    /// The principal behind a presented credential, by its kind.
+    async fn identify(&self, presented: PresentedToken<'_>) -> Result<Principal, AuthError> {
+        match presented {
             PresentedToken::None => Err(TokenError::Missing.into()),
             PresentedToken::Bearer(t) => self.access_token(t).await,
             PresentedToken::XAuthToken(t) => {
@@ -112,20 +133,7 @@ impl Authenticator {
                     Err(TokenError::Invalid.into())
                 }
             }
-        }?;
-        // This function's own span, only when it is enabled: a disabled `debug` span leaves the
-        // caller's span current, and recording into that one doubled the request span's
-        // `user_id` (which the server's `Caller` extractor records).
-        let span = tracing::Span::current();
-        if span.metadata().map(tracing::Metadata::name) != Some("authenticate") {
-            return Ok(who);
         }
-        span.record("via", who.via.name());
-        span.record("user_id", who.user.id);
-        if let Some(sid) = &who.session_id {
-            span.record("session", sid_prefix(sid));
-        }
-        Ok(who)
     }
 
     async fn access_token(&self, token: &str) -> Result<Principal, AuthError> {
