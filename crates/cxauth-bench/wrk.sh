@@ -13,9 +13,8 @@
 #   ROUNDS=1 DURATION=5 bash crates/cxauth-bench/wrk.sh
 #
 # The server runs as the harness starts it (RUST_LOG=info, log to a file, metrics on, login
-# limits off). Half-load latency: after the closed-loop rounds, wrk2-style constant rate is not
-# available in Debian's wrk, so the script reports the closed-loop figures only; the harness's
-# open-loop rows give latency at half load.
+# limits off). Closed loop only: Debian's wrk has no constant-rate mode (that is wrk2), so latency
+# at half load comes from the harness's open-loop rows (`cxauth-bench all --pin`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${ROUNDS:-3}
