@@ -37,4 +37,4 @@ pub mod startup;
 pub use master_key::load_or_create as master_key;
 pub use openapi::ApiDoc;
 pub use routes::{api_routes, router};
-pub use startup::{App, AppState, StartupError, announce_admin_password, serve};
+pub use startup::{App, AppState, SharedState, StartupError, announce_admin_password, serve};

@@ -20,9 +20,29 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// What handlers share.
+/// What handlers share, behind one pointer. axum copies the state for every request (the
+/// matched route's handler is cloned, and each `State` extractor clones again): one reference
+/// count per copy, rather than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    /// Wraps what handlers share.
+    pub fn new(shared: SharedState) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct SharedState {
     /// The service.
     pub auth: Arc<Auth>,
     /// The clock (error timestamps).
@@ -170,7 +190,7 @@ impl App {
             ),
             None => {}
         }
-        let state = AppState {
+        let state = AppState::new(SharedState {
             auth: Arc::new(auth),
             clock,
             trusted_proxies: config.trusted_proxies.clone().into(),
@@ -178,7 +198,7 @@ impl App {
                 Some(_) => Some(metrics::handle().map_err(StartupError::Config)?),
                 None => None,
             },
-        };
+        });
         Ok(App {
             router: routes::router(state.clone(), config),
             state,
