@@ -2,6 +2,7 @@
 //! or the real RingCX) as a user: log in, API tokens, accounts, users.
 
 mod admin;
+mod log_format;
 mod log_sink;
 mod profile;
 mod user_cli;
@@ -288,7 +289,12 @@ fn init_logging(format: LogFormat) -> Option<log_sink::Guard> {
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        LogFormat::Text => log.with_ansi(ansi).init(),
+        // The stock layout, written without its colour machinery when colours are off.
+        LogFormat::Text => log
+            .with_ansi(ansi)
+            .fmt_fields(log_format::PlainFields::default())
+            .event_format(log_format::PlainLine::default())
+            .init(),
         // For log shippers: one JSON object per line, the event's fields at the top level.
         LogFormat::Json => log.json().flatten_event(true).with_ansi(false).init(),
     }
