@@ -32,7 +32,7 @@ use crate::store::{
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -49,6 +49,43 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub const DEFAULT_ENTRIES: usize = 10_000;
 /// Default staleness bound.
 pub const DEFAULT_STALENESS: Duration = Duration::from_millis(250);
+
+/// The sub-accounts a user may use, as the cache holds them, with the accounts endpoint's
+/// answer made from them once. The answer is the same bytes for every request until the entry
+/// is forgotten (which replaces it), so it is serialised once per entry rather than per request.
+#[derive(Debug)]
+pub struct UsableAccounts {
+    /// The accounts, in the store's order.
+    pub rows: Vec<AccountRow>,
+    /// The JSON array of their wire form, once asked for.
+    json: OnceLock<Arc<[u8]>>,
+}
+
+impl UsableAccounts {
+    /// Holds `rows`; the answer is made on first use.
+    pub fn new(rows: Vec<AccountRow>) -> Self {
+        UsableAccounts {
+            rows,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The accounts endpoint's answer: a JSON array of [`cxauth_proto::Account`]. Requests
+    /// racing on a new entry may each serialise it, but all answer with the one kept.
+    pub fn json(&self) -> Result<Arc<[u8]>, serde_json::Error> {
+        if let Some(json) = self.json.get() {
+            return Ok(json.clone());
+        }
+        let wire: Vec<cxauth_proto::Account> = self
+            .rows
+            .iter()
+            .cloned()
+            .map(crate::wire::account_to_wire)
+            .collect();
+        let json: Arc<[u8]> = serde_json::to_vec(&wire)?.into();
+        Ok(self.json.get_or_init(|| json).clone())
+    }
+}
 
 /// The epoch a look-up began in; see [`CredentialCache::ticket`].
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +104,7 @@ struct Maps {
     /// User id → its record.
     users: HashMap<i64, Arc<UserRecord>>,
     /// User id → the sub-accounts it may use.
-    accounts: HashMap<i64, Arc<Vec<AccountRow>>>,
+    accounts: HashMap<i64, Arc<UsableAccounts>>,
 }
 
 /// See the module documentation.
@@ -163,7 +200,7 @@ impl CredentialCache {
     }
 
     /// The sub-accounts user `user_id` may use, if known and fresh.
-    pub fn accounts(&self, user_id: i64) -> Option<Arc<Vec<AccountRow>>> {
+    pub fn accounts(&self, user_id: i64) -> Option<Arc<UsableAccounts>> {
         if !self.fresh() {
             return None;
         }
@@ -220,12 +257,12 @@ impl CredentialCache {
     }
 
     /// Stores the sub-accounts user `user_id` may use.
-    pub fn put_accounts(&self, ticket: Ticket, user_id: i64, accounts: Vec<AccountRow>) {
+    pub fn put_accounts(&self, ticket: Ticket, user_id: i64, accounts: Arc<UsableAccounts>) {
         let Some(mut maps) = self.fill(ticket) else {
             return;
         };
         bounded(&mut maps.accounts, self.capacity);
-        maps.accounts.insert(user_id, Arc::new(accounts));
+        maps.accounts.insert(user_id, accounts);
     }
 
     /// Forgets session `sid`.
@@ -432,6 +469,62 @@ mod tests {
         let c = CredentialCache::new(Duration::from_secs(60), capacity);
         c.fresh_until.store(u64::MAX, Ordering::Release);
         c
+    }
+
+    fn account(id: i64, name: &str, rc: Option<&str>) -> AccountRow {
+        AccountRow {
+            id,
+            name: name.into(),
+            main_id: 10_000_000,
+            main_name: "Main \"quoted\" é".into(),
+            main_active: true,
+            main_rc_account_id: rc.map(str::to_owned),
+        }
+    }
+
+    /// The cached answer is exactly what serialising the wire form makes; it is made once per
+    /// entry, even when eight threads ask a new entry at once; a replaced entry answers anew.
+    #[test]
+    fn the_accounts_answer_is_made_once_per_entry_and_matches_the_wire_form() {
+        let rows = vec![
+            account(10_000_001, "Sales", Some("37439510")),
+            account(10_000_002, "Support\n", None),
+        ];
+        let wire: Vec<cxauth_proto::Account> = rows
+            .iter()
+            .cloned()
+            .map(crate::wire::account_to_wire)
+            .collect();
+        let expected = serde_json::to_vec(&wire).expect("json");
+        let c = fresh_cache(10);
+        c.put_accounts(c.ticket(), 1, Arc::new(UsableAccounts::new(rows)));
+        let entry = c.accounts(1).expect("cached");
+        let answers: Vec<Arc<[u8]>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| entry.json().expect("json")))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        for a in &answers {
+            assert_eq!(**a, *expected);
+        }
+        let kept = c.accounts(1).expect("cached").json().expect("json");
+        // Racing makers may each serialise, but all of them answer with the one kept.
+        assert!(answers.iter().all(|a| Arc::ptr_eq(a, &kept)));
+
+        c.forget_accounts();
+        assert!(c.accounts(1).is_none());
+        c.put_accounts(
+            c.ticket(),
+            1,
+            Arc::new(UsableAccounts::new(vec![account(10_000_003, "New", None)])),
+        );
+        let renamed = c.accounts(1).expect("cached").json().expect("json");
+        assert!(String::from_utf8_lossy(&renamed).contains("\"New\""));
+        assert!(!String::from_utf8_lossy(&renamed).contains("Sales"));
     }
 
     #[test]

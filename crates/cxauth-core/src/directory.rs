@@ -2,9 +2,9 @@
 //! manages.
 
 use crate::authn::Principal;
-use crate::credcache::CredentialCache;
+use crate::credcache::{CredentialCache, UsableAccounts};
 use crate::error::AuthError;
-use crate::store::{AccountRow, SharedStore, UserRecord};
+use crate::store::{SharedStore, UserRecord};
 use crate::wire::{account_to_wire, agent_to_wire, nest_users, user_to_wire};
 use std::sync::Arc;
 
@@ -22,14 +22,15 @@ impl Directory {
 
     /// The sub-accounts `user_id` may use, from the credential cache or, on a miss, the store
     /// (then cached): the one way every read scoped by account learns them.
-    async fn usable_accounts(&self, user_id: i64) -> Result<Arc<Vec<AccountRow>>, AuthError> {
-        if let Some(rows) = self.creds.accounts(user_id) {
-            return Ok(rows);
+    async fn usable_accounts(&self, user_id: i64) -> Result<Arc<UsableAccounts>, AuthError> {
+        if let Some(accounts) = self.creds.accounts(user_id) {
+            return Ok(accounts);
         }
         let ticket = self.creds.ticket();
         let rows = self.store.accounts_for_user(user_id).await?;
-        self.creds.put_accounts(ticket, user_id, rows.clone());
-        Ok(Arc::new(rows))
+        let accounts = Arc::new(UsableAccounts::new(rows));
+        self.creds.put_accounts(ticket, user_id, accounts.clone());
+        Ok(accounts)
     }
 
     /// The sub-accounts the caller may use.
@@ -38,8 +39,17 @@ impl Directory {
         &self,
         who: &Principal,
     ) -> Result<Vec<cxauth_proto::Account>, AuthError> {
-        let rows = self.usable_accounts(who.user.id).await?;
-        Ok(rows.iter().cloned().map(account_to_wire).collect())
+        let accounts = self.usable_accounts(who.user.id).await?;
+        Ok(accounts.rows.iter().cloned().map(account_to_wire).collect())
+    }
+
+    /// [`Self::accounts`] as the accounts endpoint's JSON answer, made once per cache entry.
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = who.user.id))]
+    pub(crate) async fn accounts_json(&self, who: &Principal) -> Result<Arc<[u8]>, AuthError> {
+        self.usable_accounts(who.user.id)
+            .await?
+            .json()
+            .map_err(|e| AuthError::Internal(format!("cannot serialise the accounts: {e}")))
     }
 
     /// The RingEX account of a user's main account, if it is linked to one.
@@ -97,6 +107,7 @@ impl Directory {
         let usable = self
             .usable_accounts(who.user.id)
             .await?
+            .rows
             .iter()
             .any(|a| a.id == account_id);
         if !usable {

@@ -335,6 +335,12 @@ impl Auth {
         self.directory.accounts(who).await
     }
 
+    /// [`Self::accounts`] as the accounts endpoint's answer, a JSON array: serialised once per
+    /// credential-cache entry, not per request.
+    pub async fn accounts_json(&self, who: &Principal) -> Result<Arc<[u8]>, AuthError> {
+        self.directory.accounts_json(who).await
+    }
+
     /// The caller itself as a `User` row, without children (the legacy login's `user`).
     pub async fn me(&self, who: &Principal) -> Result<cxauth_proto::User, AuthError> {
         self.directory.me(who).await

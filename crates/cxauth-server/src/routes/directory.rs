@@ -14,8 +14,18 @@ use cxauth_core::service::AuthError;
 pub async fn accounts(
     State(state): State<AppState>,
     Caller(who): Caller,
-) -> Result<Json<Vec<cxauth_proto::Account>>, ApiError> {
-    Ok(Json(state.auth.accounts(&who).await?))
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    // The same bytes `Json(state.auth.accounts(&who))` makes, serialised once per cache entry.
+    let json = state.auth.accounts_json(&who).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        axum::body::Bytes::from_owner(json),
+    )
+        .into_response())
 }
 
 /// 8. `GET …/admin/users?flatten=&activeOnly=`.
