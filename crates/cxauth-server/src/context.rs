@@ -111,7 +111,6 @@ pub async fn request_context(
         req.extensions()
             .get::<axum::extract::MatchedPath>()
             .cloned()
-            .map_or(Route::Unmatched, Route::Matched)
     });
     // `user_id` is filled in by the `Caller` extractor once the credential is checked.
     let span = tracing::info_span!(
@@ -162,7 +161,10 @@ pub async fn request_context(
     policy.apply(res.headers_mut());
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(route) = &route {
-        crate::metrics::record_request(route, &method, status, elapsed);
+        let pattern = route
+            .as_ref()
+            .map_or("unmatched", axum::extract::MatchedPath::as_str);
+        crate::metrics::record_request(pattern, &method, status, elapsed);
     }
     let latency_ms = elapsed * 1000.0;
     span.in_scope(|| {
@@ -173,23 +175,6 @@ pub async fn request_context(
         }
     });
     res
-}
-
-/// A request's route for its metrics: the pattern it matched, kept without a copy.
-enum Route {
-    Matched(axum::extract::MatchedPath),
-    Unmatched,
-}
-
-impl std::ops::Deref for Route {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        match self {
-            Route::Matched(m) => m.as_str(),
-            Route::Unmatched => "unmatched",
-        }
-    }
 }
 
 #[cfg(test)]
