@@ -146,12 +146,14 @@ impl Sink {
     /// (`wait` false) it does not wait for a lock whose holder may be the panicking thread.
     fn flush_now(&self, wait: bool) {
         let s = &*self.shared;
-        // The destination first (the writer thread's order): if it is busy and we may not wait,
-        // its holder writes the lines anyway.
-        let Some(mut out) = lock_unless_busy(&s.out, wait) else {
+        // The writer thread's order: the lines, then the destination, taken before the lines
+        // are let go, so batches reach it in the order they were logged. (The other order
+        // deadlocked against the writer thread.) If either is busy and we may not wait, its
+        // holder writes the lines anyway.
+        let Some(mut lines) = lock_unless_busy(&s.lines, wait) else {
             return;
         };
-        let Some(mut lines) = lock_unless_busy(&s.lines, wait) else {
+        let Some(mut out) = lock_unless_busy(&s.out, wait) else {
             return;
         };
         let batch = std::mem::take(&mut lines.buf);
@@ -343,6 +345,64 @@ mod tests {
             writes < 16_000 / 4,
             "16,000 lines took {writes} writes: not batched"
         );
+    }
+
+    /// Flushes from other threads (what `serve` does before printing to stderr) while loggers
+    /// log and the writer thread writes: nothing deadlocks, and every line arrives once, in
+    /// order. The writer thread takes the lines, then the destination; a flush that took them
+    /// the other way round hung a server at start-up (CI, Dec 2).
+    #[test]
+    fn flushes_beside_the_writer_thread_never_deadlock() {
+        let memory = Memory::default();
+        let (sink, guard) =
+            Sink::new(Box::new(memory.clone()), Duration::from_micros(1), CAP).expect("sink");
+        let (done, finished) = std::sync::mpsc::channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for t in 0..2 {
+            let sink = sink.clone();
+            threads.push(std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    LineWriter(&sink)
+                        .write_all(format!("{t} {i}\n").as_bytes())
+                        .expect("append");
+                }
+            }));
+        }
+        for _ in 0..2 {
+            let (sink, stop) = (sink.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sink.flush_now(true);
+                }
+            }));
+        }
+        std::thread::spawn(move || {
+            for (n, t) in threads.into_iter().enumerate() {
+                if n == 2 {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                t.join().expect("thread");
+            }
+            let _ = done.send(());
+        });
+        if finished.recv_timeout(Duration::from_secs(20)).is_err() {
+            // Dropping the guard would wait for the deadlocked lock too.
+            std::mem::forget(guard);
+            panic!("loggers and flushes deadlocked with the writer thread");
+        }
+        drop(guard);
+        let text = String::from_utf8(lock(&memory.bytes).clone()).expect("utf-8");
+        for t in 0..2 {
+            let mine: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{t} ")))
+                .collect();
+            assert_eq!(mine.len(), 20_000);
+            for (i, l) in mine.iter().enumerate() {
+                assert_eq!(*l, format!("{t} {i}"));
+            }
+        }
     }
 
     #[test]
