@@ -84,6 +84,16 @@ struct RouteMetrics {
     counts: Vec<(metrics::SharedString, u16, metrics::Counter)>,
 }
 
+impl RouteMetrics {
+    /// The counter of `method` (a [`method_label`]) and `status`, if registered.
+    fn count(&self, method: &str, status: u16) -> Option<&metrics::Counter> {
+        self.counts
+            .iter()
+            .find(|(m, s, _)| *s == status && **m == *method)
+            .map(|(_, _, count)| count)
+    }
+}
+
 /// Handles of the per-request metrics, registered once. Asking the recorder by name and labels
 /// builds and hashes a label set for each sample (~3k of a `/healthz` answer's ~49k
 /// instructions, callgrind); a handle records with an atomic add. Bounded: routes are the
@@ -99,10 +109,7 @@ pub fn record_request(route: &str, method: &Method, status: StatusCode, seconds:
     {
         let routes = REQUESTS.read().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = routes.get(route)
-            && let Some((_, _, count)) = r
-                .counts
-                .iter()
-                .find(|(m, s, _)| *s == status && **m == *method)
+            && let Some(count) = r.count(&method, status)
         {
             count.increment(1);
             r.duration.record(seconds);
@@ -118,12 +125,8 @@ pub fn record_request(route: &str, method: &Method, status: StatusCode, seconds:
         ),
         counts: Vec::new(),
     });
-    let count = match r
-        .counts
-        .iter()
-        .find(|(m, s, _)| *s == status && **m == *method)
-    {
-        Some((_, _, count)) => count.clone(),
+    let count = match r.count(&method, status) {
+        Some(count) => count.clone(),
         None => {
             let count = metrics::counter!("cxauth_http_requests_total",
                 "route" => route.to_owned(), "method" => method.clone(),
