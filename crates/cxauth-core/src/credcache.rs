@@ -70,19 +70,22 @@ impl UsableAccounts {
         }
     }
 
-    /// The accounts endpoint's answer: a JSON array of [`cxauth_proto::Account`]. Requests
-    /// racing on a new entry may each serialise it, but all answer with the one kept.
+    /// The accounts in their wire form, as the accounts endpoint lists them.
+    pub fn wire(&self) -> Vec<cxauth_proto::Account> {
+        self.rows
+            .iter()
+            .cloned()
+            .map(crate::wire::account_to_wire)
+            .collect()
+    }
+
+    /// The accounts endpoint's answer: [`Self::wire`] as a JSON array. Requests racing on a
+    /// new entry may each serialise it, but all answer with the one kept.
     pub fn json(&self) -> Result<Arc<[u8]>, serde_json::Error> {
         if let Some(json) = self.json.get() {
             return Ok(json.clone());
         }
-        let wire: Vec<cxauth_proto::Account> = self
-            .rows
-            .iter()
-            .cloned()
-            .map(crate::wire::account_to_wire)
-            .collect();
-        let json: Arc<[u8]> = serde_json::to_vec(&wire)?.into();
+        let json: Arc<[u8]> = serde_json::to_vec(&self.wire())?.into();
         Ok(self.json.get_or_init(|| json).clone())
     }
 }

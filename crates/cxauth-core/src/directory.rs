@@ -5,7 +5,7 @@ use crate::authn::Principal;
 use crate::credcache::{CredentialCache, UsableAccounts};
 use crate::error::AuthError;
 use crate::store::{SharedStore, UserRecord};
-use crate::wire::{account_to_wire, agent_to_wire, nest_users, user_to_wire};
+use crate::wire::{agent_to_wire, nest_users, user_to_wire};
 use std::sync::Arc;
 
 /// Reads users, accounts and agents on behalf of a caller.
@@ -39,8 +39,7 @@ impl Directory {
         &self,
         who: &Principal,
     ) -> Result<Vec<cxauth_proto::Account>, AuthError> {
-        let accounts = self.usable_accounts(who.user.id).await?;
-        Ok(accounts.rows.iter().cloned().map(account_to_wire).collect())
+        Ok(self.usable_accounts(who.user.id).await?.wire())
     }
 
     /// [`Self::accounts`] as the accounts endpoint's JSON answer, made once per cache entry.
