@@ -142,6 +142,36 @@ async fn an_idle_kept_alive_connection_closes_at_the_keep_alive_timeout() {
     );
 }
 
+/// The watcher alone times headers (hyper's own timer is off): a kept-alive connection whose
+/// next request has begun gets the header-read timeout from that request's first byte, not the
+/// keep-alive timeout.
+#[tokio::test]
+async fn a_next_request_that_stalls_is_cut_at_the_header_read_timeout() {
+    let s = TestApp::spawn_with(|c| {
+        c.header_read_timeout = Duration::from_millis(800);
+        c.keep_alive_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
+    let mut buf = vec![0u8; 8192];
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: cxauth\r\n\r\n")
+        .await
+        .expect("write");
+    let n = c.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    // Idle a while (the header timeout does not apply between requests)...
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // ...then begin a request and never finish its headers.
+    c.write_all(PARTIAL_HEADERS).await.expect("write");
+    let t = closed_within(&mut c, Duration::from_secs(10))
+        .await
+        .expect("the stalled request's connection is closed");
+    assert!(
+        t >= Duration::from_millis(600) && t < Duration::from_millis(2_500),
+        "closed {t:?} after the request began (header read timeout 800 ms)"
+    );
+}
+
 #[tokio::test]
 async fn at_the_cap_the_idlest_connections_are_shed_and_real_clients_get_in() {
     let s = TestApp::spawn_with(|c| {
