@@ -7,12 +7,12 @@
 
 use crate::error::ErrorReport;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use cxauth_core::clock::SharedClock;
 use cxauth_proto::ErrorBody;
+use std::convert::Infallible;
 use tracing::Instrument as _;
 
 /// Header carrying the request id, in and out.
@@ -95,12 +95,74 @@ pub fn loggable_path(path: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// See the module documentation.
-pub async fn request_context(
-    State(clock): State<SharedClock>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// The layer of [`RequestContext`]: see the module documentation.
+///
+/// A tower layer of its own rather than `axum::middleware::from_fn`: `from_fn` boxes the rest of
+/// the stack into a `Next` (an allocation and a clone through a vtable per request) and runs
+/// extractors for its arguments; here the inner service is cloned and called directly.
+#[derive(Clone)]
+pub struct RequestContextLayer {
+    clock: SharedClock,
+}
+
+impl RequestContextLayer {
+    /// Error bodies are stamped with `clock`'s time.
+    pub fn new(clock: SharedClock) -> Self {
+        RequestContextLayer { clock }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContext {
+            inner,
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+/// See the module documentation and [`RequestContextLayer`].
+#[derive(Clone)]
+pub struct RequestContext<S> {
+    inner: S,
+    clock: SharedClock,
+}
+
+impl<S> tower::Service<Request> for RequestContext<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was made ready is the one called (tower's contract); a fresh clone is
+        // left for the next request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let clock = self.clock.clone();
+        Box::pin(async move { Ok(request_context(clock, req, inner).await) })
+    }
+}
+
+/// The work of [`RequestContext`] for one request, `inner` being the rest of the stack.
+async fn request_context<S>(clock: SharedClock, mut req: Request, mut inner: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
     let policy = crate::security_headers::Policy::of(req.uri().path());
     let request_id = incoming_request_id(&req).unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
@@ -122,7 +184,13 @@ pub async fn request_context(
     );
     let started = std::time::Instant::now();
 
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let mut res = match tower::ServiceExt::oneshot(&mut inner, req)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
 
     let status = res.status();
     let own_body = res.extensions().get::<crate::error::OwnBody>().is_some();

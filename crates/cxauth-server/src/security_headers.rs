@@ -1,6 +1,6 @@
 //! Headers that tell browsers how to treat our answers, set on every response of the router
 //! (errors, fallbacks and the API page included) last of all by the outermost middleware,
-//! [`crate::context::request_context`] (one middleware layer rather than two: each costs a
+//! [`crate::context::RequestContext`] (one middleware layer rather than two: each costs a
 //! boxed clone of the whole stack below it per request).
 //!
 //! * `X-Content-Type-Options: nosniff` everywhere: a browser must not guess a script or a page

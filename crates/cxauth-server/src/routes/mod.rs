@@ -132,9 +132,6 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             config.request_timeout,
         ))
         .layer(CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clock.clone(),
-            context::request_context,
-        ))
+        .layer(context::RequestContextLayer::new(state.clock.clone()))
         .with_state(state)
 }
