@@ -509,3 +509,45 @@ async fn an_unreachable_server_is_a_transport_error() {
         Err(Error::Url(_))
     ));
 }
+
+/// The README's Rust example (under "From Rust: `cxauth-client`") as printed, run against a real
+/// server: `readme_snippet.in` is the README's block with only the server's address replaced
+/// (`base`), inside braces so that `include!` takes it as one block, and this test fails if the
+/// two differ.
+#[tokio::test]
+async fn the_readmes_example_runs_as_printed() {
+    const README: &str = include_str!("../../../README.md");
+    const SNIPPET: &str = include_str!("readme_snippet.in");
+    let heading = README
+        .find("### From Rust: `cxauth-client`")
+        .expect("the README's SDK section");
+    let start = heading + README[heading..].find("```rust\n").expect("its Rust block") + 8;
+    let end = start + README[start..].find("```\n").expect("the block's end");
+    let block = README[start..end].replace("\"http://127.0.0.1:8080\"", "base");
+    let inner = SNIPPET
+        .strip_prefix("{\n")
+        .and_then(|s| s.strip_suffix("}\n"))
+        .expect("readme_snippet.in is one block in braces");
+    assert_eq!(
+        block, inner,
+        "README.md's Rust example and tests/readme_snippet.in differ (only the address may)"
+    );
+    let s = TestApp::spawn_with(|c| {
+        c.bootstrap_admin_password = Some(SecretString::from("change-me-now"));
+    })
+    .await;
+    readme_example(&s.base)
+        .await
+        .expect("the README's example runs");
+}
+
+/// The body of [`the_readmes_example_runs_as_printed`]: the README's block, included.
+#[allow(clippy::redundant_closure)] // the README spells out the hook's argument
+async fn readme_example(base: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// The README's placeholder for where an application keeps a rotated session.
+    fn save_somewhere_private(s: &Session) {
+        assert!(!s.access_token.is_empty());
+    }
+    include!("readme_snippet.in");
+    Ok(())
+}
