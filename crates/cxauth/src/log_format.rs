@@ -84,20 +84,31 @@ where
 /// writes only the microseconds itself: formatting a whole timestamp through `fmt` was ~2k
 /// instructions of every line (callgrind).
 fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+    let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
+        return SystemTime.format_time(writer);
+    };
+    write_timestamp_at(writer, now, |w| SystemTime.format_time(w))
+}
+
+/// [`write_timestamp`] for the time `now` (since the epoch, read just before), with `stock`
+/// writing the stock text of the time it reads itself (a separate function so that tests can
+/// give it a clock that has moved on).
+fn write_timestamp_at(
+    writer: &mut Writer<'_>,
+    now: std::time::Duration,
+    stock: impl Fn(&mut Writer<'_>) -> fmt::Result,
+) -> fmt::Result {
     use std::cell::RefCell;
     thread_local! {
         /// A second since the epoch, and the stock text of it up to its `.`.
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
-        return SystemTime.format_time(writer);
-    };
     let secs = now.as_secs();
     let prefix = SECOND.with(|cell| -> Option<fmt::Result> {
         let mut cell = cell.borrow_mut();
         if cell.0 != secs {
             let mut text = String::with_capacity(32);
-            SystemTime.format_time(&mut Writer::new(&mut text)).ok()?;
+            stock(&mut Writer::new(&mut text)).ok()?;
             // The stock text ends in `SS.uuuuuuZ`. Its clock was read after ours: in the same
             // second unless a second began between the two reads, and then it is not kept.
             let cut = text.len().checked_sub(7)?;
@@ -112,7 +123,7 @@ fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
     });
     match prefix {
         Some(written) => written?,
-        None => return SystemTime.format_time(writer),
+        None => return stock(writer),
     }
     let mut micros = now.subsec_micros();
     let mut digits = *b"000000Z";
@@ -362,6 +373,52 @@ mod tests {
             seconds.insert(ours[..ours.len() - 8].to_owned());
         }
         assert!(seconds.len() >= 2, "{seconds:?}");
+    }
+
+    /// When a second begins between our clock read and the stock one, the stock text (of the
+    /// next second) is neither used as our prefix nor kept: the line gets the stock timestamp
+    /// whole, and the next line of our second takes its prefix afresh.
+    #[test]
+    fn a_second_that_begins_between_the_two_reads_is_not_kept() {
+        use std::cell::Cell;
+        use std::time::Duration;
+        let at = |now: Duration, stock_text: &'static str, calls: &Cell<u32>| {
+            let mut out = String::new();
+            write_timestamp_at(&mut Writer::new(&mut out), now, |w| {
+                calls.set(calls.get() + 1);
+                w.write_str(stock_text)
+            })
+            .expect("timestamp");
+            out
+        };
+        // 2026-12-02T14:33:59Z and the second after it.
+        let s59 = Duration::from_secs(1_796_222_039);
+        let calls = Cell::new(0);
+        // Our clock at :59.999999, the stock one already at :00 of the next minute.
+        let line = at(
+            s59 + Duration::from_micros(999_999),
+            "2026-12-02T14:34:00.000002Z",
+            &calls,
+        );
+        assert_eq!(line, "2026-12-02T14:34:00.000002Z", "the stock text, whole");
+        // Not kept: the next line of :59 asks the stock code again and keeps its prefix.
+        let line = at(
+            s59 + Duration::from_micros(999_999),
+            "2026-12-02T14:33:59.999999Z",
+            &calls,
+        );
+        assert_eq!(line, "2026-12-02T14:33:59.999999Z");
+        assert_eq!(
+            calls.get(),
+            3,
+            "twice for the first line (the refused prefix, then the fallback), once for the second"
+        );
+        let line = at(s59 + Duration::from_micros(5), "unused", &calls);
+        assert_eq!(
+            line, "2026-12-02T14:33:59.000005Z",
+            "the kept prefix, our micros"
+        );
+        assert_eq!(calls.get(), 3, "the kept prefix served the third line");
     }
 
     proptest! {
