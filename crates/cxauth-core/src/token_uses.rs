@@ -100,7 +100,9 @@ impl UseNotes {
         }
         let mut slots = shard.write().unwrap_or_else(|p| p.into_inner());
         if !slots.contains_key(digest) && slots.len() >= MAX_NOTED / SHARDS {
-            // Full until the next flush: this use is not recorded (bounded memory wins).
+            // Full until the next flush: this use is not recorded (bounded memory wins), and
+            // the metrics say so.
+            metrics::counter!("cxauth_api_token_uses_dropped_total").increment(1);
             return;
         }
         slots.entry(*digest).or_insert_with(Slot::new).note(now);

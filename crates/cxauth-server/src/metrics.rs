@@ -175,6 +175,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let (running, waiting) = state.auth.password_pool().load();
     metrics::gauge!("cxauth_hash_pool_running").set(running as f64);
     metrics::gauge!("cxauth_hash_pool_queue_depth").set(waiting as f64);
+    metrics::gauge!("cxauth_api_token_uses_held").set(state.auth.api_token_uses_held() as f64);
     let store = state.auth.store();
     let pool = store.pool_stats();
     metrics::gauge!("cxauth_db_pool_connections", "state" => "open").set(f64::from(pool.open));

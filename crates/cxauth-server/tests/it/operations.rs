@@ -290,6 +290,13 @@ async fn metrics_are_served_on_their_own_listener() {
         .await
         .expect("refresh");
     assert!(s.client.login("admin", "wrong", "aws80").await.is_err());
+    // One API token used: its last use waits in memory until the next flush.
+    let bearer = cxauth_client::Credential::Bearer(session.access_token.clone());
+    let token = s.client.create_api_token(&bearer).await.expect("token");
+    s.client
+        .accounts(&cxauth_client::Credential::XAuthToken(token))
+        .await
+        .expect("accounts with the token");
     let (status, _, _) = send(s.get("/metrics")).await.parts();
     assert_eq!(status, 404, "not on the public listener");
 
@@ -314,6 +321,7 @@ async fn metrics_are_served_on_their_own_listener() {
         r#"cxauth_db_pool_connections{state="in_use"}"#,
         r#"cxauth_stored_rows{kind="live_sessions"}"#,
         "cxauth_database_up 1",
+        "cxauth_api_token_uses_held 1\n",
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
