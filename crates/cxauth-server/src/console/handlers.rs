@@ -3,7 +3,7 @@
 //! notice word, never data: the one exception is a new API token, shown on the answer to its
 //! form and nowhere else.
 
-use super::cookies::{REFRESH_COOKIE, clear_cookies, cookie, session_cookies};
+use super::cookies::{ACCESS_COOKIE, REFRESH_COOKIE, clear_cookies, cookie, session_cookies};
 use super::error::ConsoleError;
 use super::pages::{
     AccountsPage, Chrome, LoginPage, MainRow, TokenRow, TokensPage, UserRow, UsersPage, render,
@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use cxauth_core::admin::KNOWN_ROLES;
 use cxauth_core::service::{
     AuthError, LoginInput, MAX_API_TOKEN_NAME_CHARS, MAX_USERNAME_LEN, ManagedUserSpec,
+    PresentedToken,
 };
 use cxauth_core::store::ROLE_SUPER_USER;
 use secrecy::SecretString;
@@ -123,8 +124,23 @@ fn login_form(
     res
 }
 
-/// `GET /console/login`.
-pub async fn login_page(RawQuery(q): RawQuery) -> Response {
+/// `GET /console/login`. A browser that is already signed in (its access cookie still
+/// authenticates) goes to its tokens instead of a form it has no use for. Only the access
+/// cookie is tried: showing a page must not rotate the refresh token.
+pub async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if let Some(at) = cookie(&headers, ACCESS_COOKIE)
+        && state
+            .auth
+            .authenticate(PresentedToken::Bearer(at))
+            .await
+            .is_ok()
+    {
+        return see_other("/console/tokens");
+    }
     let notice = (q.as_deref() == Some("out")).then_some("You are logged out.");
     login_form(StatusCode::OK, None, notice, "", "aws80")
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// Every page a signed-in user may GET, and the forms (path) it may POST.
+/// Every page of the console (the login page seen signed out, the others signed in), and the
+/// forms (path) a signed-in user may POST.
 const PAGES: [&str; 4] = [
     "/console/tokens",
     "/console/accounts",
@@ -216,7 +217,12 @@ async fn every_console_answer_has_the_strict_policy_and_no_store() {
     assert!(login.header("content-type").starts_with("text/html"));
     b.login_ok("admin", ADMIN_PASSWORD).await;
     for path in PAGES {
-        let r = b.get(path).await;
+        // The login page is for browsers not signed in (a signed-in one is sent on).
+        let r = if path == "/console/login" {
+            Browser::new(&app).get(path).await
+        } else {
+            b.get(path).await
+        };
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert_page_headers(&r, path);
         assert!(!r.body.contains("style="), "{path}: inline style");
@@ -842,6 +848,10 @@ async fn an_expired_access_token_is_refreshed_and_logout_ends_the_session() {
     let app = TestApp::spawn().await;
     let mut b = Browser::new(&app);
     b.login_ok("admin", ADMIN_PASSWORD).await;
+    // Signed in, the login page sends the browser to its tokens.
+    let again = b.get("/console/login").await;
+    assert_eq!(again.status, 303, "{}", again.body);
+    assert_eq!(again.header("location"), "/console/tokens");
     let csrf = b.csrf().await;
     let first_rt = b.cookies["cxauth_console_rt"].clone();
     app.clock.advance(Duration::from_secs(6 * 60));
@@ -877,6 +887,8 @@ async fn an_expired_access_token_is_refreshed_and_logout_ends_the_session() {
     assert_eq!(thief.get("/console/tokens").await.status, 303);
     let bye = b.get("/console/login?out").await;
     assert!(bye.body.contains("You are logged out."));
+    // The ended session's access cookie no longer skips the form either.
+    assert_eq!(thief.get("/console/login").await.status, 200);
     let _ = app.clock.now_ms();
 }
 
