@@ -68,6 +68,16 @@ async fn healthz_at(url: String) -> u16 {
         .as_u16()
 }
 
+/// One `GET /healthz` over the kept-alive connection `c`, answered 200.
+async fn healthz_on(c: &mut TcpStream) {
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: cxauth\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 8192];
+    let n = c.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+}
+
 #[tokio::test]
 async fn unfinished_headers_are_cut_at_the_header_read_timeout() {
     let s = TestApp::spawn_with(|c| {
@@ -123,12 +133,8 @@ async fn an_idle_kept_alive_connection_closes_at_the_keep_alive_timeout() {
     })
     .await;
     let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
-    let request = b"GET /healthz HTTP/1.1\r\nHost: cxauth\r\n\r\n";
-    let mut buf = vec![0u8; 8192];
     for _ in 0..2 {
-        c.write_all(request).await.expect("write");
-        let n = c.read(&mut buf).await.expect("read");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        healthz_on(&mut c).await;
         // Longer than the header timeout, shorter than the keep-alive timeout: still open.
         tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
@@ -153,12 +159,7 @@ async fn a_next_request_that_stalls_is_cut_at_the_header_read_timeout() {
     })
     .await;
     let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
-    let mut buf = vec![0u8; 8192];
-    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: cxauth\r\n\r\n")
-        .await
-        .expect("write");
-    let n = c.read(&mut buf).await.expect("read");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    healthz_on(&mut c).await;
     // Idle a while (the header timeout does not apply between requests)...
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     // ...then begin a request and never finish its headers.
