@@ -123,15 +123,21 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
     let routes = routes.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api));
     // The web console: HTML pages, deliberately outside the OpenAPI document.
     let routes = routes.merge(crate::console::router());
-    routes
-        .fallback(ops::no_route)
-        .method_not_allowed_fallback(ops::wrong_method)
-        .layer(DefaultBodyLimit::max(config.body_limit))
+    // One `layer` call with the whole stack, outermost first. Each call of `Router::layer` wraps
+    // every route in another boxed `Route`, and a request clones each box at every level (15
+    // clones, each an allocation, for four separate calls; callgrind).
+    let stack = tower::ServiceBuilder::new()
+        .layer(context::RequestContextLayer::new(state.clock.clone()))
+        .map_response(IntoResponse::into_response)
+        .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
         ))
-        .layer(CatchPanicLayer::new())
-        .layer(context::RequestContextLayer::new(state.clock.clone()))
+        .layer(DefaultBodyLimit::max(config.body_limit));
+    routes
+        .fallback(ops::no_route)
+        .method_not_allowed_fallback(ops::wrong_method)
+        .layer(stack)
         .with_state(state)
 }
