@@ -148,101 +148,133 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        // The clone that was made ready is the one called (tower's contract); a fresh clone is
-        // left for the next request.
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let policy = crate::security_headers::Policy::of(req.uri().path());
+        let request_id = incoming_request_id(&req).unwrap_or_else(new_request_id);
+        req.extensions_mut().insert(RequestId(request_id.clone()));
+        let method = req.method().clone();
+        let path = loggable_path(req.uri().path());
+        // The route pattern, not the path: bounded label values, and no token segments.
+        let route = crate::metrics::enabled().then(|| {
+            req.extensions()
+                .get::<axum::extract::MatchedPath>()
+                .cloned()
+        });
+        // `user_id` is filled in by the `Caller` extractor once the credential is checked.
+        let span = tracing::info_span!(
+            "request",
+            id = %request_id,
+            method = %method,
+            path = %path,
+            user_id = tracing::field::Empty
+        );
+        let started = std::time::Instant::now();
+        // The clone that was made ready is the one called (tower's contract), directly: a
+        // `oneshot` would ask it for readiness a second time. A fresh clone is left for the
+        // next request.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let clock = self.clock.clone();
-        Box::pin(async move { Ok(request_context(clock, req, inner).await) })
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let inner = span.in_scope(|| ready.call(req)).instrument(span.clone());
+        let cx = Epilogue {
+            clock: self.clock.clone(),
+            policy,
+            request_id,
+            method,
+            path,
+            route,
+            span,
+            started,
+        };
+        Box::pin(async move {
+            let res = match inner.await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            };
+            Ok(cx.finish(res))
+        })
     }
 }
 
-/// The work of [`RequestContext`] for one request, `inner` being the rest of the stack.
-async fn request_context<S>(clock: SharedClock, mut req: Request, mut inner: S) -> Response
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
-{
-    let policy = crate::security_headers::Policy::of(req.uri().path());
-    let request_id = incoming_request_id(&req).unwrap_or_else(new_request_id);
-    req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().clone();
-    let path = loggable_path(req.uri().path());
-    // The route pattern, not the path: bounded label values, and no token segments.
-    let route = crate::metrics::enabled().then(|| {
-        req.extensions()
-            .get::<axum::extract::MatchedPath>()
-            .cloned()
-    });
-    // `user_id` is filled in by the `Caller` extractor once the credential is checked.
-    let span = tracing::info_span!(
-        "request",
-        id = %request_id,
-        method = %method,
-        path = %path,
-        user_id = tracing::field::Empty
-    );
-    let started = std::time::Instant::now();
+/// What [`RequestContext`] learnt of a request before passing it on, to finish its response
+/// and log it.
+struct Epilogue {
+    clock: SharedClock,
+    policy: crate::security_headers::Policy,
+    request_id: String,
+    method: axum::http::Method,
+    path: String,
+    route: Option<Option<axum::extract::MatchedPath>>,
+    span: tracing::Span,
+    started: std::time::Instant,
+}
 
-    let mut res = match tower::ServiceExt::oneshot(&mut inner, req)
-        .instrument(span.clone())
-        .await
-    {
-        Ok(res) => res,
-        Err(never) => match never {},
-    };
-
-    let status = res.status();
-    let own_body = res.extensions().get::<crate::error::OwnBody>().is_some();
-    if !own_body
-        && (status.as_u16() >= 400 && status != StatusCode::UNAUTHORIZED
-            || res.extensions().get::<ErrorReport>().is_some())
-    {
-        let report = res
-            .extensions_mut()
-            .remove::<ErrorReport>()
-            .unwrap_or_else(|| ErrorReport::for_status(status));
-        let body = ErrorBody {
-            error_code: report.code.to_owned(),
-            general_message: report.general.to_owned(),
-            details: report.details,
-            request_uri: format!("{path} - {method}"),
-            timestamp: clock.now_ms(),
-            request_id: request_id.clone(),
-        };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.remove(header::CONTENT_LENGTH);
-        if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(header::RETRY_AFTER) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+impl Epilogue {
+    /// The error body, the request id and security headers, the metrics and the log line.
+    fn finish(self, mut res: Response) -> Response {
+        let Epilogue {
+            clock,
+            policy,
+            request_id,
+            method,
+            path,
+            route,
+            span,
+            started,
+        } = self;
+        let status = res.status();
+        let own_body = res.extensions().get::<crate::error::OwnBody>().is_some();
+        if !own_body
+            && (status.as_u16() >= 400 && status != StatusCode::UNAUTHORIZED
+                || res.extensions().get::<ErrorReport>().is_some())
+        {
+            let report = res
+                .extensions_mut()
+                .remove::<ErrorReport>()
+                .unwrap_or_else(|| ErrorReport::for_status(status));
+            let body = ErrorBody {
+                error_code: report.code.to_owned(),
+                general_message: report.general.to_owned(),
+                details: report.details,
+                request_uri: format!("{path} - {method}"),
+                timestamp: clock.now_ms(),
+                request_id: request_id.clone(),
+            };
+            let json = serde_json::to_vec(&body).unwrap_or_default();
+            let headers = res.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.remove(header::CONTENT_LENGTH);
+            if status == StatusCode::SERVICE_UNAVAILABLE
+                && !headers.contains_key(header::RETRY_AFTER)
+            {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            *res.body_mut() = Body::from(json);
         }
-        *res.body_mut() = Body::from(json);
-    }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(REQUEST_ID, v);
-    }
-    // Last, as the outermost middleware set them: they win over anything set inside.
-    policy.apply(res.headers_mut());
-    let elapsed = started.elapsed().as_secs_f64();
-    if let Some(route) = &route {
-        let pattern = route
-            .as_ref()
-            .map_or("unmatched", axum::extract::MatchedPath::as_str);
-        crate::metrics::record_request(pattern, &method, status, elapsed);
-    }
-    let latency_ms = elapsed * 1000.0;
-    span.in_scope(|| {
-        if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), latency_ms, "request");
-        } else {
-            tracing::info!(status = status.as_u16(), latency_ms, "request");
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            res.headers_mut().insert(REQUEST_ID, v);
         }
-    });
-    res
+        // Last, as the outermost middleware set them: they win over anything set inside.
+        policy.apply(res.headers_mut());
+        let elapsed = started.elapsed().as_secs_f64();
+        if let Some(route) = &route {
+            let pattern = route
+                .as_ref()
+                .map_or("unmatched", axum::extract::MatchedPath::as_str);
+            crate::metrics::record_request(pattern, &method, status, elapsed);
+        }
+        let latency_ms = elapsed * 1000.0;
+        span.in_scope(|| {
+            if status.is_server_error() {
+                tracing::warn!(status = status.as_u16(), latency_ms, "request");
+            } else {
+                tracing::info!(status = status.as_u16(), latency_ms, "request");
+            }
+        });
+        res
+    }
 }
 
 #[cfg(test)]
