@@ -50,6 +50,26 @@ pub(super) const STUCK_FRAMES: i64 = 10_000;
 /// the file never shrinks by itself, so a burst would otherwise keep its disk space.
 const LARGE_FILE: u64 = 64 << 20;
 
+/// The thresholds of a [`tick`]: the constants above, smaller in the tests.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// See [`RESTART_FRAMES`].
+    restart_frames: i64,
+    /// See [`STUCK_FRAMES`].
+    stuck_frames: i64,
+    /// See [`LARGE_FILE`].
+    large_file: u64,
+}
+
+impl Limits {
+    /// The thresholds the thread runs with.
+    const DEFAULT: Limits = Limits {
+        restart_frames: RESTART_FRAMES,
+        stuck_frames: STUCK_FRAMES,
+        large_file: LARGE_FILE,
+    };
+}
+
 /// The handle to the checkpointer thread: dropping it (with the store's last clone) ends it.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
@@ -112,7 +132,7 @@ impl Checkpointer {
                 let _alive = alive;
                 // Nothing is ever sent: the loop ends when the sender is dropped.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
-                    tick(&conn, &wal, &turn);
+                    tick(&conn, &wal, &turn, Limits::DEFAULT);
                 }
             })
             .map_err(|e| format!("cannot start the SQLite checkpointer: {e}"))?;
@@ -133,7 +153,7 @@ impl Checkpointer {
 /// One tick: a passive checkpoint; if the WAL is long, another under the write turn so that it
 /// starts over; a truncating one if readers keep it from being copied or the file is large.
 /// Errors are logged and the next tick tries again.
-fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>) {
+fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>, limits: Limits) {
     let mut last = match checkpoint(conn, "PASSIVE") {
         Ok(r) => r,
         Err(e) => {
@@ -141,14 +161,14 @@ fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>) 
             return;
         }
     };
-    let large = || std::fs::metadata(wal).is_ok_and(|m| m.len() > LARGE_FILE);
-    let truncate = |left: i64| left > STUCK_FRAMES || (left == 0 && large());
-    if last.log <= RESTART_FRAMES && !truncate(last.log - last.checkpointed) {
+    let large = || std::fs::metadata(wal).is_ok_and(|m| m.len() > limits.large_file);
+    let truncate = |left: i64| left > limits.stuck_frames || (left == 0 && large());
+    if last.log <= limits.restart_frames && !truncate(last.log - last.checkpointed) {
         return;
     }
     // This thread is no task of the runtime: it may block on the turn.
     let _turn = turn.blocking_lock();
-    if last.log > RESTART_FRAMES {
+    if last.log > limits.restart_frames {
         last = match checkpoint(conn, "PASSIVE") {
             Ok(r) => r,
             Err(e) => {
@@ -167,5 +187,150 @@ fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>) 
             ),
             Err(e) => tracing::warn!(error = %e, "SQLite truncating checkpoint failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A database in WAL mode with table `t`, the checkpointer's own connection, and the WAL's
+    /// path.
+    fn setup(dir: &Path) -> (rusqlite::Connection, rusqlite::Connection, PathBuf) {
+        let path = dir.join("db.sqlite");
+        std::fs::File::create(&path).expect("create");
+        let writer = open_connection(&path, Duration::from_secs(10)).expect("open");
+        writer
+            .execute("CREATE TABLE t (x BLOB NOT NULL)", [])
+            .expect("create table");
+        let own = open_connection(&path, Duration::from_secs(10)).expect("open");
+        (writer, own, dir.join("db.sqlite-wal"))
+    }
+
+    /// `n` rows of 4 KiB: a page or two each in the WAL.
+    fn write(conn: &rusqlite::Connection, n: usize) {
+        for _ in 0..n {
+            conn.execute("INSERT INTO t (x) VALUES (zeroblob(4096))", [])
+                .expect("insert");
+        }
+    }
+
+    fn wal_len(wal: &Path) -> u64 {
+        std::fs::metadata(wal).expect("the WAL").len()
+    }
+
+    fn rows(conn: &rusqlite::Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count")
+    }
+
+    /// A reader that keeps an old snapshot keeps the passive checkpoint from copying anything:
+    /// past `stuck_frames` left, the tick runs a truncating checkpoint, which waits for the
+    /// reader (busy timeout), copies everything and empties the file.
+    #[test]
+    fn a_reader_that_holds_the_wal_back_is_waited_for_and_the_file_emptied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, own, wal) = setup(dir.path());
+        let path = dir.path().join("db.sqlite");
+        let reader = open_connection(&path, Duration::from_secs(10)).expect("open");
+        reader.execute_batch("BEGIN").expect("begin");
+        assert_eq!(rows(&reader), 0, "the snapshot is taken before the writes");
+        write(&writer, 200);
+        let before = checkpoint(&own, "PASSIVE").expect("passive");
+        assert!(
+            before.log > 50 && before.checkpointed < before.log,
+            "the reader should hold frames back: {before:?}"
+        );
+
+        let released = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let mark = released.clone();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            *mark.lock().expect("mark") = Some(Instant::now());
+            reader.execute_batch("COMMIT").expect("commit");
+        });
+        let turn = tokio::sync::Mutex::new(());
+        let limits = Limits {
+            restart_frames: i64::MAX,
+            stuck_frames: 50,
+            large_file: u64::MAX,
+        };
+        tick(&own, &wal, &turn, limits);
+        let done = Instant::now();
+        holder.join().expect("the reader thread");
+
+        let released = released.lock().expect("mark").expect("the reader ended");
+        assert!(
+            done >= released,
+            "the tick returned before the reader let go"
+        );
+        assert_eq!(wal_len(&wal), 0, "the WAL was not truncated");
+        assert_eq!(rows(&writer), 200, "rows lost in the checkpoint");
+        assert_eq!(rows(&own), 200);
+    }
+
+    /// With everything copied back, a WAL file larger than `large_file` is emptied; a smaller
+    /// one is left as it is (its space is reused from its start).
+    #[test]
+    fn a_large_file_is_emptied_once_all_is_copied_and_a_small_one_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, own, wal) = setup(dir.path());
+        write(&writer, 100);
+        let turn = tokio::sync::Mutex::new(());
+        let len = wal_len(&wal);
+        assert!(len > 100 * 4096, "the WAL holds the writes: {len}");
+        let limits = |large_file| Limits {
+            restart_frames: i64::MAX,
+            stuck_frames: i64::MAX,
+            large_file,
+        };
+
+        tick(&own, &wal, &turn, limits(len + 1));
+        assert_eq!(wal_len(&wal), len, "a file under the bound was truncated");
+        let r = checkpoint(&own, "PASSIVE").expect("passive");
+        assert_eq!(
+            r.log, r.checkpointed,
+            "the tick left frames uncopied: {r:?}"
+        );
+
+        tick(&own, &wal, &turn, limits(len - 1));
+        assert_eq!(wal_len(&wal), 0, "a file over the bound was kept");
+        assert_eq!(rows(&writer), 100);
+    }
+
+    /// The truncating checkpoint runs under the write turn: while someone holds the turn, the
+    /// tick waits, and no writer of this process can commit between its two checkpoints.
+    #[test]
+    fn the_truncating_checkpoint_waits_for_the_write_turn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, own, wal) = setup(dir.path());
+        write(&writer, 100);
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        let held = turn.clone().try_lock_owned().expect("the turn is free");
+        let (tx, rx) = mpsc::channel();
+        let ticker = {
+            let turn = turn.clone();
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let limits = Limits {
+                    restart_frames: i64::MAX,
+                    stuck_frames: i64::MAX,
+                    large_file: 1,
+                };
+                tick(&own, &wal, &turn, limits);
+                tx.send(()).expect("send");
+            })
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the tick truncated without the write turn"
+        );
+        assert!(wal_len(&wal) > 0);
+        drop(held);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the tick never ended after the turn was let go");
+        ticker.join().expect("the ticker");
+        assert_eq!(wal_len(&wal), 0);
     }
 }
