@@ -259,6 +259,19 @@ async fn every_console_answer_has_the_strict_policy_and_no_store() {
     assert_eq!(css.status, 200);
     assert_eq!(css.header("content-security-policy"), CSP);
     assert!(css.header("content-type").starts_with("text/css"));
+    // Every page names the console's icon (so no browser asks for `/favicon.ico`), and it is
+    // served under the console's policy, which allows images from the server itself.
+    assert!(
+        created
+            .body
+            .contains(r#"<link rel="icon" href="/console/assets/icon.svg""#),
+        "no icon link"
+    );
+    let icon = b.get("/console/assets/icon.svg").await;
+    assert_eq!(icon.status, 200);
+    assert_eq!(icon.header("content-type"), "image/svg+xml");
+    assert!(icon.body.starts_with("<svg "), "{}", icon.body);
+    assert!(CSP.contains("img-src 'self'"));
     // The API keeps its own policy.
     let api = app.healthz().await;
     assert_eq!(
