@@ -25,6 +25,12 @@ const VERIFIED_TOKEN_CACHE: usize = 20_000;
 pub(crate) struct SigningKeys {
     deps: Deps,
     ring: RwLock<Arc<KeyRing>>,
+    /// Held by a reload from its first read of the store to its swap of the ring. Reloads run
+    /// from housekeeping, from requests naming an unknown key and from retirement; without
+    /// this, one that read the store before a rotation could swap its older ring in after one
+    /// that read it after, and the instance would sign with the superseded key until the next
+    /// reload.
+    reloading: tokio::sync::Mutex<()>,
     /// When the key ring was last reloaded because of an unknown key id; rate-limits reloads.
     /// Wall-clock (not the injected clock): a protection against load, not domain time.
     reloaded_at: Mutex<Option<Instant>>,
@@ -63,6 +69,7 @@ impl SigningKeys {
             .with_retired(&store.retired_signing_keys().await?);
         Ok(SigningKeys {
             ring: RwLock::new(Arc::new(ring)),
+            reloading: tokio::sync::Mutex::new(()),
             reloaded_at: Mutex::new(None),
             verified: VerifiedTokens::new(VERIFIED_TOKEN_CACHE),
             deps,
@@ -132,6 +139,7 @@ impl SigningKeys {
     /// [`crate::service::Auth::reload_keys`].
     #[tracing::instrument(skip_all)]
     pub(crate) async fn reload(&self) -> Result<usize, AuthError> {
+        let _turn = self.reloading.lock().await;
         let stored = self.deps.store.signing_keys().await?;
         let retired = self.deps.store.retired_signing_keys().await?;
         let ring = KeyRing::from_stored(&self.deps.secrets, &stored)

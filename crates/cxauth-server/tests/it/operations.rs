@@ -272,6 +272,52 @@ async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
     );
 }
 
+/// Housekeeping reloads the key ring every minute and requests naming an unknown key reload it
+/// too; those reloads overlap a rotation. Once a reload that began after the rotation has
+/// returned, the new key must stay in the ring: an overlapping reload that read the store before
+/// the rotation may not swap its older ring in afterwards (that once made the first login after
+/// a rotation sign with the superseded key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_key_reloads_never_bring_back_an_older_ring() {
+    let s = TestApp::spawn().await;
+    let secrets = cxauth_core::crypto::Secrets::derive(
+        &cxauth_core::crypto::MasterKey::load(&s.master_key_file()).expect("master key"),
+    );
+    let store = s.state.auth.store().clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reloaders: Vec<_> = (0..6)
+        .map(|_| {
+            let (auth, stop) = (s.state.auth.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    auth.reload_keys().await.expect("reload");
+                }
+            })
+        })
+        .collect();
+    for round in 0..30 {
+        s.clock.advance(Duration::from_secs(1));
+        let kid =
+            cxauth_core::admin::rotate_signing_key(store.as_ref(), &secrets, s.clock.now_ms())
+                .await
+                .expect("rotate");
+        s.state.auth.reload_keys().await.expect("reload");
+        // Watch the ring while the other reloads go on.
+        let until = std::time::Instant::now() + Duration::from_millis(20);
+        while std::time::Instant::now() < until {
+            assert!(
+                s.state.auth.jwks().keys.iter().any(|k| k.kid == kid),
+                "round {round}: an overlapping reload brought back a ring without {kid}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in reloaders {
+        r.await.expect("reloader");
+    }
+}
+
 #[tokio::test]
 async fn metrics_are_served_on_their_own_listener() {
     let s = TestApp::spawn().await;
