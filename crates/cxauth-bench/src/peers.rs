@@ -640,6 +640,7 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
                 errors: a.stats.errors(),
                 peak_rss_mb: a.peak_rss_mb,
                 server_cpu_us: cpu_us,
+                generator_cpu_pct: f64::NAN,
                 reference: "CPU/req vs cxauth".into(),
                 ratio: cx_cpu.map_or(f64::NAN, |c| cpu_us / c),
                 target: "-".into(),

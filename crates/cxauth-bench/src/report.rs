@@ -23,6 +23,10 @@ pub struct Row {
     pub peak_rss_mb: f64,
     /// Server CPU time per successful answer, microseconds (over warm-up and measurement).
     pub server_cpu_us: f64,
+    /// CPU time of the load generator (this process) over the scenario, in percent of the cores
+    /// it may use (its one core with `--pin`). Near 100 the generator is the bottleneck, and
+    /// latencies include its own queue: an open-loop tail is then not the server's alone.
+    pub generator_cpu_pct: f64,
     /// What the figure is compared with.
     pub reference: String,
     /// The ratio to the reference (throughput over reference throughput, or for latency
@@ -97,6 +101,7 @@ impl Report {
             "errors",
             "peak RSS MB",
             "srv CPU us/req",
+            "gen CPU %",
             "reference",
             "ratio",
             "target",
@@ -114,6 +119,7 @@ impl Report {
                 r.errors.to_string(),
                 fmt(r.peak_rss_mb, 1),
                 fmt(r.server_cpu_us, 0),
+                fmt(r.generator_cpu_pct, 0),
                 r.reference.clone(),
                 fmt(r.ratio, 2),
                 r.target.clone(),

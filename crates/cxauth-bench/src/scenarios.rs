@@ -53,11 +53,17 @@ pub struct Options {
     pin: bool,
 }
 
+/// At this share of its cores (percent) the load generator counts as busy: see
+/// [`Row::generator_cpu_pct`].
+const GENERATOR_BUSY_PCT: f64 = 90.0;
+
 struct Plan {
     warmup: Duration,
     duration: Duration,
     conns: usize,
     cores: usize,
+    /// The cores the load generator may use: its one core with `--pin`, else all of them.
+    generator_cores: usize,
     users: u64,
     tokens: u64,
 }
@@ -101,6 +107,7 @@ fn row(name: &str, load: String, s: &mut Stats, rss: f64) -> Row {
         errors: s.errors(),
         peak_rss_mb: rss,
         server_cpu_us: f64::NAN,
+        generator_cpu_pct: f64::NAN,
         reference: "-".into(),
         ratio: f64::NAN,
         target: "-".into(),
@@ -131,6 +138,8 @@ impl Run<'_> {
         let n = workloads.len();
         server.reset_peak();
         let cpu0 = server.cpu_seconds();
+        let own0 = crate::server::cpu_seconds_of("/proc/self/stat");
+        let wall0 = Instant::now();
         let mut s = self.rt.block_on(load::run(
             server.addr,
             workloads,
@@ -143,7 +152,10 @@ impl Run<'_> {
             Pace::Open(r) => format!("open {r:.0}/s c={n}"),
         };
         let cpu = server.cpu_seconds() - cpu0;
+        let own = crate::server::cpu_seconds_of("/proc/self/stat") - own0;
+        let wall = wall0.elapsed().as_secs_f64();
         let mut r = row(name, load, &mut s, server.peak_rss_mb());
+        r.generator_cpu_pct = 100.0 * own / (wall * self.plan.generator_cores as f64);
         let measured = self.plan.duration.as_secs_f64();
         let answers = s.ok as f64 * (measured + self.plan.warmup.as_secs_f64()) / measured;
         r.server_cpu_us = cpu * 1e6 / answers.max(1.0);
@@ -163,6 +175,23 @@ impl Run<'_> {
 
 fn progress(msg: &str) {
     eprintln!("cxauth-bench: {msg}");
+}
+
+/// The open-loop rows measured while the load generator had no CPU to spare, in words, if any:
+/// their latencies are partly the generator's own queue.
+fn generator_busy(rows: &[Row]) -> Option<String> {
+    let busy: Vec<String> = rows
+        .iter()
+        .filter(|r| r.load.starts_with("open") && r.generator_cpu_pct >= GENERATOR_BUSY_PCT)
+        .map(|r| format!("{} ({:.0}%)", r.scenario, r.generator_cpu_pct))
+        .collect();
+    (!busy.is_empty()).then(|| {
+        format!(
+            "{}: at {GENERATOR_BUSY_PCT:.0}% or more of its core(s) during these open-loop runs, \
+             so their latencies include the generator's own queue, not only the server's",
+            busy.join(", ")
+        )
+    })
 }
 
 /// `cxauth-bench all`.
@@ -190,6 +219,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         })),
         conns: opts.connections.max(1),
         cores: server_cores,
+        generator_cores: if opts.pin { 1 } else { machine.cores },
         users: opts
             .scale_users
             .unwrap_or(if opts.quick { 2_000 } else { 100_000 }),
@@ -335,6 +365,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
             errors: 0,
             peak_rss_mb: f64::NAN,
             server_cpu_us: raw_cpu_us,
+            generator_cpu_pct: f64::NAN,
             reference: "-".into(),
             ratio: f64::NAN,
             target: "-".into(),
@@ -528,6 +559,10 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         )?;
     }
 
+    if let Some(note) = generator_busy(&run.rows) {
+        run.fact("load generator busy", note);
+    }
+
     machine.loadavg_after = loadavg();
     run.fact(
         "total run time",
@@ -634,4 +669,32 @@ fn scale(
     }
     server.stop()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(name: &str, load: &str, gen_pct: f64) -> Row {
+        let mut r = row(name, load.to_owned(), &mut Stats::default(), f64::NAN);
+        r.generator_cpu_pct = gen_pct;
+        r
+    }
+
+    #[test]
+    fn only_open_loop_rows_with_a_busy_generator_are_named() {
+        let rows = [
+            measured("api-token", "closed c=32", 99.0),
+            measured("api-token @50%", "open 40000/s c=32", 95.2),
+            measured("bearer @50%", "open 37000/s c=32", 63.0),
+            measured("refresh @50%", "open 2000/s c=32", f64::NAN),
+        ];
+        let note = generator_busy(&rows).expect("one row is busy");
+        assert!(note.starts_with("api-token @50% (95%):"), "{note}");
+        assert!(
+            !note.contains("bearer") && !note.contains("refresh"),
+            "{note}"
+        );
+        assert_eq!(generator_busy(&rows[2..]), None);
+    }
 }

@@ -161,15 +161,7 @@ impl Server {
 
     /// CPU time (user + system) consumed so far, seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
-            return f64::NAN;
-        };
-        // Fields after the command name (which is in parentheses and may contain spaces).
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_seconds_of(&format!("/proc/{}/stat", self.pid()))
     }
 
     /// Stops the server: SIGTERM (graceful), then SIGKILL after 5 s.
@@ -203,6 +195,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time (user + system) of the process whose `stat` file is `path` (`/proc/PID/stat`,
+/// `/proc/self/stat`), seconds; NaN if it cannot be read.
+pub(crate) fn cpu_seconds_of(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn status_kb(pid: u32, field: &str) -> f64 {
