@@ -138,7 +138,7 @@ impl Run<'_> {
         let n = workloads.len();
         server.reset_peak();
         let cpu0 = server.cpu_seconds();
-        let own0 = crate::server::cpu_seconds_of("/proc/self/stat");
+        let own0 = crate::workloads::own_cpu_seconds();
         let wall0 = Instant::now();
         let mut s = self.rt.block_on(load::run(
             server.addr,
@@ -152,7 +152,7 @@ impl Run<'_> {
             Pace::Open(r) => format!("open {r:.0}/s c={n}"),
         };
         let cpu = server.cpu_seconds() - cpu0;
-        let own = crate::server::cpu_seconds_of("/proc/self/stat") - own0;
+        let own = crate::workloads::own_cpu_seconds() - own0;
         let wall = wall0.elapsed().as_secs_f64();
         let mut r = row(name, load, &mut s, server.peak_rss_mb());
         r.generator_cpu_pct = 100.0 * own / (wall * self.plan.generator_cores as f64);

@@ -111,11 +111,7 @@ pub(crate) fn fixed_n(w: &Fixed, n: usize) -> Vec<Fixed> {
 
 /// CPU time (user + system) this process has used, seconds.
 pub(crate) fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    crate::server::cpu_seconds_of("/proc/self/stat")
 }
 
 /// Raw Argon2id verifications per second on `threads` threads, same parameters as the server,
