@@ -179,7 +179,69 @@ impl PlainVisitor<'_> {
     }
 }
 
+impl PlainVisitor<'_> {
+    /// Writes ` name=text`, where `text` is what `{value:?}` writes, made without `fmt`'s
+    /// machinery; fields the stock visitor treats specially go to [`Visit::record_debug`].
+    fn record_plain(&mut self, field: &Field, text: &str, value: &dyn fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err() || special(name) {
+            return self.record_debug(field, value);
+        }
+        if !self.is_empty {
+            self.result = self.writer.write_char(' ');
+        }
+        self.is_empty = false;
+        self.result = self
+            .result
+            .and_then(|()| self.writer.write_str(name))
+            .and_then(|()| self.writer.write_char('='))
+            .and_then(|()| self.writer.write_str(text));
+    }
+}
+
+/// A field the stock visitor writes in its own way: the message, raw identifiers (`r#type`),
+/// `tracing-log`'s metadata.
+fn special(name: &str) -> bool {
+    name == "message" || name.starts_with("r#") || name.starts_with("log.")
+}
+
+/// What `{x:?}` writes for `x`, where ryu is sure to write the same; `None` elsewhere, and the
+/// caller uses `{x:?}`. Every request logs `latency_ms` as an `f64`, and `{:?}` of an `f64` was
+/// ~1k instructions of a `/healthz` answer (callgrind).
+///
+/// Both write the shortest digits that read back as `x`, as plain decimals (`0.25`, `12.0`)
+/// from 1e-4 up to 1e15. Where two digit strings of that length are equally close to `x` the
+/// two may choose differently (`33320570484019.812` and `…813`, found by the test below); that
+/// cannot happen with 15 significant digits or fewer, since no two such decimals read back as
+/// the same `f64`. So: finite, in that range, and at most 15 significant digits.
+fn plain_f64(x: f64, buf: &mut ryu::Buffer) -> Option<&str> {
+    if !(x.is_finite() && (1e-4..1e15).contains(&x.abs())) {
+        return None;
+    }
+    let text = buf.format_finite(x);
+    let digits = text
+        .trim_start_matches(['-', '0', '.'])
+        .trim_end_matches(['0', '.']);
+    let significant = digits.bytes().filter(u8::is_ascii_digit).count();
+    (significant <= 15).then_some(text)
+}
+
 impl Visit for PlainVisitor<'_> {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_plain(field, itoa::Buffer::new().format(value), &value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record_plain(field, itoa::Buffer::new().format(value), &value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        match plain_f64(value, &mut ryu::Buffer::new()) {
+            Some(text) => self.record_plain(field, text, &value),
+            None => self.record_debug(field, &value),
+        }
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             if self.result.is_ok() {
@@ -201,7 +263,7 @@ impl Visit for PlainVisitor<'_> {
             return;
         }
         let name = field.name();
-        if name == "message" || name.starts_with("r#") || name.starts_with("log.") {
+        if special(name) {
             self.stock(field, |v| v.record_debug(field, value));
             return;
         }
@@ -434,6 +496,62 @@ mod tests {
         ) {
             let (stock, plain) = both(false, || server_like(&text, n, x, flag));
             prop_assert_eq!(stock, plain);
+        }
+
+        /// The same with latencies as requests have them, which `any::<f64>()` rarely draws.
+        #[test]
+        fn plain_lines_are_the_stock_lines_for_latencies(
+            x in 0.0f64..100_000.0,
+            n in any::<u32>(),
+        ) {
+            let (stock, plain) = both(false, || server_like("/healthz", i64::from(n), x, true));
+            prop_assert_eq!(stock, plain);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        /// `plain_f64` writes what `{:?}` writes, across and just outside its range.
+        #[test]
+        fn plain_f64_is_debug(
+            mantissa in 1.0f64..10.0,
+            exp in -7i32..18,
+            negative in any::<bool>(),
+            bits in any::<u64>(),
+        ) {
+            let scaled = mantissa * 10f64.powi(exp);
+            let x = if negative { -scaled } else { scaled };
+            for x in [x, f64::from_bits(bits), x.round(), (x * 1e3).round() / 1e3] {
+                let mut buf = ryu::Buffer::new();
+                if let Some(text) = plain_f64(x, &mut buf) {
+                    prop_assert_eq!(text, format!("{x:?}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_f64_covers_the_decimal_range_and_leaves_the_rest_to_debug() {
+        let mut buf = ryu::Buffer::new();
+        for (x, want) in [
+            (0.0001, Some("0.0001")),
+            (0.25, Some("0.25")),
+            (12.0, Some("12.0")),
+            (-3.5, Some("-3.5")),
+            (999_999_999_999_999.0, Some("999999999999999.0")),
+            (0.084539, Some("0.084539")),
+            (123_456.789_012_345, Some("123456.789012345")),
+            // 16 and 17 significant digits: left to `{:?}`.
+            (0.1 + 0.2, None),
+            (33_320_570_484_019.812, None),
+            (0.000_099, None),
+            (1e15, None),
+            (0.0, None),
+            (-0.0, None),
+            (f64::NAN, None),
+            (f64::INFINITY, None),
+        ] {
+            assert_eq!(plain_f64(x, &mut buf), want, "{x:?}");
         }
     }
 }
