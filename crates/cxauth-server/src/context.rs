@@ -258,14 +258,19 @@ impl Epilogue {
         }
         // Last, as the outermost middleware set them: they win over anything set inside.
         policy.apply(res.headers_mut());
-        let elapsed = started.elapsed().as_secs_f64();
+        let took = started.elapsed();
+        let elapsed = took.as_secs_f64();
         if let Some(route) = &route {
             let pattern = route
                 .as_ref()
                 .map_or("unmatched", axum::extract::MatchedPath::as_str);
             crate::metrics::record_request(pattern, &method, status, elapsed);
         }
-        let latency_ms = elapsed * 1000.0;
+        // Nanoseconds over 10^6, rounded once: the f64 nearest the exact milliseconds, whose
+        // shortest digits are those milliseconds (`0.084539`), where `elapsed * 1000.0` rounds
+        // twice and can log `0.08453899999999999`. The text log writes such short values
+        // without `fmt`'s float formatting (`cxauth::log_format`). (Exact below 2^53 ns.)
+        let latency_ms = took.as_nanos() as f64 / 1e6;
         span.in_scope(|| {
             if status.is_server_error() {
                 tracing::warn!(status = status.as_u16(), latency_ms, "request");
