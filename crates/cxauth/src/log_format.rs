@@ -177,9 +177,7 @@ impl PlainVisitor<'_> {
             self.is_empty = false;
         }
     }
-}
 
-impl PlainVisitor<'_> {
     /// Writes ` name=text`, where `text` is what `{value:?}` writes, made without `fmt`'s
     /// machinery; fields the stock visitor treats specially go to [`Visit::record_debug`].
     fn record_plain(&mut self, field: &Field, text: &str, value: &dyn fmt::Debug) {
