@@ -185,6 +185,11 @@ impl PlainVisitor<'_> {
         if self.result.is_err() || special(name) {
             return self.record_debug(field, value);
         }
+        self.write_field(name, |w| w.write_str(text));
+    }
+
+    /// Writes ` name=` (no space before the first field) and then the value, by `value`.
+    fn write_field(&mut self, name: &str, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if !self.is_empty {
             self.result = self.writer.write_char(' ');
         }
@@ -193,7 +198,7 @@ impl PlainVisitor<'_> {
             .result
             .and_then(|()| self.writer.write_str(name))
             .and_then(|()| self.writer.write_char('='))
-            .and_then(|()| self.writer.write_str(text));
+            .and_then(|()| value(&mut self.writer));
     }
 }
 
@@ -265,15 +270,7 @@ impl Visit for PlainVisitor<'_> {
             self.stock(field, |v| v.record_debug(field, value));
             return;
         }
-        if !self.is_empty {
-            self.result = self.writer.write_char(' ');
-        }
-        self.is_empty = false;
-        self.result = self
-            .result
-            .and_then(|()| self.writer.write_str(name))
-            .and_then(|()| self.writer.write_char('='))
-            .and_then(|()| write!(self.writer, "{value:?}"));
+        self.write_field(name, |w| write!(w, "{value:?}"));
     }
 }
 
