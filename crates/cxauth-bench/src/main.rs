@@ -7,6 +7,7 @@
 
 mod load;
 mod memory;
+mod own_latency;
 mod peers;
 mod report;
 mod scenarios;

@@ -641,6 +641,8 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
                 peak_rss_mb: a.peak_rss_mb,
                 server_cpu_us: cpu_us,
                 generator_cpu_pct: f64::NAN,
+                server_core_pct: f64::NAN,
+                server_p99_ms: f64::NAN,
                 reference: "CPU/req vs cxauth".into(),
                 ratio: cx_cpu.map_or(f64::NAN, |c| cpu_us / c),
                 target: "-".into(),

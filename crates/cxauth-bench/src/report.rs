@@ -27,6 +27,14 @@ pub struct Row {
     /// it may use (its one core with `--pin`). Near 100 the generator is the bottleneck, and
     /// latencies include its own queue: an open-loop tail is then not the server's alone.
     pub generator_cpu_pct: f64,
+    /// The server's CPU time over the scenario in percent of the cores it may use (its one core
+    /// with `--pin`): how busy "half load" really left it. Fewer requests per wake-up cost more
+    /// CPU each, so half the closed-loop rate is more than half the core.
+    pub server_core_pct: f64,
+    /// For open-loop scenarios, the 99th percentile of the `latency_ms` the server itself logged
+    /// for the measured window, ms (`crate::own_latency`): next to `p99_ms`, what of a tail was
+    /// made inside the server. NaN when not read (closed loop) or when the server logged none.
+    pub server_p99_ms: f64,
     /// What the figure is compared with.
     pub reference: String,
     /// The ratio to the reference (throughput over reference throughput, or for latency
@@ -102,6 +110,8 @@ impl Report {
             "peak RSS MB",
             "srv CPU us/req",
             "gen CPU %",
+            "srv core %",
+            "srv p99 ms",
             "reference",
             "ratio",
             "target",
@@ -121,6 +131,8 @@ impl Report {
                 // Tenths where they matter: `hello` and `healthz` differ by a few µs.
                 fmt(r.server_cpu_us, if r.server_cpu_us < 100.0 { 1 } else { 0 }),
                 fmt(r.generator_cpu_pct, 0),
+                fmt(r.server_core_pct, 0),
+                fmt(r.server_p99_ms, 3),
                 r.reference.clone(),
                 fmt(r.ratio, 2),
                 r.target.clone(),

@@ -12,7 +12,7 @@ use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Keycloak's published refresh-grant rate per vCPU (sizing guide).
 const KEYCLOAK_REFRESH_PER_VCPU: f64 = 120.0;
@@ -108,6 +108,8 @@ fn row(name: &str, load: String, s: &mut Stats, rss: f64) -> Row {
         peak_rss_mb: rss,
         server_cpu_us: f64::NAN,
         generator_cpu_pct: f64::NAN,
+        server_core_pct: f64::NAN,
+        server_p99_ms: f64::NAN,
         reference: "-".into(),
         ratio: f64::NAN,
         target: "-".into(),
@@ -139,7 +141,11 @@ impl Run<'_> {
         server.reset_peak();
         let cpu0 = server.cpu_seconds();
         let own0 = crate::workloads::own_cpu_seconds();
+        let log0 = server.log_len();
         let wall0 = Instant::now();
+        // The measured window in the log's clock: `load::run` starts 20 ms after it is called,
+        // and records after the warm-up (the edges may be off by the time this line takes).
+        let record_from = SystemTime::now() + Duration::from_millis(20) + self.plan.warmup;
         let mut s = self.rt.block_on(load::run(
             server.addr,
             workloads,
@@ -156,6 +162,18 @@ impl Run<'_> {
         let wall = wall0.elapsed().as_secs_f64();
         let mut r = row(name, load, &mut s, server.peak_rss_mb());
         r.generator_cpu_pct = 100.0 * own / (wall * self.plan.generator_cores as f64);
+        r.server_core_pct = 100.0 * cpu / (wall * self.plan.cores as f64);
+        if let Pace::Open(_) = pace {
+            // The server writes its log a batch at a time, at most `log_sink::GATHER` (5 ms)
+            // after each line.
+            std::thread::sleep(Duration::from_millis(50));
+            let mut own = crate::own_latency::latencies_ms(
+                &server.log_since(log0),
+                record_from,
+                record_from + self.plan.duration,
+            );
+            r.server_p99_ms = crate::own_latency::quantile(&mut own, 0.99);
+        }
         let measured = self.plan.duration.as_secs_f64();
         let answers = s.ok as f64 * (measured + self.plan.warmup.as_secs_f64()) / measured;
         r.server_cpu_us = cpu * 1e6 / answers.max(1.0);
@@ -386,6 +404,8 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
             peak_rss_mb: f64::NAN,
             server_cpu_us: raw_cpu_us,
             generator_cpu_pct: f64::NAN,
+            server_core_pct: f64::NAN,
+            server_p99_ms: f64::NAN,
             reference: "-".into(),
             ratio: f64::NAN,
             target: "-".into(),

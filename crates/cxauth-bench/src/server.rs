@@ -182,6 +182,26 @@ impl Server {
         Ok(())
     }
 
+    /// How many bytes the server has logged so far: where a later [`Server::log_since`] starts.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    /// What the server logged from byte `offset` on (a [`Server::log_len`]). Only what it
+    /// logged during one measurement is read, not a log that grows by gigabytes in a full run.
+    pub fn log_since(&self, offset: u64) -> String {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(&self.log).and_then(|mut f| {
+            f.seek(SeekFrom::Start(offset))?;
+            f.read_to_end(&mut bytes)
+        });
+        match read {
+            Ok(_) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => String::new(),
+        }
+    }
+
     /// The last lines the server logged.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
