@@ -129,6 +129,9 @@ pub enum DigestKind {
     AuditUsername,
     /// The web console's form tokens (CSRF), derived from a session id.
     ConsoleForm,
+    /// The console's one-time cookie carrying a new API token from its form to the page that
+    /// shows it: binds the token to the session that made it.
+    ConsoleNewToken,
 }
 
 impl DigestKind {
@@ -142,6 +145,7 @@ impl DigestKind {
             DigestKind::Throttle => b"login-throttle\0",
             DigestKind::AuditUsername => b"audit-username\0",
             DigestKind::ConsoleForm => b"console-form\0",
+            DigestKind::ConsoleNewToken => b"console-new-token\0",
         }
     }
 }

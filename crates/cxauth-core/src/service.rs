@@ -447,4 +447,35 @@ impl Auth {
         let want = self.session_form_token(session_id);
         want.len() == presented.len() && bool::from(want.as_bytes().ct_eq(presented.as_bytes()))
     }
+
+    /// `token` with a keyed digest binding it to `session_id`: `TOKEN.DIGEST`. The console
+    /// carries a new API token from its form to the page that shows it in a short-lived cookie
+    /// (post/redirect/get, so that reloading the page never makes a second token); the digest
+    /// keeps a cookie planted by anyone else (a sibling host can set cookies for this one) from
+    /// being shown as "your new API token".
+    pub fn seal_new_token(&self, session_id: &str, token: &str) -> String {
+        format!("{token}.{}", self.new_token_digest(session_id, token))
+    }
+
+    /// The token of a [`Auth::seal_new_token`] value made for `session_id`, or `None` (another
+    /// session's, altered, or not one at all). The digest is compared in constant time.
+    pub fn open_new_token<'a>(&self, session_id: &str, sealed: &'a str) -> Option<&'a str> {
+        use subtle::ConstantTimeEq as _;
+        let (token, digest) = sealed.rsplit_once('.')?;
+        let want = self.new_token_digest(session_id, token);
+        (want.len() == digest.len() && bool::from(want.as_bytes().ct_eq(digest.as_bytes())))
+            .then_some(token)
+    }
+
+    fn new_token_digest(&self, session_id: &str, token: &str) -> String {
+        use base64::Engine as _;
+        // Length-prefixed, so the two parts cannot be shifted into each other.
+        let len = (session_id.len() as u64).to_le_bytes();
+        let input = [&len[..], session_id.as_bytes(), token.as_bytes()].concat();
+        let d = self
+            .deps
+            .secrets
+            .digest(DigestKind::ConsoleNewToken, &input);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+    }
 }

@@ -210,7 +210,23 @@ async fn console_canary(s: &TestApp, secrets: &mut Vec<String>) {
         .form(&[("csrf", csrf.as_str()), ("name", "canary")])
         .send()
         .await
-        .expect("create")
+        .expect("create");
+    assert_eq!(made.status(), 303);
+    // The new token rides to the token page in a one-time cookie (post/redirect/get).
+    let new_cookie = made
+        .headers()
+        .get("set-cookie")
+        .expect("the one-time cookie")
+        .to_str()
+        .expect("cookie");
+    let new_cookie = new_cookie[..new_cookie.find(';').expect("attributes")].to_owned();
+    secrets.push(new_cookie.split_once('=').expect("pair").1.to_owned());
+    let made = client
+        .get(s.url("/console/tokens?done=created"))
+        .header("cookie", format!("{jar}; {new_cookie}"))
+        .send()
+        .await
+        .expect("token page")
         .text()
         .await
         .expect("body");

@@ -29,15 +29,50 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     found.filter(|v| !v.is_empty() && v.len() <= MAX_TOKEN_LEN)
 }
 
+/// The cookie carrying a new API token from its form to the page that shows it, once
+/// (`Auth::seal_new_token`): only the token page receives it, it lives a minute at most, and
+/// that page clears it.
+pub const NEW_TOKEN_COOKIE: &str = "cxauth_console_new";
+/// The new-token cookie's path: the token page (and the forms under it).
+const NEW_TOKEN_PATH: &str = "/console/tokens";
+/// The new-token cookie's lifetime: the browser follows the redirect at once.
+const NEW_TOKEN_MAX_AGE_SECS: u32 = 60;
+
 fn set_cookie(name: &str, value: &str, secure: bool, clear: bool) -> Option<HeaderValue> {
-    let mut c = format!("{name}={value}; Path=/console; HttpOnly; SameSite=Strict");
+    set_cookie_on("/console", name, value, secure, clear.then_some(0))
+}
+
+fn set_cookie_on(
+    path: &str,
+    name: &str,
+    value: &str,
+    secure: bool,
+    max_age: Option<u32>,
+) -> Option<HeaderValue> {
+    let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict");
     if secure {
         c.push_str("; Secure");
     }
-    if clear {
-        c.push_str("; Max-Age=0");
+    if let Some(secs) = max_age {
+        c.push_str(&format!("; Max-Age={secs}"));
     }
     HeaderValue::from_str(&c).ok()
+}
+
+/// `Set-Cookie` for the new-token cookie holding `sealed`.
+pub fn new_token_cookie(sealed: &str, secure: bool) -> Option<HeaderValue> {
+    set_cookie_on(
+        NEW_TOKEN_PATH,
+        NEW_TOKEN_COOKIE,
+        sealed,
+        secure,
+        Some(NEW_TOKEN_MAX_AGE_SECS),
+    )
+}
+
+/// `Set-Cookie` that removes the new-token cookie.
+pub fn clear_new_token_cookie(secure: bool) -> Option<HeaderValue> {
+    set_cookie_on(NEW_TOKEN_PATH, NEW_TOKEN_COOKIE, "", secure, Some(0))
 }
 
 /// `Set-Cookie` values that start a console session with these tokens.
@@ -106,6 +141,19 @@ pub(super) mod tests {
                 .to_str()
                 .expect("text")
                 .contains("Max-Age=0")
+        );
+        let new = new_token_cookie("aws80:x.d", true).expect("cookie");
+        assert_eq!(
+            new.to_str().expect("text"),
+            "cxauth_console_new=aws80:x.d; Path=/console/tokens; HttpOnly; SameSite=Strict; \
+             Secure; Max-Age=60"
+        );
+        assert_eq!(
+            clear_new_token_cookie(false)
+                .expect("cookie")
+                .to_str()
+                .expect("text"),
+            "cxauth_console_new=; Path=/console/tokens; HttpOnly; SameSite=Strict; Max-Age=0"
         );
     }
 }

@@ -1,9 +1,14 @@
 //! One function per console page or form. GET pages render; POST forms check the session's form
 //! token, call the service, and answer with a redirect (post/redirect/get) carrying only a fixed
-//! notice word, never data: the one exception is a new API token, shown on the answer to its
-//! form and nowhere else.
+//! notice word, never data, so that reloading a page never submits a form again. A new API
+//! token rides from its form to the token page in a one-time cookie bound to the session
+//! ([`super::cookies::NEW_TOKEN_COOKIE`]), never in a URL; that page shows it once and clears
+//! the cookie.
 
-use super::cookies::{ACCESS_COOKIE, REFRESH_COOKIE, clear_cookies, cookie, session_cookies};
+use super::cookies::{
+    ACCESS_COOKIE, NEW_TOKEN_COOKIE, REFRESH_COOKIE, clear_cookies, clear_new_token_cookie, cookie,
+    new_token_cookie, session_cookies,
+};
 use super::error::ConsoleError;
 use super::pages::{
     AccountsPage, Chrome, LoginPage, MainRow, TokenRow, TokensPage, UserRow, UsersPage, render,
@@ -308,15 +313,31 @@ pub async fn tokens_page(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let notice = match q.as_deref() {
-        Some("done=deleted") => Some("Token deleted."),
-        _ => None,
-    };
-    with_session(&state, &headers, &client, "/console/tokens", |s| async {
-        let r = tokens_view(&state, &s, notice, None).await;
+    let sealed = cookie(&headers, NEW_TOKEN_COOKIE).map(str::to_owned);
+    let mut res = with_session(&state, &headers, &client, "/console/tokens", |s| async {
+        // A new token made by this session's form, shown on this answer only.
+        let new_token = match (&sealed, s.who.session_id.as_deref()) {
+            (Some(sealed), Some(sid)) => state.auth.open_new_token(sid, sealed).map(str::to_owned),
+            _ => None,
+        };
+        let notice = match q.as_deref() {
+            Some("done=deleted") => Some("Token deleted."),
+            // Shown again (a reload, a second tab): the token itself is not.
+            Some("done=created") if new_token.is_none() => {
+                Some("Token created. It was shown once, on the page that followed its form.")
+            }
+            _ => None,
+        };
+        let r = tokens_view(&state, &s, notice, new_token).await;
         (s, r)
     })
-    .await
+    .await;
+    if sealed.is_some()
+        && let Some(clear) = clear_new_token_cookie(client.secure)
+    {
+        res.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    res
 }
 
 /// A date of `<input type=date>` (`YYYY-MM-DD`): the token works through that day (UTC), so it
@@ -349,8 +370,9 @@ fn parse_expiry(v: &str, now_ms: i64) -> Result<i64, ConsoleError> {
     Ok(end)
 }
 
-/// `POST /console/tokens`: a new token, shown on this answer only (never in a URL, never
-/// cached).
+/// `POST /console/tokens`: a new token, handed to the token page in the one-time cookie and
+/// shown there once (never in a URL, never cached). A reload of that page shows the list, not a
+/// resubmitted form.
 pub async fn token_create(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -370,8 +392,13 @@ pub async fn token_create(
                 .auth
                 .create_api_token_with(&s.who, Some(name), expires, &client.ctx)
                 .await?;
-            let token = made.token;
-            tokens_view(&state, &s, None, Some(token)).await
+            let sid = s.who.session_id.as_deref().ok_or(ConsoleError::SignIn)?;
+            let sealed = state.auth.seal_new_token(sid, &made.token);
+            let mut res = see_other("/console/tokens?done=created");
+            if let Some(c) = new_token_cookie(&sealed, client.secure) {
+                res.headers_mut().append(header::SET_COOKIE, c);
+            }
+            Ok(res)
         }
         .await;
         (s, r)

@@ -108,6 +108,17 @@ impl<'a> Browser<'a> {
         assert!(self.cookies.contains_key("cxauth_console_at"));
     }
 
+    /// Submits the token form with `fields`: it answers with a redirect to the token page,
+    /// which the browser follows (post/redirect/get). Returns the redirect and the page.
+    async fn create_token(&mut self, fields: &[(&str, &str)]) -> (Reply, Reply) {
+        let made = self.post("/console/tokens", fields).await;
+        assert_eq!(made.status, 303, "{}", made.body);
+        assert_eq!(made.header("location"), "/console/tokens?done=created");
+        let page = self.get("/console/tokens?done=created").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        (made, page)
+    }
+
     /// The form token of the session, read from a page.
     async fn csrf(&mut self) -> String {
         let page = self.get("/console/tokens").await;
@@ -247,10 +258,10 @@ async fn every_console_answer_has_the_strict_policy_and_no_store() {
         }
     }
     let csrf = b.csrf().await;
-    let created = b
-        .post("/console/tokens", &[("csrf", &csrf), ("name", "headers")])
+    let (redirect, created) = b
+        .create_token(&[("csrf", &csrf), ("name", "headers")])
         .await;
-    assert_eq!(created.status, 200, "{}", created.body);
+    assert_page_headers(&redirect, "the token form's redirect");
     assert_page_headers(&created, "the page showing a new token");
     for r in [b.get("/console/nope").await, b.get("/console").await] {
         assert_page_headers(&r, "404 and redirect");
@@ -325,22 +336,14 @@ async fn tokens_are_created_shown_once_used_sorted_and_deleted() {
     assert!(empty.body.contains("No API tokens yet."));
     let csrf = form_token(&empty.body);
     let day = date_in(&app, 30);
-    let created = b
-        .post(
-            "/console/tokens",
-            &[("csrf", &csrf), ("name", "IVR callout"), ("expires", &day)],
-        )
+    let (_, created) = b
+        .create_token(&[("csrf", &csrf), ("name", "IVR callout"), ("expires", &day)])
         .await;
-    assert_eq!(created.status, 200, "{}", created.body);
     let token = shown_token(&created.body);
     assert!(token.starts_with("aws80:"), "{token}");
-    let second = b
-        .post(
-            "/console/tokens",
-            &[("csrf", &csrf), ("name", "nightly <export>")],
-        )
+    let (_, second) = b
+        .create_token(&[("csrf", &csrf), ("name", "nightly <export>")])
         .await;
-    assert_eq!(second.status, 200, "{}", second.body);
     let token2 = shown_token(&second.body);
     // Listed by name and hint only, never in full, and never again in full on a later page.
     let list = b.get("/console/tokens").await;
@@ -386,6 +389,80 @@ async fn tokens_are_created_shown_once_used_sorted_and_deleted() {
     assert_eq!(again.status, 404);
 }
 
+/// Post/redirect/get: the new token rides to the page in a one-time cookie, so reloading the
+/// page (or opening it again) neither submits the form again nor shows the token again; a
+/// cookie the session did not make is never shown, and is cleared.
+#[tokio::test]
+async fn a_new_token_is_shown_once_and_a_reload_makes_no_second_one() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    b.login_ok("admin", ADMIN_PASSWORD).await;
+    let csrf = b.csrf().await;
+    let made = b
+        .post("/console/tokens", &[("csrf", &csrf), ("name", "once")])
+        .await;
+    assert_eq!(made.status, 303, "{}", made.body);
+    // Neither the redirect's address nor its body holds the token; only the cookie does.
+    let sealed = b
+        .cookies
+        .get("cxauth_console_new")
+        .expect("the one-time cookie")
+        .clone();
+    let (token, _) = sealed.rsplit_once('.').expect("TOKEN.DIGEST");
+    assert!(token.starts_with("aws80:"), "{sealed}");
+    assert!(!made.header("location").contains(token));
+    assert!(!made.body.contains(token));
+    let set = made.header("set-cookie");
+    for want in [
+        "Path=/console/tokens",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Max-Age=60",
+    ] {
+        assert!(set.contains(want), "{set}");
+    }
+
+    let page = b.get("/console/tokens?done=created").await;
+    assert_eq!(shown_token(&page.body), token);
+    assert!(!page.body.contains("It was shown once"));
+    assert!(
+        !b.cookies.contains_key("cxauth_console_new"),
+        "the page clears the cookie"
+    );
+    // The reload: the list and a notice, not the token, and still one token.
+    let reload = b.get("/console/tokens?done=created").await;
+    assert_eq!(reload.status, 200);
+    assert!(!reload.body.contains(token));
+    assert!(!reload.body.contains("id=\"new-token\""));
+    assert!(reload.body.contains("It was shown once"), "{}", reload.body);
+    assert_eq!(token_rows(&reload.body).len(), 1);
+    assert_eq!(token_count(&app, "admin").await, 1);
+
+    // Not shown: the same cookie in another session of the same user, an altered digest, a
+    // bare token (a cookie planted by another host). Each is cleared.
+    let mut other = Browser::new(&app);
+    other.login_ok("admin", ADMIN_PASSWORD).await;
+    let altered = format!("{token}.{}", "A".repeat(43));
+    for planted in [sealed.as_str(), altered.as_str(), token] {
+        other
+            .cookies
+            .insert("cxauth_console_new".into(), planted.to_owned());
+        let r = other.get("/console/tokens?done=created").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            !r.body.contains("id=\"new-token\""),
+            "{planted}: {}",
+            r.body
+        );
+        assert!(
+            !other.cookies.contains_key("cxauth_console_new"),
+            "{planted}"
+        );
+    }
+    // The token works: the cookie only carried it.
+    assert_eq!(api_tokens_status(&app, token).await, 200);
+}
+
 #[tokio::test]
 async fn nobody_deletes_a_token_they_do_not_own_or_manage() {
     let app = TestApp::spawn().await;
@@ -393,8 +470,8 @@ async fn nobody_deletes_a_token_they_do_not_own_or_manage() {
     let mut admin = Browser::new(&app);
     admin.login_ok("admin", ADMIN_PASSWORD).await;
     let csrf = admin.csrf().await;
-    let made = admin
-        .post("/console/tokens", &[("csrf", &csrf), ("name", "admin's")])
+    let (_, made) = admin
+        .create_token(&[("csrf", &csrf), ("name", "admin's")])
         .await;
     let token = shown_token(&made.body);
     let id = token_rows(&admin.get("/console/tokens").await.body)[0][4].clone();
@@ -515,7 +592,7 @@ async fn forms_without_the_sessions_form_token_are_refused_and_change_nothing() 
                 .form(&[("csrf", good.as_str()), ("name", "real")]),
         )
         .await;
-    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.status, 303, "{}", ok.body);
     assert_eq!(token_count(&app, "admin").await, 1);
 }
 
