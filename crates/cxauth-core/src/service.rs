@@ -433,19 +433,12 @@ impl Auth {
     /// session id, so it needs no storage, survives refresh (the session id does not change)
     /// and dies with the session; another session's, or a forged one, does not match.
     pub fn session_form_token(&self, session_id: &str) -> String {
-        use base64::Engine as _;
-        let d = self
-            .deps
-            .secrets
-            .digest(DigestKind::ConsoleForm, session_id.as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+        self.keyed_text(DigestKind::ConsoleForm, session_id.as_bytes())
     }
 
     /// Whether `presented` is the form token of `session_id`, compared in constant time.
     pub fn check_session_form_token(&self, session_id: &str, presented: &str) -> bool {
-        use subtle::ConstantTimeEq as _;
-        let want = self.session_form_token(session_id);
-        want.len() == presented.len() && bool::from(want.as_bytes().ct_eq(presented.as_bytes()))
+        same_in_constant_time(&self.session_form_token(session_id), presented)
     }
 
     /// `token` with a keyed digest binding it to `session_id`: `TOKEN.DIGEST`. The console
@@ -460,22 +453,28 @@ impl Auth {
     /// The token of a [`Auth::seal_new_token`] value made for `session_id`, or `None` (another
     /// session's, altered, or not one at all). The digest is compared in constant time.
     pub fn open_new_token<'a>(&self, session_id: &str, sealed: &'a str) -> Option<&'a str> {
-        use subtle::ConstantTimeEq as _;
         let (token, digest) = sealed.rsplit_once('.')?;
-        let want = self.new_token_digest(session_id, token);
-        (want.len() == digest.len() && bool::from(want.as_bytes().ct_eq(digest.as_bytes())))
-            .then_some(token)
+        same_in_constant_time(&self.new_token_digest(session_id, token), digest).then_some(token)
     }
 
     fn new_token_digest(&self, session_id: &str, token: &str) -> String {
-        use base64::Engine as _;
         // Length-prefixed, so the two parts cannot be shifted into each other.
         let len = (session_id.len() as u64).to_le_bytes();
         let input = [&len[..], session_id.as_bytes(), token.as_bytes()].concat();
-        let d = self
-            .deps
-            .secrets
-            .digest(DigestKind::ConsoleNewToken, &input);
+        self.keyed_text(DigestKind::ConsoleNewToken, &input)
+    }
+
+    /// A keyed digest of `input` as URL-safe base64 text: what a cookie or a form can carry.
+    fn keyed_text(&self, kind: DigestKind, input: &[u8]) -> String {
+        use base64::Engine as _;
+        let d = self.deps.secrets.digest(kind, input);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
     }
+}
+
+/// Whether two secrets (form tokens, digests) are equal, compared in constant time. Their
+/// lengths are public (digests have a fixed one).
+fn same_in_constant_time(want: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    want.len() == presented.len() && bool::from(want.as_bytes().ct_eq(presented.as_bytes()))
 }
