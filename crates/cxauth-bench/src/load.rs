@@ -103,8 +103,7 @@ impl Stats {
             return f64::NAN;
         }
         self.latencies_us.sort_unstable();
-        let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
-        f64::from(self.latencies_us[i]) / 1000.0
+        f64::from(self.latencies_us[quantile_index(self.latencies_us.len(), q)]) / 1000.0
     }
 
     /// Non-2xx answers and failures, summed.
@@ -121,6 +120,12 @@ impl Stats {
         }
         self.latencies_us.extend(o.latencies_us);
     }
+}
+
+/// Where the `q` quantile (0..=1) sits among `len` sorted values (`len` > 0): the nearest rank.
+/// One rule for the generator's latencies and the server's own (`crate::own_latency`).
+pub fn quantile_index(len: usize, q: f64) -> usize {
+    ((len - 1) as f64 * q).round() as usize
 }
 
 /// How requests are paced.

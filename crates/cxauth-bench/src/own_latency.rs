@@ -28,14 +28,14 @@ pub fn latencies_ms(log: &str, from: SystemTime, to: SystemTime) -> Vec<f64> {
         .collect()
 }
 
-/// The `q` quantile (0..=1) of `values`, by the same rule as the generator's own
-/// ([`crate::load::Stats::quantile_ms`]); NaN when there are none.
+/// The `q` quantile (0..=1) of `values`, by the generator's own rule
+/// ([`crate::load::quantile_index`]); NaN when there are none.
 pub fn quantile(values: &mut [f64], q: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
     values.sort_unstable_by(f64::total_cmp);
-    values[((values.len() - 1) as f64 * q).round() as usize]
+    values[crate::load::quantile_index(values.len(), q)]
 }
 
 #[cfg(test)]
