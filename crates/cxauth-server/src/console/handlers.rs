@@ -2,8 +2,8 @@
 //! token, call the service, and answer with a redirect (post/redirect/get) carrying only a fixed
 //! notice word, never data, so that reloading a page never submits a form again. A new API
 //! token rides from its form to the token page in a one-time cookie bound to the session
-//! ([`super::cookies::NEW_TOKEN_COOKIE`]), never in a URL; that page shows it once and clears
-//! the cookie.
+//! ([`super::cookies::NEW_TOKEN_COOKIE`]), never in a URL; that page shows it and clears the
+//! cookie (docs/decisions.md says what "once" does and does not promise).
 
 use super::cookies::{
     ACCESS_COOKIE, NEW_TOKEN_COOKIE, REFRESH_COOKIE, clear_cookies, clear_new_token_cookie, cookie,
