@@ -42,7 +42,8 @@ def parse(lines: list[str]) -> list[tuple[str, list[str]]]:
 
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+# RFC 3339 as the CLI prints it: the fraction has trailing zeros trimmed (`.75Z`, or none).
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z")
 HINT = re.compile(r"…[0-9a-f]{4}")
 
 
