@@ -168,7 +168,7 @@ impl Run<'_> {
             // after each line.
             std::thread::sleep(Duration::from_millis(50));
             let mut own = crate::own_latency::latencies_ms(
-                &server.log_since(log0),
+                server.log_since(log0),
                 record_from,
                 record_from + self.plan.duration,
             );

@@ -187,18 +187,19 @@ impl Server {
         std::fs::metadata(&self.log).map_or(0, |m| m.len())
     }
 
-    /// What the server logged from byte `offset` on (a [`Server::log_len`]). Only what it
-    /// logged during one measurement is read, not a log that grows by gigabytes in a full run.
-    pub fn log_since(&self, offset: u64) -> String {
-        use std::io::{Read as _, Seek as _, SeekFrom};
-        let mut bytes = Vec::new();
-        let read = std::fs::File::open(&self.log).and_then(|mut f| {
+    /// What the server logged from byte `offset` on (a [`Server::log_len`]), to be read a line
+    /// at a time: only what it logged during one measurement, not a log that grows by
+    /// gigabytes in a full run, and never all of it in memory at once. An unreadable log reads
+    /// as empty.
+    pub fn log_since(&self, offset: u64) -> Box<dyn std::io::BufRead> {
+        use std::io::{Seek as _, SeekFrom};
+        let opened = std::fs::File::open(&self.log).and_then(|mut f| {
             f.seek(SeekFrom::Start(offset))?;
-            f.read_to_end(&mut bytes)
+            Ok(f)
         });
-        match read {
-            Ok(_) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(_) => String::new(),
+        match opened {
+            Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
+            Err(_) => Box::new(std::io::empty()),
         }
     }
 
