@@ -175,6 +175,7 @@ fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>, 
     }
     // This thread is no task of the runtime: it may block on the turn.
     let _turn = turn.blocking_lock();
+    let _held = HoldTimer(std::time::Instant::now());
     if last.log > limits.restart_frames {
         last = match checkpoint(conn, "PASSIVE") {
             Ok(r) => r,
@@ -194,6 +195,17 @@ fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>, 
             ),
             Err(e) => tracing::warn!(error = %e, "SQLite truncating checkpoint failed"),
         }
+    }
+}
+
+/// Records, when dropped (before the turn it was made after), how long the checkpointer held
+/// the write turn: `cxauth_sqlite_checkpoint_hold_seconds`, the time writers waited for it.
+struct HoldTimer(std::time::Instant);
+
+impl Drop for HoldTimer {
+    fn drop(&mut self) {
+        metrics::histogram!("cxauth_sqlite_checkpoint_hold_seconds")
+            .record(self.0.elapsed().as_secs_f64());
     }
 }
 
@@ -339,5 +351,101 @@ mod tests {
             .expect("the tick never ended after the turn was let go");
         ticker.join().expect("the ticker");
         assert_eq!(wal_len(&wal), 0);
+    }
+
+    /// The histogram samples of `cxauth_sqlite_checkpoint_hold_seconds`, for a local recorder.
+    #[derive(Default, Clone)]
+    struct Holds(Arc<std::sync::Mutex<Vec<f64>>>);
+
+    impl metrics::HistogramFn for Holds {
+        fn record(&self, value: f64) {
+            self.0.lock().expect("samples").push(value);
+        }
+    }
+
+    impl metrics::Recorder for Holds {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            if key.name() == "cxauth_sqlite_checkpoint_hold_seconds" {
+                metrics::Histogram::from_arc(Arc::new(self.clone()))
+            } else {
+                metrics::Histogram::noop()
+            }
+        }
+    }
+
+    /// Past the restart threshold the tick holds the write turn, and says for how long; it
+    /// covers the time it held the turn, not the time it waited for it; a tick with nothing
+    /// over any threshold holds nothing and records nothing.
+    #[test]
+    fn a_restart_records_how_long_writers_waited_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, own, wal) = setup(dir.path());
+        let holds = Holds::default();
+        let limits = Limits {
+            restart_frames: 50,
+            stuck_frames: i64::MAX,
+            large_file: u64::MAX,
+        };
+        let turn = tokio::sync::Mutex::new(());
+        write(&writer, 10);
+        metrics::with_local_recorder(&holds, || tick(&own, &wal, &turn, limits));
+        assert!(
+            holds.0.lock().expect("samples").is_empty(),
+            "under the threshold"
+        );
+
+        write(&writer, 200);
+        let turn = Arc::new(turn);
+        let held = turn.clone().try_lock_owned().expect("the turn is free");
+        let ticker = {
+            let (turn, holds) = (turn.clone(), holds.clone());
+            std::thread::spawn(move || {
+                metrics::with_local_recorder(&holds, || tick(&own, &wal, &turn, limits));
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        drop(held);
+        ticker.join().expect("the ticker");
+        let samples = holds.0.lock().expect("samples").clone();
+        assert_eq!(samples.len(), 1, "{samples:?}");
+        assert!(
+            samples[0] > 0.0 && samples[0] < 0.2,
+            "the hold, not the 200 ms wait for the turn: {samples:?}"
+        );
     }
 }
