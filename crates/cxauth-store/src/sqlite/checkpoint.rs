@@ -43,7 +43,7 @@ pub(super) const INTERVAL: Duration = Duration::from_millis(100);
 ///
 /// Each time, writers wait for the checkpoint under the turn: 1–5 ms measured (release
 /// server on one core of a 2-core VM, refresh at half load, ~1,800 rotations/s, ~5 frames
-/// each). At 2,000 frames that was a wait every ~210 ms, and 2.2% of the refreshes arrived
+/// each). At 2,000 frames that was a wait every ~210 ms, and 1.9–2.3% of the refreshes arrived
 /// during one: more than the 1% a p99 may leave out, so the waits set a floor under the
 /// refresh p99. At 8,000 frames 0.6–0.8% arrive during one. The price is disk: the WAL file
 /// keeps the size it reached (~35 MB) until a `TRUNCATE` checkpoint.
