@@ -353,59 +353,20 @@ mod tests {
         assert_eq!(wal_len(&wal), 0);
     }
 
-    /// The histogram samples of `cxauth_sqlite_checkpoint_hold_seconds`, for a local recorder.
-    #[derive(Default, Clone)]
-    struct Holds(Arc<std::sync::Mutex<Vec<f64>>>);
-
-    impl metrics::HistogramFn for Holds {
-        fn record(&self, value: f64) {
-            self.0.lock().expect("samples").push(value);
-        }
-    }
-
-    impl metrics::Recorder for Holds {
-        fn describe_counter(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_gauge(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn describe_histogram(
-            &self,
-            _: metrics::KeyName,
-            _: Option<metrics::Unit>,
-            _: metrics::SharedString,
-        ) {
-        }
-        fn register_counter(
-            &self,
-            _: &metrics::Key,
-            _: &metrics::Metadata<'_>,
-        ) -> metrics::Counter {
-            metrics::Counter::noop()
-        }
-        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-            metrics::Gauge::noop()
-        }
-        fn register_histogram(
-            &self,
-            key: &metrics::Key,
-            _: &metrics::Metadata<'_>,
-        ) -> metrics::Histogram {
-            if key.name() == "cxauth_sqlite_checkpoint_hold_seconds" {
-                metrics::Histogram::from_arc(Arc::new(self.clone()))
-            } else {
-                metrics::Histogram::noop()
-            }
-        }
+    /// The samples of `cxauth_sqlite_checkpoint_hold_seconds` recorded since the last call.
+    fn holds(recorder: &metrics_util::debugging::DebuggingRecorder) -> Vec<f64> {
+        use metrics_util::debugging::DebugValue;
+        recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "cxauth_sqlite_checkpoint_hold_seconds")
+            .flat_map(|(.., value)| match value {
+                DebugValue::Histogram(v) => v.into_iter().map(|x| x.into_inner()).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
     }
 
     /// Past the restart threshold the tick holds the write turn, and says for how long; it
@@ -415,7 +376,7 @@ mod tests {
     fn a_restart_records_how_long_writers_waited_for_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (writer, own, wal) = setup(dir.path());
-        let holds = Holds::default();
+        let recorder = Arc::new(metrics_util::debugging::DebuggingRecorder::new());
         let limits = Limits {
             restart_frames: 50,
             stuck_frames: i64::MAX,
@@ -423,25 +384,22 @@ mod tests {
         };
         let turn = tokio::sync::Mutex::new(());
         write(&writer, 10);
-        metrics::with_local_recorder(&holds, || tick(&own, &wal, &turn, limits));
-        assert!(
-            holds.0.lock().expect("samples").is_empty(),
-            "under the threshold"
-        );
+        metrics::with_local_recorder(&*recorder, || tick(&own, &wal, &turn, limits));
+        assert!(holds(&recorder).is_empty(), "under the threshold");
 
         write(&writer, 200);
         let turn = Arc::new(turn);
         let held = turn.clone().try_lock_owned().expect("the turn is free");
         let ticker = {
-            let (turn, holds) = (turn.clone(), holds.clone());
+            let (turn, recorder) = (turn.clone(), recorder.clone());
             std::thread::spawn(move || {
-                metrics::with_local_recorder(&holds, || tick(&own, &wal, &turn, limits));
+                metrics::with_local_recorder(&*recorder, || tick(&own, &wal, &turn, limits));
             })
         };
         std::thread::sleep(Duration::from_millis(200));
         drop(held);
         ticker.join().expect("the ticker");
-        let samples = holds.0.lock().expect("samples").clone();
+        let samples = holds(&recorder);
         assert_eq!(samples.len(), 1, "{samples:?}");
         assert!(
             samples[0] > 0.0 && samples[0] < 0.2,
