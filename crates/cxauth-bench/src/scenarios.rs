@@ -200,7 +200,7 @@ fn progress(msg: &str) {
 fn generator_busy(rows: &[Row]) -> Option<String> {
     let busy: Vec<String> = rows
         .iter()
-        .filter(|r| r.load.starts_with("open") && r.generator_cpu_pct >= GENERATOR_BUSY_PCT)
+        .filter(|r| r.load.starts_with("open") && generator_was_the_limit(r.generator_cpu_pct))
         .map(|r| format!("{} ({:.0}%)", r.scenario, r.generator_cpu_pct))
         .collect();
     (!busy.is_empty()).then(|| {
@@ -217,8 +217,12 @@ fn generator_busy(rows: &[Row]) -> Option<String> {
 /// was the generator's ceiling, not the server's: a bare server that is not kept busy pays more
 /// CPU per answer, so the ratio would flatter `healthz`. Not judged when unmeasured (NaN).
 fn healthz_met(ratio: f64, hello_gen_pct: f64) -> Option<bool> {
-    let hello_bound = hello_gen_pct >= GENERATOR_BUSY_PCT;
-    (!ratio.is_nan() && !hello_bound).then_some(ratio >= 0.75)
+    (!ratio.is_nan() && !generator_was_the_limit(hello_gen_pct)).then_some(ratio >= 0.75)
+}
+
+/// Whether the load generator, at `gen_pct` of its core(s), set the pace rather than the server.
+fn generator_was_the_limit(gen_pct: f64) -> bool {
+    gen_pct >= GENERATOR_BUSY_PCT
 }
 
 /// `cxauth-bench all`.
@@ -338,10 +342,9 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     r.reference = "hello, CPU per answer".into();
     r.ratio = hello_cpu_us / r.server_cpu_us;
     r.target = ">= 0.75 x hello".into();
-    let hello_bound = hello_gen_pct >= GENERATOR_BUSY_PCT;
     r.met = healthz_met(r.ratio, hello_gen_pct);
     run.rows.push(r);
-    if hello_bound {
+    if generator_was_the_limit(hello_gen_pct) {
         run.fact(
             "hello",
             format!(
