@@ -199,7 +199,17 @@ impl Entry<'_> {
 /// Writes one event; a failure is logged, never returned (see the module documentation).
 /// Counts nothing: the admin command's events are not the server's metrics.
 pub async fn record(store: &dyn Store, ctx: &AuditContext, now: i64, entry: Entry<'_>) {
-    let event = AuditEvent {
+    let event = stored(ctx, now, entry);
+    log(&event);
+    if let Err(e) = store.append_audit(&event).await {
+        tracing::warn!(error = %e, event = entry.event.as_str(), "could not write the audit event");
+    }
+}
+
+/// The row `entry` becomes, at `now`, for a store call that writes it along with the work it
+/// describes (a login's session); [`log`] it once that work is done.
+pub fn stored(ctx: &AuditContext, now: i64, entry: Entry<'_>) -> AuditEvent {
+    AuditEvent {
         id: 0,
         at: now,
         event: entry.event.as_str().to_owned(),
@@ -209,14 +219,16 @@ pub async fn record(store: &dyn Store, ctx: &AuditContext, now: i64, entry: Entr
         addr: ctx.addr.map(|a| a.to_string()),
         request_id: ctx.request_id.clone(),
         detail: entry.detail.to_owned(),
-    };
+    }
+}
+
+/// The log line of an audit event (target `audit`), written whether or not its row could be.
+pub fn log(event: &AuditEvent) {
     // `client=1.2.3.4` (or `client=local` for the admin command), not a Rust `Some(…)`.
     let client = event.addr.as_deref().unwrap_or("local");
-    tracing::info!(target: "audit", event = entry.event.as_str(), outcome = entry.outcome.as_str(),
-        user_id = entry.user_id, client = %client, detail = entry.detail, "audit");
-    if let Err(e) = store.append_audit(&event).await {
-        tracing::warn!(error = %e, event = entry.event.as_str(), "could not write the audit event");
-    }
+    tracing::info!(target: "audit", event = event.event.as_str(),
+        outcome = event.outcome.as_str(), user_id = event.user_id, client = %client,
+        detail = event.detail.as_str(), "audit");
 }
 
 /// The service's audit writer: records at the clock's now and counts the event (see [`count`]).

@@ -14,7 +14,7 @@ use crate::error::AuthError;
 use crate::limits::{MAX_PASSWORD_LEN, MAX_USERNAME_LEN};
 use crate::password::PasswordPool;
 use crate::sessions::{Sessions, Started};
-use crate::store::{LegacyToken, StoreError, UserRecord};
+use crate::store::{AuditEvent, LegacyToken, RememberAddress, StoreError, UserRecord};
 use crate::throttle::{AttemptKeys, Refusal, Throttle};
 use cxauth_proto::Session;
 use secrecy::SecretString;
@@ -309,18 +309,50 @@ impl LoginGate {
         user: &UserRecord,
         ctx: &AuditContext,
     ) {
-        let keys = self.attempt_keys(b"user", username, ctx.client());
-        let now = self.deps.clock.now_ms();
-        let c = self.throttle.config();
-        let until = now.saturating_add(duration_ms(c.remember_address_for));
+        let a = self.address_to_remember(username, user, ctx, self.deps.clock.now_ms());
         if let Err(e) = self
             .deps
             .store
-            .remember_login_address(&keys.pair, user.id, now, until, c.known_addresses_per_user)
+            .remember_login_address(&a.pair, a.user_id, a.now, a.expires_at, a.keep)
             .await
         {
             tracing::warn!(error = %e, "cannot remember the address of a successful login");
         }
+    }
+
+    /// The address of a successful login of `user` as `username` at `now`, to remember.
+    fn address_to_remember(
+        &self,
+        username: &str,
+        user: &UserRecord,
+        ctx: &AuditContext,
+        now: i64,
+    ) -> RememberAddress {
+        let keys = self.attempt_keys(b"user", username, ctx.client());
+        let c = self.throttle.config();
+        RememberAddress {
+            pair: keys.pair,
+            user_id: user.id,
+            now,
+            expires_at: now.saturating_add(duration_ms(c.remember_address_for)),
+            keep: c.known_addresses_per_user,
+        }
+    }
+
+    /// The audit event of a successful login of `user` as `event` at `now`.
+    fn success_event(
+        &self,
+        user: &UserRecord,
+        event: Event,
+        ctx: &AuditContext,
+        now: i64,
+    ) -> AuditEvent {
+        let entry = audit::Entry {
+            user_id: Some(user.id),
+            username: Some(&user.username),
+            ..audit::Entry::of(event, Outcome::Success)
+        };
+        audit::stored(ctx, now, entry)
     }
 
     /// Audits a successful login of `user` as `event`.
@@ -350,10 +382,17 @@ impl LoginGate {
                 ctx,
             )
             .await?;
-        let started = match sessions
-            .start(&user, Some(user.password_hash.clone()), false)
-            .await
-        {
+        // The session, the address to remember and the audit event in one store call: on
+        // SQLite one commit instead of three (see `create_login_session`).
+        let started = sessions
+            .start_login(&user, user.password_hash.clone(), |now| {
+                (
+                    self.address_to_remember(&input.username, &user, ctx, now),
+                    self.success_event(&user, Event::Login, ctx, now),
+                )
+            })
+            .await;
+        let started = match started {
             Ok(started) => started,
             // Disabled or password changed between the check and now: the login loses the race.
             Err(StoreError::Conflict(_)) => {
@@ -363,8 +402,7 @@ impl LoginGate {
             }
             Err(e) => return Err(e.into()),
         };
-        self.login_succeeded(&input.username, &user, ctx).await;
-        self.audit_success(&user, Event::Login, ctx).await;
+        audit::count(Event::Login, Outcome::Success);
         let Started {
             session_id,
             refresh_token,

@@ -12,7 +12,8 @@ use crate::jwt::{Claims, LAPP_ADMIN};
 use crate::keys::SigningKeys;
 use crate::limits::MAX_TOKEN_LEN;
 use crate::store::{
-    NewSession, ROLE_SUPER_USER, RevokeReason, RotateOutcome, Rotation, StoreError, UserRecord,
+    AuditEvent, NewSession, ROLE_SUPER_USER, RememberAddress, RevokeReason, RotateOutcome,
+    Rotation, StoreError, UserRecord,
 };
 use crate::wire::{agent_to_wire, rc_user_to_wire};
 use base64::Engine as _;
@@ -60,26 +61,67 @@ impl Sessions {
         expected_password_hash: Option<String>,
         sso_login: bool,
     ) -> Result<Started, StoreError> {
+        self.begin::<fn(i64) -> (RememberAddress, AuditEvent)>(
+            user,
+            expected_password_hash,
+            sso_login,
+            None,
+        )
+        .await
+    }
+
+    /// Starts the session of a direct login, as [`Sessions::start`] does, and writes what
+    /// the login leaves behind with it: the address to remember and the audit event, both
+    /// made by `record` at the session's start time (see
+    /// [`crate::store::SessionStore::create_login_session`]).
+    pub(crate) async fn start_login(
+        &self,
+        user: &UserRecord,
+        expected_password_hash: String,
+        record: impl FnOnce(i64) -> (RememberAddress, AuditEvent),
+    ) -> Result<Started, StoreError> {
+        self.begin(user, Some(expected_password_hash), false, Some(record))
+            .await
+    }
+
+    async fn begin<F: FnOnce(i64) -> (RememberAddress, AuditEvent)>(
+        &self,
+        user: &UserRecord,
+        expected_password_hash: Option<String>,
+        sso_login: bool,
+        record: Option<F>,
+    ) -> Result<Started, StoreError> {
         let now = self.deps.clock.now_ms();
         let refresh = new_refresh_token().map_err(|e| StoreError::Internal(e.to_string()))?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        let created = self
-            .deps
-            .store
-            .create_session(&NewSession {
-                session_id: session_id.clone(),
-                user_id: user.id,
-                refresh_digest: self
+        let session = NewSession {
+            session_id: session_id.clone(),
+            user_id: user.id,
+            refresh_digest: self
+                .deps
+                .secrets
+                .digest(DigestKind::RefreshToken, refresh.as_bytes()),
+            expected_password_hash,
+            now,
+            refresh_expires_at: now.saturating_add(duration_ms(self.config.refresh_token_ttl)),
+            sso_login,
+            max_sessions: self.config.max_sessions_per_user,
+        };
+        let created = match record {
+            None => self.deps.store.create_session(&session).await,
+            Some(record) => {
+                let (address, event) = record(now);
+                let created = self
                     .deps
-                    .secrets
-                    .digest(DigestKind::RefreshToken, refresh.as_bytes()),
-                expected_password_hash,
-                now,
-                refresh_expires_at: now.saturating_add(duration_ms(self.config.refresh_token_ttl)),
-                sso_login,
-                max_sessions: self.config.max_sessions_per_user,
-            })
-            .await;
+                    .store
+                    .create_login_session(&session, &address, &event)
+                    .await;
+                if created.is_ok() {
+                    audit::log(&event);
+                }
+                created
+            }
+        };
         // The session cap may have ended older sessions of the user (whatever the outcome
         // says: a failed commit may still have committed).
         if self.config.max_sessions_per_user > 0 {

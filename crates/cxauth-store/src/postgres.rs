@@ -66,6 +66,17 @@ impl PgStore {
     /// its single-statement writes here).
     async fn single_write(&self) {}
 
+    /// Declines: PostgreSQL writes a login's session, address and audit event one after the
+    /// other (`create_login_session`), as before the SQLite writer took them as one.
+    async fn login_in_one_commit(
+        &self,
+        _: &cxauth_core::store::NewSession,
+        _: &cxauth_core::store::RememberAddress,
+        _: &cxauth_core::store::AuditEvent,
+    ) -> Option<Result<(), StoreError>> {
+        None
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.db()
     }

@@ -337,6 +337,36 @@ impl SqliteStore {
         })
     }
 
+    /// A direct login's session, remembered address and audit event in one commit on the
+    /// writer thread (`sqlite/writer.rs`): one hand-off and one durable write instead of three
+    /// transactions of 3–6 hand-offs each through sqlx. `None` in memory, where there is no
+    /// writer thread and `create_login_session` writes them one after the other. Like a
+    /// rotation's group, the commit goes on if the caller goes away.
+    async fn login_in_one_commit(
+        &self,
+        session: &cxauth_core::store::NewSession,
+        address: &cxauth_core::store::RememberAddress,
+        audit: &cxauth_core::store::AuditEvent,
+    ) -> Option<Result<(), StoreError>> {
+        let writer = self.writer.as_ref()?;
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let turn = self.write_turn.clone().lock_owned().await;
+        writer.submit_login(
+            writer::PendingLogin {
+                session: session.clone(),
+                address: address.clone(),
+                audit: audit.clone(),
+                reply,
+            },
+            turn,
+        );
+        Some(outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the login's commit was abandoned".into(),
+            ))
+        }))
+    }
+
     /// This process's turn to write, for a single statement that writes outside a transaction:
     /// it waits in the same fair queue as the transactions rather than in SQLite's busy handler.
     async fn single_write(&self) -> tokio::sync::OwnedMutexGuard<()> {

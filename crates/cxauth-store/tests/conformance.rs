@@ -2828,3 +2828,316 @@ async fn the_change_log_is_pruned_by_age_keeping_its_newest_row() {
         );
     }
 }
+
+// ---- A direct login's writes: the session, the address to remember and the audit event.
+
+use cxauth_core::store::RememberAddress;
+
+/// Direct login `n` of user `uid` (session `l{n}`, refresh digest `n`, address digest
+/// `100 + n`, keeping the user's 3 most recent addresses) checked against `hash`, at `1_000 + n`,
+/// under a cap of `cap` live sessions.
+fn login_writes(
+    uid: i64,
+    n: u8,
+    hash: &str,
+    cap: u32,
+) -> (NewSession, RememberAddress, AuditEvent) {
+    let now = 1_000 + i64::from(n);
+    let session = NewSession {
+        session_id: format!("l{n}"),
+        user_id: uid,
+        refresh_digest: digest(n),
+        expected_password_hash: Some(hash.to_owned()),
+        now,
+        refresh_expires_at: 1_000_000,
+        sso_login: false,
+        max_sessions: cap,
+    };
+    let address = RememberAddress {
+        pair: digest(100 + n),
+        user_id: uid,
+        now,
+        expires_at: 1_000_000,
+        keep: 3,
+    };
+    let audit = AuditEvent {
+        user_id: Some(uid),
+        detail: format!("login {n}"),
+        ..audit_event(now, "login", Some("u"))
+    };
+    (session, address, audit)
+}
+
+async fn login_user(s: &SharedStore) -> (i64, String) {
+    let m = s.create_main_account("A", 0).await.expect("main");
+    let uid = s
+        .create_user(&user("u", None, vec![m]))
+        .await
+        .expect("user");
+    let hash = s
+        .user_by_id(uid)
+        .await
+        .expect("get")
+        .expect("u")
+        .password_hash;
+    (uid, hash)
+}
+
+#[tokio::test]
+async fn a_login_writes_its_session_address_and_audit_event() {
+    for b in backends().await {
+        let s = &b.store;
+        let (uid, hash) = login_user(s).await;
+        let (session, address, audit) = login_writes(uid, 1, &hash, 0);
+        s.create_login_session(&session, &address, &audit)
+            .await
+            .expect("login");
+        let state = s.session_state("l1").await.expect("state").expect("l1");
+        assert!(!state.revoked, "{}", b.name);
+        assert_eq!(state.user.id, uid);
+        assert!(
+            s.login_address_known(&digest(101), 2_000)
+                .await
+                .expect("known"),
+            "{}: the address is remembered",
+            b.name
+        );
+        let events = s
+            .audit_events(&AuditFilter::default())
+            .await
+            .expect("audit");
+        assert_eq!(events.len(), 1, "{}", b.name);
+        assert_eq!(
+            AuditEvent {
+                id: 0,
+                ..events[0].clone()
+            },
+            audit,
+            "{}: the audit row is the event as given",
+            b.name
+        );
+        // The first refresh token works, once.
+        let rotated = s
+            .rotate_refresh_token(&Rotation {
+                presented: digest(1),
+                successor: digest(201),
+                now: 5_000,
+                grace_ms: 0,
+                successor_expires_at: 1_000_000,
+            })
+            .await
+            .expect("rotate");
+        assert!(
+            matches!(rotated, RotateOutcome::Rotated { ref session_id, .. } if session_id == "l1"),
+            "{}: {rotated:?}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_login_that_lost_a_race_with_a_password_change_writes_nothing() {
+    for b in backends().await {
+        let s = &b.store;
+        let (uid, hash) = login_user(s).await;
+        assert!(s.set_password_hash("u", "changed", 1).await.expect("set"));
+        let (session, address, audit) = login_writes(uid, 1, &hash, 0);
+        let outcome = s.create_login_session(&session, &address, &audit).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Conflict(_))),
+            "{}: {outcome:?}",
+            b.name
+        );
+        assert!(s.session_state("l1").await.expect("state").is_none());
+        assert!(
+            !s.login_address_known(&digest(101), 2_000)
+                .await
+                .expect("known"),
+            "{}: an address remembered for a login that failed",
+            b.name
+        );
+        assert_eq!(b.count("SELECT COUNT(*) FROM audit_events").await, 0);
+        assert_eq!(b.count("SELECT COUNT(*) FROM refresh_tokens").await, 0);
+        // Disabled: refused the same way.
+        assert!(s.set_user_enabled("u", false, 2).await.expect("disable"));
+        let (session, address, audit) = login_writes(uid, 2, "changed", 0);
+        assert!(matches!(
+            s.create_login_session(&session, &address, &audit).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}
+
+/// Makes every insert into `table` fail, on either backend.
+async fn refuse_inserts(b: &Backend, table: &str) {
+    let statements: Vec<String> = if b.url.starts_with("postgres") {
+        vec![
+            "CREATE OR REPLACE FUNCTION refuse_insert() RETURNS trigger AS \
+             $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+                .into(),
+            format!(
+                "CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_insert()"
+            ),
+        ]
+    } else {
+        vec![format!(
+            "CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )]
+    };
+    // The table names are this file's own.
+    for sql in statements.into_iter().map(sqlx::AssertSqlSafe) {
+        if b.url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&b.url).await.expect("connect");
+            sqlx::query(sql).execute(&pool).await.expect("execute");
+        } else {
+            let pool = sqlx::SqlitePool::connect(&b.url).await.expect("connect");
+            sqlx::query(sql).execute(&pool).await.expect("execute");
+        }
+    }
+}
+
+/// The address and the audit event are best effort, as the audit trail's contract says: an
+/// outage of either table must not lock everybody out, and must not leave half of itself.
+#[tokio::test]
+async fn a_login_starts_its_session_when_its_address_or_audit_event_cannot_be_written() {
+    for b in backends().await {
+        let s = &b.store;
+        let (uid, hash) = login_user(s).await;
+        refuse_inserts(&b, "audit_events").await;
+        let (session, address, audit) = login_writes(uid, 1, &hash, 0);
+        s.create_login_session(&session, &address, &audit)
+            .await
+            .expect("a login without its audit row");
+        assert!(s.session_state("l1").await.expect("state").is_some());
+        assert!(
+            s.login_address_known(&digest(101), 2_000)
+                .await
+                .expect("known"),
+            "{}: the address is kept when only the audit row fails",
+            b.name
+        );
+        refuse_inserts(&b, "login_addresses").await;
+        let (session, address, audit) = login_writes(uid, 2, &hash, 0);
+        s.create_login_session(&session, &address, &audit)
+            .await
+            .expect("a login without its address or audit row");
+        assert!(s.session_state("l2").await.expect("state").is_some());
+        assert!(
+            !s.login_address_known(&digest(102), 2_000)
+                .await
+                .expect("known")
+        );
+        assert_eq!(b.count("SELECT COUNT(*) FROM audit_events").await, 0);
+        // Both refresh tokens stand.
+        assert_eq!(b.count("SELECT COUNT(*) FROM refresh_tokens").await, 2);
+    }
+}
+
+/// Logins of one user at once, with rotations of another user's sessions racing them through
+/// the same writer: the cap and the address bound hold exactly, every login gets its audit
+/// row, and every rotation its own outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
+    for b in backends().await {
+        let s = &b.store;
+        let (uid, hash) = login_user(s).await;
+        let m = s.create_main_account("B", 0).await.expect("main");
+        let other = s
+            .create_user(&user("other", None, vec![m]))
+            .await
+            .expect("other");
+        for i in 0..20u8 {
+            s.create_session(&NewSession {
+                session_id: format!("r{i}"),
+                user_id: other,
+                refresh_digest: digest(150 + i),
+                expected_password_hash: None,
+                now: 0,
+                refresh_expires_at: 1_000_000,
+                sso_login: false,
+                max_sessions: 0,
+            })
+            .await
+            .expect("session");
+        }
+        let mut tasks = Vec::new();
+        for n in 1..=20u8 {
+            let (store, hash) = (s.clone(), hash.clone());
+            tasks.push(tokio::spawn(async move {
+                let (session, address, audit) = login_writes(uid, n, &hash, 5);
+                loop {
+                    match store.create_login_session(&session, &address, &audit).await {
+                        Ok(()) => return,
+                        // PostgreSQL may refuse a serialisation under this much contention.
+                        Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
+                        Err(e) => panic!("login {n}: {e}"),
+                    }
+                }
+            }));
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let i = n - 1;
+                let outcome = s
+                    .rotate_refresh_token(&Rotation {
+                        presented: digest(150 + i),
+                        successor: digest(200 + i),
+                        now: 10,
+                        grace_ms: 0,
+                        successor_expires_at: 1_000_000,
+                    })
+                    .await;
+                assert!(
+                    matches!(outcome, Ok(RotateOutcome::Rotated { ref session_id, .. })
+                        if *session_id == format!("r{i}")),
+                    "rotation {i}: {outcome:?}"
+                );
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let live = |sql| b.count(sql);
+        assert_eq!(
+            live(
+                "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE u.username = 'u' AND s.revoked_at IS NULL"
+            )
+            .await,
+            5,
+            "{}: the cap",
+            b.name
+        );
+        // SQLite writes one login at a time, so its bound is exact. (PostgreSQL trims each
+        // user's addresses in each login's own transaction, unlocked: logins that race may
+        // leave a few more, which the user's next login trims.)
+        if b.name == "sqlite" {
+            assert_eq!(
+                live(
+                    "SELECT COUNT(*) FROM login_addresses a JOIN users u ON u.id = a.user_id \
+                     WHERE u.username = 'u'"
+                )
+                .await,
+                3,
+                "the address bound"
+            );
+        }
+        assert_eq!(
+            live("SELECT COUNT(*) FROM audit_events").await,
+            20,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            live(
+                "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE u.username = 'other' AND s.revoked_at IS NULL"
+            )
+            .await,
+            20,
+            "{}: the rotated sessions",
+            b.name
+        );
+    }
+}

@@ -16,6 +16,23 @@ pub struct ThrottleEntry {
     pub expires_at: i64,
 }
 
+/// A successful login's address to remember: what
+/// [`ThrottleStore::remember_login_address`] takes, as one value for
+/// [`SessionStore::create_login_session`](super::SessionStore::create_login_session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RememberAddress {
+    /// The (username, address) pair digest.
+    pub pair: [u8; 32],
+    /// The user who logged in.
+    pub user_id: i64,
+    /// When, epoch ms.
+    pub now: i64,
+    /// Remembered until, epoch ms.
+    pub expires_at: i64,
+    /// How many of the user's most recent addresses are kept.
+    pub keep: u32,
+}
+
 /// Moves one entry from its current state (`None`: no entry) to the next (`None`: delete it).
 pub type ThrottleUpdate<'a> =
     &'a (dyn Fn(Option<ThrottleEntry>) -> Option<ThrottleEntry> + Send + Sync);

@@ -16,22 +16,18 @@ impl AuditStore for Backend {
     )]
     async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO audit_events \
-                 (at, event, outcome, user_id, username, addr, request_id, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(e.at)
-        .bind(&e.event)
-        .bind(&e.outcome)
-        .bind(e.user_id)
-        .bind(&e.username)
-        .bind(&e.addr)
-        .bind(&e.request_id)
-        .bind(&e.detail)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        sqlx::query(INSERT_AUDIT)
+            .bind(e.at)
+            .bind(&e.event)
+            .bind(&e.outcome)
+            .bind(e.user_id)
+            .bind(&e.username)
+            .bind(&e.addr)
+            .bind(&e.request_id)
+            .bind(&e.detail)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         tx.commit().await.db()?;
         Ok(())
     }
@@ -86,3 +82,9 @@ impl AuditStore for Backend {
             .collect())
     }
 }
+
+/// One audit event, its columns in [`AuditEvent`]'s order from `at` (`$1`) to `detail` (`$8`).
+/// Shared with the SQLite writer thread (`sqlite/writer.rs`).
+pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
+     (at, event, outcome, user_id, username, addr, request_id, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";

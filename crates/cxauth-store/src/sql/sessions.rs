@@ -7,8 +7,9 @@ use super::{Backend, Conn};
 use crate::sql::{DbResult as _, RecordedChange, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    ChangeKind, NewSession, RevokeReason, RotateOutcome, Rotation, SessionState, SessionStore,
-    StoreError, UserRecord,
+    AuditEvent, AuditStore as _, ChangeKind, NewSession, RememberAddress, RevokeReason,
+    RotateOutcome, Rotation, SessionState, SessionStore, StoreError, ThrottleStore as _,
+    UserRecord,
 };
 use sqlx::Row as _;
 
@@ -24,12 +25,11 @@ impl SessionStore for Backend {
         // The login checked a password against a hash read earlier; a password change or a
         // disable committed since must win, or the new session would outlive it.
         Self::lock_user(&mut tx, s.user_id).await?;
-        let current: Option<(String, bool)> =
-            sqlx::query_as("SELECT password_hash, enabled FROM users WHERE id = $1")
-                .bind(s.user_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
+        let current: Option<(String, bool)> = sqlx::query_as(SESSION_USER_NOW)
+            .bind(s.user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
         match current {
             Some((hash, true))
                 if s.expected_password_hash
@@ -37,60 +37,77 @@ impl SessionStore for Backend {
                     .is_none_or(|h| h == hash) => {}
             _ => return Err(StoreError::Conflict("the user changed during login".into())),
         }
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at, sso_login) \
-                 VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&s.session_id)
-        .bind(s.user_id)
-        .bind(s.now)
-        .bind(s.refresh_expires_at)
-        .bind(s.sso_login)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        sqlx::query(INSERT_SESSION)
+            .bind(&s.session_id)
+            .bind(s.user_id)
+            .bind(s.now)
+            .bind(s.refresh_expires_at)
+            .bind(s.sso_login)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         let mut change = None;
         if s.max_sessions > 0 {
             // The user row is locked (or the database is, on SQLite): concurrent logins of
             // one user count each other, so the cap holds exactly.
-            let ended = sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id IN \
-                     (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
-                     AND expires_at > $1 AND id <> $6 ORDER BY created_at DESC, id DESC \
-                     LIMIT $4 OFFSET $5)",
-            )
-            .bind(s.now)
-            .bind("session_cap")
-            .bind(s.user_id)
-            .bind(i64::MAX)
-            .bind(i64::from(s.max_sessions) - 1)
-            .bind(&s.session_id)
-            .execute(&mut *tx)
-            .await
-            .db()?
-            .rows_affected();
+            let ended = sqlx::query(END_SESSIONS_OVER_CAP)
+                .bind(s.now)
+                .bind("session_cap")
+                .bind(s.user_id)
+                .bind(i64::MAX)
+                .bind(i64::from(s.max_sessions) - 1)
+                .bind(&s.session_id)
+                .execute(&mut *tx)
+                .await
+                .db()?
+                .rows_affected();
             if ended > 0 {
                 change = Some(
                     record_change(&mut tx, ChangeKind::User, &s.user_id.to_string(), s.now).await?,
                 );
             }
         }
-        sqlx::query(
-            "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) \
-                 VALUES ($1, $2, $3, $4)",
-        )
-        .bind(s.refresh_digest.as_slice())
-        .bind(&s.session_id)
-        .bind(s.now)
-        .bind(s.refresh_expires_at)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        sqlx::query(INSERT_FIRST_REFRESH)
+            .bind(s.refresh_digest.as_slice())
+            .bind(&s.session_id)
+            .bind(s.now)
+            .bind(s.refresh_expires_at)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         let committed = tx.commit().await.db();
         if let Some(change) = change {
             change.announce(self.local_key());
         }
         committed
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(user_id = s.user_id, session_id = %s.session_id)
+    )]
+    async fn create_login_session(
+        &self,
+        s: &NewSession,
+        address: &RememberAddress,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        if let Some(done) = self.login_in_one_commit(s, address, audit).await {
+            return done;
+        }
+        self.create_session(s).await?;
+        let a = address;
+        if let Err(e) = self
+            .remember_login_address(&a.pair, a.user_id, a.now, a.expires_at, a.keep)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot remember the address of a successful login");
+        }
+        if let Err(e) = self.append_audit(audit).await {
+            tracing::warn!(error = %e, event = %audit.event, "could not write the audit event");
+        }
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id))]
@@ -171,6 +188,27 @@ impl SessionStore for Backend {
 /// A rotation's read: the presented token (`$1`, its digest), its session and the session's
 /// user (columns 5.. are [`user_columns!`], in [`UserRow`]'s order). Shared with the SQLite
 /// backend's rusqlite writer (`sqlite/writer.rs`), which must run the same query.
+/// The user as a new session finds it (`$1` the user id): its password hash and whether it is
+/// enabled, checked against what the login read. Shared with the SQLite writer thread
+/// (`sqlite/writer.rs`), as are the session's other statements below.
+pub(crate) const SESSION_USER_NOW: &str = "SELECT password_hash, enabled FROM users WHERE id = $1";
+
+/// A new session: `$1` its id, `$2` the user, `$3` now, `$4` its expiry, `$5` `sso_login`.
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions \
+     (id, user_id, created_at, expires_at, sso_login) VALUES ($1, $2, $3, $4, $5)";
+
+/// Ends the user's live sessions beyond the cap, newest kept: `$1` now, `$2` the reason, `$3`
+/// the user, `$4` `i64::MAX` (no limit), `$5` the cap less one (the new session, `$6`, is not
+/// counted: it is the one that stays).
+pub(crate) const END_SESSIONS_OVER_CAP: &str = "UPDATE sessions SET revoked_at = $1, \
+     revoked_reason = $2 WHERE id IN (SELECT id FROM sessions WHERE user_id = $3 \
+     AND revoked_at IS NULL AND expires_at > $1 AND id <> $6 \
+     ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5)";
+
+/// A session's first refresh token: `$1` its digest, `$2` the session, `$3` now, `$4` expiry.
+pub(crate) const INSERT_FIRST_REFRESH: &str = "INSERT INTO refresh_tokens \
+     (digest, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)";
+
 pub(crate) const ROTATE_READ: &str = concat!(
     "SELECT t.session_id, t.expires_at AS token_expires_at, t.rotated_at, s.revoked_at, ",
     "s.sso_login, ",

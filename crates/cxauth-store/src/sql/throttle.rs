@@ -90,30 +90,34 @@ impl ThrottleStore for Backend {
         keep: u32,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO login_addresses (pair, user_id, last_login, expires_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (pair) DO UPDATE SET \
-                 user_id = excluded.user_id, last_login = excluded.last_login, \
-                 expires_at = excluded.expires_at",
-        )
-        .bind(pair.as_slice())
-        .bind(user_id)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        sqlx::query(REMEMBER_ADDRESS)
+            .bind(pair.as_slice())
+            .bind(user_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         // Bounded per user: the oldest addresses beyond `keep` are forgotten.
-        sqlx::query(
-            "DELETE FROM login_addresses WHERE pair IN (SELECT pair FROM login_addresses \
-                 WHERE user_id = $1 ORDER BY last_login DESC, pair LIMIT $2 OFFSET $3)",
-        )
-        .bind(user_id)
-        .bind(i64::MAX)
-        .bind(i64::from(keep))
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        sqlx::query(FORGET_OLD_ADDRESSES)
+            .bind(user_id)
+            .bind(i64::MAX)
+            .bind(i64::from(keep))
+            .execute(&mut *tx)
+            .await
+            .db()?;
         tx.commit().await.db()
     }
 }
+
+/// Remembers a login address: `$1` the pair digest, `$2` the user, `$3` now, `$4` until when.
+/// Shared with the SQLite writer thread (`sqlite/writer.rs`), as is the next one.
+pub(crate) const REMEMBER_ADDRESS: &str = "INSERT INTO login_addresses \
+     (pair, user_id, last_login, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (pair) \
+     DO UPDATE SET user_id = excluded.user_id, last_login = excluded.last_login, \
+     expires_at = excluded.expires_at";
+
+/// Forgets the user's (`$1`) oldest addresses beyond the `$3` most recent (`$2` `i64::MAX`).
+pub(crate) const FORGET_OLD_ADDRESSES: &str = "DELETE FROM login_addresses WHERE pair IN \
+     (SELECT pair FROM login_addresses WHERE user_id = $1 \
+     ORDER BY last_login DESC, pair LIMIT $2 OFFSET $3)";

@@ -1,5 +1,5 @@
-//! The rotation writer: refresh-token rotations committed through `rusqlite` on a connection
-//! and a thread of their own (issue 14).
+//! The rotation writer: refresh-token rotations, and direct logins' writes, committed through
+//! `rusqlite` on a connection and a thread of their own (issue 14).
 //!
 //! Through sqlx every statement is a hand-off to the connection's worker thread and back (two
 //! or more futex wake-ups each; a rotation is 4 of them with `BEGIN` and `COMMIT`), and the
@@ -18,24 +18,44 @@
 //! The semantics are those of `commit_group` and `sessions::rotate_in` (sqlx) exactly: the same
 //! SQL text (shared constants), arrival order, one savepoint per rotation in a group, reuse
 //! recorded in the change log and announced after the commit, errors mapped as `map_err` maps
-//! sqlx's. The process's write turn (`SqliteStore::write_turn`) is held from before `BEGIN
+//! sqlx's. A login's job is `create_session`, `remember_login_address` and `append_audit`
+//! (sqlx) in one transaction: the same statements, the last two each in a savepoint, so that
+//! either failing is logged and rolled back alone, as when they run on their own. The process's write turn (`SqliteStore::write_turn`) is held from before `BEGIN
 //! IMMEDIATE` until after `COMMIT`, so this connection and the sqlx pool never both hold
 //! SQLite's write lock from this process.
 
 use super::{PendingRotation, ROTATE_EXTEND, ROTATE_INSERT, ROTATE_RETIRE};
 use crate::sql::{RecordedChange, UserRow};
 use cxauth_core::store::{
-    ChangeKind, RevokeReason, RotateOutcome, Rotation, StoreError, UserRecord,
+    AuditEvent, ChangeKind, NewSession, RememberAddress, RevokeReason, RotateOutcome, Rotation,
+    StoreError, UserRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, named_params};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A group of rotations for the writer thread, with the write turn it commits under.
+/// Work for the writer thread, with the write turn it commits under.
 struct Job {
-    group: Vec<PendingRotation>,
+    work: Work,
     turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// What a job commits.
+enum Work {
+    /// A group of rotations.
+    Rotations(Vec<PendingRotation>),
+    /// A direct login's writes (boxed: a group is a pointer and two words).
+    Login(Box<PendingLogin>),
+}
+
+/// A direct login's writes (see `SessionStore::create_login_session`), and where the outcome
+/// goes.
+pub(super) struct PendingLogin {
+    pub(super) session: NewSession,
+    pub(super) address: RememberAddress,
+    pub(super) audit: AuditEvent,
+    pub(super) reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
 /// The handle to the writer thread: dropping the last one (with the store's last clone) closes
@@ -50,9 +70,12 @@ pub(super) struct RotationWriter {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("group", &self.group.len())
-            .finish()
+        let mut d = f.debug_struct("Job");
+        match &self.work {
+            Work::Rotations(group) => d.field("group", &group.len()),
+            Work::Login(_) => d.field("login", &true),
+        };
+        d.finish()
     }
 }
 
@@ -82,7 +105,7 @@ impl RotationWriter {
         local: usize,
     ) -> Result<Self, StoreError> {
         let conn = open_connection(path, busy_timeout).map_err(map_err)?;
-        // Every statement of a group stays prepared (12 texts).
+        // Every statement the thread runs stays prepared (rotations and logins: under 32 texts).
         conn.set_prepared_statement_cache_capacity(32);
         let (jobs, rx) = mpsc::channel::<Job>();
         let alive = std::sync::Arc::new(());
@@ -94,7 +117,10 @@ impl RotationWriter {
                 let _alive = alive;
                 let mut conn = conn;
                 while let Ok(job) = rx.recv() {
-                    commit_group(&mut conn, local, job.group);
+                    match job.work {
+                        Work::Rotations(group) => commit_group(&mut conn, local, group),
+                        Work::Login(login) => commit_login(&mut conn, local, *login),
+                    }
                     drop(job.turn);
                 }
             })
@@ -114,12 +140,24 @@ impl RotationWriter {
         group: Vec<PendingRotation>,
         turn: tokio::sync::OwnedMutexGuard<()>,
     ) {
-        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { group, turn }) {
-            for p in job.group {
-                let _ = p.reply.send(Err(StoreError::Unavailable(
-                    "the SQLite rotation writer stopped".into(),
-                )));
+        let work = Work::Rotations(group);
+        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { work, turn })
+            && let Work::Rotations(group) = job.work
+        {
+            for p in group {
+                let _ = p.reply.send(Err(stopped()));
             }
+        }
+    }
+
+    /// Hands a login's writes and the turn it holds to the writer thread; if the thread is
+    /// gone, the login is told the database is unavailable and the turn is released.
+    pub(super) fn submit_login(&self, login: PendingLogin, turn: tokio::sync::OwnedMutexGuard<()>) {
+        let work = Work::Login(Box::new(login));
+        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { work, turn })
+            && let Work::Login(login) = job.work
+        {
+            let _ = login.reply.send(Err(stopped()));
         }
     }
 
@@ -128,6 +166,11 @@ impl RotationWriter {
     pub(super) fn alive(&self) -> std::sync::Weak<()> {
         self.alive.clone()
     }
+}
+
+/// What the callers of a writer that has stopped are told.
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite rotation writer stopped".into())
 }
 
 /// Maps a `rusqlite` error as `crate::sql::map_err` maps sqlx's: a unique (or primary key)
@@ -211,6 +254,165 @@ fn run_group(
         }));
     }
     run(conn, "COMMIT")
+}
+
+/// `create_login_session`'s one transaction on this connection: the session as
+/// `create_session` makes it, then the address and the audit event, each best effort; one
+/// commit. The change the session cap made (if any) is announced to the caches of store `local`
+/// whether or not the commit held, as `create_session` does; then the login is answered. The
+/// caller holds the write turn throughout.
+fn commit_login(conn: &mut Connection, local: usize, login: PendingLogin) {
+    let mut change = None;
+    let committed = run_login(conn, &login, &mut change);
+    if committed.is_err() && !conn.is_autocommit() {
+        let _ = run(conn, "ROLLBACK");
+    }
+    if let Some(change) = change {
+        change.announce(local);
+    }
+    // The caller may be gone (its client disconnected): nothing to tell.
+    let _ = login.reply.send(committed);
+}
+
+/// The transaction of [`commit_login`], up to and including its `COMMIT`; on an error the
+/// caller rolls back.
+fn run_login(
+    conn: &Connection,
+    login: &PendingLogin,
+    change: &mut Option<RecordedChange>,
+) -> Result<(), StoreError> {
+    use super::{audit, sessions, throttle};
+    let s = &login.session;
+    run(conn, "BEGIN IMMEDIATE")?;
+    // As `create_session`: a password change or a disable committed since the login read the
+    // user wins.
+    let current: Option<(String, bool)> = conn
+        .prepare_cached(sessions::SESSION_USER_NOW)
+        .and_then(|mut st| {
+            st.query_row(named_params! {"$1": s.user_id}, |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(map_err)?;
+    match current {
+        Some((hash, true))
+            if s.expected_password_hash
+                .as_deref()
+                .is_none_or(|h| h == hash) => {}
+        _ => return Err(StoreError::Conflict("the user changed during login".into())),
+    }
+    execute(
+        conn,
+        sessions::INSERT_SESSION,
+        named_params! {
+            "$1": &s.session_id,
+            "$2": s.user_id,
+            "$3": s.now,
+            "$4": s.refresh_expires_at,
+            "$5": s.sso_login,
+        },
+    )?;
+    if s.max_sessions > 0 {
+        let ended = execute(
+            conn,
+            sessions::END_SESSIONS_OVER_CAP,
+            named_params! {
+                "$1": s.now,
+                "$2": "session_cap",
+                "$3": s.user_id,
+                "$4": i64::MAX,
+                "$5": i64::from(s.max_sessions) - 1,
+                "$6": &s.session_id,
+            },
+        )?;
+        if ended > 0 {
+            *change = Some(record_change(
+                conn,
+                ChangeKind::User,
+                &s.user_id.to_string(),
+                s.now,
+            )?);
+        }
+    }
+    execute(
+        conn,
+        sessions::INSERT_FIRST_REFRESH,
+        named_params! {
+            "$1": s.refresh_digest.as_slice(),
+            "$2": &s.session_id,
+            "$3": s.now,
+            "$4": s.refresh_expires_at,
+        },
+    )?;
+    let a = &login.address;
+    best_effort(
+        conn,
+        "cannot remember the address of a successful login",
+        || {
+            execute(
+                conn,
+                throttle::REMEMBER_ADDRESS,
+                named_params! {
+                    "$1": a.pair.as_slice(),
+                    "$2": a.user_id,
+                    "$3": a.now,
+                    "$4": a.expires_at,
+                },
+            )?;
+            execute(
+                conn,
+                throttle::FORGET_OLD_ADDRESSES,
+                named_params! {"$1": a.user_id, "$2": i64::MAX, "$3": i64::from(a.keep)},
+            )
+            .map(drop)
+        },
+    )?;
+    let e = &login.audit;
+    best_effort(conn, "could not write the audit event", || {
+        execute(
+            conn,
+            audit::INSERT_AUDIT,
+            named_params! {
+                "$1": e.at,
+                "$2": &e.event,
+                "$3": &e.outcome,
+                "$4": e.user_id,
+                "$5": &e.username,
+                "$6": &e.addr,
+                "$7": &e.request_id,
+                "$8": &e.detail,
+            },
+        )
+        .map(drop)
+    })?;
+    run(conn, "COMMIT")
+}
+
+/// Runs `write` in a savepoint of the caller's transaction: if it fails, the failure is logged
+/// (as `what`) and only its own writes are rolled back.
+fn best_effort(
+    conn: &Connection,
+    what: &str,
+    write: impl FnOnce() -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    run(conn, "SAVEPOINT best_effort")?;
+    if let Err(e) = write() {
+        tracing::warn!(error = %e, "{what}");
+        run(conn, "ROLLBACK TO best_effort")?;
+    }
+    run(conn, "RELEASE best_effort")
+}
+
+/// Runs one statement with named parameters, prepared once per connection; the rows changed.
+fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute(params))
+        .map_err(map_err)
 }
 
 /// What a rotation's read returns.
