@@ -195,6 +195,24 @@ fn progress(msg: &str) {
     eprintln!("cxauth-bench: {msg}");
 }
 
+/// Each kind of thread's share of the CPU the server's threads used between two
+/// [`Server::cpu_seconds_by_thread`] readings (empty if they used none).
+fn thread_shares(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> std::collections::BTreeMap<String, f64> {
+    let used: std::collections::BTreeMap<String, f64> = after
+        .iter()
+        .map(|(kind, cpu)| (kind.clone(), cpu - before.get(kind).copied().unwrap_or(0.0)))
+        .filter(|(_, cpu)| *cpu > 0.0)
+        .collect();
+    let total: f64 = used.values().sum();
+    if total <= 0.0 {
+        return Default::default();
+    }
+    used.into_iter().map(|(k, cpu)| (k, cpu / total)).collect()
+}
+
 /// The open-loop rows measured while the load generator had no CPU to spare, in words, if any:
 /// their latencies are partly the generator's own queue.
 fn generator_busy(rows: &[Row]) -> Option<String> {
@@ -428,7 +446,9 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
             headers: vec![("content-type", "application/x-www-form-urlencoded".into())],
             body: Bytes::from(login_body()),
         };
+        let threads0 = server.cpu_seconds_by_thread();
         let mut r = run.measure(&server, fixed_n(&w, plan.cores * 4), Pace::Closed, "login");
+        let threads = thread_shares(&threads0, &server.cpu_seconds_by_thread());
         r.reference = "argon2id-raw".into();
         r.ratio = r.throughput / raw;
         r.target = ">= 0.90 x raw".into();
@@ -441,6 +461,24 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
                  (the rate ratio is at the mercy of what else runs on the cores; this one is not)",
                 raw_cpu_us / 1e3,
                 r.server_cpu_us / 1e3
+            ),
+        );
+        // Where a login's CPU goes, by thread: the hashing threads' share against everything
+        // else a login costs (the request, its database work, the log).
+        let hashing = threads.get("cxauth-argon2").copied().unwrap_or(0.0);
+        let rest: Vec<String> = threads
+            .iter()
+            .filter(|(kind, share)| *kind != "cxauth-argon2" && **share * r.server_cpu_us >= 5.0)
+            .map(|(kind, share)| format!("{kind} {:.2}", share * r.server_cpu_us / 1e3))
+            .collect();
+        run.fact(
+            "login CPU by thread",
+            format!(
+                "{:.2} ms per login in the hashing threads, {:.2} ms outside them ({}; ms per \
+                 login, from /proc/PID/task/*/stat)",
+                hashing * r.server_cpu_us / 1e3,
+                (1.0 - hashing) * r.server_cpu_us / 1e3,
+                rest.join(", ")
             ),
         );
         run.rows.push(r);
@@ -729,6 +767,31 @@ mod tests {
         let mut r = row(name, load.to_owned(), &mut Stats::default(), f64::NAN);
         r.generator_cpu_pct = gen_pct;
         r
+    }
+
+    #[test]
+    fn thread_shares_are_of_the_cpu_used_between_the_readings() {
+        let reading = |pairs: &[(&str, f64)]| -> std::collections::BTreeMap<String, f64> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        let before = reading(&[
+            ("cxauth-argon2", 10.0),
+            ("tokio-rt-worker", 4.0),
+            ("idle", 1.0),
+        ]);
+        // `idle` used nothing; `new` started between the readings.
+        let after = reading(&[
+            ("cxauth-argon2", 19.0),
+            ("tokio-rt-worker", 4.5),
+            ("idle", 1.0),
+            ("new", 0.5),
+        ]);
+        let shares = thread_shares(&before, &after);
+        assert_eq!(shares.len(), 3, "{shares:?}");
+        assert!((shares["cxauth-argon2"] - 0.9).abs() < 1e-9, "{shares:?}");
+        assert!((shares["tokio-rt-worker"] - 0.05).abs() < 1e-9);
+        assert!((shares["new"] - 0.05).abs() < 1e-9);
+        assert!(thread_shares(&after, &after).is_empty());
     }
 
     #[test]

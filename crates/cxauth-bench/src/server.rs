@@ -164,6 +164,29 @@ impl Server {
         cpu_seconds_of(&format!("/proc/{}/stat", self.pid()))
     }
 
+    /// CPU time (user + system) consumed so far by each kind of thread, seconds: threads are
+    /// grouped by name without a trailing `-N` (`cxauth-argon2-0` and `-1` are one kind;
+    /// names are cut at 15 bytes, as the kernel keeps them). Threads that have ended count in
+    /// [`Server::cpu_seconds`] only.
+    pub fn cpu_seconds_by_thread(&self) -> std::collections::BTreeMap<String, f64> {
+        let mut by = std::collections::BTreeMap::new();
+        let tasks = format!("/proc/{}/task", self.pid());
+        for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let dir = task.path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            let name = name.trim_end();
+            let kind = match name.rsplit_once('-') {
+                Some((kind, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => kind,
+                _ => name,
+            };
+            let cpu = cpu_seconds_of(&dir.join("stat").to_string_lossy());
+            if cpu.is_finite() {
+                *by.entry(kind.to_owned()).or_insert(0.0) += cpu;
+            }
+        }
+        by
+    }
+
     /// Stops the server: SIGTERM (graceful), then SIGKILL after 5 s.
     pub fn stop(mut self) -> anyhow::Result<()> {
         let _ = Command::new("kill")
