@@ -84,6 +84,9 @@ impl Sessions {
             .await
     }
 
+    /// The work of [`Sessions::start`] and [`Sessions::start_login`]: with a login's `record`,
+    /// its address and audit event go to the store with the session, and the audit line is
+    /// logged once they are written.
     async fn begin<F: FnOnce(i64) -> (RememberAddress, AuditEvent)>(
         &self,
         user: &UserRecord,
