@@ -108,6 +108,26 @@ pub(crate) fn rotation_step(
     }
 }
 
+/// Whether a session may start for a user found as `current` (its password hash and enabled
+/// flag, read inside the session's write transaction): the user must still exist, be enabled,
+/// and, when the login checked a password, still have the hash it checked. Written once for
+/// both drivers (sqlx in `sessions.rs`, rusqlite in `sqlite/writer.rs`).
+pub(crate) fn session_may_start(
+    s: &cxauth_core::store::NewSession,
+    current: Option<(String, bool)>,
+) -> Result<(), StoreError> {
+    match current {
+        Some((hash, true))
+            if s.expected_password_hash
+                .as_deref()
+                .is_none_or(|h| h == hash) =>
+        {
+            Ok(())
+        }
+        _ => Err(StoreError::Conflict("the user changed during login".into())),
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
     pub(crate) id: i64,

@@ -30,13 +30,7 @@ impl SessionStore for Backend {
             .fetch_optional(&mut *tx)
             .await
             .db()?;
-        match current {
-            Some((hash, true))
-                if s.expected_password_hash
-                    .as_deref()
-                    .is_none_or(|h| h == hash) => {}
-            _ => return Err(StoreError::Conflict("the user changed during login".into())),
-        }
+        crate::sql::session_may_start(s, current)?;
         sqlx::query(INSERT_SESSION)
             .bind(&s.session_id)
             .bind(s.user_id)

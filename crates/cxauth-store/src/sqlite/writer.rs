@@ -295,13 +295,7 @@ fn run_login(
             .optional()
         })
         .map_err(map_err)?;
-    match current {
-        Some((hash, true))
-            if s.expected_password_hash
-                .as_deref()
-                .is_none_or(|h| h == hash) => {}
-        _ => return Err(StoreError::Conflict("the user changed during login".into())),
-    }
+    crate::sql::session_may_start(s, current)?;
     execute(
         conn,
         sessions::INSERT_SESSION,
