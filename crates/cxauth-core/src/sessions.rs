@@ -61,13 +61,9 @@ impl Sessions {
         expected_password_hash: Option<String>,
         sso_login: bool,
     ) -> Result<Started, StoreError> {
-        self.begin::<fn(i64) -> (RememberAddress, AuditEvent)>(
-            user,
-            expected_password_hash,
-            sso_login,
-            None,
-        )
-        .await
+        let now = self.deps.clock.now_ms();
+        self.begin(now, user, expected_password_hash, sso_login, None)
+            .await
     }
 
     /// Starts the session of a direct login, as [`Sessions::start`] does, and writes what
@@ -80,21 +76,23 @@ impl Sessions {
         expected_password_hash: String,
         record: impl FnOnce(i64) -> (RememberAddress, AuditEvent),
     ) -> Result<Started, StoreError> {
-        self.begin(user, Some(expected_password_hash), false, Some(record))
+        let now = self.deps.clock.now_ms();
+        let record = record(now);
+        self.begin(now, user, Some(expected_password_hash), false, Some(record))
             .await
     }
 
-    /// The work of [`Sessions::start`] and [`Sessions::start_login`]: with a login's `record`,
-    /// its address and audit event go to the store with the session, and the audit line is
-    /// logged once they are written.
-    async fn begin<F: FnOnce(i64) -> (RememberAddress, AuditEvent)>(
+    /// The work of [`Sessions::start`] and [`Sessions::start_login`], at `now`: with a login's
+    /// `record`, its address and audit event go to the store with the session, and the audit
+    /// line is logged once they are written.
+    async fn begin(
         &self,
+        now: i64,
         user: &UserRecord,
         expected_password_hash: Option<String>,
         sso_login: bool,
-        record: Option<F>,
+        record: Option<(RememberAddress, AuditEvent)>,
     ) -> Result<Started, StoreError> {
-        let now = self.deps.clock.now_ms();
         let refresh = new_refresh_token().map_err(|e| StoreError::Internal(e.to_string()))?;
         let session_id = uuid::Uuid::new_v4().to_string();
         let session = NewSession {
@@ -112,8 +110,7 @@ impl Sessions {
         };
         let created = match record {
             None => self.deps.store.create_session(&session).await,
-            Some(record) => {
-                let (address, event) = record(now);
+            Some((address, event)) => {
                 let created = self
                     .deps
                     .store
