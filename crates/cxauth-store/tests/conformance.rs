@@ -1913,6 +1913,49 @@ async fn login_addresses_are_remembered_bounded_and_forgotten() {
     }
 }
 
+/// Logins of one user from many addresses at once (on PostgreSQL, from every instance) keep
+/// the bound exactly: no two trims miss each other's addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_addresses_stay_bounded_under_concurrent_logins() {
+    for b in backends().await {
+        let s = &b.store;
+        let main = s.create_main_account("M", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![main]))
+            .await
+            .expect("u");
+        for round in 0..3u8 {
+            let tasks: Vec<_> = (1..=30u8)
+                .map(|n| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        let at = i64::from(round) * 100 + i64::from(n);
+                        loop {
+                            match s
+                                .remember_login_address(&digest(n + round * 30), uid, at, 10_000, 3)
+                                .await
+                            {
+                                Ok(()) => return,
+                                Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
+                                Err(e) => panic!("remember {n}: {e}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+            assert_eq!(
+                b.count("SELECT COUNT(*) FROM login_addresses").await,
+                3,
+                "{}: round {round}",
+                b.name
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn live_sessions_per_user_are_capped_oldest_first() {
     for b in backends().await {
@@ -3109,20 +3152,18 @@ async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
             "{}: the cap",
             b.name
         );
-        // SQLite writes one login at a time, so its bound is exact. (PostgreSQL trims each
-        // user's addresses in each login's own transaction, unlocked: logins that race may
-        // leave a few more, which the user's next login trims.)
-        if b.name == "sqlite" {
-            assert_eq!(
-                live(
-                    "SELECT COUNT(*) FROM login_addresses a JOIN users u ON u.id = a.user_id \
-                     WHERE u.username = 'u'"
-                )
-                .await,
-                3,
-                "the address bound"
-            );
-        }
+        // Exact on both: SQLite writes one login at a time, PostgreSQL's logins take turns on
+        // the user's row to remember and trim.
+        assert_eq!(
+            live(
+                "SELECT COUNT(*) FROM login_addresses a JOIN users u ON u.id = a.user_id \
+                 WHERE u.username = 'u'"
+            )
+            .await,
+            3,
+            "{}: the address bound",
+            b.name
+        );
         assert_eq!(
             live("SELECT COUNT(*) FROM audit_events").await,
             20,

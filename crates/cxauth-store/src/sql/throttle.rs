@@ -90,6 +90,10 @@ impl ThrottleStore for Backend {
         keep: u32,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        // PostgreSQL: logins of one user on every instance take their turn on the user's row,
+        // so each trim below sees the addresses the others remembered and the bound holds
+        // exactly. SQLite: the write transaction already serialises.
+        Self::lock_user(&mut tx, user_id).await?;
         sqlx::query(REMEMBER_ADDRESS)
             .bind(pair.as_slice())
             .bind(user_id)
