@@ -98,6 +98,25 @@ fn digest(n: u8) -> [u8; 32] {
     [n; 32]
 }
 
+/// Runs a store call until it answers something other than `Unavailable`, and returns its value.
+/// The concurrent tests below hammer one row from many tasks at once, so a backend may answer
+/// `Unavailable` (SQLite's BUSY, a PostgreSQL serialisation failure), and the server's callers
+/// retry it too. What these tests check is what is committed, not how often a call had to wait.
+/// Any other error fails the test, naming `what`.
+async fn until_available<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn bootstrap_happens_once_and_whole() {
     for b in backends().await {
@@ -1827,14 +1846,8 @@ async fn throttle_updates_are_atomic_under_concurrency_and_purged() {
             .map(|_| {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    loop {
-                        match s.throttle_update(&digest(7), &one_more).await {
-                            Ok(old) => return old,
-                            // SQLite may answer BUSY under this much contention: a retry fixes it.
-                            Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
+                    let key = digest(7);
+                    until_available("throttle update", || s.throttle_update(&key, &one_more)).await
                 })
             })
             .collect();
@@ -1929,17 +1942,14 @@ async fn login_addresses_stay_bounded_under_concurrent_logins() {
                 .map(|n| {
                     let s = s.clone();
                     tokio::spawn(async move {
-                        let at = i64::from(round) * 100 + i64::from(n);
-                        loop {
-                            match s
-                                .remember_login_address(&digest(n + round * 30), uid, at, 10_000, 3)
-                                .await
-                            {
-                                Ok(()) => return,
-                                Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
-                                Err(e) => panic!("remember {n}: {e}"),
-                            }
-                        }
+                        let (at, address) = (
+                            i64::from(round) * 100 + i64::from(n),
+                            digest(n + round * 30),
+                        );
+                        until_available("remember an address", || {
+                            s.remember_login_address(&address, uid, at, 10_000, 3)
+                        })
+                        .await;
                     })
                 })
                 .collect();
@@ -2258,14 +2268,7 @@ async fn the_session_cap_holds_under_concurrent_logins() {
                         sso_login: false,
                         max_sessions: 5,
                     };
-                    loop {
-                        match s.create_session(&session).await {
-                            Ok(()) => return,
-                            // SQLite may answer BUSY under this much contention: a retry fixes it.
-                            Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
+                    until_available("create a session", || s.create_session(&session)).await;
                 })
             })
             .collect();
@@ -3110,14 +3113,10 @@ async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
             let (store, hash) = (s.clone(), hash.clone());
             tasks.push(tokio::spawn(async move {
                 let (session, address, audit) = login_writes(uid, n, &hash, 5);
-                loop {
-                    match store.create_login_session(&session, &address, &audit).await {
-                        Ok(()) => return,
-                        // PostgreSQL may refuse a serialisation under this much contention.
-                        Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
-                        Err(e) => panic!("login {n}: {e}"),
-                    }
-                }
+                until_available("a login's writes", || {
+                    store.create_login_session(&session, &address, &audit)
+                })
+                .await;
             }));
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
