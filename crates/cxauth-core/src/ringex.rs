@@ -116,17 +116,22 @@ impl Exchange {
             session_id,
             refresh_token,
             now,
-        } = match sessions.start(&user, None, true).await {
+        } = match sessions
+            .start_exchange(&user, |now| {
+                let entry = audit::Entry {
+                    user_id: Some(user.id),
+                    username: Some(&user.username),
+                    ..audit::Entry::of(Event::RingexExchange, Outcome::Success)
+                };
+                audit::stored(ctx, now, entry)
+            })
+            .await
+        {
             Ok(started) => started,
             Err(crate::store::StoreError::Conflict(_)) => return Err(AuthError::RingexRefused),
             Err(e) => return Err(e.into()),
         };
-        let entry = audit::Entry {
-            user_id: Some(user.id),
-            username: Some(&user.username),
-            ..audit::Entry::of(Event::RingexExchange, Outcome::Success)
-        };
-        self.deps.audit.record(ctx, entry).await;
+        audit::count(Event::RingexExchange, Outcome::Success);
         sessions
             .answer(
                 &user,

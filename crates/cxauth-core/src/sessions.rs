@@ -53,23 +53,12 @@ impl Sessions {
         Sessions { deps, keys, config }
     }
 
-    /// Starts a session for `user`. [`StoreError::Conflict`] if the user was disabled (or its
-    /// password changed, when `expected_password_hash` is given) since it was read.
-    pub(crate) async fn start(
-        &self,
-        user: &UserRecord,
-        expected_password_hash: Option<String>,
-        sso_login: bool,
-    ) -> Result<Started, StoreError> {
-        let now = self.deps.clock.now_ms();
-        self.begin(now, user, expected_password_hash, sso_login, None)
-            .await
-    }
-
-    /// Starts the session of a direct login, as [`Sessions::start`] does, and writes what
-    /// the login leaves behind with it: the address to remember and the audit event, both
+    /// Starts the session of a direct login for `user`, and writes what the login leaves behind
+    /// with it: the address to remember and the audit event, both
     /// made by `record` at the session's start time (see
-    /// [`crate::store::SessionStore::create_login_session`]).
+    /// [`crate::store::SessionStore::create_login_session`]). [`StoreError::Conflict`] if
+    /// the user was disabled, or its password changed from `expected_password_hash`, since it
+    /// was read.
     pub(crate) async fn start_login(
         &self,
         user: &UserRecord,
@@ -77,21 +66,39 @@ impl Sessions {
         record: impl FnOnce(i64) -> (RememberAddress, AuditEvent),
     ) -> Result<Started, StoreError> {
         let now = self.deps.clock.now_ms();
-        let record = record(now);
-        self.begin(now, user, Some(expected_password_hash), false, Some(record))
+        let (address, event) = record(now);
+        let hash = Some(expected_password_hash);
+        self.begin(now, user, hash, false, Some(address), event)
             .await
     }
 
-    /// The work of [`Sessions::start`] and [`Sessions::start_login`], at `now`: with a login's
-    /// `record`, its address and audit event go to the store with the session, and the audit
-    /// line is logged once they are written.
+    /// Starts the session of a RingEX exchange for `user` (`ssoLogin`), and writes its audit
+    /// event with it, made by `event` at the session's start time: one commit
+    /// on SQLite, so a crash never keeps an exchanged session without its audit event. An
+    /// exchange remembers no address, as before: a remembered address keys the password
+    /// attempts of a username from it, and an exchange presents neither. [`StoreError::Conflict`] if the user was
+    /// disabled since it was read.
+    pub(crate) async fn start_exchange(
+        &self,
+        user: &UserRecord,
+        event: impl FnOnce(i64) -> AuditEvent,
+    ) -> Result<Started, StoreError> {
+        let now = self.deps.clock.now_ms();
+        let event = event(now);
+        self.begin(now, user, None, true, None, event).await
+    }
+
+    /// The work of [`Sessions::start_login`] and [`Sessions::start_exchange`], at `now`: the
+    /// login's address (if any) and audit event go to the store with the session, and the
+    /// audit line is logged once they are written.
     async fn begin(
         &self,
         now: i64,
         user: &UserRecord,
         expected_password_hash: Option<String>,
         sso_login: bool,
-        record: Option<(RememberAddress, AuditEvent)>,
+        address: Option<RememberAddress>,
+        event: AuditEvent,
     ) -> Result<Started, StoreError> {
         let refresh = new_refresh_token().map_err(|e| StoreError::Internal(e.to_string()))?;
         let session_id = uuid::Uuid::new_v4().to_string();
@@ -108,20 +115,14 @@ impl Sessions {
             sso_login,
             max_sessions: self.config.max_sessions_per_user,
         };
-        let created = match record {
-            None => self.deps.store.create_session(&session).await,
-            Some((address, event)) => {
-                let created = self
-                    .deps
-                    .store
-                    .create_login_session(&session, &address, &event)
-                    .await;
-                if created.is_ok() {
-                    audit::log(&event);
-                }
-                created
-            }
-        };
+        let created = self
+            .deps
+            .store
+            .create_login_session(&session, address.as_ref(), &event)
+            .await;
+        if created.is_ok() {
+            audit::log(&event);
+        }
         // The session cap may have ended older sessions of the user (whatever the outcome
         // says: a failed commit may still have committed).
         if self.config.max_sessions_per_user > 0 {

@@ -71,7 +71,7 @@ impl PgStore {
     async fn login_in_one_commit(
         &self,
         _: &cxauth_core::store::NewSession,
-        _: &cxauth_core::store::RememberAddress,
+        _: Option<&cxauth_core::store::RememberAddress>,
         _: &cxauth_core::store::AuditEvent,
     ) -> Option<Result<(), StoreError>> {
         None

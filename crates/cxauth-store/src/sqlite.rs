@@ -337,7 +337,7 @@ impl SqliteStore {
         })
     }
 
-    /// A direct login's session, remembered address and audit event in one commit on the
+    /// A login's session, remembered address (if any) and audit event in one commit on the
     /// writer thread (`sqlite/writer.rs`): one hand-off and one durable write instead of three
     /// transactions of 3–6 hand-offs each through sqlx. `None` in memory, where there is no
     /// writer thread and `create_login_session` writes them one after the other. Like a
@@ -345,7 +345,7 @@ impl SqliteStore {
     async fn login_in_one_commit(
         &self,
         session: &cxauth_core::store::NewSession,
-        address: &cxauth_core::store::RememberAddress,
+        address: Option<&cxauth_core::store::RememberAddress>,
         audit: &cxauth_core::store::AuditEvent,
     ) -> Option<Result<(), StoreError>> {
         let writer = self.writer.as_ref()?;
@@ -354,7 +354,7 @@ impl SqliteStore {
         writer.submit_login(
             writer::PendingLogin {
                 session: session.clone(),
-                address: address.clone(),
+                address: address.cloned(),
                 audit: audit.clone(),
                 reply,
             },

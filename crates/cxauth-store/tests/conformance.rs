@@ -2935,7 +2935,7 @@ async fn a_login_writes_its_session_address_and_audit_event() {
         let s = &b.store;
         let (uid, hash) = login_user(s).await;
         let (session, address, audit) = login_writes(uid, 1, &hash, 0);
-        s.create_login_session(&session, &address, &audit)
+        s.create_login_session(&session, Some(&address), &audit)
             .await
             .expect("login");
         let state = s.session_state("l1").await.expect("state").expect("l1");
@@ -2981,6 +2981,71 @@ async fn a_login_writes_its_session_address_and_audit_event() {
     }
 }
 
+/// A RingEX exchange starts its session with `create_login_session` too, without an address:
+/// the session and its audit event, nothing remembered; and against a user disabled since it
+/// was read, nothing at all.
+#[tokio::test]
+async fn an_exchange_writes_its_session_and_audit_event_and_no_address() {
+    for b in backends().await {
+        let s = &b.store;
+        let (uid, hash) = login_user(s).await;
+        let (mut session, _, mut audit) = login_writes(uid, 1, &hash, 0);
+        session.expected_password_hash = None;
+        session.sso_login = true;
+        audit.event = "ringex.exchange".into();
+        s.create_login_session(&session, None, &audit)
+            .await
+            .expect("exchange");
+        let state = s.session_state("l1").await.expect("state").expect("l1");
+        assert!(!state.revoked, "{}", b.name);
+        assert_eq!(state.user.id, uid);
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM login_addresses").await,
+            0,
+            "{}: an exchange remembers no address",
+            b.name
+        );
+        let events = s
+            .audit_events(&AuditFilter::default())
+            .await
+            .expect("audit");
+        assert_eq!(events.len(), 1, "{}", b.name);
+        assert_eq!(
+            AuditEvent {
+                id: 0,
+                ..events[0].clone()
+            },
+            audit,
+            "{}",
+            b.name
+        );
+
+        assert!(s.set_user_enabled("u", false, 2).await.expect("disable"));
+        let (mut session, _, audit) = login_writes(uid, 2, &hash, 0);
+        session.expected_password_hash = None;
+        let outcome = s.create_login_session(&session, None, &audit).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Conflict(_))),
+            "{}: {outcome:?}",
+            b.name
+        );
+        assert!(
+            s.session_state("l2").await.expect("state").is_none(),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.audit_events(&AuditFilter::default())
+                .await
+                .expect("audit")
+                .len(),
+            1,
+            "{}: no audit event for a session that did not start",
+            b.name
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_login_that_lost_a_race_with_a_password_change_writes_nothing() {
     for b in backends().await {
@@ -2988,7 +3053,9 @@ async fn a_login_that_lost_a_race_with_a_password_change_writes_nothing() {
         let (uid, hash) = login_user(s).await;
         assert!(s.set_password_hash("u", "changed", 1).await.expect("set"));
         let (session, address, audit) = login_writes(uid, 1, &hash, 0);
-        let outcome = s.create_login_session(&session, &address, &audit).await;
+        let outcome = s
+            .create_login_session(&session, Some(&address), &audit)
+            .await;
         assert!(
             matches!(outcome, Err(StoreError::Conflict(_))),
             "{}: {outcome:?}",
@@ -3008,7 +3075,8 @@ async fn a_login_that_lost_a_race_with_a_password_change_writes_nothing() {
         assert!(s.set_user_enabled("u", false, 2).await.expect("disable"));
         let (session, address, audit) = login_writes(uid, 2, "changed", 0);
         assert!(matches!(
-            s.create_login_session(&session, &address, &audit).await,
+            s.create_login_session(&session, Some(&address), &audit)
+                .await,
             Err(StoreError::Conflict(_))
         ));
     }
@@ -3053,7 +3121,7 @@ async fn a_login_starts_its_session_when_its_address_or_audit_event_cannot_be_wr
         let (uid, hash) = login_user(s).await;
         refuse_inserts(&b, "audit_events").await;
         let (session, address, audit) = login_writes(uid, 1, &hash, 0);
-        s.create_login_session(&session, &address, &audit)
+        s.create_login_session(&session, Some(&address), &audit)
             .await
             .expect("a login without its audit row");
         assert!(s.session_state("l1").await.expect("state").is_some());
@@ -3066,7 +3134,7 @@ async fn a_login_starts_its_session_when_its_address_or_audit_event_cannot_be_wr
         );
         refuse_inserts(&b, "login_addresses").await;
         let (session, address, audit) = login_writes(uid, 2, &hash, 0);
-        s.create_login_session(&session, &address, &audit)
+        s.create_login_session(&session, Some(&address), &audit)
             .await
             .expect("a login without its address or audit row");
         assert!(s.session_state("l2").await.expect("state").is_some());
@@ -3114,7 +3182,7 @@ async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
             tasks.push(tokio::spawn(async move {
                 let (session, address, audit) = login_writes(uid, n, &hash, 5);
                 until_available("a login's writes", || {
-                    store.create_login_session(&session, &address, &audit)
+                    store.create_login_session(&session, Some(&address), &audit)
                 })
                 .await;
             }));

@@ -108,17 +108,18 @@ pub trait SessionStore: Send + Sync {
     /// disabled or its password changed since the login read it.
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
 
-    /// Starts a direct login's session as [`SessionStore::create_session`] does, and also
-    /// remembers the login's address and writes its audit event. Those two are best effort, as
-    /// when written on their own: if either cannot be written, the failure is logged and the
-    /// session still starts. SQLite on a file writes all three in one commit (one durable
-    /// write and one hand-off to its writer thread instead of three commits of several
-    /// statements each: a login's database work shares the core with its password hash);
-    /// elsewhere they are written one after the other, in that order.
+    /// Starts a login's session as [`SessionStore::create_session`] does, and also remembers
+    /// the login's address (a direct login's; a RingEX exchange remembers none) and writes its
+    /// audit event. Those two are best effort, as when written on their own: if either cannot
+    /// be written, the failure is logged and the session still starts. SQLite on a file writes
+    /// them all in one commit (one durable write and one hand-off to its writer thread instead
+    /// of a commit of several statements each: a login's database work shares the core with its
+    /// password hash), so a crash never keeps a session without its audit event; elsewhere they
+    /// are written one after the other, in that order.
     async fn create_login_session(
         &self,
         session: &NewSession,
-        address: &super::RememberAddress,
+        address: Option<&super::RememberAddress>,
         audit: &super::AuditEvent,
     ) -> Result<(), StoreError>;
 

@@ -528,6 +528,26 @@ async fn the_rust_client_exchanges_ringex_tokens_and_logs_in_the_legacy_way() {
         .await
         .expect_err("refused");
     assert_eq!(err.status(), Some(reqwest::StatusCode::UNAUTHORIZED));
+    // Each exchange's session was written with its audit event (one commit on SQLite).
+    let audit = s
+        .state
+        .auth
+        .store()
+        .audit_events(&Default::default())
+        .await
+        .expect("audit");
+    let exchanged: Vec<_> = audit
+        .iter()
+        .filter(|r| r.event == "ringex.exchange" && r.outcome == "success")
+        .collect();
+    assert_eq!(exchanged.len(), 2, "{audit:?}");
+    assert!(
+        exchanged.iter().all(|r| r.user_id == Some(uid)
+            && r.username.as_deref() == Some("rosa")
+            && r.addr.as_deref() == Some("127.0.0.1")
+            && r.request_id.is_some()),
+        "{exchanged:?}"
+    );
 
     let legacy = s
         .client

@@ -84,17 +84,17 @@ impl SessionStore for Backend {
     async fn create_login_session(
         &self,
         s: &NewSession,
-        address: &RememberAddress,
+        address: Option<&RememberAddress>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         if let Some(done) = self.login_in_one_commit(s, address, audit).await {
             return done;
         }
         self.create_session(s).await?;
-        let a = address;
-        if let Err(e) = self
-            .remember_login_address(&a.pair, a.user_id, a.now, a.expires_at, a.keep)
-            .await
+        if let Some(a) = address
+            && let Err(e) = self
+                .remember_login_address(&a.pair, a.user_id, a.now, a.expires_at, a.keep)
+                .await
         {
             tracing::warn!(error = %e, "cannot remember the address of a successful login");
         }

@@ -45,15 +45,15 @@ struct Job {
 enum Work {
     /// A group of rotations.
     Rotations(Vec<PendingRotation>),
-    /// A direct login's writes (boxed: a group is a pointer and two words).
+    /// A login's writes (boxed: a group is a pointer and two words).
     Login(Box<PendingLogin>),
 }
 
-/// A direct login's writes (see `SessionStore::create_login_session`), and where the outcome
-/// goes.
+/// A login's writes (see `SessionStore::create_login_session`), and where the outcome goes.
 pub(super) struct PendingLogin {
     pub(super) session: NewSession,
-    pub(super) address: RememberAddress,
+    /// A direct login's address to remember; `None` for a RingEX exchange.
+    pub(super) address: Option<RememberAddress>,
     pub(super) audit: AuditEvent,
     pub(super) reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
@@ -257,7 +257,7 @@ fn run_group(
 }
 
 /// `create_login_session`'s one transaction on this connection: the session as
-/// `create_session` makes it, then the address and the audit event, each best effort; one
+/// `create_session` makes it, then the address (if any) and the audit event, each best effort; one
 /// commit. The change the session cap made (if any) is announced to the caches of store `local`
 /// whether or not the commit held, as `create_session` does; then the login is answered. The
 /// caller holds the write turn throughout.
@@ -339,29 +339,30 @@ fn run_login(
             "$4": s.refresh_expires_at,
         },
     )?;
-    let a = &login.address;
-    best_effort(
-        conn,
-        "cannot remember the address of a successful login",
-        || {
-            execute(
-                conn,
-                throttle::REMEMBER_ADDRESS,
-                named_params! {
-                    "$1": a.pair.as_slice(),
-                    "$2": a.user_id,
-                    "$3": a.now,
-                    "$4": a.expires_at,
-                },
-            )?;
-            execute(
-                conn,
-                throttle::FORGET_OLD_ADDRESSES,
-                named_params! {"$1": a.user_id, "$2": i64::MAX, "$3": i64::from(a.keep)},
-            )
-            .map(drop)
-        },
-    )?;
+    if let Some(a) = &login.address {
+        best_effort(
+            conn,
+            "cannot remember the address of a successful login",
+            || {
+                execute(
+                    conn,
+                    throttle::REMEMBER_ADDRESS,
+                    named_params! {
+                        "$1": a.pair.as_slice(),
+                        "$2": a.user_id,
+                        "$3": a.now,
+                        "$4": a.expires_at,
+                    },
+                )?;
+                execute(
+                    conn,
+                    throttle::FORGET_OLD_ADDRESSES,
+                    named_params! {"$1": a.user_id, "$2": i64::MAX, "$3": i64::from(a.keep)},
+                )
+                .map(drop)
+            },
+        )?;
+    }
     let e = &login.audit;
     best_effort(conn, "could not write the audit event", || {
         execute(
