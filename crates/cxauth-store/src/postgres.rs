@@ -66,11 +66,12 @@ impl PgStore {
     /// its single-statement writes here).
     async fn single_write(&self) {}
 
-    /// Declines: PostgreSQL writes a login's session, address and audit event one after the
-    /// other (`create_login_session`), as before the SQLite writer took them as one.
+    /// Declines: PostgreSQL writes a login's session (or legacy token), address and audit
+    /// event one after the other (`create_login_session`, `create_legacy_login`), as before the
+    /// SQLite writer took them as one.
     async fn login_in_one_commit(
         &self,
-        _: &cxauth_core::store::NewSession,
+        _: crate::sql::LoginStart<'_>,
         _: Option<&cxauth_core::store::RememberAddress>,
         _: &cxauth_core::store::AuditEvent,
     ) -> Option<Result<(), StoreError>> {

@@ -337,14 +337,15 @@ impl SqliteStore {
         })
     }
 
-    /// A login's session, remembered address (if any) and audit event in one commit on the
-    /// writer thread (`sqlite/writer.rs`): one hand-off and one durable write instead of three
-    /// transactions of 3–6 hand-offs each through sqlx. `None` in memory, where there is no
-    /// writer thread and `create_login_session` writes them one after the other. Like a
-    /// rotation's group, the commit goes on if the caller goes away.
+    /// A login's session or legacy token, remembered address (if any) and audit event in one
+    /// commit on the writer thread (`sqlite/writer.rs`): one hand-off and one durable write
+    /// instead of up to three transactions of 3–6 hand-offs each through sqlx. `None` in memory,
+    /// where there is no writer thread and `create_login_session` (`create_legacy_login`)
+    /// writes them one after the other. Like a rotation's group, the commit goes on if the
+    /// caller goes away.
     async fn login_in_one_commit(
         &self,
-        session: &cxauth_core::store::NewSession,
+        start: crate::sql::LoginStart<'_>,
         address: Option<&cxauth_core::store::RememberAddress>,
         audit: &cxauth_core::store::AuditEvent,
     ) -> Option<Result<(), StoreError>> {
@@ -353,7 +354,7 @@ impl SqliteStore {
         let turn = self.write_turn.clone().lock_owned().await;
         writer.submit_login(
             writer::PendingLogin {
-                session: session.clone(),
+                start: start.into(),
                 address: address.cloned(),
                 audit: audit.clone(),
                 reply,

@@ -5,8 +5,8 @@
 use cxauth_core::store::DeleteUser;
 use cxauth_core::store::ThrottleEntry;
 use cxauth_core::store::{
-    AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewAgent, NewSession, NewUser, RevokeReason,
-    RotateOutcome, Rotation, SharedStore, StoreError,
+    AuditEvent, AuditFilter, Bootstrap, LegacyToken, NewAgent, NewLegacyLogin, NewSession, NewUser,
+    RevokeReason, RotateOutcome, Rotation, SharedStore, StoreError,
 };
 use cxauth_store::DatabaseUrl;
 
@@ -3041,6 +3041,120 @@ async fn an_exchange_writes_its_session_and_audit_event_and_no_address() {
                 .len(),
             1,
             "{}: no audit event for a session that did not start",
+            b.name
+        );
+    }
+}
+
+/// The legacy login's token (`n`: digest `n`), with the address and audit event of
+/// [`login_writes`] `n`, checked against `hash`.
+fn legacy_login_writes(
+    uid: i64,
+    n: u8,
+    hash: &str,
+) -> (NewLegacyLogin, RememberAddress, AuditEvent) {
+    let (session, address, mut audit) = login_writes(uid, n, hash, 0);
+    audit.event = "legacy_login".into();
+    let login = NewLegacyLogin {
+        user_id: uid,
+        digest: digest(n),
+        token: LegacyToken {
+            expires_at: session.now + 3_600_000,
+            lifetime_ms: 3_600_000,
+        },
+        now: session.now,
+        expected_password_hash: hash.to_owned(),
+    };
+    (login, address, audit)
+}
+
+/// The legacy login writes its token, address and audit event in one store call; a login that
+/// lost a race with a password change writes none of them; a failing audit row or address
+/// does not keep the token from being stored.
+#[tokio::test]
+async fn a_legacy_login_writes_its_token_address_and_audit_event_or_nothing() {
+    for b in backends().await {
+        let s = &b.store;
+        let (uid, hash) = login_user(s).await;
+        let (login, address, audit) = legacy_login_writes(uid, 1, &hash);
+        s.create_legacy_login(&login, &address, &audit)
+            .await
+            .expect("legacy login");
+        let (token, owner) = s
+            .legacy_token_by_digest(&digest(1), 2_000)
+            .await
+            .expect("read")
+            .expect("the token is stored");
+        assert_eq!((token, owner.id), (login.token.clone(), uid), "{}", b.name);
+        assert!(
+            s.login_address_known(&digest(101), 2_000)
+                .await
+                .expect("known"),
+            "{}",
+            b.name
+        );
+        let events = s
+            .audit_events(&AuditFilter::default())
+            .await
+            .expect("audit");
+        assert_eq!(events.len(), 1, "{}", b.name);
+        assert_eq!(
+            AuditEvent {
+                id: 0,
+                ..events[0].clone()
+            },
+            audit,
+            "{}",
+            b.name
+        );
+
+        let (login, address, audit) = legacy_login_writes(uid, 2, "not-the-hash");
+        let outcome = s.create_legacy_login(&login, &address, &audit).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Conflict(_))),
+            "{}: {outcome:?}",
+            b.name
+        );
+        assert!(
+            s.legacy_token_by_digest(&digest(2), 2_000)
+                .await
+                .expect("read")
+                .is_none(),
+            "{}",
+            b.name
+        );
+        assert!(
+            !s.login_address_known(&digest(102), 2_000)
+                .await
+                .expect("known"),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM audit_events").await,
+            1,
+            "{}",
+            b.name
+        );
+
+        refuse_inserts(&b, "audit_events").await;
+        refuse_inserts(&b, "login_addresses").await;
+        let (login, address, audit) = legacy_login_writes(uid, 3, &hash);
+        s.create_legacy_login(&login, &address, &audit)
+            .await
+            .expect("a legacy login without its address or audit row");
+        assert!(
+            s.legacy_token_by_digest(&digest(3), 2_000)
+                .await
+                .expect("read")
+                .is_some(),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM audit_events").await,
+            1,
+            "{}",
             b.name
         );
     }

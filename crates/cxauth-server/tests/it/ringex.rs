@@ -567,6 +567,22 @@ async fn the_rust_client_exchanges_ringex_tokens_and_logs_in_the_legacy_way() {
         .await
         .expect_err("refused");
     assert_eq!(err.status(), Some(reqwest::StatusCode::UNAUTHORIZED));
+    // The legacy token was written with its login's audit event (one commit on SQLite); the
+    // refused login has its own.
+    let audit = s
+        .state
+        .auth
+        .store()
+        .audit_events(&Default::default())
+        .await
+        .expect("audit");
+    let mut outcomes: Vec<_> = audit
+        .iter()
+        .filter(|r| r.event == "legacy_login" && r.username.as_deref() == Some("rosa"))
+        .map(|r| r.outcome.as_str())
+        .collect();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["failure", "success"], "{audit:?}");
 }
 
 #[tokio::test]

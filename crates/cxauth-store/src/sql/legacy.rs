@@ -5,7 +5,10 @@
 use super::Backend;
 use crate::sql::{DbResult as _, UserRow, user_columns};
 use async_trait::async_trait;
-use cxauth_core::store::{LegacyToken, LegacyTokenStore, StoreError, UserRecord};
+use cxauth_core::store::{
+    AuditEvent, AuditStore as _, LegacyToken, LegacyTokenStore, NewLegacyLogin, RememberAddress,
+    StoreError, ThrottleStore as _, UserRecord,
+};
 use sqlx::Row as _;
 
 #[async_trait]
@@ -23,29 +26,50 @@ impl LegacyTokenStore for Backend {
         // As for a new session: a password change, a disable or a revocation committed
         // since the password was checked must win.
         Self::lock_user(&mut tx, user_id).await?;
-        let current: Option<(String, bool)> =
-            sqlx::query_as("SELECT password_hash, enabled FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-        match current {
-            Some((hash, true)) if expected_password_hash.is_none_or(|h| h == hash) => {}
-            _ => return Err(StoreError::Conflict("the user changed during login".into())),
-        }
-        sqlx::query(
-            "INSERT INTO legacy_tokens (digest, user_id, created_at, expires_at, lifetime_ms) \
-                 VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(digest.as_slice())
-        .bind(user_id)
-        .bind(now)
-        .bind(token.expires_at)
-        .bind(token.lifetime_ms)
-        .execute(&mut *tx)
-        .await
-        .db()?;
+        let current: Option<(String, bool)> = sqlx::query_as(super::sessions::SESSION_USER_NOW)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+        crate::sql::login_may_start(expected_password_hash, current)?;
+        sqlx::query(INSERT_LEGACY_TOKEN)
+            .bind(digest.as_slice())
+            .bind(user_id)
+            .bind(now)
+            .bind(token.expires_at)
+            .bind(token.lifetime_ms)
+            .execute(&mut *tx)
+            .await
+            .db()?;
         tx.commit().await.db()
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = login.user_id))]
+    async fn create_legacy_login(
+        &self,
+        login: &NewLegacyLogin,
+        address: &RememberAddress,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let start = crate::sql::LoginStart::Legacy(login);
+        if let Some(done) = self.login_in_one_commit(start, Some(address), audit).await {
+            return done;
+        }
+        let l = login;
+        let hash = Some(l.expected_password_hash.as_str());
+        self.insert_legacy_token(l.user_id, &l.digest, &l.token, l.now, hash)
+            .await?;
+        let a = address;
+        if let Err(e) = self
+            .remember_login_address(&a.pair, a.user_id, a.now, a.expires_at, a.keep)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot remember the address of a successful login");
+        }
+        if let Err(e) = self.append_audit(audit).await {
+            tracing::warn!(error = %e, event = %audit.event, "could not write the audit event");
+        }
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -96,3 +120,8 @@ impl LegacyTokenStore for Backend {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// A new legacy token: `$1` its digest, `$2` the user, `$3` now, `$4` its expiry, `$5` its
+/// lifetime (ms). Shared by both drivers (rusqlite in `sqlite/writer.rs`).
+pub(crate) const INSERT_LEGACY_TOKEN: &str = "INSERT INTO legacy_tokens \
+     (digest, user_id, created_at, expires_at, lifetime_ms) VALUES ($1, $2, $3, $4, $5)";

@@ -108,22 +108,27 @@ pub(crate) fn rotation_step(
     }
 }
 
-/// Whether a session may start for a user found as `current` (its password hash and enabled
-/// flag, read inside the session's write transaction): the user must still exist, be enabled,
-/// and, when the login checked a password, still have the hash it checked. Written once for
-/// both drivers (sqlx in `sessions.rs`, rusqlite in `sqlite/writer.rs`).
-pub(crate) fn session_may_start(
-    s: &cxauth_core::store::NewSession,
+/// What a login starts, for a backend's `login_in_one_commit`: a session (a direct login or a
+/// RingEX exchange) or a legacy auth token (the legacy login).
+#[derive(Clone, Copy)]
+pub(crate) enum LoginStart<'a> {
+    /// See `SessionStore::create_login_session`.
+    Session(&'a cxauth_core::store::NewSession),
+    /// See `LegacyTokenStore::create_legacy_login`.
+    Legacy(&'a cxauth_core::store::NewLegacyLogin),
+}
+
+/// Whether a login's session or legacy token may be stored for a user found as `current` (its
+/// password hash and enabled flag, read inside the login's write transaction): the user must
+/// still exist, be enabled, and, when the login checked a password (`expected_password_hash`),
+/// still have the hash it checked. Written once for both drivers (sqlx in `sessions.rs` and
+/// `legacy.rs`, rusqlite in `sqlite/writer.rs`).
+pub(crate) fn login_may_start(
+    expected_password_hash: Option<&str>,
     current: Option<(String, bool)>,
 ) -> Result<(), StoreError> {
     match current {
-        Some((hash, true))
-            if s.expected_password_hash
-                .as_deref()
-                .is_none_or(|h| h == hash) =>
-        {
-            Ok(())
-        }
+        Some((hash, true)) if expected_password_hash.is_none_or(|h| h == hash) => Ok(()),
         _ => Err(StoreError::Conflict("the user changed during login".into())),
     }
 }

@@ -30,7 +30,7 @@ impl SessionStore for Backend {
             .fetch_optional(&mut *tx)
             .await
             .db()?;
-        crate::sql::session_may_start(s, current)?;
+        crate::sql::login_may_start(s.expected_password_hash.as_deref(), current)?;
         sqlx::query(INSERT_SESSION)
             .bind(&s.session_id)
             .bind(s.user_id)
@@ -87,7 +87,8 @@ impl SessionStore for Backend {
         address: Option<&RememberAddress>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        if let Some(done) = self.login_in_one_commit(s, address, audit).await {
+        let start = crate::sql::LoginStart::Session(s);
+        if let Some(done) = self.login_in_one_commit(start, address, audit).await {
             return done;
         }
         self.create_session(s).await?;

@@ -27,8 +27,8 @@
 use super::{PendingRotation, ROTATE_EXTEND, ROTATE_INSERT, ROTATE_RETIRE};
 use crate::sql::{RecordedChange, UserRow};
 use cxauth_core::store::{
-    AuditEvent, ChangeKind, NewSession, RememberAddress, RevokeReason, RotateOutcome, Rotation,
-    StoreError, UserRecord,
+    AuditEvent, ChangeKind, NewLegacyLogin, NewSession, RememberAddress, RevokeReason,
+    RotateOutcome, Rotation, StoreError, UserRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, named_params};
 use std::path::Path;
@@ -49,9 +49,27 @@ enum Work {
     Login(Box<PendingLogin>),
 }
 
-/// A login's writes (see `SessionStore::create_login_session`), and where the outcome goes.
+/// What a login starts (`crate::sql::LoginStart`, owned for the writer thread).
+pub(super) enum Start {
+    /// A session (`SessionStore::create_login_session`).
+    Session(NewSession),
+    /// A legacy auth token (`LegacyTokenStore::create_legacy_login`).
+    Legacy(NewLegacyLogin),
+}
+
+impl From<crate::sql::LoginStart<'_>> for Start {
+    fn from(start: crate::sql::LoginStart<'_>) -> Self {
+        match start {
+            crate::sql::LoginStart::Session(s) => Start::Session(s.clone()),
+            crate::sql::LoginStart::Legacy(l) => Start::Legacy(l.clone()),
+        }
+    }
+}
+
+/// A login's writes (see `SessionStore::create_login_session` and
+/// `LegacyTokenStore::create_legacy_login`), and where the outcome goes.
 pub(super) struct PendingLogin {
-    pub(super) session: NewSession,
+    pub(super) start: Start,
     /// A direct login's address to remember; `None` for a RingEX exchange.
     pub(super) address: Option<RememberAddress>,
     pub(super) audit: AuditEvent,
@@ -256,8 +274,9 @@ fn run_group(
     run(conn, "COMMIT")
 }
 
-/// `create_login_session`'s one transaction on this connection: the session as
-/// `create_session` makes it, then the address (if any) and the audit event, each best effort; one
+/// `create_login_session`'s (or `create_legacy_login`'s) one transaction on this connection:
+/// the session as `create_session` makes it (or the legacy token as `insert_legacy_token`
+/// does), then the address (if any) and the audit event, each best effort; one
 /// commit. The change the session cap made (if any) is announced to the caches of store `local`
 /// whether or not the commit held, as `create_session` does; then the login is answered. The
 /// caller holds the write turn throughout.
@@ -281,64 +300,40 @@ fn run_login(
     login: &PendingLogin,
     change: &mut Option<RecordedChange>,
 ) -> Result<(), StoreError> {
-    use super::{audit, sessions, throttle};
-    let s = &login.session;
+    use super::{audit, legacy, sessions, throttle};
+    let (user_id, expected_password_hash) = match &login.start {
+        Start::Session(s) => (s.user_id, s.expected_password_hash.as_deref()),
+        Start::Legacy(l) => (l.user_id, Some(l.expected_password_hash.as_str())),
+    };
     run(conn, "BEGIN IMMEDIATE")?;
-    // As `create_session`: a password change or a disable committed since the login read the
-    // user wins.
+    // As `create_session` and `insert_legacy_token`: a password change or a disable committed
+    // since the login read the user wins.
     let current: Option<(String, bool)> = conn
         .prepare_cached(sessions::SESSION_USER_NOW)
         .and_then(|mut st| {
-            st.query_row(named_params! {"$1": s.user_id}, |row| {
+            st.query_row(named_params! {"$1": user_id}, |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()
         })
         .map_err(map_err)?;
-    crate::sql::session_may_start(s, current)?;
-    execute(
-        conn,
-        sessions::INSERT_SESSION,
-        named_params! {
-            "$1": &s.session_id,
-            "$2": s.user_id,
-            "$3": s.now,
-            "$4": s.refresh_expires_at,
-            "$5": s.sso_login,
-        },
-    )?;
-    if s.max_sessions > 0 {
-        let ended = execute(
-            conn,
-            sessions::END_SESSIONS_OVER_CAP,
-            named_params! {
-                "$1": s.now,
-                "$2": "session_cap",
-                "$3": s.user_id,
-                "$4": i64::MAX,
-                "$5": i64::from(s.max_sessions) - 1,
-                "$6": &s.session_id,
-            },
-        )?;
-        if ended > 0 {
-            *change = Some(record_change(
+    crate::sql::login_may_start(expected_password_hash, current)?;
+    match &login.start {
+        Start::Session(s) => insert_session(conn, s, change)?,
+        Start::Legacy(l) => {
+            execute(
                 conn,
-                ChangeKind::User,
-                &s.user_id.to_string(),
-                s.now,
-            )?);
+                legacy::INSERT_LEGACY_TOKEN,
+                named_params! {
+                    "$1": l.digest.as_slice(),
+                    "$2": l.user_id,
+                    "$3": l.now,
+                    "$4": l.token.expires_at,
+                    "$5": l.token.lifetime_ms,
+                },
+            )?;
         }
     }
-    execute(
-        conn,
-        sessions::INSERT_FIRST_REFRESH,
-        named_params! {
-            "$1": s.refresh_digest.as_slice(),
-            "$2": &s.session_id,
-            "$3": s.now,
-            "$4": s.refresh_expires_at,
-        },
-    )?;
     if let Some(a) = &login.address {
         best_effort(
             conn,
@@ -382,6 +377,60 @@ fn run_login(
         .map(drop)
     })?;
     run(conn, "COMMIT")
+}
+
+/// A session as `create_session` makes it, in the caller's transaction: the session, the cap
+/// (ending the user's oldest beyond it, noted in `change`), the first refresh token.
+fn insert_session(
+    conn: &Connection,
+    s: &NewSession,
+    change: &mut Option<RecordedChange>,
+) -> Result<(), StoreError> {
+    use super::sessions;
+    execute(
+        conn,
+        sessions::INSERT_SESSION,
+        named_params! {
+            "$1": &s.session_id,
+            "$2": s.user_id,
+            "$3": s.now,
+            "$4": s.refresh_expires_at,
+            "$5": s.sso_login,
+        },
+    )?;
+    if s.max_sessions > 0 {
+        let ended = execute(
+            conn,
+            sessions::END_SESSIONS_OVER_CAP,
+            named_params! {
+                "$1": s.now,
+                "$2": "session_cap",
+                "$3": s.user_id,
+                "$4": i64::MAX,
+                "$5": i64::from(s.max_sessions) - 1,
+                "$6": &s.session_id,
+            },
+        )?;
+        if ended > 0 {
+            *change = Some(record_change(
+                conn,
+                ChangeKind::User,
+                &s.user_id.to_string(),
+                s.now,
+            )?);
+        }
+    }
+    execute(
+        conn,
+        sessions::INSERT_FIRST_REFRESH,
+        named_params! {
+            "$1": s.refresh_digest.as_slice(),
+            "$2": &s.session_id,
+            "$3": s.now,
+            "$4": s.refresh_expires_at,
+        },
+    )?;
+    Ok(())
 }
 
 /// Runs `write` in a savepoint of the caller's transaction: if it fails, the failure is logged
