@@ -6,8 +6,8 @@ use super::Backend;
 use crate::sql::{DbResult as _, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    AuditEvent, AuditStore as _, LegacyToken, LegacyTokenStore, NewLegacyLogin, RememberAddress,
-    StoreError, ThrottleStore as _, UserRecord,
+    AuditEvent, LegacyToken, LegacyTokenStore, NewLegacyLogin, RememberAddress, StoreError,
+    UserRecord,
 };
 use sqlx::Row as _;
 
@@ -59,16 +59,7 @@ impl LegacyTokenStore for Backend {
         let hash = Some(l.expected_password_hash.as_str());
         self.insert_legacy_token(l.user_id, &l.digest, &l.token, l.now, hash)
             .await?;
-        let a = address;
-        if let Err(e) = self
-            .remember_login_address(&a.pair, a.user_id, a.now, a.expires_at, a.keep)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot remember the address of a successful login");
-        }
-        if let Err(e) = self.append_audit(audit).await {
-            tracing::warn!(error = %e, event = %audit.event, "could not write the audit event");
-        }
+        crate::sql::remember_and_audit(self, Some(address), audit).await;
         Ok(())
     }
 

@@ -118,6 +118,28 @@ pub(crate) enum LoginStart<'a> {
     Legacy(&'a cxauth_core::store::NewLegacyLogin),
 }
 
+/// A login's best-effort writes after its session or legacy token, where they are not in its
+/// commit (`login_in_one_commit` declined): the address to remember (if any), then the audit
+/// event; a failure of either is logged, never returned.
+pub(crate) async fn remember_and_audit<S>(
+    store: &S,
+    address: Option<&cxauth_core::store::RememberAddress>,
+    audit: &cxauth_core::store::AuditEvent,
+) where
+    S: cxauth_core::store::ThrottleStore + cxauth_core::store::AuditStore,
+{
+    if let Some(a) = address
+        && let Err(e) = store
+            .remember_login_address(&a.pair, a.user_id, a.now, a.expires_at, a.keep)
+            .await
+    {
+        tracing::warn!(error = %e, "cannot remember the address of a successful login");
+    }
+    if let Err(e) = store.append_audit(audit).await {
+        tracing::warn!(error = %e, event = %audit.event, "could not write the audit event");
+    }
+}
+
 /// Whether a login's session or legacy token may be stored for a user found as `current` (its
 /// password hash and enabled flag, read inside the login's write transaction): the user must
 /// still exist, be enabled, and, when the login checked a password (`expected_password_hash`),

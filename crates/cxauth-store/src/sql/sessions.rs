@@ -7,9 +7,8 @@ use super::{Backend, Conn};
 use crate::sql::{DbResult as _, RecordedChange, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    AuditEvent, AuditStore as _, ChangeKind, NewSession, RememberAddress, RevokeReason,
-    RotateOutcome, Rotation, SessionState, SessionStore, StoreError, ThrottleStore as _,
-    UserRecord,
+    AuditEvent, ChangeKind, NewSession, RememberAddress, RevokeReason, RotateOutcome, Rotation,
+    SessionState, SessionStore, StoreError, UserRecord,
 };
 use sqlx::Row as _;
 
@@ -92,16 +91,7 @@ impl SessionStore for Backend {
             return done;
         }
         self.create_session(s).await?;
-        if let Some(a) = address
-            && let Err(e) = self
-                .remember_login_address(&a.pair, a.user_id, a.now, a.expires_at, a.keep)
-                .await
-        {
-            tracing::warn!(error = %e, "cannot remember the address of a successful login");
-        }
-        if let Err(e) = self.append_audit(audit).await {
-            tracing::warn!(error = %e, event = %audit.event, "could not write the audit event");
-        }
+        crate::sql::remember_and_audit(self, address, audit).await;
         Ok(())
     }
 
