@@ -191,6 +191,17 @@ impl TestApp {
         b.create().await
     }
 
+    /// The whole audit trail, oldest first, read from the store (the server's own checks of
+    /// what it recorded, below HTTP).
+    pub async fn audit_trail(&self) -> Vec<cxauth_core::store::AuditEvent> {
+        self.state
+            .auth
+            .store()
+            .audit_events(&cxauth_core::store::AuditFilter::default())
+            .await
+            .expect("the audit trail")
+    }
+
     /// Like [`Self::create_user`], with a RingEX user id.
     pub async fn create_rc_user(&self, username: &str, grants: &[i64], rc_user_id: i64) -> i64 {
         self.user(username)

@@ -311,13 +311,7 @@ async fn an_unknown_username_is_audited_only_as_a_digest() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = login_status(&c, &s.base, "admin", "wrong").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let events = s
-        .state
-        .auth
-        .store()
-        .audit_events(&Default::default())
-        .await
-        .expect("audit");
+    let events = s.audit_trail().await;
     let names: Vec<_> = events
         .iter()
         .filter(|e| e.outcome == "failure")

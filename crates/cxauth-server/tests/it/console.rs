@@ -775,10 +775,7 @@ async fn a_manager_acts_only_within_its_subtree_and_below_its_rights() {
         .await;
     assert_eq!(dup.status, 400, "{}", dup.body);
     assert!(dup.body.contains("already exists"), "{}", dup.body);
-    let audit = store
-        .audit_events(&Default::default())
-        .await
-        .expect("audit");
+    let audit = app.audit_trail().await;
     assert!(
         audit
             .iter()
@@ -851,13 +848,7 @@ async fn disabling_revoking_and_resetting_take_effect_at_once() {
     let r = b.post(&act("revoke"), &[("csrf", &csrf)]).await;
     assert_eq!(r.status, 303);
     assert_eq!(api_tokens_status(&app, &kid_token).await, 401);
-    let audit = app
-        .state
-        .auth
-        .store()
-        .audit_events(&Default::default())
-        .await
-        .expect("audit");
+    let audit = app.audit_trail().await;
     for event in [
         "user.disable",
         "user.enable",
@@ -919,13 +910,7 @@ async fn a_wrong_password_gets_the_apis_generic_error_and_the_throttle_applies()
         429,
         "the API shares the budget"
     );
-    let audit = app
-        .state
-        .auth
-        .store()
-        .audit_events(&Default::default())
-        .await
-        .expect("audit");
+    let audit = app.audit_trail().await;
     assert!(
         audit
             .iter()

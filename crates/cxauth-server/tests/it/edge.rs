@@ -466,13 +466,7 @@ async fn the_peer_address_still_reaches_the_handlers() {
         .await
         .expect("login");
     assert_eq!(res.status(), 200);
-    let trail = s
-        .state
-        .auth
-        .store()
-        .audit_events(&cxauth_core::store::AuditFilter::default())
-        .await
-        .expect("audit");
+    let trail = s.audit_trail().await;
     let login = trail
         .iter()
         .find(|e| e.request_id.as_deref() == Some("edge-peer-1"))

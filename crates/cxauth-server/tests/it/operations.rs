@@ -71,15 +71,6 @@ async fn shutdown_is_bounded_by_the_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
-async fn audit_trail(s: &TestApp) -> Vec<cxauth_core::store::AuditEvent> {
-    s.state
-        .auth
-        .store()
-        .audit_events(&cxauth_core::store::AuditFilter::default())
-        .await
-        .expect("audit")
-}
-
 #[tokio::test]
 async fn security_events_reach_the_audit_trail_without_secrets() {
     let s = TestApp::spawn().await;
@@ -129,7 +120,7 @@ async fn security_events_reach_the_audit_trail_without_secrets() {
     }
     assert!(throttled);
 
-    let trail = audit_trail(&s).await;
+    let trail = s.audit_trail().await;
     let find = |event: &str, outcome: &str| {
         trail
             .iter()
@@ -187,7 +178,7 @@ async fn refresh_reuse_is_audited() {
     s.client.refresh(&rt).await.expect("rotate");
     s.clock.advance(Duration::from_secs(120));
     assert!(s.client.refresh(&rt).await.is_err());
-    let trail = audit_trail(&s).await;
+    let trail = s.audit_trail().await;
     let reuse = trail
         .iter()
         .find(|e| e.event == "refresh.reuse")
@@ -259,7 +250,7 @@ async fn rotated_key_signs_old_tokens_stay_valid_and_old_keys_retire() {
         [old_kid.as_str()]
     );
     assert_eq!(jwks_kids(&s).await, [new_kid.as_str()]);
-    let trail = audit_trail(&s).await;
+    let trail = s.audit_trail().await;
     assert!(
         trail
             .iter()

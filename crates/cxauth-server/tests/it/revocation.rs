@@ -483,13 +483,7 @@ async fn the_api_token_cap_answers_409_in_the_ringcx_error_shape() {
     assert_eq!(status, 200);
     assert_eq!(create_token(&s, &c).await.0, 200);
     assert_eq!(create_token(&s, &c).await.0, 409);
-    let trail = s
-        .state
-        .auth
-        .store()
-        .audit_events(&cxauth_core::store::AuditFilter::default())
-        .await
-        .expect("audit");
+    let trail = s.audit_trail().await;
     assert!(
         trail
             .iter()

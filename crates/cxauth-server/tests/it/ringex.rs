@@ -475,10 +475,7 @@ async fn a_linked_main_account_takes_tokens_of_its_own_ringex_account_only() {
         !body.contains("400"),
         "the refusal names no account: {body}"
     );
-    let audit = b_store
-        .audit_events(&Default::default())
-        .await
-        .expect("audit");
+    let audit = b.audit_trail().await;
     assert!(
         audit.iter().any(|r| r.event == "ringex.exchange"
             && r.outcome == "failure"
@@ -529,13 +526,7 @@ async fn the_rust_client_exchanges_ringex_tokens_and_logs_in_the_legacy_way() {
         .expect_err("refused");
     assert_eq!(err.status(), Some(reqwest::StatusCode::UNAUTHORIZED));
     // Each exchange's session was written with its audit event (one commit on SQLite).
-    let audit = s
-        .state
-        .auth
-        .store()
-        .audit_events(&Default::default())
-        .await
-        .expect("audit");
+    let audit = s.audit_trail().await;
     let exchanged: Vec<_> = audit
         .iter()
         .filter(|r| r.event == "ringex.exchange" && r.outcome == "success")
@@ -569,13 +560,7 @@ async fn the_rust_client_exchanges_ringex_tokens_and_logs_in_the_legacy_way() {
     assert_eq!(err.status(), Some(reqwest::StatusCode::UNAUTHORIZED));
     // The legacy token was written with its login's audit event (one commit on SQLite); the
     // refused login has its own.
-    let audit = s
-        .state
-        .auth
-        .store()
-        .audit_events(&Default::default())
-        .await
-        .expect("audit");
+    let audit = s.audit_trail().await;
     let mut outcomes: Vec<_> = audit
         .iter()
         .filter(|r| r.event == "legacy_login" && r.username.as_deref() == Some("rosa"))
