@@ -354,7 +354,7 @@ impl SqliteStore {
         let turn = self.write_turn.clone().lock_owned().await;
         writer.submit_login(
             writer::PendingLogin {
-                start: start.into(),
+                start: start.into_owned(),
                 address: address.cloned(),
                 audit: audit.clone(),
                 reply,

@@ -51,7 +51,7 @@ impl LegacyTokenStore for Backend {
         address: &RememberAddress,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let start = crate::sql::LoginStart::Legacy(login);
+        let start = crate::sql::LoginStart::Legacy(std::borrow::Cow::Borrowed(login));
         if let Some(done) = self.login_in_one_commit(start, Some(address), audit).await {
             return done;
         }

@@ -18,6 +18,7 @@
 //! PostgreSQL).
 
 use cxauth_core::store::{ChangeKind, LocalChangeListener, StoreError, UserRecord};
+use std::borrow::Cow;
 
 /// Advisory lock key serialising account id allocation and bootstrap.
 pub(crate) const LOCK_ACCOUNTS: i64 = 0x6378_6175_7468_0001;
@@ -109,13 +110,39 @@ pub(crate) fn rotation_step(
 }
 
 /// What a login starts, for a backend's `login_in_one_commit`: a session (a direct login or a
-/// RingEX exchange) or a legacy auth token (the legacy login).
-#[derive(Clone, Copy)]
+/// RingEX exchange) or a legacy auth token (the legacy login). Borrowed from the caller, and
+/// owned (`into_owned`) only by a backend that hands it to another thread (SQLite's writer).
 pub(crate) enum LoginStart<'a> {
     /// See `SessionStore::create_login_session`.
-    Session(&'a cxauth_core::store::NewSession),
+    Session(Cow<'a, cxauth_core::store::NewSession>),
     /// See `LegacyTokenStore::create_legacy_login`.
-    Legacy(&'a cxauth_core::store::NewLegacyLogin),
+    Legacy(Cow<'a, cxauth_core::store::NewLegacyLogin>),
+}
+
+impl LoginStart<'_> {
+    /// Whose login it is.
+    pub(crate) fn user_id(&self) -> i64 {
+        match self {
+            LoginStart::Session(s) => s.user_id,
+            LoginStart::Legacy(l) => l.user_id,
+        }
+    }
+
+    /// The password hash the login checked, if it checked one (see [`login_may_start`]).
+    pub(crate) fn expected_password_hash(&self) -> Option<&str> {
+        match self {
+            LoginStart::Session(s) => s.expected_password_hash.as_deref(),
+            LoginStart::Legacy(l) => Some(&l.expected_password_hash),
+        }
+    }
+
+    /// The same, owning what it borrowed.
+    pub(crate) fn into_owned(self) -> LoginStart<'static> {
+        match self {
+            LoginStart::Session(s) => LoginStart::Session(Cow::Owned(s.into_owned())),
+            LoginStart::Legacy(l) => LoginStart::Legacy(Cow::Owned(l.into_owned())),
+        }
+    }
 }
 
 /// A login's best-effort writes after its session or legacy token, where they are not in its

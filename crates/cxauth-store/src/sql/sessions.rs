@@ -86,7 +86,7 @@ impl SessionStore for Backend {
         address: Option<&RememberAddress>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let start = crate::sql::LoginStart::Session(s);
+        let start = crate::sql::LoginStart::Session(std::borrow::Cow::Borrowed(s));
         if let Some(done) = self.login_in_one_commit(start, address, audit).await {
             return done;
         }

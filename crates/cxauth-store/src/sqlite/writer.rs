@@ -25,10 +25,10 @@
 //! SQLite's write lock from this process.
 
 use super::{PendingRotation, ROTATE_EXTEND, ROTATE_INSERT, ROTATE_RETIRE};
-use crate::sql::{RecordedChange, UserRow};
+use crate::sql::{LoginStart, RecordedChange, UserRow};
 use cxauth_core::store::{
-    AuditEvent, ChangeKind, NewLegacyLogin, NewSession, RememberAddress, RevokeReason,
-    RotateOutcome, Rotation, StoreError, UserRecord,
+    AuditEvent, ChangeKind, NewSession, RememberAddress, RevokeReason, RotateOutcome, Rotation,
+    StoreError, UserRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, named_params};
 use std::path::Path;
@@ -49,27 +49,10 @@ enum Work {
     Login(Box<PendingLogin>),
 }
 
-/// What a login starts (`crate::sql::LoginStart`, owned for the writer thread).
-pub(super) enum Start {
-    /// A session (`SessionStore::create_login_session`).
-    Session(NewSession),
-    /// A legacy auth token (`LegacyTokenStore::create_legacy_login`).
-    Legacy(NewLegacyLogin),
-}
-
-impl From<crate::sql::LoginStart<'_>> for Start {
-    fn from(start: crate::sql::LoginStart<'_>) -> Self {
-        match start {
-            crate::sql::LoginStart::Session(s) => Start::Session(s.clone()),
-            crate::sql::LoginStart::Legacy(l) => Start::Legacy(l.clone()),
-        }
-    }
-}
-
 /// A login's writes (see `SessionStore::create_login_session` and
 /// `LegacyTokenStore::create_legacy_login`), and where the outcome goes.
 pub(super) struct PendingLogin {
-    pub(super) start: Start,
+    pub(super) start: LoginStart<'static>,
     /// A direct login's address to remember; `None` for a RingEX exchange.
     pub(super) address: Option<RememberAddress>,
     pub(super) audit: AuditEvent,
@@ -301,26 +284,22 @@ fn run_login(
     change: &mut Option<RecordedChange>,
 ) -> Result<(), StoreError> {
     use super::{audit, legacy, sessions, throttle};
-    let (user_id, expected_password_hash) = match &login.start {
-        Start::Session(s) => (s.user_id, s.expected_password_hash.as_deref()),
-        Start::Legacy(l) => (l.user_id, Some(l.expected_password_hash.as_str())),
-    };
     run(conn, "BEGIN IMMEDIATE")?;
     // As `create_session` and `insert_legacy_token`: a password change or a disable committed
     // since the login read the user wins.
     let current: Option<(String, bool)> = conn
         .prepare_cached(sessions::SESSION_USER_NOW)
         .and_then(|mut st| {
-            st.query_row(named_params! {"$1": user_id}, |row| {
+            st.query_row(named_params! {"$1": login.start.user_id()}, |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()
         })
         .map_err(map_err)?;
-    crate::sql::login_may_start(expected_password_hash, current)?;
+    crate::sql::login_may_start(login.start.expected_password_hash(), current)?;
     match &login.start {
-        Start::Session(s) => insert_session(conn, s, change)?,
-        Start::Legacy(l) => {
+        LoginStart::Session(s) => insert_session(conn, s, change)?,
+        LoginStart::Legacy(l) => {
             execute(
                 conn,
                 legacy::INSERT_LEGACY_TOKEN,
