@@ -54,11 +54,10 @@ impl Sessions {
     }
 
     /// Starts the session of a direct login for `user`, and writes what the login leaves behind
-    /// with it: the address to remember and the audit event, both
-    /// made by `record` at the session's start time (see
-    /// [`crate::store::SessionStore::create_login_session`]). [`StoreError::Conflict`] if
-    /// the user was disabled, or its password changed from `expected_password_hash`, since it
-    /// was read.
+    /// with it: the address to remember and the audit event, both made by `record` at the
+    /// session's start time (see [`crate::store::SessionStore::create_login_session`]).
+    /// [`StoreError::Conflict`] if the user was disabled, or its password changed from
+    /// `expected_password_hash`, since it was read.
     pub(crate) async fn start_login(
         &self,
         user: &UserRecord,
@@ -73,11 +72,11 @@ impl Sessions {
     }
 
     /// Starts the session of a RingEX exchange for `user` (`ssoLogin`), and writes its audit
-    /// event with it, made by `event` at the session's start time: one commit
-    /// on SQLite, so a crash never keeps an exchanged session without its audit event. An
-    /// exchange remembers no address, as before: a remembered address keys the password
-    /// attempts of a username from it, and an exchange presents neither. [`StoreError::Conflict`] if the user was
-    /// disabled since it was read.
+    /// event with it, made by `event` at the session's start time: one commit on SQLite, so a
+    /// crash never keeps an exchanged session without its audit event. An exchange remembers
+    /// no address: a remembered address keys the password attempts of a username from it, and
+    /// an exchange presents neither. [`StoreError::Conflict`] if the user was disabled since it
+    /// was read.
     pub(crate) async fn start_exchange(
         &self,
         user: &UserRecord,
