@@ -2929,6 +2929,25 @@ async fn login_user(s: &SharedStore) -> (i64, String) {
     (uid, hash)
 }
 
+/// Asserts that the audit trail holds exactly `event`, as given (its row id aside).
+async fn assert_only_audit_event(b: &Backend, event: &AuditEvent) {
+    let events = b
+        .store
+        .audit_events(&AuditFilter::default())
+        .await
+        .expect("audit");
+    assert_eq!(events.len(), 1, "{}: {events:?}", b.name);
+    assert_eq!(
+        &AuditEvent {
+            id: 0,
+            ..events[0].clone()
+        },
+        event,
+        "{}: the audit row is the event as given",
+        b.name
+    );
+}
+
 #[tokio::test]
 async fn a_login_writes_its_session_address_and_audit_event() {
     for b in backends().await {
@@ -2948,20 +2967,7 @@ async fn a_login_writes_its_session_address_and_audit_event() {
             "{}: the address is remembered",
             b.name
         );
-        let events = s
-            .audit_events(&AuditFilter::default())
-            .await
-            .expect("audit");
-        assert_eq!(events.len(), 1, "{}", b.name);
-        assert_eq!(
-            AuditEvent {
-                id: 0,
-                ..events[0].clone()
-            },
-            audit,
-            "{}: the audit row is the event as given",
-            b.name
-        );
+        assert_only_audit_event(&b, &audit).await;
         // The first refresh token works, once.
         let rotated = s
             .rotate_refresh_token(&Rotation {
@@ -3005,20 +3011,7 @@ async fn an_exchange_writes_its_session_and_audit_event_and_no_address() {
             "{}: an exchange remembers no address",
             b.name
         );
-        let events = s
-            .audit_events(&AuditFilter::default())
-            .await
-            .expect("audit");
-        assert_eq!(events.len(), 1, "{}", b.name);
-        assert_eq!(
-            AuditEvent {
-                id: 0,
-                ..events[0].clone()
-            },
-            audit,
-            "{}",
-            b.name
-        );
+        assert_only_audit_event(&b, &audit).await;
 
         assert!(s.set_user_enabled("u", false, 2).await.expect("disable"));
         let (mut session, _, audit) = login_writes(uid, 2, &hash, 0);
@@ -3093,20 +3086,7 @@ async fn a_legacy_login_writes_its_token_address_and_audit_event_or_nothing() {
             "{}",
             b.name
         );
-        let events = s
-            .audit_events(&AuditFilter::default())
-            .await
-            .expect("audit");
-        assert_eq!(events.len(), 1, "{}", b.name);
-        assert_eq!(
-            AuditEvent {
-                id: 0,
-                ..events[0].clone()
-            },
-            audit,
-            "{}",
-            b.name
-        );
+        assert_only_audit_event(&b, &audit).await;
 
         let (login, address, audit) = legacy_login_writes(uid, 2, "not-the-hash");
         let outcome = s.create_legacy_login(&login, &address, &audit).await;
@@ -3263,9 +3243,9 @@ async fn a_login_starts_its_session_when_its_address_or_audit_event_cannot_be_wr
     }
 }
 
-/// Logins of one user at once, with rotations of another user's sessions racing them through
-/// the same writer: the cap and the address bound hold exactly, every login gets its audit
-/// row, and every rotation its own outcome.
+/// Logins of one user at once, direct and legacy, with rotations of another user's sessions
+/// racing them through the same writer: the cap and the address bound hold exactly, every
+/// login gets its session or token and its audit row, and every rotation its own outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
     for b in backends().await {
@@ -3292,11 +3272,18 @@ async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
         }
         let mut tasks = Vec::new();
         for n in 1..=20u8 {
-            let (store, hash) = (s.clone(), hash.clone());
+            let (store, (session, address, audit)) = (s.clone(), login_writes(uid, n, &hash, 5));
             tasks.push(tokio::spawn(async move {
-                let (session, address, audit) = login_writes(uid, n, &hash, 5);
                 until_available("a login's writes", || {
                     store.create_login_session(&session, Some(&address), &audit)
+                })
+                .await;
+            }));
+            let (store, (login, address, audit)) =
+                (s.clone(), legacy_login_writes(uid, 20 + n, &hash));
+            tasks.push(tokio::spawn(async move {
+                until_available("a legacy login's writes", || {
+                    store.create_legacy_login(&login, &address, &audit)
                 })
                 .await;
             }));
@@ -3346,8 +3333,14 @@ async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
             b.name
         );
         assert_eq!(
-            live("SELECT COUNT(*) FROM audit_events").await,
+            live("SELECT COUNT(*) FROM legacy_tokens").await,
             20,
+            "{}: the legacy tokens",
+            b.name
+        );
+        assert_eq!(
+            live("SELECT COUNT(*) FROM audit_events").await,
+            40,
             "{}",
             b.name
         );
