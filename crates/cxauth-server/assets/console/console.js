@@ -3,9 +3,10 @@
 // pages work without it.
 "use strict";
 
-// Each form of a page is sent at most once: a double click on "Create token" would otherwise
-// make two tokens (and on "Create user", a second attempt that fails as a duplicate). Every
-// answer to a form is a new page, with forms of its own. The button is disabled only after the
+// Each form of a page is sent at most once: where a browser sends both clicks of a double
+// click, "Create token" would otherwise make two tokens (Chromium drops the second itself while
+// the first is in flight; this does the same wherever the script runs). Every answer to a form
+// is a new page, with forms of its own. The button is disabled only after the
 // submit event, so that the browser still sends its name and value.
 function sendFormsOnce() {
   document.querySelectorAll("form[method='post']").forEach(function (form) {
