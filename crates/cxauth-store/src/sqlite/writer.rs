@@ -1,4 +1,4 @@
-//! The rotation writer: refresh-token rotations, and direct logins' writes, committed through
+//! The rotation writer: refresh-token rotations, and logins' writes, committed through
 //! `rusqlite` on a connection and a thread of their own (issue 14).
 //!
 //! Through sqlx every statement is a hand-off to the connection's worker thread and back (two
@@ -18,11 +18,12 @@
 //! The semantics are those of `commit_group` and `sessions::rotate_in` (sqlx) exactly: the same
 //! SQL text (shared constants), arrival order, one savepoint per rotation in a group, reuse
 //! recorded in the change log and announced after the commit, errors mapped as `map_err` maps
-//! sqlx's. A login's job is `create_session`, `remember_login_address` and `append_audit`
-//! (sqlx) in one transaction: the same statements, the last two each in a savepoint, so that
-//! either failing is logged and rolled back alone, as when they run on their own. The process's write turn (`SqliteStore::write_turn`) is held from before `BEGIN
-//! IMMEDIATE` until after `COMMIT`, so this connection and the sqlx pool never both hold
-//! SQLite's write lock from this process.
+//! sqlx's. A login's job is `create_session` (or, for the legacy login, `insert_legacy_token`),
+//! `remember_login_address` (unless a RingEX exchange) and `append_audit` (sqlx) in one
+//! transaction: the same statements, the last two each in a savepoint, so that either failing
+//! is logged and rolled back alone, as when they run on their own. The process's write turn
+//! (`SqliteStore::write_turn`) is held from before `BEGIN IMMEDIATE` until after `COMMIT`, so
+//! this connection and the sqlx pool never both hold SQLite's write lock from this process.
 
 use super::{PendingRotation, ROTATE_EXTEND, ROTATE_INSERT, ROTATE_RETIRE};
 use crate::sql::{LoginStart, RecordedChange, UserRow};
@@ -53,7 +54,7 @@ enum Work {
 /// `LegacyTokenStore::create_legacy_login`), and where the outcome goes.
 pub(super) struct PendingLogin {
     pub(super) start: LoginStart<'static>,
-    /// A direct login's address to remember; `None` for a RingEX exchange.
+    /// The address to remember (a direct or legacy login's); `None` for a RingEX exchange.
     pub(super) address: Option<RememberAddress>,
     pub(super) audit: AuditEvent,
     pub(super) reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
