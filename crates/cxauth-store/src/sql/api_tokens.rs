@@ -136,9 +136,11 @@ impl ApiTokenStore for Backend {
         } else {
             None
         };
-        // Counts at most `cap` rows: the cost stays bounded by the cap, not the table.
+        // Counts at most `cap` rows: the cost stays bounded by the cap, not the table. (The
+        // limit is an expression: see `crate::sql::no_limit!`.)
         let held: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT id FROM api_tokens WHERE user_id = $1 LIMIT $2) held",
+            "SELECT COUNT(*) FROM (SELECT id FROM api_tokens WHERE user_id = $1 \
+             LIMIT CAST($2 AS BIGINT)) held",
         )
         .bind(t.user_id)
         .bind(i64::try_from(t.cap).unwrap_or(i64::MAX))

@@ -53,7 +53,7 @@ impl AuditStore for Backend {
             "SELECT id, at, event, outcome, user_id, username, addr, request_id, detail \
                  FROM audit_events \
                  WHERE at >= $1 AND id > $2 AND ($3 IS NULL OR username = $3) \
-                 ORDER BY id LIMIT $4",
+                 ORDER BY id LIMIT CAST($4 AS BIGINT)",
         )
         .bind(f.since)
         .bind(f.after_id)

@@ -95,7 +95,8 @@ impl ChangeLogStore for Backend {
             .await
             .db()?;
         let rows = sqlx::query(
-            "SELECT seq, kind, key FROM credential_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, kind, key FROM credential_changes WHERE seq > $1 ORDER BY seq \
+             LIMIT CAST($2 AS BIGINT)",
         )
         .bind(after)
         .bind(limit)

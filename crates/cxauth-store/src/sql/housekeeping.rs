@@ -15,20 +15,20 @@ impl Housekeeping for Backend {
         // for long, so logins keep flowing while it runs.
         let mut counts = [0u64; 7];
         for (n, sql) in [
-            "DELETE FROM refresh_tokens WHERE digest IN \
-                 (SELECT digest FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)",
+            "DELETE FROM refresh_tokens WHERE digest IN (SELECT digest FROM refresh_tokens \
+                 WHERE expires_at <= $1 LIMIT CAST($2 AS BIGINT))",
             "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-                 WHERE expires_at <= $1 OR revoked_at <= $1 LIMIT $2)",
-            "DELETE FROM legacy_tokens WHERE digest IN \
-                 (SELECT digest FROM legacy_tokens WHERE expires_at <= $1 LIMIT $2)",
-            "DELETE FROM ringex_tokens WHERE digest IN \
-                 (SELECT digest FROM ringex_tokens WHERE expires_at <= $1 LIMIT $2)",
-            "DELETE FROM login_throttle WHERE throttle_key IN \
-                 (SELECT throttle_key FROM login_throttle WHERE expires_at <= $1 LIMIT $2)",
-            "DELETE FROM login_addresses WHERE pair IN \
-                 (SELECT pair FROM login_addresses WHERE expires_at <= $1 LIMIT $2)",
-            "DELETE FROM ringex_refresh_tokens WHERE login_id IN \
-                 (SELECT login_id FROM ringex_refresh_tokens WHERE expires_at <= $1 LIMIT $2)",
+                 WHERE expires_at <= $1 OR revoked_at <= $1 LIMIT CAST($2 AS BIGINT))",
+            "DELETE FROM legacy_tokens WHERE digest IN (SELECT digest FROM legacy_tokens \
+                 WHERE expires_at <= $1 LIMIT CAST($2 AS BIGINT))",
+            "DELETE FROM ringex_tokens WHERE digest IN (SELECT digest FROM ringex_tokens \
+                 WHERE expires_at <= $1 LIMIT CAST($2 AS BIGINT))",
+            "DELETE FROM login_throttle WHERE throttle_key IN (SELECT throttle_key \
+                 FROM login_throttle WHERE expires_at <= $1 LIMIT CAST($2 AS BIGINT))",
+            "DELETE FROM login_addresses WHERE pair IN (SELECT pair FROM login_addresses \
+                 WHERE expires_at <= $1 LIMIT CAST($2 AS BIGINT))",
+            "DELETE FROM ringex_refresh_tokens WHERE login_id IN (SELECT login_id \
+                 FROM ringex_refresh_tokens WHERE expires_at <= $1 LIMIT CAST($2 AS BIGINT))",
         ]
         .into_iter()
         .enumerate()
@@ -60,7 +60,7 @@ impl Housekeeping for Backend {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "DELETE FROM audit_events WHERE id IN \
-                 (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)",
+                 (SELECT id FROM audit_events WHERE at < $1 LIMIT CAST($2 AS BIGINT))",
         )
         .bind(before)
         .bind(batch)

@@ -4,7 +4,7 @@
 
 use super::changes::record_change;
 use super::{Backend, Conn};
-use crate::sql::{DbResult as _, RecordedChange, UserRow, user_columns};
+use crate::sql::{DbResult as _, RecordedChange, UserRow, no_limit, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
     AuditEvent, ChangeKind, NewSession, RememberAddress, RevokeReason, RotateOutcome, Rotation,
@@ -47,7 +47,6 @@ impl SessionStore for Backend {
                 .bind(s.now)
                 .bind("session_cap")
                 .bind(s.user_id)
-                .bind(i64::MAX)
                 .bind(i64::from(s.max_sessions) - 1)
                 .bind(&s.session_id)
                 .execute(&mut *tx)
@@ -183,12 +182,15 @@ pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions \
      (id, user_id, created_at, expires_at, sso_login) VALUES ($1, $2, $3, $4, $5)";
 
 /// Ends the user's live sessions beyond the cap, newest kept: `$1` now, `$2` the reason, `$3`
-/// the user, `$4` `i64::MAX` (no limit), `$5` the cap less one (the new session, `$6`, is not
-/// counted: it is the one that stays).
-pub(crate) const END_SESSIONS_OVER_CAP: &str = "UPDATE sessions SET revoked_at = $1, \
-     revoked_reason = $2 WHERE id IN (SELECT id FROM sessions WHERE user_id = $3 \
-     AND revoked_at IS NULL AND expires_at > $1 AND id <> $6 \
-     ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5)";
+/// the user, `$4` the cap less one (the new session, `$5`, is not counted: it is the one that
+/// stays). "No limit" is a literal, not a parameter: see `crate::sql::no_limit!`.
+pub(crate) const END_SESSIONS_OVER_CAP: &str = concat!(
+    "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id IN \
+     (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL AND expires_at > $1 \
+     AND id <> $5 ORDER BY created_at DESC, id DESC LIMIT ",
+    no_limit!(),
+    " OFFSET $4)"
+);
 
 /// A session's first refresh token: `$1` its digest, `$2` the session, `$3` now, `$4` expiry.
 pub(crate) const INSERT_FIRST_REFRESH: &str = "INSERT INTO refresh_tokens \

@@ -3,7 +3,7 @@
 //! Compiled once per dialect (see `crate::sql`).
 
 use super::Backend;
-use crate::sql::DbResult as _;
+use crate::sql::{DbResult as _, no_limit};
 use async_trait::async_trait;
 use cxauth_core::store::{StoreError, ThrottleStore};
 
@@ -105,7 +105,6 @@ impl ThrottleStore for Backend {
         // Bounded per user: the oldest addresses beyond `keep` are forgotten.
         sqlx::query(FORGET_OLD_ADDRESSES)
             .bind(user_id)
-            .bind(i64::MAX)
             .bind(i64::from(keep))
             .execute(&mut *tx)
             .await
@@ -121,7 +120,11 @@ pub(crate) const REMEMBER_ADDRESS: &str = "INSERT INTO login_addresses \
      DO UPDATE SET user_id = excluded.user_id, last_login = excluded.last_login, \
      expires_at = excluded.expires_at";
 
-/// Forgets the user's (`$1`) oldest addresses beyond the `$3` most recent (`$2` `i64::MAX`).
-pub(crate) const FORGET_OLD_ADDRESSES: &str = "DELETE FROM login_addresses WHERE pair IN \
-     (SELECT pair FROM login_addresses WHERE user_id = $1 \
-     ORDER BY last_login DESC, pair LIMIT $2 OFFSET $3)";
+/// Forgets the user's (`$1`) oldest addresses beyond the `$2` most recent. "No limit" is a
+/// literal, not a parameter: see `crate::sql::no_limit!`.
+pub(crate) const FORGET_OLD_ADDRESSES: &str = concat!(
+    "DELETE FROM login_addresses WHERE pair IN (SELECT pair FROM login_addresses \
+     WHERE user_id = $1 ORDER BY last_login DESC, pair LIMIT ",
+    no_limit!(),
+    " OFFSET $2)"
+);

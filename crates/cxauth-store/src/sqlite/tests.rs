@@ -1,6 +1,7 @@
 //! The write queue's own claims, tested against a real database file: writers of one process
 //! are served in arrival order, and a write transaction that is dropped (an error path) leaves
-//! nothing behind and the turn free.
+//! nothing behind and the turn free. Also: the statements the writer thread keeps prepared stay
+//! prepared (see `crate::sql::no_limit!`).
 
 use super::*;
 use std::sync::Mutex as StdMutex;
@@ -90,4 +91,87 @@ async fn a_dropped_write_leaves_nothing_and_frees_the_turn() {
     }
     assert_eq!(meta_count(&store, "dropped-").await, 0);
     assert_eq!(meta_count(&store, "kept-").await, 20);
+}
+
+/// Every statement the writer thread runs for a login or a rotation, bound again and again with
+/// new values as the thread binds them, is parsed and planned once: SQLite never re-prepares
+/// it. A `LIMIT` bound to a bare parameter was (SQLite plans with its value), on every login; see
+/// `crate::sql::no_limit!`.
+#[tokio::test]
+async fn no_shared_statement_is_prepared_again_on_each_binding() {
+    let (_store, dir) = store().await;
+    let conn = writer::open_connection(&dir.path().join("queue.db"), Duration::from_secs(5))
+        .expect("a writer connection");
+    let statements = [
+        ("SESSION_USER_NOW", sessions::SESSION_USER_NOW),
+        ("INSERT_SESSION", sessions::INSERT_SESSION),
+        ("END_SESSIONS_OVER_CAP", sessions::END_SESSIONS_OVER_CAP),
+        ("INSERT_FIRST_REFRESH", sessions::INSERT_FIRST_REFRESH),
+        ("ROTATE_READ", sessions::ROTATE_READ),
+        ("REVOKE_FOR_REUSE", sessions::REVOKE_FOR_REUSE),
+        ("ROTATE_RETIRE", ROTATE_RETIRE),
+        ("ROTATE_INSERT", ROTATE_INSERT),
+        ("ROTATE_EXTEND", ROTATE_EXTEND),
+        ("INSERT_LEGACY_TOKEN", legacy::INSERT_LEGACY_TOKEN),
+        ("REMEMBER_ADDRESS", throttle::REMEMBER_ADDRESS),
+        ("FORGET_OLD_ADDRESSES", throttle::FORGET_OLD_ADDRESSES),
+        ("INSERT_AUDIT", audit::INSERT_AUDIT),
+        ("INSERT_CHANGE", changes::INSERT_CHANGE),
+    ];
+    for (name, sql) in statements {
+        let mut st = conn.prepare(sql).expect(name);
+        for round in 0..4i64 {
+            for i in 1..=st.parameter_count() {
+                st.raw_bind_parameter(i, round * 100 + i as i64)
+                    .expect("bind");
+            }
+            // Whether the step succeeds does not matter (a foreign key may refuse these
+            // values): an expired statement is prepared again before it runs at all.
+            let _ = st.raw_execute();
+        }
+        assert_eq!(
+            st.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "{name} is parsed and planned again on each new binding"
+        );
+    }
+}
+
+/// No SQL of this crate binds its `LIMIT` to a bare parameter (which SQLite plans with: see
+/// `crate::sql::no_limit!`). The statements above are checked by running them; the rest
+/// (purges, the change log, the audit listing, the API-token cap) by reading the source.
+#[test]
+fn no_query_binds_a_bare_limit() {
+    fn sources(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    assert!(files.len() > 10, "the crate's sources: {files:?}");
+    // Built here, so that this line does not match itself.
+    let bare: Vec<String> = ["LIMIT", "limit"]
+        .iter()
+        .flat_map(|l| ['$', '?'].map(|p| format!("{l} {p}")))
+        .collect();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read");
+        for (n, line) in text.lines().enumerate() {
+            assert!(
+                !bare.iter().any(|b| line.contains(b)),
+                "{}:{}: a bare LIMIT parameter: {line}",
+                file.display(),
+                n + 1
+            );
+        }
+    }
 }

@@ -332,7 +332,7 @@ fn run_login(
                 execute(
                     conn,
                     throttle::FORGET_OLD_ADDRESSES,
-                    named_params! {"$1": a.user_id, "$2": i64::MAX, "$3": i64::from(a.keep)},
+                    named_params! {"$1": a.user_id, "$2": i64::from(a.keep)},
                 )
                 .map(drop)
             },
@@ -386,9 +386,8 @@ fn insert_session(
                 "$1": s.now,
                 "$2": "session_cap",
                 "$3": s.user_id,
-                "$4": i64::MAX,
-                "$5": i64::from(s.max_sessions) - 1,
-                "$6": &s.session_id,
+                "$4": i64::from(s.max_sessions) - 1,
+                "$5": &s.session_id,
             },
         )?;
         if ended > 0 {
