@@ -175,3 +175,37 @@ fn no_query_binds_a_bare_limit() {
         }
     }
 }
+
+/// The session cap's query (every login, with the cap on by default) finds the user's live
+/// sessions through the partial index of migration 11, newest first, without a sort: not
+/// through `sessions_by_user`, which also walks every ended session not yet purged.
+#[tokio::test]
+async fn the_session_cap_walks_only_live_sessions() {
+    let (_store, dir) = store().await;
+    let conn = writer::open_connection(&dir.path().join("queue.db"), Duration::from_secs(5))
+        .expect("a writer connection");
+    let mut plan = conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            sessions::END_SESSIONS_OVER_CAP
+        ))
+        .expect("explain");
+    // Unbound parameters are NULL: the plan does not depend on them (see `no_limit!`).
+    let mut rows = plan.raw_query();
+    let mut steps = Vec::new();
+    while let Some(row) = rows.next().expect("plan") {
+        steps.push(row.get::<_, String>(3).expect("detail"));
+    }
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("USING INDEX sessions_live_by_user")),
+        "{steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s.contains("sessions_by_user") || s.contains("TEMP B-TREE")),
+        "{steps:?}"
+    );
+}

@@ -1,0 +1,9 @@
+-- cxauth schema, version 11: find a user's live sessions without walking the ended ones.
+
+-- Every login with the session cap on (the default) ends the user's live sessions beyond the cap,
+-- newest kept (`... WHERE user_id = ? AND revoked_at IS NULL ... ORDER BY created_at DESC, id
+-- DESC`). Through sessions_by_user that visits every session the user has, ended ones included,
+-- and ended sessions stay until the next purge of expired rows (every ten minutes): a user who
+-- logs in often made each of its logins cost more (BENCHMARKS.md, "Dec 4, twelfth round"). This
+-- partial index holds only live sessions, in the order the cap keeps them.
+CREATE INDEX sessions_live_by_user ON sessions (user_id, created_at, id) WHERE revoked_at IS NULL;
