@@ -263,19 +263,20 @@ pub(crate) use user_columns;
 /// [`user_columns!`] without a prefix, for the few queries that add their own clause.
 pub(crate) const USER_COLUMNS: &str = user_columns!("");
 
-/// "No limit", for `concat!` into a query as a literal (`LIMIT 9223372036854775807 OFFSET $n`: SQLite
-/// needs a `LIMIT` before an `OFFSET`, and PostgreSQL takes no negative one).
+/// "No limit", for `concat!` into a query as a literal: `LIMIT 9223372036854775807 OFFSET $n`
+/// (SQLite needs a `LIMIT` before an `OFFSET`, and PostgreSQL takes no negative one).
 ///
 /// **A `LIMIT` is never a bare parameter** in this crate's SQL. SQLite (3.51, bundled) plans
-/// with the value bound to a `LIMIT` parameter (`sqlite3ExprIsInteger` marks the parameter as one the
-/// plan depends on), so every new binding expires the prepared statement and the next step
-/// parses and plans it again: the statement cache saves nothing. The login's trim of
-/// remembered addresses and its session cap did that on every login, ~18% of the SQLite
-/// writer thread's CPU (perf, BENCHMARKS.md "Dec 4, twelfth round"). A fixed limit is a
-/// literal (this macro); a limit that varies is an expression, `LIMIT CAST($n AS BIGINT)`,
-/// which SQLite evaluates when the statement runs instead of planning with it. An `OFFSET`
-/// may be a parameter: SQLite does not plan with it. The test
-/// `sqlite::tests::no_shared_statement_is_prepared_again_on_each_binding` holds this.
+/// with the value bound to a `LIMIT` parameter (`sqlite3ExprIsInteger` marks the parameter as
+/// one the plan depends on), so every new binding expires the prepared statement and its next
+/// step parses and plans it again: the statement cache saves nothing. The login's trim of
+/// remembered addresses and its session cap did that on every login, ~18% of the SQLite writer
+/// thread's CPU (perf, BENCHMARKS.md "Dec 4, twelfth round"). A fixed limit is a literal (this
+/// macro); a limit that varies is an expression, `LIMIT CAST($n AS BIGINT)`, which SQLite
+/// evaluates when the statement runs instead of planning with it. An `OFFSET` may be a
+/// parameter: SQLite does not plan with it. Two tests in `sqlite/tests.rs` hold this: the
+/// writer thread's statements are never prepared again, and no source line binds a bare
+/// `LIMIT`.
 macro_rules! no_limit {
     () => {
         "9223372036854775807"
