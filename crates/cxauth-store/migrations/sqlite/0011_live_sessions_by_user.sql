@@ -5,5 +5,7 @@
 -- DESC`). Through sessions_by_user that visits every session the user has, ended ones included,
 -- and ended sessions stay until the next purge of expired rows (every ten minutes): a user who
 -- logs in often made each of its logins cost more (BENCHMARKS.md, "Dec 4, twelfth round"). This
--- partial index holds only live sessions, in the order the cap keeps them.
-CREATE INDEX sessions_live_by_user ON sessions (user_id, created_at, id) WHERE revoked_at IS NULL;
+-- partial index holds only live sessions, in the order the cap keeps them. (IF NOT EXISTS: as
+-- the PostgreSQL migration, where an operator may have built it beforehand.)
+CREATE INDEX IF NOT EXISTS sessions_live_by_user ON sessions (user_id, created_at, id)
+    WHERE revoked_at IS NULL;
