@@ -319,6 +319,22 @@ impl CredentialCache {
         self.capacity
     }
 
+    /// The newest change-log row whose forgetting is done: every change up to it has been
+    /// applied (each row is applied before this moves past it). A test that calls
+    /// [`read_log_now`](Self::read_log_now) and waits until this reaches the store's newest row
+    /// knows the follower will forget nothing more until the next change; without that wait, a
+    /// fill can race the follower applying a change the process itself made a moment earlier
+    /// (announced by PostgreSQL, or found by a periodic read).
+    pub fn applied_through(&self) -> i64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Has the follower read the change log now instead of at its next period, as a database
+    /// announcement does.
+    pub fn read_log_now(&self) {
+        self.wake.notify_one();
+    }
+
     /// The staleness bound.
     pub fn staleness(&self) -> Duration {
         self.staleness
@@ -403,10 +419,11 @@ impl CredentialCache {
                 let began = self.elapsed_ms();
                 match store.latest_credential_change().await {
                     Ok(seq) => {
-                        self.last_seq.store(seq, Ordering::Release);
                         // Requests may have filled the cache before this read, with answers
                         // older than rows up to `seq`, which will never be read: start empty.
+                        // Emptied before `seq` is published: see `applied_through`.
                         self.forget_all();
+                        self.last_seq.store(seq, Ordering::Release);
                         started = true;
                         let until = began
                             .saturating_add(u64::try_from(self.staleness.as_millis()).unwrap_or(0));

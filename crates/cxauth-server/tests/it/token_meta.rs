@@ -56,6 +56,35 @@ async fn refusal(app: &TestApp, token: &str) -> (u16, String, String) {
     (r.status, ct, r.body)
 }
 
+/// Waits until the credential cache has applied every change in the log, so that its follower
+/// forgets nothing more until the next write. Otherwise the follower may apply a change this
+/// test made (a token deleted: already applied in process, then announced by PostgreSQL or
+/// found by the follower's first read) right after a request filled the cache, and a count of
+/// entries would race it.
+async fn settled(app: &TestApp) {
+    let cache = app.state.auth.credential_cache();
+    cache.read_log_now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let newest = app
+            .state
+            .auth
+            .store()
+            .latest_credential_change()
+            .await
+            .expect("the change log");
+        if cache.applied_through() >= newest {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache applied changes through {} of {newest} within 10 s",
+            cache.applied_through()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// 64 requests with `token` at once, each on its own task; their statuses.
 async fn burst(app: &TestApp, token: &str) -> Vec<u16> {
     let url = app.url("/voice/api/v1/admin/accounts");
@@ -452,6 +481,9 @@ async fn an_expired_token_is_refused_like_a_deleted_one_with_the_cache_on_and_of
         let expiring = create(&app, &admin, json!({"name": "short", "expiresIn": 60})).await;
         let token = expiring["token"].as_str().expect("t").to_owned();
         let id = expiring["id"].as_i64().expect("id");
+        if cache.enabled() {
+            settled(&app).await;
+        }
         let held_before = cache.len();
         assert_eq!(refusal(&app, &token).await.0, 200);
         if cache.enabled() {
