@@ -12,11 +12,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// One line of the report per metrics setting: what was measured and whether the target held.
+/// `start` starts a server on a database file with extra arguments to `serve` (the caller's
+/// binary, log level and pinning).
 pub fn memory(
     rt: &tokio::runtime::Runtime,
-    bin: &Path,
     dir: &Path,
-    rust_log: &str,
+    start: impl Fn(&Path, &[&str]) -> anyhow::Result<Server>,
     conns: usize,
     warmup: Duration,
     duration: Duration,
@@ -30,7 +31,7 @@ pub fn memory(
         ("metrics off", ["--metrics-listen", "off"]),
     ] {
         let db = dir.join(format!("memory-{}.db", facts.len()));
-        let server = Server::cxauth_with(bin, &db, rust_log, &args)?;
+        let server = start(&db, &args)?;
         let w = Fixed::get("/healthz", vec![]);
         // Warm-up: allocator pools, connection buffers and the metrics' own tables settle.
         let warm = rt.block_on(load::run(

@@ -23,7 +23,10 @@ mod glewlwyd;
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Report, Row};
 use crate::scenarios::{loadavg, machine};
-use crate::server::{ADMIN_PASSWORD, Server, cxauth_binary, pin_self, pinned, spawn_and_wait};
+use crate::server::{
+    ADMIN_PASSWORD, GENERATOR_CORE, SERVER_CORE, Server, cxauth_binary, pin_self, pinned,
+    spawn_and_wait,
+};
 use crate::workloads::{ACCOUNTS, create_api_token, login, login_body, post_form};
 use anyhow::{Context as _, bail};
 use http_body_util::Full;
@@ -359,7 +362,7 @@ fn oidc_system(rt: &tokio::runtime::Runtime, dir: &Path, conns: usize) -> anyhow
         .env("NODE_ENV", "production")
         .env("PEER_PASSWORD", ADMIN_PASSWORD);
     let server = spawn_and_wait(
-        pinned(&cmd, 0),
+        pinned(&cmd, SERVER_CORE),
         "oidc-provider",
         &dir.join("oidc-provider.log"),
     )?;
@@ -437,8 +440,7 @@ fn oidc_system(rt: &tokio::runtime::Runtime, dir: &Path, conns: usize) -> anyhow
 fn cxauth_system(rt: &tokio::runtime::Runtime, dir: &Path, conns: usize) -> anyhow::Result<System> {
     let bin = cxauth_binary()?;
     let db = dir.join("cxauth.db");
-    let cmd = Server::cxauth_command(&bin, &db, "info", &[]);
-    let server = spawn_and_wait(pinned(&cmd, 0), "cxauth serve", &db.with_extension("log"))?;
+    let server = Server::cxauth(&bin, &db, "info", Some(SERVER_CORE))?;
     let addr = server.addr;
     let (access, _) = rt.block_on(login(addr))?;
     let api = rt.block_on(create_api_token(addr, &access))?;
@@ -545,7 +547,7 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
         glewlwyd::install()?;
     }
     let pinning = if cores >= 2 {
-        pin_self(1)?;
+        pin_self(GENERATOR_CORE)?;
         "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1)"
     } else {
         "not pinned: fewer than 2 cores"

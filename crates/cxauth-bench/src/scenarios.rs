@@ -248,13 +248,14 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     let bin = cxauth_binary()?;
     let started = Instant::now();
     let mut machine = machine(opts.client_threads);
+    // Where the servers run: core 0 with `--pin` (this process moves to core 1), else anywhere.
+    let pin = opts.pin.then_some(crate::server::SERVER_CORE);
     // The server's cores: all of them, or the one it is pinned to.
     let server_cores = if opts.pin {
         if machine.cores < 2 {
             anyhow::bail!("--pin needs 2 cores (this machine has {})", machine.cores);
         }
-        crate::server::pin_self(1)?;
-        crate::server::PIN_SERVERS.store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::server::pin_self(crate::server::GENERATOR_CORE)?;
         1
     } else {
         machine.cores
@@ -295,7 +296,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     let mut hello_gen_pct = f64::NAN;
     if run.wanted("hello") || run.wanted("healthz") {
         progress("hello (bare hyper server)");
-        let hello = Server::hello(&dir.path().join("hello.log"))?;
+        let hello = Server::hello(&dir.path().join("hello.log"), pin)?;
         let r = run.measure(
             &hello,
             fixed_n(&Fixed::get("/", vec![]), c),
@@ -318,13 +319,13 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     );
     let db = dir.path().join("cxauth.db");
     // First start creates the database, key and admin; the start-up figure is a restart.
-    let first = Server::cxauth(&bin, &db, &opts.server_log)?;
+    let first = Server::cxauth(&bin, &db, &opts.server_log, pin)?;
     run.fact(
         "start-up, first start (create schema, key, admin)",
         format!("{:.0} ms", first.startup.as_secs_f64() * 1e3),
     );
     first.stop()?;
-    let server = Server::cxauth(&bin, &db, &opts.server_log)?;
+    let server = Server::cxauth(&bin, &db, &opts.server_log, pin)?;
     let startup_empty = server.startup;
     run.fact(
         "start-up, empty database (restart)",
@@ -629,8 +630,14 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         } else {
             (Duration::from_secs(20), Duration::from_secs(280))
         };
-        for (k, v) in crate::memory::memory(&rt, &bin, dir.path(), &opts.server_log, c, warm, long)?
-        {
+        for (k, v) in crate::memory::memory(
+            &rt,
+            dir.path(),
+            |db, args| Server::cxauth_with(&bin, db, &opts.server_log, args, pin),
+            c,
+            warm,
+            long,
+        )? {
             run.fact(&k, v);
         }
     }
@@ -680,12 +687,13 @@ fn scale(
     api_half_p99: f64,
 ) -> anyhow::Result<()> {
     let plan = run.plan;
+    let pin = opts.pin.then_some(crate::server::SERVER_CORE);
     progress(&format!(
         "scale: seeding {} users and {} API tokens",
         plan.users, plan.tokens
     ));
     let db = dir.join("scale.db");
-    Server::cxauth(bin, &db, &opts.server_log)?.stop()?;
+    Server::cxauth(bin, &db, &opts.server_log, pin)?.stop()?;
     let seeded = run
         .rt
         .block_on(seed::seed(&db, plan.users, plan.tokens, 2_000))?;
@@ -699,7 +707,7 @@ fn scale(
             std::fs::metadata(&db).map_or(0, |m| m.len()) as f64 / 1e6
         ),
     );
-    let server = Server::cxauth(bin, &db, &opts.server_log)?;
+    let server = Server::cxauth(bin, &db, &opts.server_log, pin)?;
     let startup = server.startup;
     run.fact(
         "start-up with the scale data set",

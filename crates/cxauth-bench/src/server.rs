@@ -45,12 +45,7 @@ pub struct Server {
 
 /// Spawns `cmd` with stderr going to `log` (a file, like a real deployment's log, so the
 /// server never waits on a reader) and waits for `cxauth: listening on http://ADDR` in it.
-pub(crate) fn spawn_and_wait(cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
-    let mut cmd = if PIN_SERVERS.load(std::sync::atomic::Ordering::Relaxed) {
-        pinned(&cmd, 0)
-    } else {
-        cmd
-    };
+pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
     let file =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let started = Instant::now();
@@ -84,9 +79,15 @@ pub(crate) fn spawn_and_wait(cmd: Command, what: &str, log: &Path) -> anyhow::Re
 }
 
 impl Server {
-    /// `cxauth serve` on `db` (an SQLite file, created if missing) with `rust_log` as RUST_LOG.
-    pub fn cxauth(bin: &Path, db: &Path, rust_log: &str) -> anyhow::Result<Server> {
-        Self::cxauth_with(bin, db, rust_log, &[])
+    /// `cxauth serve` on `db` (an SQLite file, created if missing) with `rust_log` as RUST_LOG,
+    /// on core `pin` if given (`all --pin`), else wherever the kernel puts it.
+    pub fn cxauth(
+        bin: &Path,
+        db: &Path,
+        rust_log: &str,
+        pin: Option<usize>,
+    ) -> anyhow::Result<Server> {
+        Self::cxauth_with(bin, db, rust_log, &[], pin)
     }
 
     /// [`Server::cxauth`] with `extra` arguments to `serve`.
@@ -95,13 +96,14 @@ impl Server {
         db: &Path,
         rust_log: &str,
         extra: &[&str],
+        pin: Option<usize>,
     ) -> anyhow::Result<Server> {
         let cmd = Self::cxauth_command(bin, db, rust_log, extra);
-        spawn_and_wait(cmd, "cxauth serve", &db.with_extension("log"))
+        spawn_and_wait(on_core(cmd, pin), "cxauth serve", &db.with_extension("log"))
     }
 
-    /// The command [`Server::cxauth_with`] runs (for callers that wrap it, e.g. in `taskset`).
-    pub fn cxauth_command(bin: &Path, db: &Path, rust_log: &str, extra: &[&str]) -> Command {
+    /// The command [`Server::cxauth_with`] runs.
+    fn cxauth_command(bin: &Path, db: &Path, rust_log: &str, extra: &[&str]) -> Command {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -130,12 +132,12 @@ impl Server {
         cmd
     }
 
-    /// The bare hyper server, this binary's `hello` command.
-    pub fn hello(log: &Path) -> anyhow::Result<Server> {
+    /// The bare hyper server, this binary's `hello` command, on core `pin` if given.
+    pub fn hello(log: &Path, pin: Option<usize>) -> anyhow::Result<Server> {
         let me = std::env::current_exe().context("cannot locate the cxauth-bench executable")?;
         let mut cmd = Command::new(me);
         cmd.arg("hello");
-        spawn_and_wait(cmd, "the hello server", log)
+        spawn_and_wait(on_core(cmd, pin), "the hello server", log)
     }
 
     /// The process id.
@@ -285,6 +287,19 @@ pub(crate) fn pinned(cmd: &Command, cpu: usize) -> Command {
     p
 }
 
+/// The core a pinned server runs on (`all --pin`, `peers`).
+pub(crate) const SERVER_CORE: usize = 0;
+/// The core a pinned load generator runs on: every thread of `cxauth-bench` itself.
+pub(crate) const GENERATOR_CORE: usize = 1;
+
+/// `cmd` pinned to core `pin` if given ([`pinned`]), else `cmd` itself.
+pub(crate) fn on_core(cmd: Command, pin: Option<usize>) -> Command {
+    match pin {
+        Some(cpu) => pinned(&cmd, cpu),
+        None => cmd,
+    }
+}
+
 /// Pins every thread of this process (and so everything it starts later) to `cpu`.
 pub(crate) fn pin_self(cpu: usize) -> anyhow::Result<()> {
     let st = Command::new("taskset")
@@ -300,10 +315,6 @@ pub(crate) fn pin_self(cpu: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// Whether [`spawn_and_wait`] pins the servers it starts to core 0 (`all --pin`).
-pub(crate) static PIN_SERVERS: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
 
 /// Runs the bare hyper "hello" server: the machine's ceiling for an HTTP/1.1 answer over
 /// loopback, with the same runtime shape as cxauth (tokio multi-thread, one worker per core).
