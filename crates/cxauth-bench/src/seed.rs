@@ -3,7 +3,8 @@
 //! every seeded token authenticates exactly like one minted through the API.
 //!
 //! The server must have initialised the database (schema, master key, bootstrap) and be stopped.
-//! All users share one precomputed Argon2id hash: the scenario never logs them in.
+//! All users share the bootstrap admin's Argon2id hash, so they log in with its password (the
+//! `token-create` scenario does; `scale` never logs them in).
 
 use anyhow::Context as _;
 use cxauth_core::crypto::{DigestKind, MasterKey, Secrets};
@@ -16,6 +17,9 @@ use std::time::{Duration, Instant};
 pub struct Seeded {
     /// A sample of the seeded tokens, spread over the whole table, to query.
     pub sample: Vec<String>,
+    /// The id of the first seeded user; user `id` is named `seed-{id}`, and the seeded users'
+    /// ids follow one another.
+    pub first_user_id: i64,
     /// How long seeding took.
     pub took: Duration,
 }
@@ -151,6 +155,7 @@ pub async fn seed(db: &Path, users: u64, tokens: u64, sample: usize) -> anyhow::
     conn.close().await?;
     Ok(Seeded {
         sample: picked,
+        first_user_id: first_id,
         took: started.elapsed(),
     })
 }

@@ -32,13 +32,26 @@ pub(crate) fn post_form(
 }
 
 pub(crate) fn login_body() -> String {
-    format!("username=admin&password={ADMIN_PASSWORD}&platformId=aws80")
+    login_body_as("admin")
+}
+
+/// The login form of `username`, whose password is the admin's (seeded users share its hash).
+fn login_body_as(username: &str) -> String {
+    format!("username={username}&password={ADMIN_PASSWORD}&platformId=aws80")
 }
 
 /// Logs in as admin: (access token, refresh token).
 pub(crate) async fn login(addr: SocketAddr) -> anyhow::Result<(String, String)> {
-    let (status, _, body) =
-        load::once(addr, post_form("/api/auth/login/admin", login_body(), &[])).await?;
+    login_as(addr, "admin").await
+}
+
+/// Logs in as `username` (the admin's password): (access token, refresh token).
+pub(crate) async fn login_as(addr: SocketAddr, username: &str) -> anyhow::Result<(String, String)> {
+    let (status, _, body) = load::once(
+        addr,
+        post_form("/api/auth/login/admin", login_body_as(username), &[]),
+    )
+    .await?;
     if status != StatusCode::OK {
         bail!("login failed: {status} {}", String::from_utf8_lossy(&body));
     }
@@ -66,6 +79,27 @@ pub(crate) async fn create_api_token(addr: SocketAddr, access: &str) -> anyhow::
         bail!("token creation failed: {status}");
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Creates API tokens (`POST …/admin/token`, the RingCX call), as each of many users in turn:
+/// spread so, no user reaches the cap on API tokens, and each creation counts a user's tokens
+/// as a real one does, not every token the run has made.
+pub(crate) struct CreateTokens {
+    /// `Authorization` header values, one per user.
+    pub(crate) bearers: Arc<Vec<String>>,
+    pub(crate) next: usize,
+}
+
+impl Workload for CreateTokens {
+    fn request(&mut self) -> Request<Full<Bytes>> {
+        let bearer = &self.bearers[self.next % self.bearers.len()];
+        self.next += 1;
+        post_form(
+            "/voice/api/v1/admin/token",
+            String::new(),
+            &[("authorization", bearer.clone())],
+        )
+    }
 }
 
 /// A refresh chain: each answer's refresh token is the next request's.
