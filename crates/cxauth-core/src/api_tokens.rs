@@ -17,7 +17,9 @@ use crate::deps::Deps;
 use crate::error::AuthError;
 use crate::jwt::TokenError;
 use crate::limits::{MAX_API_TOKEN_LIFETIME, MAX_API_TOKEN_NAME_CHARS};
-use crate::store::{ApiTokenInsert, CredentialProof, NewApiToken, StoredApiToken, UserRecord};
+use crate::store::{
+    ApiTokenInsert, CreationAudit, CredentialProof, NewApiToken, StoredApiToken, UserRecord,
+};
 use crate::token_uses::UseNotes;
 use crate::wire::rfc3339;
 use cxauth_proto::ApiToken;
@@ -195,6 +197,23 @@ impl ApiTokens {
             _ => return Err(TokenError::Invalid.into()),
         };
         let cap = self.cap;
+        let entry = |event, outcome, detail| audit::Entry {
+            user_id: Some(who.user.id),
+            username: Some(&who.user.username),
+            detail,
+            ..audit::Entry::of(event, outcome)
+        };
+        // Written with the token, in its transaction: one commit instead of two.
+        let created = |id: i64| {
+            let detail = format!("token id {id}");
+            let created = audit::Entry {
+                user_id: Some(who.user.id),
+                username: Some(&who.user.username),
+                detail: &detail,
+                ..audit::Entry::of(Event::ApiTokenCreate, Outcome::Success)
+            };
+            audit::stored(ctx, now, created)
+        };
         let outcome = self
             .deps
             .store
@@ -207,14 +226,9 @@ impl ApiTokens {
                 name: name.as_deref(),
                 expires_at,
                 proof,
+                audit: Some(CreationAudit(&created)),
             })
             .await?;
-        let entry = |event, outcome, detail| audit::Entry {
-            user_id: Some(who.user.id),
-            username: Some(&who.user.username),
-            detail,
-            ..audit::Entry::of(event, outcome)
-        };
         let id = match outcome {
             ApiTokenInsert::Created(id) => id,
             ApiTokenInsert::CredentialGone => return Err(TokenError::Invalid.into()),
@@ -227,11 +241,8 @@ impl ApiTokens {
                 return Err(AuthError::TooManyApiTokens { cap });
             }
         };
-        let detail = format!("token id {id}");
-        self.deps
-            .audit
-            .record(ctx, entry(Event::ApiTokenCreate, Outcome::Success, &detail))
-            .await;
+        audit::count(Event::ApiTokenCreate, Outcome::Success);
+        audit::log(&created(id));
         let info = ApiTokenInfo {
             id,
             name,

@@ -1221,7 +1221,7 @@ async fn a_closed_store_refuses_work() {
 // ---- Revocation that evicts, the API-token cap, retired signing keys (issue 11).
 
 use cxauth_core::store::{
-    ApiTokenInsert, CredentialProof, EndCredentials, NewApiToken, RevokedCounts,
+    ApiTokenInsert, CreationAudit, CredentialProof, EndCredentials, NewApiToken, RevokedCounts,
 };
 
 /// A user with two of every credential: sessions `{name}-s1`/`-s2`, API tokens, legacy tokens,
@@ -1447,6 +1447,85 @@ fn new_token<'a>(
         name: None,
         expires_at: None,
         proof,
+        audit: None,
+    }
+}
+
+/// A creation writes its audit event in its transaction, naming the new token by id; one the
+/// cap refuses writes none; and an audit table that refuses the row refuses neither the token
+/// nor the rest of the transaction (the audit trail is best effort).
+#[tokio::test]
+async fn an_api_token_creation_writes_its_audit_event_with_it_or_the_token_alone() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        give_credentials(s, u, "u", 0).await;
+        let session = CredentialProof::Session("u-s0");
+        let event = |id: i64| AuditEvent {
+            id: 0,
+            at: 10,
+            event: "api_token.create".into(),
+            outcome: "success".into(),
+            user_id: Some(u),
+            username: Some("u".into()),
+            addr: Some("192.0.2.7".into()),
+            request_id: Some("r-1".into()),
+            detail: format!("token id {id}"),
+        };
+        let audited = |d, cap| NewApiToken {
+            audit: Some(CreationAudit(&event)),
+            ..new_token(u, d, cap, session)
+        };
+        let trail = || async {
+            s.audit_events(&AuditFilter::default())
+                .await
+                .expect("audit")
+                .into_iter()
+                .map(|e| AuditEvent { id: 0, ..e })
+                .collect::<Vec<_>>()
+        };
+        let before = trail().await;
+
+        let d1 = digest(80);
+        let ApiTokenInsert::Created(t1) = s
+            .insert_api_token_checked(&audited(&d1, 3))
+            .await
+            .expect("insert")
+        else {
+            panic!("{}: not created", b.name)
+        };
+        let after = trail().await;
+        assert_eq!(after.len(), before.len() + 1, "{}", b.name);
+        assert!(after.contains(&event(t1)), "{}: {after:?}", b.name);
+
+        // A cap of three (two tokens from `give_credentials`, and this one) refuses the next,
+        // which writes no event.
+        let d2 = digest(81);
+        assert_eq!(
+            s.insert_api_token_checked(&audited(&d2, 3))
+                .await
+                .expect("insert"),
+            ApiTokenInsert::CapReached,
+            "{}",
+            b.name
+        );
+        assert_eq!(trail().await, after, "{}", b.name);
+
+        refuse_inserts(&b, "audit_events").await;
+        let ApiTokenInsert::Created(t2) = s
+            .insert_api_token_checked(&audited(&d2, 100))
+            .await
+            .expect("a creation without its audit row")
+        else {
+            panic!("{}: not created", b.name)
+        };
+        assert!(
+            s.api_token_by_id(t2).await.expect("get").is_some(),
+            "{}",
+            b.name
+        );
+        assert_eq!(trail().await, after, "{}", b.name);
     }
 }
 

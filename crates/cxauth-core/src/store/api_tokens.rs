@@ -1,6 +1,6 @@
 //! API tokens, and the checked insert that a concurrent revocation cannot race.
 
-use super::{StoreError, UserRecord};
+use super::{AuditEvent, StoreError, UserRecord};
 use async_trait::async_trait;
 
 /// An API token as stored.
@@ -62,6 +62,21 @@ pub struct NewApiToken<'a> {
     pub expires_at: Option<i64>,
     /// What the request was authenticated with.
     pub proof: CredentialProof<'a>,
+    /// The audit event of the creation, written in its transaction (one commit, and no token
+    /// whose creation a crash left unaudited), if any.
+    pub audit: Option<CreationAudit<'a>>,
+}
+
+/// The audit event of an API token's creation, made by the caller once the store knows the new
+/// row's id (the event names the token by it). The store writes it best effort, as the audit
+/// trail's contract says: an audit table that refuses the row does not refuse the token.
+#[derive(Clone, Copy)]
+pub struct CreationAudit<'a>(pub &'a (dyn Fn(i64) -> AuditEvent + Send + Sync));
+
+impl std::fmt::Debug for CreationAudit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CreationAudit(..)")
+    }
 }
 
 /// What [`ApiTokenStore::insert_api_token_checked`] came to.

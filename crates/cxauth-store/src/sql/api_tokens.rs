@@ -2,13 +2,13 @@
 //!
 //! Compiled once per dialect (see `crate::sql`).
 
-use super::Backend;
 use super::changes::{record_change, wall_ms};
+use super::{Backend, Conn};
 use crate::sql::{DbResult as _, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    ApiTokenInsert, ApiTokenStore, ChangeKind, CredentialProof, NewApiToken, StoreError,
-    StoredApiToken, UserRecord,
+    ApiTokenInsert, ApiTokenStore, AuditEvent, ChangeKind, CredentialProof, NewApiToken,
+    StoreError, StoredApiToken, UserRecord,
 };
 use sqlx::Row as _;
 
@@ -163,6 +163,9 @@ impl ApiTokenStore for Backend {
             .fetch_one(&mut *tx)
             .await
             .db()?;
+            if let Some(audit) = t.audit {
+                append_audit_in(&mut tx, &(audit.0)(id)).await?;
+            }
             ApiTokenInsert::Created(id)
         };
         // Committed even when the cap is reached: the expired tokens stay deleted.
@@ -286,4 +289,37 @@ impl ApiTokenStore for Backend {
         committed?;
         Ok(true)
     }
+}
+
+/// Writes `event` in the transaction `tx`, in a savepoint: best effort, as the audit trail's
+/// contract says, so a row the table refuses is rolled back alone and logged, and the rest of
+/// the transaction stands. Only a failure to handle the savepoint itself is returned.
+async fn append_audit_in(conn: &mut Conn, event: &AuditEvent) -> Result<(), StoreError> {
+    sqlx::query("SAVEPOINT audit")
+        .execute(&mut *conn)
+        .await
+        .db()?;
+    let written = sqlx::query(super::audit::INSERT_AUDIT)
+        .bind(event.at)
+        .bind(&event.event)
+        .bind(&event.outcome)
+        .bind(event.user_id)
+        .bind(&event.username)
+        .bind(&event.addr)
+        .bind(&event.request_id)
+        .bind(&event.detail)
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, event = %event.event, "could not write the audit event");
+        sqlx::query("ROLLBACK TO SAVEPOINT audit")
+            .execute(&mut *conn)
+            .await
+            .db()?;
+    }
+    sqlx::query("RELEASE SAVEPOINT audit")
+        .execute(&mut *conn)
+        .await
+        .db()?;
+    Ok(())
 }
