@@ -1451,6 +1451,14 @@ fn new_token<'a>(
     }
 }
 
+/// User `u` of a new main account, with two of every credential (its sessions `u-s0`, `u-s1`).
+async fn token_owner(s: &SharedStore) -> i64 {
+    let m = s.create_main_account("A", 0).await.expect("main");
+    let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+    give_credentials(s, u, "u", 0).await;
+    u
+}
+
 /// A creation writes its audit event in its transaction, naming the new token by id; one the
 /// cap refuses writes none; and an audit table that refuses the row refuses neither the token
 /// nor the rest of the transaction (the audit trail is best effort).
@@ -1458,9 +1466,7 @@ fn new_token<'a>(
 async fn an_api_token_creation_writes_its_audit_event_with_it_or_the_token_alone() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
-        give_credentials(s, u, "u", 0).await;
+        let u = token_owner(s).await;
         let session = CredentialProof::Session("u-s0");
         let event = |id: i64| AuditEvent {
             id: 0,
@@ -1533,9 +1539,7 @@ async fn an_api_token_creation_writes_its_audit_event_with_it_or_the_token_alone
 async fn api_token_metadata_renames_last_uses_and_expiry() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
-        give_credentials(s, u, "u", 0).await;
+        let u = token_owner(s).await;
         let session = CredentialProof::Session("u-s0");
         let (d1, d2) = (digest(70), digest(71));
         let ApiTokenInsert::Created(t1) = s
@@ -1664,9 +1668,7 @@ async fn api_token_metadata_renames_last_uses_and_expiry() {
 async fn api_tokens_are_capped_and_need_a_standing_credential() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
-        give_credentials(s, u, "u", 0).await;
+        let u = token_owner(s).await;
         let session = CredentialProof::Session("u-s0");
         let api = digest(10);
         let legacy = digest(20);

@@ -299,17 +299,7 @@ async fn append_audit_in(conn: &mut Conn, event: &AuditEvent) -> Result<(), Stor
         .execute(&mut *conn)
         .await
         .db()?;
-    let written = sqlx::query(super::audit::INSERT_AUDIT)
-        .bind(event.at)
-        .bind(&event.event)
-        .bind(&event.outcome)
-        .bind(event.user_id)
-        .bind(&event.username)
-        .bind(&event.addr)
-        .bind(&event.request_id)
-        .bind(&event.detail)
-        .execute(&mut *conn)
-        .await;
+    let written = super::audit::insert_audit(&mut *conn, event).await;
     if let Err(e) = written {
         tracing::warn!(error = %e, event = %event.event, "could not write the audit event");
         sqlx::query("ROLLBACK TO SAVEPOINT audit")

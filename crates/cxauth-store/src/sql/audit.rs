@@ -2,7 +2,7 @@
 //!
 //! Compiled once per dialect (see `crate::sql`).
 
-use super::Backend;
+use super::{Backend, Conn};
 use crate::sql::DbResult as _;
 use async_trait::async_trait;
 use cxauth_core::store::{AuditEvent, AuditFilter, AuditStore, StoreError};
@@ -16,18 +16,7 @@ impl AuditStore for Backend {
     )]
     async fn append_audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(INSERT_AUDIT)
-            .bind(e.at)
-            .bind(&e.event)
-            .bind(&e.outcome)
-            .bind(e.user_id)
-            .bind(&e.username)
-            .bind(&e.addr)
-            .bind(&e.request_id)
-            .bind(&e.detail)
-            .execute(&mut *tx)
-            .await
-            .db()?;
+        insert_audit(&mut tx, e).await.db()?;
         tx.commit().await.db()?;
         Ok(())
     }
@@ -81,6 +70,22 @@ impl AuditStore for Backend {
             )
             .collect())
     }
+}
+
+/// Writes `e` on `conn` (in whatever transaction it is in).
+pub(super) async fn insert_audit(conn: &mut Conn, e: &AuditEvent) -> Result<(), sqlx::Error> {
+    sqlx::query(INSERT_AUDIT)
+        .bind(e.at)
+        .bind(&e.event)
+        .bind(&e.outcome)
+        .bind(e.user_id)
+        .bind(&e.username)
+        .bind(&e.addr)
+        .bind(&e.request_id)
+        .bind(&e.detail)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// One audit event, its columns in [`AuditEvent`]'s order from `at` (`$1`) to `detail` (`$8`).
