@@ -43,6 +43,17 @@ pub struct Server {
     log: PathBuf,
 }
 
+/// The address in the first complete `cxauth: listening on http://ADDR` line of `text`. Only a
+/// line its newline ends: the log is read while the server writes it, and a line caught half
+/// written (`…http://127.0.0.` or `…:4` of `:4312`) either fails to parse or parses as the
+/// wrong port.
+fn listening_address(text: &str) -> Option<&str> {
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
+        .find_map(|l| l.strip_prefix("cxauth: listening on http://"))
+        .map(str::trim)
+}
+
 /// Spawns `cmd` with stderr going to `log` (a file, like a real deployment's log, so the
 /// server never waits on a reader) and waits for `cxauth: listening on http://ADDR` in it.
 pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
@@ -58,13 +69,10 @@ pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow
     let deadline = started + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("cxauth: listening on http://"))
-        {
+        if let Some(addr) = listening_address(&text) {
             return Ok(Server {
                 startup: started.elapsed(),
-                addr: addr.trim().parse().context("bad listening address")?,
+                addr: addr.parse().context("bad listening address")?,
                 child,
                 log: log.to_owned(),
             });
@@ -321,7 +329,9 @@ pub fn hello_main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        eprintln!("cxauth: listening on http://{}", listener.local_addr()?);
+        // In one write, as `cxauth serve` writes it (see `listening_address`).
+        let line = format!("cxauth: listening on http://{}\n", listener.local_addr()?);
+        std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes())?;
         loop {
             let (stream, _) = listener.accept().await?;
             tokio::spawn(async move {
@@ -336,4 +346,23 @@ pub fn hello_main() -> anyhow::Result<()> {
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_address;
+
+    #[test]
+    fn only_a_whole_listening_line_gives_the_address() {
+        let line = "cxauth: listening on http://127.0.0.1:43121\n";
+        assert_eq!(
+            listening_address(&format!("starting\n{line}more\n")),
+            Some("127.0.0.1:43121")
+        );
+        // Caught half written: no address yet, however far the write got.
+        for cut in 1..line.len() {
+            assert_eq!(listening_address(&line[..cut]), None, "{:?}", &line[..cut]);
+        }
+        assert_eq!(listening_address("starting\n"), None);
+    }
 }

@@ -484,7 +484,10 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %config.database, "cxauth listening");
     log_sink::flush();
-    eprintln!("cxauth: listening on http://{addr}");
+    // In one write: `eprintln!` writes each formatted piece on its own (eleven writes for this
+    // line), and a supervisor reading the log file as it grows could see half an address.
+    let line = format!("cxauth: listening on http://{addr}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     let metrics = match metrics_listener {
         Some(l) => {
             let at = l.local_addr()?;
