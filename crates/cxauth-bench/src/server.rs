@@ -69,13 +69,24 @@ pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow
     let deadline = started + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = listening_address(&text) {
-            return Ok(Server {
-                startup: started.elapsed(),
-                addr: addr.parse().context("bad listening address")?,
-                child,
-                log: log.to_owned(),
-            });
+        if let Some(line) = listening_address(&text) {
+            match line.parse() {
+                Ok(addr) => {
+                    return Ok(Server {
+                        startup: started.elapsed(),
+                        addr,
+                        child,
+                        log: log.to_owned(),
+                    });
+                }
+                // Stopped here, not left running behind the error.
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("{what} printed a bad listening address: {line}")));
+                }
+            }
         }
         if Instant::now() > deadline || child.try_wait()?.is_some() {
             let _ = child.kill();
