@@ -291,9 +291,9 @@ impl ApiTokenStore for Backend {
     }
 }
 
-/// Writes `event` in the transaction `tx`, in a savepoint: best effort, as the audit trail's
-/// contract says, so a row the table refuses is rolled back alone and logged, and the rest of
-/// the transaction stands. Only a failure to handle the savepoint itself is returned.
+/// Writes `event` on `conn`, inside its open transaction, in a savepoint: best effort, as the
+/// audit trail's contract says, so a row the table refuses is rolled back alone and logged, and
+/// the rest of the transaction stands. Only a failure to handle the savepoint is returned.
 async fn append_audit_in(conn: &mut Conn, event: &AuditEvent) -> Result<(), StoreError> {
     sqlx::query("SAVEPOINT audit")
         .execute(&mut *conn)
