@@ -338,7 +338,13 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     let startup_empty = server.startup;
     run.fact(
         "start-up, empty database (restart)",
-        format!("{:.0} ms", startup_empty.as_secs_f64() * 1e3),
+        match creators {
+            Some((_, users)) => format!(
+                "{:.0} ms (with the {users} users token-create creates as)",
+                startup_empty.as_secs_f64() * 1e3
+            ),
+            None => format!("{:.0} ms", startup_empty.as_secs_f64() * 1e3),
+        },
     );
     std::thread::sleep(Duration::from_secs(1));
     let idle = server.rss_mb();
