@@ -197,22 +197,11 @@ impl ApiTokens {
             _ => return Err(TokenError::Invalid.into()),
         };
         let cap = self.cap;
-        let entry = |event, outcome, detail| audit::Entry {
-            user_id: Some(who.user.id),
-            username: Some(&who.user.username),
-            detail,
-            ..audit::Entry::of(event, outcome)
-        };
         // Written with the token, in its transaction: one commit instead of two.
         let created = |id: i64| {
             let detail = format!("token id {id}");
-            let created = audit::Entry {
-                user_id: Some(who.user.id),
-                username: Some(&who.user.username),
-                detail: &detail,
-                ..audit::Entry::of(Event::ApiTokenCreate, Outcome::Success)
-            };
-            audit::stored(ctx, now, created)
+            let entry = by_caller(who, Event::ApiTokenCreate, Outcome::Success, &detail);
+            audit::stored(ctx, now, entry)
         };
         let outcome = self
             .deps
@@ -236,7 +225,10 @@ impl ApiTokens {
                 let detail = format!("cap {cap}");
                 self.deps
                     .audit
-                    .record(ctx, entry(Event::ApiTokenCap, Outcome::Failure, &detail))
+                    .record(
+                        ctx,
+                        by_caller(who, Event::ApiTokenCap, Outcome::Failure, &detail),
+                    )
                     .await;
                 return Err(AuthError::TooManyApiTokens { cap });
             }
@@ -354,12 +346,7 @@ impl ApiTokens {
             .audit
             .record(
                 ctx,
-                audit::Entry {
-                    user_id: Some(who.user.id),
-                    username: Some(&who.user.username),
-                    detail: &detail,
-                    ..audit::Entry::of(Event::ApiTokenRename, Outcome::Success)
-                },
+                by_caller(who, Event::ApiTokenRename, Outcome::Success, &detail),
             )
             .await;
         stored.name = name;
@@ -452,15 +439,25 @@ impl ApiTokens {
             .audit
             .record(
                 ctx,
-                audit::Entry {
-                    user_id: Some(who.user.id),
-                    username: Some(&who.user.username),
-                    detail: &detail,
-                    ..audit::Entry::of(Event::ApiTokenDelete, Outcome::Success)
-                },
+                by_caller(who, Event::ApiTokenDelete, Outcome::Success, &detail),
             )
             .await;
         Ok(())
+    }
+}
+
+/// The audit entry of `event` ending in `outcome`, about the caller `who`.
+fn by_caller<'a>(
+    who: &'a Principal,
+    event: Event,
+    outcome: Outcome,
+    detail: &'a str,
+) -> audit::Entry<'a> {
+    audit::Entry {
+        user_id: Some(who.user.id),
+        username: Some(&who.user.username),
+        detail,
+        ..audit::Entry::of(event, outcome)
     }
 }
 
