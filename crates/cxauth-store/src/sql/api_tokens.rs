@@ -2,13 +2,13 @@
 //!
 //! Compiled once per dialect (see `crate::sql`).
 
+use super::Backend;
 use super::changes::{record_change, wall_ms};
-use super::{Backend, Conn};
 use crate::sql::{DbResult as _, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    ApiTokenInsert, ApiTokenStore, AuditEvent, ChangeKind, CredentialProof, NewApiToken,
-    StoreError, StoredApiToken, UserRecord,
+    ApiTokenInsert, ApiTokenStore, ChangeKind, CredentialProof, NewApiToken, StoreError,
+    StoredApiToken, UserRecord,
 };
 use sqlx::Row as _;
 
@@ -164,7 +164,7 @@ impl ApiTokenStore for Backend {
             .await
             .db()?;
             if let Some(audit) = t.audit {
-                append_audit_in(&mut tx, &(audit.0)(id)).await?;
+                super::audit::append_audit_in(&mut tx, &(audit.0)(id)).await?;
             }
             ApiTokenInsert::Created(id)
         };
@@ -289,27 +289,4 @@ impl ApiTokenStore for Backend {
         committed?;
         Ok(true)
     }
-}
-
-/// Writes `event` on `conn`, inside its open transaction, in a savepoint: best effort, as the
-/// audit trail's contract says, so a row the table refuses is rolled back alone and logged, and
-/// the rest of the transaction stands. Only a failure to handle the savepoint is returned.
-async fn append_audit_in(conn: &mut Conn, event: &AuditEvent) -> Result<(), StoreError> {
-    sqlx::query("SAVEPOINT audit")
-        .execute(&mut *conn)
-        .await
-        .db()?;
-    let written = super::audit::insert_audit(&mut *conn, event).await;
-    if let Err(e) = written {
-        tracing::warn!(error = %e, event = %event.event, "could not write the audit event");
-        sqlx::query("ROLLBACK TO SAVEPOINT audit")
-            .execute(&mut *conn)
-            .await
-            .db()?;
-    }
-    sqlx::query("RELEASE SAVEPOINT audit")
-        .execute(&mut *conn)
-        .await
-        .db()?;
-    Ok(())
 }

@@ -73,7 +73,7 @@ impl AuditStore for Backend {
 }
 
 /// Writes `e` on `conn` (in whatever transaction it is in).
-pub(super) async fn insert_audit(conn: &mut Conn, e: &AuditEvent) -> Result<(), sqlx::Error> {
+async fn insert_audit(conn: &mut Conn, e: &AuditEvent) -> Result<(), sqlx::Error> {
     sqlx::query(INSERT_AUDIT)
         .bind(e.at)
         .bind(&e.event)
@@ -85,6 +85,29 @@ pub(super) async fn insert_audit(conn: &mut Conn, e: &AuditEvent) -> Result<(), 
         .bind(&e.detail)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Writes `event` on `conn`, inside its open transaction, in a savepoint: best effort, as the
+/// audit trail's contract says, so a row the table refuses is rolled back alone and logged, and
+/// the rest of the transaction stands. Only a failure to handle the savepoint is returned.
+pub(super) async fn append_audit_in(conn: &mut Conn, event: &AuditEvent) -> Result<(), StoreError> {
+    sqlx::query("SAVEPOINT audit")
+        .execute(&mut *conn)
+        .await
+        .db()?;
+    let written = insert_audit(&mut *conn, event).await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, event = %event.event, "could not write the audit event");
+        sqlx::query("ROLLBACK TO SAVEPOINT audit")
+            .execute(&mut *conn)
+            .await
+            .db()?;
+    }
+    sqlx::query("RELEASE SAVEPOINT audit")
+        .execute(&mut *conn)
+        .await
+        .db()?;
     Ok(())
 }
 
