@@ -1775,25 +1775,50 @@ async fn concurrent_creations_stop_exactly_at_the_cap() {
                 d[..8].copy_from_slice(&i.to_be_bytes());
                 d[31] = 2;
                 let proof = digest(0);
-                s.insert_api_token_checked(&new_token(
-                    u,
-                    &d,
-                    CAP,
-                    CredentialProof::ApiToken(&proof),
-                ))
+                // Each creation audited in its transaction: exactly one event per token made.
+                let event = |id: i64| AuditEvent {
+                    id: 0,
+                    at: 10,
+                    event: "api_token.create".into(),
+                    outcome: "success".into(),
+                    user_id: Some(u),
+                    username: Some("u".into()),
+                    addr: None,
+                    request_id: None,
+                    detail: format!("token id {id}"),
+                };
+                s.insert_api_token_checked(&NewApiToken {
+                    audit: Some(CreationAudit(&event)),
+                    ..new_token(u, &d, CAP, CredentialProof::ApiToken(&proof))
+                })
                 .await
             }));
         }
         let (mut created, mut refused) = (0, 0);
+        let mut made = Vec::new();
         for r in racers {
             match r.await.expect("join") {
-                Ok(ApiTokenInsert::Created(_)) => created += 1,
+                Ok(ApiTokenInsert::Created(id)) => {
+                    created += 1;
+                    made.push(format!("token id {id}"));
+                }
                 Ok(ApiTokenInsert::CapReached) => refused += 1,
                 Ok(other) => panic!("{}: unexpected {other:?}", b.name),
                 Err(e) => panic!("{}: {e}", b.name),
             }
         }
         assert_eq!((created, refused), (10, 40), "{}", b.name);
+        let mut audited: Vec<String> = s
+            .audit_events(&AuditFilter::default())
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.event == "api_token.create")
+            .map(|e| e.detail)
+            .collect();
+        audited.sort();
+        made.sort();
+        assert_eq!(audited, made, "{}: one event per token made", b.name);
         assert_eq!(
             s.api_tokens_of(u).await.expect("list").len() as u64,
             CAP,
