@@ -1459,6 +1459,21 @@ async fn token_owner(s: &SharedStore) -> i64 {
     u
 }
 
+/// The audit event of user `u` (named `u`) creating the API token with row id `id`.
+fn creation_event(u: i64, id: i64) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        at: 10,
+        event: "api_token.create".into(),
+        outcome: "success".into(),
+        user_id: Some(u),
+        username: Some("u".into()),
+        addr: Some("192.0.2.7".into()),
+        request_id: Some("r-1".into()),
+        detail: format!("token id {id}"),
+    }
+}
+
 /// A creation writes its audit event in its transaction, naming the new token by id; one the
 /// cap refuses writes none; and an audit table that refuses the row refuses neither the token
 /// nor the rest of the transaction (the audit trail is best effort).
@@ -1468,17 +1483,7 @@ async fn an_api_token_creation_writes_its_audit_event_with_it_or_the_token_alone
         let s = &b.store;
         let u = token_owner(s).await;
         let session = CredentialProof::Session("u-s0");
-        let event = |id: i64| AuditEvent {
-            id: 0,
-            at: 10,
-            event: "api_token.create".into(),
-            outcome: "success".into(),
-            user_id: Some(u),
-            username: Some("u".into()),
-            addr: Some("192.0.2.7".into()),
-            request_id: Some("r-1".into()),
-            detail: format!("token id {id}"),
-        };
+        let event = |id: i64| creation_event(u, id);
         let audited = |d, cap| NewApiToken {
             audit: Some(CreationAudit(&event)),
             ..new_token(u, d, cap, session)
@@ -1776,17 +1781,7 @@ async fn concurrent_creations_stop_exactly_at_the_cap() {
                 d[31] = 2;
                 let proof = digest(0);
                 // Each creation audited in its transaction: exactly one event per token made.
-                let event = |id: i64| AuditEvent {
-                    id: 0,
-                    at: 10,
-                    event: "api_token.create".into(),
-                    outcome: "success".into(),
-                    user_id: Some(u),
-                    username: Some("u".into()),
-                    addr: None,
-                    request_id: None,
-                    detail: format!("token id {id}"),
-                };
+                let event = |id: i64| creation_event(u, id);
                 s.insert_api_token_checked(&NewApiToken {
                     audit: Some(CreationAudit(&event)),
                     ..new_token(u, &d, CAP, CredentialProof::ApiToken(&proof))
