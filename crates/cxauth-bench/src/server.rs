@@ -88,10 +88,17 @@ pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow
                 }
             }
         }
-        if Instant::now() > deadline || child.try_wait()?.is_some() {
+        // A failed `try_wait` stops the child too: every way out of this loop but success
+        // leaves nothing running.
+        let exited = child.try_wait().map(|s| s.is_some());
+        if Instant::now() > deadline || !matches!(exited, Ok(false)) {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("{what} did not start; its output:\n{text}");
+            let why = match exited {
+                Err(e) => format!("cannot watch it: {e}"),
+                Ok(_) => "its output:".to_owned(),
+            };
+            bail!("{what} did not start; {why}\n{text}");
         }
         std::thread::sleep(Duration::from_millis(1));
     }
