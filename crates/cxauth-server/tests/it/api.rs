@@ -556,8 +556,12 @@ async fn api_tokens_create_list_delete_on_both_prefixes() {
         )
         .await
         .parts();
-        assert_json_error(st, &h, &body, 404, "not.found");
+        let v = assert_json_error(st, &h, &body, 404, "not.found");
         assert!(!body.contains(t), "the path's token is not echoed: {body}");
+        assert_eq!(
+            v["requestUri"],
+            "/voice/api/v1/admin/token/[redacted] - DELETE"
+        );
     }
 }
 
