@@ -645,6 +645,7 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
                 generator_cpu_pct: f64::NAN,
                 server_core_pct: f64::NAN,
                 server_p99_ms: f64::NAN,
+                steal_pct: f64::NAN,
                 reference: "CPU/req vs cxauth".into(),
                 ratio: cx_cpu.map_or(f64::NAN, |c| cpu_us / c),
                 target: "-".into(),

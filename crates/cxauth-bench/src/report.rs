@@ -35,6 +35,10 @@ pub struct Row {
     /// for the measured window, ms (`crate::own_latency`): next to `p99_ms`, what of a tail was
     /// made inside the server. NaN when not read (closed loop) or when the server logged none.
     pub server_p99_ms: f64,
+    /// CPU time the hypervisor gave to others while this VM wanted it ("steal", `/proc/stat`),
+    /// over the scenario, in percent of all the machine's cores' time: a tail that comes with
+    /// steal is the host's, not the server's. NaN where not read.
+    pub steal_pct: f64,
     /// What the figure is compared with.
     pub reference: String,
     /// The ratio to the reference (throughput over reference throughput, or for latency
@@ -112,6 +116,7 @@ impl Report {
             "gen CPU %",
             "srv core %",
             "srv p99 ms",
+            "steal %",
             "reference",
             "ratio",
             "target",
@@ -133,6 +138,7 @@ impl Report {
                 fmt(r.generator_cpu_pct, 0),
                 fmt(r.server_core_pct, 0),
                 fmt(r.server_p99_ms, 3),
+                fmt(r.steal_pct, 2),
                 r.reference.clone(),
                 fmt(r.ratio, 2),
                 r.target.clone(),

@@ -110,6 +110,7 @@ fn row(name: &str, load: String, s: &mut Stats, rss: f64) -> Row {
         generator_cpu_pct: f64::NAN,
         server_core_pct: f64::NAN,
         server_p99_ms: f64::NAN,
+        steal_pct: f64::NAN,
         reference: "-".into(),
         ratio: f64::NAN,
         target: "-".into(),
@@ -142,6 +143,7 @@ impl Run<'_> {
         let cpu0 = server.cpu_seconds();
         let own0 = crate::workloads::own_cpu_seconds();
         let log0 = server.log_len();
+        let steal0 = crate::server::steal_ticks();
         let wall0 = Instant::now();
         // The measured window in the log's clock: `load::run` starts 20 ms after it is called,
         // and records after the warm-up (the edges may be off by the time this line takes).
@@ -163,6 +165,7 @@ impl Run<'_> {
         let mut r = row(name, load, &mut s, server.peak_rss_mb());
         r.generator_cpu_pct = 100.0 * own / (wall * self.plan.generator_cores as f64);
         r.server_core_pct = 100.0 * cpu / (wall * self.plan.cores as f64);
+        r.steal_pct = crate::server::steal_pct(steal0, crate::server::steal_ticks());
         if let Pace::Open(_) = pace {
             // The server writes its log a batch at a time, at most `log_sink::GATHER` (5 ms)
             // after each line.
@@ -466,6 +469,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
             generator_cpu_pct: f64::NAN,
             server_core_pct: f64::NAN,
             server_p99_ms: f64::NAN,
+            steal_pct: f64::NAN,
             reference: "-".into(),
             ratio: f64::NAN,
             target: "-".into(),
