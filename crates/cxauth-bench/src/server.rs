@@ -32,9 +32,20 @@ pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// A child process, killed and reaped when dropped: whichever way a [`Server`] or a start
+/// that failed goes, nothing is left running behind it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running child server.
 pub struct Server {
-    child: Child,
+    child: Running,
     /// Where it listens.
     pub addr: SocketAddr,
     /// From spawn to the "listening" line.
@@ -60,45 +71,35 @@ pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow
     let file =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
+    let mut child = Running(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?,
+    );
     let deadline = started + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if let Some(line) = listening_address(&text) {
-            match line.parse() {
-                Ok(addr) => {
-                    return Ok(Server {
-                        startup: started.elapsed(),
-                        addr,
-                        child,
-                        log: log.to_owned(),
-                    });
-                }
-                // Stopped here, not left running behind the error.
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("{what} printed a bad listening address: {line}")));
-                }
-            }
+            // On an error, `child` is dropped: stopped, not left running behind it.
+            let addr = line
+                .parse()
+                .with_context(|| format!("{what} printed a bad listening address: {line}"))?;
+            return Ok(Server {
+                startup: started.elapsed(),
+                addr,
+                child,
+                log: log.to_owned(),
+            });
         }
-        // A failed `try_wait` stops the child too: every way out of this loop but success
-        // leaves nothing running.
-        let exited = child.try_wait().map(|s| s.is_some());
-        if Instant::now() > deadline || !matches!(exited, Ok(false)) {
-            let _ = child.kill();
-            let _ = child.wait();
-            let why = match exited {
-                Err(e) => format!("cannot watch it: {e}"),
-                Ok(_) => "its output:".to_owned(),
-            };
-            bail!("{what} did not start; {why}\n{text}");
+        let exited = child
+            .0
+            .try_wait()
+            .with_context(|| format!("cannot watch {what}"))?
+            .is_some();
+        if Instant::now() > deadline || exited {
+            bail!("{what} did not start; its output:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -164,7 +165,7 @@ impl Server {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// Resets the peak-RSS counter (Linux `clear_refs` 5), so the next [`Server::peak_rss_mb`]
@@ -219,13 +220,13 @@ impl Server {
             .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
+            if self.child.0.try_wait()?.is_some() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.child.kill()?;
-        self.child.wait()?;
+        self.child.0.kill()?;
+        self.child.0.wait()?;
         Ok(())
     }
 
@@ -255,13 +256,6 @@ impl Server {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -398,7 +392,7 @@ pub fn hello_main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{listening_address, parse_cpu_line, steal_pct};
+    use super::{listening_address, parse_cpu_line, spawn_and_wait, steal_pct};
 
     #[test]
     fn steal_is_read_from_the_aggregate_cpu_line_only() {
@@ -410,6 +404,30 @@ mod tests {
         assert_eq!(parse_cpu_line("cpu  100 x 30 800 5 0 5 40"), None);
         assert_eq!(steal_pct((40, 1000), (90, 2000)), 5.0);
         assert!(steal_pct((40, 1000), (40, 1000)).is_nan());
+    }
+
+    /// A start that fails (here: an address that does not parse) stops the child; it is not
+    /// left running behind the error. The child writes its pid, then sleeps.
+    #[test]
+    fn a_failed_start_leaves_nothing_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo $$ > \"$1\"; echo 'cxauth: listening on http://nonsense' >&2; exec sleep 30")
+            .arg("sh")
+            .arg(&pid_file);
+        let err = match spawn_and_wait(cmd, "the test child", &dir.path().join("log")) {
+            Ok(_) => panic!("a bad address was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("bad listening address"), "{err}");
+        let pid = std::fs::read_to_string(&pid_file).expect("the child's pid");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "the child {} still runs",
+            pid.trim()
+        );
     }
 
     #[test]
