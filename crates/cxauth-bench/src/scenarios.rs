@@ -96,6 +96,37 @@ pub(crate) fn loadavg() -> String {
         .join(" ")
 }
 
+/// The machine's CPU time so far as `(steal, all)`, in clock ticks summed over every core: the
+/// `cpu` line of `/proc/stat`. `(0, 0)` if it cannot be read.
+fn steal_ticks() -> (u64, u64) {
+    readfile("/proc/stat")
+        .lines()
+        .next()
+        .and_then(parse_cpu_line)
+        .unwrap_or((0, 0))
+}
+
+/// `(steal, all)` of `/proc/stat`'s aggregate `cpu` line: all is user, nice, system, idle,
+/// iowait, irq, softirq and steal (the guest fields that follow are counted in user already).
+fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    (v.len() == 8).then(|| (v[7], v.iter().sum()))
+}
+
+/// Steal between two [`steal_ticks`] readings, in percent of all the cores' time; NaN if
+/// nothing was counted.
+fn steal_pct(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let all = after.1.saturating_sub(before.1);
+    if all == 0 {
+        return f64::NAN;
+    }
+    100.0 * after.0.saturating_sub(before.0) as f64 / all as f64
+}
+
 fn row(name: &str, load: String, s: &mut Stats, rss: f64) -> Row {
     Row {
         scenario: name.into(),
@@ -143,7 +174,7 @@ impl Run<'_> {
         let cpu0 = server.cpu_seconds();
         let own0 = crate::workloads::own_cpu_seconds();
         let log0 = server.log_len();
-        let steal0 = crate::server::steal_ticks();
+        let steal0 = steal_ticks();
         let wall0 = Instant::now();
         // The measured window in the log's clock: `load::run` starts 20 ms after it is called,
         // and records after the warm-up (the edges may be off by the time this line takes).
@@ -165,7 +196,7 @@ impl Run<'_> {
         let mut r = row(name, load, &mut s, server.peak_rss_mb());
         r.generator_cpu_pct = 100.0 * own / (wall * self.plan.generator_cores as f64);
         r.server_core_pct = 100.0 * cpu / (wall * self.plan.cores as f64);
-        r.steal_pct = crate::server::steal_pct(steal0, crate::server::steal_ticks());
+        r.steal_pct = steal_pct(steal0, steal_ticks());
         if let Pace::Open(_) = pace {
             // The server writes its log a batch at a time, at most `log_sink::GATHER` (5 ms)
             // after each line.
@@ -814,6 +845,18 @@ fn scale(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_read_from_the_aggregate_cpu_line_only() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let line = "cpu  100 20 30 800 5 0 5 40 7 0";
+        assert_eq!(parse_cpu_line(line), Some((40, 1000)));
+        assert_eq!(parse_cpu_line("cpu0 100 20 30 800 5 0 5 40 7 0"), None);
+        assert_eq!(parse_cpu_line("cpu  100 20 30"), None);
+        assert_eq!(parse_cpu_line("cpu  100 x 30 800 5 0 5 40"), None);
+        assert_eq!(steal_pct((40, 1000), (90, 2000)), 5.0);
+        assert!(steal_pct((40, 1000), (40, 1000)).is_nan());
+    }
 
     fn measured(name: &str, load: &str, gen_pct: f64) -> Row {
         let mut r = row(name, load.to_owned(), &mut Stats::default(), f64::NAN);

@@ -259,36 +259,6 @@ impl Server {
     }
 }
 
-/// The machine's CPU time so far as `(steal, all)`, in clock ticks summed over every core: the
-/// `cpu` line of `/proc/stat`. `(0, 0)` if it cannot be read.
-pub(crate) fn steal_ticks() -> (u64, u64) {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| s.lines().next().and_then(parse_cpu_line))
-        .unwrap_or((0, 0))
-}
-
-/// `(steal, all)` of `/proc/stat`'s aggregate `cpu` line: all is user, nice, system, idle,
-/// iowait, irq, softirq and steal (the guest fields that follow are counted in user already).
-fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
-    let mut f = line.split_whitespace();
-    if f.next()? != "cpu" {
-        return None;
-    }
-    let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    (v.len() == 8).then(|| (v[7], v.iter().sum()))
-}
-
-/// Steal between two [`steal_ticks`] readings, in percent of all the cores' time; NaN if
-/// nothing was counted.
-pub(crate) fn steal_pct(before: (u64, u64), after: (u64, u64)) -> f64 {
-    let all = after.1.saturating_sub(before.1);
-    if all == 0 {
-        return f64::NAN;
-    }
-    100.0 * after.0.saturating_sub(before.0) as f64 / all as f64
-}
-
 /// CPU time (user + system) of the process whose `stat` file is `path` (`/proc/PID/stat`,
 /// `/proc/self/stat`), seconds; NaN if it cannot be read.
 pub(crate) fn cpu_seconds_of(path: &str) -> f64 {
@@ -392,19 +362,7 @@ pub fn hello_main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{listening_address, parse_cpu_line, spawn_and_wait, steal_pct};
-
-    #[test]
-    fn steal_is_read_from_the_aggregate_cpu_line_only() {
-        // user nice system idle iowait irq softirq steal guest guest_nice
-        let line = "cpu  100 20 30 800 5 0 5 40 7 0";
-        assert_eq!(parse_cpu_line(line), Some((40, 1000)));
-        assert_eq!(parse_cpu_line("cpu0 100 20 30 800 5 0 5 40 7 0"), None);
-        assert_eq!(parse_cpu_line("cpu  100 20 30"), None);
-        assert_eq!(parse_cpu_line("cpu  100 x 30 800 5 0 5 40"), None);
-        assert_eq!(steal_pct((40, 1000), (90, 2000)), 5.0);
-        assert!(steal_pct((40, 1000), (40, 1000)).is_nan());
-    }
+    use super::{listening_address, spawn_and_wait};
 
     /// A start that fails (here: an address that does not parse) stops the child; it is not
     /// left running behind the error. The child writes its pid, then sleeps.
