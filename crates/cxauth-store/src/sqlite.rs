@@ -17,7 +17,7 @@
 use crate::StoreOptions;
 use crate::sql::{DbResult as _, RecordedChange};
 use crate::url::DatabaseUrl;
-use cxauth_core::store::{RotateOutcome, Rotation, StoreError};
+use cxauth_core::store::{ChangeBatch, RotateOutcome, Rotation, StoreError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use std::path::Path;
@@ -145,6 +145,10 @@ pub struct SqliteStore {
     /// Copies the WAL into the database file in the background, off every commit's path
     /// (`sqlite/checkpoint.rs`); `None` in memory (no WAL).
     checkpointer: Option<Arc<checkpoint::Checkpointer>>,
+    /// Answers the change-log polls that find nothing new without a query
+    /// (`sqlite/quiet.rs`); `None` in memory, where another connection would see another
+    /// database.
+    quiet: Option<Arc<quiet::QuietLog>>,
 }
 
 /// How long a connection waits for another process's write lock before giving up (BUSY).
@@ -265,6 +269,7 @@ impl SqliteStore {
             pending_rotations: Arc::new(std::sync::Mutex::new(Vec::new())),
             writer: None,
             checkpointer: None,
+            quiet: None,
         };
         if let Some(path) = url.sqlite_path() {
             // Opened after the migrations, on the schema they made.
@@ -277,6 +282,7 @@ impl SqliteStore {
                 checkpoint::Checkpointer::start(path, BUSY_TIMEOUT, store.write_turn.clone())
                     .map_err(StoreError::Internal)?,
             ));
+            store.quiet = Some(Arc::new(quiet::QuietLog::open(path)?));
         }
         Ok(store)
     }
@@ -417,6 +423,26 @@ impl SqliteStore {
     }
 }
 
+/// Readers poll the change log (no `NOTIFY` in SQLite); a poll that finds nothing new is
+/// answered without a query while SQLite's data version stands still (`sqlite/quiet.rs`).
+impl crate::sql::Watch for SqliteStore {
+    fn quiet_changes(&self, after: i64) -> Result<ChangeBatch, Option<i64>> {
+        let Some(quiet) = &self.quiet else {
+            return Err(None);
+        };
+        let Some(version) = quiet.version() else {
+            return Err(None);
+        };
+        quiet.answer(version, after).ok_or(Some(version))
+    }
+
+    fn read_changes(&self, mark: Option<i64>, after: i64, batch: &ChangeBatch) {
+        if let (Some(quiet), Some(version)) = (&self.quiet, mark) {
+            quiet.remember(version, after, batch);
+        }
+    }
+}
+
 // The store traits, one file per concern under `sql/`, compiled here for this dialect (see
 // `crate::sql`).
 type Backend = SqliteStore;
@@ -531,6 +557,7 @@ fn answer_group(
 }
 
 mod checkpoint;
+mod quiet;
 mod writer;
 
 #[cfg(test)]

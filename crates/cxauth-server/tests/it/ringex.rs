@@ -477,7 +477,10 @@ async fn a_linked_main_account_takes_tokens_of_its_own_ringex_account_only() {
     let fields = refusal.as_object_mut().expect("an object");
     assert!(fields.remove("timestamp").is_some() && fields.remove("requestId").is_some());
     let said = refusal.to_string();
-    assert!(!said.contains("400"), "the refusal names no account: {body}");
+    assert!(
+        !said.contains("400"),
+        "the refusal names no account: {body}"
+    );
     let audit = b.audit_trail().await;
     assert!(
         audit.iter().any(|r| r.event == "ringex.exchange"

@@ -90,6 +90,10 @@ impl ChangeLogStore for Backend {
         after: i64,
         limit: i64,
     ) -> Result<ChangeBatch, StoreError> {
+        let mark = match self.quiet_changes(after) {
+            Ok(known) => return Ok(known),
+            Err(mark) => mark,
+        };
         let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM credential_changes")
             .fetch_one(&self.pool)
             .await
@@ -114,7 +118,9 @@ impl ChangeLogStore for Backend {
                 }
             })
             .collect();
-        Ok(ChangeBatch { changes, oldest })
+        let batch = ChangeBatch { changes, oldest };
+        self.read_changes(mark, after, &batch);
+        Ok(batch)
     }
 
     async fn latest_credential_change(&self) -> Result<i64, StoreError> {

@@ -17,7 +17,7 @@
 //! in one round trip (several statements in one query on SQLite, a data-modifying CTE on
 //! PostgreSQL).
 
-use cxauth_core::store::{ChangeKind, LocalChangeListener, StoreError, UserRecord};
+use cxauth_core::store::{ChangeBatch, ChangeKind, LocalChangeListener, StoreError, UserRecord};
 use std::borrow::Cow;
 
 /// Advisory lock key serialising account id allocation and bootstrap.
@@ -290,15 +290,28 @@ pub(crate) const LOCK_CHANGES: i64 = 0x6378_6175_7468_0003;
 pub(crate) const CHANGES_CHANNEL: &str = "cxauth_credential_changes";
 
 /// How a backend announces new rows of the change log: nothing by default (readers poll); the
-/// PostgreSQL backend listens for its `NOTIFY`.
+/// PostgreSQL backend listens for its `NOTIFY`. And how it answers a poll that finds nothing
+/// new without a query: not by default; the SQLite backend asks SQLite's data version
+/// (`sqlite/quiet.rs`).
 pub(crate) trait Watch {
     /// Starts announcing rows to `wake` (see `ChangeLogStore::watch_credential_changes`).
     fn watch(&self, wake: cxauth_core::store::ChangeWaker) {
         let _ = wake;
     }
-}
 
-impl Watch for crate::SqliteStore {}
+    /// Before a read of the change log's rows after `after`: the answer itself when the
+    /// backend knows it without a query (`Ok`), else a mark to give [`Watch::read_changes`]
+    /// with what the query found (`Err`).
+    fn quiet_changes(&self, after: i64) -> Result<ChangeBatch, Option<i64>> {
+        let _ = after;
+        Err(None)
+    }
+
+    /// After a read of the rows after `after` that [`Watch::quiet_changes`] marked `mark`.
+    fn read_changes(&self, mark: Option<i64>, after: i64, batch: &ChangeBatch) {
+        let _ = (mark, after, batch);
+    }
+}
 
 /// A listener of [`RecordedChange::announce`], with the store (see `local_key` in
 /// `changes.rs`) whose writes it hears: one per credential cache, so one in a server, several

@@ -1,7 +1,8 @@
 //! The write queue's own claims, tested against a real database file: writers of one process
 //! are served in arrival order, and a write transaction that is dropped (an error path) leaves
 //! nothing behind and the turn free. Also: the statements the writer thread keeps prepared stay
-//! prepared (see `crate::sql::no_limit!`).
+//! prepared (see `crate::sql::no_limit!`). And the change-log polls answered from memory
+//! (`sqlite/quiet.rs`) miss no commit.
 
 use super::*;
 use std::sync::Mutex as StdMutex;
@@ -208,4 +209,163 @@ async fn the_session_cap_walks_only_live_sessions() {
             .any(|s| s.contains("sessions_by_user") || s.contains("TEMP B-TREE")),
         "{steps:?}"
     );
+}
+
+/// A connection of its own on the test database, as `cxauth admin` (another process) has.
+fn other_process(dir: &tempfile::TempDir) -> rusqlite::Connection {
+    writer::open_connection(&dir.path().join("queue.db"), Duration::from_secs(5))
+        .expect("another connection")
+}
+
+/// Adds a change-log row on `conn`, as a revocation does in its own transaction.
+fn add_change(conn: &rusqlite::Connection, key: &str) {
+    conn.execute(
+        "INSERT INTO credential_changes (kind, key, at) VALUES ('session', ?1, 0)",
+        [key],
+    )
+    .expect("a change-log row");
+}
+
+/// A poll of the change log that finds nothing new is answered from memory while nothing is
+/// committed (`sqlite/quiet.rs`), and never once anything is: a row another process commits
+/// is in the very next read, and so is one this store's own connections commit.
+#[tokio::test]
+async fn a_quiet_change_log_is_answered_from_memory_until_anything_commits() {
+    use cxauth_core::store::ChangeLogStore as _;
+    let (store, dir) = store().await;
+    let quiet = store
+        .quiet
+        .clone()
+        .expect("a database file has the version check");
+    let answered = || quiet.answered.load(std::sync::atomic::Ordering::Relaxed);
+    let read = |after| {
+        let store = store.clone();
+        async move {
+            store
+                .credential_changes_after(after, 100)
+                .await
+                .expect("read")
+        }
+    };
+
+    assert!(read(0).await.changes.is_empty());
+    assert_eq!(answered(), 0, "the first read asks the database");
+    assert!(read(0).await.changes.is_empty());
+    assert!(read(0).await.changes.is_empty());
+    assert_eq!(
+        answered(),
+        2,
+        "nothing committed since: answered from memory"
+    );
+
+    let admin = other_process(&dir);
+    add_change(&admin, "from-admin");
+    let seen = read(0).await.changes;
+    assert_eq!(seen.len(), 1, "another process's row is in the next read");
+    assert_eq!(seen[0].key, "from-admin");
+    assert_eq!(answered(), 2);
+
+    // Past the row: the first read asks, the next ones are answered.
+    let last = seen[0].seq;
+    assert!(read(last).await.changes.is_empty());
+    assert_eq!(
+        answered(),
+        2,
+        "a read of other rows is not answered by the last one"
+    );
+    assert!(read(last).await.changes.is_empty());
+    assert_eq!(answered(), 3);
+
+    // A commit of this store's own pool, even one that adds no change-log row, moves it too.
+    sqlx::query("INSERT INTO meta (key, value) VALUES ('quiet', 'x')")
+        .execute(&store.pool)
+        .await
+        .expect("insert");
+    assert!(read(last).await.changes.is_empty());
+    assert_eq!(
+        answered(),
+        3,
+        "a commit since the last read: the database is asked"
+    );
+    sqlx::query("INSERT INTO credential_changes (kind, key, at) VALUES ('user', '7', 0)")
+        .execute(&store.pool)
+        .await
+        .expect("insert");
+    let seen = read(last).await.changes;
+    assert_eq!(seen.len(), 1, "this store's own row is in the next read");
+    assert_eq!(seen[0].key, "7");
+    assert_eq!(answered(), 3);
+
+    // Pruning moves `oldest`, and is a commit: the next read says so.
+    add_change(&admin, "newest");
+    let before_prune = read(0).await;
+    assert_eq!(before_prune.oldest, Some(last));
+    admin
+        .execute("DELETE FROM credential_changes WHERE key <> 'newest'", [])
+        .expect("prune");
+    let after_prune = read(0).await;
+    assert_eq!(after_prune.changes.len(), 1);
+    assert!(after_prune.oldest > Some(last), "{:?}", after_prune.oldest);
+}
+
+/// Polls racing another process's commits never miss a row committed before they began, and
+/// once the commits stop, the polls are answered from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_polls_never_miss_a_row_committed_before_they_began() {
+    use cxauth_core::store::ChangeLogStore as _;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const ROWS: usize = 300;
+    let (store, dir) = store().await;
+    let committed = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let admin = other_process(&dir);
+    let writer = std::thread::spawn({
+        let (committed, done) = (committed.clone(), done.clone());
+        move || {
+            for i in 0..ROWS {
+                add_change(&admin, &format!("row-{i}"));
+                committed.store(i + 1, Ordering::SeqCst);
+            }
+            done.store(true, Ordering::SeqCst);
+        }
+    });
+    let mut readers = Vec::new();
+    for r in 0..8 {
+        let (store, committed, done) = (store.clone(), committed.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            // Each reader follows the log as the cache does, from the last row it applied.
+            let (mut last, mut seen, mut reads_after_done) = (0, 0usize, 0);
+            while reads_after_done < 20 {
+                if done.load(Ordering::SeqCst) {
+                    reads_after_done += 1;
+                }
+                let before = committed.load(Ordering::SeqCst);
+                let batch = store
+                    .credential_changes_after(last, 1_000)
+                    .await
+                    .expect("read");
+                if let Some(change) = batch.changes.last() {
+                    last = change.seq;
+                }
+                seen += batch.changes.len();
+                assert!(
+                    seen >= before,
+                    "reader {r}: {seen} rows after a read begun when {before} had committed"
+                );
+                tokio::task::yield_now().await;
+            }
+            seen
+        }));
+    }
+    for reader in readers {
+        assert_eq!(reader.await.expect("reader"), ROWS);
+    }
+    writer.join().expect("writer");
+    let answered = store
+        .quiet
+        .as_ref()
+        .expect("the version check")
+        .answered
+        .load(Ordering::Relaxed);
+    assert!(answered > 0, "no poll was answered from memory");
 }
