@@ -26,6 +26,11 @@
 //! [`LARGE_FILE`], the thread runs a `TRUNCATE` checkpoint under the turn, which waits (busy
 //! timeout) for the readers, copies everything and empties the file.
 //!
+//! A tick that found every frame copied back has nothing to do until some connection commits
+//! again, so the next ticks are skipped until SQLite's data version moves (`PRAGMA
+//! data_version`, asked on the thread's own connection, which never commits; it reads the WAL
+//! index in shared memory). An idle server's thread wakes and asks, and checkpoints nothing.
+//!
 //! The thread ends when the store's last clone is dropped (the channel closes).
 
 use super::writer::open_connection;
@@ -137,9 +142,10 @@ impl Checkpointer {
             .name("cxauth-sqlite-checkpoint".into())
             .spawn(move || {
                 let _alive = alive;
+                let mut settled = Settled::default();
                 // Nothing is ever sent: the loop ends when the sender is dropped.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
-                    tick(&conn, &wal, &turn, Limits::DEFAULT);
+                    settled.tick_if_due(&conn, &wal, &turn, Limits::DEFAULT);
                 }
             })
             .map_err(|e| format!("cannot start the SQLite checkpointer: {e}"))?;
@@ -157,21 +163,60 @@ impl Checkpointer {
     }
 }
 
+/// The data version at which the last tick found nothing left to do, if it did.
+#[derive(Debug, Default)]
+struct Settled(Option<i64>);
+
+impl Settled {
+    /// Runs a [`tick`] unless the last one left nothing to do and no connection has committed
+    /// since; says whether it ran. A version that cannot be read never skips a tick.
+    fn tick_if_due(
+        &mut self,
+        conn: &rusqlite::Connection,
+        wal: &Path,
+        turn: &tokio::sync::Mutex<()>,
+        limits: Limits,
+    ) -> bool {
+        let version = conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
+            .ok();
+        if version.is_some() && version == self.0 {
+            return false;
+        }
+        self.0 = if tick(conn, wal, turn, limits) {
+            version
+        } else {
+            None
+        };
+        true
+    }
+}
+
 /// One tick: a passive checkpoint; if the WAL is long, another under the write turn so that it
 /// starts over; a truncating one if readers keep it from being copied or the file is large.
-/// Errors are logged and the next tick tries again.
-fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>, limits: Limits) {
+/// Errors are logged and the next tick tries again. Returns whether it found nothing to do:
+/// every frame already copied back and the file small, so that until another commit, a tick
+/// would find the same.
+fn tick(
+    conn: &rusqlite::Connection,
+    wal: &Path,
+    turn: &tokio::sync::Mutex<()>,
+    limits: Limits,
+) -> bool {
     let mut last = match checkpoint(conn, "PASSIVE") {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "SQLite passive checkpoint failed");
-            return;
+            return false;
         }
     };
     let large = || std::fs::metadata(wal).is_ok_and(|m| m.len() > limits.large_file);
     let truncate = |left: i64| left > limits.stuck_frames || (left == 0 && large());
-    if last.log <= limits.restart_frames && !truncate(last.log - last.checkpointed) {
-        return;
+    let left = last.log - last.checkpointed;
+    if last.log <= limits.restart_frames && !truncate(left) {
+        // `truncate(0)` was false: the file is small.
+        return left == 0;
     }
     // This thread is no task of the runtime: it may block on the turn.
     let _turn = turn.blocking_lock();
@@ -181,7 +226,7 @@ fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>, 
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "SQLite passive checkpoint failed");
-                return;
+                return false;
             }
         };
     }
@@ -196,6 +241,8 @@ fn tick(conn: &rusqlite::Connection, wal: &Path, turn: &tokio::sync::Mutex<()>, 
             Err(e) => tracing::warn!(error = %e, "SQLite truncating checkpoint failed"),
         }
     }
+    // The next tick finds out what this one left.
+    false
 }
 
 /// Records, when dropped (before the turn it was made after), how long the checkpointer held
@@ -351,6 +398,63 @@ mod tests {
             .expect("the tick never ended after the turn was let go");
         ticker.join().expect("the ticker");
         assert_eq!(wal_len(&wal), 0);
+    }
+
+    /// Once a tick found every frame copied, the next ones are skipped until a commit, of this
+    /// process or another (here: another connection); a tick that left frames a reader holds
+    /// back is never followed by a skip.
+    #[test]
+    fn ticks_are_skipped_only_while_nothing_is_left_and_nothing_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, own, wal) = setup(dir.path());
+        let turn = tokio::sync::Mutex::new(());
+        let limits = Limits::DEFAULT;
+        let mut settled = Settled::default();
+        let copied = |own: &rusqlite::Connection| {
+            let r = checkpoint(own, "PASSIVE").expect("passive");
+            (r.log, r.checkpointed)
+        };
+
+        write(&writer, 10);
+        assert!(
+            settled.tick_if_due(&own, &wal, &turn, limits),
+            "the first tick runs"
+        );
+        assert!(
+            !settled.tick_if_due(&own, &wal, &turn, limits),
+            "nothing since: skipped"
+        );
+        assert!(!settled.tick_if_due(&own, &wal, &turn, limits));
+
+        write(&writer, 15);
+        assert!(
+            settled.tick_if_due(&own, &wal, &turn, limits),
+            "a commit: the tick runs"
+        );
+        let (log, done) = copied(&own);
+        assert_eq!(log, done, "the tick copied every frame");
+        assert!(!settled.tick_if_due(&own, &wal, &turn, limits));
+
+        // A reader holds its snapshot: frames committed after it cannot be copied.
+        let reader =
+            open_connection(&dir.path().join("db.sqlite"), Duration::from_secs(10)).expect("open");
+        reader.execute_batch("BEGIN").expect("begin");
+        assert_eq!(rows(&reader), 25);
+        write(&writer, 5);
+        assert!(settled.tick_if_due(&own, &wal, &turn, limits));
+        assert!(
+            settled.tick_if_due(&own, &wal, &turn, limits),
+            "frames were left: the next tick runs though nothing committed"
+        );
+        reader.execute_batch("COMMIT").expect("commit");
+        assert!(
+            settled.tick_if_due(&own, &wal, &turn, limits),
+            "copies what was left"
+        );
+        let (log, done) = copied(&own);
+        assert_eq!(log, done);
+        assert!(!settled.tick_if_due(&own, &wal, &turn, limits));
+        assert_eq!(rows(&own), 30);
     }
 
     /// The samples of `cxauth_sqlite_checkpoint_hold_seconds` recorded since the last call.
