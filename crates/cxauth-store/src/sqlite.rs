@@ -426,14 +426,18 @@ impl SqliteStore {
 /// Readers poll the change log (no `NOTIFY` in SQLite); a poll that finds nothing new is
 /// answered without a query while SQLite's data version stands still (`sqlite/quiet.rs`).
 impl crate::sql::Watch for SqliteStore {
-    fn quiet_changes(&self, after: i64) -> Result<ChangeBatch, Option<i64>> {
+    fn quiet_changes(&self, after: i64) -> crate::sql::BeforeRead {
+        use crate::sql::BeforeRead;
         let Some(quiet) = &self.quiet else {
-            return Err(None);
+            return BeforeRead::Ask(None);
         };
         let Some(version) = quiet.version() else {
-            return Err(None);
+            return BeforeRead::Ask(None);
         };
-        quiet.answer(version, after).ok_or(Some(version))
+        match quiet.answer(version, after) {
+            Some(batch) => BeforeRead::Known(batch),
+            None => BeforeRead::Ask(Some(version)),
+        }
     }
 
     fn read_changes(&self, mark: Option<i64>, after: i64, batch: &ChangeBatch) {

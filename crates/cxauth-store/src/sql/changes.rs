@@ -4,7 +4,7 @@
 //! Compiled once per dialect (see `crate::sql`).
 
 use super::{Backend, Conn, Db};
-use crate::sql::{DbResult as _, LOCK_CHANGES, RecordedChange, Watch as _};
+use crate::sql::{BeforeRead, DbResult as _, LOCK_CHANGES, RecordedChange, Watch as _};
 use async_trait::async_trait;
 use cxauth_core::store::{
     ChangeBatch, ChangeKind, ChangeLogStore, ChangeWaker, CredentialChange, LocalChangeListener,
@@ -91,8 +91,8 @@ impl ChangeLogStore for Backend {
         limit: i64,
     ) -> Result<ChangeBatch, StoreError> {
         let mark = match self.quiet_changes(after) {
-            Ok(known) => return Ok(known),
-            Err(mark) => mark,
+            BeforeRead::Known(batch) => return Ok(batch),
+            BeforeRead::Ask(mark) => mark,
         };
         let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM credential_changes")
             .fetch_one(&self.pool)

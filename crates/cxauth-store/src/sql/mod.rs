@@ -299,18 +299,25 @@ pub(crate) trait Watch {
         let _ = wake;
     }
 
-    /// Before a read of the change log's rows after `after`: the answer itself when the
-    /// backend knows it without a query (`Ok`), else a mark to give [`Watch::read_changes`]
-    /// with what the query found (`Err`).
-    fn quiet_changes(&self, after: i64) -> Result<ChangeBatch, Option<i64>> {
+    /// Before a read of the change log's rows after `after`: whether the backend knows the
+    /// answer without a query.
+    fn quiet_changes(&self, after: i64) -> BeforeRead {
         let _ = after;
-        Err(None)
+        BeforeRead::Ask(None)
     }
 
     /// After a read of the rows after `after` that [`Watch::quiet_changes`] marked `mark`.
     fn read_changes(&self, mark: Option<i64>, after: i64, batch: &ChangeBatch) {
         let _ = (mark, after, batch);
     }
+}
+
+/// What a backend knows of a read of the change log before it is made.
+pub(crate) enum BeforeRead {
+    /// The answer, known without a query.
+    Known(ChangeBatch),
+    /// Unknown: read the database, then give [`Watch::read_changes`] this mark.
+    Ask(Option<i64>),
 }
 
 /// A listener of [`RecordedChange::announce`], with the store (see `local_key` in
