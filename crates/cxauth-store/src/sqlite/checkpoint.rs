@@ -29,7 +29,10 @@
 //! A tick that found every frame copied back has nothing to do until some connection commits
 //! again, so the next ticks are skipped until SQLite's data version moves (`PRAGMA
 //! data_version`, asked on the thread's own connection, which never commits; it reads the WAL
-//! index in shared memory). An idle server's thread wakes and asks, and checkpoints nothing.
+//! index in shared memory). Each skipped tick doubles the wait before the next, up to
+//! [`IDLE_INTERVAL`], and a tick that runs brings it back to [`INTERVAL`]: on the benchmark VM
+//! each wake-up of the thread cost ~0.1 ms of CPU, checkpoint or not, so an idle server's
+//! thread now wakes twice a second instead of ten times.
 //!
 //! The thread ends when the store's last clone is dropped (the channel closes).
 
@@ -42,6 +45,22 @@ use std::time::Duration;
 /// each, a few hundred pages pile up between two ticks (the old trigger was 1,000); when there
 /// is nothing to copy, a tick costs a few microseconds and no fsync.
 pub(super) const INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest wait between two ticks, reached while ticks are skipped (nothing committed and
+/// nothing left). The first commit after a quiet spell is copied back at most this late, and the
+/// WAL may hold what this much time writes before the next tick (at the benchmark's ~1,800
+/// rotations/s of ~5 frames each, ~4,500 frames: under [`RESTART_FRAMES`]).
+pub(super) const IDLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The wait before the next tick: [`INTERVAL`] after a tick that ran, twice the last wait (at
+/// most [`IDLE_INTERVAL`]) after one that was skipped.
+fn next_wait(last: Duration, ran: bool) -> Duration {
+    if ran {
+        INTERVAL
+    } else {
+        (last * 2).min(IDLE_INTERVAL)
+    }
+}
 
 /// WAL frames (pages) past which a tick makes room for the WAL to start over (~32 MiB of 4 KiB
 /// pages); the file stays near this plus what one [`INTERVAL`] writes.
@@ -143,9 +162,11 @@ impl Checkpointer {
             .spawn(move || {
                 let _alive = alive;
                 let mut settled = Settled::default();
+                let mut wait = INTERVAL;
                 // Nothing is ever sent: the loop ends when the sender is dropped.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
-                    settled.tick_if_due(&conn, &wal, &turn, Limits::DEFAULT);
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+                    let ran = settled.tick_if_due(&conn, &wal, &turn, Limits::DEFAULT);
+                    wait = next_wait(wait, ran);
                 }
             })
             .map_err(|e| format!("cannot start the SQLite checkpointer: {e}"))?;
@@ -455,6 +476,21 @@ mod tests {
         assert_eq!(log, done);
         assert!(!settled.tick_if_due(&own, &wal, &turn, limits));
         assert_eq!(rows(&own), 30);
+    }
+
+    /// Skipped ticks space out to `IDLE_INTERVAL` and no further; one that runs brings the
+    /// wait back to `INTERVAL` at once.
+    #[test]
+    fn the_wait_doubles_while_ticks_are_skipped_and_resets_when_one_runs() {
+        let mut wait = INTERVAL;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            wait = next_wait(wait, false);
+            waits.push(wait.as_millis());
+        }
+        assert_eq!(waits, [200, 400, 500, 500, 500, 500]);
+        assert_eq!(next_wait(IDLE_INTERVAL, true), INTERVAL);
+        assert_eq!(next_wait(INTERVAL, true), INTERVAL);
     }
 
     /// The samples of `cxauth_sqlite_checkpoint_hold_seconds` recorded since the last call.
