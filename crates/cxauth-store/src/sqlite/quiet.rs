@@ -9,11 +9,11 @@
 //!
 //! SQLite's `PRAGMA data_version` tells, on one connection, whether any *other* connection (of
 //! this process or of another) committed since that connection last asked; it starts a read
-//! transaction, which looks at the WAL index in shared memory and does no I/O. So the store
-//! keeps its last read that found no rows, with the version taken before that read began. A
-//! read of the same rows while the version has not moved would find the same nothing, and is
-//! answered from memory. Every commit moves the version, so the answer is never older than the
-//! read itself: the cache's staleness bound is untouched.
+//! transaction, which locks and reads the WAL index in shared memory (two `fcntl` calls, no disk
+//! I/O). So the store keeps its last read that found no rows, with the version taken before
+//! that read began. A read of the same rows while the version has not moved would find the same
+//! nothing, and is answered from memory. Every commit moves the version, so an answer from
+//! memory is what a query made now would return: the cache's staleness bound is untouched.
 
 use super::writer::open_connection;
 use cxauth_core::store::{ChangeBatch, StoreError};
