@@ -471,8 +471,8 @@ async fn a_linked_main_account_takes_tokens_of_its_own_ringex_account_only() {
         .expect("link at B");
     let (status, _, body) = exchange_form(&b, &token).await;
     assert_eq!(status, 401, "{body}");
-    // The time stamp and the random request id are digits that may hold "400" by chance; every
-    // other field is text the server chose, and none of it may name an account.
+    // The time stamp (ms) and the request id (random hex) may hold "400" by chance; every other
+    // field is text the server chose, and none of it may name an account.
     let mut refusal: Value = serde_json::from_str(&body).expect("json");
     let fields = refusal.as_object_mut().expect("an object");
     assert!(fields.remove("timestamp").is_some() && fields.remove("requestId").is_some());
