@@ -198,10 +198,7 @@ impl Settled {
         turn: &tokio::sync::Mutex<()>,
         limits: Limits,
     ) -> bool {
-        let version = conn
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)))
-            .ok();
+        let version = super::quiet::data_version(conn);
         if version.is_some() && version == self.0 {
             return false;
         }

@@ -21,6 +21,14 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// `PRAGMA data_version` on `conn`: it moves whenever another connection (of any process)
+/// commits; `None` if SQLite cannot say at once. Shared with the checkpointer, which skips its
+/// ticks while it stands still.
+pub(super) fn data_version(conn: &rusqlite::Connection) -> Option<i64> {
+    let mut statement = conn.prepare_cached("PRAGMA data_version").ok()?;
+    statement.query_row([], |row| row.get(0)).ok()
+}
+
 /// The last empty read of the change log, and how to tell whether it still holds.
 #[derive(Debug)]
 pub(super) struct QuietLog {
@@ -62,9 +70,7 @@ impl QuietLog {
     /// had without waiting (another task is asking, SQLite is busy): then the caller reads the
     /// database as usual. A few microseconds, on the caller's thread.
     pub(super) fn version(&self) -> Option<i64> {
-        let conn = self.conn.try_lock().ok()?;
-        let mut statement = conn.prepare_cached("PRAGMA data_version").ok()?;
-        statement.query_row([], |row| row.get(0)).ok()
+        data_version(&*self.conn.try_lock().ok()?)
     }
 
     /// The answer to a read of the rows after `after`, if the last empty read was of the same
