@@ -428,24 +428,16 @@ mod tests {
         let turn = tokio::sync::Mutex::new(());
         let limits = Limits::DEFAULT;
         let mut settled = Settled::default();
+        let mut tick = || settled.tick_if_due(&own, &wal, &turn, limits);
 
         write(&writer, 10);
-        assert!(
-            settled.tick_if_due(&own, &wal, &turn, limits),
-            "the first tick runs"
-        );
-        assert!(
-            !settled.tick_if_due(&own, &wal, &turn, limits),
-            "nothing since: skipped"
-        );
-        assert!(!settled.tick_if_due(&own, &wal, &turn, limits));
+        assert!(tick(), "the first tick runs");
+        assert!(!tick(), "nothing since: skipped");
+        assert!(!tick());
 
         write(&writer, 15);
-        assert!(
-            settled.tick_if_due(&own, &wal, &turn, limits),
-            "a commit: the tick runs"
-        );
-        assert!(!settled.tick_if_due(&own, &wal, &turn, limits));
+        assert!(tick(), "a commit: the tick runs");
+        assert!(!tick());
 
         // A reader holds its snapshot: frames committed after it cannot be copied.
         let reader =
@@ -453,20 +445,14 @@ mod tests {
         reader.execute_batch("BEGIN").expect("begin");
         assert_eq!(rows(&reader), 25);
         write(&writer, 5);
-        assert!(settled.tick_if_due(&own, &wal, &turn, limits));
+        assert!(tick());
         assert!(
-            settled.tick_if_due(&own, &wal, &turn, limits),
+            tick(),
             "frames were left: the next tick runs though nothing committed"
         );
         reader.execute_batch("COMMIT").expect("commit");
-        assert!(
-            settled.tick_if_due(&own, &wal, &turn, limits),
-            "copies what was left"
-        );
-        assert!(
-            !settled.tick_if_due(&own, &wal, &turn, limits),
-            "everything copied: skipped again"
-        );
+        assert!(tick(), "copies what was left");
+        assert!(!tick(), "everything copied: skipped again");
         assert_eq!(rows(&own), 30);
     }
 
