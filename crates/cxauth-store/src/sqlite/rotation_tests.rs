@@ -286,7 +286,16 @@ async fn the_wal_stays_bounded_without_automatic_checkpoints() {
         c.await.expect("chain");
         peak = peak.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
     }
-    tokio::time::sleep(checkpoint::INTERVAL * 5).await;
+    // Long enough for a tick even if the last ones were skipped and spaced out.
+    tokio::time::sleep(checkpoint::IDLE_INTERVAL + checkpoint::INTERVAL * 2).await;
+    // Everything is copied back by the thread. Read from the WAL index (the `-shm` file, in
+    // SQLite's documented layout: the log's last frame `mxFrame` at offset 16 of its header, the
+    // frames copied back `nBackfill` at offset 96, native byte order), not asked with a
+    // checkpoint of the test's own, which would copy them itself.
+    let shm = std::fs::read(dir.path().join("rotations.db-shm")).expect("the WAL index");
+    let word = |at: usize| u32::from_ne_bytes(shm[at..at + 4].try_into().expect("4 bytes"));
+    let (frames, copied) = (word(16), word(96));
+    assert_eq!(frames, copied, "frames left in the WAL");
     let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
     peak = peak.max(len);
     // Bounded by the restart threshold (a frame is a 4 KiB page and its 24-byte header) and
@@ -294,12 +303,7 @@ async fn the_wal_stays_bounded_without_automatic_checkpoints() {
     // checkpointer (3,000 wrote a 66 MB WAL: see `checkpoint`'s module docs).
     let bound = checkpoint::RESTART_FRAMES as u64 * (4_096 + 24) + (16 << 20);
     assert!(len < bound, "the WAL grew to {len} bytes (bound {bound})");
-    // Everything is copied back: a passive checkpoint now finds nothing left to copy.
-    let conn =
-        writer::open_connection(&dir.path().join("rotations.db"), BUSY_TIMEOUT).expect("open");
-    let r = checkpoint::checkpoint(&conn, "PASSIVE").expect("checkpoint");
-    assert_eq!(r.log, r.checkpointed, "frames left in the WAL: {r:?}");
-    eprintln!("WAL peak {peak} bytes, after the tick {len} bytes, {r:?}");
+    eprintln!("WAL peak {peak} bytes, after the tick {len} bytes, {frames} frames copied");
 }
 
 /// The writer and checkpointer threads end when the store's last clone is dropped: a test
