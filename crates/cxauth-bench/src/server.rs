@@ -67,16 +67,18 @@ fn listening_address(text: &str) -> Option<&str> {
 
 /// Spawns `cmd` with stderr going to `log` (a file, like a real deployment's log, so the
 /// server never waits on a reader) and waits for `cxauth: listening on http://ADDR` in it.
-pub(crate) fn spawn_and_wait(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
+/// The child dies with the harness however the harness ends ([`dies_with_parent`]).
+pub(crate) fn spawn_and_wait(cmd: Command, what: &str, log: &Path) -> anyhow::Result<Server> {
     let file =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let started = Instant::now();
     let mut child = Running(
-        cmd.stdin(Stdio::null())
+        dies_with_parent(&cmd)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .with_context(|| format!("cannot start {what}"))?,
+            .with_context(|| format!("cannot start {what} (by way of setpriv, util-linux)"))?,
     );
     let deadline = started + Duration::from_secs(60);
     loop {
@@ -284,13 +286,11 @@ fn status_kb(pid: u32, field: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// `cmd` run by `taskset -c cpu` (same arguments, environment and directory).
-pub(crate) fn pinned(cmd: &Command, cpu: usize) -> Command {
-    let mut p = Command::new("taskset");
-    p.arg("-c")
-        .arg(cpu.to_string())
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
+/// `cmd` run by `program` with `args` before its own program and arguments (`taskset -c 0
+/// node x.mjs`): same environment and directory.
+fn wrapped(program: &str, args: &[&str], cmd: &Command) -> Command {
+    let mut p = Command::new(program);
+    p.args(args).arg(cmd.get_program()).args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => p.env(k, v),
@@ -301,6 +301,20 @@ pub(crate) fn pinned(cmd: &Command, cpu: usize) -> Command {
         p.current_dir(d);
     }
     p
+}
+
+/// `cmd` run by `taskset -c cpu` (same arguments, environment and directory).
+pub(crate) fn pinned(cmd: &Command, cpu: usize) -> Command {
+    wrapped("taskset", &["-c", &cpu.to_string()], cmd)
+}
+
+/// `cmd` run by `setpriv --pdeathsig KILL`: the kernel kills it when the thread that started
+/// it ends, so a harness stopped by a signal (`kill PID`, a CI time-out), which runs no
+/// destructor, leaves no server behind. The signal survives `taskset`'s and `sh`'s `exec`.
+/// Servers are started from the harness's main thread, which lives as long as the process: a
+/// server started from a thread that ends early would be killed with it.
+fn dies_with_parent(cmd: &Command) -> Command {
+    wrapped("setpriv", &["--pdeathsig", "KILL", "--"], cmd)
 }
 
 /// The core a pinned server runs on (`all --pin`, `peers`).
@@ -386,6 +400,44 @@ mod tests {
             "the child {} still runs",
             pid.trim()
         );
+    }
+
+    /// A child outlives no harness: started from a thread that then ends without stopping it
+    /// (as a harness killed by a signal runs no destructor), the child is killed by the
+    /// kernel. Without `setpriv --pdeathsig` it sleeps on for its 30 s.
+    #[test]
+    fn a_server_dies_with_the_harness_that_started_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
+        let log = dir.path().join("log");
+        let starter = {
+            let pid_file = pid_file.clone();
+            std::thread::spawn(move || {
+                let mut cmd = std::process::Command::new("sh");
+                cmd.arg("-c")
+                    .arg("echo $$ > \"$1\"; echo 'cxauth: listening on http://127.0.0.1:9' >&2; exec sleep 30")
+                    .arg("sh")
+                    .arg(&pid_file);
+                let server = spawn_and_wait(cmd, "the test child", &log).expect("started");
+                // No destructor runs, as when a signal ends the harness.
+                std::mem::forget(server);
+            })
+        };
+        starter.join().expect("the starting thread");
+        let pid = std::fs::read_to_string(&pid_file).expect("the child's pid");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Killed, the child is a zombie (this process, its parent, never reaps it) or gone.
+        let dead = || {
+            std::fs::read_to_string(&stat).map_or(true, |s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !dead() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(dead(), "the child {} still runs", pid.trim());
     }
 
     #[test]
