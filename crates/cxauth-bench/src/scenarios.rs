@@ -3,7 +3,7 @@
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
-use crate::server::{Server, cxauth_binary};
+use crate::server::{Fifo, Server, cxauth_binary};
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
     login_body, post_form, raw_argon2_rate,
@@ -51,6 +51,13 @@ pub struct Options {
     /// take turns on one core: per-core figures are then the server's one core. Needs 2 cores.
     #[arg(long)]
     pin: bool,
+    /// With --pin: during each open-loop (half-load) measurement, the server under test and the
+    /// load generator run under SCHED_FIFO (`chrt`), so that nothing else the machine runs
+    /// (its services, its kernel threads) takes their cores: the latency tail of a machine
+    /// whose two cores the benchmark owns. Those rows' load reads `… fifo`. Needs root or
+    /// CAP_SYS_NICE.
+    #[arg(long, requires = "pin")]
+    realtime: bool,
 }
 
 /// At this share of its cores (percent) the load generator counts as busy: see
@@ -155,6 +162,8 @@ struct Run<'a> {
     rows: Vec<Row>,
     facts: Vec<(String, String)>,
     only: &'a [String],
+    /// `--realtime`: open-loop measurements under SCHED_FIFO.
+    realtime: bool,
 }
 
 impl Run<'_> {
@@ -179,6 +188,14 @@ impl Run<'_> {
         // The measured window in the log's clock: `load::run` starts 20 ms after it is called,
         // and records after the warm-up (the edges may be off by the time this line takes).
         let record_from = SystemTime::now() + Duration::from_millis(20) + self.plan.warmup;
+        // `--realtime`: the server and this process under SCHED_FIFO for the open-loop run
+        // only, back to the default policy when the guard drops (right after the run).
+        let fifo = (self.realtime && matches!(pace, Pace::Open(_)))
+            .then(|| Fifo::start(&[server.pid(), std::process::id()]))
+            .and_then(|f| {
+                f.map_err(|e| eprintln!("cxauth-bench: warning: not under SCHED_FIFO: {e:#}"))
+                    .ok()
+            });
         let mut s = self.rt.block_on(load::run(
             server.addr,
             workloads,
@@ -186,8 +203,10 @@ impl Run<'_> {
             self.plan.warmup,
             self.plan.duration,
         ));
+        let fifo = fifo.map(drop).is_some();
         let load = match pace {
             Pace::Closed => format!("closed c={n}"),
+            Pace::Open(r) if fifo => format!("open {r:.0}/s c={n} fifo"),
             Pace::Open(r) => format!("open {r:.0}/s c={n}"),
         };
         let cpu = server.cpu_seconds() - cpu0;
@@ -290,6 +309,10 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
             anyhow::bail!("--pin needs 2 cores (this machine has {})", machine.cores);
         }
         crate::server::pin_self(crate::server::GENERATOR_CORE)?;
+        if opts.realtime {
+            // Refused now, not after minutes of closed-loop rows.
+            drop(Fifo::start(&[std::process::id()])?);
+        }
         1
     } else {
         machine.cores
@@ -321,6 +344,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         rows: Vec::new(),
         facts: Vec::new(),
         only: &opts.only,
+        realtime: opts.realtime,
     };
     let c = plan.conns;
 
@@ -345,7 +369,11 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
 
     run.fact(
         "pinning",
-        if opts.pin {
+        if opts.realtime {
+            "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1); \
+             both under SCHED_FIFO (chrt -a -f -p 10) during the open-loop rows (`fifo`)"
+                .into()
+        } else if opts.pin {
             "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1)".into()
         } else {
             "none: servers and load generator share every core".into()

@@ -330,6 +330,68 @@ pub(crate) fn on_core(cmd: Command, pin: Option<usize>) -> Command {
     }
 }
 
+/// The real-time priority `--realtime` gives: above every ordinary task, below the kernel's
+/// own real-time threads (which run at 50 and up).
+const FIFO_PRIORITY: u32 = 10;
+
+/// Processes under SCHED_FIFO (every thread, and the threads they start later, which inherit
+/// it) until dropped, then back under the default policy, SCHED_OTHER. The kernel's real-time
+/// throttling (`sched_rt_runtime_us`, 95% of each second by default) still leaves the rest of
+/// the machine a share.
+pub(crate) struct Fifo {
+    pids: Vec<u32>,
+}
+
+impl Fifo {
+    /// Puts `pids` under SCHED_FIFO; on an error, none of them stays there.
+    pub(crate) fn start(pids: &[u32]) -> anyhow::Result<Fifo> {
+        let mut fifo = Fifo { pids: Vec::new() };
+        for &pid in pids {
+            chrt(pid, true)?;
+            fifo.pids.push(pid);
+        }
+        Ok(fifo)
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            if let Err(e) = chrt(pid, false) {
+                eprintln!("cxauth-bench: warning: {e:#}");
+            }
+        }
+    }
+}
+
+/// `chrt -a -p` on every thread of `pid`: SCHED_FIFO at [`FIFO_PRIORITY`], or SCHED_OTHER.
+fn chrt(pid: u32, fifo: bool) -> anyhow::Result<()> {
+    let priority = if fifo { FIFO_PRIORITY } else { 0 };
+    let out = Command::new("chrt")
+        .arg("-a")
+        .arg(if fifo { "-f" } else { "-o" })
+        .arg("-p")
+        .arg(priority.to_string())
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("cannot run chrt (util-linux)")?;
+    if !out.status.success() {
+        bail!(
+            "chrt -a {} -p {priority} {pid} failed{}: {}",
+            if fifo { "-f" } else { "-o" },
+            if fifo {
+                " (--realtime needs root or CAP_SYS_NICE)"
+            } else {
+                ""
+            },
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Pins every thread of this process (and so everything it starts later) to `cpu`.
 pub(crate) fn pin_self(cpu: usize) -> anyhow::Result<()> {
     let st = Command::new("taskset")
@@ -438,6 +500,66 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(dead(), "the child {} still runs", pid.trim());
+    }
+
+    /// The scheduling policy of every thread of `pid`: field 41 of each thread's `stat`
+    /// (0 SCHED_OTHER, 1 SCHED_FIFO).
+    fn policies(pid: u32) -> Vec<u32> {
+        let mut all = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+            let stat =
+                std::fs::read_to_string(task.expect("task").path().join("stat")).expect("stat");
+            let rest = stat.rsplit_once(')').expect("comm").1;
+            // Field 41 overall is the 39th after the command name.
+            let policy = rest.split_whitespace().nth(38).expect("policy");
+            all.push(policy.parse().expect("a number"));
+        }
+        all
+    }
+
+    /// `Fifo` puts every thread of a process under SCHED_FIFO, and back when dropped. As root
+    /// (CI) it must work; otherwise it must refuse with the flag's requirement. The process is
+    /// a child of three threads (a Python one), not this test process, whose other tests'
+    /// children would inherit the policy.
+    #[test]
+    fn fifo_covers_every_thread_and_ends_with_its_guard() {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .expect("status")
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+        let mut child = super::Running(
+            std::process::Command::new("python3")
+                .arg("-c")
+                .arg(
+                    "import threading, time\n\
+                     for _ in range(2): threading.Thread(target=time.sleep, args=(30,)).start()\n\
+                     print('ready', flush=True)\n\
+                     time.sleep(30)",
+                )
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3"),
+        );
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.0.stdout.take().expect("stdout")),
+            &mut ready,
+        )
+        .expect("ready");
+        let pid = child.0.id();
+        assert_eq!(policies(pid), [0, 0, 0]);
+        match super::Fifo::start(&[pid]) {
+            Ok(fifo) => {
+                assert_eq!(policies(pid), [1, 1, 1]);
+                drop(fifo);
+                assert_eq!(policies(pid), [0, 0, 0]);
+            }
+            Err(e) => {
+                assert!(!root, "refused as root: {e:#}");
+                assert!(format!("{e:#}").contains("CAP_SYS_NICE"), "{e:#}");
+                assert_eq!(policies(pid), [0, 0, 0]);
+            }
+        }
     }
 
     #[test]
