@@ -52,9 +52,10 @@ pub struct Options {
     #[arg(long)]
     pin: bool,
     /// With --pin: during each open-loop (half-load) measurement, the server under test and the
-    /// load generator run under SCHED_FIFO (`chrt`), so that nothing else the machine runs
-    /// (its services, its kernel threads) takes their cores: the latency tail of a machine
-    /// whose two cores the benchmark owns. Those rows' load reads `… fifo`. Needs root or
+    /// load generator run under SCHED_FIFO (`chrt`), so that the machine's other programs and
+    /// ordinary kernel threads cannot take their cores when they wake: nearer the latency tail
+    /// of a machine whose two cores the benchmark owns (interrupts, and a kernel thread already
+    /// on the core, still delay them). Those rows' load reads `… fifo`. Needs root or
     /// CAP_SYS_NICE.
     #[arg(long, requires = "pin")]
     realtime: bool,
