@@ -267,12 +267,27 @@ pub(crate) fn cpu_seconds_of(path: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(path) else {
         return f64::NAN;
     };
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    let f = stat_fields(&stat);
+    let ticks = |n: usize| f.get(n).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(STAT_UTIME) + ticks(STAT_STIME)) / 100.0
+}
+
+/// Field 3 of a `stat` file, the state (`R`, `S`, `Z`, …).
+#[cfg(test)]
+const STAT_STATE: usize = 0;
+/// Fields 14 and 15, user and system time in clock ticks.
+const STAT_UTIME: usize = 11;
+const STAT_STIME: usize = 12;
+/// Field 41, the scheduling policy (0 SCHED_OTHER, 1 SCHED_FIFO).
+#[cfg(test)]
+const STAT_POLICY: usize = 38;
+
+/// The fields of a `/proc/PID[/task/TID]/stat` text after the command name, which is in
+/// parentheses and may hold spaces and parentheses itself: field N of proc(5) is at index
+/// N − 3 (the `STAT_*` constants). Empty if the text has no name.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect())
 }
 
 fn status_kb(pid: u32, field: &str) -> f64 {
@@ -438,7 +453,7 @@ pub fn hello_main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{listening_address, spawn_and_wait};
+    use super::{STAT_POLICY, STAT_STATE, listening_address, spawn_and_wait, stat_fields};
 
     /// A start that fails (here: an address that does not parse) stops the child; it is not
     /// left running behind the error. The child writes its pid, then sleeps.
@@ -490,10 +505,8 @@ mod tests {
         let stat = format!("/proc/{}/stat", pid.trim());
         // Killed, the child is a zombie (this process, its parent, never reaps it) or gone.
         let dead = || {
-            std::fs::read_to_string(&stat).map_or(true, |s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
+            std::fs::read_to_string(&stat)
+                .map_or(true, |s| stat_fields(&s).get(STAT_STATE) == Some(&"Z"))
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !dead() && std::time::Instant::now() < deadline {
@@ -502,16 +515,13 @@ mod tests {
         assert!(dead(), "the child {} still runs", pid.trim());
     }
 
-    /// The scheduling policy of every thread of `pid`: field 41 of each thread's `stat`
-    /// (0 SCHED_OTHER, 1 SCHED_FIFO).
+    /// The scheduling policy of every thread of `pid` (0 SCHED_OTHER, 1 SCHED_FIFO).
     fn policies(pid: u32) -> Vec<u32> {
         let mut all = Vec::new();
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
             let stat =
                 std::fs::read_to_string(task.expect("task").path().join("stat")).expect("stat");
-            let rest = stat.rsplit_once(')').expect("comm").1;
-            // Field 41 overall is the 39th after the command name.
-            let policy = rest.split_whitespace().nth(38).expect("policy");
+            let policy = stat_fields(&stat)[STAT_POLICY];
             all.push(policy.parse().expect("a number"));
         }
         all
@@ -560,6 +570,17 @@ mod tests {
                 assert_eq!(policies(pid), [0, 0, 0]);
             }
         }
+    }
+
+    /// A thread's name may hold spaces and parentheses (`comm` is set by the program):
+    /// fields are counted from the last `)`.
+    #[test]
+    fn stat_fields_start_after_the_whole_name() {
+        let stat = "42 (a) (b c)) S 1 42 42 0 -1 4194560 0 0 0 0 7 3";
+        let f = stat_fields(stat);
+        assert_eq!(f[STAT_STATE], "S");
+        assert_eq!((f[super::STAT_UTIME], f[super::STAT_STIME]), ("7", "3"));
+        assert!(stat_fields("no name").is_empty());
     }
 
     #[test]
