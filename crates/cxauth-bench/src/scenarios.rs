@@ -191,12 +191,18 @@ impl Run<'_> {
         let record_from = SystemTime::now() + Duration::from_millis(20) + self.plan.warmup;
         // `--realtime`: the server and this process under SCHED_FIFO for the open-loop run
         // only, back to the default policy when the guard drops (right after the run).
-        let fifo = (self.realtime && matches!(pace, Pace::Open(_)))
-            .then(|| Fifo::start(&[server.pid(), std::process::id()]))
-            .and_then(|f| {
-                f.map_err(|e| eprintln!("cxauth-bench: warning: not under SCHED_FIFO: {e:#}"))
-                    .ok()
-            });
+        let fifo = match pace {
+            Pace::Open(_) if self.realtime => {
+                match Fifo::start(&[server.pid(), std::process::id()]) {
+                    Ok(fifo) => Some(fifo),
+                    Err(e) => {
+                        eprintln!("cxauth-bench: warning: not under SCHED_FIFO: {e:#}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut s = self.rt.block_on(load::run(
             server.addr,
             workloads,
@@ -204,10 +210,11 @@ impl Run<'_> {
             self.plan.warmup,
             self.plan.duration,
         ));
-        let fifo = fifo.map(drop).is_some();
+        let under_fifo = fifo.is_some();
+        drop(fifo);
         let load = match pace {
             Pace::Closed => format!("closed c={n}"),
-            Pace::Open(r) if fifo => format!("open {r:.0}/s c={n} fifo"),
+            Pace::Open(r) if under_fifo => format!("open {r:.0}/s c={n} fifo"),
             Pace::Open(r) => format!("open {r:.0}/s c={n}"),
         };
         let cpu = server.cpu_seconds() - cpu0;
@@ -368,18 +375,17 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         hello.stop()?;
     }
 
-    run.fact(
-        "pinning",
-        if opts.realtime {
-            "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1); \
-             both under SCHED_FIFO (chrt -a -f -p 10) during the open-loop rows (`fifo`)"
-                .into()
-        } else if opts.pin {
-            "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1)".into()
-        } else {
-            "none: servers and load generator share every core".into()
-        },
-    );
+    let mut pinning = if opts.pin {
+        "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1)".to_owned()
+    } else {
+        "none: servers and load generator share every core".to_owned()
+    };
+    if opts.realtime {
+        pinning.push_str(
+            "; both under SCHED_FIFO (chrt -a -f -p 10) during the open-loop rows (`fifo`)",
+        );
+    }
+    run.fact("pinning", pinning);
     let db = dir.path().join("cxauth.db");
     // First start creates the database, key and admin; the start-up figure is a restart.
     let first = Server::cxauth(&bin, &db, &opts.server_log, pin)?;
