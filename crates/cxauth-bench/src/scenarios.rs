@@ -525,7 +525,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         // a quarter of an hour apart in the Dec 4 sixteenth round), and one measurement before
         // the row put all of the drift into the login's ratio.
         progress("raw Argon2id rate (server idle), before the logins");
-        let before = raw_argon2_rate(plan.cores, plan.duration)?;
+        let before = raw_argon2_rate(plan.cores, plan.duration, pin)?;
         progress("login");
         let w = Fixed {
             method: Method::POST,
@@ -537,13 +537,18 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         let mut r = run.measure(&server, fixed_n(&w, plan.cores * 4), Pace::Closed, "login");
         let threads = thread_shares(&threads0, &server.cpu_seconds_by_thread());
         progress("raw Argon2id rate (server idle), after the logins");
-        let after = raw_argon2_rate(plan.cores, plan.duration)?;
+        let after = raw_argon2_rate(plan.cores, plan.duration, pin)?;
         let (raw, raw_cpu_us) = ((before.0 + after.0) / 2.0, (before.1 + after.1) / 2.0);
         run.rows.push(Row {
             scenario: "argon2id-raw".into(),
             load: format!(
-                "{} threads, in-process, mean of before and after `login`",
-                plan.cores
+                "{} threads, in-process{}, mean of before and after `login`",
+                plan.cores,
+                if pin.is_some() {
+                    " on the server's core"
+                } else {
+                    ""
+                }
             ),
             throughput: raw,
             p50_ms: f64::NAN,

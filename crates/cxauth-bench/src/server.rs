@@ -423,6 +423,31 @@ pub(crate) fn pin_self(cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pins the calling thread alone to `cpu` (`taskset -pc` on its thread id), leaving the rest of
+/// the process where it is. The raw Argon2id threads use it to hash on the server's core, not
+/// on the load generator's core the harness runs on: the two cores of a VM need not be equally
+/// fast.
+pub(crate) fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
+    // "PID/task/TID": the thread's own id, which std does not expose.
+    let link = std::fs::read_link("/proc/thread-self").context("cannot read /proc/thread-self")?;
+    let tid = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .with_context(|| format!("no thread id in {}", link.display()))?
+        .to_owned();
+    let st = Command::new("taskset")
+        .arg("-pc")
+        .arg(cpu.to_string())
+        .arg(&tid)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("cannot run taskset (util-linux)")?;
+    if !st.success() {
+        bail!("taskset -pc {cpu} {tid} failed: {st}");
+    }
+    Ok(())
+}
+
 /// Runs the bare hyper "hello" server: the machine's ceiling for an HTTP/1.1 answer over
 /// loopback, with the same runtime shape as cxauth (tokio multi-thread, one worker per core).
 pub fn hello_main() -> anyhow::Result<()> {
@@ -570,6 +595,33 @@ mod tests {
                 assert_eq!(policies(pid), [0, 0, 0]);
             }
         }
+    }
+
+    /// The cores a thread may run on, from its `/proc/thread-self/status`.
+    fn allowed_cores() -> String {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list")
+            .trim()
+            .to_owned()
+    }
+
+    /// `pin_this_thread` moves the calling thread only: the thread that started it keeps its
+    /// cores (with `taskset -a`, or on the process id, both would move).
+    #[test]
+    fn pinning_a_thread_leaves_the_others_where_they_were() {
+        let before = allowed_cores();
+        let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let pinned = std::thread::spawn(move || {
+            super::pin_this_thread(last).expect("pin");
+            allowed_cores()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(pinned, last.to_string());
+        assert_eq!(allowed_cores(), before);
     }
 
     /// A thread's name may hold spaces and parentheses (`comm` is set by the program):

@@ -149,8 +149,13 @@ pub(crate) fn own_cpu_seconds() -> f64 {
 }
 
 /// Raw Argon2id verifications per second on `threads` threads, same parameters as the server,
-/// and the CPU time each took (comparable even when other work takes cores away).
-pub(crate) fn raw_argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<(f64, f64)> {
+/// and the CPU time each took (comparable even when other work takes cores away). With `on`,
+/// every thread hashes on that core (the pinned server's), not where the harness runs.
+pub(crate) fn raw_argon2_rate(
+    threads: usize,
+    duration: Duration,
+    on: Option<usize>,
+) -> anyhow::Result<(f64, f64)> {
     let cpu0 = own_cpu_seconds();
     let pw = secrecy::SecretString::from(ADMIN_PASSWORD);
     let phc = cxauth_core::password::hash_password(&pw).context("hashing failed")?;
@@ -160,6 +165,9 @@ pub(crate) fn raw_argon2_rate(threads: usize, duration: Duration) -> anyhow::Res
             let phc = phc.clone();
             let pw = pw.clone();
             std::thread::spawn(move || {
+                if let Some(cpu) = on {
+                    crate::server::pin_this_thread(cpu)?;
+                }
                 let mut n = 0u64;
                 // The server's own fastest path: one reused memory area per thread.
                 let mut memory = cxauth_core::password::HashMemory::default();
@@ -168,11 +176,16 @@ pub(crate) fn raw_argon2_rate(threads: usize, duration: Duration) -> anyhow::Res
                         n += 1;
                     }
                 }
-                n
+                anyhow::Ok(n)
             })
         })
         .collect();
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    let mut total = 0u64;
+    for h in handles {
+        total += h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a raw Argon2id thread panicked"))??;
+    }
     let cpu = own_cpu_seconds() - cpu0;
     Ok((
         total as f64 / duration.as_secs_f64(),
