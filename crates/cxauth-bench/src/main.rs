@@ -13,6 +13,7 @@ mod report;
 mod scenarios;
 mod seed;
 mod server;
+mod waits;
 mod workloads;
 
 use clap::{Parser, Subcommand};

@@ -4,6 +4,7 @@ use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
 use crate::server::{Fifo, Server, cxauth_binary};
+use crate::waits::WaitTrace;
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
     login_body, post_form, raw_argon2_rate,
@@ -59,6 +60,13 @@ pub struct Options {
     /// CAP_SYS_NICE.
     #[arg(long, requires = "pin")]
     realtime: bool,
+    /// During each open-loop (half-load) measurement, record the kernel's scheduler events
+    /// (tracefs) and report every wait of 0.5 ms or more of a server or load-generator thread
+    /// that was ready to run, with what ran on its core meanwhile (`idle`: nothing did, i.e.
+    /// the hypervisor had not yet run the virtual CPU). Those rows' load reads `… traced`.
+    /// Needs root.
+    #[arg(long)]
+    trace_waits: bool,
 }
 
 /// At this share of its cores (percent) the load generator counts as busy: see
@@ -165,6 +173,8 @@ struct Run<'a> {
     only: &'a [String],
     /// `--realtime`: open-loop measurements under SCHED_FIFO.
     realtime: bool,
+    /// `--trace-waits`: open-loop measurements with the scheduler traced.
+    trace_waits: bool,
 }
 
 impl Run<'_> {
@@ -173,7 +183,7 @@ impl Run<'_> {
     }
 
     fn measure<W: Workload>(
-        &self,
+        &mut self,
         server: &Server,
         workloads: Vec<W>,
         pace: Pace,
@@ -203,6 +213,16 @@ impl Run<'_> {
             }
             _ => None,
         };
+        let trace = match pace {
+            Pace::Open(_) if self.trace_waits => match WaitTrace::start() {
+                Ok(trace) => Some(trace),
+                Err(e) => {
+                    eprintln!("cxauth-bench: warning: not traced: {e:#}");
+                    None
+                }
+            },
+            _ => None,
+        };
         let mut s = self.rt.block_on(load::run(
             server.addr,
             workloads,
@@ -212,10 +232,24 @@ impl Run<'_> {
         ));
         let under_fifo = fifo.is_some();
         drop(fifo);
+        let traced = trace.is_some();
+        if let Some(trace) = trace {
+            let groups = [
+                ("server", crate::waits::threads_of(server.pid())),
+                ("harness", crate::waits::threads_of(std::process::id())),
+            ];
+            match trace.finish(&groups) {
+                Ok(waits) => self.fact(&format!("waits of {name}"), waits),
+                Err(e) => eprintln!("cxauth-bench: warning: trace not read: {e:#}"),
+            }
+        }
         let load = match pace {
             Pace::Closed => format!("closed c={n}"),
-            Pace::Open(r) if under_fifo => format!("open {r:.0}/s c={n} fifo"),
-            Pace::Open(r) => format!("open {r:.0}/s c={n}"),
+            Pace::Open(r) => format!(
+                "open {r:.0}/s c={n}{}{}",
+                if under_fifo { " fifo" } else { "" },
+                if traced { " traced" } else { "" }
+            ),
         };
         let cpu = server.cpu_seconds() - cpu0;
         let own = crate::workloads::own_cpu_seconds() - own0;
@@ -325,6 +359,10 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     } else {
         machine.cores
     };
+    if opts.trace_waits {
+        // Refused now, not after minutes of closed-loop rows.
+        drop(WaitTrace::start()?);
+    }
     let plan = Plan {
         warmup: Duration::from_secs_f64(if opts.quick { 0.3 } else { 1.0 }),
         duration: Duration::from_secs_f64(opts.duration.unwrap_or(if opts.quick {
@@ -353,6 +391,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         facts: Vec::new(),
         only: &opts.only,
         realtime: opts.realtime,
+        trace_waits: opts.trace_waits,
     };
     let c = plan.conns;
 
@@ -383,6 +422,12 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     if opts.realtime {
         pinning.push_str(
             "; both under SCHED_FIFO (chrt -a -f -p 10) during the open-loop rows (`fifo`)",
+        );
+    }
+    if opts.trace_waits {
+        pinning.push_str(
+            "; scheduler traced during the open-loop rows, warm-up included (`traced`: see \
+             their `waits of` lines)",
         );
     }
     run.fact("pinning", pinning);
