@@ -26,12 +26,15 @@ const EVENTS: [&str; 3] = [
 ];
 /// Per-CPU ring buffer: a half-load row of ~35k answers/s for 9 s writes ~1.5M events.
 const BUFFER_KB: &str = "131072";
+/// Threads whose names the kernel keeps (some kernels keep only 128 by default).
+const CMDLINES: &str = "8192";
 
 /// Scheduler events recording while it lives; recording stops and the tracing settings are
 /// put back when it drops, also when the row fails.
 pub(crate) struct WaitTrace {
     root: PathBuf,
     buffer_kb: String,
+    cmdlines: String,
 }
 
 impl WaitTrace {
@@ -40,7 +43,12 @@ impl WaitTrace {
         let root = PathBuf::from(TRACEFS);
         let buffer_kb = std::fs::read_to_string(root.join("buffer_size_kb"))
             .with_context(|| format!("--trace-waits needs root and tracefs at {TRACEFS}"))?;
+        let cmdlines = std::fs::read_to_string(root.join("saved_cmdlines_size"))
+            .unwrap_or_else(|_| "128".into())
+            .trim()
+            .to_owned();
         let trace = WaitTrace {
+            cmdlines,
             root,
             // "7 (expanded: 1408)" before the first use: the figure to write back is the first.
             buffer_kb: buffer_kb
@@ -52,6 +60,10 @@ impl WaitTrace {
         trace.write("tracing_on", "0")?;
         trace.write("buffer_size_kb", BUFFER_KB)?;
         trace.write("trace", "")?;
+        // Which process each thread belonged to, kept by the kernel (`saved_tgids`,
+        // `saved_cmdlines`) also for threads gone by the time the trace is read.
+        trace.write("options/record-tgid", "1")?;
+        trace.write("saved_cmdlines_size", CMDLINES)?;
         for e in EVENTS {
             trace.write(e, "1")?;
         }
@@ -72,10 +84,12 @@ impl WaitTrace {
             .context("cannot read the scheduler trace")?;
         let lost = overruns(&self.root);
         let (waits, names) = waits(&text);
-        let name = |tid: u32| named(tid, &names);
+        let processes = processes(&self.root);
+        let task = |tid: u32| named(tid, &names, &processes);
+        let thread = |tid: u32| names.get(&tid).cloned().unwrap_or_else(|| tid.to_string());
         let mut parts: Vec<String> = groups
             .iter()
-            .map(|(group, tids)| summary(group, &waits, tids, name))
+            .map(|(group, tids)| summary(group, &waits, tids, thread, task))
             .collect();
         if lost > 0 {
             parts.push(format!("{lost} events lost to a full buffer"));
@@ -91,6 +105,8 @@ impl Drop for WaitTrace {
             let _ = self.write(e, "0");
         }
         let _ = self.write("trace", "");
+        let _ = self.write("options/record-tgid", "0");
+        let _ = self.write("saved_cmdlines_size", &self.cmdlines);
         let _ = self.write("buffer_size_kb", &self.buffer_kb);
     }
 }
@@ -105,26 +121,44 @@ pub(crate) fn threads_of(pid: u32) -> HashSet<u32> {
         .unwrap_or_default()
 }
 
+/// Each traced thread's process name, from the kernel's `saved_tgids` ("tid tgid" lines) and
+/// `saved_cmdlines` ("pid name" lines; a process's name is its first thread's).
+fn processes(root: &Path) -> HashMap<u32, String> {
+    let pairs = |file: &str| -> Vec<(u32, String)> {
+        std::fs::read_to_string(root.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (id, rest) = l.split_once(' ')?;
+                Some((id.parse().ok()?, rest.trim().to_owned()))
+            })
+            .collect()
+    };
+    let commands: HashMap<u32, String> = pairs("saved_cmdlines").into_iter().collect();
+    pairs("saved_tgids")
+        .into_iter()
+        .filter_map(|(tid, tgid)| {
+            let tgid: u32 = tgid.parse().ok()?;
+            // A process whose first thread slept through the trace has no saved name: read
+            // it from /proc while the process runs.
+            let process = commands.get(&tgid).cloned().or_else(|| {
+                let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok()?;
+                Some(comm.trim().to_owned())
+            })?;
+            Some((tid, process))
+        })
+        .collect()
+}
+
 /// A task's name in the report: `idle`, or its thread's name from the trace, followed by its
-/// process's (from `/proc`, while it still runs) when that differs: several programs have
-/// threads named `tokio-rt-worker`.
-fn named(tid: u32, names: &HashMap<u32, String>) -> String {
+/// process's when that differs: several programs have threads named `tokio-rt-worker`.
+fn named(tid: u32, names: &HashMap<u32, String>, processes: &HashMap<u32, String>) -> String {
     if tid == 0 {
         return "idle".to_owned();
     }
     let thread = names.get(&tid).cloned().unwrap_or_else(|| tid.to_string());
-    let process = std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|status| {
-            let tgid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))?
-                .trim()
-                .to_owned();
-            std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok()
-        });
-    match process {
-        Some(p) if p.trim() != thread => format!("{thread} ({})", p.trim()),
+    match processes.get(&tid) {
+        Some(p) if *p != thread => format!("{thread} ({p})"),
         _ => thread,
     }
 }
@@ -276,39 +310,53 @@ fn waits(trace: &str) -> (Vec<Wait>, HashMap<u32, String>) {
     (found.into_iter().map(|(_, w)| w).collect(), names)
 }
 
-/// "server: 12 waits, 31.0 ms (longest 4.2 ms); meanwhile kdamond.0 12.1, idle 9.0, …".
+/// The waits of one process's threads (`tids`), by kind of thread (its name), the kinds that
+/// waited longest first: "server: tokio-rt-worker 12 waits, 31.0 ms (longest 4.2 ms; meanwhile
+/// kdamond.0 12.1, idle 9.0, …), log-writer …". `thread` names a waiting thread, `task` what
+/// ran meanwhile.
 fn summary(
     group: &str,
     waits: &[Wait],
     tids: &HashSet<u32>,
-    name: impl Fn(u32) -> String,
+    thread: impl Fn(u32) -> String,
+    task: impl Fn(u32) -> String,
 ) -> String {
-    let mine: Vec<&Wait> = waits.iter().filter(|w| tids.contains(&w.tid)).collect();
-    if mine.is_empty() {
-        return format!("{group}: none");
-    }
-    let total: f64 = mine.iter().map(|w| w.to - w.from).sum();
-    let longest = mine.iter().map(|w| w.to - w.from).fold(0.0, f64::max);
-    let mut by_task: BTreeMap<String, f64> = BTreeMap::new();
-    for w in &mine {
-        for (&task, s) in &w.meanwhile {
-            *by_task.entry(name(task)).or_default() += s;
+    // Per kind of waiting thread: waits, seconds waited, longest, and seconds per other task.
+    type Kind = (usize, f64, f64, BTreeMap<String, f64>);
+    let mut kinds: BTreeMap<String, Kind> = BTreeMap::new();
+    for w in waits.iter().filter(|w| tids.contains(&w.tid)) {
+        let k = kinds.entry(thread(w.tid)).or_default();
+        k.0 += 1;
+        k.1 += w.to - w.from;
+        k.2 = k.2.max(w.to - w.from);
+        for (&t, s) in &w.meanwhile {
+            *k.3.entry(task(t)).or_default() += s;
         }
     }
-    let mut by_task: Vec<(String, f64)> = by_task.into_iter().collect();
-    by_task.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let meanwhile: Vec<String> = by_task
-        .iter()
-        .take(6)
-        .map(|(task, s)| format!("{task} {:.1}", s * 1e3))
+    if kinds.is_empty() {
+        return format!("{group}: none");
+    }
+    let mut kinds: Vec<(String, Kind)> = kinds.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    let parts: Vec<String> = kinds
+        .into_iter()
+        .map(|(kind, (n, total, longest, meanwhile))| {
+            let mut meanwhile: Vec<(String, f64)> = meanwhile.into_iter().collect();
+            meanwhile.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let meanwhile: Vec<String> = meanwhile
+                .iter()
+                .take(4)
+                .map(|(t, s)| format!("{t} {:.1}", s * 1e3))
+                .collect();
+            format!(
+                "{kind} {n} waits, {:.1} ms (longest {:.1}; meanwhile {})",
+                total * 1e3,
+                longest * 1e3,
+                meanwhile.join(", ")
+            )
+        })
         .collect();
-    format!(
-        "{group}: {} waits, {:.1} ms (longest {:.1} ms); meanwhile (ms) {}",
-        mine.len(),
-        total * 1e3,
-        longest * 1e3,
-        meanwhile.join(", ")
-    )
+    format!("{group} (ms): {}", parts.join(", "))
 }
 
 #[cfg(test)]
@@ -361,13 +409,13 @@ mod tests {
             0 => "idle".to_owned(),
             t => names[&t].clone(),
         };
-        let line = summary("server", &waits, &HashSet::from([7]), name);
+        let line = summary("server", &waits, &HashSet::from([7]), name, name);
         assert_eq!(
             line,
-            "server: 1 waits, 3.0 ms (longest 3.0 ms); meanwhile (ms) kdamond.0 2.0, idle 1.0"
+            "server (ms): worker 1 waits, 3.0 ms (longest 3.0; meanwhile kdamond.0 2.0, idle 1.0)"
         );
         assert_eq!(
-            summary("other", &waits, &HashSet::from([8]), name),
+            summary("other", &waits, &HashSet::from([8]), name, name),
             "other: none"
         );
     }
@@ -375,13 +423,21 @@ mod tests {
     /// A thread is named with its process when the two differ; the idle task is `idle`.
     #[test]
     fn threads_are_named_with_their_process() {
-        let me = std::process::id();
-        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
-        let names = HashMap::from([(me, "worker".to_owned())]);
-        assert_eq!(named(me, &names), format!("worker ({})", comm.trim()));
-        let names = HashMap::from([(me, comm.trim().to_owned())]);
-        assert_eq!(named(me, &names), comm.trim());
-        assert_eq!(named(0, &names), "idle");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("saved_tgids"), "7 5\n5 5\n8 9\n").expect("tgids");
+        std::fs::write(dir.path().join("saved_cmdlines"), "5 cxauth\n3 sh\n").expect("cmdlines");
+        let processes = processes(dir.path());
+        let names = HashMap::from([
+            (7, "log-writer".to_owned()),
+            (5, "cxauth".to_owned()),
+            (8, "tokio-rt-worker".to_owned()),
+        ]);
+        let name = |tid| named(tid, &names, &processes);
+        assert_eq!(name(7), "log-writer (cxauth)");
+        assert_eq!(name(5), "cxauth");
+        // Its process's name is not known: the thread's alone.
+        assert_eq!(name(8), "tokio-rt-worker");
+        assert_eq!(name(0), "idle");
     }
 
     /// Task names may hold spaces, digits and `=`: the fields are found after them.
