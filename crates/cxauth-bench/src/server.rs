@@ -409,16 +409,23 @@ fn chrt(pid: u32, fifo: bool) -> anyhow::Result<()> {
 
 /// Pins every thread of this process (and so everything it starts later) to `cpu`.
 pub(crate) fn pin_self(cpu: usize) -> anyhow::Result<()> {
+    taskset(&[
+        "-a",
+        "-pc",
+        &cpu.to_string(),
+        &std::process::id().to_string(),
+    ])
+}
+
+/// Runs `taskset` (util-linux) with `args`.
+fn taskset(args: &[&str]) -> anyhow::Result<()> {
     let st = Command::new("taskset")
-        .arg("-a")
-        .arg("-pc")
-        .arg(cpu.to_string())
-        .arg(std::process::id().to_string())
+        .args(args)
         .stdout(std::process::Stdio::null())
         .status()
         .context("cannot run taskset (util-linux)")?;
     if !st.success() {
-        bail!("taskset -a -pc {cpu} failed: {st}");
+        bail!("taskset {} failed: {st}", args.join(" "));
     }
     Ok(())
 }
@@ -435,17 +442,7 @@ pub(crate) fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
         .and_then(|t| t.to_str())
         .with_context(|| format!("no thread id in {}", link.display()))?
         .to_owned();
-    let st = Command::new("taskset")
-        .arg("-pc")
-        .arg(cpu.to_string())
-        .arg(&tid)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("cannot run taskset (util-linux)")?;
-    if !st.success() {
-        bail!("taskset -pc {cpu} {tid} failed: {st}");
-    }
-    Ok(())
+    taskset(&["-pc", &cpu.to_string(), &tid])
 }
 
 /// Runs the bare hyper "hello" server: the machine's ceiling for an HTTP/1.1 answer over
