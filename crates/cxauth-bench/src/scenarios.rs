@@ -190,6 +190,18 @@ impl Run<'_> {
         name: &str,
     ) -> Row {
         let n = workloads.len();
+        // `--trace-waits`: started before the row's CPU and clock readings, and read after
+        // them, so that neither the buffer's set-up nor its reading counts in the row.
+        let trace = match pace {
+            Pace::Open(_) if self.trace_waits => match WaitTrace::start() {
+                Ok(trace) => Some(trace),
+                Err(e) => {
+                    eprintln!("cxauth-bench: warning: not traced: {e:#}");
+                    None
+                }
+            },
+            _ => None,
+        };
         server.reset_peak();
         let cpu0 = server.cpu_seconds();
         let own0 = crate::workloads::own_cpu_seconds();
@@ -213,16 +225,6 @@ impl Run<'_> {
             }
             _ => None,
         };
-        let trace = match pace {
-            Pace::Open(_) if self.trace_waits => match WaitTrace::start() {
-                Ok(trace) => Some(trace),
-                Err(e) => {
-                    eprintln!("cxauth-bench: warning: not traced: {e:#}");
-                    None
-                }
-            },
-            _ => None,
-        };
         let mut s = self.rt.block_on(load::run(
             server.addr,
             workloads,
@@ -233,16 +235,6 @@ impl Run<'_> {
         let under_fifo = fifo.is_some();
         drop(fifo);
         let traced = trace.is_some();
-        if let Some(trace) = trace {
-            let groups = [
-                ("server", crate::waits::threads_of(server.pid())),
-                ("harness", crate::waits::threads_of(std::process::id())),
-            ];
-            match trace.finish(&groups) {
-                Ok(waits) => self.fact(&format!("waits of {name}"), waits),
-                Err(e) => eprintln!("cxauth-bench: warning: trace not read: {e:#}"),
-            }
-        }
         let load = match pace {
             Pace::Closed => format!("closed c={n}"),
             Pace::Open(r) => format!(
@@ -258,6 +250,16 @@ impl Run<'_> {
         r.generator_cpu_pct = 100.0 * own / (wall * self.plan.generator_cores as f64);
         r.server_core_pct = 100.0 * cpu / (wall * self.plan.cores as f64);
         r.steal_pct = steal_pct(steal0, steal_ticks());
+        if let Some(trace) = trace {
+            let groups = [
+                ("server", crate::waits::threads_of(server.pid())),
+                ("harness", crate::waits::threads_of(std::process::id())),
+            ];
+            match trace.finish(&groups) {
+                Ok(waits) => self.fact(&format!("waits of {name}"), waits),
+                Err(e) => eprintln!("cxauth-bench: warning: trace not read: {e:#}"),
+            }
+        }
         if let Pace::Open(_) = pace {
             // The server writes its log a batch at a time, at most `log_sink::GATHER` (5 ms)
             // after each line.
