@@ -189,6 +189,7 @@ struct Wait {
 }
 
 /// One parsed line: a context switch on `cpu`, or a wake-up.
+#[derive(Debug, PartialEq)]
 enum Event<'a> {
     Switch {
         cpu: usize,
@@ -444,22 +445,16 @@ mod tests {
     #[test]
     fn names_with_spaces_parse() {
         let line = switch(1, 2.5, ("opt cgu.0", 12, "R+"), ("a=b c", 13));
-        match parse(&line) {
-            Some(Event::Switch {
-                cpu,
-                at,
-                prev,
-                prev_ready,
-                next,
-                next_name,
-            }) => {
-                assert_eq!(
-                    (cpu, prev, prev_ready, next, next_name),
-                    (1, 12, true, 13, "a=b c")
-                );
-                assert!((at - 2.5).abs() < 1e-9);
-            }
-            _ => panic!("not parsed: {line}"),
-        }
+        let expected = Event::Switch {
+            cpu: 1,
+            at: 2.5,
+            prev: 12,
+            prev_ready: true,
+            next: 13,
+            next_name: "a=b c",
+        };
+        assert_eq!(parse(&line), Some(expected), "{line}");
+        let line = wakeup(3.25, "x y", 14, 0);
+        assert_eq!(parse(&line), Some(Event::Wakeup { at: 3.25, tid: 14 }));
     }
 }
