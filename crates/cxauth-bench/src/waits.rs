@@ -29,45 +29,48 @@ const BUFFER_KB: &str = "131072";
 /// Threads whose names the kernel keeps (some kernels keep only 128 by default).
 const CMDLINES: &str = "8192";
 
-/// Scheduler events recording while it lives; recording stops and the tracing settings are
-/// put back when it drops, also when the row fails.
+/// Scheduler events recording while it lives; recording stops and every tracing setting it
+/// changed is put back as it found it when it drops, also when the row fails.
 pub(crate) struct WaitTrace {
     root: PathBuf,
-    buffer_kb: String,
-    cmdlines: String,
+    /// The settings changed (file under `root`) and the values they had, in the order set.
+    saved: Vec<(&'static str, String)>,
 }
 
 impl WaitTrace {
     /// Clears the ring buffer and starts recording.
     pub(crate) fn start() -> anyhow::Result<WaitTrace> {
-        let root = PathBuf::from(TRACEFS);
-        let buffer_kb = std::fs::read_to_string(root.join("buffer_size_kb"))
-            .with_context(|| format!("--trace-waits needs root and tracefs at {TRACEFS}"))?;
-        let cmdlines = std::fs::read_to_string(root.join("saved_cmdlines_size"))
-            .unwrap_or_else(|_| "128".into())
-            .trim()
-            .to_owned();
-        let trace = WaitTrace {
-            cmdlines,
-            root,
-            // "7 (expanded: 1408)" before the first use: the figure to write back is the first.
-            buffer_kb: buffer_kb
-                .split_whitespace()
-                .next()
-                .unwrap_or("1408")
-                .to_owned(),
-        };
-        trace.write("tracing_on", "0")?;
-        trace.write("buffer_size_kb", BUFFER_KB)?;
-        trace.write("trace", "")?;
+        WaitTrace::start_in(Path::new(TRACEFS))
+            .with_context(|| format!("--trace-waits needs root and tracefs at {TRACEFS}"))
+    }
+
+    /// [`WaitTrace::start`] on the tracefs at `root`.
+    fn start_in(root: &Path) -> anyhow::Result<WaitTrace> {
         // Which process each thread belonged to, kept by the kernel (`saved_tgids`,
         // `saved_cmdlines`) also for threads gone by the time the trace is read.
-        trace.write("options/record-tgid", "1")?;
-        trace.write("saved_cmdlines_size", CMDLINES)?;
-        for e in EVENTS {
-            trace.write(e, "1")?;
+        let mut settings = vec![
+            ("tracing_on", "0"),
+            ("buffer_size_kb", BUFFER_KB),
+            ("options/record-tgid", "1"),
+            ("saved_cmdlines_size", CMDLINES),
+        ];
+        settings.extend(EVENTS.iter().map(|e| (*e, "1")));
+        settings.push(("tracing_on", "1"));
+        let mut trace = WaitTrace {
+            root: root.to_owned(),
+            saved: Vec::new(),
+        };
+        for (file, value) in settings {
+            if !trace.saved.iter().any(|(f, _)| *f == file) {
+                let old = std::fs::read_to_string(root.join(file))
+                    .with_context(|| format!("cannot read {}", root.join(file).display()))?;
+                trace.saved.push((file, setting(&old)));
+            }
+            trace.write(file, value)?;
+            if file == "buffer_size_kb" {
+                trace.write("trace", "")?;
+            }
         }
-        trace.write("tracing_on", "1")?;
         Ok(trace)
     }
 
@@ -98,16 +101,23 @@ impl WaitTrace {
     }
 }
 
+/// The value to write back for a setting read as `text`. Before the ring buffer's first use,
+/// `buffer_size_kb` reads "7 (expanded: 1408)": 1408 is the size it had.
+fn setting(text: &str) -> String {
+    match text.split_once("(expanded: ") {
+        Some((_, rest)) => rest.split(')').next().unwrap_or_default().trim().to_owned(),
+        None => text.trim().to_owned(),
+    }
+}
+
 impl Drop for WaitTrace {
     fn drop(&mut self) {
         let _ = self.write("tracing_on", "0");
-        for e in EVENTS {
-            let _ = self.write(e, "0");
-        }
         let _ = self.write("trace", "");
-        let _ = self.write("options/record-tgid", "0");
-        let _ = self.write("saved_cmdlines_size", &self.cmdlines);
-        let _ = self.write("buffer_size_kb", &self.buffer_kb);
+        // In reverse: `tracing_on` goes back last, once the events are as they were.
+        for (file, old) in self.saved.iter().rev() {
+            let _ = self.write(file, old);
+        }
     }
 }
 
@@ -439,6 +449,68 @@ mod tests {
         // Its process's name is not known: the thread's alone.
         assert_eq!(name(8), "tokio-rt-worker");
         assert_eq!(name(0), "idle");
+    }
+
+    /// A fake tracefs: every setting the trace changes, with the values a fresh kernel has.
+    fn fake_tracefs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("options")).expect("options");
+        let mut files = vec![
+            ("tracing_on", "1\n"),
+            ("buffer_size_kb", "7 (expanded: 1408)\n"),
+            ("options/record-tgid", "0\n"),
+            ("saved_cmdlines_size", "128\n"),
+            ("trace", "# old events\n"),
+        ];
+        files.extend(EVENTS.iter().map(|e| (*e, "0\n")));
+        for (file, text) in files {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+            std::fs::write(path, text).expect("write");
+        }
+        dir
+    }
+
+    fn read(dir: &Path, file: &str) -> String {
+        std::fs::read_to_string(dir.join(file)).expect("read")
+    }
+
+    /// Recording turns the events on, and dropping the trace puts back every value it found
+    /// (the buffer's expanded size, not the 7 KiB it reads before its first use).
+    #[test]
+    fn the_settings_go_back_as_they_were() {
+        let dir = fake_tracefs();
+        let trace = WaitTrace::start_in(dir.path()).expect("start");
+        assert_eq!(read(dir.path(), "tracing_on"), "1");
+        assert_eq!(read(dir.path(), "buffer_size_kb"), BUFFER_KB);
+        assert_eq!(read(dir.path(), "options/record-tgid"), "1");
+        assert_eq!(read(dir.path(), "saved_cmdlines_size"), CMDLINES);
+        assert_eq!(read(dir.path(), "trace"), "");
+        for e in EVENTS {
+            assert_eq!(read(dir.path(), e), "1", "{e}");
+        }
+        drop(trace);
+        assert_eq!(read(dir.path(), "tracing_on"), "1");
+        assert_eq!(read(dir.path(), "buffer_size_kb"), "1408");
+        assert_eq!(read(dir.path(), "options/record-tgid"), "0");
+        assert_eq!(read(dir.path(), "saved_cmdlines_size"), "128");
+        for e in EVENTS {
+            assert_eq!(read(dir.path(), e), "0", "{e}");
+        }
+    }
+
+    /// A start that fails half-way (here: an event missing) puts back what it had changed.
+    #[test]
+    fn a_failed_start_puts_back_what_it_changed() {
+        let dir = fake_tracefs();
+        std::fs::remove_file(dir.path().join(EVENTS[2])).expect("remove");
+        let err = WaitTrace::start_in(dir.path())
+            .err()
+            .expect("a missing event is an error");
+        assert!(format!("{err:#}").contains("sched_wakeup_new"), "{err:#}");
+        assert_eq!(read(dir.path(), "tracing_on"), "1");
+        assert_eq!(read(dir.path(), "buffer_size_kb"), "1408");
+        assert_eq!(read(dir.path(), EVENTS[0]), "0");
     }
 
     /// Task names may hold spaces, digits and `=`: the fields are found after them.
