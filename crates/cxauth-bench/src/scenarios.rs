@@ -192,15 +192,11 @@ impl Run<'_> {
         let n = workloads.len();
         // `--trace-waits`: started before the row's CPU and clock readings, and read after
         // them, so that neither the buffer's set-up nor its reading counts in the row.
-        let trace = match pace {
-            Pace::Open(_) if self.trace_waits => match WaitTrace::start() {
-                Ok(trace) => Some(trace),
-                Err(e) => {
-                    eprintln!("cxauth-bench: warning: not traced: {e:#}");
-                    None
-                }
-            },
-            _ => None,
+        let open = matches!(pace, Pace::Open(_));
+        let trace = if open && self.trace_waits {
+            or_warn("not traced", WaitTrace::start())
+        } else {
+            None
         };
         server.reset_peak();
         let cpu0 = server.cpu_seconds();
@@ -213,17 +209,13 @@ impl Run<'_> {
         let record_from = SystemTime::now() + Duration::from_millis(20) + self.plan.warmup;
         // `--realtime`: the server and this process under SCHED_FIFO for the open-loop run
         // only, back to the default policy when the guard drops (right after the run).
-        let fifo = match pace {
-            Pace::Open(_) if self.realtime => {
-                match Fifo::start(&[server.pid(), std::process::id()]) {
-                    Ok(fifo) => Some(fifo),
-                    Err(e) => {
-                        eprintln!("cxauth-bench: warning: not under SCHED_FIFO: {e:#}");
-                        None
-                    }
-                }
-            }
-            _ => None,
+        let fifo = if open && self.realtime {
+            or_warn(
+                "not under SCHED_FIFO",
+                Fifo::start(&[server.pid(), std::process::id()]),
+            )
+        } else {
+            None
         };
         let mut s = self.rt.block_on(load::run(
             server.addr,
@@ -286,6 +278,14 @@ impl Run<'_> {
     fn fact(&mut self, k: &str, v: String) {
         self.facts.push((k.to_owned(), v));
     }
+}
+
+/// The guard of an option a row can run without (`--realtime`, `--trace-waits`), or `None`
+/// after a warning that says what the row goes without.
+fn or_warn<T>(without: &str, guard: anyhow::Result<T>) -> Option<T> {
+    guard
+        .map_err(|e| eprintln!("cxauth-bench: warning: {without}: {e:#}"))
+        .ok()
 }
 
 fn progress(msg: &str) {
