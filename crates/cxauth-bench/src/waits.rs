@@ -9,7 +9,8 @@
 //! thread was ready: on a VM, the hypervisor had not yet run the virtual CPU again).
 //!
 //! The kernel's ring buffer is only read after the row, so recording costs the row the
-//! kernel's writes of each event (~0.1 µs) and no wake-ups of a reader. Needs root (tracefs).
+//! kernel's write of each event (not measured on its own) and no wake-ups of a reader. Needs
+//! root (tracefs).
 
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -89,7 +90,7 @@ impl WaitTrace {
         let (waits, names) = waits(&text);
         let processes = processes(&self.root);
         let task = |tid: u32| named(tid, &names, &processes);
-        let thread = |tid: u32| names.get(&tid).cloned().unwrap_or_else(|| tid.to_string());
+        let thread = |tid: u32| thread_name(tid, &names);
         let mut parts: Vec<String> = groups
             .iter()
             .map(|(group, tids)| summary(group, &waits, tids, thread, task))
@@ -160,13 +161,18 @@ fn processes(root: &Path) -> HashMap<u32, String> {
         .collect()
 }
 
+/// A thread's name as the trace saw it, or its id if the trace never named it.
+fn thread_name(tid: u32, names: &HashMap<u32, String>) -> String {
+    names.get(&tid).cloned().unwrap_or_else(|| tid.to_string())
+}
+
 /// A task's name in the report: `idle`, or its thread's name from the trace, followed by its
 /// process's when that differs: several programs have threads named `tokio-rt-worker`.
 fn named(tid: u32, names: &HashMap<u32, String>, processes: &HashMap<u32, String>) -> String {
     if tid == 0 {
         return "idle".to_owned();
     }
-    let thread = names.get(&tid).cloned().unwrap_or_else(|| tid.to_string());
+    let thread = thread_name(tid, names);
     match processes.get(&tid) {
         Some(p) if *p != thread => format!("{thread} ({p})"),
         _ => thread,
@@ -255,7 +261,7 @@ fn parse(line: &str) -> Option<Event<'_>> {
 
 /// Every wait of at least [`WAIT_MS`] in `trace`, of any thread, and the threads' names.
 fn waits(trace: &str) -> (Vec<Wait>, HashMap<u32, String>) {
-    // Per core, the task on it and since when, and the finished stretches (start, end, name).
+    // Per core, the task on it and since when, and the finished stretches (start, end, tid).
     let mut on_core: HashMap<usize, (u32, f64)> = HashMap::new();
     let mut stretches: HashMap<usize, Vec<(f64, f64, u32)>> = HashMap::new();
     let mut names: HashMap<u32, String> = HashMap::new();
