@@ -606,11 +606,16 @@ mod tests {
     }
 
     /// `pin_this_thread` moves the calling thread only: the thread that started it keeps its
-    /// cores (with `taskset -a`, or on the process id, both would move).
+    /// cores (with `taskset -a`, or on the process id, both would move). The core is the last
+    /// one this test may use, which under a cpuset need not be `available_parallelism() - 1`.
     #[test]
     fn pinning_a_thread_leaves_the_others_where_they_were() {
         let before = allowed_cores();
-        let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let last: usize = before
+            .rsplit([',', '-'])
+            .next()
+            .and_then(|c| c.parse().ok())
+            .expect("a core in Cpus_allowed_list");
         let pinned = std::thread::spawn(move || {
             super::pin_this_thread(last).expect("pin");
             allowed_cores()
