@@ -4,7 +4,7 @@ use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
 use crate::server::{Fifo, Server, cxauth_binary};
-use crate::waits::WaitTrace;
+use crate::waits::{TracefsClaim, WaitTrace};
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
     login_body, post_form, raw_argon2_rate,
@@ -64,7 +64,7 @@ pub struct Options {
     /// (tracefs) and report every wait of 0.5 ms or more of a server or load-generator thread
     /// that was ready to run, with what ran on its core meanwhile (`idle`: nothing did, i.e.
     /// the hypervisor had not yet run the virtual CPU). Those rows' load reads `… traced`.
-    /// Needs root.
+    /// Needs root; one such run at a time per machine (a second is refused at its start).
     #[arg(long)]
     trace_waits: bool,
 }
@@ -361,10 +361,14 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     } else {
         machine.cores
     };
-    if opts.trace_waits {
-        // Refused now, not after minutes of closed-loop rows.
+    // Held until the run ends; refused now, not after minutes of closed-loop rows.
+    let _tracefs = if opts.trace_waits {
+        let claim = TracefsClaim::take()?;
         drop(WaitTrace::start()?);
-    }
+        Some(claim)
+    } else {
+        None
+    };
     let plan = Plan {
         warmup: Duration::from_secs_f64(if opts.quick { 0.3 } else { 1.0 }),
         duration: Duration::from_secs_f64(opts.duration.unwrap_or(if opts.quick {

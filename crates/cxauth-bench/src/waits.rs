@@ -38,11 +38,50 @@ pub(crate) struct WaitTrace {
     saved: Vec<(&'static str, String)>,
 }
 
+/// tracefs held by this run of the harness: an exclusive `flock` on tracefs' own directory,
+/// which the kernel lets go when the process ends, however it ends.
+///
+/// Why: tracefs is one per machine. Two runs tracing at once would each clear the other's ring
+/// buffer at its rows' start and put the other's settings back at their end, so both would
+/// report waits from a trace they did not fully record. The second run is refused at its start.
+pub(crate) struct TracefsClaim {
+    _dir: std::fs::File,
+}
+
+impl TracefsClaim {
+    /// Claims the machine's tracefs for as long as the claim lives.
+    pub(crate) fn take() -> anyhow::Result<TracefsClaim> {
+        TracefsClaim::take_at(Path::new(TRACEFS))
+    }
+
+    /// [`TracefsClaim::take`] for the tracefs at `root`.
+    fn take_at(root: &Path) -> anyhow::Result<TracefsClaim> {
+        let dir = std::fs::File::open(root).with_context(|| {
+            format!("--trace-waits needs root and tracefs at {}", root.display())
+        })?;
+        match dir.try_lock() {
+            Ok(()) => Ok(TracefsClaim { _dir: dir }),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another run with --trace-waits holds {} (tracefs is one per machine); \
+                 wait for it to end",
+                root.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", root.display()))
+            }
+        }
+    }
+}
+
 impl WaitTrace {
     /// Clears the ring buffer and starts recording.
     pub(crate) fn start() -> anyhow::Result<WaitTrace> {
-        WaitTrace::start_in(Path::new(TRACEFS))
-            .with_context(|| format!("--trace-waits needs root and tracefs at {TRACEFS}"))
+        WaitTrace::start_in(Path::new(TRACEFS)).with_context(|| {
+            format!(
+                "--trace-waits needs root and tracefs mounted at {TRACEFS} \
+                     (as root: mount -t tracefs nodev {TRACEFS})"
+            )
+        })
     }
 
     /// [`WaitTrace::start`] on the tracefs at `root`.
@@ -483,6 +522,22 @@ mod tests {
 
     /// Recording turns the events on, and dropping the trace puts back every value it found
     /// (the buffer's expanded size, not the 7 KiB it reads before its first use).
+    /// A second claim is refused while the first lives, and granted once it is dropped.
+    #[test]
+    fn one_run_at_a_time_holds_tracefs() {
+        let root = fake_tracefs();
+        let first = TracefsClaim::take_at(root.path()).expect("first claim");
+        let refused = TracefsClaim::take_at(root.path())
+            .err()
+            .expect("second claim refused");
+        assert!(
+            format!("{refused:#}").contains("another run"),
+            "{refused:#}"
+        );
+        drop(first);
+        TracefsClaim::take_at(root.path()).expect("claimed again once let go");
+    }
+
     #[test]
     fn the_settings_go_back_as_they_were() {
         let dir = fake_tracefs();
