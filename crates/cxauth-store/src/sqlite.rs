@@ -236,7 +236,7 @@ impl SqliteStore {
             .max_lifetime(None)
             // sqlx pings every connection it hands out; a ping is a round trip to the
             // connection's worker thread and cannot fail for a local file, yet it doubled the
-            // cost of each query (see BENCHMARKS.md).
+            // cost of each query (see docs/benchmarks-history.md, "Optimisations").
             .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)

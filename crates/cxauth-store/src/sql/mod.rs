@@ -271,9 +271,9 @@ pub(crate) const USER_COLUMNS: &str = user_columns!("");
 /// one the plan depends on), so every new binding expires the prepared statement and its next
 /// step parses and plans it again: the statement cache saves nothing. The login's trim of
 /// remembered addresses and its session cap did that on every login, ~18% of the SQLite writer
-/// thread's CPU (perf, BENCHMARKS.md "Dec 4, twelfth round"). A fixed limit is a literal (this
-/// macro); a limit that varies is an expression, `LIMIT CAST($n AS BIGINT)`, which SQLite
-/// evaluates when the statement runs instead of planning with it. An `OFFSET` may be a
+/// thread's CPU (perf, docs/benchmarks-history.md "Dec 4, twelfth round"). A fixed limit is a
+/// literal (this macro); a limit that varies is an expression, `LIMIT CAST($n AS BIGINT)`, which
+/// SQLite evaluates when the statement runs instead of planning with it. An `OFFSET` may be a
 /// parameter: SQLite does not plan with it. Two tests in `sqlite/tests.rs` hold this: the
 /// writer thread's statements are never prepared again, and no source line binds a bare
 /// `LIMIT`.

@@ -216,7 +216,8 @@ pub(crate) const REVOKE_FOR_REUSE: &str =
 ///
 /// Three statements in the common case (a lock that is free on SQLite, one read, one write):
 /// every statement is a round trip to the driver (on SQLite, to its worker thread), and they
-/// were most of a refresh's cost (BENCHMARKS.md, "Refresh: the cost of a rotation").
+/// were most of a refresh's cost (docs/benchmarks-history.md, "Refresh: where a rotation's cost
+/// goes").
 pub(super) async fn rotate_in(
     tx: &mut Conn,
     r: &Rotation,

@@ -5,7 +5,7 @@
 //! (125 ms by default) to learn of revocations made elsewhere (`cxauth admin`, another process
 //! on the file). Each read was two queries through sqlx's worker thread: ~0.6 ms of CPU, almost
 //! all of it the wake-ups and hand-offs around the worker, and most of what an idle server
-//! spent (BENCHMARKS.md, fourteenth round).
+//! spent (docs/benchmarks-history.md, fourteenth round).
 //!
 //! SQLite's `PRAGMA data_version` tells, on one connection, whether any *other* connection (of
 //! this process or of another) committed since that connection last asked; it starts a read

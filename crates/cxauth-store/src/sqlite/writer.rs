@@ -5,8 +5,8 @@
 //! or more futex wake-ups each; a rotation is 4 of them with `BEGIN` and `COMMIT`), and the
 //! pool hands each write to whichever connection is idle, whose page cache another connection
 //! has made stale. An experiment measured 285–746 µs of CPU per rotation through sqlx against
-//! 118–219 µs through `rusqlite` with cached statements (BENCHMARKS.md, "Refresh: where a
-//! rotation's cost goes"). Here a whole group of rotations is one hand-off.
+//! 118–219 µs through `rusqlite` with cached statements (docs/benchmarks-history.md, "Refresh:
+//! where a rotation's cost goes"). Here a whole group of rotations is one hand-off.
 //!
 //! **Why a dedicated thread fed by a channel**, not `spawn_blocking` with the connection behind
 //! a mutex: one thread keeps the connection, its statement cache and its page cache warm on one
