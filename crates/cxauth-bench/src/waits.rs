@@ -327,6 +327,10 @@ fn waits(trace: &str) -> (Vec<Wait>, HashMap<u32, String>) {
                     stretches.entry(cpu).or_default().push((since, at, task));
                 }
                 running.remove(&prev);
+                // A thread switched out was running, so a wake-up recorded before now meant
+                // nothing: one of a thread already running when the trace began, which
+                // `running` could not know of, would otherwise count until its next run.
+                ready.remove(&prev);
                 if prev_ready && prev != 0 {
                     ready.insert(prev, at);
                 }
@@ -474,6 +478,21 @@ mod tests {
             summary("other", &waits, &HashSet::from([8]), name, name),
             "other: none"
         );
+    }
+
+    /// A thread already running when the trace began is woken (the wake-up of a running
+    /// thread), then sleeps, and runs again 500 ms later: that is no wait. (It was counted as
+    /// one, a 500 ms wait of the checkpointer, in a run of the eighteenth round.)
+    #[test]
+    fn a_wake_up_before_the_first_switch_of_a_running_thread_is_no_wait() {
+        let trace = [
+            wakeup(1.000, "checkpoint", 5, 0),
+            switch(0, 1.001, ("checkpoint", 5, "S"), ("worker", 7)),
+            switch(0, 1.501, ("worker", 7, "S"), ("checkpoint", 5)),
+        ]
+        .join("\n");
+        let (waits, _) = waits(&trace);
+        assert!(waits.is_empty(), "{waits:?}");
     }
 
     /// A thread is named with its process when the two differ; the idle task is `idle`.
