@@ -539,8 +539,6 @@ mod tests {
         std::fs::read_to_string(dir.join(file)).expect("read")
     }
 
-    /// Recording turns the events on, and dropping the trace puts back every value it found
-    /// (the buffer's expanded size, not the 7 KiB it reads before its first use).
     /// A second claim is refused while the first lives, and granted once it is dropped.
     #[test]
     fn one_run_at_a_time_holds_tracefs() {
@@ -557,6 +555,8 @@ mod tests {
         TracefsClaim::take_at(root.path()).expect("claimed again once let go");
     }
 
+    /// Recording turns the events on, and dropping the trace puts back every value it found
+    /// (the buffer's expanded size, not the 7 KiB it reads before its first use).
     #[test]
     fn the_settings_go_back_as_they_were() {
         let dir = fake_tracefs();
