@@ -182,7 +182,6 @@ where
         // next request.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
-        let inner = span.in_scope(|| ready.call(req)).instrument(span.clone());
         let cx = Epilogue {
             clock: self.clock.clone(),
             policy,
@@ -190,16 +189,22 @@ where
             method,
             uri,
             route,
-            span,
             started,
         };
-        Box::pin(async move {
-            let res = match inner.await {
-                Ok(res) => res,
-                Err(never) => match never {},
-            };
-            Ok(cx.finish(res))
-        })
+        // One instrumented future for the whole request: the inner service is called, and the
+        // log line written, inside it. The span is entered once per poll and never cloned;
+        // entering it apart for the call and for the line, and a clone for the inner future,
+        // cost ~1,200 instructions of a `/healthz` answer's ~30,300 (callgrind).
+        Box::pin(
+            async move {
+                let res = match ready.call(req).await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                };
+                Ok(cx.finish(res))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -212,12 +217,12 @@ struct Epilogue {
     method: axum::http::Method,
     uri: axum::http::Uri,
     route: Option<Option<axum::extract::MatchedPath>>,
-    span: tracing::Span,
     started: std::time::Instant,
 }
 
 impl Epilogue {
-    /// The error body, the request id and security headers, the metrics and the log line.
+    /// The error body, the request id and security headers, the metrics and the log line
+    /// (logged in the request's span: `finish` runs inside the future it instruments).
     fn finish(self, mut res: Response) -> Response {
         let Epilogue {
             clock,
@@ -226,7 +231,6 @@ impl Epilogue {
             method,
             uri,
             route,
-            span,
             started,
         } = self;
         let status = res.status();
@@ -279,13 +283,11 @@ impl Epilogue {
         // twice and can log `0.08453899999999999`. The text log writes such short values
         // without `fmt`'s float formatting (`cxauth::log_format`). (Exact below 2^53 ns.)
         let latency_ms = took.as_nanos() as f64 / 1e6;
-        span.in_scope(|| {
-            if status.is_server_error() {
-                tracing::warn!(status = status.as_u16(), latency_ms, "request");
-            } else {
-                tracing::info!(status = status.as_u16(), latency_ms, "request");
-            }
-        });
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), latency_ms, "request");
+        } else {
+            tracing::info!(status = status.as_u16(), latency_ms, "request");
+        }
         res
     }
 }
