@@ -305,15 +305,11 @@ fn waits(trace: &str) -> (Vec<Wait>, HashMap<u32, String>) {
     let mut stretches: HashMap<usize, Vec<(f64, f64, u32)>> = HashMap::new();
     let mut names: HashMap<u32, String> = HashMap::new();
     let mut ready: HashMap<u32, f64> = HashMap::new();
-    let mut running: HashSet<u32> = HashSet::new();
     let mut found: Vec<(usize, Wait)> = Vec::new();
     for event in trace.lines().filter_map(parse) {
         match event {
             Event::Wakeup { at, tid } => {
-                // A wake-up of a thread that is running changes nothing.
-                if !running.contains(&tid) {
-                    ready.entry(tid).or_insert(at);
-                }
+                ready.entry(tid).or_insert(at);
             }
             Event::Switch {
                 cpu,
@@ -326,16 +322,14 @@ fn waits(trace: &str) -> (Vec<Wait>, HashMap<u32, String>) {
                 if let Some((task, since)) = on_core.insert(cpu, (next, at)) {
                     stretches.entry(cpu).or_default().push((since, at, task));
                 }
-                running.remove(&prev);
-                // A thread switched out was running, so a wake-up recorded before now meant
-                // nothing: one of a thread already running when the trace began, which
-                // `running` could not know of, would otherwise count until its next run.
+                // A thread switched out was running, so a wake-up recorded since its last
+                // switch-in (a wake-up of a running thread, also of one already running when
+                // the trace began) started no wait; a preempted thread is ready from now.
                 ready.remove(&prev);
                 if prev_ready && prev != 0 {
                     ready.insert(prev, at);
                 }
                 if next != 0 {
-                    running.insert(next);
                     names.entry(next).or_insert_with(|| next_name.to_owned());
                 }
                 if let Some(from) = ready.remove(&next)
