@@ -4,7 +4,7 @@ use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
 use crate::server::{Fifo, Server, cxauth_binary};
-use crate::waits::{TracefsClaim, WaitTrace};
+use crate::waits::TracefsClaim;
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
     login_body, post_form, raw_argon2_rate,
@@ -173,8 +173,9 @@ struct Run<'a> {
     only: &'a [String],
     /// `--realtime`: open-loop measurements under SCHED_FIFO.
     realtime: bool,
-    /// `--trace-waits`: open-loop measurements with the scheduler traced.
-    trace_waits: bool,
+    /// `--trace-waits`: open-loop measurements with the scheduler traced, through the claim
+    /// on tracefs the run holds.
+    tracefs: Option<&'a TracefsClaim>,
 }
 
 impl Run<'_> {
@@ -193,10 +194,9 @@ impl Run<'_> {
         // `--trace-waits`: started before the row's CPU and clock readings, and read after
         // them, so that neither the buffer's set-up nor its reading counts in the row.
         let open = matches!(pace, Pace::Open(_));
-        let trace = if open && self.trace_waits {
-            or_warn("not traced", WaitTrace::start())
-        } else {
-            None
+        let trace = match self.tracefs {
+            Some(tracefs) if open => or_warn("not traced", tracefs.start()),
+            _ => None,
         };
         server.reset_peak();
         let cpu0 = server.cpu_seconds();
@@ -252,7 +252,7 @@ impl Run<'_> {
                 Err(e) => eprintln!("cxauth-bench: warning: trace not read: {e:#}"),
             }
         }
-        if let Pace::Open(_) = pace {
+        if open {
             // The server writes its log a batch at a time, at most `log_sink::GATHER` (5 ms)
             // after each line.
             std::thread::sleep(Duration::from_millis(50));
@@ -362,9 +362,9 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         machine.cores
     };
     // Held until the run ends; refused now, not after minutes of closed-loop rows.
-    let _tracefs = if opts.trace_waits {
+    let tracefs = if opts.trace_waits {
         let claim = TracefsClaim::take()?;
-        drop(WaitTrace::start()?);
+        drop(claim.start()?);
         Some(claim)
     } else {
         None
@@ -397,7 +397,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         facts: Vec::new(),
         only: &opts.only,
         realtime: opts.realtime,
-        trace_waits: opts.trace_waits,
+        tracefs: tracefs.as_ref(),
     };
     let c = plan.conns;
 

@@ -39,12 +39,14 @@ pub(crate) struct WaitTrace {
 }
 
 /// tracefs held by this run of the harness: an exclusive `flock` on tracefs' own directory,
-/// which the kernel lets go when the process ends, however it ends.
+/// which the kernel lets go when the process ends, however it ends. Traces are started through
+/// it ([`TracefsClaim::start`]), so only the holder can start one.
 ///
 /// Why: tracefs is one per machine. Two runs tracing at once would each clear the other's ring
 /// buffer at its rows' start and put the other's settings back at their end, so both would
 /// report waits from a trace they did not fully record. The second run is refused at its start.
 pub(crate) struct TracefsClaim {
+    root: PathBuf,
     _dir: std::fs::File,
 }
 
@@ -56,11 +58,12 @@ impl TracefsClaim {
 
     /// [`TracefsClaim::take`] for the tracefs at `root`.
     fn take_at(root: &Path) -> anyhow::Result<TracefsClaim> {
-        let dir = std::fs::File::open(root).with_context(|| {
-            format!("--trace-waits needs root and tracefs at {}", root.display())
-        })?;
+        let dir = std::fs::File::open(root).with_context(|| needs(root))?;
         match dir.try_lock() {
-            Ok(()) => Ok(TracefsClaim { _dir: dir }),
+            Ok(()) => Ok(TracefsClaim {
+                root: root.to_owned(),
+                _dir: dir,
+            }),
             Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
                 "another run with --trace-waits holds {} (tracefs is one per machine); \
                  wait for it to end",
@@ -71,20 +74,23 @@ impl TracefsClaim {
             }
         }
     }
+
+    /// Clears the ring buffer and starts recording.
+    pub(crate) fn start(&self) -> anyhow::Result<WaitTrace> {
+        WaitTrace::start_in(&self.root).with_context(|| needs(&self.root))
+    }
+}
+
+/// What `--trace-waits` needs, for an error at `root`.
+fn needs(root: &Path) -> String {
+    format!(
+        "--trace-waits needs root and tracefs mounted at {r} (as root: mount -t tracefs nodev {r})",
+        r = root.display()
+    )
 }
 
 impl WaitTrace {
-    /// Clears the ring buffer and starts recording.
-    pub(crate) fn start() -> anyhow::Result<WaitTrace> {
-        WaitTrace::start_in(Path::new(TRACEFS)).with_context(|| {
-            format!(
-                "--trace-waits needs root and tracefs mounted at {TRACEFS} \
-                     (as root: mount -t tracefs nodev {TRACEFS})"
-            )
-        })
-    }
-
-    /// [`WaitTrace::start`] on the tracefs at `root`.
+    /// Starts recording on the tracefs at `root`: see [`TracefsClaim::start`].
     fn start_in(root: &Path) -> anyhow::Result<WaitTrace> {
         // Which process each thread belonged to, kept by the kernel (`saved_tgids`,
         // `saved_cmdlines`) also for threads gone by the time the trace is read.
@@ -547,6 +553,35 @@ mod tests {
         );
         drop(first);
         TracefsClaim::take_at(root.path()).expect("claimed again once let go");
+    }
+
+    /// Eight runs claiming tracefs at the same moment: exactly one holds it, and it can start
+    /// a trace.
+    #[test]
+    fn of_runs_claiming_at_once_one_holds_tracefs() {
+        let root = fake_tracefs();
+        let at_once = std::sync::Barrier::new(8);
+        let claimed = std::sync::Barrier::new(8);
+        let holders: Vec<bool> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        at_once.wait();
+                        let claim = TracefsClaim::take_at(root.path());
+                        // Every claim is held until all have tried.
+                        claimed.wait();
+                        claim
+                            .map(|c| drop(c.start().expect("the holder starts a trace")))
+                            .is_ok()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("thread"))
+                .collect()
+        });
+        assert_eq!(holders.iter().filter(|h| **h).count(), 1, "{holders:?}");
     }
 
     /// Recording turns the events on, and dropping the trace puts back every value it found
