@@ -31,7 +31,7 @@ pub use crate::limits::MAX_PASSWORD_LEN;
 /// with SIMD intrinsics per CPU (AVX-512, AVX2, SSE2, NEON, picked at run time); RustCrypto 0.6
 /// compiles portable code under `target_feature(avx2)` and leaves vectorising to LLVM, which ran
 /// about 1.7× the instructions and 1.5–1.8× the CPU time per hash here
-/// (docs/benchmarks-history.md, "Login").
+/// (docs/benchmarks-history.md, "Login: why Argon2id cost twice the peer's").
 /// Both implement RFC 9106 and write the same PHC strings; a test checks each verifies the other's.
 fn argon2() -> Argon2 {
     // The parameters are constants known to be valid; `default()` is only a type-level fallback.
