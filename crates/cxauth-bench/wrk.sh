@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # An independent check of the harness's read figures with `wrk` (Debian package `wrk`), not our
 # own load generator: the bare hyper server (`cxauth-bench hello`), then a release `cxauth serve`
-# on a fresh SQLite database, each pinned to core 0 (`taskset -c 0`) with wrk on core 1, and for
+# on a fresh SQLite database, each pinned to one core (`taskset -c`) with wrk on another (the
+# first two cores this script may run on: 0 and 1 unless a cpuset says otherwise), and for
 # each of hello, healthz, bearer (`GET /voice/api/v1/admin/accounts` with `Authorization:
 # Bearer`) and api-token (the same with `X-Auth-Token`): requests per second, the server's CPU
 # time per request (utime + stime from /proc/PID/stat around the run) and wrk's latency
@@ -26,7 +27,15 @@ for b in "$bin" "$bench"; do
     [ -x "$b" ] || { echo "no $b: run 'cargo build --release -p cxauth -p cxauth-bench' first" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
-[ "$(nproc)" -ge 2 ] || { echo "needs 2 cores: the server on one, wrk on the other" >&2; exit 1; }
+# The first two cores of this shell's Cpus_allowed_list (e.g. "0-1", or "2-3,8" in a cpuset).
+read -r server_core wrk_core _ < <(awk '/^Cpus_allowed_list:/ {
+    n = split($2, parts, ",")
+    for (i = 1; i <= n; i++) {
+        m = split(parts[i], r, "-")
+        for (c = r[1]; c <= (m == 2 ? r[2] : r[1]); c++) printf "%d ", c
+    }
+}' /proc/self/status) || true
+[ -n "${wrk_core:-}" ] || { echo "needs 2 cores: the server on one, wrk on the other" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/cxauth-wrk-XXXXXX)
 pids=()
@@ -37,11 +46,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts "$@" pinned to core 0 with stderr to $1-named log; sets $addr and $pid.
+# Starts "$@" pinned to $server_core with stderr to $1-named log; sets $addr and $pid.
 start() {
     local log=$1
     shift
-    taskset -c 0 "$@" 2>"$log" >/dev/null &
+    taskset -c "$server_core" "$@" 2>"$log" >/dev/null &
     pid=$!
     pids+=("$pid")
     for _ in $(seq 1 300); do
@@ -61,10 +70,10 @@ run() {
     local name=$1 p=$2 url=$3 hdr=${4:-}
     local args=(-t1 -c"$conns" --latency)
     [ -n "$hdr" ] && args+=(-H "$hdr")
-    taskset -c 1 wrk "${args[@]}" -d2s "$url" >/dev/null
+    taskset -c "$wrk_core" wrk "${args[@]}" -d2s "$url" >/dev/null
     local t0 t1 out
     t0=$(cpu_ticks "$p")
-    out=$(taskset -c 1 wrk "${args[@]}" -d"${duration}s" "$url")
+    out=$(taskset -c "$wrk_core" wrk "${args[@]}" -d"${duration}s" "$url")
     t1=$(cpu_ticks "$p")
     local reqs rps p50 p99 non2xx
     reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
@@ -80,7 +89,7 @@ run() {
         "$name" "$rps" "$cpu_us" "$p50" "$p99" "${non2xx:-0}"
 }
 
-echo "cxauth wrk check: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "cxauth wrk check: $(nproc) cores (server on core $server_core, wrk on core $wrk_core), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $rounds rounds of ${duration}s, $conns connections"
 
 start "$work/hello.log" "$bench" hello

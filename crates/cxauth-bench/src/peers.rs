@@ -1,5 +1,5 @@
 //! `cxauth-bench peers`: cxauth measured beside open-source peers on the same machine, in the same
-//! run, interleaved, with each server pinned to core 0 and the load generator to core 1.
+//! run, interleaved, with each server pinned to one core and the load generator to another.
 //!
 //! Peers, installed by the harness itself through their package registries into a work directory:
 //! - node `oidc-provider` 9 (npm) with `@node-rs/argon2` 2: the server file is
@@ -24,8 +24,7 @@ use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Report, Row};
 use crate::scenarios::{loadavg, machine};
 use crate::server::{
-    ADMIN_PASSWORD, GENERATOR_CORE, SERVER_CORE, Server, cxauth_binary, pin_self, pinned,
-    spawn_and_wait,
+    ADMIN_PASSWORD, Cores, Server, allowed_cores, cxauth_binary, pin_self, pinned, spawn_and_wait,
 };
 use crate::workloads::{ACCOUNTS, create_api_token, login, login_body, post_form};
 use anyhow::{Context as _, bail};
@@ -355,14 +354,20 @@ async fn oidc_exchange(addr: SocketAddr, code: &str) -> anyhow::Result<(String, 
     Ok((get("access_token")?, get("refresh_token")?))
 }
 
-fn oidc_system(rt: &tokio::runtime::Runtime, dir: &Path, conns: usize) -> anyhow::Result<System> {
+/// oidc-provider set up in `dir` and started on `core`.
+fn oidc_system(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    conns: usize,
+    core: usize,
+) -> anyhow::Result<System> {
     let mut cmd = Command::new("node");
     cmd.arg(OIDC_SERVER_FILE)
         .current_dir(dir)
         .env("NODE_ENV", "production")
         .env("PEER_PASSWORD", ADMIN_PASSWORD);
     let server = spawn_and_wait(
-        pinned(&cmd, SERVER_CORE),
+        pinned(&cmd, core),
         "oidc-provider",
         &dir.join("oidc-provider.log"),
     )?;
@@ -437,10 +442,16 @@ fn oidc_system(rt: &tokio::runtime::Runtime, dir: &Path, conns: usize) -> anyhow
 
 // ---------------------------------------------------------------- cxauth
 
-fn cxauth_system(rt: &tokio::runtime::Runtime, dir: &Path, conns: usize) -> anyhow::Result<System> {
+/// cxauth on a fresh database in `dir`, started on `core`.
+fn cxauth_system(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    conns: usize,
+    core: usize,
+) -> anyhow::Result<System> {
     let bin = cxauth_binary()?;
     let db = dir.join("cxauth.db");
-    let server = Server::cxauth(&bin, &db, "info", Some(SERVER_CORE))?;
+    let server = Server::cxauth(&bin, &db, "info", Some(core))?;
     let addr = server.addr;
     let (access, _) = rt.block_on(login(addr))?;
     let api = rt.block_on(create_api_token(addr, &access))?;
@@ -546,11 +557,20 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     if want_gl {
         glewlwyd::install()?;
     }
-    let pinning = if cores >= 2 {
-        pin_self(GENERATOR_CORE)?;
-        "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1)"
+    // The servers on the first core this process may use, and this process (the load
+    // generator) on the second; with one core, both on it.
+    let allowed = allowed_cores()?;
+    let pair = Cores::pick(&allowed).ok();
+    let server_core = match (pair, allowed.first()) {
+        (Some(pair), _) => pair.server,
+        (None, Some(&only)) => only,
+        (None, None) => anyhow::bail!("this process may run on no core"),
+    };
+    let pinning = if let Some(pair) = pair {
+        pin_self(pair.generator)?;
+        pair.describe()
     } else {
-        "not pinned: fewer than 2 cores"
+        "not pinned: fewer than 2 cores".to_owned()
     };
     let mut machine = machine(1);
     // Counted before pinning (which leaves this process one core).
@@ -565,17 +585,29 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&cx_dir);
     std::fs::create_dir_all(&cx_dir)?;
     progress("starting cxauth (pinned), logging in 17 sessions");
-    let mut systems = vec![cxauth_system(&rt, &cx_dir, conns)?];
+    let mut systems = vec![cxauth_system(&rt, &cx_dir, conns, server_core)?];
     if want_op {
         progress("starting oidc-provider (pinned), 17 authorization-code flows");
-        systems.push(oidc_system(&rt, &dir.join("oidc-provider"), conns)?);
+        systems.push(oidc_system(
+            &rt,
+            &dir.join("oidc-provider"),
+            conns,
+            server_core,
+        )?);
     }
     let mut calibration = None;
     if want_gl {
-        progress("measuring one cxauth Argon2id check (on core 1)");
+        progress(&match pair {
+            Some(pair) => format!(
+                "measuring one cxauth Argon2id check (on core {})",
+                pair.generator
+            ),
+            None => "measuring one cxauth Argon2id check".to_owned(),
+        });
         let argon2id = glewlwyd::argon2id_check_seconds()?;
         progress("starting glewlwyd (pinned), provisioning it, calibrating PBKDF2, 17 logins");
-        let (sys, cal) = glewlwyd::system(&rt, &dir.join("glewlwyd"), conns, argon2id)?;
+        let (sys, cal) =
+            glewlwyd::system(&rt, &dir.join("glewlwyd"), conns, argon2id, server_core)?;
         systems.push(sys);
         calibration = Some(cal);
     }
@@ -689,7 +721,7 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
         ));
     }
     facts.extend([
-        ("pinning".into(), pinning.into()),
+        ("pinning".into(), pinning),
         (
             "rounds".into(),
             format!(

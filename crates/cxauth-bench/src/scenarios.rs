@@ -3,12 +3,13 @@
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
-use crate::server::{Fifo, Server, cxauth_binary};
+use crate::server::{Cores, Fifo, Server, cxauth_binary};
 use crate::waits::TracefsClaim;
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
     login_body, post_form, raw_argon2_rate,
 };
+use anyhow::Context as _;
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 use std::path::Path;
@@ -48,8 +49,10 @@ pub struct Options {
     /// Run only these scenarios (comma-separated names; `scale` and `storm` included).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Pin the servers to core 0 and the load generator to core 1 (`taskset`), so they never
-    /// take turns on one core: per-core figures are then the server's one core. Needs 2 cores.
+    /// Pin the servers to one core and the load generator to another (`taskset`), so they
+    /// never take turns on one core: per-core figures are then the server's one core. The
+    /// cores are the first two this process may run on (0 and 1, unless a cpuset or affinity
+    /// mask says otherwise). Needs 2 cores.
     #[arg(long)]
     pin: bool,
     /// With --pin: during each open-loop (half-load) measurement, the server under test and the
@@ -80,6 +83,8 @@ struct Plan {
     cores: usize,
     /// The cores the load generator may use: its one core with `--pin`, else all of them.
     generator_cores: usize,
+    /// The core every server is pinned to with `--pin`; `None`: wherever the kernel puts it.
+    pin: Option<usize>,
     users: u64,
     tokens: u64,
 }
@@ -345,14 +350,18 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     let bin = cxauth_binary()?;
     let started = Instant::now();
     let mut machine = machine(opts.client_threads);
-    // Where the servers run: core 0 with `--pin` (this process moves to core 1), else anywhere.
-    let pin = opts.pin.then_some(crate::server::SERVER_CORE);
+    // Where the servers run with `--pin`: the first core this process may use (and this
+    // process moves to the second), else anywhere.
+    let cores = if opts.pin {
+        let allowed = crate::server::allowed_cores()?;
+        Some(Cores::pick(&allowed).context("--pin")?)
+    } else {
+        None
+    };
+    let pin = cores.map(|c| c.server);
     // The server's cores: all of them, or the one it is pinned to.
-    let server_cores = if opts.pin {
-        if machine.cores < 2 {
-            anyhow::bail!("--pin needs 2 cores (this machine has {})", machine.cores);
-        }
-        crate::server::pin_self(crate::server::GENERATOR_CORE)?;
+    let server_cores = if let Some(cores) = cores {
+        crate::server::pin_self(cores.generator)?;
         if opts.realtime {
             // Refused now, not after minutes of closed-loop rows.
             drop(Fifo::start(&[std::process::id()])?);
@@ -379,6 +388,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         conns: opts.connections.max(1),
         cores: server_cores,
         generator_cores: if opts.pin { 1 } else { machine.cores },
+        pin,
         users: opts
             .scale_users
             .unwrap_or(if opts.quick { 2_000 } else { 100_000 }),
@@ -420,8 +430,8 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         hello.stop()?;
     }
 
-    let mut pinning = if opts.pin {
-        "servers on core 0 (taskset -c 0), load generator on core 1 (taskset -a -pc 1)".to_owned()
+    let mut pinning = if let Some(cores) = cores {
+        cores.describe()
     } else {
         "none: servers and load generator share every core".to_owned()
     };
@@ -866,7 +876,7 @@ fn scale(
     api_half_p99: f64,
 ) -> anyhow::Result<()> {
     let plan = run.plan;
-    let pin = opts.pin.then_some(crate::server::SERVER_CORE);
+    let pin = plan.pin;
     progress(&format!(
         "scale: seeding {} users and {} API tokens",
         plan.users, plan.tokens

@@ -332,10 +332,82 @@ fn dies_with_parent(cmd: &Command) -> Command {
     wrapped("setpriv", &["--pdeathsig", "KILL", "--"], cmd)
 }
 
-/// The core a pinned server runs on (`all --pin`, `peers`).
-pub(crate) const SERVER_CORE: usize = 0;
-/// The core a pinned load generator runs on: every thread of `cxauth-bench` itself.
-pub(crate) const GENERATOR_CORE: usize = 1;
+/// The cores this thread may run on (its `Cpus_allowed_list`), lowest first: all of the
+/// machine's, unless a cpuset (a container, a cgroup) or an affinity mask set before the
+/// harness started leaves it fewer.
+pub(crate) fn allowed_cores() -> anyhow::Result<Vec<usize>> {
+    let status = std::fs::read_to_string("/proc/thread-self/status")
+        .context("cannot read /proc/thread-self/status")?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .context("no Cpus_allowed_list in /proc/thread-self/status")?;
+    parse_core_list(list.trim())
+}
+
+/// The cores of a kernel CPU list (`0-3,8,10-11`), in its order.
+fn parse_core_list(list: &str) -> anyhow::Result<Vec<usize>> {
+    let mut cores = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        let bad = || format!("cannot read the CPU list {list:?}");
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.parse::<usize>().with_context(bad)?,
+                b.parse().with_context(bad)?,
+            ),
+            None => {
+                let c = part.parse::<usize>().with_context(bad)?;
+                (c, c)
+            }
+        };
+        if last < first {
+            bail!("{}", bad());
+        }
+        cores.extend(first..=last);
+    }
+    Ok(cores)
+}
+
+/// Where a pinned run puts things (`all --pin`, `peers`): the servers on one core, every thread
+/// of `cxauth-bench` itself (the load generator) on another. The first two cores this process
+/// may use, not cores 0 and 1: inside a cpuset of cores 2 and 3, `taskset -c 0` would fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cores {
+    /// The core of the server under test (and of the raw Argon2id threads).
+    pub(crate) server: usize,
+    /// The core of the load generator.
+    pub(crate) generator: usize,
+}
+
+impl Cores {
+    /// The first two of `allowed` (see [`allowed_cores`]), or why there are not two.
+    pub(crate) fn pick(allowed: &[usize]) -> anyhow::Result<Cores> {
+        match allowed {
+            [server, generator, ..] => Ok(Cores {
+                server: *server,
+                generator: *generator,
+            }),
+            _ => bail!(
+                "pinning needs 2 cores, one for the server and one for the load generator; \
+                 this process may run on {} only",
+                if allowed.is_empty() {
+                    "no core".to_owned()
+                } else {
+                    format!("core {}", allowed[0])
+                }
+            ),
+        }
+    }
+
+    /// The pinning, as the report prints it.
+    pub(crate) fn describe(&self) -> String {
+        let Cores { server, generator } = self;
+        format!(
+            "servers on core {server} (taskset -c {server}), \
+             load generator on core {generator} (taskset -a -pc {generator})"
+        )
+    }
+}
 
 /// `cmd` pinned to core `pin` if given ([`pinned`]), else `cmd` itself.
 pub(crate) fn on_core(cmd: Command, pin: Option<usize>) -> Command {
@@ -594,36 +666,70 @@ mod tests {
         }
     }
 
-    /// The cores a thread may run on, from its `/proc/thread-self/status`.
-    fn allowed_cores() -> String {
-        let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .expect("Cpus_allowed_list")
-            .trim()
-            .to_owned()
-    }
-
     /// `pin_this_thread` moves the calling thread only: the thread that started it keeps its
     /// cores (with `taskset -a`, or on the process id, both would move). The core is the last
     /// one this test may use, which under a cpuset need not be `available_parallelism() - 1`.
     #[test]
     fn pinning_a_thread_leaves_the_others_where_they_were() {
-        let before = allowed_cores();
-        let last: usize = before
-            .rsplit([',', '-'])
-            .next()
-            .and_then(|c| c.parse().ok())
-            .expect("a core in Cpus_allowed_list");
+        let before = super::allowed_cores().expect("allowed cores");
+        let last = *before.last().expect("a core in Cpus_allowed_list");
         let pinned = std::thread::spawn(move || {
             super::pin_this_thread(last).expect("pin");
-            allowed_cores()
+            super::allowed_cores().expect("allowed cores")
         })
         .join()
         .expect("thread");
-        assert_eq!(pinned, last.to_string());
-        assert_eq!(allowed_cores(), before);
+        assert_eq!(pinned, [last]);
+        assert_eq!(super::allowed_cores().expect("allowed cores"), before);
+    }
+
+    /// The kernel's CPU lists as `Cpus_allowed_list` prints them, and what is not one.
+    #[test]
+    fn core_lists_are_read_as_the_kernel_writes_them() {
+        assert_eq!(super::parse_core_list("0-1").expect("valid"), [0, 1]);
+        assert_eq!(super::parse_core_list("3").expect("valid"), [3]);
+        assert_eq!(
+            super::parse_core_list("2-3,8,10-11").expect("valid"),
+            [2, 3, 8, 10, 11]
+        );
+        assert_eq!(
+            super::parse_core_list("").expect("valid"),
+            Vec::<usize>::new()
+        );
+        for bad in ["a", "3-1", "1-", "-1", "1,,x"] {
+            assert!(super::parse_core_list(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A pinned run takes the first two cores it may use, whichever they are, and says why it
+    /// cannot pin with fewer.
+    #[test]
+    fn a_pinned_run_takes_the_first_two_allowed_cores() {
+        use super::Cores;
+        assert_eq!(
+            Cores::pick(&[0, 1]).expect("valid"),
+            Cores {
+                server: 0,
+                generator: 1
+            }
+        );
+        assert_eq!(
+            Cores::pick(&[2, 3, 8]).expect("valid"),
+            Cores {
+                server: 2,
+                generator: 3
+            }
+        );
+        let one = format!("{:#}", Cores::pick(&[5]).expect_err("one core"));
+        assert!(
+            one.contains("needs 2 cores") && one.contains("core 5 only"),
+            "{one}"
+        );
+        assert!(Cores::pick(&[]).is_err());
+        assert_eq!(
+            Cores::pick(&[2, 3]).expect("valid").describe(),
+            "servers on core 2 (taskset -c 2), load generator on core 3 (taskset -a -pc 3)"
+        );
     }
 
     /// A thread's name may hold spaces and parentheses (`comm` is set by the program):

@@ -19,7 +19,7 @@
 
 use super::{Gen, System, chain_gen, fixed_gen, form, json_str, pinned, progress};
 use crate::load::{self, Fixed};
-use crate::server::{ADMIN_PASSWORD, SERVER_CORE, Server, spawn_and_wait};
+use crate::server::{ADMIN_PASSWORD, Server, spawn_and_wait};
 use anyhow::{Context as _, bail};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -387,13 +387,14 @@ fn calibrate(
     })
 }
 
-/// Sets glewlwyd up in `dir` (fresh database, configuration, key), starts it pinned to core 0,
+/// Sets glewlwyd up in `dir` (fresh database, configuration, key), starts it pinned to `core`,
 /// provisions it and calibrates its PBKDF2 against `argon2id_s`; the system and the calibration.
 pub(super) fn system(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
     conns: usize,
     argon2id_s: f64,
+    core: usize,
 ) -> anyhow::Result<(System, Calibration)> {
     std::fs::create_dir_all(dir)?;
     let db = dir.join("glewlwyd.db");
@@ -411,11 +412,7 @@ pub(super) fn system(
         ))
         .arg(&conf)
         .current_dir(dir);
-    let server = spawn_and_wait(
-        pinned(&cmd, SERVER_CORE),
-        "glewlwyd",
-        &dir.join("glewlwyd.out"),
-    )?;
+    let server = spawn_and_wait(pinned(&cmd, core), "glewlwyd", &dir.join("glewlwyd.out"))?;
     let addr = server.addr;
     let cookie = rt.block_on(admin_login(addr))?;
     let plugin = plugin(&format!("http://127.0.0.1:{port}"), &key, &public)?;
