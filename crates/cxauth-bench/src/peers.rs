@@ -561,10 +561,9 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     // generator) on the second; with one core, both on it.
     let allowed = allowed_cores()?;
     let pair = Cores::pick(&allowed).ok();
-    let server_core = match (pair, allowed.first()) {
-        (Some(pair), _) => pair.server,
-        (None, Some(&only)) => only,
-        (None, None) => anyhow::bail!("this process may run on no core"),
+    let server_core = match pair {
+        Some(pair) => pair.server,
+        None => *allowed.first().context("this process may run on no core")?,
     };
     let pinning = if let Some(pair) = pair {
         pin_self(pair.generator)?;
