@@ -3,7 +3,7 @@
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
-use crate::server::{Cores, Fifo, Server, cxauth_binary};
+use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary};
 use crate::waits::TracefsClaim;
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
@@ -297,8 +297,41 @@ fn progress(msg: &str) {
     eprintln!("cxauth-bench: {msg}");
 }
 
+/// Each kind of thread's CPU time, seconds, in a [`Server::use_by_thread`] reading.
+fn cpu_by_thread(
+    reading: &std::collections::BTreeMap<String, ThreadUse>,
+) -> std::collections::BTreeMap<String, f64> {
+    reading
+        .iter()
+        .map(|(kind, used)| (kind.clone(), used.cpu_seconds))
+        .collect()
+}
+
+/// Each kind of thread's context switches between two [`Server::use_by_thread`] readings,
+/// divided by `per` (say, the logins served between them), as (waits, preemptions); kinds with
+/// fewer than 0.05 of either per unit are left out.
+fn switches_per(
+    before: &std::collections::BTreeMap<String, ThreadUse>,
+    after: &std::collections::BTreeMap<String, ThreadUse>,
+    per: f64,
+) -> Vec<(String, f64, f64)> {
+    after
+        .iter()
+        .map(|(kind, now)| {
+            let then = before.get(kind).copied().unwrap_or_default();
+            let count = |a: u64, b: u64| a.saturating_sub(b) as f64 / per;
+            (
+                kind.clone(),
+                count(now.switches, then.switches),
+                count(now.preempted, then.preempted),
+            )
+        })
+        .filter(|(_, waits, preempted)| *waits >= 0.05 || *preempted >= 0.05)
+        .collect()
+}
+
 /// Each kind of thread's share of the CPU the server's threads used between two
-/// [`Server::cpu_seconds_by_thread`] readings (empty if they used none).
+/// [`Server::use_by_thread`] readings (empty if they used none).
 fn thread_shares(
     before: &std::collections::BTreeMap<String, f64>,
     after: &std::collections::BTreeMap<String, f64>,
@@ -594,9 +627,15 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
             headers: vec![("content-type", "application/x-www-form-urlencoded".into())],
             body: Bytes::from(login_body()),
         };
-        let threads0 = server.cpu_seconds_by_thread();
+        let threads0 = server.use_by_thread();
         let mut r = run.measure(&server, fixed_n(&w, plan.cores * 4), Pace::Closed, "login");
-        let threads = thread_shares(&threads0, &server.cpu_seconds_by_thread());
+        let threads1 = server.use_by_thread();
+        let (cpu0, cpu1) = (cpu_by_thread(&threads0), cpu_by_thread(&threads1));
+        let threads = thread_shares(&cpu0, &cpu1);
+        // The logins between the two readings, from the CPU the threads used and the row's
+        // CPU per login (both span the warm-up and the measurement).
+        let logins =
+            (cpu1.values().sum::<f64>() - cpu0.values().sum::<f64>()) / (r.server_cpu_us / 1e6);
         progress("raw Argon2id rate (server idle), after the logins");
         let after = raw_argon2_rate(plan.cores, plan.duration, pin)?;
         let (raw, raw_cpu_us) = ((before.0 + after.0) / 2.0, (before.1 + after.1) / 2.0);
@@ -662,6 +701,23 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
                 rest.join(", ")
             ),
         );
+        if logins.is_finite() && logins >= 1.0 {
+            let switches: Vec<String> = switches_per(&threads0, &threads1, logins)
+                .iter()
+                .map(|(kind, waits, preempted)| {
+                    format!("{kind} {waits:.1} waits, {preempted:.1} preempted")
+                })
+                .collect();
+            run.fact(
+                "login context switches",
+                format!(
+                    "per login, by thread: {} (waits: the thread slept until woken, for a job, \
+                     a lock or I/O; preempted: taken off the core while it could still run; \
+                     from /proc/PID/task/*/status)",
+                    switches.join("; ")
+                ),
+            );
+        }
         run.rows.push(r);
 
         // Three times more logins at once than the pool admits (workers + queue = 65 per
@@ -976,6 +1032,40 @@ mod tests {
         let mut r = row(name, load.to_owned(), &mut Stats::default(), f64::NAN);
         r.generator_cpu_pct = gen_pct;
         r
+    }
+
+    #[test]
+    fn switches_are_counted_per_unit_between_the_readings() {
+        let used = |switches, preempted| ThreadUse {
+            cpu_seconds: 1.0,
+            switches,
+            preempted,
+        };
+        let before: std::collections::BTreeMap<String, ThreadUse> = [
+            ("cxauth-sqlite-w".to_owned(), used(100, 10)),
+            ("idle".to_owned(), used(7, 7)),
+        ]
+        .into();
+        // `idle` did not switch; `cxauth-argon2` started between the readings.
+        let after: std::collections::BTreeMap<String, ThreadUse> = [
+            ("cxauth-sqlite-w".to_owned(), used(600, 40)),
+            ("idle".to_owned(), used(7, 7)),
+            ("cxauth-argon2".to_owned(), used(0, 700)),
+        ]
+        .into();
+        let per = switches_per(&before, &after, 100.0);
+        assert_eq!(
+            per,
+            vec![
+                ("cxauth-argon2".to_owned(), 0.0, 7.0),
+                ("cxauth-sqlite-w".to_owned(), 5.0, 0.3),
+            ]
+        );
+        assert_eq!(
+            cpu_by_thread(&after).values().sum::<f64>(),
+            3.0,
+            "CPU by kind"
+        );
     }
 
     #[test]

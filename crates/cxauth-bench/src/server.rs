@@ -191,27 +191,11 @@ impl Server {
         cpu_seconds_of(&format!("/proc/{}/stat", self.pid()))
     }
 
-    /// CPU time (user + system) consumed so far by each kind of thread, seconds: threads are
-    /// grouped by name without a trailing `-N` (`cxauth-argon2-0` and `-1` are one kind;
-    /// names are cut at 15 bytes, as the kernel keeps them). Threads that have ended count in
-    /// [`Server::cpu_seconds`] only.
-    pub fn cpu_seconds_by_thread(&self) -> std::collections::BTreeMap<String, f64> {
-        let mut by = std::collections::BTreeMap::new();
-        let tasks = format!("/proc/{}/task", self.pid());
-        for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
-            let dir = task.path();
-            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            let name = name.trim_end();
-            let kind = match name.rsplit_once('-') {
-                Some((kind, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => kind,
-                _ => name,
-            };
-            let cpu = cpu_seconds_of(&dir.join("stat").to_string_lossy());
-            if cpu.is_finite() {
-                *by.entry(kind.to_owned()).or_insert(0.0) += cpu;
-            }
-        }
-        by
+    /// What each kind of thread has used so far: threads are grouped by name without a
+    /// trailing `-N` (`cxauth-argon2-0` and `-1` are one kind; names are cut at 15 bytes, as
+    /// the kernel keeps them). Threads that have ended count in [`Server::cpu_seconds`] only.
+    pub fn use_by_thread(&self) -> std::collections::BTreeMap<String, ThreadUse> {
+        use_by_thread_of(self.pid())
     }
 
     /// Stops the server: SIGTERM (graceful), then SIGKILL after 5 s.
@@ -263,6 +247,59 @@ impl Server {
 
 /// CPU time (user + system) of the process whose `stat` file is `path` (`/proc/PID/stat`,
 /// `/proc/self/stat`), seconds; NaN if it cannot be read.
+/// [`Server::use_by_thread`] of process `pid`.
+fn use_by_thread_of(pid: u32) -> std::collections::BTreeMap<String, ThreadUse> {
+    let mut by = std::collections::BTreeMap::<String, ThreadUse>::new();
+    let tasks = format!("/proc/{pid}/task");
+    for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let cpu = cpu_seconds_of(&dir.join("stat").to_string_lossy());
+        if !cpu.is_finite() {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let entry = by
+            .entry(thread_kind(name.trim_end()).to_owned())
+            .or_default();
+        entry.cpu_seconds += cpu;
+        entry.switches += status_count(&status, "voluntary_ctxt_switches:");
+        entry.preempted += status_count(&status, "nonvoluntary_ctxt_switches:");
+    }
+    by
+}
+
+/// What a kind of thread has used so far (see [`Server::use_by_thread`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ThreadUse {
+    /// CPU time, user and system, seconds.
+    pub cpu_seconds: f64,
+    /// Times its threads gave up the core to wait (for a lock, a channel, I/O, the next
+    /// job): each is a sleep and a wake-up.
+    pub switches: u64,
+    /// Times its threads were taken off the core while they could still run: another thread
+    /// was woken on it, or their time slice ended.
+    pub preempted: u64,
+}
+
+/// A thread's kind: its name without a trailing `-N`.
+fn thread_kind(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((kind, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => kind,
+        _ => name,
+    }
+}
+
+/// The number on the line of a `/proc/.../status` text that starts with `key`; 0 if there is
+/// none.
+fn status_count(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 pub(crate) fn cpu_seconds_of(path: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(path) else {
         return f64::NAN;
@@ -547,7 +584,57 @@ pub fn hello_main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{STAT_POLICY, STAT_STATE, listening_address, spawn_and_wait, stat_fields};
+    use super::{
+        STAT_POLICY, STAT_STATE, listening_address, spawn_and_wait, stat_fields, status_count,
+        thread_kind, use_by_thread_of,
+    };
+
+    /// The two counts are told apart: `nonvoluntary_ctxt_switches` also ends in
+    /// `voluntary_ctxt_switches`.
+    #[test]
+    fn switch_counts_are_read_from_their_own_lines() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(status_count(status, "voluntary_ctxt_switches:"), 12);
+        assert_eq!(status_count(status, "nonvoluntary_ctxt_switches:"), 3);
+        assert_eq!(status_count("Name:\tx\n", "voluntary_ctxt_switches:"), 0);
+        assert_eq!(thread_kind("cxauth-argon2-1"), "cxauth-argon2");
+        assert_eq!(thread_kind("tokio-rt-worker"), "tokio-rt-worker");
+        assert_eq!(thread_kind("log-"), "log-");
+    }
+
+    /// A thread of this process that sleeps 20 times is found under its kind, with at least 20
+    /// more waits than before and the CPU it used.
+    #[test]
+    fn a_sleeping_thread_shows_its_waits() {
+        let (started, wait_start) = std::sync::mpsc::channel();
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        let (slept, wait_slept) = std::sync::mpsc::channel();
+        let (done, wait_done) = std::sync::mpsc::channel::<()>();
+        let probe = std::thread::Builder::new()
+            .name("use-probe-3".into())
+            .spawn(move || {
+                started.send(()).expect("started");
+                wait_go.recv().expect("go");
+                for _ in 0..20 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                slept.send(()).expect("slept");
+                wait_done.recv().expect("done");
+            })
+            .expect("spawn");
+        wait_start.recv().expect("the probe started");
+        let before = use_by_thread_of(std::process::id())["use-probe"];
+        go.send(()).expect("go");
+        wait_slept.recv().expect("the probe slept");
+        let after = use_by_thread_of(std::process::id())["use-probe"];
+        done.send(()).expect("done");
+        probe.join().expect("probe");
+        assert!(
+            after.switches >= before.switches + 20,
+            "{before:?} then {after:?}"
+        );
+        assert!(after.cpu_seconds >= before.cpu_seconds);
+    }
 
     /// A start that fails (here: an address that does not parse) stops the child; it is not
     /// left running behind the error. The child writes its pid, then sleeps.
