@@ -322,7 +322,7 @@ fn switches_per(
             let count = |a: u64, b: u64| a.saturating_sub(b) as f64 / per;
             (
                 kind.clone(),
-                count(now.switches, then.switches),
+                count(now.waits, then.waits),
                 count(now.preempted, then.preempted),
             )
         })
@@ -1036,9 +1036,9 @@ mod tests {
 
     #[test]
     fn switches_are_counted_per_unit_between_the_readings() {
-        let used = |switches, preempted| ThreadUse {
+        let used = |waits, preempted| ThreadUse {
             cpu_seconds: 1.0,
-            switches,
+            waits,
             preempted,
         };
         let before: std::collections::BTreeMap<String, ThreadUse> = [
