@@ -288,13 +288,21 @@ fn thread_kind(name: &str) -> &str {
     }
 }
 
-/// The number on the line of a `/proc/.../status` text that starts with `key`; 0 if there is
-/// none.
-fn status_count(status: &str, key: &str) -> u64 {
+/// What follows `key` (`VmRSS:`, `Cpus_allowed_list:`, …) on its line of a `/proc/.../status`
+/// text, trimmed; `None` if no line starts with it. A key must end in its colon: without it,
+/// `voluntary_ctxt_switches` would not be told from a longer name that starts the same way.
+fn status_value<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status
         .lines()
         .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().parse().ok())
+        .map(str::trim)
+}
+
+/// The number on the line of a `/proc/.../status` text that starts with `key`; 0 if there is
+/// none.
+fn status_count(status: &str, key: &str) -> u64 {
+    status_value(status, key)
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
@@ -327,13 +335,16 @@ fn stat_fields(stat: &str) -> Vec<&str> {
         .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect())
 }
 
+/// A `kB` field of process `pid`'s `status` (`VmRSS:`); NaN if it cannot be read.
 fn status_kb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            status_value(&s, field)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
         })
         .unwrap_or(f64::NAN)
 }
@@ -375,11 +386,9 @@ fn dies_with_parent(cmd: &Command) -> Command {
 pub(crate) fn allowed_cores() -> anyhow::Result<Vec<usize>> {
     let status = std::fs::read_to_string("/proc/thread-self/status")
         .context("cannot read /proc/thread-self/status")?;
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+    let list = status_value(&status, "Cpus_allowed_list:")
         .context("no Cpus_allowed_list in /proc/thread-self/status")?;
-    parse_core_list(list.trim())
+    parse_core_list(list)
 }
 
 /// The cores of a kernel CPU list (`0-3,8,10-11`), in its order.
@@ -597,6 +606,13 @@ mod tests {
         assert_eq!(status_count(status, "voluntary_ctxt_switches:"), 12);
         assert_eq!(status_count(status, "nonvoluntary_ctxt_switches:"), 3);
         assert_eq!(status_count("Name:\tx\n", "voluntary_ctxt_switches:"), 0);
+        assert_eq!(
+            super::status_value(
+                "VmRSS:\t   20480 kB\nCpus_allowed_list:\t2-3\n",
+                "Cpus_allowed_list:"
+            ),
+            Some("2-3")
+        );
         assert_eq!(thread_kind("cxauth-argon2-1"), "cxauth-argon2");
         assert_eq!(thread_kind("tokio-rt-worker"), "tokio-rt-worker");
         assert_eq!(thread_kind("log-"), "log-");
