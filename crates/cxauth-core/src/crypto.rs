@@ -163,6 +163,27 @@ pub fn ringex_jwt_digest(credential: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Whether `a` and `b` hold the same bytes, in time that depends on their length only (which is
+/// public: digests have a fixed one, and a token's shows in its request). Eight bytes at a
+/// time: `subtle`'s slice comparison takes a byte at a time, which for a 500-byte access token
+/// costs more than hashing it.
+pub fn same_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let mut diff = 0u64;
+    for (x, y) in a_words.iter().zip(b_words) {
+        diff |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        diff |= u64::from(x ^ y);
+    }
+    bool::from(diff.ct_eq(&0))
+}
+
 /// Keys derived from the [`MasterKey`], ready for use on request paths.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Secrets {
@@ -263,6 +284,27 @@ impl Secrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The word-at-a-time comparison says what `==` says, for every length (whole words
+        /// and a rest) and for slices that differ in a single byte anywhere.
+        #[test]
+        fn constant_time_comparison_agrees_with_equality(
+            a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            by in 1u8..=255,
+            other in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        ) {
+            proptest::prop_assert!(same_in_constant_time(&a, &a.clone()));
+            proptest::prop_assert_eq!(same_in_constant_time(&a, &other), a == other);
+            if !a.is_empty() {
+                let mut b = a.clone();
+                b[at.index(a.len())] ^= by;
+                proptest::prop_assert!(!same_in_constant_time(&a, &b));
+                proptest::prop_assert!(!same_in_constant_time(&a, &a[..a.len() - 1]));
+            }
+        }
+    }
 
     #[test]
     fn debug_never_shows_key_material() {
