@@ -18,7 +18,7 @@ pub const META_KEY_FINGERPRINT: &str = "master_key_fingerprint";
 /// rotated key within this long.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Verified access tokens remembered (about 0.9 KB each: the token's text and its claims).
+/// Verified access tokens remembered (~1.1 KB each: the token's text and its claims).
 const VERIFIED_TOKEN_CACHE: usize = 20_000;
 
 /// The key ring in force and what keeps it current.
