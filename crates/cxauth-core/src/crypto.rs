@@ -165,8 +165,8 @@ pub fn ringex_jwt_digest(credential: &[u8]) -> [u8; 32] {
 
 /// Whether `a` and `b` hold the same bytes, in time that depends on their length only (which is
 /// public: digests have a fixed one, and a token's shows in its request). Eight bytes at a
-/// time: `subtle`'s slice comparison takes a byte at a time, which for a 500-byte access token
-/// costs more than hashing it.
+/// time, where `subtle`'s slice comparison takes one: the verified-token cache compares a
+/// ~480-byte access token on every bearer request.
 pub fn same_in_constant_time(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq as _;
     if a.len() != b.len() {
