@@ -14,7 +14,7 @@ use crate::audit::AuditContext;
 use crate::authn::Authenticator;
 use crate::clock::SharedClock;
 use crate::credcache::CredentialCache;
-use crate::crypto::{DigestKind, Secrets};
+use crate::crypto::{DigestKind, Secrets, same_in_constant_time};
 use crate::deps::Deps;
 use crate::directory::Directory;
 use crate::emulator::Emulator;
@@ -438,7 +438,10 @@ impl Auth {
 
     /// Whether `presented` is the form token of `session_id`, compared in constant time.
     pub fn check_session_form_token(&self, session_id: &str, presented: &str) -> bool {
-        same_in_constant_time(&self.session_form_token(session_id), presented)
+        same_in_constant_time(
+            self.session_form_token(session_id).as_bytes(),
+            presented.as_bytes(),
+        )
     }
 
     /// `token` with a keyed digest binding it to `session_id`: `TOKEN.DIGEST`. The console
@@ -454,7 +457,11 @@ impl Auth {
     /// session's, altered, or not one at all). The digest is compared in constant time.
     pub fn open_new_token<'a>(&self, session_id: &str, sealed: &'a str) -> Option<&'a str> {
         let (token, digest) = sealed.rsplit_once('.')?;
-        same_in_constant_time(&self.new_token_digest(session_id, token), digest).then_some(token)
+        same_in_constant_time(
+            self.new_token_digest(session_id, token).as_bytes(),
+            digest.as_bytes(),
+        )
+        .then_some(token)
     }
 
     fn new_token_digest(&self, session_id: &str, token: &str) -> String {
@@ -470,10 +477,4 @@ impl Auth {
         let d = self.deps.secrets.digest(kind, input);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
     }
-}
-
-/// Whether two secrets (form tokens, digests) are equal, compared in constant time. Their
-/// lengths are public (digests have a fixed one).
-fn same_in_constant_time(want: &str, presented: &str) -> bool {
-    crate::crypto::same_in_constant_time(want.as_bytes(), presented.as_bytes())
 }
