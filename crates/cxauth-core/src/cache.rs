@@ -17,12 +17,15 @@
 //! against ~0.6 KB before, ~21 MB when all 20,000 of the server's entries are taken (a test
 //! process's RSS grew by 21.5 MB inserting 20,000 entries with 452-byte tokens, against 12.1 MB
 //! with the digest keys). Two tokens with the same last bytes only take turns in one entry: the
-//! text comparison, not the key, decides a hit.
+//! text comparison, not the key, decides a hit. And the process now holds the text of the live
+//! access tokens it has seen, where it held only their digests: each is wiped when its entry
+//! goes and never shown by `Debug`, but a read of the process's memory would find them.
 
 use crate::crypto::same_in_constant_time;
 use crate::jwt::{Claims, TokenError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use zeroize::Zeroizing;
 
 /// Bytes of a token's end that find its entry: 16 characters of a JWT's base64 signature,
 /// ~90 random bits, so that tokens in service never share one (they would only take turns).
@@ -37,11 +40,20 @@ pub struct VerifiedTokens {
     capacity: usize,
 }
 
-/// A verified token and its claims.
-#[derive(Debug)]
+/// A verified token and its claims. The token is a live credential: its text is wiped when the
+/// entry goes, so that it does not linger in freed memory, and never shown by `Debug`.
 struct Entry {
-    token: Box<str>,
+    token: Zeroizing<Box<str>>,
     claims: Arc<Claims>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("token", &"[redacted]")
+            .field("claims", &self.claims)
+            .finish()
+    }
 }
 
 /// The key of `token`'s entry: its last [`TAIL`] bytes (all of a shorter one, zero-padded).
@@ -107,7 +119,7 @@ impl VerifiedTokens {
         entries.insert(
             key(token),
             Entry {
-                token: token.into(),
+                token: Zeroizing::new(token.into()),
                 claims,
             },
         );
@@ -196,6 +208,16 @@ mod tests {
             "its entry was taken: verified again"
         );
         assert_eq!(c.len(), 1);
+    }
+
+    /// The cache's `Debug` (it is a public type) never shows a token's text.
+    #[test]
+    fn debug_never_shows_a_token() {
+        let c = VerifiedTokens::new(4);
+        c.insert("header.payload.signature-secret-part", claims(10), 0);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("signature-secret-part"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
     }
 
     /// Token `i` of thread `t` in [`concurrent_hits_are_always_the_token_asked_for`]: every
