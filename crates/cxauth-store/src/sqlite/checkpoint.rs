@@ -1,20 +1,20 @@
-//! The background checkpointer: copies the WAL back into the database file on a thread and a
-//! connection of its own, so that no commit pays for it (issue 14).
+//! The background checkpointer: copies the WAL back into the database file on threads and
+//! connections of its own, so that no commit pays for it (issue 14).
 //!
 //! By default SQLite checkpoints inside whichever commit takes the WAL past 1,000 pages: that
 //! commit copies the pages and, with `synchronous = FULL`, fsyncs the database file before it
 //! returns, on a refresh's path (the first suspect for the half-load p99 of 99 ms in one run in
 //! five). The store's committing connections (the sqlx pool and the rotation writer) therefore
-//! run with `wal_autocheckpoint = 0`, and this thread runs `PRAGMA wal_checkpoint(PASSIVE)`
-//! every [`INTERVAL`]. A passive checkpoint takes no lock that writers wait for: it copies what
-//! no reader still needs, and when it has copied everything, the next writer starts the WAL over
+//! run with `wal_autocheckpoint = 0`, and a thread runs `PRAGMA wal_checkpoint(PASSIVE)` every
+//! [`INTERVAL`]. A passive checkpoint takes no lock that writers wait for: it copies what no
+//! reader still needs, and when it has copied everything, the next writer starts the WAL over
 //! from its beginning, so the file stays bounded by what is written between two ticks.
 //!
 //! A passive checkpoint alone does not bound the file under steady load, measured: SQLite
 //! starts the WAL over only when a write transaction begins while every frame is copied back,
 //! and with writes always in flight the checkpointer never catches the last commit (8 writers,
 //! 3,000 rotations: a 66 MB WAL). So when the WAL holds more than [`RESTART_FRAMES`] frames
-//! after a tick's passive checkpoint, the thread takes the process's write turn (the queue the
+//! after a tick's passive checkpoint, a thread takes the process's write turn (the queue the
 //! rotation writer and the sqlx writers wait in), checkpoints again (only the frames committed
 //! since the first, then the database file's fsync) and lets the turn go: the next writer
 //! starts the WAL over. Writers wait for that second checkpoint (a few milliseconds), once per
@@ -23,8 +23,28 @@
 //!
 //! Readers that always hold an old snapshot can keep even that from finishing. When the WAL
 //! still holds more than [`STUCK_FRAMES`] uncopied frames, or a burst left the file larger than
-//! [`LARGE_FILE`], the thread runs a `TRUNCATE` checkpoint under the turn, which waits (busy
+//! [`LARGE_FILE`], the checkpoint under the turn is a `TRUNCATE` one, which waits (busy
 //! timeout) for the readers, copies everything and empties the file.
+//!
+//! **Two threads, two priorities.** The passive copies are most of the work, and nothing waits
+//! for them, yet on a server pinned to one core they took that core from the request worker and
+//! the writer: at half load, `refresh`'s worker waited 60–76 ms and the writer 37–59 ms per
+//! 10 s for it, in waits of up to ~2.5 ms (`cxauth-bench all --pin --trace-waits`), time that
+//! lands on the refreshes in flight. So the passive copies run on a thread of their own, `cxauth-wal-copy`, under
+//! Linux's `SCHED_IDLE` policy: it runs only on what the server's other threads leave of the
+//! core, and any of them that wakes takes the core from it at once: the worker then waited
+//! 2.7–4.3 ms per 10 s for it. (Nice 19 was not enough: the scheduler still let the copier
+//! finish its slice, and the worker waited 21–26 ms per 10 s.) The checkpoint under the turn is the opposite: every writer waits for it, so it must not wait
+//! behind them; it runs on `cxauth-sqlite-checkpoint` at the server's own priority, when the
+//! copier asks. One thread cannot do both: a thread that is not privileged may lower its
+//! priority but never raise it again.
+//!
+//! An idle-priority copier gets almost nothing of a core that requests keep busy. If it has not
+//! woken for [`STARVED`], the checkpoint thread runs the whole tick itself at the server's
+//! priority, so a saturated server still copies its WAL back. Only one of the two checkpoints at
+//! a time (a mutex); the checkpoint thread never waits for the copier's turn at it (a copier
+//! starved in the middle of a checkpoint is slow, not stopped), so a slow copier can delay a
+//! restart but never holds the write turn.
 //!
 //! A tick that found every frame copied back has nothing to do until some connection commits
 //! again, so the next ticks are skipped until SQLite's data version moves (`PRAGMA
@@ -34,11 +54,12 @@
 //! each wake-up of the thread cost ~0.1 ms of CPU, checkpoint or not, so an idle server's
 //! thread now wakes twice a second instead of ten times.
 //!
-//! The thread ends when the store's last clone is dropped (the channel closes).
+//! The threads end when the store's last clone is dropped (the channel closes).
 
 use super::writer::open_connection;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 /// Time between two passive checkpoints. At 1,200 rotations a second and a handful of pages
@@ -51,6 +72,11 @@ pub(super) const INTERVAL: Duration = Duration::from_millis(100);
 /// WAL may hold what this much time writes before the next tick (at the benchmark's ~1,800
 /// rotations/s of ~5 frames each, ~4,500 frames: under [`RESTART_FRAMES`]).
 pub(super) const IDLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long the copier may go without waking before the checkpoint thread ticks in its place.
+/// The copier wakes at least every [`IDLE_INTERVAL`], so twice that means it is not getting the
+/// core: requests keep it busy.
+pub(super) const STARVED: Duration = Duration::from_secs(1);
 
 /// The wait before the next tick: [`INTERVAL`] after a tick that ran, twice the last wait (at
 /// most [`IDLE_INTERVAL`]) after one that was skipped.
@@ -93,7 +119,7 @@ struct Limits {
 }
 
 impl Limits {
-    /// The thresholds the thread runs with.
+    /// The thresholds the threads run with.
     const DEFAULT: Limits = Limits {
         restart_frames: RESTART_FRAMES,
         stuck_frames: STUCK_FRAMES,
@@ -101,11 +127,12 @@ impl Limits {
     };
 }
 
-/// The handle to the checkpointer thread: dropping it (with the store's last clone) ends it.
+/// The handle to the checkpointer's threads: dropping it (with the store's last clone) ends
+/// them.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     _stop: mpsc::Sender<()>,
-    /// Held by the thread while it runs (see [`Checkpointer::alive`]).
+    /// Held by both threads while they run (see [`Checkpointer::alive`]).
     #[cfg(test)]
     alive: std::sync::Weak<()>,
 }
@@ -141,35 +168,89 @@ pub(crate) fn checkpoint(
     })
 }
 
+/// What the two threads share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Held by whichever thread checkpoints: SQLite lets one checkpoint run at a time and
+    /// would answer the other `SQLITE_BUSY`.
+    checkpointing: Mutex<()>,
+    /// The copier's wake-ups so far: the checkpoint thread watches it to tell a starved copier.
+    copier_wakeups: AtomicU64,
+}
+
 impl Checkpointer {
-    /// Opens the checkpointer's connection on `path` and starts its thread; `turn` is the
-    /// store's write turn (`SqliteStore::write_turn`).
+    /// Opens a connection for each thread on `path` and starts them; `turn` is the store's
+    /// write turn (`SqliteStore::write_turn`).
     pub(super) fn start(
         path: &Path,
         busy_timeout: Duration,
         turn: Arc<tokio::sync::Mutex<()>>,
     ) -> Result<Self, String> {
-        let conn = open_connection(path, busy_timeout).map_err(|e| e.to_string())?;
+        let copier_conn = open_connection(path, busy_timeout).map_err(|e| e.to_string())?;
+        let turn_conn = open_connection(path, busy_timeout).map_err(|e| e.to_string())?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
         let (stop, stopped) = mpsc::channel::<()>();
-        let alive = std::sync::Arc::new(());
+        // One request at most is waiting: a copier that finds the WAL long again before the
+        // checkpoint thread took the last one has nothing to add.
+        let (ask, asked) = mpsc::sync_channel::<CheckpointResult>(1);
+        let shared = Arc::new(Shared::default());
+        let alive = Arc::new(());
         #[cfg(test)]
-        let weak = std::sync::Arc::downgrade(&alive);
-        std::thread::Builder::new()
-            .name("cxauth-sqlite-checkpoint".into())
-            .spawn(move || {
+        let weak = Arc::downgrade(&alive);
+
+        let copier = {
+            let (shared, wal, alive) = (shared.clone(), wal.clone(), alive.clone());
+            move || {
                 let _alive = alive;
+                lower_own_priority();
                 let mut settled = Settled::default();
                 let mut wait = INTERVAL;
-                // Nothing is ever sent: the loop ends when the sender is dropped.
+                // Nothing is ever sent: the loop ends when the sender is dropped, and with it
+                // `ask`, which ends the checkpoint thread.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
-                    let ran = settled.tick_if_due(&conn, &wal, &turn, Limits::DEFAULT);
+                    shared.copier_wakeups.fetch_add(1, Ordering::Relaxed);
+                    let mut needs_turn = None;
+                    let ran = settled.run_if_due(&copier_conn, || {
+                        let _checkpointing = lock(&shared.checkpointing);
+                        match passive(&copier_conn, &wal, Limits::DEFAULT) {
+                            Passive::Settled => true,
+                            Passive::Left => false,
+                            Passive::NeedsTurn(last) => {
+                                needs_turn = Some(last);
+                                false
+                            }
+                        }
+                    });
+                    if let Some(last) = needs_turn {
+                        // Full: a request is already waiting.
+                        let _ = ask.try_send(last);
+                    }
                     wait = next_wait(wait, ran);
                 }
-            })
+            }
+        };
+        let checkpoint_thread = move || {
+            let _alive = alive;
+            run_checkpoint_thread(
+                &turn_conn,
+                &wal,
+                &turn,
+                &shared,
+                &asked,
+                Limits::DEFAULT,
+                STARVED,
+            );
+        };
+        std::thread::Builder::new()
+            .name("cxauth-sqlite-checkpoint".into())
+            .spawn(checkpoint_thread)
             .map_err(|e| format!("cannot start the SQLite checkpointer: {e}"))?;
+        std::thread::Builder::new()
+            .name("cxauth-wal-copy".into())
+            .spawn(copier)
+            .map_err(|e| format!("cannot start the SQLite WAL copier: {e}"))?;
         Ok(Checkpointer {
             _stop: stop,
             #[cfg(test)]
@@ -177,65 +258,152 @@ impl Checkpointer {
         })
     }
 
-    /// Whether the thread still runs (for the tests that check it ends with the store).
+    /// Whether a thread still runs (for the tests that check they end with the store).
     #[cfg(test)]
     pub(super) fn alive(&self) -> std::sync::Weak<()> {
         self.alive.clone()
     }
 }
 
+/// The checkpoint thread: runs the checkpoint under the turn each time the copier asks, and
+/// the whole tick in the copier's place when the copier has not woken for `starved`; returns
+/// when the copier is gone.
+fn run_checkpoint_thread(
+    conn: &rusqlite::Connection,
+    wal: &Path,
+    turn: &tokio::sync::Mutex<()>,
+    shared: &Shared,
+    asked: &mpsc::Receiver<CheckpointResult>,
+    limits: Limits,
+    starved: Duration,
+) {
+    let mut settled = Settled::default();
+    let mut seen = shared.copier_wakeups.load(Ordering::Relaxed);
+    loop {
+        match asked.recv_timeout(starved) {
+            Ok(last) => {
+                let _checkpointing = lock(&shared.checkpointing);
+                under_turn(conn, wal, turn, limits, last);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let wakeups = shared.copier_wakeups.load(Ordering::Relaxed);
+                // A copier in the middle of a checkpoint keeps the mutex: it is slow, not
+                // stopped, and this thread must not wait behind it.
+                if wakeups == seen
+                    && let Ok(_checkpointing) = shared.checkpointing.try_lock()
+                {
+                    settled.run_if_due(conn, || tick(conn, wal, turn, limits));
+                }
+                seen = wakeups;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Locks `mutex`; a thread that panicked while holding it left nothing half-done that the
+/// next checkpoint would trust (SQLite keeps the WAL's state), so poisoning is ignored.
+fn lock(mutex: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Puts the calling thread under `SCHED_IDLE`: it runs only when no other thread of the core
+/// wants it, and gives the core up the moment one wakes. On Linux a scheduling policy belongs to
+/// a thread, so the server's other threads keep theirs. A failure is logged and the copier runs
+/// at the server's priority, as before.
+#[cfg(target_os = "linux")]
+fn lower_own_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id, thread_schedule_policy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    // The crate then sets the nice value to 0, which a process started with a higher one may
+    // not do; the nice value means nothing under `SCHED_IDLE`, so only the policy is checked.
+    let set = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle);
+    if let Err(e) = set
+        && thread_schedule_policy().ok() != Some(idle)
+    {
+        tracing::warn!(
+            error = %e,
+            "cannot put the SQLite WAL copier under SCHED_IDLE; it runs at the server's priority"
+        );
+    }
+}
+
+/// Elsewhere there is no `SCHED_IDLE`, and a nice value would lower the whole process: the
+/// copier keeps the server's priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_own_priority() {}
+
 /// The data version at which the last tick found nothing left to do, if it did.
 #[derive(Debug, Default)]
 struct Settled(Option<i64>);
 
 impl Settled {
-    /// Runs a [`tick`] unless the last one left nothing to do and no connection has committed
-    /// since; says whether it ran. A version that cannot be read never skips a tick.
-    fn tick_if_due(
-        &mut self,
-        conn: &rusqlite::Connection,
-        wal: &Path,
-        turn: &tokio::sync::Mutex<()>,
-        limits: Limits,
-    ) -> bool {
+    /// Runs `tick` unless the last one left nothing to do and no connection has committed
+    /// since; says whether it ran. `tick` says whether it left nothing to do. A version that
+    /// cannot be read never skips a tick.
+    fn run_if_due(&mut self, conn: &rusqlite::Connection, tick: impl FnOnce() -> bool) -> bool {
         let version = super::quiet::data_version(conn);
         if version.is_some() && version == self.0 {
             return false;
         }
-        self.0 = if tick(conn, wal, turn, limits) {
-            version
-        } else {
-            None
-        };
+        self.0 = if tick() { version } else { None };
         true
     }
 }
 
-/// One tick: a passive checkpoint; if the WAL is long, another under the write turn so that it
-/// starts over; a truncating one if readers keep it from being copied or the file is large.
-/// Errors are logged and the next tick tries again. Returns whether it found nothing to do:
-/// every frame already copied back and the file small, so that until another commit, a tick
-/// would find the same.
-fn tick(
+/// What the passive checkpoint of a tick found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passive {
+    /// Every frame copied back and the file small: until another commit, a tick finds the
+    /// same.
+    Settled,
+    /// Frames left for the next tick, or a checkpoint that failed (logged): it tries again.
+    Left,
+    /// The WAL is long, readers kept frames back, or the file is large: a checkpoint under
+    /// the write turn is due ([`under_turn`]).
+    NeedsTurn(CheckpointResult),
+}
+
+/// The passive half of a tick: copies what it can, without the write turn.
+fn passive(conn: &rusqlite::Connection, wal: &Path, limits: Limits) -> Passive {
+    let last = match checkpoint(conn, "PASSIVE") {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "SQLite passive checkpoint failed");
+            return Passive::Left;
+        }
+    };
+    let left = last.log - last.checkpointed;
+    if last.log > limits.restart_frames || truncate(wal, limits, left) {
+        Passive::NeedsTurn(last)
+    } else if left == 0 {
+        // `truncate(0)` was false: the file is small.
+        Passive::Settled
+    } else {
+        Passive::Left
+    }
+}
+
+/// Whether a `TRUNCATE` checkpoint is due with `left` frames uncopied: readers keep too many
+/// back, or all is copied and the file is large.
+fn truncate(wal: &Path, limits: Limits, left: i64) -> bool {
+    left > limits.stuck_frames
+        || (left == 0 && std::fs::metadata(wal).is_ok_and(|m| m.len() > limits.large_file))
+}
+
+/// The half of a tick under the write turn, after a passive checkpoint reported `last`: copies
+/// what was committed since, so that the next writer starts the WAL over; truncates if readers
+/// keep it from finishing or the file is large.
+fn under_turn(
     conn: &rusqlite::Connection,
     wal: &Path,
     turn: &tokio::sync::Mutex<()>,
     limits: Limits,
-) -> bool {
-    let mut last = match checkpoint(conn, "PASSIVE") {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "SQLite passive checkpoint failed");
-            return false;
-        }
-    };
-    let large = || std::fs::metadata(wal).is_ok_and(|m| m.len() > limits.large_file);
-    let truncate = |left: i64| left > limits.stuck_frames || (left == 0 && large());
-    let left = last.log - last.checkpointed;
-    if last.log <= limits.restart_frames && !truncate(left) {
-        // `truncate(0)` was false: the file is small.
-        return left == 0;
-    }
+    mut last: CheckpointResult,
+) {
     // This thread is no task of the runtime: it may block on the turn.
     let _turn = turn.blocking_lock();
     let _held = HoldTimer(std::time::Instant::now());
@@ -244,12 +412,12 @@ fn tick(
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "SQLite passive checkpoint failed");
-                return false;
+                return;
             }
         };
     }
     let left = last.log - last.checkpointed;
-    if truncate(left) {
+    if truncate(wal, limits, left) {
         match checkpoint(conn, "TRUNCATE") {
             Ok(r) => tracing::info!(
                 left_by_passive = left,
@@ -259,8 +427,27 @@ fn tick(
             Err(e) => tracing::warn!(error = %e, "SQLite truncating checkpoint failed"),
         }
     }
-    // The next tick finds out what this one left.
-    false
+}
+
+/// One whole tick on one thread (the checkpoint thread's, when the copier is starved): a
+/// passive checkpoint, then the one under the write turn if it is due. Returns whether it
+/// found nothing to do: every frame already copied back and the file small, so that until
+/// another commit, a tick would find the same.
+fn tick(
+    conn: &rusqlite::Connection,
+    wal: &Path,
+    turn: &tokio::sync::Mutex<()>,
+    limits: Limits,
+) -> bool {
+    match passive(conn, wal, limits) {
+        Passive::Settled => true,
+        Passive::Left => false,
+        Passive::NeedsTurn(last) => {
+            under_turn(conn, wal, turn, limits, last);
+            // The next tick finds out what this one left.
+            false
+        }
+    }
 }
 
 /// Records, when dropped (before the turn it was made after), how long the checkpointer held
@@ -428,7 +615,7 @@ mod tests {
         let turn = tokio::sync::Mutex::new(());
         let limits = Limits::DEFAULT;
         let mut settled = Settled::default();
-        let mut tick = || settled.tick_if_due(&own, &wal, &turn, limits);
+        let mut tick = || settled.run_if_due(&own, || tick(&own, &wal, &turn, limits));
 
         write(&writer, 10);
         assert!(tick(), "the first tick runs");
@@ -523,5 +710,175 @@ mod tests {
             samples[0] > 0.0 && samples[0] < 0.2,
             "the hold, not the 200 ms wait for the turn: {samples:?}"
         );
+    }
+
+    fn db_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("db.sqlite"))
+            .expect("the database")
+            .len()
+    }
+
+    /// Waits up to 5 s for `done`.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        done()
+    }
+
+    /// The checkpoint thread leaves the copying to a copier that wakes, checkpoints under the
+    /// turn when the copier asks, ticks in its place once it stops waking (starved), and never
+    /// waits for a copier in the middle of a checkpoint. What it copied shows in the database
+    /// file's size: the rows live only in the WAL until a checkpoint.
+    #[test]
+    fn the_checkpoint_thread_stands_in_only_for_a_copier_that_does_not_wake() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, own, wal) = setup(dir.path());
+        let shared = Arc::new(Shared::default());
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        let (ask, asked) = mpsc::sync_channel(1);
+        let limits = Limits {
+            restart_frames: 50,
+            stuck_frames: i64::MAX,
+            large_file: u64::MAX,
+        };
+        let waking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let copier = {
+            let (shared, waking) = (shared.clone(), waking.clone());
+            std::thread::spawn(move || {
+                while waking.load(Ordering::Relaxed) {
+                    shared.copier_wakeups.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let thread = {
+            let (shared, turn) = (shared.clone(), turn.clone());
+            std::thread::spawn(move || {
+                let starved = Duration::from_millis(50);
+                run_checkpoint_thread(&own, &wal, &turn, &shared, &asked, limits, starved);
+            })
+        };
+
+        write(&writer, 100);
+        let small = db_len(dir.path());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(db_len(dir.path()), small, "copied for a copier that wakes");
+
+        // The copier asks: the checkpoint under the turn copies everything.
+        let held = turn.clone().try_lock_owned().expect("the turn is free");
+        let asked_for = CheckpointResult {
+            busy: 0,
+            log: 1_000,
+            checkpointed: 0,
+        };
+        ask.send(asked_for).expect("the thread listens");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(db_len(dir.path()), small, "checkpointed without the turn");
+        drop(held);
+        assert!(
+            eventually(|| db_len(dir.path()) > 100 * 4096),
+            "the copier's request was not served"
+        );
+
+        // The copier stops waking while it holds the mutex (in a checkpoint): not waited for.
+        write(&writer, 100);
+        let before = db_len(dir.path());
+        let checkpointing = shared.checkpointing.lock().expect("the mutex");
+        waking.store(false, Ordering::Relaxed);
+        copier.join().expect("the copier");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            db_len(dir.path()),
+            before,
+            "copied beside a copier's checkpoint"
+        );
+        drop(checkpointing);
+        // Starved and out of the mutex: the checkpoint thread ticks in its place.
+        assert!(
+            eventually(|| db_len(dir.path()) > 200 * 4096),
+            "nothing copied for a starved copier"
+        );
+
+        drop(ask);
+        thread
+            .join()
+            .expect("the thread ends when the copier is gone");
+        assert_eq!(rows(&writer), 200);
+    }
+
+    /// The scheduling policies of this process's threads whose name (as `/proc` keeps it: 15
+    /// bytes) is `name`.
+    #[cfg(target_os = "linux")]
+    fn policies_of_threads(name: &str) -> Vec<i64> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .flatten()
+        {
+            let dir = task.path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(dir.join("comm")),
+                std::fs::read_to_string(dir.join("stat")),
+            ) else {
+                continue; // ended meanwhile
+            };
+            if comm.trim_end() == name {
+                found.push(policy_in(&stat));
+            }
+        }
+        found
+    }
+
+    /// The scheduling policy in a `/proc/…/stat` line: its 41st field, the 39th after the
+    /// name.
+    #[cfg(target_os = "linux")]
+    fn policy_in(stat: &str) -> i64 {
+        let after_name = &stat[stat.rfind(')').expect("the name's end") + 2..];
+        after_name
+            .split(' ')
+            .nth(38)
+            .and_then(|n| n.parse().ok())
+            .expect("a policy")
+    }
+
+    /// Linux's number for `SCHED_IDLE`.
+    #[cfg(target_os = "linux")]
+    const SCHED_IDLE: i64 = 5;
+
+    /// The copier runs under `SCHED_IDLE` and the checkpoint thread, which holds the write turn,
+    /// under the policy of the thread that started the store (threads of other tests in this
+    /// process included: every copier is lowered, no checkpoint thread is).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_the_copier_runs_under_sched_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_writer, _own, _wal) = setup(dir.path());
+        let own = policy_in(&std::fs::read_to_string("/proc/thread-self/stat").expect("stat"));
+        assert_ne!(own, SCHED_IDLE, "the test itself runs under SCHED_IDLE");
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        let checkpointer =
+            Checkpointer::start(&dir.path().join("db.sqlite"), Duration::from_secs(10), turn)
+                .expect("start");
+        // A thread takes its name (and the copier its policy) once it first runs.
+        let settled = || {
+            let copiers = policies_of_threads("cxauth-wal-copy");
+            let checkpoint_threads = policies_of_threads("cxauth-sqlite-c");
+            let done = !copiers.is_empty()
+                && copiers.iter().all(|&p| p == SCHED_IDLE)
+                && !checkpoint_threads.is_empty();
+            (done, copiers, checkpoint_threads)
+        };
+        assert!(eventually(|| settled().0), "{:?}", settled());
+        let (_, _, checkpoint_threads) = settled();
+        assert!(
+            checkpoint_threads.iter().all(|&p| p == own),
+            "checkpoint threads: {checkpoint_threads:?}, the test under {own}"
+        );
+        drop(checkpointer);
     }
 }

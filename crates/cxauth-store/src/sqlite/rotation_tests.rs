@@ -306,7 +306,7 @@ async fn the_wal_stays_bounded_without_automatic_checkpoints() {
     eprintln!("WAL peak {peak} bytes, after the tick {len} bytes, {frames} frames copied");
 }
 
-/// The writer and checkpointer threads end when the store's last clone is dropped: a test
+/// The writer's and checkpointer's threads end when the store's last clone is dropped: a test
 /// process opens hundreds of stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_threads_end_with_the_store() {
@@ -318,7 +318,8 @@ async fn background_threads_end_with_the_store() {
         alive.push(store.checkpointer.as_ref().expect("checkpointer").alive());
         drop(store);
         assert!(
-            alive.iter().rev().take(2).all(|a| a.strong_count() == 1),
+            // Held by each running thread (the checkpointer has two).
+            alive.iter().rev().take(2).all(|a| a.strong_count() > 0),
             "ended early"
         );
         drop(clone);
