@@ -282,8 +282,11 @@ fn run_checkpoint_thread(
     loop {
         match asked.recv_timeout(starved) {
             Ok(last) => {
-                let _checkpointing = lock(&shared.checkpointing);
-                under_turn(conn, wal, turn, limits, last);
+                // The copier is already in its next checkpoint: it asks again after it if the
+                // WAL is still long, and this thread must not wait behind an idle-priority one.
+                if let Ok(_checkpointing) = shared.checkpointing.try_lock() {
+                    under_turn(conn, wal, turn, limits, last);
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let wakeups = shared.copier_wakeups.load(Ordering::Relaxed);
@@ -759,7 +762,8 @@ mod tests {
         let thread = {
             let (shared, turn) = (shared.clone(), turn.clone());
             std::thread::spawn(move || {
-                let starved = Duration::from_millis(50);
+                // Far above the 5 ms between wake-ups, so that a loaded machine does not starve it.
+                let starved = Duration::from_millis(500);
                 run_checkpoint_thread(&own, &wal, &turn, &shared, &asked, limits, starved);
             })
         };
@@ -785,9 +789,22 @@ mod tests {
             "the copier's request was not served"
         );
 
-        // The copier stops waking while it holds the mutex (in a checkpoint): not waited for.
+        // The copier asks while it is in its next checkpoint (holds the mutex): the request is
+        // let go, not served once the mutex is free (the copier asks again if it must).
         write(&writer, 100);
         let before = db_len(dir.path());
+        let checkpointing = shared.checkpointing.lock().expect("the mutex");
+        ask.send(asked_for).expect("the thread listens");
+        std::thread::sleep(Duration::from_millis(200));
+        drop(checkpointing);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            db_len(dir.path()),
+            before,
+            "waited behind a copier's checkpoint"
+        );
+
+        // The copier stops waking while it holds the mutex (in a checkpoint): not waited for.
         let checkpointing = shared.checkpointing.lock().expect("the mutex");
         waking.store(false, Ordering::Relaxed);
         copier.join().expect("the copier");
