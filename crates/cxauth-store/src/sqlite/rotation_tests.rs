@@ -314,14 +314,16 @@ async fn background_threads_end_with_the_store() {
     for _ in 0..10 {
         let (store, dir) = store().await;
         let clone = store.clone();
-        alive.push(store.writer.as_ref().expect("writer").alive());
-        alive.push(store.checkpointer.as_ref().expect("checkpointer").alive());
+        let writer = store.writer.as_ref().expect("writer").alive();
+        let checkpointer = store.checkpointer.as_ref().expect("checkpointer").alive();
         drop(store);
-        assert!(
-            // Held by each running thread (the checkpointer has two).
-            alive.iter().rev().take(2).all(|a| a.strong_count() > 0),
+        // Held by each running thread: the writer's one, the checkpointer's two.
+        assert_eq!(
+            (writer.strong_count(), checkpointer.strong_count()),
+            (1, 2),
             "ended early"
         );
+        alive.extend([writer, checkpointer]);
         drop(clone);
         drop(dir);
     }
