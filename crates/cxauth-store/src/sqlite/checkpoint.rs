@@ -205,30 +205,7 @@ impl Checkpointer {
             move || {
                 let _alive = alive;
                 lower_own_priority();
-                let mut settled = Settled::default();
-                let mut wait = INTERVAL;
-                // Nothing is ever sent: the loop ends when the sender is dropped, and with it
-                // `ask`, which ends the checkpoint thread.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
-                    shared.copier_wakeups.fetch_add(1, Ordering::Relaxed);
-                    let mut needs_turn = None;
-                    let ran = settled.run_if_due(&copier_conn, || {
-                        let _checkpointing = lock(&shared.checkpointing);
-                        match passive(&copier_conn, &wal, Limits::DEFAULT) {
-                            Passive::Settled => true,
-                            Passive::Left => false,
-                            Passive::NeedsTurn(last) => {
-                                needs_turn = Some(last);
-                                false
-                            }
-                        }
-                    });
-                    if let Some(last) = needs_turn {
-                        // Full: a request is already waiting.
-                        let _ = ask.try_send(last);
-                    }
-                    wait = next_wait(wait, ran);
-                }
+                run_copier(&copier_conn, &wal, &shared, &stopped, &ask);
             }
         };
         let checkpoint_thread = move || {
@@ -262,6 +239,41 @@ impl Checkpointer {
     #[cfg(test)]
     pub(super) fn alive(&self) -> std::sync::Weak<()> {
         self.alive.clone()
+    }
+}
+
+/// The copier's loop: a passive checkpoint every [`INTERVAL`] (spaced out while there is
+/// nothing to copy), and a request to the checkpoint thread when one under the write turn is
+/// due. Nothing is ever sent on `stopped`: the loop ends when its sender is dropped, and with
+/// it `ask`, which ends the checkpoint thread.
+fn run_copier(
+    conn: &rusqlite::Connection,
+    wal: &Path,
+    shared: &Shared,
+    stopped: &mpsc::Receiver<()>,
+    ask: &mpsc::SyncSender<CheckpointResult>,
+) {
+    let mut settled = Settled::default();
+    let mut wait = INTERVAL;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+        shared.copier_wakeups.fetch_add(1, Ordering::Relaxed);
+        let mut needs_turn = None;
+        let ran = settled.run_if_due(conn, || {
+            let _checkpointing = lock(&shared.checkpointing);
+            match passive(conn, wal, Limits::DEFAULT) {
+                Passive::Settled => true,
+                Passive::Left => false,
+                Passive::NeedsTurn(last) => {
+                    needs_turn = Some(last);
+                    false
+                }
+            }
+        });
+        if let Some(last) = needs_turn {
+            // Full: a request is already waiting.
+            let _ = ask.try_send(last);
+        }
+        wait = next_wait(wait, ran);
     }
 }
 
