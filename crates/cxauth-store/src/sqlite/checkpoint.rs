@@ -458,7 +458,9 @@ enum Passive {
     NeedsTurn(CheckpointResult),
 }
 
-/// The passive half of a tick: copies what it can, without the write turn.
+/// The passive half of a tick: copies what it can, without the write turn, and when a
+/// checkpoint under the turn is due, flushes the database file first
+/// ([`Files::sync_database`]).
 fn passive(conn: &rusqlite::Connection, files: &Files, limits: Limits) -> Passive {
     let last = match checkpoint(conn, "PASSIVE") {
         Ok(r) => r,
@@ -559,8 +561,8 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    /// A database in WAL mode with table `t`, the checkpointer's own connection, and the WAL's
-    /// path.
+    /// A database in WAL mode with table `t`, the checkpointer's own connection, and the
+    /// database's files as the checkpoints see them.
     fn setup(dir: &Path) -> (rusqlite::Connection, rusqlite::Connection, Arc<Files>) {
         let path = dir.join("db.sqlite");
         std::fs::File::create(&path).expect("create");
