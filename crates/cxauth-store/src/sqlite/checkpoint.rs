@@ -202,6 +202,9 @@ struct Files {
     handle: OnceLock<ManuallyDrop<std::fs::File>>,
     /// A flush failed and it was logged (once: the checkpoint still works without it).
     warned: AtomicBool,
+    /// Descriptors opened for the flush (for the test that races the first flushes).
+    #[cfg(test)]
+    opened: std::sync::atomic::AtomicUsize,
 }
 
 impl Files {
@@ -213,6 +216,8 @@ impl Files {
             database: database.to_owned(),
             handle: OnceLock::new(),
             warned: AtomicBool::new(false),
+            #[cfg(test)]
+            opened: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -232,6 +237,8 @@ impl Files {
             Some(file) => file,
             None => match std::fs::File::open(&self.database) {
                 Ok(file) => {
+                    #[cfg(test)]
+                    self.opened.fetch_add(1, Ordering::Relaxed);
                     // Wrapped first: a thread that loses the race drops a `ManuallyDrop`, and
                     // its descriptor stays open, as it must.
                     let file = ManuallyDrop::new(file);
@@ -862,17 +869,82 @@ mod tests {
         drop(writer);
     }
 
-    /// A database file that cannot be opened for the flush is logged once; the checkpoint
-    /// goes on without it (SQLite's own fsync under the turn keeps the WAL safe).
+    /// A database file that cannot be opened for the flush is logged once, however often the
+    /// flush is tried; the checkpoint goes on without it (SQLite's own fsync under the turn
+    /// keeps the WAL safe).
     #[test]
-    fn a_flush_that_cannot_be_made_is_reported_once_and_skipped() {
+    fn a_flush_that_cannot_be_made_is_logged_once_and_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = Files::new(&dir.path().join("missing.sqlite"));
-        files.sync_database();
-        assert!(files.warned.load(Ordering::Relaxed));
+        /// Where the test's subscriber writes.
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let log = log.clone();
+                move || Sink(log.clone())
+            })
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..3 {
+                files.sync_database();
+            }
+        });
+        let text = String::from_utf8(log.lock().expect("log").clone()).expect("utf-8");
+        assert_eq!(
+            text.matches("cannot flush the SQLite database file")
+                .count(),
+            1,
+            "{text}"
+        );
         assert!(files.handle.get().is_none());
+    }
+
+    /// Threads that make the first flush at the same moment each open a descriptor; one is
+    /// kept, and the others' stay open too (closing them would drop the process's POSIX locks
+    /// on the database file), and later flushes open none.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn descriptors_opened_by_racing_first_flushes_are_never_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, _own, files) = setup(dir.path());
+        let database = dir.path().join("db.sqlite").canonicalize().expect("path");
+        let before = descriptors_on(&database);
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (files, start) = (files.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    files.sync_database();
+                })
+            })
+            .collect();
+        for racer in racers {
+            racer.join().expect("a racer");
+        }
+        let opened = files.opened.load(Ordering::Relaxed);
+        assert!(opened >= 1);
+        assert_eq!(
+            descriptors_on(&database),
+            before + opened,
+            "a racer closed its descriptor"
+        );
         files.sync_database();
-        assert!(files.handle.get().is_none());
+        assert_eq!(files.opened.load(Ordering::Relaxed), opened, "opened again");
+        drop(files);
+        assert_eq!(descriptors_on(&database), before + opened);
+        drop(writer);
     }
 
     fn db_len(dir: &Path) -> u64 {
