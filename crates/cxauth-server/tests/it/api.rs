@@ -382,6 +382,59 @@ async fn refresh_rotates_with_grace_and_reuse_revokes_the_session() {
 }
 
 #[tokio::test]
+async fn a_refresh_token_issued_before_tokens_carried_their_issue_time_still_works() {
+    use cxauth_core::clock::Clock as _;
+    use cxauth_core::crypto::{DigestKind, MasterKey, Secrets};
+    let s = TestApp::spawn().await;
+    let admin = s.login_admin().await;
+    // Tokens now lead with their issue time: 8 + 32 bytes, 54 characters.
+    assert_eq!(admin.refresh_token.as_deref().map(str::len), Some(54));
+    // A session as the servers before made it: 32 random bytes (43 characters), stored under
+    // their whole keyed digest.
+    let secrets = Secrets::derive(&MasterKey::load(&s.master_key_file()).expect("master key"));
+    let old = URL_SAFE_NO_PAD.encode([0x5a_u8; 32]);
+    assert_eq!(old.len(), 43);
+    let now = s.clock.now_ms();
+    s.state
+        .auth
+        .store()
+        .create_session(&cxauth_core::store::NewSession {
+            session_id: "5f0c1a7e-2b4d-4c8e-9f61-0d3b7a2e8c45".into(),
+            user_id: admin.admin_id,
+            refresh_digest: secrets.digest(DigestKind::RefreshToken, old.as_bytes()),
+            expected_password_hash: None,
+            now,
+            refresh_expires_at: now + 3_600_000,
+            sso_login: false,
+            max_sessions: 0,
+        })
+        .await
+        .expect("a session of the old form");
+    let next = s
+        .client
+        .refresh(&old)
+        .await
+        .expect("the old token refreshes");
+    let successor = next.refresh_token.clone().expect("successor");
+    assert_eq!(successor.len(), 54, "its successor is of the new form");
+    s.client
+        .accounts(&bearer(&next))
+        .await
+        .expect("its access token works");
+    // The old token is still found where it was stored once rotated: presented after the grace
+    // window it is reuse, and the session ends (a token merely not found would leave it).
+    s.clock.advance(Duration::from_secs(60));
+    let err = s.client.refresh(&old).await.expect_err("reuse");
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+    let err = s
+        .client
+        .refresh(&successor)
+        .await
+        .expect_err("the session ended");
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+}
+
+#[tokio::test]
 async fn access_and_refresh_tokens_expire_on_the_injected_clock() {
     let s = TestApp::spawn().await;
     let session = s.login_admin().await;
