@@ -38,6 +38,25 @@ pub(crate) struct Sessions {
     config: AuthConfig,
 }
 
+/// How far past its newest refresh token's expiry a rotation sets a session's expiry when it
+/// must move it: the rotations within this step leave the session's row alone (see
+/// [`session_expiry`]).
+const SESSION_EXPIRY_STEP: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// The session expiry a rotation writes if the successor would outlive the session: a step past
+/// the successor's expiry (`ttl_ms` after now), the step being [`SESSION_EXPIRY_STEP`] or an
+/// eighth of the lifetime, whichever is shorter.
+///
+/// Why a step: each rotation used to move the session's expiry to its successor's, rewriting
+/// the session's row and its place in the expiry index: 2 of the ~9 pages a rotation wrote to
+/// the WAL. The price: a session stays in the purge's and the session cap's eyes up to one step
+/// longer than its last refresh token (an hour of a 7-day lifetime by default). Its tokens do
+/// not: a refresh needs a live token, whatever the session's row says.
+fn session_expiry(successor_expires_at: i64, ttl_ms: i64) -> i64 {
+    let step = (ttl_ms / 8).clamp(0, duration_ms(SESSION_EXPIRY_STEP));
+    successor_expires_at.saturating_add(step)
+}
+
 /// Bytes of the issue time a refresh token leads with (epoch ms, big-endian).
 const ISSUED_LEN: usize = 8;
 /// Characters of a refresh token: its issue time and 32 random bytes, base64url without padding.
@@ -264,6 +283,8 @@ impl Sessions {
         let presented = self.refresh_digest(refresh_token)?;
         let now = self.deps.clock.now_ms();
         let successor = new_refresh_token(now)?;
+        let ttl_ms = duration_ms(self.config.refresh_token_ttl);
+        let successor_expires_at = now.saturating_add(ttl_ms);
         let outcome = self
             .deps
             .store
@@ -272,8 +293,8 @@ impl Sessions {
                 successor: refresh_key(&self.deps.secrets, &successor),
                 now,
                 grace_ms: duration_ms(self.config.refresh_grace),
-                successor_expires_at: now
-                    .saturating_add(duration_ms(self.config.refresh_token_ttl)),
+                successor_expires_at,
+                session_expires_at: session_expiry(successor_expires_at, ttl_ms),
             })
             .await
             // A failure may hide a committed reuse revocation: forget all, to be safe.
@@ -421,6 +442,15 @@ mod tests {
                 s.digest(DigestKind::RefreshToken, bad.as_bytes())
             );
         }
+    }
+
+    #[test]
+    fn a_session_expiry_is_a_step_past_its_token_an_hour_at_most() {
+        let day = 24 * 60 * 60 * 1000;
+        assert_eq!(session_expiry(1_000, 7 * day), 1_000 + 60 * 60 * 1000);
+        assert_eq!(session_expiry(1_000, 80_000), 11_000);
+        assert_eq!(session_expiry(1_000, 0), 1_000);
+        assert_eq!(session_expiry(i64::MAX - 1, 7 * day), i64::MAX);
     }
 
     proptest! {

@@ -119,11 +119,12 @@ impl PgStore {
 
     /// The writes of a rotation as one statement (data-modifying CTEs all run, to completion,
     /// whether or not the main statement reads them), so they cost one round trip instead of
-    /// three ($1 successor digest, $2 session id, $3 now, $4 the successor's expiry).
+    /// three ($1 successor digest, $2 session id, $3 now, $4 the successor's expiry, $5 the
+    /// session's if it must move).
     pub(crate) const ROTATE_WRITES: &str = concat!(
         "WITH retired AS (UPDATE refresh_tokens SET rotated_at = $3 ",
         "WHERE session_id = $2 AND rotated_at IS NULL), ",
-        "extended AS (UPDATE sessions SET expires_at = $4 WHERE id = $2) ",
+        "extended AS (UPDATE sessions SET expires_at = $5 WHERE id = $2 AND expires_at < $4) ",
         "INSERT INTO refresh_tokens (digest, session_id, issued_at, expires_at) ",
         "VALUES ($1, $2, $3, $4)"
     );

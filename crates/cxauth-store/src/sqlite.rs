@@ -40,14 +40,15 @@ macro_rules! rotate_insert {
 /// The text of [`ROTATE_EXTEND`] (see [`rotate_retire!`]).
 macro_rules! rotate_extend {
     () => {
-        "UPDATE sessions SET expires_at = $4 WHERE id = $2"
+        "UPDATE sessions SET expires_at = $5 WHERE id = $2 AND expires_at < $4"
     };
 }
 /// A rotation's first write: retire every live token of the session ($2 session id, $3 now).
 const ROTATE_RETIRE: &str = rotate_retire!();
 /// Its second: store the successor ($1 its digest, $2, $3, $4 its expiry).
 const ROTATE_INSERT: &str = rotate_insert!();
-/// Its third: extend the session to the successor's expiry ($2, $4).
+/// Its third: if the successor ($4 its expiry) would outlive the session ($2), move the
+/// session's expiry to $5, a step later (see `Rotation::session_expires_at`); else write nothing.
 const ROTATE_EXTEND: &str = rotate_extend!();
 
 /// Creates the database file with mode 0600 if it does not exist (an existing one is narrowed
@@ -408,7 +409,7 @@ impl SqliteStore {
     /// The writes of a rotation as one call to the driver: SQLite runs the statements of a
     /// query in order, binding `$n` in each, so the three cost one round trip to the
     /// connection's worker thread instead of three ($1 successor digest, $2 session id, $3 now,
-    /// $4 the successor's expiry). The rusqlite writer runs the same three texts one by one
+    /// $4 the successor's expiry, $5 the session's if it must move). The rusqlite writer runs the same three texts one by one
     /// ([`ROTATE_RETIRE`], [`ROTATE_INSERT`], [`ROTATE_EXTEND`]).
     pub(crate) const ROTATE_WRITES: &str = concat!(
         rotate_retire!(),

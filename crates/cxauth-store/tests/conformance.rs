@@ -262,6 +262,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
             now,
             grace_ms: 30,
             successor_expires_at: now + 1_000,
+            session_expires_at: now + 1_000,
         };
         assert!(
             matches!(
@@ -346,6 +347,90 @@ async fn refresh_rotation_grace_reuse_and_purge() {
         assert!(purged >= 2, "{}: {purged}", b.name);
         assert!(s.session_state("s1").await.expect("state").is_none());
         assert!(s.session_state("s2").await.expect("state").is_none());
+    }
+}
+
+/// A session's expiry moves only ahead, and only when its newest refresh token would outlive it
+/// (then to `session_expires_at`, a step later): the rotations in between leave its row alone,
+/// and a session kept alive by rotations is never purged while its live token lasts.
+#[tokio::test]
+async fn a_session_expiry_moves_ahead_in_steps_and_a_rotated_session_outlives_its_first_token() {
+    for b in backends().await {
+        let s = &b.store;
+        let m = s.create_main_account("A", 0).await.expect("main");
+        let uid = s
+            .create_user(&user("u", None, vec![m]))
+            .await
+            .expect("user");
+        s.create_session(&NewSession {
+            session_id: "s1".into(),
+            user_id: uid,
+            expected_password_hash: None,
+            refresh_digest: digest(1),
+            now: 0,
+            refresh_expires_at: 1_000,
+            sso_login: false,
+            max_sessions: 0,
+        })
+        .await
+        .expect("session");
+        let rotate = |presented, successor, now: i64| async move {
+            s.rotate_refresh_token(&Rotation {
+                presented: digest(presented),
+                successor: digest(successor),
+                now,
+                grace_ms: 0,
+                successor_expires_at: now + 1_000,
+                session_expires_at: now + 1_500,
+            })
+            .await
+        };
+        let expiry = || b.count("SELECT expires_at FROM sessions WHERE id = 's1'");
+        let rotated = |o: RotateOutcome| matches!(o, RotateOutcome::Rotated { .. });
+        // The successor (ends at 1,100) outlives the session (1,000): a step past it.
+        assert!(
+            rotated(rotate(1, 2, 100).await.expect("rotate")),
+            "{}",
+            b.name
+        );
+        assert_eq!(expiry().await, 1_600, "{}", b.name);
+        // It ends at 1,400, before the session: nothing written.
+        assert!(
+            rotated(rotate(2, 3, 400).await.expect("rotate")),
+            "{}",
+            b.name
+        );
+        assert_eq!(expiry().await, 1_600, "{}", b.name);
+        // It ends at 1,700, after: a step past it again.
+        assert!(
+            rotated(rotate(3, 4, 700).await.expect("rotate")),
+            "{}",
+            b.name
+        );
+        assert_eq!(expiry().await, 2_200, "{}", b.name);
+        // Past the first three tokens' expiry, the session and its live token survive a purge.
+        s.purge_expired(1_650, 100).await.expect("purge");
+        let state = s.session_state("s1").await.expect("state");
+        assert!(state.is_some_and(|st| !st.revoked), "{}", b.name);
+        assert!(
+            rotated(rotate(4, 5, 1_650).await.expect("rotate")),
+            "{}",
+            b.name
+        );
+        assert_eq!(expiry().await, 3_150, "{}", b.name);
+        // Left alone, it goes with the first purge past its last token's expiry and the step.
+        s.purge_expired(3_149, 100).await.expect("purge");
+        assert!(
+            s.session_state("s1").await.expect("state").is_some(),
+            "{}",
+            b.name
+        );
+        s.purge_expired(3_150, 100).await.expect("purge");
+        assert!(
+            s.session_state("s1").await.expect("state").is_none(),
+            "{}",
+            b.name
+        );
     }
 }
 
@@ -578,6 +663,7 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
                     now: 10,
                     grace_ms: 30_000,
                     successor_expires_at: 100_000,
+                    session_expires_at: 100_000,
                 })
                 .await
             }));
@@ -649,6 +735,7 @@ async fn concurrent_rotations_of_many_sessions_each_get_their_own_outcome() {
             now: 1,
             grace_ms: 30_000,
             successor_expires_at: 1_000_000,
+            session_expires_at: 1_000_000,
         })
         .await
         .expect("first rotation of s38");
@@ -666,6 +753,7 @@ async fn concurrent_rotations_of_many_sessions_each_get_their_own_outcome() {
                         now: 100_000,
                         grace_ms: 30_000,
                         successor_expires_at: 1_000_000,
+                        session_expires_at: 1_000_000,
                     })
                     .await,
                 )
@@ -962,6 +1050,7 @@ async fn a_session_remembers_it_came_from_the_ringex_exchange() {
                     now: 1,
                     grace_ms: 0,
                     successor_expires_at: 2_000,
+                    session_expires_at: 2_000,
                 })
                 .await
                 .expect("rotate");
@@ -2780,6 +2869,7 @@ async fn every_credential_change_writes_its_change_row_in_its_own_transaction() 
             now,
             grace_ms: 10,
             successor_expires_at: 1_000_000,
+            session_expires_at: 1_000_000,
         };
         assert!(matches!(
             s.rotate_refresh_token(&rotation(1, 50, 10))
@@ -3077,6 +3167,7 @@ async fn a_login_writes_its_session_address_and_audit_event() {
                 now: 5_000,
                 grace_ms: 0,
                 successor_expires_at: 1_000_000,
+                session_expires_at: 1_000_000,
             })
             .await
             .expect("rotate");
@@ -3398,6 +3489,7 @@ async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
                         now: 10,
                         grace_ms: 0,
                         successor_expires_at: 1_000_000,
+                        session_expires_at: 1_000_000,
                     })
                     .await;
                 assert!(

@@ -39,6 +39,11 @@ pub struct Rotation {
     pub grace_ms: i64,
     /// Expiry of the successor, epoch ms.
     pub successor_expires_at: i64,
+    /// The session's expiry to write when it ends before the successor's (`successor_expires_at`
+    /// or later). The session's expiry is only ever moved ahead, and only when the successor
+    /// would outlive it: set a step past the successor's, the rotations of the next step leave
+    /// the session's row and its expiry index unwritten (2 of the ~9 pages a rotation wrote).
+    pub session_expires_at: i64,
 }
 
 /// What a refresh attempt came to.

@@ -266,12 +266,14 @@ pub(super) async fn rotate_in(
     }
     // One statement (see each backend's `ROTATE_WRITES`): retire every live token of the
     // session (the presented one, or on a grace retry the successor issued moments ago), so
-    // the session always has exactly one live token; store the successor; extend the session.
+    // the session always has exactly one live token; store the successor; extend the session
+    // if the successor would outlive it.
     sqlx::query(Backend::ROTATE_WRITES)
         .bind(r.successor.as_slice())
         .bind(&session_id)
         .bind(r.now)
         .bind(r.successor_expires_at)
+        .bind(r.session_expires_at)
         .execute(&mut *tx)
         .await
         .db()?;

@@ -98,6 +98,7 @@ async fn racers_on_one_token_outside_grace_have_one_winner() {
                     // Even the same millisecond is outside the grace window.
                     grace_ms: -1,
                     successor_expires_at: i64::MAX / 2,
+                    session_expires_at: i64::MAX / 2,
                 })
                 .await
         }));
@@ -173,6 +174,7 @@ async fn a_failing_member_of_a_group_rolls_back_alone() {
         now: 10,
         grace_ms: 0,
         successor_expires_at: 1_000_000,
+        session_expires_at: 1_000_000,
     };
     // Session 1's successor would be session 2's live token: a unique violation.
     let outcomes = queued(&store, vec![rot(0, 100), rot(1, 2), rot(2, 102)]).await;
@@ -213,6 +215,57 @@ async fn a_failing_member_of_a_group_rolls_back_alone() {
     );
 }
 
+/// Both rotation paths write a session's expiry alike, rusqlite's (a database file) and sqlx's
+/// (in memory, the three writes as one query): ahead, to `session_expires_at`, only when the
+/// successor would outlive the session; otherwise not at all.
+#[tokio::test]
+async fn both_rotation_paths_move_a_session_expiry_only_when_its_token_would_outlive_it() {
+    let (file, _dir) = store().await;
+    let memory = SqliteStore::open(
+        &DatabaseUrl::Sqlite { path: None },
+        &StoreOptions::default(),
+    )
+    .await
+    .expect("open in memory");
+    assert!(
+        memory.writer.is_none(),
+        "in memory, rotations go through sqlx"
+    );
+    for store in [&file, &memory] {
+        let uid = user_with_sessions(store, 0).await;
+        store
+            .create_session(&NewSession {
+                session_id: "s".into(),
+                user_id: uid,
+                expected_password_hash: None,
+                refresh_digest: digest(0),
+                now: 0,
+                refresh_expires_at: 1_000,
+                sso_login: false,
+                max_sessions: 0,
+            })
+            .await
+            .expect("session");
+        let rot = |presented, successor, now| Rotation {
+            presented: digest(presented),
+            successor: digest(successor),
+            now,
+            grace_ms: 0,
+            successor_expires_at: now + 1_000,
+            session_expires_at: now + 1_500,
+        };
+        for (presented, now, expiry) in [(0, 100, 1_600), (1, 400, 1_600), (2, 700, 2_200)] {
+            let outcome = store.rotate(&rot(presented, presented + 1, now)).await;
+            assert!(
+                matches!(outcome, Ok(RotateOutcome::Rotated { .. })),
+                "{outcome:?}"
+            );
+            let got = count(store, "SELECT expires_at FROM sessions WHERE id = 's'").await;
+            assert_eq!(got, expiry, "after the rotation at {now}");
+        }
+    }
+}
+
 /// The user a rotation returns is the one sqlx reads (`user_by_id`), column for column, and
 /// `sso_login` is the session's.
 #[tokio::test]
@@ -230,6 +283,7 @@ async fn a_rotation_returns_the_user_as_sqlx_reads_it() {
                 now: 10,
                 grace_ms: 0,
                 successor_expires_at: 1_000_000,
+                session_expires_at: 1_000_000,
             })
             .await
             .expect("rotate")
@@ -272,6 +326,7 @@ async fn the_wal_stays_bounded_without_automatic_checkpoints() {
                         now: 10 + i64::from(step),
                         grace_ms: 0,
                         successor_expires_at: i64::MAX / 2,
+                        session_expires_at: i64::MAX / 2,
                     })
                     .await
                     .expect("rotate");

@@ -541,7 +541,11 @@ fn rotate_in(
         .map_err(map_err)?;
     conn.prepare_cached(ROTATE_EXTEND)
         .and_then(|mut s| {
-            s.execute(named_params! {"$2": &session_id, "$4": r.successor_expires_at})
+            s.execute(named_params! {
+                "$2": &session_id,
+                "$4": r.successor_expires_at,
+                "$5": r.session_expires_at,
+            })
         })
         .map_err(map_err)?;
     Ok((
