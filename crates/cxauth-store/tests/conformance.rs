@@ -98,6 +98,29 @@ fn digest(n: u8) -> [u8; 32] {
     [n; 32]
 }
 
+/// A user `u` (returned) with one session, `s1`, started at 0, its first refresh token
+/// `digest(1)` ending at 1,000.
+async fn user_with_session_s1(s: &SharedStore) -> i64 {
+    let m = s.create_main_account("A", 0).await.expect("main");
+    let uid = s
+        .create_user(&user("u", None, vec![m]))
+        .await
+        .expect("user");
+    s.create_session(&NewSession {
+        session_id: "s1".into(),
+        user_id: uid,
+        expected_password_hash: None,
+        refresh_digest: digest(1),
+        now: 0,
+        refresh_expires_at: 1_000,
+        sso_login: false,
+        max_sessions: 0,
+    })
+    .await
+    .expect("session");
+    uid
+}
+
 /// Runs a store call until it answers something other than `Unavailable`, and returns its value.
 /// The concurrent tests below hammer one row from many tasks at once, so a backend may answer
 /// `Unavailable` (SQLite's BUSY, a PostgreSQL serialisation failure), and the server's callers
@@ -239,23 +262,7 @@ async fn accounts_and_users_follow_the_rules() {
 async fn refresh_rotation_grace_reuse_and_purge() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let uid = s
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("user");
-        s.create_session(&NewSession {
-            session_id: "s1".into(),
-            user_id: uid,
-            expected_password_hash: None,
-            refresh_digest: digest(1),
-            now: 0,
-            refresh_expires_at: 1_000,
-            sso_login: false,
-            max_sessions: 0,
-        })
-        .await
-        .expect("session");
+        let uid = user_with_session_s1(s).await;
         let rot = |presented, successor, now| Rotation {
             presented: digest(presented),
             successor: digest(successor),
@@ -357,23 +364,7 @@ async fn refresh_rotation_grace_reuse_and_purge() {
 async fn a_session_expiry_moves_ahead_in_steps_and_a_rotated_session_outlives_its_first_token() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let uid = s
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("user");
-        s.create_session(&NewSession {
-            session_id: "s1".into(),
-            user_id: uid,
-            expected_password_hash: None,
-            refresh_digest: digest(1),
-            now: 0,
-            refresh_expires_at: 1_000,
-            sso_login: false,
-            max_sessions: 0,
-        })
-        .await
-        .expect("session");
+        user_with_session_s1(s).await;
         let rotate = |presented, successor, now: i64| async move {
             s.rotate_refresh_token(&Rotation {
                 presented: digest(presented),
