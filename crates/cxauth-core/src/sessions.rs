@@ -265,6 +265,8 @@ impl Sessions {
         })
     }
 
+    /// The key a presented refresh token is found by ([`refresh_key`]); a token that cannot be
+    /// one of ours (empty, too long, outside the token alphabet) is refused before any digest.
     fn refresh_digest(&self, token: &str) -> Result<[u8; 32], AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_token_alphabet(token) {
             return Err(AuthError::RefreshFailed);

@@ -10,7 +10,9 @@ pub struct NewSession {
     pub session_id: String,
     /// Owner.
     pub user_id: i64,
-    /// Keyed digest of the first refresh token.
+    /// The key the first refresh token is stored under: its issue time and 24 bytes of its keyed
+    /// digest (the whole keyed digest for tokens of earlier versions); the store only compares
+    /// it. See `refresh_key` in the `sessions` module.
     pub refresh_digest: [u8; 32],
     /// The password hash the login was checked against: if it changed meanwhile (a password
     /// change raced the login), no session is made. `None` for logins without a password.
@@ -29,9 +31,9 @@ pub struct NewSession {
 /// A refresh to perform atomically.
 #[derive(Debug, Clone)]
 pub struct Rotation {
-    /// Digest of the presented token.
+    /// The key of the presented token (as [`NewSession::refresh_digest`]).
     pub presented: [u8; 32],
-    /// Digest of its successor.
+    /// The key of its successor.
     pub successor: [u8; 32],
     /// Now, epoch ms.
     pub now: i64,
