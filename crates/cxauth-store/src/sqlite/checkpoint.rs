@@ -876,23 +876,11 @@ mod tests {
     fn a_flush_that_cannot_be_made_is_logged_once_and_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = Files::new(&dir.path().join("missing.sqlite"));
-        /// Where the test's subscriber writes.
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("log").extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let log = Arc::new(Mutex::new(Vec::new()));
+        use tracing_subscriber::fmt::MakeWriter as _;
+        /// Where the test's subscriber writes (through tracing-subscriber's writer for a mutex).
+        static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
         let subscriber = tracing_subscriber::fmt()
-            .with_writer({
-                let log = log.clone();
-                move || Sink(log.clone())
-            })
+            .with_writer(|| LOG.make_writer())
             .with_ansi(false)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
@@ -900,7 +888,7 @@ mod tests {
                 files.sync_database();
             }
         });
-        let text = String::from_utf8(log.lock().expect("log").clone()).expect("utf-8");
+        let text = String::from_utf8(LOG.lock().expect("log").clone()).expect("utf-8");
         assert_eq!(
             text.matches("cannot flush the SQLite database file")
                 .count(),
