@@ -644,17 +644,20 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
         })
         .await
         .expect("session");
+        // Each racer its own time, so their successors end at different times and the session's
+        // expiry (100,000 until a successor outlives it) is moved by some and left by others.
         let mut racers = Vec::new();
         for i in 1..=50u8 {
             let s = s.clone();
+            let now = 10 + i64::from(i);
             racers.push(tokio::spawn(async move {
                 s.rotate_refresh_token(&Rotation {
                     presented: digest(0),
                     successor: digest(i),
-                    now: 10,
+                    now,
                     grace_ms: 30_000,
-                    successor_expires_at: 100_000,
-                    session_expires_at: 100_000,
+                    successor_expires_at: 100_000 + now,
+                    session_expires_at: 100_500 + now,
                 })
                 .await
             }));
@@ -685,6 +688,17 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
                 .expect("state")
                 .expect("s")
                 .revoked
+        );
+        // Whatever order they committed in, the session's expiry is not before its live token's.
+        assert_eq!(
+            b.count(
+                "SELECT COUNT(*) FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+                 WHERE t.rotated_at IS NULL AND s.expires_at >= t.expires_at"
+            )
+            .await,
+            1,
+            "{}: the session ends before its live token",
+            b.name
         );
     }
 }
