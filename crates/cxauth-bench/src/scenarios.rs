@@ -695,7 +695,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
             "login CPU by thread",
             format!(
                 "{:.2} ms per login in the hashing threads, {:.2} ms outside them ({}; ms per \
-                 login, from /proc/PID/task/*/stat)",
+                 login, from /proc/PID/task/*/schedstat)",
                 hashing * r.server_cpu_us / 1e3,
                 (1.0 - hashing) * r.server_cpu_us / 1e3,
                 rest.join(", ")

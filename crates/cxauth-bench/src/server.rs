@@ -194,6 +194,8 @@ impl Server {
     /// What each kind of thread has used so far: threads are grouped by name without a
     /// trailing `-N` (`cxauth-argon2-0` and `-1` are one kind; names are cut at 15 bytes, as
     /// the kernel keeps them). Threads that have ended count in [`Server::cpu_seconds`] only.
+    /// CPU time is to the nanosecond where the kernel has `schedstat` (see
+    /// [`thread_cpu_seconds`]).
     pub fn use_by_thread(&self) -> std::collections::BTreeMap<String, ThreadUse> {
         use_by_thread_of(self.pid())
     }
@@ -252,7 +254,7 @@ fn use_by_thread_of(pid: u32) -> std::collections::BTreeMap<String, ThreadUse> {
     for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
         let dir = task.path();
         let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let cpu = cpu_seconds_of(&dir.join("stat").to_string_lossy());
+        let cpu = thread_cpu_seconds(&dir);
         if !cpu.is_finite() {
             continue;
         }
@@ -304,6 +306,26 @@ fn status_count(status: &str, key: &str) -> u64 {
     status_value(status, key)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time of the thread whose `/proc/PID/task/TID` directory is `dir`, seconds: from its
+/// `schedstat` (nanoseconds), else its `stat` (clock ticks); NaN if neither can be read.
+///
+/// Not `stat` first: a thread's time there is whole clock ticks (10 ms), cut off, not rounded.
+/// A kind of thread whose CPU is spread over many threads (sqlx's 16 SQLite workers) lost up
+/// to 10 ms per thread at each reading, and a difference over a 10 s row was 0 or 10 ms per
+/// thread: the login row's by-thread line left the workers' ~0.1 ms per login out altogether.
+fn thread_cpu_seconds(dir: &Path) -> f64 {
+    std::fs::read_to_string(dir.join("schedstat"))
+        .ok()
+        .and_then(|s| schedstat_seconds(&s))
+        .unwrap_or_else(|| cpu_seconds_of(&dir.join("stat").to_string_lossy()))
+}
+
+/// The time on CPU in a `schedstat` text (its first field, nanoseconds), seconds.
+fn schedstat_seconds(schedstat: &str) -> Option<f64> {
+    let ns: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
 }
 
 /// CPU time (user + system) of the process whose `stat` file is `path` (`/proc/PID/stat`,
@@ -649,6 +671,47 @@ mod tests {
             after.waits >= before.waits + 20,
             "{before:?} then {after:?}"
         );
+    }
+
+    /// A thread that spins for 4 ms shows the CPU it used, not whole clock ticks: more than
+    /// nothing, and no more than the time between the two readings (`stat`'s ticks would give
+    /// 0 or 10 ms).
+    #[test]
+    fn a_thread_shows_less_than_a_clock_tick_of_cpu() {
+        let (started, wait_start) = std::sync::mpsc::channel();
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        let (spun, wait_spun) = std::sync::mpsc::channel();
+        let (done, wait_done) = std::sync::mpsc::channel::<()>();
+        let probe = std::thread::Builder::new()
+            .name("cpu-probe-1".into())
+            .spawn(move || {
+                started.send(()).expect("started");
+                wait_go.recv().expect("go");
+                let t0 = std::time::Instant::now();
+                let mut x = 0u64;
+                while t0.elapsed() < std::time::Duration::from_millis(4) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                spun.send(x).expect("spun");
+                wait_done.recv().expect("done");
+            })
+            .expect("spawn");
+        wait_start.recv().expect("the probe started");
+        let t0 = std::time::Instant::now();
+        let before = use_by_thread_of(std::process::id())["cpu-probe"];
+        go.send(()).expect("go");
+        wait_spun.recv().expect("the probe spun");
+        let after = use_by_thread_of(std::process::id())["cpu-probe"];
+        let between = t0.elapsed().as_secs_f64();
+        done.send(()).expect("done");
+        probe.join().expect("probe");
+        let used = after.cpu_seconds - before.cpu_seconds;
+        assert!(
+            used > 0.0 && used <= between,
+            "{used} s of CPU between readings {between} s apart"
+        );
+        assert_eq!(super::schedstat_seconds("1500000 20 3\n"), Some(0.0015));
+        assert_eq!(super::schedstat_seconds(""), None);
     }
 
     /// A start that fails (here: an address that does not parse) stops the child; it is not
