@@ -561,6 +561,25 @@ fn answer_group(
     }
 }
 
+/// Runs `work`, one job of one of the store's own threads (the writer, the checkpointer), and
+/// says whether it panicked. A panic is logged as `what` and goes no further: the thread takes
+/// its next job.
+///
+/// Why: each of these threads is the only one doing its work. If the writer's thread ended,
+/// every refresh and login after it would fail until a restart; if a checkpoint thread ended,
+/// the WAL would grow without bound and without a word. A panic there is a bug, and none is
+/// known, but it must cost the jobs in hand, not the service. Every job leaves nothing behind
+/// that the next one trusts: the writer rolls back what the job left open (see
+/// `writer::RotationWriter::start`), SQLite keeps the WAL's state, and the checkpointer's
+/// mutex ignores poisoning.
+fn survive(what: &str, work: impl FnOnce()) -> bool {
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err();
+    if panicked {
+        tracing::error!("{what} panicked (a bug); the thread goes on with its next job");
+    }
+    panicked
+}
+
 mod checkpoint;
 mod quiet;
 mod writer;

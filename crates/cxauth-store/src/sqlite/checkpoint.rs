@@ -61,7 +61,8 @@
 //! each wake-up of the thread cost ~0.1 ms of CPU, checkpoint or not, so an idle server's
 //! thread now wakes twice a second instead of ten times.
 //!
-//! The threads end when the store's last clone is dropped (the channel closes).
+//! The threads end when the store's last clone is dropped (the channel closes). A tick that
+//! panics (a bug) is logged and costs only itself (`sqlite::survive`): the next tick runs.
 
 use super::writer::open_connection;
 use std::mem::ManuallyDrop;
@@ -205,6 +206,9 @@ struct Files {
     /// Descriptors opened for the flush (for the test that races the first flushes).
     #[cfg(test)]
     opened: std::sync::atomic::AtomicUsize,
+    /// Passive checkpoints that are to panic instead (for the tests of a panicking tick).
+    #[cfg(test)]
+    panics: std::sync::atomic::AtomicUsize,
 }
 
 impl Files {
@@ -218,6 +222,8 @@ impl Files {
             warned: AtomicBool::new(false),
             #[cfg(test)]
             opened: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            panics: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -341,16 +347,20 @@ fn run_copier(
     while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
         shared.copier_wakeups.fetch_add(1, Ordering::Relaxed);
         let mut needs_turn = None;
-        let ran = settled.run_if_due(conn, || {
-            let _checkpointing = lock(&shared.checkpointing);
-            match passive(conn, files, Limits::DEFAULT) {
-                Passive::Settled => true,
-                Passive::Left => false,
-                Passive::NeedsTurn(last) => {
-                    needs_turn = Some(last);
-                    false
+        // A tick that panicked counts as one that ran: the next comes after `INTERVAL`.
+        let mut ran = true;
+        super::survive("the SQLite WAL copier's tick", || {
+            ran = settled.run_if_due(conn, || {
+                let _checkpointing = lock(&shared.checkpointing);
+                match passive(conn, files, Limits::DEFAULT) {
+                    Passive::Settled => true,
+                    Passive::Left => false,
+                    Passive::NeedsTurn(last) => {
+                        needs_turn = Some(last);
+                        false
+                    }
                 }
-            }
+            });
         });
         if let Some(last) = needs_turn {
             // Full: a request is already waiting.
@@ -379,8 +389,10 @@ fn run_checkpoint_thread(
             Ok(last) => {
                 // The copier is already in its next checkpoint: it asks again after it if the
                 // WAL is still long, and this thread must not wait behind an idle-priority one.
-                if let Ok(_checkpointing) = shared.checkpointing.try_lock() {
-                    under_turn(conn, files, turn, limits, last);
+                if let Some(_checkpointing) = try_lock(&shared.checkpointing) {
+                    super::survive("the SQLite checkpoint under the write turn", || {
+                        under_turn(conn, files, turn, limits, last);
+                    });
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -388,9 +400,11 @@ fn run_checkpoint_thread(
                 // A copier in the middle of a checkpoint keeps the mutex: it is slow, not
                 // stopped, and this thread must not wait behind it.
                 if wakeups == seen
-                    && let Ok(_checkpointing) = shared.checkpointing.try_lock()
+                    && let Some(_checkpointing) = try_lock(&shared.checkpointing)
                 {
-                    settled.run_if_due(conn, || tick(conn, files, turn, limits));
+                    super::survive("the SQLite checkpoint thread's tick", || {
+                        settled.run_if_due(conn, || tick(conn, files, turn, limits));
+                    });
                 }
                 seen = wakeups;
             }
@@ -403,6 +417,17 @@ fn run_checkpoint_thread(
 /// next checkpoint would trust (SQLite keeps the WAL's state), so poisoning is ignored.
 fn lock(mutex: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Like [`lock`], but `None` at once if another thread holds `mutex`. Poisoning is ignored
+/// here too: a copier tick that panicked with the mutex (see `sqlite::survive`) must not keep
+/// the checkpoint thread out of it for good.
+fn try_lock(mutex: &Mutex<()>) -> Option<std::sync::MutexGuard<'_, ()>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// Puts the calling thread under `SCHED_IDLE`: it runs only when no other thread of the core
@@ -469,6 +494,15 @@ enum Passive {
 /// checkpoint under the turn is due, flushes the database file first
 /// ([`Files::sync_database`]).
 fn passive(conn: &rusqlite::Connection, files: &Files, limits: Limits) -> Passive {
+    // The tests' stand-in for a bug (see `a_tick_that_panics_costs_only_itself`).
+    #[cfg(test)]
+    if files
+        .panics
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        panic!("the test's panic in a checkpoint tick");
+    }
     let last = match checkpoint(conn, "PASSIVE") {
         Ok(r) => r,
         Err(e) => {
@@ -1046,6 +1080,76 @@ mod tests {
             .join()
             .expect("the thread ends when the copier is gone");
         assert_eq!(rows(&writer), 200);
+    }
+
+    /// A copier tick that panics (a bug: the test injects one) costs only that tick: the
+    /// next one copies the WAL back. Before, the panic ended the copier, and with it the
+    /// checkpoint thread: the WAL grew without bound and without a word.
+    #[test]
+    fn a_copier_tick_that_panics_costs_only_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, own, files) = setup(dir.path());
+        files.panics.store(1, Ordering::Relaxed);
+        let shared = Arc::new(Shared::default());
+        let (stop, stopped) = mpsc::channel::<()>();
+        let (ask, _asked) = mpsc::sync_channel(1);
+        let copier = {
+            let (files, shared) = (files.clone(), shared.clone());
+            std::thread::spawn(move || run_copier(&own, &files, &shared, &stopped, &ask))
+        };
+        write(&writer, 100);
+        assert!(
+            eventually(|| db_len(dir.path()) > 100 * 4096),
+            "nothing copied after the panic"
+        );
+        assert_eq!(files.panics.load(Ordering::Relaxed), 0, "no tick panicked");
+        drop(stop);
+        copier.join().expect("the copier ends when the store does");
+    }
+
+    /// The checkpoint thread goes on through a panic of its own tick, and past a mutex that a
+    /// panicking copier tick poisoned: before, either kept the WAL from ever being copied back
+    /// again by it.
+    #[test]
+    fn the_checkpoint_thread_outlives_a_panic_and_a_poisoned_mutex() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, own, files) = setup(dir.path());
+        let shared = Arc::new(Shared::default());
+        let poisoner = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let _held = shared.checkpointing.lock().expect("the mutex");
+                panic!("the test's panic with the mutex held");
+            })
+        };
+        assert!(poisoner.join().is_err());
+        assert!(shared.checkpointing.is_poisoned());
+        files.panics.store(1, Ordering::Relaxed);
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        let (ask, asked) = mpsc::sync_channel(1);
+        let limits = Limits {
+            restart_frames: i64::MAX,
+            stuck_frames: i64::MAX,
+            large_file: u64::MAX,
+        };
+        // No copier wakes: the thread ticks in its place every `starved`.
+        let thread = {
+            let (files, shared) = (files.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let starved = Duration::from_millis(50);
+                run_checkpoint_thread(&own, &files, &turn, &shared, &asked, limits, starved);
+            })
+        };
+        write(&writer, 100);
+        assert!(
+            eventually(|| db_len(dir.path()) > 100 * 4096),
+            "nothing copied after the panic"
+        );
+        assert_eq!(files.panics.load(Ordering::Relaxed), 0, "no tick panicked");
+        drop(ask);
+        thread
+            .join()
+            .expect("the thread ends when the copier is gone");
     }
 
     /// The scheduling policies of this process's threads whose name (as `/proc` keeps it: 15

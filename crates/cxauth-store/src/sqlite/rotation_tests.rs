@@ -5,7 +5,7 @@
 
 use super::*;
 use cxauth_core::store::{
-    AccountStore as _, NewSession, NewUser, SessionStore as _, UserStore as _,
+    AccountStore as _, AuditEvent, NewSession, NewUser, SessionStore as _, UserStore as _,
 };
 
 async fn store() -> (SqliteStore, tempfile::TempDir) {
@@ -391,4 +391,93 @@ async fn background_threads_end_with_the_store() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("background threads outlived their stores");
+}
+
+/// A job that panics on the writer thread (a bug: the test injects one) costs only itself: its
+/// caller is told the database is unavailable, the session it had written is rolled back, and
+/// the write turn, SQLite's write lock and the thread are free for the next login, rotation
+/// and sqlx write. Without the thread's recovery the thread ended with the panic, and every
+/// later login and rotation failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_costs_only_itself() {
+    let (store, _dir) = store().await;
+    let uid = user_with_sessions(&store, 1).await;
+    let session = |id: &str, n| NewSession {
+        session_id: id.into(),
+        user_id: uid,
+        expected_password_hash: None,
+        refresh_digest: digest(n),
+        now: 10,
+        refresh_expires_at: i64::MAX / 2,
+        sso_login: false,
+        max_sessions: 0,
+    };
+    let audit = |detail: &str| AuditEvent {
+        id: 0,
+        at: 10,
+        event: "login".into(),
+        outcome: "success".into(),
+        user_id: Some(uid),
+        username: Some("u".into()),
+        addr: None,
+        request_id: None,
+        detail: detail.into(),
+    };
+    let soon = Duration::from_secs(5);
+    for round in 0..2u32 {
+        let panicked = store
+            .create_login_session(
+                &session("p", 100 + round),
+                None,
+                &audit(writer::PANIC_FOR_TEST),
+            )
+            .await;
+        assert!(
+            matches!(panicked, Err(StoreError::Unavailable(_))),
+            "round {round}: {panicked:?}"
+        );
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM sessions WHERE id = 'p'").await,
+            0,
+            "round {round}: the panicked job's session was kept"
+        );
+    }
+    tokio::time::timeout(
+        soon,
+        store.create_login_session(&session("q", 200), None, &audit("")),
+    )
+    .await
+    .expect("the next login waited")
+    .expect("the next login");
+    let rotated = tokio::time::timeout(
+        soon,
+        store.rotate(&Rotation {
+            presented: digest(0),
+            successor: digest(300),
+            now: 20,
+            grace_ms: 0,
+            successor_expires_at: i64::MAX / 2,
+            session_expires_at: i64::MAX / 2,
+        }),
+    )
+    .await
+    .expect("the rotation waited")
+    .expect("the rotation");
+    assert!(
+        matches!(rotated, RotateOutcome::Rotated { .. }),
+        "{rotated:?}"
+    );
+    // Through sqlx, on another connection: SQLite's write lock was let go.
+    tokio::time::timeout(soon, store.create_session(&session("r", 400)))
+        .await
+        .expect("the sqlx write waited")
+        .expect("the sqlx write");
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM sessions WHERE id IN ('q', 'r')"
+        )
+        .await,
+        2
+    );
 }

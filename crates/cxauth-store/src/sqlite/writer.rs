@@ -13,7 +13,10 @@
 //! core's caches; `spawn_blocking` would take a pool thread (maybe a new one after its idle
 //! timeout) and a mutex per group for the same work. The thread also receives the write turn
 //! with the group and drops it after the commit, so no async task has to wait for it. It ends
-//! when the store's last clone is dropped (the channel closes).
+//! when the store's last clone is dropped (the channel closes). A job that panics (a bug) is
+//! logged and costs only itself: its callers are told the database is unavailable, and the
+//! thread goes on with a new connection, the old one's close rolling back what the job left
+//! open (`sqlite::survive`, `recover`).
 //!
 //! The semantics are those of `commit_group` and `sessions::rotate_in` (sqlx) exactly: the same
 //! SQL text (shared constants), arrival order, one savepoint per rotation in a group, reuse
@@ -35,6 +38,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, named_params};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// The audit detail that makes a direct login's job panic once its session is written (tests
+/// only: see `a_panicking_job_costs_only_itself`).
+#[cfg(test)]
+pub(super) const PANIC_FOR_TEST: &str = "panic in the writer's job (test)";
 
 /// Work for the writer thread, with the write turn it commits under.
 struct Job {
@@ -98,6 +106,31 @@ pub(super) fn open_connection(path: &Path, busy_timeout: Duration) -> rusqlite::
     Ok(conn)
 }
 
+/// The writer thread's connection: [`open_connection`]'s, keeping every statement the thread
+/// runs prepared (rotations and logins: under 32 texts).
+fn writer_connection(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = open_connection(path, busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// After a job panicked: a new connection in place of `conn`, so that no transaction, savepoint
+/// or statement of the job is left open. Closing the old one rolls back what it held (and its
+/// write lock goes with it). If no new one can be opened, the old one is kept, rolled back.
+fn recover(conn: &mut Connection, path: &Path, busy_timeout: Duration) {
+    match writer_connection(path, busy_timeout) {
+        Ok(new) => drop(std::mem::replace(conn, new)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reopen the SQLite writer's connection");
+            if !conn.is_autocommit()
+                && let Err(e) = conn.execute_batch("ROLLBACK")
+            {
+                tracing::error!(error = %e, "cannot roll back the SQLite writer's transaction");
+            }
+        }
+    }
+}
+
 impl RotationWriter {
     /// Opens the writer's connection and starts its thread. `local` names the store for the
     /// announcements of reuses (see `local_key`).
@@ -106,24 +139,29 @@ impl RotationWriter {
         busy_timeout: Duration,
         local: usize,
     ) -> Result<Self, StoreError> {
-        let conn = open_connection(path, busy_timeout).map_err(map_err)?;
-        // Every statement the thread runs stays prepared (rotations and logins: under 32 texts).
-        conn.set_prepared_statement_cache_capacity(32);
+        let mut conn = writer_connection(path, busy_timeout).map_err(map_err)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let alive = std::sync::Arc::new(());
         #[cfg(test)]
         let weak = std::sync::Arc::downgrade(&alive);
+        let path = path.to_owned();
         std::thread::Builder::new()
             .name("cxauth-sqlite-writer".into())
             .spawn(move || {
                 let _alive = alive;
-                let mut conn = conn;
-                while let Ok(job) = rx.recv() {
-                    match job.work {
+                while let Ok(Job { work, turn }) = rx.recv() {
+                    let panicked = super::survive("the SQLite writer's job", || match work {
                         Work::Rotations(group) => commit_group(&mut conn, local, group),
                         Work::Login(login) => commit_login(&mut conn, local, *login),
+                    });
+                    // Its callers are told the database is unavailable (their replies were
+                    // dropped unanswered). Before its commit, what it wrote is rolled back
+                    // here, before the turn goes; after it, what it committed stays, untold,
+                    // as after a crash.
+                    if panicked {
+                        recover(&mut conn, &path, busy_timeout);
                     }
-                    drop(job.turn);
+                    drop(turn);
                 }
             })
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer: {e}")))?;
@@ -299,7 +337,14 @@ fn run_login(
         .map_err(map_err)?;
     crate::sql::login_may_start(login.start.expected_password_hash(), current)?;
     match &login.start {
-        LoginStart::Session(s) => insert_session(conn, s, change)?,
+        LoginStart::Session(s) => {
+            insert_session(conn, s, change)?;
+            // The tests' stand-in for a bug: a panic with the session written, uncommitted.
+            #[cfg(test)]
+            if login.audit.detail == PANIC_FOR_TEST {
+                panic!("the test's panic in the writer's job");
+            }
+        }
         LoginStart::Legacy(l) => {
             execute(
                 conn,
