@@ -295,7 +295,7 @@ impl Emulator {
             .verify_secret(&keys, client_secret, lookup, |_| true)
             .await
         {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(((), _))) => Ok(()),
             Ok(Err(_)) => Err(OAuthError::InvalidClient.into()),
             Err(refusal) => Err(AuthError::from(refusal).into()),
         }
@@ -328,17 +328,17 @@ impl Emulator {
                 };
                 // The extension is part of the credentials: a wrong one counts like a wrong
                 // password.
-                let user = match self
+                let verified = match self
                     .gate
                     .verify_login(username, password, ext_ok, Event::EmulatorLogin, &ctx)
                     .await
                 {
-                    Ok(u) => u,
+                    Ok(v) => v,
                     Err(AuthError::LoginFailed) => return Err(OAuthError::InvalidGrant.into()),
                     Err(e) => return Err(e.into()),
                 };
-                self.gate.login_succeeded(username, &user, &ctx).await;
-                user
+                self.gate.login_succeeded(username, &verified, &ctx).await;
+                verified.user
             }
             Grant::Jwt { assertion } => {
                 if assertion.is_empty() || assertion.len() > MAX_TOKEN_LEN {

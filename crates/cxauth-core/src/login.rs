@@ -13,7 +13,7 @@ use crate::deps::Deps;
 use crate::error::AuthError;
 use crate::limits::{MAX_PASSWORD_LEN, MAX_USERNAME_LEN};
 use crate::password::PasswordPool;
-use crate::sessions::{Sessions, Started};
+use crate::sessions::{Sessions, Started, expiry_step};
 use crate::store::{
     AuditEvent, LegacyToken, NewLegacyLogin, RememberAddress, StoreError, UserRecord,
 };
@@ -40,6 +40,14 @@ pub struct LoginInput {
     pub password: SecretString,
     /// Platform id.
     pub platform_id: String,
+}
+
+/// A login whose password was right: its user, and until when (epoch ms) the address it came
+/// from is remembered for that username already, if it is (see
+/// [`LoginGate::address_to_remember`]).
+pub(crate) struct Verified {
+    pub(crate) user: UserRecord,
+    pub(crate) remembered_until: Option<i64>,
 }
 
 /// Checks secrets under the login throttle; shared by the logins and the RingEX emulator.
@@ -92,24 +100,26 @@ impl LoginGate {
     /// Checks a secret under the login throttle: `lookup` runs only once the attempt holds
     /// its share of the password pool and its reservation in the budgets, and finds the item
     /// and the hash to check against; `accept` says whether a right secret is enough (the user
-    /// is enabled, the platform matches, …). `Ok(item)` when the secret was right and accepted;
-    /// `Err(found)` otherwise (counted: the reservation stays as a failure).
+    /// is enabled, the platform matches, …). `Ok((item, remembered_until))` when the secret was
+    /// right and accepted, with until when the attempt's (subject, address) pair is remembered
+    /// already, if it is; `Err(found)` otherwise (counted: the reservation stays as a failure).
     pub(crate) async fn verify_secret<T, F, Fut>(
         &self,
         keys: &AttemptKeys,
         secret: SecretString,
         lookup: F,
         accept: impl FnOnce(&T) -> bool,
-    ) -> Result<Result<T, Option<T>>, Refusal>
+    ) -> Result<Result<(T, Option<i64>), Option<T>>, Refusal>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<(T, String)>, StoreError>>,
     {
-        let known = self
+        let remembered_until = self
             .deps
             .store
             .login_address_known(&keys.pair, self.deps.clock.now_ms())
             .await?;
+        let known = remembered_until.is_some();
         // Budgets first: an attempt they refuse never takes a place in the pool's fair share.
         let reservation = self.throttle.reserve(keys, known).await?;
         let _share = match self.throttle.enter(keys, known) {
@@ -141,7 +151,7 @@ impl LoginGate {
         match item {
             Some(item) if verified && accept(&item) => {
                 self.throttle.settle(reservation, false).await;
-                Ok(Ok(item))
+                Ok(Ok((item, remembered_until)))
             }
             other => {
                 self.throttle.settle(reservation, true).await;
@@ -161,7 +171,7 @@ impl LoginGate {
         accept: impl FnOnce(&UserRecord) -> bool,
         event: Event,
         ctx: &AuditContext,
-    ) -> Result<UserRecord, AuthError> {
+    ) -> Result<Verified, AuthError> {
         use secrecy::ExposeSecret as _;
         if username.len() > MAX_USERNAME_LEN {
             return Err(AuthError::BadRequest(format!(
@@ -183,12 +193,15 @@ impl LoginGate {
         };
         let accept = |u: &UserRecord| u.enabled && accept(u);
         match self.verify_secret(&keys, password, lookup, accept).await {
-            Ok(Ok(user)) => {
+            Ok(Ok((user, remembered_until))) => {
                 if let Err(retry_after) = self.throttle.take_success(&keys.subject) {
                     return Err(self.throttled(retry_after, event, ctx, username).await);
                 }
                 tracing::Span::current().record("user_id", user.id);
-                Ok(user)
+                Ok(Verified {
+                    user,
+                    remembered_until,
+                })
             }
             Ok(Err(user)) => Err(self.login_failed(username, user.as_ref(), event, ctx).await),
             Err(Refusal::Wait(retry_after)) => {
@@ -303,15 +316,13 @@ impl LoginGate {
     }
 
     /// Remembers the address of a successful login, so that this user's later attempts from it
-    /// get a budget of their own (see [`crate::throttle`]). A failure to remember is logged, not
-    /// fatal: the login itself succeeded.
-    pub(crate) async fn login_succeeded(
-        &self,
-        username: &str,
-        user: &UserRecord,
-        ctx: &AuditContext,
-    ) {
-        let a = self.address_to_remember(username, user, ctx, self.deps.clock.now_ms());
+    /// get a budget of their own (see [`crate::throttle`]), unless it is remembered already. A
+    /// failure to remember is logged, not fatal: the login itself succeeded.
+    pub(crate) async fn login_succeeded(&self, username: &str, v: &Verified, ctx: &AuditContext) {
+        let now = self.deps.clock.now_ms();
+        let Some(a) = self.address_to_remember(username, v, ctx, now) else {
+            return;
+        };
         if let Err(e) = self
             .deps
             .store
@@ -322,23 +333,42 @@ impl LoginGate {
         }
     }
 
-    /// The address of a successful login of `user` as `username` at `now`, to remember.
+    /// The address of a successful login `v` as `username` at `now`, to remember; `None` if it
+    /// is remembered for at least the throttle's `remember_address_for` (30 days) past `now`
+    /// already.
+    ///
+    /// Written a step (see [`expiry_step`]: an hour of the default 30 days) further than that,
+    /// so that the logins of the next step, from the same address, write nothing. Each login
+    /// used to rewrite the address's row, its place in two indexes and the trim of the user's
+    /// oldest addresses: 6 of ~39 `write` calls and 12 of ~76 KB of a login's commit on SQLite
+    /// (measured on the writer thread, benchmark VM, Dec 5 twenty-fifth round). The price: an
+    /// address is remembered up to a step longer than the 30 days after its last login, never
+    /// shorter, and the user's most recent addresses (the 20 kept) are ranked by logins up to
+    /// a step old.
     fn address_to_remember(
         &self,
         username: &str,
-        user: &UserRecord,
+        v: &Verified,
         ctx: &AuditContext,
         now: i64,
-    ) -> RememberAddress {
-        let keys = self.attempt_keys(b"user", username, ctx.client());
+    ) -> Option<RememberAddress> {
         let c = self.throttle.config();
-        RememberAddress {
-            pair: keys.pair,
-            user_id: user.id,
-            now,
-            expires_at: now.saturating_add(duration_ms(c.remember_address_for)),
-            keep: c.known_addresses_per_user,
+        let lifetime = duration_ms(c.remember_address_for);
+        if v.remembered_until
+            .is_some_and(|until| until >= now.saturating_add(lifetime))
+        {
+            return None;
         }
+        let keys = self.attempt_keys(b"user", username, ctx.client());
+        Some(RememberAddress {
+            pair: keys.pair,
+            user_id: v.user.id,
+            now,
+            expires_at: now
+                .saturating_add(lifetime)
+                .saturating_add(expiry_step(lifetime)),
+            keep: c.known_addresses_per_user,
+        })
     }
 
     /// The audit event of a successful login of `user` as `event` at `now`.
@@ -365,7 +395,7 @@ impl LoginGate {
         input: LoginInput,
         ctx: &AuditContext,
     ) -> Result<Session, AuthError> {
-        let user = self
+        let verified = self
             .verify_login(
                 &input.username,
                 input.password,
@@ -374,13 +404,14 @@ impl LoginGate {
                 ctx,
             )
             .await?;
+        let user = &verified.user;
         // The session, the address to remember and the audit event in one store call: on
         // SQLite one commit instead of three (see `create_login_session`).
         let started = sessions
-            .start_login(&user, user.password_hash.clone(), |now| {
+            .start_login(user, user.password_hash.clone(), |now| {
                 (
-                    self.address_to_remember(&input.username, &user, ctx, now),
-                    self.success_event(&user, Event::Login, ctx, now),
+                    self.address_to_remember(&input.username, &verified, ctx, now),
+                    self.success_event(user, Event::Login, ctx, now),
                 )
             })
             .await;
@@ -389,7 +420,7 @@ impl LoginGate {
             // Disabled or password changed between the check and now: the login loses the race.
             Err(StoreError::Conflict(_)) => {
                 return Err(self
-                    .login_failed(&input.username, Some(&user), Event::Login, ctx)
+                    .login_failed(&input.username, Some(user), Event::Login, ctx)
                     .await);
             }
             Err(e) => return Err(e.into()),
@@ -401,7 +432,7 @@ impl LoginGate {
             now,
         } = started;
         sessions
-            .answer(&user, &session_id, Some(refresh_token), now, false)
+            .answer(user, &session_id, Some(refresh_token), now, false)
             .await
     }
 
@@ -414,9 +445,10 @@ impl LoginGate {
         stay_logged_in: bool,
         ctx: &AuditContext,
     ) -> Result<(String, UserRecord), AuthError> {
-        let user = self
+        let verified = self
             .verify_login(username, password, |_| true, Event::LegacyLogin, ctx)
             .await?;
+        let user = &verified.user;
         let token = uuid::Uuid::new_v4().to_string();
         let now = self.deps.clock.now_ms();
         let lifetime_ms = duration_ms(if stay_logged_in {
@@ -439,12 +471,12 @@ impl LoginGate {
         };
         // The token, the address to remember and the audit event in one store call: on SQLite
         // one commit instead of three, as for a direct login's session.
-        let address = self.address_to_remember(username, &user, ctx, now);
-        let event = self.success_event(&user, Event::LegacyLogin, ctx, now);
+        let address = self.address_to_remember(username, &verified, ctx, now);
+        let event = self.success_event(user, Event::LegacyLogin, ctx, now);
         let stored = self
             .deps
             .store
-            .create_legacy_login(&login, &address, &event)
+            .create_legacy_login(&login, address.as_ref(), &event)
             .await;
         match stored {
             Ok(()) => {
@@ -454,11 +486,11 @@ impl LoginGate {
             // Disabled or password changed since the check: the login loses the race.
             Err(StoreError::Conflict(_)) => {
                 return Err(self
-                    .login_failed(username, Some(&user), Event::LegacyLogin, ctx)
+                    .login_failed(username, Some(user), Event::LegacyLogin, ctx)
                     .await);
             }
             Err(e) => return Err(e.into()),
         }
-        Ok((token, user))
+        Ok((token, verified.user))
     }
 }

@@ -53,8 +53,13 @@ const SESSION_EXPIRY_STEP: std::time::Duration = std::time::Duration::from_secs(
 /// longer than its last refresh token (an hour of a 7-day lifetime by default). Its tokens do
 /// not: a refresh needs a live token, whatever the session's row says.
 fn session_expiry(successor_expires_at: i64, ttl_ms: i64) -> i64 {
-    let step = (ttl_ms / 8).clamp(0, duration_ms(SESSION_EXPIRY_STEP));
-    successor_expires_at.saturating_add(step)
+    successor_expires_at.saturating_add(expiry_step(ttl_ms))
+}
+
+/// The step by which a stored expiry of `lifetime_ms` moves (a session's, a remembered login
+/// address's): [`SESSION_EXPIRY_STEP`] or an eighth of the lifetime, whichever is shorter.
+pub(crate) fn expiry_step(lifetime_ms: i64) -> i64 {
+    (lifetime_ms / 8).clamp(0, duration_ms(SESSION_EXPIRY_STEP))
 }
 
 /// Bytes of the issue time a refresh token leads with (epoch ms, big-endian).
@@ -113,7 +118,7 @@ impl Sessions {
     }
 
     /// Starts the session of a direct login for `user`, and writes what the login leaves behind
-    /// with it: the address to remember and the audit event, both made by `record` at the
+    /// with it: the address to remember (if any) and the audit event, both made by `record` at the
     /// session's start time (see [`crate::store::SessionStore::create_login_session`]).
     /// [`StoreError::Conflict`] if the user was disabled, or its password changed from
     /// `expected_password_hash`, since it was read.
@@ -121,13 +126,12 @@ impl Sessions {
         &self,
         user: &UserRecord,
         expected_password_hash: String,
-        record: impl FnOnce(i64) -> (RememberAddress, AuditEvent),
+        record: impl FnOnce(i64) -> (Option<RememberAddress>, AuditEvent),
     ) -> Result<Started, StoreError> {
         let now = self.deps.clock.now_ms();
         let (address, event) = record(now);
         let hash = Some(expected_password_hash);
-        self.begin(now, user, hash, false, Some(address), event)
-            .await
+        self.begin(now, user, hash, false, address, event).await
     }
 
     /// Starts the session of a RingEX exchange for `user` (`ssoLogin`), and writes its audit

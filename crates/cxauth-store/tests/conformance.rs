@@ -2087,14 +2087,23 @@ async fn login_addresses_are_remembered_bounded_and_forgotten() {
             .create_user(&user("u", None, vec![main]))
             .await
             .expect("u");
-        assert!(!s.login_address_known(&digest(1), 0).await.expect("known"));
+        assert_eq!(
+            s.login_address_known(&digest(1), 0).await.expect("known"),
+            None
+        );
         for n in 1..=5u8 {
             s.remember_login_address(&digest(n), uid, i64::from(n), 10_000, 3)
                 .await
                 .expect("remember");
         }
-        // The three most recent are kept.
-        for (n, kept) in [(1, false), (2, false), (3, true), (4, true), (5, true)] {
+        // The three most recent are kept, each with its expiry.
+        for (n, kept) in [
+            (1, None),
+            (2, None),
+            (3, Some(10_000)),
+            (4, Some(10_000)),
+            (5, Some(10_000)),
+        ] {
             assert_eq!(
                 s.login_address_known(&digest(n), 100).await.expect("known"),
                 kept,
@@ -2106,15 +2115,17 @@ async fn login_addresses_are_remembered_bounded_and_forgotten() {
         s.remember_login_address(&digest(3), uid, 50, 20_000, 3)
             .await
             .expect("renew");
-        assert!(
-            !s.login_address_known(&digest(4), 10_000)
+        assert_eq!(
+            s.login_address_known(&digest(4), 10_000)
                 .await
-                .expect("known")
+                .expect("known"),
+            None
         );
-        assert!(
+        assert_eq!(
             s.login_address_known(&digest(3), 10_000)
                 .await
-                .expect("known")
+                .expect("known"),
+            Some(20_000)
         );
         let purged = s.purge_expired(10_000, 100).await.expect("purge");
         assert_eq!(purged.login_throttle, 2, "{}", b.name);
@@ -3159,7 +3170,8 @@ async fn a_login_writes_its_session_address_and_audit_event() {
         assert!(
             s.login_address_known(&digest(101), 2_000)
                 .await
-                .expect("known"),
+                .expect("known")
+                .is_some(),
             "{}: the address is remembered",
             b.name
         );
@@ -3267,7 +3279,7 @@ async fn a_legacy_login_writes_its_token_address_and_audit_event_or_nothing() {
         let s = &b.store;
         let (uid, hash) = login_user(s).await;
         let (login, address, audit) = legacy_login_writes(uid, 1, &hash);
-        s.create_legacy_login(&login, &address, &audit)
+        s.create_legacy_login(&login, Some(&address), &audit)
             .await
             .expect("legacy login");
         let (token, owner) = s
@@ -3279,14 +3291,15 @@ async fn a_legacy_login_writes_its_token_address_and_audit_event_or_nothing() {
         assert!(
             s.login_address_known(&digest(101), 2_000)
                 .await
-                .expect("known"),
+                .expect("known")
+                .is_some(),
             "{}",
             b.name
         );
         assert_only_audit_event(&b, &audit).await;
 
         let (login, address, audit) = legacy_login_writes(uid, 2, "not-the-hash");
-        let outcome = s.create_legacy_login(&login, &address, &audit).await;
+        let outcome = s.create_legacy_login(&login, Some(&address), &audit).await;
         assert!(
             matches!(outcome, Err(StoreError::Conflict(_))),
             "{}: {outcome:?}",
@@ -3301,9 +3314,10 @@ async fn a_legacy_login_writes_its_token_address_and_audit_event_or_nothing() {
             b.name
         );
         assert!(
-            !s.login_address_known(&digest(102), 2_000)
+            s.login_address_known(&digest(102), 2_000)
                 .await
-                .expect("known"),
+                .expect("known")
+                .is_none(),
             "{}",
             b.name
         );
@@ -3317,7 +3331,7 @@ async fn a_legacy_login_writes_its_token_address_and_audit_event_or_nothing() {
         refuse_inserts(&b, "audit_events").await;
         refuse_inserts(&b, "login_addresses").await;
         let (login, address, audit) = legacy_login_writes(uid, 3, &hash);
-        s.create_legacy_login(&login, &address, &audit)
+        s.create_legacy_login(&login, Some(&address), &audit)
             .await
             .expect("a legacy login without its address or audit row");
         assert!(
@@ -3354,9 +3368,10 @@ async fn a_login_that_lost_a_race_with_a_password_change_writes_nothing() {
         );
         assert!(s.session_state("l1").await.expect("state").is_none());
         assert!(
-            !s.login_address_known(&digest(101), 2_000)
+            s.login_address_known(&digest(101), 2_000)
                 .await
-                .expect("known"),
+                .expect("known")
+                .is_none(),
             "{}: an address remembered for a login that failed",
             b.name
         );
@@ -3419,7 +3434,8 @@ async fn a_login_starts_its_session_when_its_address_or_audit_event_cannot_be_wr
         assert!(
             s.login_address_known(&digest(101), 2_000)
                 .await
-                .expect("known"),
+                .expect("known")
+                .is_some(),
             "{}: the address is kept when only the audit row fails",
             b.name
         );
@@ -3430,9 +3446,10 @@ async fn a_login_starts_its_session_when_its_address_or_audit_event_cannot_be_wr
             .expect("a login without its address or audit row");
         assert!(s.session_state("l2").await.expect("state").is_some());
         assert!(
-            !s.login_address_known(&digest(102), 2_000)
+            s.login_address_known(&digest(102), 2_000)
                 .await
                 .expect("known")
+                .is_none()
         );
         assert_eq!(b.count("SELECT COUNT(*) FROM audit_events").await, 0);
         // Both refresh tokens stand.
@@ -3480,7 +3497,7 @@ async fn concurrent_logins_and_rotations_keep_every_bound_exactly() {
                 (s.clone(), legacy_login_writes(uid, 20 + n, &hash));
             tasks.push(tokio::spawn(async move {
                 until_available("a legacy login's writes", || {
-                    store.create_legacy_login(&login, &address, &audit)
+                    store.create_legacy_login(&login, Some(&address), &audit)
                 })
                 .await;
             }));

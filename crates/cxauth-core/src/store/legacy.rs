@@ -46,14 +46,15 @@ pub trait LegacyTokenStore: Send + Sync {
 
     /// Stores a legacy login's token as [`LegacyTokenStore::insert_legacy_token`] does (a
     /// [`StoreError::Conflict`] if the user changed since its password was checked), and also
-    /// remembers the login's address and writes its audit event, best effort, as
+    /// remembers the login's address (if given: `None` when it is remembered already) and
+    /// writes its audit event, best effort, as
     /// [`super::SessionStore::create_login_session`] does for a session: one commit on SQLite
     /// on a file, so a crash never keeps a token whose login left no audit event; elsewhere one
     /// after the other, in that order.
     async fn create_legacy_login(
         &self,
         login: &NewLegacyLogin,
-        address: &RememberAddress,
+        address: Option<&RememberAddress>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
 

@@ -116,7 +116,8 @@ pub trait SessionStore: Send + Sync {
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
 
     /// Starts a login's session as [`SessionStore::create_session`] does, and also remembers
-    /// the login's address (a direct login's; a RingEX exchange remembers none) and writes its
+    /// the login's address (a direct login's, unless it is remembered already; a RingEX
+    /// exchange remembers none) and writes its
     /// audit event. Those two are best effort, as when written on their own: if either cannot
     /// be written, the failure is logged and the session still starts. SQLite on a file writes
     /// them all in one commit (one durable write and one hand-off to its writer thread instead

@@ -50,9 +50,15 @@ pub trait ThrottleStore: Send + Sync {
         update: ThrottleUpdate<'_>,
     ) -> Result<Option<ThrottleEntry>, StoreError>;
 
-    /// Whether the (username, address) pair digest `pair` had a successful login still
-    /// remembered at `now`.
-    async fn login_address_known(&self, pair: &[u8; 32], now: i64) -> Result<bool, StoreError>;
+    /// Until when (epoch ms) the (username, address) pair digest `pair` is remembered, if its
+    /// successful login is still remembered at `now`; `None` if it is not. A login compares it
+    /// with what it would write, and writes only when it would move it a step (see
+    /// `LoginGate::address_to_remember`).
+    async fn login_address_known(
+        &self,
+        pair: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Remembers a successful login of `user_id` from `pair` until `expires_at`, keeping only
     /// the user's `keep` most recent addresses.

@@ -185,6 +185,63 @@ async fn the_real_user_is_never_locked_out_from_an_address_it_used_before() {
     }
 }
 
+/// A login from an address remembered for its username writes nothing about it until that
+/// would move the address's expiry by a step (an hour of the 30 days); the logins between keep
+/// the address known. Each write sets the expiry 30 days and a step past its login, so the
+/// address is never remembered for less than 30 days after its last login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_address_is_written_again_only_a_step_later() {
+    use cxauth_core::clock::Clock as _;
+    let s = TestApp::spawn().await;
+    let home = client_from(source(0, 7, 7));
+    let stored = || async {
+        (
+            s.db.count("SELECT COUNT(*) FROM login_addresses").await,
+            s.db.count("SELECT MAX(last_login) FROM login_addresses")
+                .await,
+            s.db.count("SELECT MAX(expires_at) FROM login_addresses")
+                .await,
+        )
+    };
+    let (month, hour) = (30 * 24 * 3_600_000i64, 3_600_000i64);
+    let login = || async {
+        let (status, _) = login_status(&home, &s.base, "admin", ADMIN_PASSWORD).await;
+        assert_eq!(status, StatusCode::OK);
+    };
+    let t0 = s.clock.now_ms();
+    login().await;
+    assert_eq!(
+        stored().await,
+        (1, t0, t0 + month + hour),
+        "the first login"
+    );
+    // Within the step: nothing written, and the address stays known (its own budget: 20
+    // failures from it spend neither the username's 5 nor refuse it).
+    // 1, 30 and 59 minutes after the first login.
+    for minutes in [1, 29, 29] {
+        s.clock.advance(Duration::from_secs(60 * minutes));
+        login().await;
+        assert_eq!(
+            stored().await,
+            (1, t0, t0 + month + hour),
+            "a login within the step wrote the address"
+        );
+    }
+    for _ in 0..6 {
+        let (status, _) = login_status(&home, &s.base, "admin", "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a known address's budget");
+    }
+    // Exactly a step after the first login it would move the expiry by nothing: no write;
+    // a millisecond later it would: written, from this login.
+    s.clock.advance(Duration::from_secs(60));
+    login().await;
+    assert_eq!(stored().await, (1, t0, t0 + month + hour), "at the step");
+    s.clock.advance(Duration::from_millis(1));
+    let t1 = s.clock.now_ms();
+    login().await;
+    assert_eq!(stored().await, (1, t1, t1 + month + hour), "past the step");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_account_cannot_starve_the_password_pool() {
     let s = TestApp::spawn_with(|c| {

@@ -48,18 +48,18 @@ impl LegacyTokenStore for Backend {
     async fn create_legacy_login(
         &self,
         login: &NewLegacyLogin,
-        address: &RememberAddress,
+        address: Option<&RememberAddress>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let start = crate::sql::LoginStart::Legacy(std::borrow::Cow::Borrowed(login));
-        if let Some(done) = self.login_in_one_commit(start, Some(address), audit).await {
+        if let Some(done) = self.login_in_one_commit(start, address, audit).await {
             return done;
         }
         let l = login;
         let hash = Some(l.expected_password_hash.as_str());
         self.insert_legacy_token(l.user_id, &l.digest, &l.token, l.now, hash)
             .await?;
-        crate::sql::remember_and_audit(self, Some(address), audit).await;
+        crate::sql::remember_and_audit(self, address, audit).await;
         Ok(())
     }
 

@@ -68,16 +68,19 @@ impl ThrottleStore for Backend {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn login_address_known(&self, pair: &[u8; 32], now: i64) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT user_id FROM login_addresses WHERE pair = $1 AND expires_at > $2",
+    async fn login_address_known(
+        &self,
+        pair: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT expires_at FROM login_addresses WHERE pair = $1 AND expires_at > $2",
         )
         .bind(pair.as_slice())
         .bind(now)
         .fetch_optional(&self.pool)
         .await
-        .db()?;
-        Ok(found.is_some())
+        .db()
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
