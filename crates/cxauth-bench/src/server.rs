@@ -616,8 +616,8 @@ pub fn hello_main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::{
-        STAT_POLICY, STAT_STATE, listening_address, spawn_and_wait, stat_fields, status_count,
-        thread_kind, use_by_thread_of,
+        STAT_POLICY, STAT_STATE, ThreadUse, listening_address, spawn_and_wait, stat_fields,
+        status_count, thread_kind, use_by_thread_of,
     };
 
     /// The two counts are told apart: `nonvoluntary_ctxt_switches` also ends in
@@ -640,33 +640,50 @@ mod tests {
         assert_eq!(thread_kind("log-"), "log-");
     }
 
-    /// A thread of this process that sleeps 20 times is found under its kind, with at least 20
-    /// more waits than before.
-    #[test]
-    fn a_sleeping_thread_shows_its_waits() {
-        let (started, wait_start) = std::sync::mpsc::channel();
-        let (go, wait_go) = std::sync::mpsc::channel::<()>();
-        let (slept, wait_slept) = std::sync::mpsc::channel();
-        let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    /// Runs `work` on a new thread named `name`, between two [`use_by_thread_of`] readings of
+    /// its kind `kind` taken while the thread exists; returns both readings and the seconds
+    /// between them.
+    fn around_probe(
+        name: &str,
+        kind: &str,
+        work: impl FnOnce() + Send + 'static,
+    ) -> (ThreadUse, ThreadUse, f64) {
+        use std::sync::mpsc::channel;
+        let (started, wait_start) = channel();
+        let (go, wait_go) = channel::<()>();
+        let (worked, wait_worked) = channel();
+        let (done, wait_done) = channel::<()>();
         let probe = std::thread::Builder::new()
-            .name("use-probe-3".into())
+            .name(name.into())
             .spawn(move || {
                 started.send(()).expect("started");
                 wait_go.recv().expect("go");
-                for _ in 0..20 {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                slept.send(()).expect("slept");
+                work();
+                worked.send(()).expect("worked");
                 wait_done.recv().expect("done");
             })
             .expect("spawn");
         wait_start.recv().expect("the probe started");
-        let before = use_by_thread_of(std::process::id())["use-probe"];
+        let t0 = std::time::Instant::now();
+        let before = use_by_thread_of(std::process::id())[kind];
         go.send(()).expect("go");
-        wait_slept.recv().expect("the probe slept");
-        let after = use_by_thread_of(std::process::id())["use-probe"];
+        wait_worked.recv().expect("the probe worked");
+        let after = use_by_thread_of(std::process::id())[kind];
+        let between = t0.elapsed().as_secs_f64();
         done.send(()).expect("done");
         probe.join().expect("probe");
+        (before, after, between)
+    }
+
+    /// A thread of this process that sleeps 20 times is found under its kind, with at least 20
+    /// more waits than before.
+    #[test]
+    fn a_sleeping_thread_shows_its_waits() {
+        let (before, after, _) = around_probe("use-probe-3", "use-probe", || {
+            for _ in 0..20 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
         assert!(
             after.waits >= before.waits + 20,
             "{before:?} then {after:?}"
@@ -678,33 +695,13 @@ mod tests {
     /// 0 or 10 ms).
     #[test]
     fn a_thread_shows_less_than_a_clock_tick_of_cpu() {
-        let (started, wait_start) = std::sync::mpsc::channel();
-        let (go, wait_go) = std::sync::mpsc::channel::<()>();
-        let (spun, wait_spun) = std::sync::mpsc::channel();
-        let (done, wait_done) = std::sync::mpsc::channel::<()>();
-        let probe = std::thread::Builder::new()
-            .name("cpu-probe-1".into())
-            .spawn(move || {
-                started.send(()).expect("started");
-                wait_go.recv().expect("go");
-                let t0 = std::time::Instant::now();
-                let mut x = 0u64;
-                while t0.elapsed() < std::time::Duration::from_millis(4) {
-                    x = std::hint::black_box(x.wrapping_add(1));
-                }
-                spun.send(x).expect("spun");
-                wait_done.recv().expect("done");
-            })
-            .expect("spawn");
-        wait_start.recv().expect("the probe started");
-        let t0 = std::time::Instant::now();
-        let before = use_by_thread_of(std::process::id())["cpu-probe"];
-        go.send(()).expect("go");
-        wait_spun.recv().expect("the probe spun");
-        let after = use_by_thread_of(std::process::id())["cpu-probe"];
-        let between = t0.elapsed().as_secs_f64();
-        done.send(()).expect("done");
-        probe.join().expect("probe");
+        let (before, after, between) = around_probe("cpu-probe-1", "cpu-probe", || {
+            let t0 = std::time::Instant::now();
+            let mut x = 0u64;
+            while t0.elapsed() < std::time::Duration::from_millis(4) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        });
         let used = after.cpu_seconds - before.cpu_seconds;
         assert!(
             used > 0.0 && used <= between,

@@ -987,6 +987,22 @@ mod tests {
         done()
     }
 
+    /// Starts [`run_checkpoint_thread`] on a thread of its own, on connection `own`.
+    fn checkpoint_thread(
+        own: rusqlite::Connection,
+        files: &Arc<Files>,
+        turn: &Arc<tokio::sync::Mutex<()>>,
+        shared: &Arc<Shared>,
+        asked: mpsc::Receiver<CheckpointResult>,
+        limits: Limits,
+        starved: Duration,
+    ) -> std::thread::JoinHandle<()> {
+        let (files, turn, shared) = (files.clone(), turn.clone(), shared.clone());
+        std::thread::spawn(move || {
+            run_checkpoint_thread(&own, &files, &turn, &shared, &asked, limits, starved);
+        })
+    }
+
     /// The checkpoint thread leaves the copying to a copier that wakes, checkpoints under the
     /// turn when the copier asks, ticks in its place once it stops waking (starved), and never
     /// waits for a copier in the middle of a checkpoint. What it copied shows in the database
@@ -1013,14 +1029,9 @@ mod tests {
                 }
             })
         };
-        let thread = {
-            let (shared, turn) = (shared.clone(), turn.clone());
-            std::thread::spawn(move || {
-                // Far above the 5 ms between wake-ups, so that a loaded machine does not starve it.
-                let starved = Duration::from_millis(500);
-                run_checkpoint_thread(&own, &wal, &turn, &shared, &asked, limits, starved);
-            })
-        };
+        // Far above the 5 ms between wake-ups, so that a loaded machine does not starve it.
+        let starved = Duration::from_millis(500);
+        let thread = checkpoint_thread(own, &wal, &turn, &shared, asked, limits, starved);
 
         write(&writer, 100);
         let small = db_len(dir.path());
@@ -1082,6 +1093,17 @@ mod tests {
         assert_eq!(rows(&writer), 200);
     }
 
+    /// Writes 100 rows and waits for them to be copied back to the database file, once the
+    /// panic that `files` was told to inject has happened.
+    fn copied_after_a_panic(writer: &rusqlite::Connection, dir: &Path, files: &Files) {
+        write(writer, 100);
+        assert!(
+            eventually(|| db_len(dir) > 100 * 4096),
+            "nothing copied after the panic"
+        );
+        assert_eq!(files.panics.load(Ordering::Relaxed), 0, "no tick panicked");
+    }
+
     /// A copier tick that panics (a bug: the test injects one) costs only that tick: the
     /// next one copies the WAL back. Before, the panic ended the copier, and with it the
     /// checkpoint thread: the WAL grew without bound and without a word.
@@ -1097,12 +1119,7 @@ mod tests {
             let (files, shared) = (files.clone(), shared.clone());
             std::thread::spawn(move || run_copier(&own, &files, &shared, &stopped, &ask))
         };
-        write(&writer, 100);
-        assert!(
-            eventually(|| db_len(dir.path()) > 100 * 4096),
-            "nothing copied after the panic"
-        );
-        assert_eq!(files.panics.load(Ordering::Relaxed), 0, "no tick panicked");
+        copied_after_a_panic(&writer, dir.path(), &files);
         drop(stop);
         copier.join().expect("the copier ends when the store does");
     }
@@ -1133,19 +1150,9 @@ mod tests {
             large_file: u64::MAX,
         };
         // No copier wakes: the thread ticks in its place every `starved`.
-        let thread = {
-            let (files, shared) = (files.clone(), shared.clone());
-            std::thread::spawn(move || {
-                let starved = Duration::from_millis(50);
-                run_checkpoint_thread(&own, &files, &turn, &shared, &asked, limits, starved);
-            })
-        };
-        write(&writer, 100);
-        assert!(
-            eventually(|| db_len(dir.path()) > 100 * 4096),
-            "nothing copied after the panic"
-        );
-        assert_eq!(files.panics.load(Ordering::Relaxed), 0, "no tick panicked");
+        let starved = Duration::from_millis(50);
+        let thread = checkpoint_thread(own, &files, &turn, &shared, asked, limits, starved);
+        copied_after_a_panic(&writer, dir.path(), &files);
         drop(ask);
         thread
             .join()
