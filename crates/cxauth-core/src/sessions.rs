@@ -38,13 +38,14 @@ pub(crate) struct Sessions {
     config: AuthConfig,
 }
 
-/// How far past its newest refresh token's expiry a rotation sets a session's expiry when it
-/// must move it: the rotations within this step leave the session's row alone (see
-/// [`session_expiry`]).
-const SESSION_EXPIRY_STEP: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+/// The longest step a stored expiry moves by ([`expiry_step`]): how far past its newest refresh
+/// token's expiry a rotation sets a session's expiry when it must move it (the rotations within
+/// the step leave the session's row alone, see [`session_expiry`]), and how far past the 30 days
+/// a login writes a remembered address's.
+const EXPIRY_STEP: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 /// The session expiry a rotation writes if the successor would outlive the session: a step past
-/// the successor's expiry (`ttl_ms` after now), the step being [`SESSION_EXPIRY_STEP`] or an
+/// the successor's expiry (`ttl_ms` after now), the step being [`EXPIRY_STEP`] or an
 /// eighth of the lifetime, whichever is shorter.
 ///
 /// Why a step: each rotation used to move the session's expiry to its successor's, rewriting
@@ -57,9 +58,9 @@ fn session_expiry(successor_expires_at: i64, ttl_ms: i64) -> i64 {
 }
 
 /// The step by which a stored expiry of `lifetime_ms` moves (a session's, a remembered login
-/// address's): [`SESSION_EXPIRY_STEP`] or an eighth of the lifetime, whichever is shorter.
+/// address's): [`EXPIRY_STEP`] or an eighth of the lifetime, whichever is shorter.
 pub(crate) fn expiry_step(lifetime_ms: i64) -> i64 {
-    (lifetime_ms / 8).clamp(0, duration_ms(SESSION_EXPIRY_STEP))
+    (lifetime_ms / 8).clamp(0, duration_ms(EXPIRY_STEP))
 }
 
 /// Bytes of the issue time a refresh token leads with (epoch ms, big-endian).
