@@ -240,6 +240,23 @@ async fn a_remembered_address_is_written_again_only_a_step_later() {
     let t1 = s.clock.now_ms();
     login().await;
     assert_eq!(stored().await, (1, t1, t1 + month + hour), "past the step");
+    // Eight logins at once from the address, within the next step: each gets in, and none of
+    // them writes the row.
+    s.clock.advance(Duration::from_secs(30 * 60));
+    let logins: Vec<_> = (0..8)
+        .map(|_| {
+            let (home, base) = (home.clone(), s.base.clone());
+            tokio::spawn(async move { login_status(&home, &base, "admin", ADMIN_PASSWORD).await })
+        })
+        .collect();
+    for l in logins {
+        assert_eq!(l.await.expect("join").0, StatusCode::OK);
+    }
+    assert_eq!(
+        stored().await,
+        (1, t1, t1 + month + hour),
+        "a concurrent login within the step wrote the address"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
