@@ -9,6 +9,9 @@
 //! at `workers × 19 MiB` (allocating per hash on varying blocking threads left a 19 MiB block in
 //! each thread's malloc arena: 500+ MB after a login storm), and no hash pays for mapping and
 //! faulting in 19 MiB of fresh pages.
+//!
+//! On Linux the threads run [`NICE_BELOW_REQUESTS`] nice values below the rest of the server, so
+//! that the requests' threads, which wake for microseconds at a time, get the core at once.
 
 use argon2_rust::{Algorithm, Argon2, Params, Version, params::Memory};
 use secrecy::{ExposeSecret, SecretString};
@@ -171,6 +174,7 @@ impl PasswordPool {
             std::thread::Builder::new()
                 .name(format!("cxauth-argon2-{i}"))
                 .spawn(move || {
+                    yield_to_requests();
                     let mut memory = HashMemory::default();
                     loop {
                         // One idle thread waits in recv, the others on the lock.
@@ -249,6 +253,45 @@ impl PasswordPool {
             .map_err(|_| PoolError::Hash("password hashing panicked".into()))
     }
 }
+
+/// How many nice values the hashing threads run below the server's other threads (at most
+/// down to 19, the lowest).
+///
+/// A hash runs for milliseconds without a pause, on the cores the requests need. At the same
+/// nice value, a request's thread that woke (a tokio worker with a bearer check, the SQLite
+/// writer with a commit) often waited for the running hash's slice to end. Measured on the
+/// twenty-sixth round's host (docs/benchmarks-history.md), server pinned to one core:
+/// - `cxauth-bench all --pin --only login,storm`: bearer's p99 while logins saturate the pool
+///   went from ~4.5 ms to ~1 ms, the `login` p99 from ~55–60 ms to ~45 ms, at the same login rate
+///   and CPU per login (nice 5 did about half as well; nice 19 no better than 10);
+/// - bearer checks saturating the core (`wrk`, 32 connections) while two clients log in back to
+///   back: at the same nice value the hashes took half the core (~34,000 bearer answers/s, 56
+///   logins/s); 10 lower, bearer keeps ~69,000/s and the logins ~12/s (p50 ~190 ms); 19
+///   lower, the logins got only ~2/s (p50 ~1 s), too close to locking users out.
+///
+/// The weights of the kernel's fair scheduler make it so: a thread 10 nice values lower gets
+/// about a tenth of a core its peers want, and the whole core when they do not, so a login
+/// storm on an otherwise idle server still runs at full speed.
+pub const NICE_BELOW_REQUESTS: i32 = 10;
+
+/// Lowers the calling hashing thread by [`NICE_BELOW_REQUESTS`]. On Linux a nice value belongs
+/// to a thread (`setpriority` on the calling process sets the calling thread's), so the
+/// server's other threads keep theirs; relative to the thread's own, so that a server started
+/// under `nice` keeps its hashes below its requests too. A failure is logged at `debug` and
+/// the thread keeps the server's nice value, as before.
+#[cfg(target_os = "linux")]
+fn yield_to_requests() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    let lowered = getpriority_process(None)
+        .and_then(|own| setpriority_process(None, (own + NICE_BELOW_REQUESTS).min(19)));
+    if let Err(e) = lowered {
+        tracing::debug!(error = %e, "a hashing thread keeps the server's nice value");
+    }
+}
+
+/// Elsewhere a nice value may belong to the whole process: the threads keep the server's.
+#[cfg(not(target_os = "linux"))]
+fn yield_to_requests() {}
 
 #[cfg(test)]
 mod tests {
@@ -381,5 +424,44 @@ mod tests {
         ));
         drop(held);
         assert!(pool.verify(None, SecretString::from("x")).await.is_ok());
+    }
+
+    /// The nice value of a hashing thread of a pool made on a thread with nice value `nice`,
+    /// and that thread's own after the pool was made.
+    #[cfg(target_os = "linux")]
+    fn nice_of_a_hashing_thread_made_at(nice: i32) -> (i32, i32) {
+        use rustix::process::{getpriority_process, setpriority_process};
+        // A thread may always lower its own nice value but not raise it again without
+        // privileges: each case runs on a thread of its own.
+        std::thread::spawn(move || {
+            setpriority_process(None, nice).expect("set the nice value");
+            let pool = PasswordPool::new(2, 0).expect("pool");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let hashing = rt
+                .block_on(pool.run(|_| getpriority_process(None)))
+                .expect("ran")
+                .expect("the hashing thread's nice value");
+            (hashing, getpriority_process(None).expect("own nice value"))
+        })
+        .join()
+        .expect("the thread")
+    }
+
+    /// Hashing threads run `NICE_BELOW_REQUESTS` below the thread that made the pool, never
+    /// past 19, and the maker keeps its own nice value.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn hashing_threads_run_below_the_requests() {
+        let own = rustix::process::getpriority_process(None).expect("own nice value");
+        // A test run already under `nice` can only check from its own value down.
+        for nice in [0, 5, 12, 19].into_iter().filter(|n| *n >= own) {
+            assert_eq!(
+                nice_of_a_hashing_thread_made_at(nice),
+                ((nice + NICE_BELOW_REQUESTS).min(19), nice),
+                "made at nice {nice}"
+            );
+        }
     }
 }

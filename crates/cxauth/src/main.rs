@@ -234,8 +234,9 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes; a larger one is answered 413.
     #[arg(long, env = "CXAUTH_BODY_LIMIT", value_name = "BYTES")]
     body_limit: Option<usize>,
-    /// Password checks running at once (the password pool's workers) [default: the number of
-    /// cores].
+    /// Password checks running at once (the password pool's workers; on Linux they run 10 nice
+    /// values below the rest of the server, so requests come first on a busy core) [default:
+    /// the number of cores].
     #[arg(long, env = "CXAUTH_HASH_WORKERS", value_parser = clap::value_parser!(u64).range(1..))]
     hash_workers: Option<u64>,
     /// Password checks that may wait for a worker; beyond it a login is answered 503 at once
