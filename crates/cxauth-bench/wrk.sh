@@ -27,24 +27,9 @@ for b in "$bin" "$bench"; do
     [ -x "$b" ] || { echo "no $b: run 'cargo build --release -p cxauth -p cxauth-bench' first" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
-# The first two cores of this shell's Cpus_allowed_list (e.g. "0-1", or "2-3,8" in a cpuset).
-read -r server_core wrk_core _ < <(awk '/^Cpus_allowed_list:/ {
-    n = split($2, parts, ",")
-    for (i = 1; i <= n; i++) {
-        m = split(parts[i], r, "-")
-        for (c = r[1]; c <= (m == 2 ? r[2] : r[1]); c++) printf "%d ", c
-    }
-}' /proc/self/status) || true
-[ -n "${wrk_core:-}" ] || { echo "needs 2 cores: the server on one, wrk on the other" >&2; exit 1; }
-
-work=$(mktemp -d /tmp/cxauth-wrk-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+work_prefix=cxauth-wrk
+# shellcheck source=crates/cxauth-bench/pinning.sh
+source crates/cxauth-bench/pinning.sh
 
 # Starts "$@" pinned to $server_core with stderr to $1-named log; sets $addr and $pid.
 start() {
