@@ -29,22 +29,10 @@ work_prefix=cxauth-storm
 source crates/cxauth-bench/pinning.sh
 
 password=bench-admin-password-1
-CXAUTH_BOOTSTRAP_ADMIN_PASSWORD=$password RUST_LOG=info taskset -c "$server_core" \
+CXAUTH_BOOTSTRAP_ADMIN_PASSWORD=$password RUST_LOG=info start "$work/cxauth.log" \
     "$bin" serve --listen 127.0.0.1:0 --database "sqlite://$work/cxauth.db" --access-token-ttl 1h \
-    --logins-per-user-per-minute 0 --logins-in-flight-per-source 1000000 \
-    2>"$work/cxauth.log" >/dev/null &
-pids+=("$!")
-addr=
-for _ in $(seq 1 300); do
-    addr=$(grep -o 'listening on http://[0-9.:]*' "$work/cxauth.log" | head -1 | sed 's|listening on http://||') || true
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-[ -n "$addr" ] || { echo "server did not start; its log:" >&2; cat "$work/cxauth.log" >&2; exit 1; }
-access=$(curl -sf -X POST "http://$addr/api/auth/login/admin" \
-    --data-urlencode username=admin --data-urlencode password=$password \
-    --data-urlencode platformId=aws80 |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+    --logins-per-user-per-minute 0 --logins-in-flight-per-source 1000000
+access=$(access_token "$addr" "$password")
 url="http://$addr/voice/api/v1/admin/accounts"
 curl -sf -o /dev/null -H "Authorization: Bearer $access" "$url"
 

@@ -31,23 +31,6 @@ work_prefix=cxauth-wrk
 # shellcheck source=crates/cxauth-bench/pinning.sh
 source crates/cxauth-bench/pinning.sh
 
-# Starts "$@" pinned to $server_core with stderr to $1-named log; sets $addr and $pid.
-start() {
-    local log=$1
-    shift
-    taskset -c "$server_core" "$@" 2>"$log" >/dev/null &
-    pid=$!
-    pids+=("$pid")
-    for _ in $(seq 1 300); do
-        addr=$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's|listening on http://||') || true
-        [ -n "$addr" ] && return 0
-        sleep 0.1
-    done
-    echo "server did not start; its log:" >&2
-    cat "$log" >&2
-    exit 1
-}
-
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # run NAME PID URL [HEADER]: warm-up, then one measured run; appends a line to $work/results.
@@ -83,10 +66,7 @@ CXAUTH_BOOTSTRAP_ADMIN_PASSWORD=bench-admin-password-1 RUST_LOG=info start "$wor
     "$bin" serve --listen 127.0.0.1:0 --database "sqlite://$work/cxauth.db" --access-token-ttl 1h \
     --logins-per-user-per-minute 0 --logins-in-flight-per-source 1000000
 cx_pid=$pid cx_addr=$addr
-access=$(curl -sf -X POST "http://$cx_addr/api/auth/login/admin" \
-    --data-urlencode username=admin --data-urlencode password=bench-admin-password-1 \
-    --data-urlencode platformId=aws80 |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+access=$(access_token "$cx_addr" bench-admin-password-1)
 api=$(curl -sf -X POST -H "Authorization: Bearer $access" "http://$cx_addr/voice/api/v1/admin/token")
 accounts=/voice/api/v1/admin/accounts
 # The answers must be 200 before they are timed.
