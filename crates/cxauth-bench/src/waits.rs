@@ -499,7 +499,9 @@ mod tests {
     #[test]
     fn threads_are_named_with_their_process() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("saved_tgids"), "7 5\n5 5\n8 9\n").expect("tgids");
+        // Thread 8's process is above any pid the kernel hands out (at most 2^22), so that no
+        // process of the host's (read from /proc when the trace has no name) can name it.
+        std::fs::write(dir.path().join("saved_tgids"), "7 5\n5 5\n8 4294967000\n").expect("tgids");
         std::fs::write(dir.path().join("saved_cmdlines"), "5 cxauth\n3 sh\n").expect("cmdlines");
         let processes = processes(dir.path());
         let names = HashMap::from([
