@@ -7,6 +7,7 @@ use cxauth_core::clock::SharedClock;
 use cxauth_core::service::{Auth, KEY_RELOAD_INTERVAL};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Housekeeping ticks ([`KEY_RELOAD_INTERVAL`]) between two purges of
@@ -14,8 +15,14 @@ use tokio::task::JoinHandle;
 const PURGE_EVERY_TICKS: u64 = 10;
 
 /// Starts housekeeping for `auth`; it runs until the handle is aborted (by [`crate::serve`]).
-/// Audit events older than `audit_retention` are purged.
-pub fn spawn(auth: Arc<Auth>, clock: SharedClock, audit_retention: Duration) -> JoinHandle<()> {
+/// Audit events older than `audit_retention` are purged. `first_pass`, if given, is told when
+/// the first pass (which starts at once) is done, failed steps included.
+pub fn spawn(
+    auth: Arc<Auth>,
+    clock: SharedClock,
+    audit_retention: Duration,
+    mut first_pass: Option<oneshot::Sender<()>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         // Keys every tick (a rotation reaches this instance within a minute); rows less often.
         let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
@@ -35,26 +42,36 @@ pub fn spawn(auth: Arc<Auth>, clock: SharedClock, audit_retention: Duration) -> 
             if let Err(e) = auth.flush_api_token_uses().await {
                 tracing::warn!(error = %e, "writing API token last uses failed; kept for the next tick");
             }
-            ticks += 1;
-            if ticks % PURGE_EVERY_TICKS != 1 {
-                continue;
+            // The first pass purges too.
+            if ticks.is_multiple_of(PURGE_EVERY_TICKS) {
+                purge(&auth, &clock, audit_retention).await;
             }
-            auth.throttle().purge();
-            let now = clock.now_ms();
-            match cxauth_core::admin::purge(
-                auth.store().as_ref(),
-                now,
-                now.saturating_sub(cxauth_core::clock::duration_ms(audit_retention)),
-                cxauth_core::admin::PURGE_BATCH,
-            )
-            .await
-            {
-                Ok(n) if n.total() > 0 => {
-                    tracing::info!(removed = ?n, "purged expired sessions and tokens")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
+            ticks += 1;
+            if let Some(tx) = first_pass.take() {
+                // Nobody waiting is not an error.
+                let _ = tx.send(());
             }
         }
     })
+}
+
+/// Deletes expired sessions and tokens, audit events older than `audit_retention` and stale
+/// throttle entries; failures are logged, and the next purge tries again.
+async fn purge(auth: &Auth, clock: &SharedClock, audit_retention: Duration) {
+    auth.throttle().purge();
+    let now = clock.now_ms();
+    match cxauth_core::admin::purge(
+        auth.store().as_ref(),
+        now,
+        now.saturating_sub(cxauth_core::clock::duration_ms(audit_retention)),
+        cxauth_core::admin::PURGE_BATCH,
+    )
+    .await
+    {
+        Ok(n) if n.total() > 0 => {
+            tracing::info!(removed = ?n, "purged expired sessions and tokens")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
+    }
 }

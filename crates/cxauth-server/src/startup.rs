@@ -102,6 +102,11 @@ pub struct App {
     pub keep_alive_timeout: Duration,
     /// The connection cap of [`serve`]; `None`: derived from the descriptor limit.
     pub max_connections: Option<usize>,
+    /// Told when [`serve`]'s housekeeping has finished its first pass (which runs at once).
+    /// `None` from [`App::build`]. The test kit sets it and waits, so that a test starts after
+    /// that pass and not during it: the pass writes the API token uses noted so far, and a
+    /// test that counts them would otherwise race it.
+    pub first_housekeeping: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl App {
@@ -208,6 +213,7 @@ impl App {
             header_read_timeout: config.header_read_timeout,
             keep_alive_timeout: config.keep_alive_timeout,
             max_connections: config.max_connections,
+            first_housekeeping: None,
         })
     }
 }
@@ -245,6 +251,7 @@ pub async fn serve(
         app.state.auth.clone(),
         app.state.clock.clone(),
         app.audit_retention,
+        app.first_housekeeping,
     );
     // Credential changes made elsewhere reach this instance's cache through the change log.
     let follower = tokio::spawn(

@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// The platform id users are created on.
 pub const PLATFORM: &str = "aws80";
+/// How long a start waits at most for the server's first housekeeping pass.
+const FIRST_HOUSEKEEPING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running server with its database, clock and SDK client.
 pub struct TestApp {
@@ -87,7 +89,9 @@ impl TestApp {
         clock: Arc<ManualClock>,
     ) -> Result<Self, KitError> {
         crate::logs::init();
-        let app = App::build(&config, clock.clone()).await?;
+        let mut app = App::build(&config, clock.clone()).await?;
+        let (first_pass, first_pass_done) = oneshot::channel();
+        app.first_housekeeping = Some(first_pass);
         let state = app.state.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -104,6 +108,10 @@ impl TestApp {
         let task = tokio::spawn(cxauth_server::serve(listener, app, async {
             let _ = rx.await;
         }));
+        // Tests start after housekeeping's first pass, not during it (it writes the API token
+        // uses noted so far); the next pass is a minute away. The wait is bounded for servers
+        // started on a database that does not answer; a server that failed ends it at once.
+        let _ = tokio::time::timeout(FIRST_HOUSEKEEPING_WAIT, first_pass_done).await;
         Ok(TestApp {
             client: Client::new(&base)?,
             base,
