@@ -59,8 +59,9 @@ pub struct Options {
     /// load generator run under SCHED_FIFO (`chrt`), so that the machine's other programs and
     /// ordinary kernel threads cannot take their cores when they wake: nearer the latency tail
     /// of a machine whose two cores the benchmark owns (interrupts, and a kernel thread already
-    /// on the core, still delay them). Those rows' load reads `… fifo`. Needs root or
-    /// CAP_SYS_NICE.
+    /// on the core, still delay them). Only the threads at each process's own priority are
+    /// raised: the server's WAL copier (SCHED_IDLE) and hashing threads (10 nice values down)
+    /// stay below them. Those rows' load reads `… fifo`. Needs root or CAP_SYS_NICE.
     #[arg(long, requires = "pin")]
     realtime: bool,
     /// During each open-loop (half-load) measurement, record the kernel's scheduler events
@@ -470,7 +471,8 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     };
     if opts.realtime {
         pinning.push_str(
-            "; both under SCHED_FIFO (chrt -a -f -p 10) during the open-loop rows (`fifo`)",
+            "; both under SCHED_FIFO (chrt -f -p 10) during the open-loop rows (`fifo`), \
+             but for the threads each put below its own priority",
         );
     }
     if opts.trace_waits {

@@ -345,8 +345,11 @@ const STAT_STATE: usize = 0;
 /// Fields 14 and 15, user and system time in clock ticks.
 const STAT_UTIME: usize = 11;
 const STAT_STIME: usize = 12;
-/// Field 41, the scheduling policy (0 SCHED_OTHER, 1 SCHED_FIFO).
-#[cfg(test)]
+/// Field 19, the nice value.
+const STAT_NICE: usize = 16;
+/// Field 40, the real-time priority (0 outside the real-time policies).
+const STAT_RT_PRIORITY: usize = 37;
+/// Field 41, the scheduling policy (`SCHED_*`).
 const STAT_POLICY: usize = 38;
 
 /// The fields of a `/proc/PID[/task/TID]/stat` text after the command name, which is in
@@ -489,21 +492,82 @@ pub(crate) fn on_core(cmd: Command, pin: Option<usize>) -> Command {
 /// own real-time threads (which run at 50 and up).
 const FIFO_PRIORITY: u32 = 10;
 
-/// Processes under SCHED_FIFO (every thread, and the threads they start later, which inherit
-/// it) until dropped, then back under the default policy, SCHED_OTHER. The kernel's real-time
-/// throttling (`sched_rt_runtime_us`, 95% of each second by default) still leaves the rest of
-/// the machine a share.
+/// SCHED_OTHER, SCHED_FIFO and SCHED_IDLE, as `/proc/…/stat` shows a thread's policy.
+const SCHED_OTHER: u32 = 0;
+const SCHED_FIFO: u32 = 1;
+#[cfg(test)]
+const SCHED_IDLE: u32 = 5;
+
+/// How one thread is scheduled, from its `/proc/PID/task/TID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scheduling {
+    tid: u32,
+    policy: u32,
+    nice: i32,
+    rt_priority: u32,
+}
+
+/// Every thread of `pid` (those that end while it reads are left out), by thread id.
+fn scheduling_of(pid: u32) -> anyhow::Result<Vec<Scheduling>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut all = Vec::new();
+    for task in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+            continue;
+        };
+        let f = stat_fields(&stat);
+        let field = |n: usize| f.get(n).and_then(|v| v.parse::<i64>().ok());
+        let (Some(tid), Some(policy), Some(nice), Some(rt)) = (
+            stat.split_whitespace().next().and_then(|t| t.parse().ok()),
+            field(STAT_POLICY),
+            field(STAT_NICE),
+            field(STAT_RT_PRIORITY),
+        ) else {
+            bail!("cannot read the scheduling of a thread of {pid}: {stat}");
+        };
+        all.push(Scheduling {
+            tid,
+            policy: u32::try_from(policy)?,
+            nice: i32::try_from(nice)?,
+            rt_priority: u32::try_from(rt)?,
+        });
+    }
+    all.sort_by_key(|t| t.tid);
+    Ok(all)
+}
+
+/// Processes whose request-priority threads run under SCHED_FIFO until dropped, then back under
+/// the default policy, SCHED_OTHER. Only the threads at the process's own priority are raised
+/// (SCHED_OTHER, at its main thread's nice value): a thread the program put below the rest (the
+/// SQLite WAL copier under SCHED_IDLE, the hashing threads 10 nice values down) stays below, or
+/// the measurement would be of a server scheduled otherwise than in service. Threads that a
+/// raised thread starts meanwhile inherit SCHED_FIFO, and go back with the others. The kernel's
+/// real-time throttling (`sched_rt_runtime_us`, 95% of each second by default) still leaves
+/// the rest of the machine a share.
 pub(crate) struct Fifo {
     pids: Vec<u32>,
 }
 
 impl Fifo {
-    /// Puts `pids` under SCHED_FIFO; on an error, none of them stays there.
+    /// Puts the request-priority threads of `pids` under SCHED_FIFO; on an error, none of them
+    /// stays there.
     pub(crate) fn start(pids: &[u32]) -> anyhow::Result<Fifo> {
         let mut fifo = Fifo { pids: Vec::new() };
         for &pid in pids {
-            chrt(pid, true)?;
+            // Before the first change: if one fails, the drop puts back what was done.
             fifo.pids.push(pid);
+            let threads = scheduling_of(pid)?;
+            let own_nice = threads
+                .iter()
+                .find(|t| t.tid == pid)
+                .map(|t| t.nice)
+                .with_context(|| format!("no main thread in /proc/{pid}/task"))?;
+            for t in threads
+                .iter()
+                .filter(|t| t.policy == SCHED_OTHER && t.nice == own_nice)
+            {
+                chrt(pid, t.tid, true)?;
+            }
         }
         Ok(fifo)
     }
@@ -512,29 +576,41 @@ impl Fifo {
 impl Drop for Fifo {
     fn drop(&mut self) {
         for &pid in &self.pids {
-            if let Err(e) = chrt(pid, false) {
-                eprintln!("cxauth-bench: warning: {e:#}");
+            let threads = match scheduling_of(pid) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("cxauth-bench: warning: {e:#}");
+                    continue;
+                }
+            };
+            for t in threads
+                .iter()
+                .filter(|t| t.policy == SCHED_FIFO && t.rt_priority == FIFO_PRIORITY)
+            {
+                if let Err(e) = chrt(pid, t.tid, false) {
+                    eprintln!("cxauth-bench: warning: {e:#}");
+                }
             }
         }
     }
 }
 
-/// `chrt -a -p` on every thread of `pid`: SCHED_FIFO at [`FIFO_PRIORITY`], or SCHED_OTHER.
-fn chrt(pid: u32, fifo: bool) -> anyhow::Result<()> {
+/// `chrt -p` on thread `tid` of `pid`: SCHED_FIFO at [`FIFO_PRIORITY`], or SCHED_OTHER. A
+/// thread that has ended meanwhile is not an error.
+fn chrt(pid: u32, tid: u32, fifo: bool) -> anyhow::Result<()> {
     let priority = if fifo { FIFO_PRIORITY } else { 0 };
     let out = Command::new("chrt")
-        .arg("-a")
         .arg(if fifo { "-f" } else { "-o" })
         .arg("-p")
         .arg(priority.to_string())
-        .arg(pid.to_string())
+        .arg(tid.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
         .context("cannot run chrt (util-linux)")?;
-    if !out.status.success() {
+    if !out.status.success() && Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
         bail!(
-            "chrt -a {} -p {priority} {pid} failed{}: {}",
+            "chrt {} -p {priority} {tid} failed{}: {}",
             if fifo { "-f" } else { "-o" },
             if fifo {
                 " (--realtime needs root or CAP_SYS_NICE)"
@@ -616,8 +692,8 @@ pub fn hello_main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::{
-        STAT_POLICY, STAT_STATE, ThreadUse, listening_address, spawn_and_wait, stat_fields,
-        status_count, thread_kind, use_by_thread_of,
+        STAT_STATE, ThreadUse, listening_address, spawn_and_wait, stat_fields, status_count,
+        thread_kind, use_by_thread_of,
     };
 
     /// The two counts are told apart: `nonvoluntary_ctxt_switches` also ends in
@@ -771,34 +847,41 @@ mod tests {
         assert!(dead(), "the child {} still runs", pid.trim());
     }
 
-    /// The scheduling policy of every thread of `pid` (0 SCHED_OTHER, 1 SCHED_FIFO).
+    /// The scheduling policy of every thread of `pid`, by thread id.
     fn policies(pid: u32) -> Vec<u32> {
-        let mut all = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
-            let stat =
-                std::fs::read_to_string(task.expect("task").path().join("stat")).expect("stat");
-            let policy = stat_fields(&stat)[STAT_POLICY];
-            all.push(policy.parse().expect("a number"));
-        }
-        all
+        super::scheduling_of(pid)
+            .expect("threads")
+            .iter()
+            .map(|t| t.policy)
+            .collect()
     }
 
-    /// `Fifo` puts every thread of a process under SCHED_FIFO, and back when dropped. As root
-    /// (CI) it must work; otherwise it must refuse with the flag's requirement. The process is
-    /// a child of three threads (a Python one), not this test process, whose other tests'
-    /// children would inherit the policy.
+    /// `Fifo` puts the threads of a process that run at its own priority under SCHED_FIFO, and
+    /// back when dropped; a thread the program put below the others (SCHED_IDLE, or a higher
+    /// nice value, as the server's WAL copier and hashing threads) stays as it was throughout.
+    /// As root (CI) it must work; otherwise it must refuse with the flag's requirement. The
+    /// process is a child of four threads (a Python one), not this test process, whose other
+    /// tests' children would inherit the policy.
     #[test]
-    fn fifo_covers_every_thread_and_ends_with_its_guard() {
+    fn fifo_raises_the_threads_at_the_processs_priority_and_ends_with_its_guard() {
+        use super::{SCHED_FIFO as F, SCHED_IDLE as I, SCHED_OTHER as O};
         let root = std::fs::read_to_string("/proc/self/status")
             .expect("status")
             .lines()
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+        // Threads in order: main, one at the process's priority, one under SCHED_IDLE, one at
+        // nice 10 (on Linux both calls change the calling thread only).
         let mut child = super::Running(
             std::process::Command::new("python3")
                 .arg("-c")
                 .arg(
-                    "import threading, time\n\
-                     for _ in range(2): threading.Thread(target=time.sleep, args=(30,)).start()\n\
+                    "import os, threading, time\n\
+                     ready = threading.Barrier(4)\n\
+                     def plain(): ready.wait(); time.sleep(30)\n\
+                     def idle(): os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)); ready.wait(); time.sleep(30)\n\
+                     def low(): os.setpriority(os.PRIO_PROCESS, 0, 10); ready.wait(); time.sleep(30)\n\
+                     for f in (plain, idle, low): threading.Thread(target=f).start(); time.sleep(0.05)\n\
+                     ready.wait()\n\
                      print('ready', flush=True)\n\
                      time.sleep(30)",
                 )
@@ -813,17 +896,26 @@ mod tests {
         )
         .expect("ready");
         let pid = child.0.id();
-        assert_eq!(policies(pid), [0, 0, 0]);
+        let nice = |pid| -> Vec<i32> {
+            super::scheduling_of(pid)
+                .expect("threads")
+                .iter()
+                .map(|t| t.nice)
+                .collect()
+        };
+        assert_eq!(policies(pid), [O, O, I, O]);
+        assert_eq!(nice(pid), [0, 0, 0, 10]);
         match super::Fifo::start(&[pid]) {
             Ok(fifo) => {
-                assert_eq!(policies(pid), [1, 1, 1]);
+                assert_eq!(policies(pid), [F, F, I, O]);
                 drop(fifo);
-                assert_eq!(policies(pid), [0, 0, 0]);
+                assert_eq!(policies(pid), [O, O, I, O]);
+                assert_eq!(nice(pid), [0, 0, 0, 10]);
             }
             Err(e) => {
                 assert!(!root, "refused as root: {e:#}");
                 assert!(format!("{e:#}").contains("CAP_SYS_NICE"), "{e:#}");
-                assert_eq!(policies(pid), [0, 0, 0]);
+                assert_eq!(policies(pid), [O, O, I, O]);
             }
         }
     }
