@@ -509,21 +509,19 @@ struct Scheduling {
 
 /// Every thread of `pid` (those that end while it reads are left out), by thread id.
 fn scheduling_of(pid: u32) -> anyhow::Result<Vec<Scheduling>> {
-    let dir = format!("/proc/{pid}/task");
     let mut all = Vec::new();
-    for task in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
-        let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+    for tid in crate::waits::threads_of(pid) {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
             continue;
         };
         let f = stat_fields(&stat);
         let field = |n: usize| f.get(n).and_then(|v| v.parse::<i64>().ok());
-        let (Some(tid), Some(policy), Some(nice), Some(rt)) = (
-            stat.split_whitespace().next().and_then(|t| t.parse().ok()),
+        let (Some(policy), Some(nice), Some(rt)) = (
             field(STAT_POLICY),
             field(STAT_NICE),
             field(STAT_RT_PRIORITY),
         ) else {
-            bail!("cannot read the scheduling of a thread of {pid}: {stat}");
+            bail!("cannot read the scheduling of thread {tid} of {pid}: {stat}");
         };
         all.push(Scheduling {
             tid,
