@@ -74,11 +74,12 @@ print(f"{n / seconds:.1f} {pct(0.5)} {pct(0.99)} {failed[0]}")
 PY
 }
 
-# reads: 2 s warm-up and DURATION s of wrk; prints "RATE P99".
+# reads: a 2 s wrk run not counted (the warm-up), then DURATION s measured; prints "RATE P99".
 reads() {
+    local args=(-t1 -c"$conns" --latency -H "Authorization: Bearer $access")
+    taskset -c "$wrk_core" wrk "${args[@]}" -d2s "$url" >/dev/null
     local out
-    out=$(taskset -c "$wrk_core" wrk -t1 -c"$conns" --latency -d"$((duration + 2))s" \
-        -H "Authorization: Bearer $access" "$url")
+    out=$(taskset -c "$wrk_core" wrk "${args[@]}" -d"${duration}s" "$url")
     echo "$(awk '/^Requests\/sec/ { print $2 }' <<<"$out") $(awk '$1 == "99%" { print $2 }' <<<"$out")"
 }
 
