@@ -366,3 +366,30 @@ async fn metrics_are_served_on_their_own_listener() {
     let t = session.refresh_token.as_deref().expect("refresh");
     assert!(!text.contains(t));
 }
+
+/// Housekeeping's first pass, which starts with the server, purges expired rows: a server
+/// restarted after a long stop does not keep them for another ten minutes (the next purge).
+#[tokio::test]
+async fn the_first_housekeeping_pass_purges_expired_rows() {
+    let s = TestApp::spawn().await;
+    let session = s.login_admin().await;
+    assert!(session.refresh_token.is_some());
+    let (db, config, clock) = s.stop().await;
+
+    // Past the refresh token's lifetime: the session and its token are expired, still stored.
+    clock.advance(config.refresh_token_ttl + Duration::from_secs(24 * 60 * 60));
+    // The kit hands the server over after its first pass.
+    let s = TestApp::start(db, config, clock).await;
+    let left = s
+        .state
+        .auth
+        .store()
+        .purge_expired(s.clock.now_ms(), 100)
+        .await
+        .expect("purge");
+    assert_eq!(
+        (left.sessions, left.refresh_tokens),
+        (0, 0),
+        "the first pass left expired rows: {left:?}"
+    );
+}
