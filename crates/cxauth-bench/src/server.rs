@@ -857,9 +857,10 @@ mod tests {
     /// `Fifo` puts the threads of a process that run at its own priority under SCHED_FIFO, and
     /// back when dropped; a thread the program put below the others (SCHED_IDLE, or a higher
     /// nice value, as the server's WAL copier and hashing threads) stays as it was throughout.
-    /// As root (CI) it must work; otherwise it must refuse with the flag's requirement. The
-    /// process is a child of four threads (a Python one), not this test process, whose other
-    /// tests' children would inherit the policy.
+    /// As root (CI) it must work; otherwise it must refuse with the flag's requirement. Either
+    /// way, a start that fails part-way leaves no thread raised. The process is a child of four
+    /// threads (a Python one), not this test process, whose other tests' children would inherit
+    /// the policy.
     #[test]
     fn fifo_raises_the_threads_at_the_processs_priority_and_ends_with_its_guard() {
         use super::{SCHED_FIFO as F, SCHED_IDLE as I, SCHED_OTHER as O};
@@ -916,6 +917,12 @@ mod tests {
                 assert_eq!(policies(pid), [O, O, I, O]);
             }
         }
+        // A failure part-way (here a second process that does not exist; as root, the only
+        // way to make it fail) puts back what was already raised: no thread stays under FIFO.
+        let gone = 4_294_967_000;
+        assert!(super::Fifo::start(&[pid, gone]).is_err());
+        assert_eq!(policies(pid), [O, O, I, O]);
+        assert_eq!(nice(pid), [0, 0, 0, 10]);
     }
 
     /// `pin_this_thread` moves the calling thread only: the thread that started it keeps its
