@@ -10,8 +10,9 @@
 //! each thread's malloc arena: 500+ MB after a login storm), and no hash pays for mapping and
 //! faulting in 19 MiB of fresh pages.
 //!
-//! On Linux the threads run [`NICE_BELOW_REQUESTS`] nice values below the rest of the server, so
-//! that the requests' threads, which wake for microseconds at a time, get the core at once.
+//! On Linux the threads run `NICE_BELOW_REQUESTS` (10) nice values below the rest of the
+//! server, so that the requests' threads, which wake for microseconds at a time, get the core at
+//! once.
 
 use argon2_rust::{Algorithm, Argon2, Params, Version, params::Memory};
 use secrecy::{ExposeSecret, SecretString};
@@ -272,7 +273,7 @@ impl PasswordPool {
 /// The weights of the kernel's fair scheduler make it so: a thread 10 nice values lower gets
 /// about a tenth of a core its peers want, and the whole core when they do not, so a login
 /// storm on an otherwise idle server still runs at full speed.
-pub const NICE_BELOW_REQUESTS: i32 = 10;
+pub(crate) const NICE_BELOW_REQUESTS: i32 = 10;
 
 /// Lowers the calling hashing thread by [`NICE_BELOW_REQUESTS`]. On Linux a nice value belongs
 /// to a thread (`setpriority` on the calling process sets the calling thread's), so the
