@@ -919,8 +919,7 @@ mod tests {
         }
         // A failure part-way (here a second process that does not exist; as root, the only
         // way to make it fail) puts back what was already raised: no thread stays under FIFO.
-        let gone = 4_294_967_000;
-        assert!(super::Fifo::start(&[pid, gone]).is_err());
+        assert!(super::Fifo::start(&[pid, crate::waits::NO_SUCH_PID]).is_err());
         assert_eq!(policies(pid), [O, O, I, O]);
         assert_eq!(nice(pid), [0, 0, 0, 10]);
     }

@@ -167,6 +167,11 @@ impl Drop for WaitTrace {
     }
 }
 
+/// A process id no process has (the kernel hands out at most 2^22), for tests that need one
+/// that /proc does not know.
+#[cfg(test)]
+pub(crate) const NO_SUCH_PID: u32 = 4_294_967_000;
+
 /// The ids of every thread of process `pid` now.
 pub(crate) fn threads_of(pid: u32) -> HashSet<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -499,9 +504,13 @@ mod tests {
     #[test]
     fn threads_are_named_with_their_process() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // Thread 8's process is above any pid the kernel hands out (at most 2^22), so that no
-        // process of the host's (read from /proc when the trace has no name) can name it.
-        std::fs::write(dir.path().join("saved_tgids"), "7 5\n5 5\n8 4294967000\n").expect("tgids");
+        // Thread 8's process does not exist, so that no process of the host's (read from /proc
+        // when the trace has no name) can name it.
+        std::fs::write(
+            dir.path().join("saved_tgids"),
+            format!("7 5\n5 5\n8 {NO_SUCH_PID}\n"),
+        )
+        .expect("tgids");
         std::fs::write(dir.path().join("saved_cmdlines"), "5 cxauth\n3 sh\n").expect("cmdlines");
         let processes = processes(dir.path());
         let names = HashMap::from([
