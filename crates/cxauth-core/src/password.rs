@@ -10,9 +10,8 @@
 //! each thread's malloc arena: 500+ MB after a login storm), and no hash pays for mapping and
 //! faulting in 19 MiB of fresh pages.
 //!
-//! On Linux the threads run `NICE_BELOW_REQUESTS` (10) nice values below the rest of the
-//! server, so that the requests' threads, which wake for microseconds at a time, get the core at
-//! once.
+//! On Linux the threads run `NICE_BELOW_REQUESTS` nice values below the rest of the server, so
+//! that the requests' threads, which wake for microseconds at a time, get the core at once.
 
 use argon2_rust::{Algorithm, Argon2, Params, Version, params::Memory};
 use secrecy::{ExposeSecret, SecretString};
