@@ -367,29 +367,78 @@ async fn metrics_are_served_on_their_own_listener() {
     assert!(!text.contains(t));
 }
 
-/// Housekeeping's first pass, which starts with the server, purges expired rows: a server
-/// restarted after a long stop does not keep them for another ten minutes (the next purge).
+/// Housekeeping's first pass, which starts with the server, purges expired rows of every kind
+/// (a session and its refresh token, a legacy auth token, a remembered login address, audit
+/// events): a server restarted after a long stop does not keep them for another ten minutes
+/// (the next purge).
 #[tokio::test]
 async fn the_first_housekeeping_pass_purges_expired_rows() {
-    let s = TestApp::spawn().await;
-    let session = s.login_admin().await;
-    assert!(session.refresh_token.is_some());
-    let (db, config, clock) = s.stop().await;
+    /// Makes one row of each kind that expires, and returns how far past all their lifetimes
+    /// the clock must move.
+    async fn rows_of_every_kind(s: &TestApp, retention: Duration) -> Duration {
+        // A session, its refresh token, the address it came from, and audit events.
+        let session = s.login_admin().await;
+        assert!(session.refresh_token.is_some());
+        // A legacy auth token, kept longest (`stayLoggedIn`).
+        let (status, _, body) = send(
+            s.post("/api/v1/auth/login")
+                .header("x-auth-token", "")
+                .form(&[
+                    ("username", "admin"),
+                    ("password", cxauth_testkit::ADMIN_PASSWORD),
+                    ("stayLoggedIn", "true"),
+                ]),
+        )
+        .await
+        .parts();
+        assert_eq!(status, 200, "{body}");
+        let auth = &s.state.auth;
+        [
+            auth.config().refresh_token_ttl,
+            cxauth_core::login::LEGACY_TOKEN_TTL_STAY,
+            auth.throttle().config().remember_address_for,
+            retention,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default()
+            + Duration::from_secs(24 * 60 * 60)
+    }
+    /// What a purge at the server's time finds to remove now.
+    async fn purge_now(s: &TestApp, retention: Duration) -> cxauth_core::store::PurgeCounts {
+        let now = s.clock.now_ms();
+        let before = now.saturating_sub(cxauth_core::clock::duration_ms(retention));
+        cxauth_core::admin::purge(s.state.auth.store().as_ref(), now, before, 100)
+            .await
+            .expect("purge")
+    }
 
-    // Past the refresh token's lifetime: the session and its token are expired, still stored.
-    clock.advance(config.refresh_token_ttl + Duration::from_secs(24 * 60 * 60));
+    // Without a restart, a purge past every lifetime finds a row of each kind: the restart below
+    // has something to purge.
+    let s = TestApp::spawn().await;
+    let retention = s.config.audit_retention;
+    let past = rows_of_every_kind(&s, retention).await;
+    s.clock.advance(past);
+    let found = purge_now(&s, retention).await;
+    assert!(
+        found.sessions > 0
+            && found.legacy_tokens > 0
+            && found.login_throttle > 0
+            && found.audit_events > 0,
+        "no row of some kind to purge: {found:?}"
+    );
+
+    let s = TestApp::spawn().await;
+    let past = rows_of_every_kind(&s, retention).await;
+    let (db, config, clock) = s.stop().await;
+    // Past every lifetime: the rows are expired, still stored.
+    clock.advance(past);
     // The kit hands the server over after its first pass.
     let s = TestApp::start(db, config, clock).await;
-    let left = s
-        .state
-        .auth
-        .store()
-        .purge_expired(s.clock.now_ms(), 100)
-        .await
-        .expect("purge");
+    let left = purge_now(&s, retention).await;
     assert_eq!(
-        (left.sessions, left.refresh_tokens),
-        (0, 0),
-        "the first pass left expired rows: {left:?}"
+        left,
+        cxauth_core::store::PurgeCounts::default(),
+        "the first pass left expired rows"
     );
 }
