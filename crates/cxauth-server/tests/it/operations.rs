@@ -380,18 +380,10 @@ async fn the_first_housekeeping_pass_purges_expired_rows() {
         let session = s.login_admin().await;
         assert!(session.refresh_token.is_some());
         // A legacy auth token, kept longest (`stayLoggedIn`).
-        let (status, _, body) = send(
-            s.post("/api/v1/auth/login")
-                .header("x-auth-token", "")
-                .form(&[
-                    ("username", "admin"),
-                    ("password", cxauth_testkit::ADMIN_PASSWORD),
-                    ("stayLoggedIn", "true"),
-                ]),
-        )
-        .await
-        .parts();
-        assert_eq!(status, 200, "{body}");
+        s.client
+            .legacy_login("admin", cxauth_testkit::ADMIN_PASSWORD, true)
+            .await
+            .expect("legacy login");
         let auth = &s.state.auth;
         [
             auth.config().refresh_token_ttl,
@@ -408,9 +400,14 @@ async fn the_first_housekeeping_pass_purges_expired_rows() {
     async fn purge_now(s: &TestApp, retention: Duration) -> cxauth_core::store::PurgeCounts {
         let now = s.clock.now_ms();
         let before = now.saturating_sub(cxauth_core::clock::duration_ms(retention));
-        cxauth_core::admin::purge(s.state.auth.store().as_ref(), now, before, 100)
-            .await
-            .expect("purge")
+        cxauth_core::admin::purge(
+            s.state.auth.store().as_ref(),
+            now,
+            before,
+            cxauth_core::admin::PURGE_BATCH,
+        )
+        .await
+        .expect("purge")
     }
 
     // Without a restart, a purge past every lifetime finds a row of each kind: the restart below
