@@ -2,6 +2,7 @@
 
 use cxauth_core::clock::Clock as _;
 use cxauth_testkit::{TestApp, http, send};
+use secrecy::ExposeSecret as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -368,9 +369,9 @@ async fn metrics_are_served_on_their_own_listener() {
 }
 
 /// Housekeeping's first pass, which starts with the server, purges expired rows of every kind
-/// (a session and its refresh token, a legacy auth token, a remembered login address, audit
-/// events): a server restarted after a long stop does not keep them for another ten minutes
-/// (the next purge).
+/// (a session and its refresh token, a legacy auth token, the RingEX emulator's access and
+/// refresh tokens, a remembered login address, audit events): a server restarted after a long
+/// stop does not keep them for another ten minutes (the next purge).
 #[tokio::test]
 async fn the_first_housekeeping_pass_purges_expired_rows() {
     /// Makes one row of each kind that expires, and returns how far past all their lifetimes
@@ -384,9 +385,31 @@ async fn the_first_housekeeping_pass_purges_expired_rows() {
             .legacy_login("admin", cxauth_testkit::ADMIN_PASSWORD, true)
             .await
             .expect("legacy login");
+        // The RingEX emulator's access and refresh tokens, from its JWT grant.
+        let store = s.state.auth.store();
+        s.create_rc_user("rex", &[10_000_001], 4_000_001).await;
+        let jwt = cxauth_core::admin::create_ringex_jwt(store.as_ref(), "rex", s.clock.now_ms())
+            .await
+            .expect("ringex jwt");
+        let (app_id, app_secret) = cxauth_core::admin::create_ringex_app(store.as_ref(), 0)
+            .await
+            .expect("ringex app");
+        let (status, _, body) = send(
+            s.post("/restapi/oauth/token")
+                .basic_auth(app_id, Some(app_secret.expose_secret()))
+                .form(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", jwt.expose_secret()),
+                ]),
+        )
+        .await
+        .parts();
+        assert_eq!(status, 200, "{body}");
         let auth = &s.state.auth;
         [
             auth.config().refresh_token_ttl,
+            auth.config().ringex_emulator_access_ttl,
+            auth.config().ringex_emulator_refresh_ttl,
             cxauth_core::login::LEGACY_TOKEN_TTL_STAY,
             auth.throttle().config().remember_address_for,
             retention,
@@ -412,7 +435,8 @@ async fn the_first_housekeeping_pass_purges_expired_rows() {
 
     // Without a restart, a purge past every lifetime finds a row of each kind: the restart below
     // has something to purge.
-    let s = TestApp::spawn().await;
+    let emulator = |c: &mut cxauth_server::config::ServerConfig| c.ringex_emulator = true;
+    let s = TestApp::spawn_with(emulator).await;
     let retention = s.config.audit_retention;
     let past = rows_of_every_kind(&s, retention).await;
     s.clock.advance(past);
@@ -420,12 +444,13 @@ async fn the_first_housekeeping_pass_purges_expired_rows() {
     assert!(
         found.sessions > 0
             && found.legacy_tokens > 0
+            && found.ringex_tokens > 0
             && found.login_throttle > 0
             && found.audit_events > 0,
         "no row of some kind to purge: {found:?}"
     );
 
-    let s = TestApp::spawn().await;
+    let s = TestApp::spawn_with(emulator).await;
     let past = rows_of_every_kind(&s, retention).await;
     let (db, config, clock) = s.stop().await;
     // Past every lifetime: the rows are expired, still stored.
