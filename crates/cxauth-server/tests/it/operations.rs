@@ -2,7 +2,6 @@
 
 use cxauth_core::clock::Clock as _;
 use cxauth_testkit::{TestApp, http, send};
-use secrecy::ExposeSecret as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -386,25 +385,8 @@ async fn the_first_housekeeping_pass_purges_expired_rows() {
             .await
             .expect("legacy login");
         // The RingEX emulator's access and refresh tokens, from its JWT grant.
-        let store = s.state.auth.store();
-        s.create_rc_user("rex", &[10_000_001], 4_000_001).await;
-        let jwt = cxauth_core::admin::create_ringex_jwt(store.as_ref(), "rex", s.clock.now_ms())
-            .await
-            .expect("ringex jwt");
-        let (app_id, app_secret) = cxauth_core::admin::create_ringex_app(store.as_ref(), 0)
-            .await
-            .expect("ringex app");
-        let (status, _, body) = send(
-            s.post("/restapi/oauth/token")
-                .basic_auth(app_id, Some(app_secret.expose_secret()))
-                .form(&[
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                    ("assertion", jwt.expose_secret()),
-                ]),
-        )
-        .await
-        .parts();
-        assert_eq!(status, 200, "{body}");
+        let emu = crate::ringex_refresh::setup(s, "rex", 4_000_001).await;
+        crate::ringex_refresh::login(s, &emu).await;
         let auth = &s.state.auth;
         [
             auth.config().refresh_token_ttl,

@@ -16,7 +16,7 @@ const EXTENSION: &str = "/restapi/v1.0/account/~/extension/~";
 const JWT_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// An emulator app (its Basic header) and a JWT credential of one user.
-struct Emu {
+pub(crate) struct Emu {
     basic: String,
     jwt: String,
 }
@@ -35,7 +35,9 @@ async fn app(s: &TestApp) -> String {
     basic(&id, secret.expose_secret())
 }
 
-async fn setup(s: &TestApp, username: &str, rc_user_id: i64) -> Emu {
+/// A RingEX user `username` (RingEX id `rc_user_id`), a JWT credential of theirs and an app.
+/// Also used by the housekeeping test (`operations`), which needs emulator tokens to purge.
+pub(crate) async fn setup(s: &TestApp, username: &str, rc_user_id: i64) -> Emu {
     s.create_rc_user(username, &[10_000_001], rc_user_id).await;
     let jwt = admin::create_ringex_jwt(s.state.auth.store().as_ref(), username, s.clock.now_ms())
         .await
@@ -62,7 +64,8 @@ async fn oauth(s: &TestApp, path: &str, auth: Option<&str>, form: &[(&str, &str)
     (status, v)
 }
 
-async fn login(s: &TestApp, e: &Emu) -> Value {
+/// The emulator's JWT grant: a new access token and refresh token, checked to be a 200.
+pub(crate) async fn login(s: &TestApp, e: &Emu) -> Value {
     let (status, v) = oauth(
         s,
         TOKEN,
