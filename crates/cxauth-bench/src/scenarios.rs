@@ -78,9 +78,9 @@ pub struct Options {
 const GENERATOR_BUSY_PCT: f64 = 90.0;
 
 /// At this share of all the machine's cores' time (percent) the hypervisor's steal is named
-/// under the table: see [`Row::steal_pct`]. Rows with no steal to speak of read 0.0–0.3 on the
-/// hosts of the record; the twenty-ninth round's 2.2 s refresh tail came with 13.45%, and its
-/// missed `scale` row with 3.35%.
+/// under the table: see [`Row::steal_pct`]. Most rows of the record's full runs read under 1%
+/// (0.00–0.51 in the thirtieth round's second); the twenty-ninth round's 2.2 s refresh tail
+/// came with 13.45%, and its missed `scale` row with 3.35%.
 const STEAL_NOTABLE_PCT: f64 = 1.0;
 
 struct Plan {
@@ -355,19 +355,24 @@ fn thread_shares(
     used.into_iter().map(|(k, cpu)| (k, cpu / total)).collect()
 }
 
+/// The rows `name` picks, each as "scenario (figure)", joined by commas; `None` if it picks
+/// none. The start of a fact line that names the rows whose figures need a caveat.
+fn rows_named(rows: &[Row], name: impl Fn(&Row) -> Option<String>) -> Option<String> {
+    let named: Vec<String> = rows.iter().filter_map(name).collect();
+    (!named.is_empty()).then(|| named.join(", "))
+}
+
 /// The open-loop rows measured while the load generator had no CPU to spare, in words, if any:
 /// their latencies are partly the generator's own queue.
 fn generator_busy(rows: &[Row]) -> Option<String> {
-    let busy: Vec<String> = rows
-        .iter()
-        .filter(|r| r.load.starts_with("open") && generator_was_the_limit(r.generator_cpu_pct))
-        .map(|r| format!("{} ({:.0}%)", r.scenario, r.generator_cpu_pct))
-        .collect();
-    (!busy.is_empty()).then(|| {
+    rows_named(rows, |r| {
+        (r.load.starts_with("open") && generator_was_the_limit(r.generator_cpu_pct))
+            .then(|| format!("{} ({:.0}%)", r.scenario, r.generator_cpu_pct))
+    })
+    .map(|busy| {
         format!(
-            "{}: at {GENERATOR_BUSY_PCT:.0}% or more of its core(s) during these open-loop runs, \
-             so their latencies include the generator's own queue, not only the server's",
-            busy.join(", ")
+            "{busy}: at {GENERATOR_BUSY_PCT:.0}% or more of its core(s) during these open-loop \
+             runs, so their latencies include the generator's own queue, not only the server's"
         )
     })
 }
@@ -376,16 +381,13 @@ fn generator_busy(rows: &[Row]) -> Option<String> {
 /// CPU, in words, if any: the steal column is easy to miss in a wide table, and a tail or rate
 /// read from such a row without it would be blamed on the server.
 fn steal_notable(rows: &[Row]) -> Option<String> {
-    let stolen: Vec<String> = rows
-        .iter()
-        .filter(|r| r.steal_pct >= STEAL_NOTABLE_PCT)
-        .map(|r| format!("{} ({:.2}%)", r.scenario, r.steal_pct))
-        .collect();
-    (!stolen.is_empty()).then(|| {
+    rows_named(rows, |r| {
+        (r.steal_pct >= STEAL_NOTABLE_PCT).then(|| format!("{} ({:.2}%)", r.scenario, r.steal_pct))
+    })
+    .map(|stolen| {
         format!(
-            "{}: the hypervisor took {STEAL_NOTABLE_PCT:.0}% or more of the machine's CPU \
-             during these rows, so their rates and tails are partly the host's, not the server's",
-            stolen.join(", ")
+            "{stolen}: the hypervisor took {STEAL_NOTABLE_PCT:.0}% or more of the machine's CPU \
+             during these rows, so their rates and tails are partly the host's, not the server's"
         )
     })
 }
