@@ -4,7 +4,11 @@
 //!
 //! The order matters: the throttle's budgets first (an attempt they refuse never takes a place
 //! in the pool), then the pool's fair share, then the lookup and the hash, and only then the
-//! audit row, so its write cannot tell a known user from an unknown one by timing.
+//! audit row, so its write cannot tell a known user from an unknown one by timing. The lookup
+//! comes after the budgets for the same reason: the answer to a refused attempt is not timed by
+//! whether its username exists (apart from the few a second `LoginGate::throttled` audits;
+//! see "The user is read after the budgets" in docs/decisions.md, which also says why a
+//! login's two reads are not one query).
 
 use crate::audit::{self, AuditContext, Event, Outcome};
 use crate::clock::duration_ms;
