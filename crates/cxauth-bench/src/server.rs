@@ -23,13 +23,30 @@ pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
             bin.display()
         );
     }
-    if !dir.ends_with("release") {
+    // Asked, not guessed from the directory: a release binary copied elsewhere (two builds side
+    // by side, for an A/B) is still a release build.
+    let version = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {} --version", bin.display()))?;
+    if is_debug_build(&String::from_utf8_lossy(&version.stdout)) {
         eprintln!(
-            "cxauth-bench: warning: {} is not a release build; figures will be meaningless",
+            "cxauth-bench: warning: {} is a debug build; figures will be meaningless",
             bin.display()
         );
     }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "cxauth-bench: warning: this harness is a debug build, its load generator slow; \
+             figures will be meaningless"
+        );
+    }
     Ok(bin)
+}
+
+/// Whether `cxauth --version` printed `version`: a debug build says so after its version.
+fn is_debug_build(version: &str) -> bool {
+    version.trim_end().ends_with("(debug build)")
 }
 
 /// A child process, killed and reaped when dropped: whichever way a [`Server`] or a start
@@ -690,9 +707,16 @@ pub fn hello_main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::{
-        STAT_STATE, ThreadUse, listening_address, spawn_and_wait, stat_fields, status_count,
-        thread_kind, use_by_thread_of,
+        STAT_STATE, ThreadUse, is_debug_build, listening_address, spawn_and_wait, stat_fields,
+        status_count, thread_kind, use_by_thread_of,
     };
+
+    #[test]
+    fn a_debug_build_is_told_by_its_version_line() {
+        assert!(is_debug_build("cxauth 0.1.0 (debug build)\n"));
+        assert!(!is_debug_build("cxauth 0.1.0\n"));
+        assert!(!is_debug_build(""));
+    }
 
     /// The two counts are told apart: `nonvoluntary_ctxt_switches` also ends in
     /// `voluntary_ctxt_switches`.

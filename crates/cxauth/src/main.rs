@@ -39,10 +39,19 @@ Sessions are saved in $XDG_CONFIG_HOME/cxauth/profiles/NAME.json (else
 Logging of `serve` goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change its level,
 and --log-format json (CXAUTH_LOG_FORMAT=json) for JSON lines.";
 
+/// What `--version` prints after the name: the package version, and "(debug build)" when the
+/// binary was built without optimisations. Measurements (the benchmark harness) ask the binary
+/// itself, rather than guessing from the directory it sits in.
+const VERSION: &str = if cfg!(debug_assertions) {
+    concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// cxauth: a self-hostable RingCX (Engage Voice) authentication server, and a command-line client
 /// of it and of the real RingCX.
 #[derive(Debug, Parser)]
-#[command(name = "cxauth", version, after_help = AFTER_HELP)]
+#[command(name = "cxauth", version = VERSION, after_help = AFTER_HELP)]
 struct Cli {
     /// `--server`, `--profile`, `--output`: global, so accepted before or after the subcommand.
     #[command(flatten)]

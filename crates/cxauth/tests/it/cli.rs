@@ -696,6 +696,26 @@ fn ringex_emulator_apps_and_jwts_print_their_secrets_alone() {
         .stdout("");
 }
 
+/// `--version` says whether the binary is a debug build: the benchmark harness asks it. The
+/// binary under test is built in this test's own profile.
+#[test]
+fn version_says_whether_the_build_is_a_debug_one() {
+    let out = cxauth()
+        .arg("--version")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let version = env!("CARGO_PKG_VERSION");
+    let want = if cfg!(debug_assertions) {
+        format!("cxauth {version} (debug build)\n")
+    } else {
+        format!("cxauth {version}\n")
+    };
+    assert_eq!(String::from_utf8(out).expect("utf8"), want);
+}
+
 #[test]
 fn serve_help_documents_the_ringex_settings() {
     let out = cxauth()
