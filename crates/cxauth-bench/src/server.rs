@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub const ADMIN_PASSWORD: &str = "bench-admin-password-1";
 
 /// The release `cxauth` binary, which must sit beside this executable: the harness never builds.
+/// Warns (and goes on) when that binary, or this harness, is a debug build.
 pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("cannot locate the cxauth-bench executable")?;
     let dir = me.parent().context("the executable has no directory")?;
@@ -44,7 +45,9 @@ pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Whether `cxauth --version` printed `version`: a debug build says so after its version.
+/// Whether `cxauth --version` printed `version`: a debug build says so after its version (the
+/// `VERSION` of `crates/cxauth/src/main.rs`, whose format the CLI test
+/// `version_says_whether_the_build_is_a_debug_one` pins).
 fn is_debug_build(version: &str) -> bool {
     version.trim_end().ends_with("(debug build)")
 }
