@@ -63,7 +63,7 @@ async fn purge(auth: &Auth, clock: &SharedClock, audit_retention: Duration) {
     match cxauth_core::admin::purge(
         auth.store().as_ref(),
         now,
-        now.saturating_sub(cxauth_core::clock::duration_ms(audit_retention)),
+        cxauth_core::admin::audit_cutoff(now, audit_retention),
         cxauth_core::admin::PURGE_BATCH,
     )
     .await

@@ -9,7 +9,7 @@
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use cxauth_core::admin::{self, UserSpec};
-use cxauth_core::clock::{Clock, SystemClock, duration_ms};
+use cxauth_core::clock::{Clock, SystemClock};
 use cxauth_core::crypto::Secrets;
 use cxauth_core::service::META_KEY_FINGERPRINT;
 use cxauth_core::service::rfc3339;
@@ -556,7 +556,7 @@ pub async fn run(args: AdminArgs, output: Output) -> anyhow::Result<()> {
             follow,
         } => audit(store, user, since, follow, output).await?,
         AdminCommand::Purge { audit_retention } => {
-            let audit_before = now.saturating_sub(duration_ms(audit_retention));
+            let audit_before = admin::audit_cutoff(now, audit_retention);
             let n = admin::purge(store, now, audit_before, admin::PURGE_BATCH).await?;
             outln!("refresh_tokens\t{}", n.refresh_tokens);
             outln!("sessions\t{}", n.sessions);

@@ -48,6 +48,12 @@ pub async fn rotate_signing_key(
 /// Rows each purge pass removes at most per table: small, so each write transaction is short.
 pub const PURGE_BATCH: i64 = 500;
 
+/// The `audit_before` of [`purge`] for audit events kept `retention` (`--audit-retention`): the
+/// one place the server's housekeeping, `cxauth admin purge` and their tests take it from.
+pub fn audit_cutoff(now: i64, retention: std::time::Duration) -> i64 {
+    now.saturating_sub(crate::clock::duration_ms(retention))
+}
+
 /// Removes every row that can never be used again, and audit events older than `audit_before`
 /// (epoch ms), in batches of `batch` rows per table, and says how many went. Used by the
 /// server's background housekeeping and `cxauth admin purge`.

@@ -404,11 +404,10 @@ async fn the_first_housekeeping_pass_purges_expired_rows() {
     /// What a purge at the server's time finds to remove now.
     async fn purge_now(s: &TestApp, retention: Duration) -> cxauth_core::store::PurgeCounts {
         let now = s.clock.now_ms();
-        let before = now.saturating_sub(cxauth_core::clock::duration_ms(retention));
         cxauth_core::admin::purge(
             s.state.auth.store().as_ref(),
             now,
-            before,
+            cxauth_core::admin::audit_cutoff(now, retention),
             cxauth_core::admin::PURGE_BATCH,
         )
         .await
