@@ -25,6 +25,7 @@ use crate::report::{Report, Row};
 use crate::scenarios::{loadavg, machine};
 use crate::server::{
     ADMIN_PASSWORD, Cores, Server, allowed_cores, cxauth_binary, pin_self, pinned, spawn_and_wait,
+    version_of,
 };
 use crate::workloads::{ACCOUNTS, create_api_token, login, login_body, post_form};
 use anyhow::{Context as _, bail};
@@ -690,10 +691,10 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let op_dir = dir.join("oidc-provider");
-    let mut described = vec![format!(
-        "cxauth {} (release, SQLite, RUST_LOG=info)",
-        env!("CARGO_PKG_VERSION")
-    )];
+    // The binary measured says what it is: a build copied beside the harness for an A/B need
+    // not be the harness's own version or profile.
+    let cx_version = version_of(&cxauth_binary()?)?;
+    let mut described = vec![format!("{cx_version}, SQLite, RUST_LOG=info")];
     if want_op {
         described.push(format!(
             "oidc-provider {} with @node-rs/argon2 {} on node {node} (NODE_ENV=production, \

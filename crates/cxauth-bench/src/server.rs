@@ -26,11 +26,7 @@ pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
     }
     // Asked, not guessed from the directory: a release binary copied elsewhere (two builds side
     // by side, for an A/B) is still a release build.
-    let version = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("cannot run {} --version", bin.display()))?;
-    if is_debug_build(&String::from_utf8_lossy(&version.stdout)) {
+    if is_debug_build(&version_of(&bin)?) {
         eprintln!(
             "cxauth-bench: warning: {} is a debug build; figures will be meaningless",
             bin.display()
@@ -43,6 +39,16 @@ pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// What `bin --version` prints, trimmed (`cxauth 0.1.0`, or `cxauth 0.1.0 (debug build)`): the
+/// binary measured, which need not be the harness's own build.
+pub fn version_of(bin: &Path) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {} --version", bin.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Whether `cxauth --version` printed `version`: a debug build says so after its version (the
