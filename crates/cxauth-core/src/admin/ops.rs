@@ -48,8 +48,9 @@ pub async fn rotate_signing_key(
 /// Rows each purge pass removes at most per table: small, so each write transaction is short.
 pub const PURGE_BATCH: i64 = 500;
 
-/// The `audit_before` of [`purge`] for audit events kept `retention` (`--audit-retention`): the
-/// one place the server's housekeeping, `cxauth admin purge` and their tests take it from.
+/// The `audit_before` of [`purge`] for audit events kept `retention` (`--audit-retention`), in
+/// one place: the server's housekeeping, `cxauth admin purge` and the housekeeping test take it
+/// from here, so the three cannot disagree on where the retention ends.
 pub fn audit_cutoff(now: i64, retention: std::time::Duration) -> i64 {
     now.saturating_sub(crate::clock::duration_ms(retention))
 }
