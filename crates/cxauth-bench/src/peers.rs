@@ -443,16 +443,16 @@ fn oidc_system(
 
 // ---------------------------------------------------------------- cxauth
 
-/// cxauth on a fresh database in `dir`, started on `core`.
+/// cxauth (the binary `bin`) on a fresh database in `dir`, started on `core`.
 fn cxauth_system(
     rt: &tokio::runtime::Runtime,
+    bin: &Path,
     dir: &Path,
     conns: usize,
     core: usize,
 ) -> anyhow::Result<System> {
-    let bin = cxauth_binary()?;
     let db = dir.join("cxauth.db");
-    let server = Server::cxauth(&bin, &db, "info", Some(core))?;
+    let server = Server::cxauth(bin, &db, "info", Some(core))?;
     let addr = server.addr;
     let (access, _) = rt.block_on(login(addr))?;
     let api = rt.block_on(create_api_token(addr, &access))?;
@@ -585,7 +585,9 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&cx_dir);
     std::fs::create_dir_all(&cx_dir)?;
     progress("starting cxauth (pinned), logging in 17 sessions");
-    let mut systems = vec![cxauth_system(&rt, &cx_dir, conns, server_core)?];
+    // Found, and a debug build warned about, once: the systems line below asks it its version.
+    let cx_bin = cxauth_binary()?;
+    let mut systems = vec![cxauth_system(&rt, &cx_bin, &cx_dir, conns, server_core)?];
     if want_op {
         progress("starting oidc-provider (pinned), 17 authorization-code flows");
         systems.push(oidc_system(
@@ -693,7 +695,7 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     let op_dir = dir.join("oidc-provider");
     // The binary measured says what it is: a build copied beside the harness for an A/B need
     // not be the harness's own version or profile.
-    let cx_version = version_of(&cxauth_binary()?)?;
+    let cx_version = version_of(&cx_bin)?;
     let mut described = vec![format!("{cx_version}, SQLite, RUST_LOG=info")];
     if want_op {
         described.push(format!(
