@@ -40,9 +40,9 @@ Logging of `serve` goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change 
 and --log-format json (CXAUTH_LOG_FORMAT=json) for JSON lines.";
 
 /// What `--version` prints after the name: the package version, and "(debug build)" when the
-/// binary was built with debug assertions (cargo's debug profile). Measurements (the benchmark harness's
-/// `is_debug_build`, which looks for that suffix) ask the binary itself, rather than guessing
-/// from the directory it sits in.
+/// binary was built with debug assertions (cargo's debug profile). Measurements (the benchmark
+/// harness's `is_debug_build`, which looks for that suffix) ask the binary itself, rather than
+/// guessing from the directory it sits in.
 const VERSION: &str = if cfg!(debug_assertions) {
     concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
 } else {
