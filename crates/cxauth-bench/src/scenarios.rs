@@ -3,7 +3,7 @@
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
-use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary};
+use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary, version_of};
 use crate::waits::TracefsClaim;
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
@@ -508,6 +508,12 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         );
     }
     run.fact("pinning", pinning);
+    // Which server was measured, as it names itself: two builds side by side (an A/B) leave
+    // two reports that differ here.
+    run.fact(
+        "binary",
+        format!("{} ({})", bin.display(), version_of(&bin)?),
+    );
     let db = dir.path().join("cxauth.db");
     // First start creates the database, key and admin; the start-up figure is a restart.
     let first = Server::cxauth(&bin, &db, &opts.server_log, pin)?;
