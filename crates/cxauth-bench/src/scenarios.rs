@@ -587,7 +587,6 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     }
 
     let mut api_tp = f64::NAN;
-    let mut api_half_p99 = f64::NAN;
     for (name, hdr) in [("bearer", &bearer_hdr), ("api-token", &api_hdr)] {
         if !run.wanted(name) && !run.wanted("scale") {
             continue;
@@ -610,7 +609,6 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         );
         if name == "api-token" {
             api_tp = tp;
-            api_half_p99 = h.p99_ms;
             h.target = "p99 < 1 ms".into();
             h.met = Some(h.p99_ms < 1.0 && h.errors == 0);
         }
@@ -913,15 +911,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     }
 
     if run.wanted("scale") {
-        scale(
-            &mut run,
-            &bin,
-            dir.path(),
-            opts,
-            startup_empty,
-            api_tp,
-            api_half_p99,
-        )?;
+        scale(&mut run, &bin, dir.path(), opts, startup_empty, api_tp)?;
     }
 
     if let Some(note) = generator_busy(&run.rows) {
@@ -959,6 +949,22 @@ fn token_create_users(plan: &Plan) -> u64 {
     ((most / cap).ceil() as u64).max(16)
 }
 
+/// Pairs of half-load rows `scale` measures in a full run (one with `--quick`): the empty
+/// database's row and the scale data set's, interleaved. Odd, so that the median is a pair's.
+const SCALE_PAIRS: usize = 3;
+
+/// The index of the median of `ratios` (the upper one of an even count: the stricter), `None`
+/// when empty. A NaN (a row without answers) counts as the worst.
+fn median_index(ratios: &[f64]) -> Option<usize> {
+    let key = |i: usize| {
+        let r = ratios[i];
+        if r.is_nan() { f64::INFINITY } else { r }
+    };
+    let mut order: Vec<usize> = (0..ratios.len()).collect();
+    order.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+    order.get(ratios.len() / 2).copied()
+}
+
 fn scale(
     run: &mut Run<'_>,
     bin: &Path,
@@ -966,7 +972,6 @@ fn scale(
     opts: &Options,
     startup_empty: Duration,
     api_tp: f64,
-    api_half_p99: f64,
 ) -> anyhow::Result<()> {
     let plan = run.plan;
     let pin = plan.pin;
@@ -1004,6 +1009,13 @@ fn scale(
             }
         ),
     );
+    run.fact(
+        "first housekeeping pass with the scale data set",
+        match server.first_housekeeping_ms(FIRST_PASS_WAIT) {
+            Some(ms) => format!("{ms} ms"),
+            None => format!("not logged within {} s", FIRST_PASS_WAIT.as_secs()),
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     run.fact(
         "idle RSS with the scale data set",
@@ -1022,31 +1034,131 @@ fn scale(
     let mut r = run.measure(&server, make(), Pace::Closed, "scale api-token");
     r.reference = "api-token (empty db)".into();
     r.ratio = r.throughput / api_tp;
+    if r.errors > 0 {
+        eprintln!(
+            "cxauth-bench: scale api-token had errors; server log tail:\n{}",
+            server.log_tail()
+        );
+    }
     run.rows.push(r);
+    server.stop()?;
     let rate = if api_tp.is_nan() {
         1000.0
     } else {
         api_tp / 2.0
     };
-    let mut h = run.measure(&server, make(), Pace::Open(rate), "scale api-token @50%");
-    h.reference = format!("api-token @50% p99 {api_half_p99:.2} ms");
-    h.ratio = h.p99_ms / api_half_p99;
-    h.target = "p99 <= 2 x empty".into();
-    h.met = Some(h.ratio <= 2.0 && h.errors == 0);
-    run.rows.push(h);
-    if let Some(bad) = run
-        .rows
-        .iter()
-        .find(|r| r.scenario.starts_with("scale") && r.errors > 0)
-    {
+    // The half-load rows in pairs with a server on an empty database, interleaved, at the same
+    // rate. A burst of the host's own work (the kernel's `kdamond.0`, the sandbox's services)
+    // lands on one row: with the empty database's row minutes earlier, one burst decided the
+    // ratio; here it moves one pair's, and the median pair is judged. One server runs at a
+    // time, started for its row ([`row_alone`]): an idle server beside the measured one runs
+    // its housekeeping in the other's row (a minute after its start it writes the uses noted
+    // since, 2,000 rows with the scale data set; seen as 50-80 ms of its store thread in the
+    // empty database's rows), and a row that starts seconds after its server's start is clear
+    // of it, as the single row was.
+    let empty_db = dir.join("scale-empty.db");
+    let empty = Server::cxauth(bin, &empty_db, &opts.server_log, pin)?;
+    let empty_token = run.rt.block_on(async {
+        let (access, _) = login(empty.addr).await?;
+        create_api_token(empty.addr, &access).await
+    })?;
+    empty.stop()?;
+    let empty_w = Fixed::get(ACCOUNTS, vec![("x-auth-token", empty_token)]);
+    let pairs = if opts.quick { 1 } else { SCALE_PAIRS };
+    let mut judged = Vec::new();
+    for k in 1..=pairs {
+        let scale_row = |run: &mut Run<'_>| {
+            let name = format!("scale api-token @50% {k}/{pairs}");
+            row_alone(run, bin, &db, opts, &make, rate, &name)
+        };
+        let empty_row = |run: &mut Run<'_>| {
+            let name = format!("api-token @50% empty {k}/{pairs}");
+            let w = || fixed_n(&empty_w, plan.conns);
+            row_alone(run, bin, &empty_db, opts, &w, rate, &name)
+        };
+        // The empty database's row first in odd pairs, second in even ones, so that a drift
+        // over the pairs' minute falls on both sides.
+        let (e, mut h) = if k % 2 == 1 {
+            let e = empty_row(run)?;
+            (e, scale_row(run)?)
+        } else {
+            let h = scale_row(run)?;
+            (empty_row(run)?, h)
+        };
+        h.reference = format!("empty {k}/{pairs} p99 {:.2} ms", e.p99_ms);
+        h.ratio = h.p99_ms / e.p99_ms;
+        judged.push((run.rows.len() + 1, h.ratio, e.errors + h.errors));
+        run.rows.push(e);
+        run.rows.push(h);
+    }
+    let ratios: Vec<f64> = judged.iter().map(|&(_, ratio, _)| ratio).collect();
+    if let Some(m) = median_index(&ratios) {
+        let errors: u64 = judged.iter().map(|&(_, _, errors)| errors).sum();
+        let h = &mut run.rows[judged[m].0];
+        h.target = format!("p99 <= 2 x empty (median of {pairs})");
+        h.met = Some(h.ratio <= 2.0 && errors == 0);
+        let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        run.fact(
+            "scale @50% pairs",
+            format!(
+                "p99 with the scale data set over its pair's on an empty database: {}; pair {} \
+                 holds the median and is judged",
+                listed.join(", "),
+                m + 1
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// How long a row waits for its server's first housekeeping pass.
+const FIRST_PASS_WAIT: Duration = Duration::from_secs(10);
+
+/// Closed-loop load each [`row_alone`] server takes before its row, unmeasured.
+const PREWARM: Duration = Duration::from_secs(1);
+
+/// One open-loop row on a server started for it on `db` and stopped after it. Before the row,
+/// the server's first housekeeping pass is done and [`PREWARM`] of closed-loop requests from
+/// `make`'s workloads have filled its credential cache: with 2,000 tokens to look up, a cold
+/// cache put a few hundred ms of store reads at the start of the row, and the backlog they
+/// left at half load decided its p99. The row measures a server in service, as one that has
+/// served before. The server's log tail is printed if the row had errors.
+fn row_alone<W: Workload>(
+    run: &mut Run<'_>,
+    bin: &Path,
+    db: &Path,
+    opts: &Options,
+    make: &dyn Fn() -> Vec<W>,
+    rate: f64,
+    name: &str,
+) -> anyhow::Result<Row> {
+    let server = Server::cxauth(bin, db, &opts.server_log, run.plan.pin)?;
+    if server.first_housekeeping_ms(FIRST_PASS_WAIT).is_none() {
         eprintln!(
-            "cxauth-bench: {} had errors; server log tail:\n{}",
-            bad.scenario,
+            "cxauth-bench: warning: {name}: no `first housekeeping pass done` line within {} s \
+             (a --server-log above info hides it); measured without waiting for it",
+            FIRST_PASS_WAIT.as_secs()
+        );
+    }
+    let warm = run.rt.block_on(load::run(
+        server.addr,
+        make(),
+        Pace::Closed,
+        Duration::ZERO,
+        PREWARM,
+    ));
+    if warm.ok == 0 {
+        eprintln!("cxauth-bench: warning: {name}: no answer before the row");
+    }
+    let r = run.measure(&server, make(), Pace::Open(rate), name);
+    if r.errors > 0 {
+        eprintln!(
+            "cxauth-bench: {name} had errors; server log tail:\n{}",
             server.log_tail()
         );
     }
     server.stop()?;
-    Ok(())
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -1171,6 +1283,22 @@ mod tests {
             "{note}"
         );
         assert_eq!(steal_notable(&rows[3..]), None);
+    }
+
+    #[test]
+    fn the_median_pair_is_judged_and_a_pair_without_answers_counts_as_the_worst() {
+        assert_eq!(median_index(&[]), None);
+        assert_eq!(median_index(&[3.0]), Some(0));
+        // One burst in one pair does not decide: the middle ratio does.
+        assert_eq!(median_index(&[6.8, 1.1, 0.9]), Some(1));
+        assert_eq!(median_index(&[0.9, 1.2, 6.8]), Some(1));
+        // Two bad pairs of three are a regression, not a burst.
+        assert_eq!(median_index(&[2.5, 1.0, 3.0]), Some(0));
+        // Of an even count, the upper median: the stricter.
+        assert_eq!(median_index(&[1.0, 4.0]), Some(1));
+        // A row with no answers has a NaN ratio; it is never the one that passes.
+        assert_eq!(median_index(&[f64::NAN, 1.0, 1.5]), Some(2));
+        assert_eq!(median_index(&[f64::NAN, f64::NAN, 1.0]), Some(0));
     }
 
     #[test]

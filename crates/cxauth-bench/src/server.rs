@@ -58,6 +58,19 @@ fn is_debug_build(version: &str) -> bool {
     version.trim_end().ends_with("(debug build)")
 }
 
+/// The `took_ms` of the first complete `first housekeeping pass done` line in `text`.
+fn first_housekeeping_took_ms(text: &str) -> Option<u64> {
+    // A line is complete once its newline is written: a line cut after `took_ms=1` of
+    // `took_ms=12` is not read.
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n') && l.contains("first housekeeping pass done"))
+        .find_map(|l| {
+            let rest = &l[l.find("took_ms=")? + "took_ms=".len()..];
+            let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+            digits.parse().ok()
+        })
+}
+
 /// A child process, killed and reaped when dropped: whichever way a [`Server`] or a start
 /// that failed goes, nothing is left running behind it.
 struct Running(Child);
@@ -262,6 +275,24 @@ impl Server {
         match opened {
             Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
             Err(_) => Box::new(std::io::empty()),
+        }
+    }
+
+    /// Waits, at most `timeout`, for `cxauth serve`'s `first housekeeping pass done` line and
+    /// returns the pass's `took_ms`: its purge reads every table that expires, so a row measured
+    /// before it ends measures the purge too. `None` if the line did not come (a `RUST_LOG`
+    /// above `info` hides it).
+    pub fn first_housekeeping_ms(&self, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(ms) = first_housekeeping_took_ms(&text) {
+                return Some(ms);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -715,6 +746,20 @@ pub fn hello_main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_first_housekeeping_pass_is_read_from_complete_lines_only() {
+        use super::first_housekeeping_took_ms as took;
+        let line = "2026-12-06T23:42:38.584264Z  INFO cxauth_server::housekeeping: \
+                    first housekeeping pass done took_ms=123\n";
+        assert_eq!(took(line), Some(123));
+        assert_eq!(took(&format!("other line took_ms=9\n{line}")), Some(123));
+        // Cut mid-number, or before its newline: not yet.
+        assert_eq!(took(&line[..line.len() - 2]), None);
+        assert_eq!(took(&line[..line.len() - 1]), None);
+        assert_eq!(took("first housekeeping pass done\n"), None);
+        assert_eq!(took(""), None);
+    }
+
     use super::{
         STAT_STATE, ThreadUse, is_debug_build, listening_address, spawn_and_wait, stat_fields,
         status_count, thread_kind, use_by_thread_of,
