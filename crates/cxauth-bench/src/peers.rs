@@ -25,7 +25,6 @@ use crate::report::{Report, Row};
 use crate::scenarios::{loadavg, machine};
 use crate::server::{
     ADMIN_PASSWORD, Cores, Server, allowed_cores, cxauth_binary, pin_self, pinned, spawn_and_wait,
-    version_of,
 };
 use crate::workloads::{ACCOUNTS, create_api_token, login, login_body, post_form};
 use anyhow::{Context as _, bail};
@@ -586,7 +585,7 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cx_dir)?;
     progress("starting cxauth (pinned), logging in 17 sessions");
     // Found, and a debug build warned about, once: the systems line below asks it its version.
-    let cx_bin = cxauth_binary()?;
+    let (cx_bin, cx_version) = cxauth_binary()?;
     let mut systems = vec![cxauth_system(&rt, &cx_bin, &cx_dir, conns, server_core)?];
     if want_op {
         progress("starting oidc-provider (pinned), 17 authorization-code flows");
@@ -695,7 +694,6 @@ pub fn peers(opts: &Options) -> anyhow::Result<()> {
     let op_dir = dir.join("oidc-provider");
     // The binary measured says what it is: a build copied beside the harness for an A/B need
     // not be the harness's own version or profile.
-    let cx_version = version_of(&cx_bin)?;
     let mut described = vec![format!("{cx_version}, SQLite, RUST_LOG=info")];
     if want_op {
         described.push(format!(

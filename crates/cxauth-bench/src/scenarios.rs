@@ -3,7 +3,7 @@
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
-use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary, version_of};
+use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary};
 use crate::waits::TracefsClaim;
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
@@ -407,7 +407,7 @@ fn generator_was_the_limit(gen_pct: f64) -> bool {
 
 /// `cxauth-bench all`.
 pub fn all(opts: &Options) -> anyhow::Result<()> {
-    let bin = cxauth_binary()?;
+    let (bin, version) = cxauth_binary()?;
     let started = Instant::now();
     let mut machine = machine(opts.client_threads);
     // Where the servers run with `--pin`: the first core this process may use (and this
@@ -510,10 +510,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     run.fact("pinning", pinning);
     // Which server was measured, as it names itself: two builds side by side (an A/B) leave
     // two reports that differ here.
-    run.fact(
-        "binary",
-        format!("{} ({})", bin.display(), version_of(&bin)?),
-    );
+    run.fact("binary", format!("{} ({version})", bin.display()));
     let db = dir.path().join("cxauth.db");
     // First start creates the database, key and admin; the start-up figure is a restart.
     let first = Server::cxauth(&bin, &db, &opts.server_log, pin)?;

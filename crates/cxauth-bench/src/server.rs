@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 pub const ADMIN_PASSWORD: &str = "bench-admin-password-1";
 
 /// The release `cxauth` binary, which must sit beside this executable: the harness never builds.
-/// Warns (and goes on) when that binary, or this harness, is a debug build.
-pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
+/// Warns (and goes on) when that binary, or this harness, is a debug build. Returns the path and
+/// what the binary's `--version` printed, asked once: the reports name the binary with it.
+pub fn cxauth_binary() -> anyhow::Result<(PathBuf, String)> {
     let me = std::env::current_exe().context("cannot locate the cxauth-bench executable")?;
     let dir = me.parent().context("the executable has no directory")?;
     let bin = dir.join("cxauth");
@@ -26,7 +27,8 @@ pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
     }
     // Asked, not guessed from the directory: a release binary copied elsewhere (two builds side
     // by side, for an A/B) is still a release build.
-    if is_debug_build(&version_of(&bin)?) {
+    let version = version_of(&bin)?;
+    if is_debug_build(&version) {
         eprintln!(
             "cxauth-bench: warning: {} is a debug build; figures will be meaningless",
             bin.display()
@@ -38,12 +40,12 @@ pub fn cxauth_binary() -> anyhow::Result<PathBuf> {
              figures will be meaningless"
         );
     }
-    Ok(bin)
+    Ok((bin, version))
 }
 
 /// What `bin --version` prints, trimmed (`cxauth 0.1.0`, or `cxauth 0.1.0 (debug build)`): the
 /// binary measured, which need not be the harness's own build.
-pub fn version_of(bin: &Path) -> anyhow::Result<String> {
+fn version_of(bin: &Path) -> anyhow::Result<String> {
     let out = Command::new(bin)
         .arg("--version")
         .output()
