@@ -25,8 +25,6 @@ use crate::wire::rfc3339;
 use cxauth_proto::ApiToken;
 use std::sync::Arc;
 
-/// Uses written per store call.
-const USES_BATCH: usize = 500;
 /// Characters of a token shown as its hint.
 const HINT_CHARS: usize = 4;
 
@@ -375,17 +373,20 @@ impl ApiTokens {
     /// [`crate::service::Auth::flush_api_token_uses`].
     pub(crate) async fn flush_uses(&self) -> Result<u64, AuthError> {
         let uses = self.uses.take(self.deps.clock.now_ms());
-        let mut written = 0;
-        for (i, batch) in uses.chunks(USES_BATCH).enumerate() {
-            match self.deps.store.record_api_token_uses(batch).await {
-                Ok(n) => written += n,
-                Err(e) => {
-                    self.uses.restore(&uses[i * USES_BATCH..]);
-                    return Err(e.into());
-                }
-            }
+        if uses.is_empty() {
+            return Ok(0);
         }
-        Ok(written)
+        // All at once: the store writes them in its table's order, which only the whole set
+        // has. On a failure, all are kept for the next flush; those already written are
+        // written again as no-ops (a time never moves back).
+        self.deps
+            .store
+            .record_api_token_uses(&uses)
+            .await
+            .map_err(|e| {
+                self.uses.restore(&uses);
+                e.into()
+            })
     }
 
     /// Tokens whose uses are held in memory (for tests).

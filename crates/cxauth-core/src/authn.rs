@@ -176,8 +176,8 @@ impl Authenticator {
             .secrets
             .digest(DigestKind::ApiToken, token.as_bytes());
         let creds = &self.deps.creds;
-        let (user, expires_at) = match creds.api_token(&digest) {
-            Some((user, expires_at)) => (user, expires_at),
+        let (user, token_id, expires_at) = match creds.api_token(&digest) {
+            Some(hit) => hit,
             None => {
                 let ticket = creds.ticket();
                 let (stored, user) = self
@@ -186,15 +186,15 @@ impl Authenticator {
                     .api_token_by_digest(&digest)
                     .await?
                     .ok_or(TokenError::Invalid)?;
-                creds.put_api_token(ticket, &digest, &user, stored.expires_at);
-                (Arc::new(user), stored.expires_at)
+                creds.put_api_token(ticket, &digest, &user, stored.id, stored.expires_at);
+                (Arc::new(user), stored.id, stored.expires_at)
             }
         };
         let now = self.deps.clock.now_ms();
         if !user.enabled || expires_at.is_some_and(|at| at <= now) {
             return Err(TokenError::Invalid.into());
         }
-        self.uses.note(&digest, now);
+        self.uses.note(&digest, token_id, now);
         Ok(Principal {
             user,
             session_id: None,

@@ -101,9 +101,10 @@ struct Maps {
     epoch: u64,
     /// Session id → (ended?, owner id).
     sessions: HashMap<String, (bool, i64)>,
-    /// Keyed digest of an API token → (owner id, expiry in epoch ms if any). The expiry is
-    /// checked by the caller on every hit, so an entry never outlives its token.
-    api_tokens: HashMap<[u8; 32], (i64, Option<i64>)>,
+    /// Keyed digest of an API token → (owner id, the token's row id, expiry in epoch ms if
+    /// any). The expiry is checked by the caller on every hit, so an entry never outlives its
+    /// token.
+    api_tokens: HashMap<[u8; 32], (i64, i64, Option<i64>)>,
     /// User id → its record.
     users: HashMap<i64, Arc<UserRecord>>,
     /// User id → the sub-accounts it may use.
@@ -191,15 +192,16 @@ impl CredentialCache {
         Some((revoked, maps.users.get(&user_id)?.clone()))
     }
 
-    /// The owner of the API token with keyed digest `digest` and the token's expiry (epoch ms,
-    /// `None`: never), if known and fresh. The caller must refuse an expired token.
-    pub fn api_token(&self, digest: &[u8; 32]) -> Option<(Arc<UserRecord>, Option<i64>)> {
+    /// The owner of the API token with keyed digest `digest`, the token's row id and its
+    /// expiry (epoch ms, `None`: never), if known and fresh. The caller must refuse an expired
+    /// token.
+    pub fn api_token(&self, digest: &[u8; 32]) -> Option<(Arc<UserRecord>, i64, Option<i64>)> {
         if !self.fresh() {
             return None;
         }
         let maps = self.read();
-        let (user_id, expires_at) = maps.api_tokens.get(digest)?;
-        Some((maps.users.get(user_id)?.clone(), *expires_at))
+        let (user_id, token_id, expires_at) = maps.api_tokens.get(digest)?;
+        Some((maps.users.get(user_id)?.clone(), *token_id, *expires_at))
     }
 
     /// The sub-accounts user `user_id` may use, if known and fresh.
@@ -242,13 +244,14 @@ impl CredentialCache {
         maps.sessions.insert(sid.to_owned(), (revoked, user.id));
     }
 
-    /// Stores the owner and the expiry (epoch ms, `None`: never) of the API token with keyed
-    /// digest `digest`.
+    /// Stores the owner, the row id and the expiry (epoch ms, `None`: never) of the API token
+    /// with keyed digest `digest`.
     pub fn put_api_token(
         &self,
         ticket: Ticket,
         digest: &[u8; 32],
         user: &UserRecord,
+        token_id: i64,
         expires_at: Option<i64>,
     ) {
         let Some(mut maps) = self.fill(ticket) else {
@@ -256,7 +259,8 @@ impl CredentialCache {
         };
         Self::put_user(&mut maps, user, self.capacity);
         bounded(&mut maps.api_tokens, self.capacity);
-        maps.api_tokens.insert(*digest, (user.id, expires_at));
+        maps.api_tokens
+            .insert(*digest, (user.id, token_id, expires_at));
     }
 
     /// Stores the sub-accounts user `user_id` may use.
@@ -283,7 +287,7 @@ impl CredentialCache {
         maps.users.remove(&user_id);
         maps.accounts.remove(&user_id);
         maps.sessions.retain(|_, (_, u)| *u != user_id);
-        maps.api_tokens.retain(|_, (u, _)| *u != user_id);
+        maps.api_tokens.retain(|_, (u, _, _)| *u != user_id);
     }
 
     /// Forgets every user's accounts.
@@ -566,7 +570,7 @@ mod tests {
         let c = fresh_cache(4);
         for i in 0..100u8 {
             let t = c.ticket();
-            c.put_api_token(t, &[i; 32], &user(i64::from(i)), None);
+            c.put_api_token(t, &[i; 32], &user(i64::from(i)), i64::from(i), None);
             let maps = c.read();
             assert!(maps.api_tokens.len() <= 4 && maps.users.len() <= 4);
         }

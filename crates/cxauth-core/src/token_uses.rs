@@ -9,6 +9,7 @@
 //! last flush (about a minute), which is acceptable for a "last used" column.
 
 use crate::clock::duration_ms;
+use crate::store::ApiTokenUse;
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -20,12 +21,14 @@ pub const LAST_USE_STEP: Duration = Duration::from_secs(60);
 /// Most tokens whose uses are held between two flushes; uses of further tokens are dropped
 /// until the next flush (memory stays bounded whatever is presented; only valid tokens are
 /// noted, so this is a count of live tokens in use within a minute).
-const MAX_NOTED: usize = 100_000;
+pub const MAX_NOTED: usize = 100_000;
 /// Shards of [`UseNotes`]: a new token's first note takes one shard's write lock, not all.
 const SHARDS: usize = 16;
 
-/// One token's notes: when a use was last noted, and the newest use not yet written.
+/// One token's notes: its row id, when a use was last noted, and the newest use not yet
+/// written.
 struct Slot {
+    id: i64,
     noted: AtomicI64,
     pending: AtomicI64,
 }
@@ -34,8 +37,9 @@ struct Slot {
 const NONE: i64 = i64::MIN;
 
 impl Slot {
-    fn new() -> Self {
+    fn new(id: i64) -> Self {
         Slot {
+            id,
             noted: AtomicI64::new(NONE),
             pending: AtomicI64::new(NONE),
         }
@@ -89,10 +93,11 @@ impl UseNotes {
             .sum()
     }
 
-    /// Notes a use of the token with keyed digest `digest` at `now` (epoch ms). On the request
-    /// path: a read lock and an atomic load, and for a token not seen within the last flush
-    /// period one insert under its shard's write lock. Never touches the database.
-    pub(crate) fn note(&self, digest: &[u8; 32], now: i64) {
+    /// Notes a use of the token with keyed digest `digest` and row id `id` at `now` (epoch
+    /// ms). On the request path: a read lock and an atomic load, and for a token not seen
+    /// within the last flush period one insert under its shard's write lock. Never touches the
+    /// database.
+    pub(crate) fn note(&self, digest: &[u8; 32], id: i64, now: i64) {
         let shard = self.shard(digest);
         if let Some(slot) = shard.read().unwrap_or_else(|p| p.into_inner()).get(digest) {
             slot.note(now);
@@ -105,12 +110,15 @@ impl UseNotes {
             metrics::counter!("cxauth_api_token_uses_dropped_total").increment(1);
             return;
         }
-        slots.entry(*digest).or_insert_with(Slot::new).note(now);
+        slots
+            .entry(*digest)
+            .or_insert_with(|| Slot::new(id))
+            .note(now);
     }
 
     /// Takes the uses not yet written, and forgets tokens idle for a step (they are noted
     /// afresh at their next use).
-    pub(crate) fn take(&self, now: i64) -> Vec<([u8; 32], i64)> {
+    pub(crate) fn take(&self, now: i64) -> Vec<ApiTokenUse> {
         let mut out = Vec::new();
         let step = duration_ms(LAST_USE_STEP);
         for shard in &self.shards {
@@ -120,7 +128,11 @@ impl UseNotes {
                 for (digest, slot) in slots.iter() {
                     let at = slot.pending.swap(NONE, Ordering::AcqRel);
                     if at != NONE {
-                        out.push((*digest, at));
+                        out.push(ApiTokenUse {
+                            id: slot.id,
+                            digest: *digest,
+                            at,
+                        });
                     } else if now.saturating_sub(slot.noted.load(Ordering::Acquire)) >= step {
                         idle.push(*digest);
                     }
@@ -143,14 +155,14 @@ impl UseNotes {
     }
 
     /// Puts back uses a failed flush could not write, for the next flush.
-    pub(crate) fn restore(&self, uses: &[([u8; 32], i64)]) {
-        for (digest, at) in uses {
+    pub(crate) fn restore(&self, uses: &[ApiTokenUse]) {
+        for u in uses {
             let mut slots = self
-                .shard(digest)
+                .shard(&u.digest)
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            let slot = slots.entry(*digest).or_insert_with(Slot::new);
-            slot.pending.fetch_max(*at, Ordering::AcqRel);
+            let slot = slots.entry(u.digest).or_insert_with(|| Slot::new(u.id));
+            slot.pending.fetch_max(u.at, Ordering::AcqRel);
         }
     }
 }
@@ -171,7 +183,7 @@ mod tests {
                     for i in 0..25_000u32 {
                         let mut d = [0u8; 32];
                         d[..4].copy_from_slice(&(t * 25_000 + i).to_le_bytes());
-                        notes.note(&d, 1_000);
+                        notes.note(&d, 1, 1_000);
                     }
                 });
             }
@@ -194,17 +206,31 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..1_000 {
-                        notes.note(&d, 5_000);
+                        notes.note(&d, 1, 5_000);
                     }
                 });
             }
         });
-        notes.note(&d, 5_000 + duration_ms(LAST_USE_STEP) - 1);
-        assert_eq!(notes.take(6_000), vec![(d, 5_000)]);
+        notes.note(&d, 1, 5_000 + duration_ms(LAST_USE_STEP) - 1);
+        assert_eq!(
+            notes.take(6_000),
+            vec![ApiTokenUse {
+                id: 1,
+                digest: d,
+                at: 5_000
+            }]
+        );
         assert!(notes.take(6_000).is_empty(), "taken once");
-        notes.note(&d, 5_000 + duration_ms(LAST_USE_STEP));
+        notes.note(&d, 1, 5_000 + duration_ms(LAST_USE_STEP));
         let later = notes.take(6_000);
-        assert_eq!(later, vec![(d, 5_000 + duration_ms(LAST_USE_STEP))]);
+        assert_eq!(
+            later,
+            vec![ApiTokenUse {
+                id: 1,
+                digest: d,
+                at: 5_000 + duration_ms(LAST_USE_STEP)
+            }]
+        );
         notes.restore(&later);
         assert_eq!(notes.take(6_000), later, "restored for the next flush");
         assert_eq!(notes.len(), 1);

@@ -1315,7 +1315,8 @@ async fn a_closed_store_refuses_work() {
 // ---- Revocation that evicts, the API-token cap, retired signing keys (issue 11).
 
 use cxauth_core::store::{
-    ApiTokenInsert, CreationAudit, CredentialProof, EndCredentials, NewApiToken, RevokedCounts,
+    ApiTokenInsert, ApiTokenUse, CreationAudit, CredentialProof, EndCredentials, NewApiToken,
+    RevokedCounts,
 };
 
 /// A user with two of every credential: sessions `{name}-s1`/`-s2`, API tokens, legacy tokens,
@@ -1703,23 +1704,58 @@ async fn api_token_metadata_renames_last_uses_and_expiry() {
             None
         );
 
-        // Last uses: a batch, never moving back, unknown digests skipped.
+        // Last uses: a batch, never moving back; unknown rows, and a row that holds another
+        // digest than the use's, skipped.
+        let used = |id: i64, digest: [u8; 32], at: i64| ApiTokenUse { id, digest, at };
         assert_eq!(s.record_api_token_uses(&[]).await.expect("none"), 0);
         let n = s
-            .record_api_token_uses(&[(d1, 500), (d2, 600), (digest(99), 700)])
+            .record_api_token_uses(&[
+                used(t1, d1, 500),
+                used(t0, d2, 600),
+                used(-5, digest(99), 700),
+                used(t1, digest(99), 750),
+            ])
             .await
             .expect("uses");
         assert_eq!(n, 2, "{}", b.name);
         assert_eq!(
-            s.record_api_token_uses(&[(d1, 400)]).await.expect("older"),
+            s.record_api_token_uses(&[used(t1, d1, 400)])
+                .await
+                .expect("older"),
             0
         );
         assert_eq!(
-            s.record_api_token_uses(&[(d1, 800)]).await.expect("newer"),
+            s.record_api_token_uses(&[used(t1, d1, 800)])
+                .await
+                .expect("newer"),
             1
         );
         let (t, _) = s.api_token_by_digest(&d1).await.expect("get").expect("t");
         assert_eq!(t.last_used_at, Some(800));
+        // Two uses of one token in a batch: the newer counts, whichever comes first.
+        assert_eq!(
+            s.record_api_token_uses(&[used(t0, d2, 900), used(t0, d2, 650)])
+                .await
+                .expect("twice"),
+            1
+        );
+        let (t, _) = s.api_token_by_digest(&d2).await.expect("get").expect("t");
+        assert_eq!(t.last_used_at, Some(900), "{}", b.name);
+        // A batch of several statements, out of order: the known tokens, in its first and
+        // last statements, are written; the 1,200 unknown rows are skipped.
+        let mut many = vec![used(t1, d1, 1_100)];
+        many.extend((0..1_200i64).map(|i| used(1_000_000 + i, digest(98), 5_000)));
+        many.push(used(t0, d2, 1_000));
+        assert_eq!(
+            s.record_api_token_uses(&many).await.expect("many"),
+            2,
+            "{}",
+            b.name
+        );
+        let (t, _) = s.api_token_by_digest(&d1).await.expect("get").expect("t");
+        assert_eq!(t.last_used_at, Some(1_100));
+        let (t, _) = s.api_token_by_digest(&d2).await.expect("get").expect("t");
+        assert_eq!(t.last_used_at, Some(1_000));
 
         // An expired token is no proof, and the owner's next creation deletes it, with a
         // change-log row, even when the cap refuses the new one.

@@ -43,6 +43,20 @@ pub enum CredentialProof<'a> {
     LegacyToken(&'a [u8; 32]),
 }
 
+/// A use of an API token, noted in memory and written later by
+/// [`ApiTokenStore::record_api_token_uses`]. It carries the row id the token was found under,
+/// so that the store can write uses in its table's order without reading them first; the
+/// digest makes sure the row is still that token's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiTokenUse {
+    /// The token's row id ([`StoredApiToken::id`]).
+    pub id: i64,
+    /// Its keyed digest.
+    pub digest: [u8; 32],
+    /// When it was used, epoch ms.
+    pub at: i64,
+}
+
 /// A new API token for [`ApiTokenStore::insert_api_token_checked`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewApiToken<'a> {
@@ -134,9 +148,11 @@ pub trait ApiTokenStore: Send + Sync {
     /// no credential, so nothing is written to the change log.
     async fn rename_api_token(&self, id: i64, name: Option<&str>) -> Result<bool, StoreError>;
 
-    /// Records recent uses, `(keyed digest, epoch ms)`, in one transaction; a time never moves
-    /// back (an older use than the one stored is ignored) and a token deleted meanwhile is
-    /// skipped. Returns the rows changed. Called in batches off the request path, never per
-    /// request.
-    async fn record_api_token_uses(&self, uses: &[([u8; 32], i64)]) -> Result<u64, StoreError>;
+    /// Records recent uses: a time never moves back (an older use than the one stored, or than
+    /// another of the same token in `uses`, is ignored), and a use whose row is gone or holds
+    /// another digest is skipped. Returns the rows changed. Called with a whole flush's uses,
+    /// off the request path, never per request: the backend writes them in row id order in
+    /// short transactions, so a failure may leave some written (writing them again changes
+    /// nothing).
+    async fn record_api_token_uses(&self, uses: &[ApiTokenUse]) -> Result<u64, StoreError>;
 }

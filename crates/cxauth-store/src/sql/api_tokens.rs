@@ -7,10 +7,11 @@ use super::changes::{record_change, wall_ms};
 use crate::sql::{DbResult as _, UserRow, user_columns};
 use async_trait::async_trait;
 use cxauth_core::store::{
-    ApiTokenInsert, ApiTokenStore, ChangeKind, CredentialProof, NewApiToken, StoreError,
-    StoredApiToken, UserRecord,
+    ApiTokenInsert, ApiTokenStore, ApiTokenUse, ChangeKind, CredentialProof, NewApiToken,
+    StoreError, StoredApiToken, UserRecord,
 };
 use sqlx::Row as _;
+use std::collections::BTreeMap;
 
 /// The columns [`token_of`] reads, of `api_tokens` aliased `t`.
 macro_rules! token_columns {
@@ -248,25 +249,27 @@ impl ApiTokenStore for Backend {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(uses = uses.len()))]
-    async fn record_api_token_uses(&self, uses: &[([u8; 32], i64)]) -> Result<u64, StoreError> {
-        if uses.is_empty() {
-            return Ok(0);
+    async fn record_api_token_uses(&self, uses: &[ApiTokenUse]) -> Result<u64, StoreError> {
+        // The newest use of each row, in row id order: consecutive rows share pages, so each
+        // page is written about once in all (see `USES_PER_STATEMENT`).
+        let mut newest: BTreeMap<(i64, [u8; 32]), i64> = BTreeMap::new();
+        for u in uses {
+            newest
+                .entry((u.id, u.digest))
+                .and_modify(|at| *at = (*at).max(u.at))
+                .or_insert(u.at);
         }
-        let mut tx = self.begin_write().await?;
+        let rows: Vec<_> = newest.into_iter().collect();
         let mut changed = 0;
-        for (digest, at) in uses {
-            changed += sqlx::query(
-                "UPDATE api_tokens SET last_used_at = $1 WHERE digest = $2 \
-                 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(*at)
-            .bind(digest.as_slice())
-            .execute(&mut *tx)
-            .await
-            .db()?
-            .rows_affected();
+        for chunk in rows.chunks(USES_PER_STATEMENT) {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(uses_update(chunk.len())));
+            for ((id, digest), at) in chunk {
+                query = query.bind(*id).bind(digest.as_slice()).bind(*at);
+            }
+            let mut tx = self.begin_write().await?;
+            changed += query.execute(&mut *tx).await.db()?.rows_affected();
+            tx.commit().await.db()?;
         }
-        tx.commit().await.db()?;
         Ok(changed)
     }
 
@@ -289,4 +292,44 @@ impl ApiTokenStore for Backend {
         committed?;
         Ok(true)
     }
+}
+
+/// Most uses one statement writes, in one transaction: the write lock is held for one such
+/// statement at a time, a few ms, so logins and refreshes wait that long at most behind a
+/// flush. Measured with 100,000 tokens' uses over 1M tokens in SQLite, in transactions of
+/// 500: in the order noted (a hash map's), each transaction wrote ~500 pages of WAL (450 MB in
+/// all, up to 22 ms a transaction); in row id order each page is written about once (142 MB,
+/// up to 5 ms a transaction).
+const USES_PER_STATEMENT: usize = 500;
+
+/// `n` placeholders from number `first` on, comma-separated: `$first, $first+1, …`, or on
+/// SQLite `?, ?, …` (bound in order). SQLite keeps a `$n` parameter's name in a list that it
+/// scans to bind each one, so binding a statement of 1,500 of them cost ~1.1M comparisons.
+fn placeholders(n: usize, first: usize) -> String {
+    let sqlite = <super::Db as sqlx::Database>::NAME == "SQLite";
+    (first..first + n)
+        .map(|i| {
+            if sqlite {
+                "?".to_owned()
+            } else {
+                format!("${i}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One statement that writes `n` uses, bound as `(id, digest, at)` triples: the row is found by
+/// its id (the rows are written in id order) and must still hold the digest; a time never
+/// moves back. `VALUES` names its columns `column1`… in both dialects.
+fn uses_update(n: usize) -> String {
+    let values = (0..n)
+        .map(|i| format!("({})", placeholders(3, 3 * i + 1)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE api_tokens SET last_used_at = u.column3 FROM (VALUES {values}) AS u \
+         WHERE api_tokens.id = u.column1 AND api_tokens.digest = u.column2 \
+           AND (api_tokens.last_used_at IS NULL OR api_tokens.last_used_at < u.column3)"
+    )
 }
