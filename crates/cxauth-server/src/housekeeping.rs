@@ -40,8 +40,18 @@ pub fn spawn(
             }
             // Last uses are noted in memory by requests and written here, once a tick, so no
             // request waits on a write for them (a crash loses at most one tick of them).
-            if let Err(e) = auth.flush_api_token_uses().await {
-                tracing::warn!(error = %e, "writing API token last uses failed; kept for the next tick");
+            let flush_started = tokio::time::Instant::now();
+            match auth.flush_api_token_uses().await {
+                Ok(0) => {}
+                Ok(written) => tracing::debug!(
+                    written,
+                    took_ms = flush_started.elapsed().as_millis() as u64,
+                    "API token last uses written"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "writing API token last uses failed; kept for the next tick"
+                ),
             }
             // The first pass purges too.
             if ticks.is_multiple_of(PURGE_EVERY_TICKS) {

@@ -294,13 +294,20 @@ pub async fn serve(
     housekeeping.abort();
     follower.abort();
     // A clean stop writes the API token uses noted since the last tick (a crash loses them).
+    // Logged with its time: up to `MAX_NOTED` tokens' uses must fit in the bound.
+    let flush_started = std::time::Instant::now();
     match tokio::time::timeout(
         Duration::from_secs(2),
         app.state.auth.flush_api_token_uses(),
     )
     .await
     {
-        Ok(Ok(_)) => {}
+        Ok(Ok(0)) => {}
+        Ok(Ok(written)) => tracing::info!(
+            written,
+            took_ms = flush_started.elapsed().as_millis() as u64,
+            "API token last uses written at stop"
+        ),
         Ok(Err(e)) => tracing::warn!(error = %e, "writing API token last uses at stop failed"),
         Err(_) => tracing::warn!("writing API token last uses at stop timed out"),
     }
