@@ -3,11 +3,11 @@
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
-use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary};
+use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary, logged_number};
 use crate::waits::TracefsClaim;
 use crate::workloads::{
-    ACCOUNTS, ApiTokens, CreateTokens, Refresh, create_api_token, fixed_n, login, login_as,
-    login_body, post_form, raw_argon2_rate,
+    ACCOUNTS, ApiTokens, CreateTokens, EachOnce, Refresh, create_api_token, fixed_n, login,
+    login_as, login_body, post_form, raw_argon2_rate,
 };
 use anyhow::Context as _;
 use hyper::body::Bytes;
@@ -978,9 +978,13 @@ fn scale(
     ));
     let db = dir.join("scale.db");
     Server::cxauth(bin, &db, &opts.server_log, pin)?.stop()?;
-    let seeded = run
-        .rt
-        .block_on(seed::seed(&db, plan.users, plan.tokens, 2_000))?;
+    let at_stop = uses_at_stop_count(plan.tokens);
+    let seeded = run.rt.block_on(seed::seed(
+        &db,
+        plan.users,
+        plan.tokens,
+        SCALE_SAMPLE.max(at_stop),
+    ))?;
     run.fact(
         "scale seeding",
         format!(
@@ -991,7 +995,7 @@ fn scale(
             std::fs::metadata(&db).map_or(0, |m| m.len()) as f64 / 1e6
         ),
     );
-    let server = Server::cxauth(bin, &db, &opts.server_log, pin)?;
+    let mut server = Server::cxauth(bin, &db, &opts.server_log, pin)?;
     let startup = server.startup;
     run.fact(
         "start-up with the scale data set",
@@ -1018,7 +1022,17 @@ fn scale(
         "idle RSS with the scale data set",
         format!("{:.1} MB", server.rss_mb()),
     );
-    let tokens = Arc::new(seeded.sample);
+    // The rows' tokens: SCALE_SAMPLE of the sample, spread over it as it is over the table.
+    let step = (seeded.sample.len() / SCALE_SAMPLE).max(1);
+    let tokens = Arc::new(
+        seeded
+            .sample
+            .iter()
+            .step_by(step)
+            .take(SCALE_SAMPLE)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let make = || -> Vec<ApiTokens> {
         (0..plan.conns)
             .map(|i| ApiTokens {
@@ -1105,6 +1119,98 @@ fn scale(
             ),
         );
     }
+    uses_at_stop(run, bin, &db, opts, seeded.sample, at_stop)
+}
+
+/// API tokens each `scale` row presents: a credential cache's worth of distinct look-ups.
+const SCALE_SAMPLE: usize = 2_000;
+
+/// How many distinct tokens [`uses_at_stop`] presents: a tenth more than a server notes between
+/// two writes (`MAX_NOTED`; each of its shards fills on its own, so the last tenth fills the
+/// ones behind), as far as the data set has them.
+fn uses_at_stop_count(tokens: u64) -> usize {
+    let most = cxauth_core::token_uses::MAX_NOTED * 11 / 10;
+    usize::try_from(tokens).map_or(most, |t| t.min(most))
+}
+
+/// A clean stop writes the API token uses noted since the last housekeeping pass, within a
+/// bound (2 s); a stop that runs out of it loses them. Presents `count` of the seeded tokens
+/// once each to a server on the scale data set, stops it, and reports what its log says the
+/// stop wrote and how long that took.
+fn uses_at_stop(
+    run: &mut Run<'_>,
+    bin: &Path,
+    db: &Path,
+    opts: &Options,
+    tokens: Vec<String>,
+    count: usize,
+) -> anyhow::Result<()> {
+    progress(&format!("scale: {count} tokens' uses written at stop"));
+    let tokens = Arc::new(tokens.into_iter().take(count).collect::<Vec<_>>());
+    let mut server = Server::cxauth(bin, db, &opts.server_log, run.plan.pin)?;
+    let _ = server.first_housekeeping_ms(FIRST_PASS_WAIT);
+    let cursor = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workloads = || -> Vec<EachOnce> {
+        (0..run.plan.conns)
+            .map(|_| EachOnce {
+                tokens: tokens.clone(),
+                cursor: cursor.clone(),
+            })
+            .collect()
+    };
+    // In slices of a second until every token was presented once, or a minute has gone by
+    // (then the housekeeping pass has written some of them already: the count says so).
+    let started = Instant::now();
+    let mut errors = 0;
+    while cursor.load(std::sync::atomic::Ordering::Relaxed) < tokens.len()
+        && started.elapsed() < Duration::from_secs(50)
+    {
+        let s = run.rt.block_on(load::run(
+            server.addr,
+            workloads(),
+            Pace::Closed,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        ));
+        errors += s.errors();
+    }
+    let presented = started.elapsed();
+    let offset = server.log_len();
+    let log = server.log_path().to_owned();
+    server.stop()?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let since = text
+        .get(usize::try_from(offset).unwrap_or(0)..)
+        .unwrap_or("");
+    let msg = "API token last uses written at stop";
+    let value = match (
+        logged_number(since, msg, "written"),
+        logged_number(since, msg, "took_ms"),
+    ) {
+        (Some(written), Some(ms)) => format!(
+            "{written} tokens' last uses in {ms} ms ({:.1} µs a token; the stop allows 2,000 ms), \
+             after {count} tokens presented once each in {:.1} s{}",
+            ms as f64 * 1e3 / written.max(1) as f64,
+            presented.as_secs_f64(),
+            if errors > 0 {
+                format!(", {errors} errors")
+            } else {
+                String::new()
+            }
+        ),
+        _ => {
+            let why = if since.contains("at stop timed out") {
+                "timed out: uses lost".to_owned()
+            } else {
+                format!("no `{msg}` line (a --server-log above info hides it)")
+            };
+            format!(
+                "{why}, after {count} tokens presented in {:.1} s",
+                presented.as_secs_f64()
+            )
+        }
+    };
+    run.fact("uses written at stop (scale)", value);
     Ok(())
 }
 
@@ -1129,7 +1235,7 @@ fn row_alone<W: Workload>(
     rate: f64,
     name: &str,
 ) -> anyhow::Result<Row> {
-    let server = Server::cxauth(bin, db, &opts.server_log, run.plan.pin)?;
+    let mut server = Server::cxauth(bin, db, &opts.server_log, run.plan.pin)?;
     if server.first_housekeeping_ms(FIRST_PASS_WAIT).is_none() {
         eprintln!(
             "cxauth-bench: warning: {name}: no `first housekeeping pass done` line within {} s \

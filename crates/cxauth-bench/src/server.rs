@@ -62,12 +62,18 @@ fn is_debug_build(version: &str) -> bool {
 
 /// The `took_ms` of the first complete `first housekeeping pass done` line in `text`.
 fn first_housekeeping_took_ms(text: &str) -> Option<u64> {
-    // A line is complete once its newline is written: a line cut after `took_ms=1` of
-    // `took_ms=12` is not read.
+    logged_number(text, "first housekeeping pass done", "took_ms")
+}
+
+/// The number logged as `field=N` on the first complete line of `text` that holds `message`
+/// and the field. A line is complete once its newline is written: a line cut after
+/// `took_ms=1` of `took_ms=12` is not read.
+pub(crate) fn logged_number(text: &str, message: &str, field: &str) -> Option<u64> {
+    let key = format!(" {field}=");
     text.split_inclusive('\n')
-        .filter(|l| l.ends_with('\n') && l.contains("first housekeeping pass done"))
+        .filter(|l| l.ends_with('\n') && l.contains(message))
         .find_map(|l| {
-            let rest = &l[l.find("took_ms=")? + "took_ms=".len()..];
+            let rest = &l[l.find(&key)? + key.len()..];
             let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
             digits.parse().ok()
         })
@@ -259,6 +265,11 @@ impl Server {
         Ok(())
     }
 
+    /// The file the server logs to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// How many bytes the server has logged so far: where a later [`Server::log_since`] starts.
     pub fn log_len(&self) -> u64 {
         std::fs::metadata(&self.log).map_or(0, |m| m.len())
@@ -284,14 +295,16 @@ impl Server {
     /// returns the pass's `took_ms`: its purge reads every table that expires, so a row measured
     /// before it ends measures the purge too. `None` if the line did not come (a `RUST_LOG`
     /// above `info` hides it).
-    pub fn first_housekeeping_ms(&self, timeout: Duration) -> Option<u64> {
+    /// Also `None` at once if the server has exited.
+    pub fn first_housekeeping_ms(&mut self, timeout: Duration) -> Option<u64> {
         let deadline = Instant::now() + timeout;
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             if let Some(ms) = first_housekeeping_took_ms(&text) {
                 return Some(ms);
             }
-            if Instant::now() > deadline {
+            let exited = !matches!(self.child.0.try_wait(), Ok(None));
+            if Instant::now() > deadline || exited {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -760,6 +773,23 @@ mod tests {
         assert_eq!(took(&line[..line.len() - 1]), None);
         assert_eq!(took("first housekeeping pass done\n"), None);
         assert_eq!(took(""), None);
+    }
+
+    #[test]
+    fn a_logged_number_is_the_named_field_of_the_line_with_the_message() {
+        use super::logged_number;
+        let msg = "API token last uses written at stop";
+        let text = "… INFO cxauth_server::startup: API token last uses written at stop \
+                    written=110000 took_ms=412\n";
+        assert_eq!(logged_number(text, msg, "written"), Some(110_000));
+        assert_eq!(logged_number(text, msg, "took_ms"), Some(412));
+        // A field whose name ends another's is not it; a field the line lacks is none.
+        assert_eq!(logged_number(text, msg, "ms"), None);
+        assert_eq!(logged_number(text, msg, "tokens"), None);
+        // Another message's field is not taken, and the first line that has both is.
+        let two = format!("other written=7\n{text}{text}");
+        assert_eq!(logged_number(&two, msg, "written"), Some(110_000));
+        assert_eq!(logged_number(&text[..text.len() - 1], msg, "took_ms"), None);
     }
 
     use super::{

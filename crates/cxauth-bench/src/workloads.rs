@@ -139,6 +139,23 @@ impl Workload for ApiTokens {
     }
 }
 
+/// `X-Auth-Token` reads of `tokens` in order, shared by every connection: each token is
+/// presented once before any is presented again.
+pub(crate) struct EachOnce {
+    pub(crate) tokens: Arc<Vec<String>>,
+    pub(crate) cursor: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Workload for EachOnce {
+    fn request(&mut self) -> Request<Full<Bytes>> {
+        let i = self
+            .cursor
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = &self.tokens[i % self.tokens.len()];
+        Fixed::get(ACCOUNTS, vec![("x-auth-token", t.clone())]).request()
+    }
+}
+
 pub(crate) fn fixed_n(w: &Fixed, n: usize) -> Vec<Fixed> {
     (0..n).map(|_| w.clone()).collect()
 }
