@@ -1158,8 +1158,9 @@ fn uses_at_stop(
             })
             .collect()
     };
-    // In slices of a second until every token was presented once, or a minute has gone by
-    // (then the housekeeping pass has written some of them already: the count says so).
+    // In slices of a second until every token was presented once, or 50 s have gone by: the
+    // housekeeping pass a minute after the start would write some of them (the count would
+    // say so).
     let started = Instant::now();
     let mut errors = 0;
     while cursor.load(std::sync::atomic::Ordering::Relaxed) < tokens.len()

@@ -294,8 +294,7 @@ impl Server {
     /// Waits, at most `timeout`, for `cxauth serve`'s `first housekeeping pass done` line and
     /// returns the pass's `took_ms`: its purge reads every table that expires, so a row measured
     /// before it ends measures the purge too. `None` if the line did not come (a `RUST_LOG`
-    /// above `info` hides it).
-    /// Also `None` at once if the server has exited.
+    /// above `info` hides it), at once if the server has exited.
     pub fn first_housekeeping_ms(&mut self, timeout: Duration) -> Option<u64> {
         let deadline = Instant::now() + timeout;
         loop {
