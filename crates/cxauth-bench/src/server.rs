@@ -858,8 +858,10 @@ mod tests {
         (before, after, between)
     }
 
-    /// A thread of this process that sleeps 20 times is found under its kind, with at least 20
-    /// more waits than before.
+    /// A thread of this process that sleeps 20 times is found under its kind, having left its
+    /// core at least 20 more times than before, most of them as waits. Not all: on a busy
+    /// machine the kernel can count a sleep's switch as a preemption (seen in CI, the machine
+    /// building and testing: 19 more waits and 1 more preempted).
     #[test]
     fn a_sleeping_thread_shows_its_waits() {
         let (before, after, _) = around_probe("use-probe-3", "use-probe", || {
@@ -868,7 +870,8 @@ mod tests {
             }
         });
         assert!(
-            after.waits >= before.waits + 20,
+            after.waits + after.preempted >= before.waits + before.preempted + 20
+                && after.waits >= before.waits + 10,
             "{before:?} then {after:?}"
         );
     }
