@@ -135,8 +135,13 @@ impl Workload for ApiTokens {
     fn request(&mut self) -> Request<Full<Bytes>> {
         let t = &self.tokens[self.next % self.tokens.len()];
         self.next += 1;
-        Fixed::get(ACCOUNTS, vec![("x-auth-token", t.clone())]).request()
+        x_auth_read(t)
     }
+}
+
+/// `GET` [`ACCOUNTS`] with `token` as `X-Auth-Token`.
+fn x_auth_read(token: &str) -> Request<Full<Bytes>> {
+    Fixed::get(ACCOUNTS, vec![("x-auth-token", token.to_owned())]).request()
 }
 
 /// `X-Auth-Token` reads of `tokens` in order, shared by every connection: each token is
@@ -151,8 +156,7 @@ impl Workload for EachOnce {
         let i = self
             .cursor
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let t = &self.tokens[i % self.tokens.len()];
-        Fixed::get(ACCOUNTS, vec![("x-auth-token", t.clone())]).request()
+        x_auth_read(&self.tokens[i % self.tokens.len()])
     }
 }
 
