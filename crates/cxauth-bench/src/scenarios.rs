@@ -3,7 +3,7 @@
 use crate::load::{self, Fixed, Pace, Stats, Workload};
 use crate::report::{Machine, Report, Row};
 use crate::seed;
-use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary, logged_number};
+use crate::server::{Cores, Fifo, Server, ThreadUse, cxauth_binary, log_from, logged_number};
 use crate::waits::TracefsClaim;
 use crate::workloads::{
     ACCOUNTS, ApiTokens, CreateTokens, EachOnce, Refresh, create_api_token, fixed_n, login,
@@ -1179,11 +1179,14 @@ fn uses_at_stop(
     let offset = server.log_len();
     let log = server.log_path().to_owned();
     server.stop()?;
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let since = text
-        .get(usize::try_from(offset).unwrap_or(0)..)
-        .unwrap_or("");
+    // Only the stop's lines, not the line per request before them.
     let msg = "API token last uses written at stop";
+    let since: String = std::io::BufRead::lines(log_from(&log, offset))
+        .map_while(Result::ok)
+        .filter(|l| l.contains(msg) || l.contains("at stop timed out"))
+        .map(|l| l + "\n")
+        .collect();
+    let since = since.as_str();
     let value = match (
         logged_number(since, msg, "written"),
         logged_number(since, msg, "took_ms"),

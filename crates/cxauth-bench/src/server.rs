@@ -79,6 +79,20 @@ pub(crate) fn logged_number(text: &str, message: &str, field: &str) -> Option<u6
         })
 }
 
+/// [`Server::log_since`] of the log file `log`, also once its server is gone (a stop's own
+/// lines are read after it).
+pub(crate) fn log_from(log: &Path, offset: u64) -> Box<dyn std::io::BufRead> {
+    use std::io::{Seek as _, SeekFrom};
+    let opened = std::fs::File::open(log).and_then(|mut f| {
+        f.seek(SeekFrom::Start(offset))?;
+        Ok(f)
+    });
+    match opened {
+        Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
+        Err(_) => Box::new(std::io::empty()),
+    }
+}
+
 /// A child process, killed and reaped when dropped: whichever way a [`Server`] or a start
 /// that failed goes, nothing is left running behind it.
 struct Running(Child);
@@ -280,15 +294,7 @@ impl Server {
     /// gigabytes in a full run, and never all of it in memory at once. An unreadable log reads
     /// as empty.
     pub fn log_since(&self, offset: u64) -> Box<dyn std::io::BufRead> {
-        use std::io::{Seek as _, SeekFrom};
-        let opened = std::fs::File::open(&self.log).and_then(|mut f| {
-            f.seek(SeekFrom::Start(offset))?;
-            Ok(f)
-        });
-        match opened {
-            Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 16, f)),
-            Err(_) => Box::new(std::io::empty()),
-        }
+        log_from(&self.log, offset)
     }
 
     /// Waits, at most `timeout`, for `cxauth serve`'s `first housekeeping pass done` line and
