@@ -1799,6 +1799,107 @@ async fn api_token_metadata_renames_last_uses_and_expiry() {
     }
 }
 
+/// Two instances on one database write the last uses of the same tokens at the same time, as
+/// two servers' minute writes do when a client spreads its calls over both. Their batches
+/// come in opposite orders and span several statements. On a table this size PostgreSQL
+/// updates the rows in the order of the statement's `VALUES` (an index look-up for each; on a
+/// small table it scans the table instead, in its own order), so a store that wrote them in
+/// the order it was handed would lock them in opposite orders, and PostgreSQL would end one of
+/// the two transactions as a deadlock (it did, with the sort taken out). Neither may fail, and
+/// no row may end older than the newest use written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_writing_the_same_last_uses_at_once_neither_fail_nor_move_back() {
+    const ROWS: i64 = 150_000;
+    const USED_EVERY: usize = 125;
+    const ROUNDS: i64 = 6;
+    for b in backends().await {
+        let first = b.store.clone();
+        let second = cxauth_store::open(&DatabaseUrl::parse(&b.url).expect("url"))
+            .await
+            .expect("a second instance");
+        let m = first.create_main_account("A", 0).await.expect("main");
+        first
+            .create_user(&user("u", None, vec![m]))
+            .await
+            .expect("u");
+        let tokens: Vec<(i64, Vec<u8>)> = if b.url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&b.url).await.expect("connect");
+            sqlx::query(
+                "INSERT INTO api_tokens (user_id, digest, sealed, created_at) \
+                 SELECT (SELECT id FROM users WHERE username = 'u'), \
+                        sha256(int8send(i)), sha256(int8send(-i)) || sha256(int8send(i)), 0 \
+                 FROM generate_series(1, $1::bigint) AS i",
+            )
+            .bind(ROWS)
+            .execute(&pool)
+            .await
+            .expect("seed");
+            sqlx::query("ANALYZE api_tokens")
+                .execute(&pool)
+                .await
+                .expect("analyze");
+            sqlx::query_as("SELECT id, digest FROM api_tokens ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("tokens")
+        } else {
+            let pool = sqlx::SqlitePool::connect(&b.url).await.expect("connect");
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+                 INSERT INTO api_tokens (user_id, digest, sealed, created_at) \
+                 SELECT (SELECT id FROM users WHERE username = 'u'), randomblob(32), \
+                        randomblob(64), 0 \
+                 FROM n",
+            )
+            .bind(ROWS)
+            .execute(&pool)
+            .await
+            .expect("seed");
+            sqlx::query_as("SELECT id, digest FROM api_tokens ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .expect("tokens")
+        };
+        assert_eq!(tokens.len() as i64, ROWS, "{}", b.name);
+        let used: Vec<(i64, [u8; 32])> = tokens
+            .iter()
+            .step_by(USED_EVERY)
+            .map(|(id, d)| (*id, d.as_slice().try_into().expect("32 bytes")))
+            .collect();
+        let count = used.len() as u64;
+        let uses = |at: i64, reversed: bool| {
+            let mut uses: Vec<ApiTokenUse> = used
+                .iter()
+                .map(|&(id, digest)| ApiTokenUse { id, digest, at })
+                .collect();
+            if reversed {
+                uses.reverse();
+            }
+            uses
+        };
+        for round in 0..ROUNDS {
+            // The second instance's uses are the newer ones, so each of its writes changes
+            // every row whatever the first one did; the first's changes those it reaches first.
+            let (older, newer) = (10_000 + 2 * round, 10_001 + 2 * round);
+            let (a, z) = (uses(older, false), uses(newer, true));
+            let (written_a, written_z) = tokio::join!(
+                first.record_api_token_uses(&a),
+                second.record_api_token_uses(&z)
+            );
+            let written_a = written_a.unwrap_or_else(|e| panic!("{}: first: {e}", b.name));
+            let written_z = written_z.unwrap_or_else(|e| panic!("{}: second: {e}", b.name));
+            assert_eq!(written_z, count, "{}: round {round}", b.name);
+            assert!(written_a <= count, "{}: round {round}", b.name);
+        }
+        let newest = 10_001 + 2 * (ROUNDS - 1);
+        for (id, _) in &used {
+            let (t, _) = first.api_token_by_id(*id).await.expect("get").expect("row");
+            assert_eq!(t.last_used_at, Some(newest), "{}: row {id}", b.name);
+        }
+        second.close().await;
+    }
+}
+
 #[tokio::test]
 async fn api_tokens_are_capped_and_need_a_standing_credential() {
     for b in backends().await {
