@@ -251,7 +251,10 @@ impl ApiTokenStore for Backend {
     #[tracing::instrument(level = "debug", skip_all, fields(uses = uses.len()))]
     async fn record_api_token_uses(&self, uses: &[ApiTokenUse]) -> Result<u64, StoreError> {
         // The newest use of each row, in row id order: consecutive rows share pages, so each
-        // page is written about once in all (see `USES_PER_STATEMENT`).
+        // page is written about once in all (see `USES_PER_STATEMENT`); and two instances
+        // writing the same rows lock them in the same order. PostgreSQL updates a large table's
+        // rows in the order of the `VALUES`, so in the order each was handed, opposite orders
+        // deadlocked (the conformance test `two_instances_writing_the_same_last_uses_…`).
         let mut newest: BTreeMap<(i64, [u8; 32]), i64> = BTreeMap::new();
         for u in uses {
             newest
