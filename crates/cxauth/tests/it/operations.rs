@@ -1,5 +1,5 @@
-//! Operating the binary: SIGTERM stops it cleanly, and `cxauth admin purge` reports what it
-//! removed.
+//! Operating the binary: SIGTERM stops it cleanly, `cxauth admin purge` reports what it
+//! removed, and the log says who called and what the housekeeping and the stop did.
 
 use std::ffi::OsStr;
 
@@ -261,4 +261,66 @@ async fn the_access_log_names_the_caller_once() {
     for l in served.log_lines_with("path=/healthz") {
         assert!(!l.contains("user_id"), "{l}");
     }
+}
+
+/// The lines an operator (and the benchmark harness, `crates/cxauth-bench`, which reads them
+/// from the log to time the first pass and the stop's write) relies on: the first housekeeping
+/// pass's end with its time, and a clean stop's write of the API token last uses noted since,
+/// with how many and how long. Their words and fields are the interface; this pins them.
+#[tokio::test]
+async fn the_first_pass_and_the_stops_write_of_last_uses_are_logged_with_their_numbers() {
+    let test_db = TestDb::selected().await;
+    let mut served = cxauth_testkit::cli::serve_on::<&str>(
+        &test_db,
+        &[],
+        &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        if let Some(l) = served.log_lines_with("first housekeeping pass done").pop() {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no first pass logged:\n{}",
+            served.log().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(number_after(&first, "took_ms").is_some(), "{first}");
+
+    let client = served.client();
+    let session = client
+        .login("admin", PASSWORD, "aws80")
+        .await
+        .expect("login");
+    let bearer = cxauth_client::Credential::Bearer(session.access_token.clone());
+    for _ in 0..3 {
+        let token = client.create_api_token(&bearer).await.expect("create");
+        let api = cxauth_client::Credential::XAuthToken(token);
+        client.accounts(&api).await.expect("accounts");
+        client.accounts(&api).await.expect("accounts again");
+    }
+
+    let status = served.terminate();
+    assert!(status.success(), "{status:?}");
+    let written = served.log_lines_with("API token last uses written at stop");
+    let [line] = written.as_slice() else {
+        panic!(
+            "one line for the stop's write, not {written:?}:\n{}",
+            served.log().join("\n")
+        )
+    };
+    assert_eq!(number_after(line, "written"), Some(3), "{line}");
+    assert!(number_after(line, "took_ms").is_some(), "{line}");
+}
+
+/// The digits after ` field=` in a log line, as the harness reads them.
+fn number_after(line: &str, field: &str) -> Option<u64> {
+    let key = format!(" {field}=");
+    let rest = &line[line.find(&key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
