@@ -88,7 +88,8 @@ pub struct ServerConfig {
     #[serde(with = "values::duration")]
     pub ringex_timeout: Duration,
     /// How long a stopping server lets in-flight requests finish before it closes their
-    /// connections anyway: bounded, so a stuck client cannot hold up a restart.
+    /// connections anyway, and then how long it gives the write of the API token last uses it
+    /// holds: bounded, so a stuck client or a slow disk cannot hold up a restart.
     #[serde(with = "values::duration")]
     pub shutdown_timeout: Duration,
     /// How long audit events are kept before housekeeping deletes them.

@@ -195,7 +195,8 @@ struct ServeArgs {
     #[arg(long, env = "CXAUTH_RINGEX_TIMEOUT", value_parser = parse_duration)]
     ringex_timeout: Option<Duration>,
     /// On SIGTERM or SIGINT, how long requests in flight may take to finish before their
-    /// connections are closed anyway.
+    /// connections are closed anyway, and then how long writing the API token last uses held
+    /// in memory may take.
     #[arg(long, env = "CXAUTH_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
     shutdown_timeout: Option<Duration>,
     /// How long audit events are kept; older ones are deleted in the background.
