@@ -584,6 +584,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     }
 
     let mut api_tp = f64::NAN;
+    let mut refresh_tp = f64::NAN;
     for (name, hdr) in [("bearer", &bearer_hdr), ("api-token", &api_hdr)] {
         if !run.wanted(name) && !run.wanted("scale") {
             continue;
@@ -811,6 +812,7 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
         };
         let mut r = run.measure(&server, make(), Pace::Closed, "refresh");
         let tp = r.throughput;
+        refresh_tp = tp;
         let per_core = tp / plan.cores as f64;
         r.reference = format!("Keycloak {KEYCLOAK_REFRESH_PER_VCPU}/s/vCPU");
         r.ratio = per_core / KEYCLOAK_REFRESH_PER_VCPU;
@@ -908,7 +910,11 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
     }
 
     if run.wanted("scale") {
-        scale(&mut run, &bin, dir.path(), opts, startup_empty, api_tp)?;
+        let measured = Measured {
+            api_token: api_tp,
+            refresh: refresh_tp,
+        };
+        scale(&mut run, &bin, dir.path(), opts, startup_empty, measured)?;
     }
 
     if let Some(note) = generator_busy(&run.rows) {
@@ -968,8 +974,9 @@ fn scale(
     dir: &Path,
     opts: &Options,
     startup_empty: Duration,
-    api_tp: f64,
+    measured: Measured,
 ) -> anyhow::Result<()> {
+    let api_tp = measured.api_token;
     let plan = run.plan;
     let pin = plan.pin;
     progress(&format!(
@@ -1119,7 +1126,20 @@ fn scale(
             ),
         );
     }
-    uses_at_stop(run, bin, &db, opts, seeded.sample, at_stop)
+    uses_at_stop(run, bin, &db, opts, &seeded.sample, at_stop)?;
+    if opts.quick {
+        // It waits for the pass a minute after its server's start: not in the quick run.
+        return Ok(());
+    }
+    refreshes_beside_the_minutes_write(run, bin, &db, opts, &seeded.sample, at_stop, measured)
+}
+
+/// What [`scale`] measured before it, for the rates of its rows (NaN where not measured).
+struct Measured {
+    /// `api-token`'s closed-loop throughput on an empty database.
+    api_token: f64,
+    /// `refresh`'s closed-loop throughput on an empty database.
+    refresh: f64,
 }
 
 /// API tokens each `scale` row presents: a credential cache's worth of distinct look-ups.
@@ -1134,7 +1154,8 @@ fn uses_at_stop_count(tokens: u64) -> usize {
 }
 
 /// A clean stop writes the API token uses noted since the last housekeeping pass, within a
-/// bound (2 s); a stop that runs out of it loses them. Presents `count` of the seeded tokens
+/// bound (`--shutdown-timeout`, 10 s by default; 2 s until the thirty-fifth round); a stop that
+/// runs out of it loses what it has not committed. Presents `count` of the seeded tokens
 /// once each to a server on the scale data set, stops it, and reports what its log says the
 /// stop wrote and how long that took.
 fn uses_at_stop(
@@ -1142,40 +1163,15 @@ fn uses_at_stop(
     bin: &Path,
     db: &Path,
     opts: &Options,
-    tokens: Vec<String>,
+    tokens: &[String],
     count: usize,
 ) -> anyhow::Result<()> {
     progress(&format!("scale: {count} tokens' uses written at stop"));
-    let tokens = Arc::new(tokens.into_iter().take(count).collect::<Vec<_>>());
     let mut server = Server::cxauth(bin, db, &opts.server_log, run.plan.pin)?;
     let _ = server.first_housekeeping_ms(FIRST_PASS_WAIT);
-    let cursor = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let workloads = || -> Vec<EachOnce> {
-        (0..run.plan.conns)
-            .map(|_| EachOnce {
-                tokens: tokens.clone(),
-                cursor: cursor.clone(),
-            })
-            .collect()
-    };
-    // In slices of a second until every token was presented once, or 50 s have gone by: the
-    // housekeeping pass a minute after the start would write some of them (the count would
-    // say so).
-    let started = Instant::now();
-    let mut errors = 0;
-    while cursor.load(std::sync::atomic::Ordering::Relaxed) < tokens.len()
-        && started.elapsed() < Duration::from_secs(50)
-    {
-        let s = run.rt.block_on(load::run(
-            server.addr,
-            workloads(),
-            Pace::Closed,
-            Duration::ZERO,
-            Duration::from_secs(1),
-        ));
-        errors += s.errors();
-    }
-    let presented = started.elapsed();
+    // Within the 50 s `present_each_once` allows: the housekeeping pass a minute after the
+    // start would write some of them (the count would say so).
+    let (presented, errors) = present_each_once(run, &server, &tokens[..count.min(tokens.len())]);
     let offset = server.log_len();
     let log = server.log_path().to_owned();
     server.stop()?;
@@ -1192,8 +1188,9 @@ fn uses_at_stop(
         logged_number(since, msg, "took_ms"),
     ) {
         (Some(written), Some(ms)) => format!(
-            "{written} tokens' last uses in {ms} ms ({:.1} µs a token; the stop allows 2,000 ms), \
-             after {count} tokens presented once each in {:.1} s{}",
+            "{written} tokens' last uses in {ms} ms ({:.1} µs a token; the stop allows \
+             --shutdown-timeout, 10 s by default), after {count} tokens presented once each in \
+             {:.1} s{}",
             ms as f64 * 1e3 / written.max(1) as f64,
             presented.as_secs_f64(),
             if errors > 0 {
@@ -1216,6 +1213,177 @@ fn uses_at_stop(
     };
     run.fact("uses written at stop (scale)", value);
     Ok(())
+}
+
+/// Presents each of `tokens` once to `server` (`X-Auth-Token` reads, closed loop), in slices of
+/// a second until all were presented or 50 s have gone by; says how long that took and how many
+/// answers were errors.
+fn present_each_once(run: &Run<'_>, server: &Server, tokens: &[String]) -> (Duration, u64) {
+    let tokens = Arc::new(tokens.to_vec());
+    let cursor = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workloads = || -> Vec<EachOnce> {
+        (0..run.plan.conns)
+            .map(|_| EachOnce {
+                tokens: tokens.clone(),
+                cursor: cursor.clone(),
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    let mut errors = 0;
+    while cursor.load(std::sync::atomic::Ordering::Relaxed) < tokens.len()
+        && started.elapsed() < Duration::from_secs(50)
+    {
+        let s = run.rt.block_on(load::run(
+            server.addr,
+            workloads(),
+            Pace::Closed,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        ));
+        errors += s.errors();
+    }
+    (started.elapsed(), errors)
+}
+
+/// The message of the housekeeping pass's write of last uses (logged at `debug`).
+const MINUTES_WRITE: &str = "API token last uses written";
+
+/// Seconds of refreshes [`refreshes_beside_the_minutes_write`] keeps up after the write.
+const AFTER_THE_WRITE: usize = 5;
+
+/// The minute's write of last uses at its bound, from the side of the requests that wait behind
+/// it. A server on the scale data set is shown `count` of `tokens` once each, as in
+/// [`uses_at_stop`] (their rows already hold a last use, as a busy server's do), then takes
+/// refreshes at half the `refresh` row's rate (1,000/s when it did not run), open loop, in
+/// slices of a second, until its housekeeping pass a minute after its start has written them
+/// and [`AFTER_THE_WRITE`] more seconds have gone by. The write runs in transactions of 500
+/// rows, and each refresh's commit waits for the one under way: this reports the refreshes'
+/// p99 and maximum before the write, in the two seconds around it, and after it, when the
+/// write's WAL frames are copied back.
+fn refreshes_beside_the_minutes_write(
+    run: &mut Run<'_>,
+    bin: &Path,
+    db: &Path,
+    opts: &Options,
+    tokens: &[String],
+    count: usize,
+    measured: Measured,
+) -> anyhow::Result<()> {
+    let rate = if measured.refresh.is_nan() {
+        1000.0
+    } else {
+        (measured.refresh / 2.0).max(1.0)
+    };
+    progress(&format!(
+        "scale: refreshes at {rate:.0}/s beside the minute's write of {count} tokens' uses"
+    ));
+    let filter = format!("{},cxauth_server::housekeeping=debug", opts.server_log);
+    let mut server = Server::cxauth(bin, db, &filter, run.plan.pin)?;
+    let started = Instant::now();
+    let _ = server.first_housekeeping_ms(FIRST_PASS_WAIT);
+    let mut chains = Vec::new();
+    for _ in 0..run.plan.conns {
+        let (_, refresh) = run.rt.block_on(login(server.addr))?;
+        chains.push(Arc::new(Mutex::new(refresh)));
+    }
+    let make = || -> Vec<Refresh> {
+        chains
+            .iter()
+            .map(|t| Refresh { token: t.clone() })
+            .collect()
+    };
+    let (presented, present_errors) =
+        present_each_once(run, &server, &tokens[..count.min(tokens.len())]);
+    // The pass comes a minute after the start; a minute and a half is its bound here.
+    let mut slices: Vec<Stats> = Vec::new();
+    let mut offset = server.log_len();
+    let mut write: Option<(usize, u64, u64)> = None;
+    while started.elapsed() < Duration::from_secs(90) {
+        slices.push(run.rt.block_on(load::run(
+            server.addr,
+            make(),
+            Pace::Open(rate),
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )));
+        if write.is_none() {
+            let lines: String = std::io::BufRead::lines(server.log_since(offset))
+                .map_while(Result::ok)
+                .filter(|l| l.contains(MINUTES_WRITE))
+                .map(|l| l + "\n")
+                .collect();
+            offset = server.log_len();
+            if let (Some(written), Some(ms)) = (
+                logged_number(&lines, MINUTES_WRITE, "written"),
+                logged_number(&lines, MINUTES_WRITE, "took_ms"),
+            ) {
+                write = Some((slices.len() - 1, written, ms));
+            }
+        }
+        if write.is_some_and(|(k, _, _)| slices.len() > k + AFTER_THE_WRITE) {
+            break;
+        }
+    }
+    server.stop()?;
+    let errors: u64 = slices.iter().map(Stats::errors).sum::<u64>() + present_errors;
+    let Some((k, written, ms)) = write else {
+        run.fact(
+            "refreshes beside the minute's write (scale)",
+            format!(
+                "no `{MINUTES_WRITE}` line within 90 s of the start, after {count} tokens \
+                 presented in {:.1} s",
+                presented.as_secs_f64()
+            ),
+        );
+        return Ok(());
+    };
+    let (before, during, after) = around_the_write(slices, k);
+    let (b, d, a) = (tail(before), tail(during), tail(after));
+    run.fact(
+        "refreshes beside the minute's write (scale)",
+        format!(
+            "{written} tokens' last uses written in {ms} ms by the pass a minute after the \
+             start; refreshes at {rate:.0}/s (open loop): p99 {:.2} ms, max {:.2} ms in the {} \
+             s before it; p99 {:.2} ms, max {:.2} ms in the {} s around it; p99 {:.2} ms, \
+             max {:.2} ms in the {} s after (target at half load: p99 < 10 ms){}",
+            b.0,
+            b.1,
+            b.2,
+            d.0,
+            d.1,
+            d.2,
+            a.0,
+            a.1,
+            a.2,
+            if errors > 0 {
+                format!(", {errors} errors")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    Ok(())
+}
+
+/// `slices` before, around and after the write whose line came after slice `k`: the write
+/// ended in slice `k` and took up to a few seconds, so it may have begun in `k - 1` (longer
+/// ones show in the time they log).
+fn around_the_write<T>(mut slices: Vec<T>, k: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let k = k.min(slices.len().saturating_sub(1));
+    let after = slices.split_off((k + 1).min(slices.len()));
+    let during = slices.split_off(k.saturating_sub(1));
+    (slices, during, after)
+}
+
+/// The p99 and the maximum (ms) of `slices`' latencies together, and how many slices.
+fn tail(slices: Vec<Stats>) -> (f64, f64, usize) {
+    let n = slices.len();
+    let mut all = Stats::default();
+    for s in slices {
+        all.merge(s);
+    }
+    (all.quantile_ms(0.99), all.quantile_ms(1.0), n)
 }
 
 /// How long a row waits for its server's first housekeeping pass.
@@ -1271,6 +1439,43 @@ fn row_alone<W: Workload>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slices_around_the_write_are_the_one_it_ended_in_and_the_one_before() {
+        let slices: Vec<u32> = (0..10).collect();
+        assert_eq!(
+            around_the_write(slices.clone(), 4),
+            (vec![0, 1, 2], vec![3, 4], vec![5, 6, 7, 8, 9])
+        );
+        assert_eq!(
+            around_the_write(slices.clone(), 0),
+            (vec![], vec![0], (1..10).collect())
+        );
+        assert_eq!(
+            around_the_write(slices, 9),
+            ((0..8).collect(), vec![8, 9], vec![])
+        );
+        assert_eq!(
+            around_the_write(Vec::<u32>::new(), 0),
+            (vec![], vec![], vec![])
+        );
+    }
+
+    #[test]
+    fn a_tail_is_read_over_all_its_slices_together() {
+        let slice = |us: Vec<u32>| Stats {
+            latencies_us: us,
+            ..Stats::default()
+        };
+        let mut many = vec![
+            slice((1..=99).map(|i| i * 10).collect()),
+            slice(vec![5_000]),
+        ];
+        many.push(slice(vec![]));
+        assert_eq!(tail(many), (0.99, 5.0, 3));
+        let (p99, max, n) = tail(Vec::new());
+        assert!(p99.is_nan() && max.is_nan() && n == 0);
+    }
 
     #[test]
     fn steal_is_read_from_the_aggregate_cpu_line_only() {
