@@ -799,17 +799,8 @@ pub fn all(opts: &Options) -> anyhow::Result<()> {
 
     if run.wanted("refresh") {
         progress("refresh (logging in one session per connection)");
-        let mut chains = Vec::new();
-        for _ in 0..c {
-            let (_, refresh) = rt.block_on(login(addr))?;
-            chains.push(Arc::new(Mutex::new(refresh)));
-        }
-        let make = || -> Vec<Refresh> {
-            chains
-                .iter()
-                .map(|t| Refresh { token: t.clone() })
-                .collect()
-        };
+        let chains = refresh_chains(&rt, addr, c)?;
+        let make = || refreshes(&chains);
         let mut r = run.measure(&server, make(), Pace::Closed, "refresh");
         let tp = r.throughput;
         refresh_tp = tp;
@@ -1215,6 +1206,28 @@ fn uses_at_stop(
     Ok(())
 }
 
+/// Logs in as admin `n` times: one refresh token chain per connection of a refresh workload.
+fn refresh_chains(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> anyhow::Result<Vec<Arc<Mutex<String>>>> {
+    (0..n)
+        .map(|_| {
+            let (_, refresh) = rt.block_on(login(addr))?;
+            Ok(Arc::new(Mutex::new(refresh)))
+        })
+        .collect()
+}
+
+/// One [`Refresh`] workload per chain of [`refresh_chains`].
+fn refreshes(chains: &[Arc<Mutex<String>>]) -> Vec<Refresh> {
+    chains
+        .iter()
+        .map(|t| Refresh { token: t.clone() })
+        .collect()
+}
+
 /// Presents each of `tokens` once to `server` (`X-Auth-Token` reads, closed loop), in slices of
 /// a second until all were presented or 50 s have gone by; says how long that took and how many
 /// answers were errors.
@@ -1282,17 +1295,8 @@ fn refreshes_beside_the_minutes_write(
     let mut server = Server::cxauth(bin, db, &filter, run.plan.pin)?;
     let started = Instant::now();
     let _ = server.first_housekeeping_ms(FIRST_PASS_WAIT);
-    let mut chains = Vec::new();
-    for _ in 0..run.plan.conns {
-        let (_, refresh) = run.rt.block_on(login(server.addr))?;
-        chains.push(Arc::new(Mutex::new(refresh)));
-    }
-    let make = || -> Vec<Refresh> {
-        chains
-            .iter()
-            .map(|t| Refresh { token: t.clone() })
-            .collect()
-    };
+    let chains = refresh_chains(run.rt, server.addr, run.plan.conns)?;
+    let make = || refreshes(&chains);
     let (presented, present_errors) =
         present_each_once(run, &server, &tokens[..count.min(tokens.len())]);
     // The pass comes a minute after the start; a minute and a half is its bound here.
