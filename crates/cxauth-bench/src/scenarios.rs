@@ -1312,15 +1312,16 @@ fn refreshes_beside_the_minutes_write(
             Duration::from_secs(1),
         )));
         if write.is_none() {
-            let lines: String = std::io::BufRead::lines(server.log_since(offset))
-                .map_while(Result::ok)
-                .filter(|l| l.contains(MINUTES_WRITE))
-                .map(|l| l + "\n")
-                .collect();
-            offset = server.log_len();
+            // Up to the last complete line read, so that a line logged meanwhile is read next
+            // time, not skipped.
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut server.log_since(offset), &mut text);
+            let complete = text.rfind('\n').map_or(0, |i| i + 1);
+            offset += complete as u64;
+            let lines = &text[..complete];
             if let (Some(written), Some(ms)) = (
-                logged_number(&lines, MINUTES_WRITE, "written"),
-                logged_number(&lines, MINUTES_WRITE, "took_ms"),
+                logged_number(lines, MINUTES_WRITE, "written"),
+                logged_number(lines, MINUTES_WRITE, "took_ms"),
             ) {
                 write = Some((slices.len() - 1, written, ms));
             }
