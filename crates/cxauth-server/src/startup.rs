@@ -300,7 +300,12 @@ pub async fn serve(
     // 2 s was too short on a slower host, where 100,000 tokens' uses took 1.9-2.0 s alone
     // and ran out of it once (docs/decisions.md, "Last uses are written in row id order").
     let flush_started = std::time::Instant::now();
-    match tokio::time::timeout(app.shutdown_timeout, app.state.auth.flush_api_token_uses()).await {
+    match tokio::time::timeout(
+        app.shutdown_timeout.max(MIN_STOP_WRITE),
+        app.state.auth.flush_api_token_uses(),
+    )
+    .await
+    {
         Ok(Ok(0)) => {}
         Ok(Ok(written)) => tracing::info!(
             written,
@@ -319,6 +324,11 @@ pub async fn serve(
     }
     result
 }
+
+/// The least a clean stop gives the write of the API token last uses, whatever
+/// `shutdown_timeout` says: `--shutdown-timeout 0s` means "do not wait for requests in flight",
+/// not "lose the last uses" (2 s was the whole bound before it followed the setting).
+const MIN_STOP_WRITE: Duration = Duration::from_secs(2);
 
 /// Prints the generated admin password once, to stderr, outside the log. `database_flag` is
 /// the `--database …` option naming the database it was made in, so the printed command to

@@ -196,7 +196,7 @@ struct ServeArgs {
     ringex_timeout: Option<Duration>,
     /// On SIGTERM or SIGINT, how long requests in flight may take to finish before their
     /// connections are closed anyway, and then how long writing the API token last uses held
-    /// in memory may take.
+    /// in memory may take (at least 2 s).
     #[arg(long, env = "CXAUTH_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
     shutdown_timeout: Option<Duration>,
     /// How long audit events are kept; older ones are deleted in the background.
