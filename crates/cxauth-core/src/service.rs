@@ -10,6 +10,7 @@
 //! needs one import; each is defined (and documented) in its own module.
 
 use crate::api_tokens::ApiTokens;
+pub use crate::api_tokens::FlushPace;
 use crate::audit::AuditContext;
 use crate::authn::Authenticator;
 use crate::clock::SharedClock;
@@ -307,11 +308,12 @@ impl Auth {
         self.api_tokens.delete_by_id(who, id, ctx).await
     }
 
-    /// Writes the API token uses noted since the last flush, in batches (housekeeping calls it
-    /// every minute; tests call it instead of waiting). Returns the rows changed; on a store
-    /// error the uses are kept for the next flush.
-    pub async fn flush_api_token_uses(&self) -> Result<u64, AuthError> {
-        self.api_tokens.flush_uses().await
+    /// Writes the API token uses noted since the last flush (housekeeping calls it every
+    /// minute, paced; a clean stop at full speed; tests call it instead of waiting). Returns
+    /// the rows changed. Uses not written, on a store error or when the flush is dropped
+    /// half-way, are kept for the next flush.
+    pub async fn flush_api_token_uses(&self, pace: FlushPace) -> Result<u64, AuthError> {
+        self.api_tokens.flush_uses(pace).await
     }
 
     /// Tokens whose recent uses are held in memory (bounded; for tests and metrics).

@@ -10,7 +10,7 @@ use axum::Router;
 use cxauth_core::clock::SharedClock;
 use cxauth_core::crypto::Secrets;
 use cxauth_core::password::PasswordPool;
-use cxauth_core::service::{Auth, AuthConfig};
+use cxauth_core::service::{Auth, AuthConfig, FlushPace};
 use cxauth_core::store::SharedStore;
 use cxauth_core::throttle::{StoreThrottleTable, Throttle, ThrottleConfig};
 use cxauth_store::DatabaseUrl;
@@ -295,6 +295,9 @@ pub async fn serve(
     let result = listener::run(listener, app.router, limits, shutdown, app.shutdown_timeout).await;
     housekeeping.abort();
     follower.abort();
+    // Awaited, so that a minute's write cut off here has put back the uses it had not yet
+    // written (`FlushPace`) before the write below takes them.
+    let _ = housekeeping.await;
     // A clean stop writes the API token uses noted since the last tick (a crash loses them),
     // within the bound requests in flight had: up to `MAX_NOTED` tokens' uses must fit in it.
     // 2 s was too short on a slower host, where 100,000 tokens' uses took 1.9-2.0 s alone
@@ -302,7 +305,7 @@ pub async fn serve(
     let flush_started = std::time::Instant::now();
     match tokio::time::timeout(
         app.shutdown_timeout.max(MIN_STOP_WRITE),
-        app.state.auth.flush_api_token_uses(),
+        app.state.auth.flush_api_token_uses(FlushPace::Full),
     )
     .await
     {

@@ -4,6 +4,7 @@
 //! logout, user administration within a manager's subtree, and hostile form input.
 
 use cxauth_core::clock::Clock as _;
+use cxauth_core::service::FlushPace;
 use cxauth_testkit::*;
 use reqwest::Method;
 use std::collections::BTreeMap;
@@ -367,7 +368,11 @@ async fn tokens_are_created_shown_once_used_sorted_and_deleted() {
     assert_eq!(first[3], "never");
     // Used with curl against the RingCX endpoint: its last use shows, and it sorts first.
     assert_eq!(api_tokens_status(&app, &token).await, 200);
-    app.state.auth.flush_api_token_uses().await.expect("flush");
+    app.state
+        .auth
+        .flush_api_token_uses(FlushPace::Full)
+        .await
+        .expect("flush");
     let rows = token_rows(&b.get("/console/tokens").await.body);
     assert_eq!(rows[0][0], "IVR callout", "{rows:?}");
     assert!(rows[0][3].ends_with(" UTC"), "last used shown: {rows:?}");

@@ -3,6 +3,7 @@
 //! RingCX `…/admin/token` endpoints answering exactly as before.
 
 use cxauth_core::clock::Clock as _;
+use cxauth_core::service::FlushPace;
 use cxauth_proto::ApiToken;
 use cxauth_testkit::*;
 use reqwest::Method;
@@ -589,7 +590,9 @@ async fn parallel_uses_record_one_last_use_written_by_the_flush() {
     let admin = access(&app.login_admin().await);
     let auth = app.state.auth.clone();
     // Nothing from before this test is waiting.
-    auth.flush_api_token_uses().await.expect("flush");
+    auth.flush_api_token_uses(FlushPace::Full)
+        .await
+        .expect("flush");
     let old = create(&app, &admin, json!({"name": "old"})).await;
     app.clock.advance(Duration::from_secs(1));
     let busy = create(&app, &admin, json!({"name": "busy"})).await;
@@ -618,12 +621,16 @@ async fn parallel_uses_record_one_last_use_written_by_the_flush() {
     );
     assert_eq!(auth.api_token_uses_held(), 1);
     assert_eq!(
-        auth.flush_api_token_uses().await.expect("flush"),
+        auth.flush_api_token_uses(FlushPace::Full)
+            .await
+            .expect("flush"),
         1,
         "one value written"
     );
     assert_eq!(
-        auth.flush_api_token_uses().await.expect("flush"),
+        auth.flush_api_token_uses(FlushPace::Full)
+            .await
+            .expect("flush"),
         0,
         "and only once"
     );
@@ -638,7 +645,12 @@ async fn parallel_uses_record_one_last_use_written_by_the_flush() {
     // Within the step: another burst notes nothing new.
     app.clock.advance(Duration::from_secs(30));
     burst(&app, &busy_token).await;
-    assert_eq!(auth.flush_api_token_uses().await.expect("flush"), 0);
+    assert_eq!(
+        auth.flush_api_token_uses(FlushPace::Full)
+            .await
+            .expect("flush"),
+        0
+    );
 
     // The old token used later moves to the top; the busy one, used again after the step,
     // moves its time on.
@@ -647,7 +659,12 @@ async fn parallel_uses_record_one_last_use_written_by_the_flush() {
     app.clock.advance(Duration::from_secs(1));
     burst(&app, &busy_token).await;
     let later = app.clock.now_ms();
-    assert_eq!(auth.flush_api_token_uses().await.expect("flush"), 2);
+    assert_eq!(
+        auth.flush_api_token_uses(FlushPace::Full)
+            .await
+            .expect("flush"),
+        2
+    );
     let listed = details(&app, &admin).await;
     let names: Vec<Value> = listed.iter().map(|t| t["name"].clone()).collect();
     assert_eq!(names, [json!("busy"), json!("old"), json!("idle")]);
@@ -662,7 +679,12 @@ async fn parallel_uses_record_one_last_use_written_by_the_flush() {
         .delete_api_token(&bearer_str(&admin), &old_token)
         .await
         .expect("delete");
-    assert_eq!(auth.flush_api_token_uses().await.expect("flush"), 0);
+    assert_eq!(
+        auth.flush_api_token_uses(FlushPace::Full)
+            .await
+            .expect("flush"),
+        0
+    );
 }
 
 /// A clean stop writes the uses noted since the last flush, all of them: here 520 tokens' (two
@@ -679,7 +701,9 @@ async fn a_clean_stop_writes_every_last_use_noted_since_the_last_flush() {
         let t = create(&app, &admin, json!({})).await;
         tokens.push(t["token"].as_str().expect("token").to_owned());
     }
-    auth.flush_api_token_uses().await.expect("flush");
+    auth.flush_api_token_uses(FlushPace::Full)
+        .await
+        .expect("flush");
     assert_eq!(
         app.db
             .count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
@@ -708,5 +732,103 @@ async fn a_clean_stop_writes_every_last_use_noted_since_the_last_flush() {
             .await,
         i64::try_from(TOKENS_USED).expect("count"),
         "every use noted was written by the stop"
+    );
+}
+
+/// Uses `n` new API tokens of the admin once each (over HTTP, 32 at a time), after a flush of
+/// whatever was noted before: `n` uses pending, none of them written.
+async fn tokens_used_once(app: &TestApp, n: usize) {
+    let admin = access(&app.login_admin().await);
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = create(app, &admin, json!({})).await;
+        tokens.push(t["token"].as_str().expect("token").to_owned());
+    }
+    app.state
+        .auth
+        .flush_api_token_uses(FlushPace::Full)
+        .await
+        .expect("flush");
+    let before = written_uses(app).await;
+    let url = app.url("/voice/api/v1/admin/accounts");
+    let client = http();
+    for chunk in tokens.chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for t in chunk {
+            let req = client.get(&url).header("x-auth-token", t);
+            set.spawn(async move { req.send().await.map_or(0, |r| r.status().as_u16()) });
+        }
+        let statuses = set.join_all().await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    }
+    assert_eq!(
+        written_uses(app).await,
+        before,
+        "written on the request path"
+    );
+}
+
+/// Tokens with a last use written.
+async fn written_uses(app: &TestApp) -> i64 {
+    app.db
+        .count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
+        .await
+}
+
+/// The minute's write, paced, writes every use, in batches of the store's statement size. Cut
+/// off after its first batch (a stop aborts housekeeping), it puts back the uses it had not
+/// written, and the stop's own write writes them: none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_write_cut_off_half_way_puts_back_what_it_had_not_written() {
+    const BATCH: i64 = cxauth_core::api_tokens::PACED_BATCH as i64;
+    const USED: i64 = 2 * BATCH + 20;
+    let app = TestApp::spawn_with(|c| c.api_token_cap = 2_100).await;
+    let auth = app.state.auth.clone();
+
+    // Paced at half of the time: all of them, in three batches.
+    tokens_used_once(&app, USED as usize).await;
+    let written = auth
+        .flush_api_token_uses(FlushPace::Share(0.5))
+        .await
+        .expect("paced flush");
+    assert_eq!(written, USED as u64);
+    assert_eq!(written_uses(&app).await, USED);
+    assert_eq!(
+        auth.flush_api_token_uses(FlushPace::Full)
+            .await
+            .expect("flush"),
+        0,
+        "nothing left over"
+    );
+
+    // Paced at 1% of the time: after its first batch it pauses for ~99 times that batch's time,
+    // and is cut off there.
+    tokens_used_once(&app, USED as usize).await;
+    let flush = {
+        let auth = auth.clone();
+        tokio::spawn(async move { auth.flush_api_token_uses(FlushPace::Share(0.01)).await })
+    };
+    let waited = tokio::time::Instant::now();
+    while written_uses(&app).await < USED + BATCH {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the first batch was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    flush.abort();
+    assert!(flush.await.expect_err("cut off").is_cancelled());
+    assert_eq!(
+        written_uses(&app).await,
+        USED + BATCH,
+        "cut off in the pause after its first batch"
+    );
+
+    let (db, _, _) = app.stop().await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
+            .await,
+        2 * USED,
+        "the stop wrote the uses the cut-off write had not"
     );
 }
