@@ -68,7 +68,7 @@ pub struct Options {
     /// (tracefs) and report every wait of 0.5 ms or more of a server or load-generator thread
     /// that was ready to run, with what ran on its core meanwhile (`idle`: nothing did, i.e.
     /// the hypervisor had not yet run the virtual CPU). Those rows' load reads `… traced`.
-    /// Needs root; one such run at a time per machine (a second is refused at its start).
+    /// A full run also traces the refreshes beside the minute's write in `scale`. Needs root; one such run at a time per machine (a second is refused at its start).
     #[arg(long)]
     trace_waits: bool,
 }
@@ -1299,11 +1299,22 @@ fn refreshes_beside_the_minutes_write(
     let make = || refreshes(&chains);
     let (presented, present_errors) =
         present_each_once(run, &server, &tokens[..count.min(tokens.len())]);
-    // The pass comes a minute after the start; a minute and a half is its bound here.
+    // The pass comes a minute after the start, and its write is paced (~10 s for 100,000
+    // tokens' uses here, more on a slower host).
     let mut slices: Vec<Stats> = Vec::new();
     let mut offset = server.log_len();
     let mut write: Option<(usize, u64, u64)> = None;
-    while started.elapsed() < Duration::from_secs(90) {
+    // `--trace-waits`: the scheduler traced from a few seconds before the pass is due until the
+    // slice its line came in, not the whole minute (the buffer would not hold it).
+    let mut trace = None;
+    while started.elapsed() < PASS_BOUND {
+        if trace.is_none()
+            && write.is_none()
+            && started.elapsed() >= TRACE_FROM
+            && let Some(tracefs) = run.tracefs
+        {
+            trace = or_warn("the minute's write not traced", tracefs.start());
+        }
         slices.push(run.rt.block_on(load::run(
             server.addr,
             make(),
@@ -1326,6 +1337,18 @@ fn refreshes_beside_the_minutes_write(
                 write = Some((slices.len() - 1, written, ms));
             }
         }
+        if write.is_some()
+            && let Some(trace) = trace.take()
+        {
+            let groups = [
+                ("server", crate::waits::threads_of(server.pid())),
+                ("harness", crate::waits::threads_of(std::process::id())),
+            ];
+            match trace.finish(&groups) {
+                Ok(waits) => run.fact("waits beside the minute's write (scale)", waits),
+                Err(e) => eprintln!("cxauth-bench: warning: trace not read: {e:#}"),
+            }
+        }
         if write.is_some_and(|(k, _, _)| slices.len() > k + AFTER_THE_WRITE) {
             break;
         }
@@ -1336,14 +1359,15 @@ fn refreshes_beside_the_minutes_write(
         run.fact(
             "refreshes beside the minute's write (scale)",
             format!(
-                "no `{MINUTES_WRITE}` line within 90 s of the start, after {count} tokens \
+                "no `{MINUTES_WRITE}` line within {} s of the start, after {count} tokens \
                  presented in {:.1} s",
+                PASS_BOUND.as_secs(),
                 presented.as_secs_f64()
             ),
         );
         return Ok(());
     };
-    let (before, during, after) = around_the_write(slices, k);
+    let (before, during, after) = around_the_write(slices, k, ms);
     let (b, d, a) = (tail(before), tail(during), tail(after));
     run.fact(
         "refreshes beside the minute's write (scale)",
@@ -1371,13 +1395,25 @@ fn refreshes_beside_the_minutes_write(
     Ok(())
 }
 
-/// `slices` before, around and after the write whose line came after slice `k`: the write
-/// ended in slice `k` and took up to a few seconds, so it may have begun in `k - 1` (longer
-/// ones show in the time they log).
-fn around_the_write<T>(mut slices: Vec<T>, k: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+/// How long after its server's start [`refreshes_beside_the_minutes_write`] waits for the
+/// minute's write to end.
+const PASS_BOUND: Duration = Duration::from_secs(150);
+
+/// When, after its server's start, [`refreshes_beside_the_minutes_write`] starts tracing the
+/// scheduler (`--trace-waits`): a few seconds before housekeeping's second pass, a minute after
+/// the start.
+const TRACE_FROM: Duration = Duration::from_secs(56);
+
+/// `slices` (of 1 s each) before, around and after the write of `ms` milliseconds whose line
+/// came after slice `k`: the write ended in slice `k`, so it began in one of the
+/// `ceil(ms / 1000)` slices before (at least the one before, as its line may come late).
+fn around_the_write<T>(mut slices: Vec<T>, k: usize, ms: u64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let k = k.min(slices.len().saturating_sub(1));
     let after = slices.split_off((k + 1).min(slices.len()));
-    let during = slices.split_off(k.saturating_sub(1));
+    let back = usize::try_from(ms.div_ceil(1000))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let during = slices.split_off(k.saturating_sub(back));
     (slices, during, after)
 }
 
@@ -1446,22 +1482,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_slices_around_the_write_are_the_one_it_ended_in_and_the_one_before() {
+    fn the_slices_around_the_write_are_the_one_it_ended_in_and_those_its_time_reaches() {
         let slices: Vec<u32> = (0..10).collect();
         assert_eq!(
-            around_the_write(slices.clone(), 4),
+            around_the_write(slices.clone(), 4, 900),
             (vec![0, 1, 2], vec![3, 4], vec![5, 6, 7, 8, 9])
         );
         assert_eq!(
-            around_the_write(slices.clone(), 0),
+            around_the_write(slices.clone(), 4, 0),
+            (vec![0, 1, 2], vec![3, 4], vec![5, 6, 7, 8, 9])
+        );
+        assert_eq!(
+            around_the_write(slices.clone(), 4, 1000),
+            (vec![0, 1, 2], vec![3, 4], vec![5, 6, 7, 8, 9])
+        );
+        assert_eq!(
+            around_the_write(slices.clone(), 4, 2500),
+            (vec![0], vec![1, 2, 3, 4], vec![5, 6, 7, 8, 9])
+        );
+        assert_eq!(
+            around_the_write(slices.clone(), 4, 60_000),
+            (vec![], vec![0, 1, 2, 3, 4], vec![5, 6, 7, 8, 9])
+        );
+        assert_eq!(
+            around_the_write(slices.clone(), 0, 1500),
             (vec![], vec![0], (1..10).collect())
         );
         assert_eq!(
-            around_the_write(slices, 9),
-            ((0..8).collect(), vec![8, 9], vec![])
+            around_the_write(slices, 9, 1500),
+            ((0..7).collect(), vec![7, 8, 9], vec![])
         );
         assert_eq!(
-            around_the_write(Vec::<u32>::new(), 0),
+            around_the_write(Vec::<u32>::new(), 0, 1500),
             (vec![], vec![], vec![])
         );
     }
