@@ -694,37 +694,9 @@ async fn parallel_uses_record_one_last_use_written_by_the_flush() {
 async fn a_clean_stop_writes_every_last_use_noted_since_the_last_flush() {
     const TOKENS_USED: usize = 520;
     let app = TestApp::spawn_with(|c| c.api_token_cap = 1_000).await;
-    let admin = access(&app.login_admin().await);
-    let auth = app.state.auth.clone();
-    let mut tokens = Vec::with_capacity(TOKENS_USED);
-    for _ in 0..TOKENS_USED {
-        let t = create(&app, &admin, json!({})).await;
-        tokens.push(t["token"].as_str().expect("token").to_owned());
-    }
-    auth.flush_api_token_uses(FlushPace::Full)
-        .await
-        .expect("flush");
-    assert_eq!(
-        app.db
-            .count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
-            .await,
-        0,
-        "created, never used"
-    );
-
-    let url = app.url("/voice/api/v1/admin/accounts");
-    let client = http();
-    let mut statuses = Vec::with_capacity(TOKENS_USED);
-    for chunk in tokens.chunks(32) {
-        let mut set = tokio::task::JoinSet::new();
-        for t in chunk {
-            let req = client.get(&url).header("x-auth-token", t);
-            set.spawn(async move { req.send().await.map_or(0, |r| r.status().as_u16()) });
-        }
-        statuses.extend(set.join_all().await);
-    }
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(auth.api_token_uses_held(), TOKENS_USED);
+    tokens_used_once(&app, TOKENS_USED).await;
+    assert_eq!(written_uses(&app).await, 0, "created, never written");
+    assert_eq!(app.state.auth.api_token_uses_held(), TOKENS_USED);
 
     let (db, _, _) = app.stop().await;
     assert_eq!(
@@ -775,8 +747,8 @@ async fn written_uses(app: &TestApp) -> i64 {
         .await
 }
 
-/// The minute's write, paced, writes every use, in batches of the store's statement size. Cut
-/// off after its first batch (a stop aborts housekeeping), it puts back the uses it had not
+/// The minute's write, paced, writes every use, in batches of `PACED_BATCH`. Cut off after its
+/// first batch (a stop aborts housekeeping), it puts back the uses it had not
 /// written, and the stop's own write writes them: none is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_write_cut_off_half_way_puts_back_what_it_had_not_written() {
