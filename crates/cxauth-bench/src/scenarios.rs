@@ -68,7 +68,8 @@ pub struct Options {
     /// (tracefs) and report every wait of 0.5 ms or more of a server or load-generator thread
     /// that was ready to run, with what ran on its core meanwhile (`idle`: nothing did, i.e.
     /// the hypervisor had not yet run the virtual CPU). Those rows' load reads `… traced`.
-    /// A full run also traces the refreshes beside the minute's write in `scale`. Needs root; one such run at a time per machine (a second is refused at its start).
+    /// A full run also traces the refreshes beside the minute's write in `scale`. Needs root;
+    /// one such run at a time per machine (a second is refused at its start).
     #[arg(long)]
     trace_waits: bool,
 }
@@ -255,14 +256,7 @@ impl Run<'_> {
         r.server_core_pct = 100.0 * cpu / (wall * self.plan.cores as f64);
         r.steal_pct = steal_pct(steal0, steal_ticks());
         if let Some(trace) = trace {
-            let groups = [
-                ("server", crate::waits::threads_of(server.pid())),
-                ("harness", crate::waits::threads_of(std::process::id())),
-            ];
-            match trace.finish(&groups) {
-                Ok(waits) => self.fact(&format!("waits of {name}"), waits),
-                Err(e) => eprintln!("cxauth-bench: warning: trace not read: {e:#}"),
-            }
+            self.report_waits(trace, server, &format!("waits of {name}"));
         }
         if open {
             // The server writes its log a batch at a time, at most `log_sink::GATHER` (5 ms)
@@ -285,6 +279,19 @@ impl Run<'_> {
             );
         }
         r
+    }
+
+    /// Reads `trace` for the threads of `server` and of this harness, and reports their waits
+    /// as the fact `name` (a warning if the trace cannot be read).
+    fn report_waits(&mut self, trace: crate::waits::WaitTrace, server: &Server, name: &str) {
+        let groups = [
+            ("server", crate::waits::threads_of(server.pid())),
+            ("harness", crate::waits::threads_of(std::process::id())),
+        ];
+        match trace.finish(&groups) {
+            Ok(waits) => self.fact(name, waits),
+            Err(e) => eprintln!("cxauth-bench: warning: trace not read: {e:#}"),
+        }
     }
 
     fn fact(&mut self, k: &str, v: String) {
@@ -1340,14 +1347,7 @@ fn refreshes_beside_the_minutes_write(
         if write.is_some()
             && let Some(trace) = trace.take()
         {
-            let groups = [
-                ("server", crate::waits::threads_of(server.pid())),
-                ("harness", crate::waits::threads_of(std::process::id())),
-            ];
-            match trace.finish(&groups) {
-                Ok(waits) => run.fact("waits beside the minute's write (scale)", waits),
-                Err(e) => eprintln!("cxauth-bench: warning: trace not read: {e:#}"),
-            }
+            run.report_waits(trace, &server, "waits beside the minute's write (scale)");
         }
         if write.is_some_and(|(k, _, _)| slices.len() > k + AFTER_THE_WRITE) {
             break;
