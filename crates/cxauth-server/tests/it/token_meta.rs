@@ -708,8 +708,9 @@ async fn a_clean_stop_writes_every_last_use_noted_since_the_last_flush() {
 }
 
 /// Uses `n` new API tokens of the admin once each (over HTTP, 32 at a time), after a flush of
-/// whatever was noted before: `n` uses pending, none of them written.
-async fn tokens_used_once(app: &TestApp, n: usize) {
+/// whatever was noted before: `n` uses pending, none of them written. Returns the tokens, in
+/// the order they were created (their row ids').
+async fn tokens_used_once(app: &TestApp, n: usize) -> Vec<String> {
     let admin = access(&app.login_admin().await);
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
@@ -722,22 +723,28 @@ async fn tokens_used_once(app: &TestApp, n: usize) {
         .await
         .expect("flush");
     let before = written_uses(app).await;
-    let url = app.url("/voice/api/v1/admin/accounts");
-    let client = http();
     for chunk in tokens.chunks(32) {
-        let mut set = tokio::task::JoinSet::new();
-        for t in chunk {
-            let req = client.get(&url).header("x-auth-token", t);
-            set.spawn(async move { req.send().await.map_or(0, |r| r.status().as_u16()) });
-        }
-        let statuses = set.join_all().await;
-        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        use_at_once(app, chunk).await;
     }
     assert_eq!(
         written_uses(app).await,
         before,
         "written on the request path"
     );
+    tokens
+}
+
+/// Presents each of `tokens` once, all at once (over HTTP); each must be accepted.
+async fn use_at_once(app: &TestApp, tokens: &[String]) {
+    let url = app.url("/voice/api/v1/admin/accounts");
+    let client = http();
+    let mut set = tokio::task::JoinSet::new();
+    for t in tokens {
+        let req = client.get(&url).header("x-auth-token", t);
+        set.spawn(async move { req.send().await.map_or(0, |r| r.status().as_u16()) });
+    }
+    let statuses = set.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
 
 /// Tokens with a last use written.
@@ -748,8 +755,9 @@ async fn written_uses(app: &TestApp) -> i64 {
 }
 
 /// The minute's write, paced, writes every use, in batches of `PACED_BATCH`. Cut off after its
-/// first batch (a stop aborts housekeeping), it puts back the uses it had not
-/// written, and the stop's own write writes them: none is lost.
+/// first batch (a stop aborts housekeeping), it puts back the uses it had not written, and the
+/// stop's own write writes them: none is lost. Tokens used again while it held their older uses
+/// keep the newer time: putting back never moves a pending use back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_write_cut_off_half_way_puts_back_what_it_had_not_written() {
     const BATCH: i64 = cxauth_core::api_tokens::PACED_BATCH as i64;
@@ -775,7 +783,7 @@ async fn a_paced_write_cut_off_half_way_puts_back_what_it_had_not_written() {
 
     // Paced at 1% of the time: after its first batch it pauses for ~99 times that batch's time,
     // and is cut off there.
-    tokens_used_once(&app, USED as usize).await;
+    let tokens = tokens_used_once(&app, USED as usize).await;
     let flush = {
         let auth = auth.clone();
         tokio::spawn(async move { auth.flush_api_token_uses(FlushPace::Share(0.01)).await })
@@ -788,6 +796,11 @@ async fn a_paced_write_cut_off_half_way_puts_back_what_it_had_not_written() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Meanwhile, a step later, the last ten (in row id order: among those not yet written, whose
+    // older uses the write holds) are used again, at once.
+    const AGAIN: usize = 10;
+    app.clock.advance(Duration::from_secs(61));
+    use_at_once(&app, &tokens[tokens.len() - AGAIN..]).await;
     flush.abort();
     assert!(flush.await.expect_err("cut off").is_cancelled());
     assert_eq!(
@@ -802,5 +815,14 @@ async fn a_paced_write_cut_off_half_way_puts_back_what_it_had_not_written() {
             .await,
         2 * USED,
         "the stop wrote the uses the cut-off write had not"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM api_tokens WHERE last_used_at > \
+             (SELECT MIN(last_used_at) FROM api_tokens) + 30000"
+        )
+        .await,
+        AGAIN as i64,
+        "the uses noted while the write held older ones were written, not the older ones"
     );
 }
