@@ -151,10 +151,10 @@ pub enum FlushPace {
     Full,
     /// In batches of [`PACED_BATCH`] uses, pausing after each so that writing takes at most
     /// this share of the time (0.01 to 1; outside it, the nearest; not a number: 1):
-    /// housekeeping's minute. At full speed, 100,000 tokens'
-    /// uses (over 1M, on SQLite) took the server's core and its disk for 1.3–1.4 s, and
-    /// refreshes at half load queued behind the write: p99 83–111 ms around it, against 2–4
-    /// ms before (docs/decisions.md, "The minute's write of last uses is paced").
+    /// housekeeping's minute. At full speed, 100,000 tokens' uses (over 1M, on SQLite) took
+    /// the server's core and its disk for 1.3–1.4 s, and refreshes at half load queued behind
+    /// the write: p99 83–111 ms around it, against 2–4 ms before (docs/decisions.md, "The
+    /// minute's write of last uses is paced").
     Share(f64),
 }
 
