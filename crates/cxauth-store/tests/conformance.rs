@@ -1799,6 +1799,55 @@ async fn api_token_metadata_renames_last_uses_and_expiry() {
     }
 }
 
+/// `rows` API tokens of user `username`, inserted straight into the database (far faster than
+/// one by one through the store), with random digests: their ids and digests, in id order.
+async fn seed_tokens(b: &Backend, username: &str, rows: i64) -> Vec<(i64, Vec<u8>)> {
+    const OF_USER: &str = "SELECT id, digest FROM api_tokens \
+        WHERE user_id = (SELECT id FROM users WHERE username = $1) ORDER BY id";
+    if b.url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&b.url).await.expect("connect");
+        sqlx::query(
+            "INSERT INTO api_tokens (user_id, digest, sealed, created_at) \
+             SELECT (SELECT id FROM users WHERE username = $2), \
+                    sha256(int8send(i)), sha256(int8send(-i)) || sha256(int8send(i)), 0 \
+             FROM generate_series(1, $1::bigint) AS i",
+        )
+        .bind(rows)
+        .bind(username)
+        .execute(&pool)
+        .await
+        .expect("seed");
+        sqlx::query("ANALYZE api_tokens")
+            .execute(&pool)
+            .await
+            .expect("analyze");
+        sqlx::query_as(OF_USER)
+            .bind(username)
+            .fetch_all(&pool)
+            .await
+            .expect("tokens")
+    } else {
+        let pool = sqlx::SqlitePool::connect(&b.url).await.expect("connect");
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+             INSERT INTO api_tokens (user_id, digest, sealed, created_at) \
+             SELECT (SELECT id FROM users WHERE username = $2), randomblob(32), \
+                    randomblob(64), 0 \
+             FROM n",
+        )
+        .bind(rows)
+        .bind(username)
+        .execute(&pool)
+        .await
+        .expect("seed");
+        sqlx::query_as(OF_USER)
+            .bind(username)
+            .fetch_all(&pool)
+            .await
+            .expect("tokens")
+    }
+}
+
 /// Two instances on one database write the last uses of the same tokens at the same time, as
 /// two servers' minute writes do when a client spreads its calls over both. Their batches
 /// come in opposite orders and span several statements. On a table this size PostgreSQL
@@ -1822,44 +1871,7 @@ async fn two_instances_writing_the_same_last_uses_at_once_neither_fail_nor_move_
             .create_user(&user("u", None, vec![m]))
             .await
             .expect("u");
-        let tokens: Vec<(i64, Vec<u8>)> = if b.url.starts_with("postgres") {
-            let pool = sqlx::PgPool::connect(&b.url).await.expect("connect");
-            sqlx::query(
-                "INSERT INTO api_tokens (user_id, digest, sealed, created_at) \
-                 SELECT (SELECT id FROM users WHERE username = 'u'), \
-                        sha256(int8send(i)), sha256(int8send(-i)) || sha256(int8send(i)), 0 \
-                 FROM generate_series(1, $1::bigint) AS i",
-            )
-            .bind(ROWS)
-            .execute(&pool)
-            .await
-            .expect("seed");
-            sqlx::query("ANALYZE api_tokens")
-                .execute(&pool)
-                .await
-                .expect("analyze");
-            sqlx::query_as("SELECT id, digest FROM api_tokens ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .expect("tokens")
-        } else {
-            let pool = sqlx::SqlitePool::connect(&b.url).await.expect("connect");
-            sqlx::query(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-                 INSERT INTO api_tokens (user_id, digest, sealed, created_at) \
-                 SELECT (SELECT id FROM users WHERE username = 'u'), randomblob(32), \
-                        randomblob(64), 0 \
-                 FROM n",
-            )
-            .bind(ROWS)
-            .execute(&pool)
-            .await
-            .expect("seed");
-            sqlx::query_as("SELECT id, digest FROM api_tokens ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .expect("tokens")
-        };
+        let tokens = seed_tokens(&b, "u", ROWS).await;
         assert_eq!(tokens.len() as i64, ROWS, "{}", b.name);
         let used: Vec<(i64, [u8; 32])> = tokens
             .iter()
@@ -1897,6 +1909,72 @@ async fn two_instances_writing_the_same_last_uses_at_once_neither_fail_nor_move_
             assert_eq!(t.last_used_at, Some(newest), "{}: row {id}", b.name);
         }
         second.close().await;
+    }
+}
+
+/// One instance writes the last uses of tokens while another deletes those tokens, as when a
+/// user deletes tokens on one server while another server's minute write holds their uses.
+/// Since migration 12 a use is a row of its own that goes with its token (a foreign key): on
+/// PostgreSQL a token deleted after the write's statement began, and before it wrote that
+/// token's use, failed the whole statement on the key; the write must skip it instead. Neither
+/// side may fail, and no use may outlive its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_deleted_while_another_instance_writes_their_uses_neither_fail_nor_leave_uses() {
+    const ROWS: i64 = 3_000;
+    for b in backends().await {
+        let writer = b.store.clone();
+        let deleter = cxauth_store::open(&DatabaseUrl::parse(&b.url).expect("url"))
+            .await
+            .expect("a second instance");
+        let m = writer.create_main_account("A", 0).await.expect("main");
+        writer
+            .create_user(&user("u", None, vec![m]))
+            .await
+            .expect("u");
+        let tokens: Vec<(i64, [u8; 32])> = seed_tokens(&b, "u", ROWS)
+            .await
+            .into_iter()
+            .map(|(id, d)| (id, d.as_slice().try_into().expect("32 bytes")))
+            .collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        // Newest ids first, so that the deletes meet the writes' statements at every point.
+        let deletes = async {
+            for (id, _) in tokens.iter().rev() {
+                deleter
+                    .delete_api_token(*id)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: delete {id}: {e}", b.name));
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        let writes = async {
+            let mut rounds = 0i64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                rounds += 1;
+                let uses: Vec<ApiTokenUse> = tokens
+                    .iter()
+                    .map(|&(id, digest)| ApiTokenUse {
+                        id,
+                        digest,
+                        at: rounds,
+                    })
+                    .collect();
+                writer
+                    .record_api_token_uses(&uses)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: write {rounds}: {e}", b.name));
+            }
+            rounds
+        };
+        let ((), rounds) = tokio::join!(deletes, writes);
+        assert!(rounds > 1, "{}: the writes overlapped the deletes", b.name);
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM api_token_uses").await,
+            0,
+            "{}: no use outlives its token",
+            b.name
+        );
+        deleter.close().await;
     }
 }
 

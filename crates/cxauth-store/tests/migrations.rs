@@ -2,12 +2,18 @@
 //! each doing the same to the schema, ending in the same tables, columns and indexes. And
 //! migration 0005 (issue 11) on a database that already holds RingEX emulator JWT credentials:
 //! they keep working, get ids in creation order, and can be listed and revoked. The database
+//! And migration 0012: API tokens' last uses move to a table of their own, and go on being
+//! read, written and deleted with their tokens. The database
 //! tests run on SQLite and PostgreSQL (required in CI, skipped with a printed reason elsewhere).
 
 use cxauth_store::DatabaseUrl;
 
-/// The schema as it was before 0005: a migrator over a copy of the migrations numbered below 5.
-async fn migrations_before_0005(backend: &str) -> (tempfile::TempDir, sqlx::migrate::Migrator) {
+/// The schema as it was before migration `below`: a migrator over a copy of the migrations
+/// numbered below it.
+async fn migrations_before(
+    backend: &str,
+    below: u32,
+) -> (tempfile::TempDir, sqlx::migrate::Migrator) {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
         .join(backend);
@@ -20,7 +26,7 @@ async fn migrations_before_0005(backend: &str) -> (tempfile::TempDir, sqlx::migr
             .to_string_lossy()
             .into_owned();
         let version: u32 = name[..4].parse().expect("numbered");
-        if version < 5 {
+        if version < below {
             std::fs::copy(&path, dir.path().join(&name)).expect("copy");
         }
     }
@@ -109,7 +115,7 @@ async fn sqlite_credentials_survive_0005() {
         )
         .await
         .expect("connect");
-        let (_dir, migrator) = migrations_before_0005("sqlite").await;
+        let (_dir, migrator) = migrations_before("sqlite", 5).await;
         migrator.run(&pool).await.expect("old schema");
         for (i, sql) in SEED.iter().enumerate() {
             seed(sqlx::query(*sql), i)
@@ -136,7 +142,7 @@ async fn postgres_credentials_survive_0005() {
     };
     {
         let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-        let (_dir, migrator) = migrations_before_0005("postgres").await;
+        let (_dir, migrator) = migrations_before("postgres", 5).await;
         migrator.run(&pool).await.expect("old schema");
         for (i, sql) in SEED.iter().enumerate() {
             seed(sqlx::query(*sql), i)
@@ -147,6 +153,114 @@ async fn postgres_credentials_survive_0005() {
         pool.close().await;
     }
     check_upgraded(&url, "postgres").await;
+}
+
+// ---- 0012: last uses move out of `api_tokens`.
+
+/// Two API tokens of user 7 (seeded by `SEED`'s first two statements) as they stood before
+/// 0012: token 1 last used at 500, in `api_tokens.last_used_at`; token 2 never used.
+const OLD_TOKENS: &str = "INSERT INTO api_tokens (id, user_id, digest, sealed, created_at, \
+     last_used_at) VALUES (1, 7, $1, $1, 0, 500), (2, 7, $2, $2, 0, NULL)";
+
+/// Opens `url` (which runs 0012 on the database [`OLD_TOKENS`] seeded) and checks the uses.
+async fn check_uses_moved(url: &str, name: &str) {
+    let store = cxauth_store::open(&DatabaseUrl::parse(url).expect("url"))
+        .await
+        .expect("open runs 0012");
+    let last_use = |id: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .api_token_by_id(id)
+                .await
+                .expect("get")
+                .expect("the token")
+                .0
+                .last_used_at
+        }
+    };
+    assert_eq!(last_use(1).await, Some(500), "{name}: the use was copied");
+    assert_eq!(last_use(2).await, None, "{name}: none made up");
+    let used = |id: i64, digest: &[u8], at: i64| cxauth_core::store::ApiTokenUse {
+        id,
+        digest: digest.try_into().expect("32 bytes"),
+        at,
+    };
+    let written = store
+        .record_api_token_uses(&[used(1, OLDER, 400), used(2, NEWER, 700)])
+        .await
+        .expect("uses");
+    assert_eq!(written, 1, "{name}: a copied use is not moved back");
+    assert_eq!(last_use(1).await, Some(500), "{name}");
+    assert_eq!(last_use(2).await, Some(700), "{name}");
+    assert!(store.delete_api_token(1).await.expect("delete"), "{name}");
+    let listed: Vec<(i64, Option<i64>)> = store
+        .api_tokens_of(7)
+        .await
+        .expect("list")
+        .iter()
+        .map(|t| (t.id, t.last_used_at))
+        .collect();
+    assert_eq!(listed, [(2, Some(700))], "{name}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_last_uses_survive_0012() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    {
+        let pool = sqlx::SqlitePool::connect_with(
+            url.parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .expect("options")
+                .create_if_missing(true),
+        )
+        .await
+        .expect("connect");
+        let (_dir, migrator) = migrations_before("sqlite", 12).await;
+        migrator.run(&pool).await.expect("old schema");
+        for sql in &SEED[..2] {
+            sqlx::query(*sql).execute(&pool).await.expect("seed");
+        }
+        sqlx::query(OLD_TOKENS)
+            .bind(OLDER)
+            .bind(NEWER)
+            .execute(&pool)
+            .await
+            .expect("old tokens");
+        pool.close().await;
+    }
+    check_uses_moved(&url, "sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_last_uses_survive_0012() {
+    let url = match cxauth_store::testing::scratch_schema()
+        .await
+        .expect("a PostgreSQL test schema")
+    {
+        cxauth_store::testing::Scratch::Ready(u) => u,
+        cxauth_store::testing::Scratch::Skip(why) => {
+            eprintln!("skipping PostgreSQL: {why}");
+            return;
+        }
+    };
+    {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        let (_dir, migrator) = migrations_before("postgres", 12).await;
+        migrator.run(&pool).await.expect("old schema");
+        for sql in &SEED[..2] {
+            sqlx::query(*sql).execute(&pool).await.expect("seed");
+        }
+        sqlx::query(OLD_TOKENS)
+            .bind(OLDER)
+            .bind(NEWER)
+            .execute(&pool)
+            .await
+            .expect("old tokens");
+        pool.close().await;
+    }
+    check_uses_moved(&url, "postgres").await;
 }
 
 // ---- The two migration folders stay in step.

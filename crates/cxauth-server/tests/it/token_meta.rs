@@ -613,9 +613,7 @@ async fn parallel_uses_record_one_last_use_written_by_the_flush() {
     let statuses = burst(&app, &busy_token).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(
-        app.db
-            .count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
-            .await,
+        app.db.count("SELECT COUNT(*) FROM api_token_uses").await,
         0,
         "no write on the request path"
     );
@@ -700,8 +698,7 @@ async fn a_clean_stop_writes_every_last_use_noted_since_the_last_flush() {
 
     let (db, _, _) = app.stop().await;
     assert_eq!(
-        db.count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
-            .await,
+        db.count("SELECT COUNT(*) FROM api_token_uses").await,
         i64::try_from(TOKENS_USED).expect("count"),
         "every use noted was written by the stop"
     );
@@ -749,9 +746,7 @@ async fn use_at_once(app: &TestApp, tokens: &[String]) {
 
 /// Tokens with a last use written.
 async fn written_uses(app: &TestApp) -> i64 {
-    app.db
-        .count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
-        .await
+    app.db.count("SELECT COUNT(*) FROM api_token_uses").await
 }
 
 /// The minute's write, paced, writes every use, in batches of `PACED_BATCH`. Cut off after its
@@ -811,15 +806,14 @@ async fn a_paced_write_cut_off_half_way_puts_back_what_it_had_not_written() {
 
     let (db, _, _) = app.stop().await;
     assert_eq!(
-        db.count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
-            .await,
+        db.count("SELECT COUNT(*) FROM api_token_uses").await,
         2 * USED,
         "the stop wrote the uses the cut-off write had not"
     );
     assert_eq!(
         db.count(
-            "SELECT COUNT(*) FROM api_tokens WHERE last_used_at > \
-             (SELECT MIN(last_used_at) FROM api_tokens) + 30000"
+            "SELECT COUNT(*) FROM api_token_uses WHERE last_used_at > \
+             (SELECT MIN(last_used_at) FROM api_token_uses) + 30000"
         )
         .await,
         AGAIN as i64,

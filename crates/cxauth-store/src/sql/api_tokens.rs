@@ -13,12 +13,20 @@ use cxauth_core::store::{
 use sqlx::Row as _;
 use std::collections::BTreeMap;
 
-/// The columns [`token_of`] reads, of `api_tokens` aliased `t`.
+/// The columns [`token_of`] reads, of [`tokens_with_uses`]' tables.
 macro_rules! token_columns {
     () => {
         "t.id AS token_id, t.sealed AS token_sealed, t.name AS token_name, \
          t.created_at AS token_created_at, t.expires_at AS token_expires_at, \
-         t.last_used_at AS token_last_used_at"
+         tu.last_used_at AS token_last_used_at"
+    };
+}
+
+/// `api_tokens` aliased `t`, with its last uses (a narrow table of their own since migration
+/// 12, so that the minute's write touches few pages) aliased `tu`.
+macro_rules! tokens_with_uses {
+    () => {
+        "api_tokens t LEFT JOIN api_token_uses tu ON tu.token_id = t.id"
     };
 }
 
@@ -189,7 +197,9 @@ impl ApiTokenStore for Backend {
             token_columns!(),
             ", ",
             user_columns!("u."),
-            " FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.digest = $1"
+            " FROM ",
+            tokens_with_uses!(),
+            " JOIN users u ON u.id = t.user_id WHERE t.digest = $1"
         );
         let row = sqlx::query(sql)
             .bind(digest.as_slice())
@@ -209,7 +219,9 @@ impl ApiTokenStore for Backend {
             token_columns!(),
             ", ",
             user_columns!("u."),
-            " FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1"
+            " FROM ",
+            tokens_with_uses!(),
+            " JOIN users u ON u.id = t.user_id WHERE t.id = $1"
         );
         let row = sqlx::query(sql)
             .bind(id)
@@ -224,7 +236,9 @@ impl ApiTokenStore for Backend {
         let sql = concat!(
             "SELECT ",
             token_columns!(),
-            " FROM api_tokens t WHERE t.user_id = $1 ORDER BY t.id"
+            " FROM ",
+            tokens_with_uses!(),
+            " WHERE t.user_id = $1 ORDER BY t.id"
         );
         let rows = sqlx::query(sql)
             .bind(user_id)
@@ -252,9 +266,10 @@ impl ApiTokenStore for Backend {
     async fn record_api_token_uses(&self, uses: &[ApiTokenUse]) -> Result<u64, StoreError> {
         // The newest use of each row, in row id order: consecutive rows share pages, so each
         // page is written about once in all (see `USES_PER_STATEMENT`); and two instances
-        // writing the same rows lock them in the same order. PostgreSQL updates a large table's
-        // rows in the order of the `VALUES`, so in the order each was handed, opposite orders
-        // deadlocked (the conformance test `two_instances_writing_the_same_last_uses_…`).
+        // writing the same rows lock them in the same order. Written in the order each was
+        // handed, opposite orders deadlocked on PostgreSQL (the conformance test
+        // `two_instances_writing_the_same_last_uses_…`); the statement's `ORDER BY` keeps the
+        // order whatever plan it gets.
         let mut newest: BTreeMap<(i64, [u8; 32]), i64> = BTreeMap::new();
         for u in uses {
             newest
@@ -265,7 +280,7 @@ impl ApiTokenStore for Backend {
         let rows: Vec<_> = newest.into_iter().collect();
         let mut changed = 0;
         for chunk in rows.chunks(USES_PER_STATEMENT) {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(uses_update(chunk.len())));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(uses_upsert(chunk.len())));
             for ((id, digest), at) in chunk {
                 query = query.bind(*id).bind(digest.as_slice()).bind(*at);
             }
@@ -303,7 +318,11 @@ impl ApiTokenStore for Backend {
 /// `sqlite3`), in transactions of 500: in the order noted (a hash map's), each transaction
 /// wrote ~500 pages of WAL (450 MB in all, up to 22 ms a transaction); in row id order each
 /// page is written about once (142 MB, up to 5 ms a transaction). In the server (the harness's
-/// `uses written at stop`), 100,000 tokens' uses went from 4.9 s to 0.7-0.9 s.
+/// `uses written at stop`), 100,000 tokens' uses went from 4.9 s to 0.7-0.9 s. Since migration
+/// 12 the uses have a narrow table of their own, and the same write logs 3.5 MB of WAL (first
+/// uses) or 11.6 MB (every token used before) instead of 112 MB; its time is now mostly the
+/// reading of each token's row for the check (docs/decisions.md, "Last uses have a table of
+/// their own").
 const USES_PER_STATEMENT: usize = 500;
 
 /// `n` placeholders from number `first` on, comma-separated: `$first, $first+1, …`, or on
@@ -323,17 +342,31 @@ fn placeholders(n: usize, first: usize) -> String {
         .join(", ")
 }
 
-/// One statement that writes `n` uses, bound as `(id, digest, at)` triples: the row is found by
-/// its id (the rows are written in id order) and must still hold the digest; a time never
-/// moves back. `VALUES` names its columns `column1`… in both dialects.
-fn uses_update(n: usize) -> String {
+/// One statement that writes `n` uses, bound as `(id, digest, at)` triples, into
+/// `api_token_uses` (migration 12): only for a token that still exists and still holds the
+/// digest, and a time never moves back. `VALUES` names its columns `column1`… in both dialects.
+/// The rows go in token id order (`ORDER BY`), whatever plan the database picks, so that two
+/// instances writing the same tokens lock them in the same order. On PostgreSQL the token is
+/// locked `FOR KEY SHARE` as it is checked: a token deleted by another instance meanwhile is
+/// skipped (the check waits for the delete), where the foreign key would otherwise fail the
+/// whole statement; SQLite writes one transaction at a time and has no such clause.
+fn uses_upsert(n: usize) -> String {
     let values = (0..n)
         .map(|i| format!("({})", placeholders(3, 3 * i + 1)))
         .collect::<Vec<_>>()
         .join(", ");
+    let lock = if <super::Db as sqlx::Database>::NAME == "SQLite" {
+        ""
+    } else {
+        " FOR KEY SHARE"
+    };
     format!(
-        "UPDATE api_tokens SET last_used_at = u.column3 FROM (VALUES {values}) AS u \
-         WHERE api_tokens.id = u.column1 AND api_tokens.digest = u.column2 \
-           AND (api_tokens.last_used_at IS NULL OR api_tokens.last_used_at < u.column3)"
+        "INSERT INTO api_token_uses (token_id, last_used_at) \
+         SELECT u.column1, u.column3 FROM (VALUES {values}) AS u \
+         WHERE EXISTS (SELECT 1 FROM api_tokens t \
+                       WHERE t.id = u.column1 AND t.digest = u.column2{lock}) \
+         ORDER BY u.column1 \
+         ON CONFLICT (token_id) DO UPDATE SET last_used_at = excluded.last_used_at \
+         WHERE api_token_uses.last_used_at < excluded.last_used_at"
     )
 }
