@@ -204,6 +204,11 @@ impl Run<'_> {
         name: &str,
     ) -> Row {
         let n = workloads.len();
+        // What earlier rows left in the page cache (their servers' request logs, the scale
+        // seed) is written to disk now, not by the kernel 30 s later in the middle of this row,
+        // where the commits' fsyncs waited behind it (docs/benchmarks-history.md, "Dec 7,
+        // thirty-seventh round").
+        or_warn("earlier rows' writes not flushed first", flush_page_cache());
         // `--trace-waits`: started before the row's CPU and clock readings, and read after
         // them, so that neither the buffer's set-up nor its reading counts in the row.
         let open = matches!(pace, Pace::Open(_));
@@ -305,6 +310,15 @@ fn or_warn<T>(without: &str, guard: anyhow::Result<T>) -> Option<T> {
     guard
         .map_err(|e| eprintln!("cxauth-bench: warning: {without}: {e:#}"))
         .ok()
+}
+
+/// Writes every file's dirty pages to disk (`sync`) and waits for it.
+fn flush_page_cache() -> anyhow::Result<()> {
+    let status = std::process::Command::new("sync")
+        .status()
+        .context("cannot run `sync`")?;
+    anyhow::ensure!(status.success(), "`sync` failed: {status}");
+    Ok(())
 }
 
 fn progress(msg: &str) {
