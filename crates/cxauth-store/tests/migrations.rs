@@ -36,6 +36,42 @@ async fn migrations_before(
     (dir, migrator)
 }
 
+/// A new SQLite database at the schema as it was before migration `below`: the directory that
+/// holds it, its URL, and a pool on it.
+async fn sqlite_before(below: u32) -> (tempfile::TempDir, String, sqlx::SqlitePool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let pool = sqlx::SqlitePool::connect_with(
+        url.parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .expect("options")
+            .create_if_missing(true),
+    )
+    .await
+    .expect("connect");
+    let (_migrations, migrator) = migrations_before("sqlite", below).await;
+    migrator.run(&pool).await.expect("old schema");
+    (dir, url, pool)
+}
+
+/// A PostgreSQL scratch schema as it was before migration `below`: its URL and a pool on it;
+/// `None` (the reason printed) where there is no PostgreSQL to test against.
+async fn postgres_before(below: u32) -> Option<(String, sqlx::PgPool)> {
+    let url = match cxauth_store::testing::scratch_schema()
+        .await
+        .expect("a PostgreSQL test schema")
+    {
+        cxauth_store::testing::Scratch::Ready(u) => u,
+        cxauth_store::testing::Scratch::Skip(why) => {
+            eprintln!("skipping PostgreSQL: {why}");
+            return None;
+        }
+    };
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let (_migrations, migrator) = migrations_before("postgres", below).await;
+    migrator.run(&pool).await.expect("old schema");
+    Some((url, pool))
+}
+
 const SEED: [&str; 4] = [
     "INSERT INTO accounts (id, name, main_id, is_active, created_at) VALUES (10000000, 'M', NULL, TRUE, 0)",
     "INSERT INTO users (id, username, platform_id, password_hash, first_name, last_name, enabled, \
@@ -105,53 +141,29 @@ async fn check_upgraded(url: &str, name: &str) {
 
 #[tokio::test]
 async fn sqlite_credentials_survive_0005() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("old.db").display());
-    {
-        let pool = sqlx::SqlitePool::connect_with(
-            url.parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .expect("options")
-                .create_if_missing(true),
-        )
-        .await
-        .expect("connect");
-        let (_dir, migrator) = migrations_before("sqlite", 5).await;
-        migrator.run(&pool).await.expect("old schema");
-        for (i, sql) in SEED.iter().enumerate() {
-            seed(sqlx::query(*sql), i)
-                .execute(&pool)
-                .await
-                .expect("seed");
-        }
-        pool.close().await;
+    let (_dir, url, pool) = sqlite_before(5).await;
+    for (i, sql) in SEED.iter().enumerate() {
+        seed(sqlx::query(*sql), i)
+            .execute(&pool)
+            .await
+            .expect("seed");
     }
+    pool.close().await;
     check_upgraded(&url, "sqlite").await;
 }
 
 #[tokio::test]
 async fn postgres_credentials_survive_0005() {
-    let url = match cxauth_store::testing::scratch_schema()
-        .await
-        .expect("a PostgreSQL test schema")
-    {
-        cxauth_store::testing::Scratch::Ready(u) => u,
-        cxauth_store::testing::Scratch::Skip(why) => {
-            eprintln!("skipping PostgreSQL: {why}");
-            return;
-        }
+    let Some((url, pool)) = postgres_before(5).await else {
+        return;
     };
-    {
-        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-        let (_dir, migrator) = migrations_before("postgres", 5).await;
-        migrator.run(&pool).await.expect("old schema");
-        for (i, sql) in SEED.iter().enumerate() {
-            seed(sqlx::query(*sql), i)
-                .execute(&pool)
-                .await
-                .expect("seed");
-        }
-        pool.close().await;
+    for (i, sql) in SEED.iter().enumerate() {
+        seed(sqlx::query(*sql), i)
+            .execute(&pool)
+            .await
+            .expect("seed");
     }
+    pool.close().await;
     check_upgraded(&url, "postgres").await;
 }
 
@@ -207,59 +219,35 @@ async fn check_uses_moved(url: &str, name: &str) {
 
 #[tokio::test]
 async fn sqlite_last_uses_survive_0012() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("old.db").display());
-    {
-        let pool = sqlx::SqlitePool::connect_with(
-            url.parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .expect("options")
-                .create_if_missing(true),
-        )
-        .await
-        .expect("connect");
-        let (_dir, migrator) = migrations_before("sqlite", 12).await;
-        migrator.run(&pool).await.expect("old schema");
-        for sql in &SEED[..2] {
-            sqlx::query(*sql).execute(&pool).await.expect("seed");
-        }
-        sqlx::query(OLD_TOKENS)
-            .bind(OLDER)
-            .bind(NEWER)
-            .execute(&pool)
-            .await
-            .expect("old tokens");
-        pool.close().await;
+    let (_dir, url, pool) = sqlite_before(12).await;
+    for sql in &SEED[..2] {
+        sqlx::query(*sql).execute(&pool).await.expect("seed");
     }
+    sqlx::query(OLD_TOKENS)
+        .bind(OLDER)
+        .bind(NEWER)
+        .execute(&pool)
+        .await
+        .expect("old tokens");
+    pool.close().await;
     check_uses_moved(&url, "sqlite").await;
 }
 
 #[tokio::test]
 async fn postgres_last_uses_survive_0012() {
-    let url = match cxauth_store::testing::scratch_schema()
-        .await
-        .expect("a PostgreSQL test schema")
-    {
-        cxauth_store::testing::Scratch::Ready(u) => u,
-        cxauth_store::testing::Scratch::Skip(why) => {
-            eprintln!("skipping PostgreSQL: {why}");
-            return;
-        }
+    let Some((url, pool)) = postgres_before(12).await else {
+        return;
     };
-    {
-        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-        let (_dir, migrator) = migrations_before("postgres", 12).await;
-        migrator.run(&pool).await.expect("old schema");
-        for sql in &SEED[..2] {
-            sqlx::query(*sql).execute(&pool).await.expect("seed");
-        }
-        sqlx::query(OLD_TOKENS)
-            .bind(OLDER)
-            .bind(NEWER)
-            .execute(&pool)
-            .await
-            .expect("old tokens");
-        pool.close().await;
+    for sql in &SEED[..2] {
+        sqlx::query(*sql).execute(&pool).await.expect("seed");
     }
+    sqlx::query(OLD_TOKENS)
+        .bind(OLDER)
+        .bind(NEWER)
+        .execute(&pool)
+        .await
+        .expect("old tokens");
+    pool.close().await;
     check_uses_moved(&url, "postgres").await;
 }
 
