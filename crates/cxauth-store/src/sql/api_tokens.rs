@@ -325,14 +325,16 @@ impl ApiTokenStore for Backend {
 /// their own").
 const USES_PER_STATEMENT: usize = 500;
 
+/// Whether this copy of the module is compiled for SQLite (it is compiled once per dialect).
+const SQLITE: bool = matches!(<super::Db as sqlx::Database>::NAME.as_bytes(), b"SQLite");
+
 /// `n` placeholders from number `first` on, comma-separated: `$first, $first+1, …`, or on
 /// SQLite `?, ?, …` (bound in order). SQLite keeps a `$n` parameter's name in a list that it
 /// walks to bind each one, so binding a statement of 1,500 of them took ~1.1M steps.
 fn placeholders(n: usize, first: usize) -> String {
-    let sqlite = <super::Db as sqlx::Database>::NAME == "SQLite";
     (first..first + n)
         .map(|i| {
-            if sqlite {
+            if SQLITE {
                 "?".to_owned()
             } else {
                 format!("${i}")
@@ -355,11 +357,7 @@ fn uses_upsert(n: usize) -> String {
         .map(|i| format!("({})", placeholders(3, 3 * i + 1)))
         .collect::<Vec<_>>()
         .join(", ");
-    let lock = if <super::Db as sqlx::Database>::NAME == "SQLite" {
-        ""
-    } else {
-        " FOR KEY SHARE"
-    };
+    let lock = if SQLITE { "" } else { " FOR KEY SHARE" };
     format!(
         "INSERT INTO api_token_uses (token_id, last_used_at) \
          SELECT u.column1, u.column3 FROM (VALUES {values}) AS u \
