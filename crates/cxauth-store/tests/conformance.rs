@@ -1704,8 +1704,8 @@ async fn api_token_metadata_renames_last_uses_and_expiry() {
             None
         );
 
-        // Last uses: a batch, never moving back; unknown rows, and a row that holds another
-        // digest than the use's, skipped.
+        // Last uses: a batch, never moving back; unknown rows, and the first use of a row that
+        // holds another digest than the use's, skipped.
         let used = |id: i64, digest: [u8; 32], at: i64| ApiTokenUse { id, digest, at };
         assert_eq!(s.record_api_token_uses(&[]).await.expect("none"), 0);
         let n = s
@@ -1795,6 +1795,65 @@ async fn api_token_metadata_renames_last_uses_and_expiry() {
                 .filter(|t| t.id == t0 || t.id == t1)
                 .count(),
             1
+        );
+    }
+}
+
+/// A deleted API token's row id is never given to a later token, not even when it was the
+/// newest. The last-use write relies on it: on SQLite a use of a token that already has a row
+/// in `api_token_uses` is written without reading the token's row again (its digest is not
+/// compared), which is right only if that id can never have passed to another token since the
+/// use was noted. (SQLite's `INTEGER PRIMARY KEY` without `AUTOINCREMENT` reuses the largest
+/// id once its row is gone.) A use noted before the delete writes nothing, on the old token's
+/// id or on the new one.
+#[tokio::test]
+async fn a_deleted_api_tokens_id_is_never_reused_and_its_late_uses_land_nowhere() {
+    for b in backends().await {
+        let s = &b.store;
+        let u = token_owner(s).await;
+        let session = CredentialProof::Session("u-s0");
+        let used = |id: i64, digest: [u8; 32], at: i64| ApiTokenUse { id, digest, at };
+        let mut newest = None;
+        for n in 0..3u8 {
+            let d = digest(110 + n);
+            let ApiTokenInsert::Created(id) = s
+                .insert_api_token_checked(&new_token(u, &d, 100, session))
+                .await
+                .expect("insert")
+            else {
+                panic!("{}: not created", b.name)
+            };
+            assert_eq!(
+                s.record_api_token_uses(&[used(id, d, 3_000)])
+                    .await
+                    .expect("use"),
+                1,
+                "{}",
+                b.name
+            );
+            if let Some((old, old_digest)) = newest {
+                assert!(id > old, "{}: id {id} after the deleted {old}", b.name);
+                // A use of the deleted token, noted before its delete and written after the
+                // new token's first use: written nowhere.
+                assert_eq!(
+                    s.record_api_token_uses(&[used(old, old_digest, 4_000)])
+                        .await
+                        .expect("late use"),
+                    0,
+                    "{}",
+                    b.name
+                );
+            }
+            let (t, _) = s.api_token_by_id(id).await.expect("get").expect("t");
+            assert_eq!(t.last_used_at, Some(3_000), "{}", b.name);
+            assert!(s.delete_api_token(id).await.expect("delete"), "{}", b.name);
+            newest = Some((id, d));
+        }
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM api_token_uses").await,
+            0,
+            "{}: uses go with their tokens",
+            b.name
         );
     }
 }

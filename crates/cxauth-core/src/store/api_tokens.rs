@@ -149,8 +149,11 @@ pub trait ApiTokenStore: Send + Sync {
     async fn rename_api_token(&self, id: i64, name: Option<&str>) -> Result<bool, StoreError>;
 
     /// Records recent uses: a time never moves back (an older use than the one stored, or than
-    /// another of the same token in `uses`, is ignored), and a use whose row is gone or holds
-    /// another digest is skipped. Returns the rows changed. Called with a whole flush's uses,
+    /// another of the same token in `uses`, is ignored), and a use whose token is gone is
+    /// skipped. A token's row id is never reused, so a use can never land on another token; a
+    /// backend may compare the use's digest with the token's only on the token's first use
+    /// (SQLite does, to keep the wide token table out of the steady-state write). Returns the
+    /// rows changed. Called with a whole flush's uses,
     /// off the request path, never per request: the backend writes them in row id order in
     /// short transactions, so a failure may leave some written (writing them again changes
     /// nothing).

@@ -320,9 +320,9 @@ impl ApiTokenStore for Backend {
 /// page is written about once (142 MB, up to 5 ms a transaction). In the server (the harness's
 /// `uses written at stop`), 100,000 tokens' uses went from 4.9 s to 0.7-0.9 s. Since migration
 /// 12 the uses have a narrow table of their own, and the same write logs 3.5 MB of WAL (first
-/// uses) or 11.6 MB (every token used before) instead of 112 MB; its time is now mostly the
-/// reading of each token's row for the check (docs/decisions.md, "Last uses have a table of
-/// their own").
+/// uses) or 11.6 MB (every token used before) instead of 112 MB; and on SQLite a token's wide
+/// row is read for its first use only (docs/decisions.md, "Last uses have a table of their
+/// own").
 const USES_PER_STATEMENT: usize = 500;
 
 /// Whether this copy of the module is compiled for SQLite (it is compiled once per dialect).
@@ -352,17 +352,36 @@ fn placeholders(n: usize, first: usize) -> String {
 /// locked `FOR KEY SHARE` as it is checked: a token deleted by another instance meanwhile is
 /// skipped (the check waits for the delete), where the foreign key would otherwise fail the
 /// whole statement; SQLite writes one transaction at a time and has no such clause.
+///
+/// On SQLite a use whose token already has a row in `api_token_uses` skips the token check (the
+/// `OR`'s left side is true, and SQLite does not evaluate the right): that row proves the token
+/// is there, because it goes with its token (`ON DELETE CASCADE`), and that it is the token the
+/// use was noted for, because `AUTOINCREMENT` never gives a deleted token's id to another. The
+/// check read a page of the wide `api_tokens` table per use, most of a steady-state write's time
+/// (docs/decisions.md, "Last uses have a table of their own"). PostgreSQL keeps the check for
+/// every use: without its lock, a token deleted by another instance between the row's read and
+/// the update would fail the statement.
 fn uses_upsert(n: usize) -> String {
     let values = (0..n)
         .map(|i| format!("({})", placeholders(3, 3 * i + 1)))
         .collect::<Vec<_>>()
         .join(", ");
-    let lock = if SQLITE { "" } else { " FOR KEY SHARE" };
+    let token_check = format!(
+        "EXISTS (SELECT 1 FROM api_tokens t WHERE t.id = u.column1 AND t.digest = u.column2{})",
+        if SQLITE { "" } else { " FOR KEY SHARE" }
+    );
+    let kept = if SQLITE {
+        format!(
+            "(EXISTS (SELECT 1 FROM api_token_uses p WHERE p.token_id = u.column1) \
+             OR {token_check})"
+        )
+    } else {
+        token_check
+    };
     format!(
         "INSERT INTO api_token_uses (token_id, last_used_at) \
          SELECT u.column1, u.column3 FROM (VALUES {values}) AS u \
-         WHERE EXISTS (SELECT 1 FROM api_tokens t \
-                       WHERE t.id = u.column1 AND t.digest = u.column2{lock}) \
+         WHERE {kept} \
          ORDER BY u.column1 \
          ON CONFLICT (token_id) DO UPDATE SET last_used_at = excluded.last_used_at \
          WHERE api_token_uses.last_used_at < excluded.last_used_at"
