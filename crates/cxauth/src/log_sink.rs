@@ -40,8 +40,8 @@ pub const GATHER: Duration = Duration::from_millis(5);
 /// The most the buffer holds before loggers wait for the writer thread.
 pub const CAP: usize = 1 << 20;
 
-/// How much log a regular file takes before the writer thread has the kernel start writing it
-/// to disk ([`Writeback`]).
+/// How much log a regular file takes between two requests to the kernel to start writing it to
+/// disk ([`Writeback`]).
 pub const WRITEBACK_STEP: u64 = 1 << 20;
 
 /// The sink shared by the loggers ([`Sink::make_writer`]) and the writer thread.
@@ -255,7 +255,7 @@ impl Shared {
 /// The calls run on a thread of their own ("log-writeback"), which the writer thread wakes
 /// without waiting: starting writeback can wait in the filesystem (on ext4, for its journal),
 /// and if the writer thread waited there, loggers would wait behind it once the buffer filled.
-/// A wake-up that finds the thread busy is folded into the call under way's successor.
+/// Wake-ups that come while a call runs fold into one more call, which covers their bytes.
 pub struct Writeback {
     file: std::fs::File,
     step: u64,
