@@ -624,8 +624,9 @@ mod tests {
     }
 
     /// A log on a regular file is handed to the kernel's writeback as it grows, at most once a
-    /// step, and every line still arrives, in order. A pipe (what a service manager or a
-    /// container runtime gives) is left alone.
+    /// step, while four threads log at once, and every line still arrives whole and in its
+    /// thread's order. A pipe (what a service manager or a container runtime gives) is left
+    /// alone.
     #[test]
     fn a_log_file_is_written_back_in_steps_and_a_pipe_is_left_alone() {
         use std::os::fd::AsFd as _;
@@ -634,18 +635,32 @@ mod tests {
 
         let file = tempfile::NamedTempFile::new().expect("temp file");
         let step = 64 * 1024;
-        let cap = 8 * 1024;
         let writeback = Writeback::of(file.as_file().as_fd(), step);
         assert!(writeback.is_some(), "a regular file");
         let out = file.as_file().try_clone().expect("clone");
-        let (sink, guard) =
-            Sink::with_writeback(Box::new(out), writeback, Duration::from_micros(100), cap)
-                .expect("sink");
-        let total = 2_000 * 512;
-        for i in 0..2_000 {
-            line(&sink, &format!("{i:>6} {}\n", "x".repeat(504)));
+        let (sink, guard) = Sink::with_writeback(
+            Box::new(out),
+            writeback,
+            Duration::from_micros(100),
+            8 * 1024,
+        )
+        .expect("sink");
+        let (threads, lines, width) = (4u64, 500u64, 512u64);
+        let loggers: Vec<_> = (0..threads)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..lines {
+                        line(&sink, &format!("{t} {i:>6} {}\n", "x".repeat(502)));
+                    }
+                })
+            })
+            .collect();
+        for l in loggers {
+            l.join().expect("logger");
         }
         drop(guard);
+        let total = threads * lines * width;
         let advised = sink
             .shared
             .advised
@@ -657,11 +672,14 @@ mod tests {
             "{advised} calls for {total} bytes"
         );
         let text = std::fs::read_to_string(file.path()).expect("read");
-        let numbers: Vec<u64> = text
-            .lines()
-            .map(|l| l[..6].trim().parse().expect("number"))
-            .collect();
-        assert_eq!(numbers, (0..2_000).collect::<Vec<_>>());
         assert_eq!(text.len() as u64, total);
+        let mut next = vec![0u64; threads as usize];
+        for l in text.lines() {
+            assert_eq!(l.len() as u64, width - 1, "a torn line");
+            let t: usize = l[..1].parse().expect("thread");
+            assert_eq!(l[2..8].trim().parse::<u64>().expect("number"), next[t]);
+            next[t] += 1;
+        }
+        assert_eq!(next, vec![lines; threads as usize]);
     }
 }
