@@ -153,9 +153,8 @@ pub trait ApiTokenStore: Send + Sync {
     /// skipped. A token's row id is never reused, so a use can never land on another token; a
     /// backend may compare the use's digest with the token's only on the token's first use
     /// (SQLite does, to keep the wide token table out of the steady-state write). Returns the
-    /// rows changed. Called with a whole flush's uses,
-    /// off the request path, never per request: the backend writes them in row id order in
-    /// short transactions, so a failure may leave some written (writing them again changes
-    /// nothing).
+    /// rows changed. Called with a whole flush's uses, off the request path, never per
+    /// request: the backend writes them in row id order in short transactions, so a failure
+    /// may leave some written (writing them again changes nothing).
     async fn record_api_token_uses(&self, uses: &[ApiTokenUse]) -> Result<u64, StoreError>;
 }
