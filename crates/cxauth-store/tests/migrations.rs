@@ -36,9 +36,33 @@ async fn migrations_before(
     (dir, migrator)
 }
 
-/// A new SQLite database at the schema as it was before migration `below`: the directory that
-/// holds it, its URL, and a pool on it.
-async fn sqlite_before(below: u32) -> (tempfile::TempDir, String, sqlx::SqlitePool) {
+/// Statements that fill a database at an old schema, each with the blobs it binds, in order.
+type Seed = &'static [(&'static str, &'static [&'static [u8]])];
+
+/// Brings the empty database behind `pool` to `backend`'s schema before migration `below`,
+/// runs `seed` on it and closes the pool.
+async fn fill<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, backend: &str, below: u32, seed: Seed)
+where
+    DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    &'static [u8]: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
+{
+    let (_migrations, migrator) = migrations_before(backend, below).await;
+    migrator.run(pool).await.expect("old schema");
+    for (sql, blobs) in seed {
+        let mut q = sqlx::query::<DB>(*sql);
+        for b in *blobs {
+            q = q.bind(*b);
+        }
+        q.execute(pool).await.expect("seed");
+    }
+    pool.close().await;
+}
+
+/// A new SQLite database at the schema as it was before migration `below`, filled by `seed`
+/// and closed: the directory that holds it and its URL.
+async fn sqlite_before(below: u32, seed: Seed) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
     let pool = sqlx::SqlitePool::connect_with(
@@ -48,14 +72,13 @@ async fn sqlite_before(below: u32) -> (tempfile::TempDir, String, sqlx::SqlitePo
     )
     .await
     .expect("connect");
-    let (_migrations, migrator) = migrations_before("sqlite", below).await;
-    migrator.run(&pool).await.expect("old schema");
-    (dir, url, pool)
+    fill(&pool, "sqlite", below, seed).await;
+    (dir, url)
 }
 
-/// A PostgreSQL scratch schema as it was before migration `below`: its URL and a pool on it;
+/// A PostgreSQL scratch schema as it was before migration `below`, filled by `seed`: its URL;
 /// `None` (the reason printed) where there is no PostgreSQL to test against.
-async fn postgres_before(below: u32) -> Option<(String, sqlx::PgPool)> {
+async fn postgres_before(below: u32, seed: Seed) -> Option<String> {
     let url = match cxauth_store::testing::scratch_schema()
         .await
         .expect("a PostgreSQL test schema")
@@ -67,9 +90,8 @@ async fn postgres_before(below: u32) -> Option<(String, sqlx::PgPool)> {
         }
     };
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-    let (_migrations, migrator) = migrations_before("postgres", below).await;
-    migrator.run(&pool).await.expect("old schema");
-    Some((url, pool))
+    fill(&pool, "postgres", below, seed).await;
+    Some(url)
 }
 
 const SEED: [&str; 4] = [
@@ -86,20 +108,13 @@ const SEED: [&str; 4] = [
 const OLDER: &[u8] = &[1; 32];
 const NEWER: &[u8] = &[2; 32];
 
-/// Binds the digest of the `i`-th statement of [`SEED`], if it takes one.
-fn seed<DB: sqlx::Database>(
-    q: sqlx::query::Query<'static, DB, <DB as sqlx::Database>::Arguments>,
-    i: usize,
-) -> sqlx::query::Query<'static, DB, <DB as sqlx::Database>::Arguments>
-where
-    &'static [u8]: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
-{
-    match i {
-        2 => q.bind(NEWER),
-        3 => q.bind(OLDER),
-        _ => q,
-    }
-}
+/// [`SEED`] with its digests: the state migration 0005 finds.
+const SEED_0005: Seed = &[
+    (SEED[0], &[]),
+    (SEED[1], &[]),
+    (SEED[2], &[NEWER]),
+    (SEED[3], &[OLDER]),
+];
 
 async fn check_upgraded(url: &str, name: &str) {
     let store = cxauth_store::open(&DatabaseUrl::parse(url).expect("url"))
@@ -141,29 +156,15 @@ async fn check_upgraded(url: &str, name: &str) {
 
 #[tokio::test]
 async fn sqlite_credentials_survive_0005() {
-    let (_dir, url, pool) = sqlite_before(5).await;
-    for (i, sql) in SEED.iter().enumerate() {
-        seed(sqlx::query(*sql), i)
-            .execute(&pool)
-            .await
-            .expect("seed");
-    }
-    pool.close().await;
+    let (_dir, url) = sqlite_before(5, SEED_0005).await;
     check_upgraded(&url, "sqlite").await;
 }
 
 #[tokio::test]
 async fn postgres_credentials_survive_0005() {
-    let Some((url, pool)) = postgres_before(5).await else {
+    let Some(url) = postgres_before(5, SEED_0005).await else {
         return;
     };
-    for (i, sql) in SEED.iter().enumerate() {
-        seed(sqlx::query(*sql), i)
-            .execute(&pool)
-            .await
-            .expect("seed");
-    }
-    pool.close().await;
     check_upgraded(&url, "postgres").await;
 }
 
@@ -174,7 +175,14 @@ async fn postgres_credentials_survive_0005() {
 const OLD_TOKENS: &str = "INSERT INTO api_tokens (id, user_id, digest, sealed, created_at, \
      last_used_at) VALUES (1, 7, $1, $1, 0, 500), (2, 7, $2, $2, 0, NULL)";
 
-/// Opens `url` (which runs 0012 on the database [`OLD_TOKENS`] seeded) and checks the uses.
+/// The main account, user 7 and [`OLD_TOKENS`]: the state migration 0012 finds.
+const SEED_0012: Seed = &[
+    (SEED[0], &[]),
+    (SEED[1], &[]),
+    (OLD_TOKENS, &[OLDER, NEWER]),
+];
+
+/// Opens `url` (which runs 0012 on the database [`SEED_0012`] filled) and checks the uses.
 async fn check_uses_moved(url: &str, name: &str) {
     let store = cxauth_store::open(&DatabaseUrl::parse(url).expect("url"))
         .await
@@ -219,35 +227,15 @@ async fn check_uses_moved(url: &str, name: &str) {
 
 #[tokio::test]
 async fn sqlite_last_uses_survive_0012() {
-    let (_dir, url, pool) = sqlite_before(12).await;
-    for sql in &SEED[..2] {
-        sqlx::query(*sql).execute(&pool).await.expect("seed");
-    }
-    sqlx::query(OLD_TOKENS)
-        .bind(OLDER)
-        .bind(NEWER)
-        .execute(&pool)
-        .await
-        .expect("old tokens");
-    pool.close().await;
+    let (_dir, url) = sqlite_before(12, SEED_0012).await;
     check_uses_moved(&url, "sqlite").await;
 }
 
 #[tokio::test]
 async fn postgres_last_uses_survive_0012() {
-    let Some((url, pool)) = postgres_before(12).await else {
+    let Some(url) = postgres_before(12, SEED_0012).await else {
         return;
     };
-    for sql in &SEED[..2] {
-        sqlx::query(*sql).execute(&pool).await.expect("seed");
-    }
-    sqlx::query(OLD_TOKENS)
-        .bind(OLDER)
-        .bind(NEWER)
-        .execute(&pool)
-        .await
-        .expect("old tokens");
-    pool.close().await;
     check_uses_moved(&url, "postgres").await;
 }
 
