@@ -192,6 +192,11 @@ impl Served {
         panic!("cxauth serve did not stop within 30s of SIGTERM");
     }
 
+    /// The server's process id (to read its threads from `/proc`, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`, and reap.
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9");

@@ -1,5 +1,6 @@
 //! Operating the binary: SIGTERM stops it cleanly, `cxauth admin purge` reports what it
-//! removed, and the log says who called and what the housekeeping and the stop did.
+//! removed, the log says who called and what the housekeeping and the stop did, and a log file
+//! on stderr is written back as it grows.
 
 use std::ffi::OsStr;
 
@@ -323,4 +324,77 @@ fn number_after(line: &str, field: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The names of process `pid`'s threads, from `/proc`.
+#[cfg(target_os = "linux")]
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the server's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+/// With stderr on a regular file, `cxauth serve` starts the thread that has its log written
+/// back a MiB at a time (`Writeback` in `src/log_sink.rs`; README, "Logs and the database's
+/// disk"); with stderr on a pipe, as the test kit starts it, it does not.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_log_file_on_stderr_gets_its_writeback_thread_and_a_pipe_does_not() {
+    let test_db = TestDb::selected().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("cxauth.log");
+    let mut cmd = std::process::Command::new(cxauth_testkit::cli::cxauth_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CXAUTH_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(test_db.env())
+        .env("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("spawn cxauth");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("cxauth: listening on ")
+    {
+        if std::time::Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
+            let _ = child.kill();
+            panic!(
+                "cxauth serve did not start:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let on_file = thread_names(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        on_file.iter().any(|n| n == "log-writeback"),
+        "stderr on a file: {on_file:?}"
+    );
+    assert!(on_file.iter().any(|n| n == "log-writer"), "{on_file:?}");
+
+    let mut served = cxauth_testkit::cli::serve_on::<&str>(
+        &test_db,
+        &[],
+        &[("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)],
+    );
+    let on_pipe = thread_names(served.pid());
+    served.kill9();
+    assert!(
+        on_pipe.iter().any(|n| n == "log-writer"),
+        "stderr on a pipe: {on_pipe:?}"
+    );
+    assert!(
+        !on_pipe.iter().any(|n| n == "log-writeback"),
+        "stderr on a pipe: {on_pipe:?}"
+    );
 }
