@@ -20,18 +20,41 @@ const PURGE_EVERY_TICKS: u64 = 10;
 /// p99 around it was 8–9 ms instead of 83–111 (a quarter: 36–50 ms; docs/decisions.md).
 const USES_WRITE_SHARE: f64 = 0.1;
 
-/// Starts housekeeping for `auth`; it runs until the handle is aborted (by [`crate::serve`]).
-/// Audit events older than `audit_retention` are purged. `first_pass`, if given, is told when
-/// the first pass (which starts at once) is done, failed steps included.
+/// When housekeeping passes come and how much of the time their write of last uses may take.
+/// A server always runs [`Schedule::default`]: the other instances' retirement of signing keys
+/// counts on every instance reloading them each [`KEY_RELOAD_INTERVAL`]. Tests shorten the
+/// interval and change the share, so that a pass and a paced write come within a test's time.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Between the starts of two passes; the first starts at once.
+    pub interval: Duration,
+    /// [`FlushPace::Share`] of the last uses' write.
+    pub uses_write_share: f64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            interval: KEY_RELOAD_INTERVAL,
+            uses_write_share: USES_WRITE_SHARE,
+        }
+    }
+}
+
+/// Starts housekeeping for `auth`, a pass each `schedule.interval`; it runs until the handle is
+/// aborted (by [`crate::serve`]). Audit events older than `audit_retention` are purged.
+/// `first_pass`, if given, is told when the first pass (which starts at once) is done, failed
+/// steps included.
 pub fn spawn(
     auth: Arc<Auth>,
     clock: SharedClock,
     audit_retention: Duration,
+    schedule: Schedule,
     mut first_pass: Option<oneshot::Sender<()>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         // Keys every tick (a rotation reaches this instance within a minute); rows less often.
-        let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        let mut tick = tokio::time::interval(schedule.interval);
         let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
@@ -49,13 +72,14 @@ pub fn spawn(
             // paced, so that a large write does not take the requests' CPU and write turn.
             let flush_started = tokio::time::Instant::now();
             match auth
-                .flush_api_token_uses(FlushPace::Share(USES_WRITE_SHARE))
+                .flush_api_token_uses(FlushPace::Share(schedule.uses_write_share))
                 .await
             {
                 Ok(0) => {}
                 Ok(written) => tracing::debug!(
                     written,
                     took_ms = flush_started.elapsed().as_millis() as u64,
+                    // The harness finds the minute's write by this line; a test pins it.
                     "API token last uses written"
                 ),
                 Err(e) => tracing::warn!(

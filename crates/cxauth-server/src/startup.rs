@@ -108,6 +108,9 @@ pub struct App {
     /// that pass and not during it: the pass writes the API token uses noted so far, and a
     /// test that counts them would otherwise race it.
     pub first_housekeeping: Option<tokio::sync::oneshot::Sender<()>>,
+    /// When [`serve`]'s housekeeping passes come: [`housekeeping::Schedule::default`] from
+    /// [`App::build`], which a server keeps; tests shorten it.
+    pub housekeeping: housekeeping::Schedule,
 }
 
 impl App {
@@ -215,6 +218,7 @@ impl App {
             keep_alive_timeout: config.keep_alive_timeout,
             max_connections: config.max_connections,
             first_housekeeping: None,
+            housekeeping: housekeeping::Schedule::default(),
         })
     }
 }
@@ -253,6 +257,7 @@ pub async fn serve(
         app.state.auth.clone(),
         app.state.clock.clone(),
         app.audit_retention,
+        app.housekeeping,
         app.first_housekeeping,
     );
     // Credential changes made elsewhere reach this instance's cache through the change log.

@@ -73,6 +73,24 @@ impl TestApp {
         Self::start(db, config, ManualClock::starting_now()).await
     }
 
+    /// Like [`Self::spawn_with`], and the built [`App`] changed by `tune` before it serves: for
+    /// tests of what the server's settings do not reach (housekeeping's schedule).
+    pub async fn spawn_tuned(
+        tweak: impl FnOnce(&mut ServerConfig),
+        tune: impl FnOnce(&mut App),
+    ) -> Self {
+        let backend = Backend::selected();
+        let db = TestDb::fresh(backend)
+            .await
+            .unwrap_or_else(|e| panic!("no test database on {backend}: {e}"));
+        let mut config =
+            config_for(&db).unwrap_or_else(|e| panic!("test config on {backend}: {e}"));
+        tweak(&mut config);
+        Self::try_start_tuned(db, config, ManualClock::starting_now(), tune)
+            .await
+            .unwrap_or_else(|e| panic!("test server on {backend}: {e}"))
+    }
+
     /// Starts a server on `db` with `config`, asserting that it starts.
     pub async fn start(db: TestDb, config: ServerConfig, clock: Arc<ManualClock>) -> Self {
         let backend = db.backend;
@@ -81,15 +99,26 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("test server on {backend}: {e}"))
     }
 
-    /// Starts a server on `db` with `config`. This and [`Self::stop`] are the one place the kit
-    /// calls the server's start-up API.
+    /// Starts a server on `db` with `config`.
     pub async fn try_start(
         db: TestDb,
         config: ServerConfig,
         clock: Arc<ManualClock>,
     ) -> Result<Self, KitError> {
+        Self::try_start_tuned(db, config, clock, |_| {}).await
+    }
+
+    /// [`Self::try_start`], with the built [`App`] changed by `tune` before it serves. This and
+    /// [`Self::stop`] are the one place the kit calls the server's start-up API.
+    pub async fn try_start_tuned(
+        db: TestDb,
+        config: ServerConfig,
+        clock: Arc<ManualClock>,
+        tune: impl FnOnce(&mut App),
+    ) -> Result<Self, KitError> {
         crate::logs::init();
         let mut app = App::build(&config, clock.clone()).await?;
+        tune(&mut app);
         let (first_pass, first_pass_done) = oneshot::channel();
         app.first_housekeeping = Some(first_pass);
         let state = app.state.clone();
