@@ -5,26 +5,9 @@
 use base64::Engine as _;
 use cxauth_client::Credential;
 use cxauth_testkit::*;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 const CANARY_PASSWORD: &str = "Canary-Pa55word-7f3e9d";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn encodings(secret: &str) -> Vec<String> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
@@ -44,14 +27,10 @@ fn encodings(secret: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_at_trace_level() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("trace,reqwest=off"))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber)
+    let capture = logs::Capture::default();
+    capture
+        .subscriber("trace,reqwest=off")
+        .try_init()
         .expect("the only subscriber in this test binary");
 
     let s = TestApp::spawn_with(|c| {
@@ -123,8 +102,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     let _ = s.client.logout(&rt).await;
     console_canary(&s, &mut secrets).await;
 
-    let log =
-        String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let log = capture.text();
     assert!(
         log.lines().count() > 50,
         "the log is really captured ({} lines)",

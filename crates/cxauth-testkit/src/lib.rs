@@ -7,7 +7,8 @@
 //!   an SDK [`Client`](cxauth_client::Client) and a helper per endpoint ([`api`]).
 //! - [`UserBuilder`]: users with parents, account grants, roles and RingEX ids.
 //! - [`cli`]: the `cxauth` binary as a child process (`cxauth serve` on port 0, `cxauth admin`).
-//! - [`logs`]: server logs on stderr only when `CXAUTH_TEST_LOG=1`.
+//! - [`logs`]: server logs on stderr only when `CXAUTH_TEST_LOG=1`, and captured for a test
+//!   that reads them ([`logs::Capture`]).
 //!
 //! Set-up that cannot go on (no database, a server that does not start) panics with the reason
 //! and the backend: that is the test's first assertion. Functions that may fail for a reason a

@@ -21,3 +21,42 @@ pub fn init() {
         .with_test_writer()
         .try_init();
 }
+
+/// Log lines for a test to read: a subscriber of the test's own ([`Capture::subscriber`])
+/// writes them here, as the server would print them but without colours.
+#[derive(Clone, Default)]
+pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// A subscriber that writes the events `filter` enables into this capture. Install it for
+    /// the process (`tracing::subscriber::set_global_default`, one per test binary) or for a
+    /// thread (`tracing_subscriber::util::SubscriberInitExt::set_default`; on a current-thread
+    /// runtime the server's tasks run on the test's thread, so their events are captured).
+    pub fn subscriber(&self, filter: &str) -> impl tracing_subscriber::util::SubscriberInitExt {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish()
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
