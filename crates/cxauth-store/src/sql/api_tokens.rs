@@ -361,7 +361,7 @@ fn placeholders(n: usize, first: usize) -> String {
 /// (docs/decisions.md, "Last uses have a table of their own"). PostgreSQL keeps the check for
 /// every use: without its lock, a token deleted by another instance between the row's read and
 /// the update would fail the statement.
-fn uses_upsert(n: usize) -> String {
+pub(super) fn uses_upsert(n: usize) -> String {
     let values = (0..n)
         .map(|i| format!("({})", placeholders(3, 3 * i + 1)))
         .collect::<Vec<_>>()

@@ -185,18 +185,8 @@ async fn the_session_cap_walks_only_live_sessions() {
     let (_store, dir) = store().await;
     let conn = writer::open_connection(&dir.path().join("queue.db"), Duration::from_secs(5))
         .expect("a writer connection");
-    let mut plan = conn
-        .prepare(&format!(
-            "EXPLAIN QUERY PLAN {}",
-            sessions::END_SESSIONS_OVER_CAP
-        ))
-        .expect("explain");
     // Unbound parameters are NULL: the plan does not depend on them (see `no_limit!`).
-    let mut rows = plan.raw_query();
-    let mut steps = Vec::new();
-    while let Some(row) = rows.next().expect("plan") {
-        steps.push(row.get::<_, String>(3).expect("detail"));
-    }
+    let steps = plan_of(&conn, sessions::END_SESSIONS_OVER_CAP);
     assert!(
         steps
             .iter()
@@ -208,6 +198,45 @@ async fn the_session_cap_walks_only_live_sessions() {
             .iter()
             .any(|s| s.contains("sessions_by_user") || s.contains("TEMP B-TREE")),
         "{steps:?}"
+    );
+}
+
+/// The steps of `EXPLAIN QUERY PLAN` for `sql` on `conn` (unbound parameters are NULL: the
+/// plan does not depend on them).
+fn plan_of(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut plan = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("explain");
+    let mut rows = plan.raw_query();
+    let mut steps = Vec::new();
+    while let Some(row) = rows.next().expect("plan") {
+        steps.push(row.get::<_, String>(3).expect("detail"));
+    }
+    steps
+}
+
+/// The write of last uses finds each token by its row id, in both tables, never through the
+/// digest's index. The token check alone (`WHERE EXISTS (…)`, before the thirty-eighth round)
+/// was turned into a join by SQLite's EXISTS-to-JOIN rewrite (3.51 here; Python's 3.40 has no
+/// such rewrite), which then searched the 1M-entry digest index, a random page per use: the
+/// stop's write of 100,000 first uses took 513–560 ms that way against 253–343 by row id
+/// (docs/decisions.md). A SQLite upgrade that plans it otherwise fails here.
+#[tokio::test]
+async fn the_last_use_write_finds_tokens_by_row_id_not_by_digest() {
+    let (_store, dir) = store().await;
+    let conn = other_process(&dir);
+    let steps = plan_of(&conn, &api_tokens::uses_upsert(2));
+    for table in ["t", "p"] {
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.starts_with(&format!("SEARCH {table} USING INTEGER PRIMARY KEY"))),
+            "{table} by row id: {steps:?}"
+        );
+    }
+    assert!(
+        !steps.iter().any(|s| s.contains("INDEX")),
+        "no index but the row ids: {steps:?}"
     );
 }
 
