@@ -31,6 +31,13 @@ impl Drop for Backend {
 }
 
 impl Backend {
+    /// Another store on the same database, as a second instance of the server has.
+    async fn another_instance(&self) -> SharedStore {
+        cxauth_store::open(&DatabaseUrl::parse(&self.url).expect("url"))
+            .await
+            .expect("a second instance")
+    }
+
     /// Runs a `SELECT COUNT(*) …` straight on the database, to check what the trait hides.
     async fn count(&self, sql: &'static str) -> i64 {
         if self.url.starts_with("postgres") {
@@ -98,14 +105,21 @@ fn digest(n: u8) -> [u8; 32] {
     [n; 32]
 }
 
+/// A main account "A" and a user "u" in it, the set-up most tests start from: the account's id
+/// and the user's.
+async fn user_u(s: &SharedStore) -> (i64, i64) {
+    let m = s.create_main_account("A", 0).await.expect("main");
+    let u = s
+        .create_user(&user("u", None, vec![m]))
+        .await
+        .expect("user u");
+    (m, u)
+}
+
 /// A user `u` (returned) with one session, `s1`, started at 0, its first refresh token
 /// `digest(1)` ending at 1,000.
 async fn user_with_session_s1(s: &SharedStore) -> i64 {
-    let m = s.create_main_account("A", 0).await.expect("main");
-    let uid = s
-        .create_user(&user("u", None, vec![m]))
-        .await
-        .expect("user");
+    let (_, uid) = user_u(s).await;
     s.create_session(&NewSession {
         session_id: "s1".into(),
         user_id: uid,
@@ -429,11 +443,7 @@ async fn a_session_expiry_moves_ahead_in_steps_and_a_rotated_session_outlives_it
 async fn disabling_and_password_changes_revoke_sessions() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let uid = s
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("user");
+        let (_, uid) = user_u(s).await;
         for (i, sid) in ["a", "b"].iter().enumerate() {
             s.create_session(&NewSession {
                 session_id: (*sid).into(),
@@ -490,11 +500,7 @@ async fn disabling_and_password_changes_revoke_sessions() {
 async fn api_tokens_and_meta() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let uid = s
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("user");
+        let (_, uid) = user_u(s).await;
         let t1 = s
             .insert_api_token(uid, &digest(1), b"sealed1", 0)
             .await
@@ -552,11 +558,7 @@ async fn api_tokens_and_meta() {
 async fn a_session_is_not_made_for_a_user_that_changed_meanwhile() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let uid = s
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("user");
+        let (_, uid) = user_u(s).await;
         let seen = s
             .user_by_id(uid)
             .await
@@ -627,11 +629,7 @@ async fn the_first_signing_key_is_created_once() {
 async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
     for b in backends().await {
         let s = b.store.clone();
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let uid = s
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("user");
+        let (_, uid) = user_u(&s).await;
         s.create_session(&NewSession {
             session_id: "s".into(),
             user_id: uid,
@@ -710,11 +708,7 @@ async fn concurrent_rotations_of_one_token_leave_one_live_successor() {
 async fn concurrent_rotations_of_many_sessions_each_get_their_own_outcome() {
     for b in backends().await {
         let s = b.store.clone();
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let uid = s
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("user");
+        let (m, uid) = user_u(&s).await;
         let off = s
             .create_user(&user("off", None, vec![m]))
             .await
@@ -1401,8 +1395,7 @@ async fn standing(s: &SharedStore, name: &str, base: u8) -> (u8, u8, u8, u8, u8)
 async fn password_change_disable_and_revoke_tokens_end_what_they_promise() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        let (m, u) = user_u(s).await;
         let v = s.create_user(&user("v", None, vec![m])).await.expect("v");
         give_credentials(s, u, "u", 0).await;
         give_credentials(s, v, "v", 100).await;
@@ -1474,8 +1467,7 @@ async fn password_change_disable_and_revoke_tokens_end_what_they_promise() {
 async fn ringex_jwt_credentials_are_listed_without_secrets_and_revoked_by_id() {
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        let (m, u) = user_u(s).await;
         let v = s.create_user(&user("v", None, vec![m])).await.expect("v");
         s.insert_ringex_jwt(&digest(1), u, 10).await.expect("jwt");
         s.insert_ringex_jwt(&digest(2), v, 20).await.expect("jwt");
@@ -1548,8 +1540,7 @@ fn new_token<'a>(
 
 /// User `u` of a new main account, with two of every credential (its sessions `u-s0`, `u-s1`).
 async fn token_owner(s: &SharedStore) -> i64 {
-    let m = s.create_main_account("A", 0).await.expect("main");
-    let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+    let (_, u) = user_u(s).await;
     give_credentials(s, u, "u", 0).await;
     u
 }
@@ -1922,14 +1913,8 @@ async fn two_instances_writing_the_same_last_uses_at_once_neither_fail_nor_move_
     const ROUNDS: i64 = 6;
     for b in backends().await {
         let first = b.store.clone();
-        let second = cxauth_store::open(&DatabaseUrl::parse(&b.url).expect("url"))
-            .await
-            .expect("a second instance");
-        let m = first.create_main_account("A", 0).await.expect("main");
-        first
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("u");
+        let second = b.another_instance().await;
+        user_u(&first).await;
         let tokens = seed_tokens(&b, "u", ROWS).await;
         assert_eq!(tokens.len() as i64, ROWS, "{}", b.name);
         let used: Vec<(i64, [u8; 32])> = tokens
@@ -1982,14 +1967,8 @@ async fn tokens_deleted_while_another_instance_writes_their_uses_neither_fail_no
     const ROWS: i64 = 3_000;
     for b in backends().await {
         let writer = b.store.clone();
-        let deleter = cxauth_store::open(&DatabaseUrl::parse(&b.url).expect("url"))
-            .await
-            .expect("a second instance");
-        let m = writer.create_main_account("A", 0).await.expect("main");
-        writer
-            .create_user(&user("u", None, vec![m]))
-            .await
-            .expect("u");
+        let deleter = b.another_instance().await;
+        user_u(&writer).await;
         let tokens: Vec<(i64, [u8; 32])> = seed_tokens(&b, "u", ROWS)
             .await
             .into_iter()
@@ -2124,8 +2103,7 @@ async fn concurrent_creations_stop_exactly_at_the_cap() {
     const CAP: u64 = 20;
     for b in backends().await {
         let s = b.store.clone();
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        let (_, u) = user_u(&s).await;
         s.insert_api_token(u, &digest(0), b"sealed", 0)
             .await
             .expect("proof token");
@@ -2195,8 +2173,7 @@ async fn concurrent_creations_stop_exactly_at_the_cap() {
 async fn a_revocation_racing_creations_leaves_no_token_behind() {
     for b in backends().await {
         let s = b.store.clone();
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        let (_, u) = user_u(&s).await;
         give_credentials(&s, u, "u", 0).await;
         let mut racers = Vec::new();
         for i in 0..40u64 {
@@ -3134,8 +3111,7 @@ async fn every_credential_change_writes_its_change_row_in_its_own_transaction() 
     use cxauth_core::store::EndCredentials;
     for b in backends().await {
         let s = &b.store;
-        let m = s.create_main_account("A", 0).await.expect("main");
-        let u = s.create_user(&user("u", None, vec![m])).await.expect("u");
+        let (m, u) = user_u(s).await;
         let gone = s
             .create_user(&user("gone", None, vec![m]))
             .await
@@ -3396,11 +3372,7 @@ fn login_writes(
 }
 
 async fn login_user(s: &SharedStore) -> (i64, String) {
-    let m = s.create_main_account("A", 0).await.expect("main");
-    let uid = s
-        .create_user(&user("u", None, vec![m]))
-        .await
-        .expect("user");
+    let (_, uid) = user_u(s).await;
     let hash = s
         .user_by_id(uid)
         .await
