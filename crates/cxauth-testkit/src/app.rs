@@ -64,13 +64,7 @@ impl TestApp {
 
     /// [`Self::spawn_on`] with the configuration changed first.
     pub async fn spawn_on_with(backend: Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        let db = TestDb::fresh(backend)
-            .await
-            .unwrap_or_else(|e| panic!("no test database on {backend}: {e}"));
-        let mut config =
-            config_for(&db).unwrap_or_else(|e| panic!("test config on {backend}: {e}"));
-        tweak(&mut config);
-        Self::start(db, config, ManualClock::starting_now()).await
+        Self::spawn_on_tuned(backend, tweak, |_| {}).await
     }
 
     /// Like [`Self::spawn_with`], and the built [`App`] changed by `tune` before it serves: for
@@ -79,7 +73,16 @@ impl TestApp {
         tweak: impl FnOnce(&mut ServerConfig),
         tune: impl FnOnce(&mut App),
     ) -> Self {
-        let backend = Backend::selected();
+        Self::spawn_on_tuned(Backend::selected(), tweak, tune).await
+    }
+
+    /// A server on a fresh database of `backend`, its configuration changed by `tweak` and its
+    /// [`App`] by `tune`, asserting that it starts.
+    async fn spawn_on_tuned(
+        backend: Backend,
+        tweak: impl FnOnce(&mut ServerConfig),
+        tune: impl FnOnce(&mut App),
+    ) -> Self {
         let db = TestDb::fresh(backend)
             .await
             .unwrap_or_else(|e| panic!("no test database on {backend}: {e}"));

@@ -708,12 +708,7 @@ async fn a_clean_stop_writes_every_last_use_noted_since_the_last_flush() {
 /// whatever was noted before: `n` uses pending, none of them written. Returns the tokens, in
 /// the order they were created (their row ids').
 async fn tokens_used_once(app: &TestApp, n: usize) -> Vec<String> {
-    let admin = access(&app.login_admin().await);
-    let mut tokens = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = create(app, &admin, json!({})).await;
-        tokens.push(t["token"].as_str().expect("token").to_owned());
-    }
+    let tokens = admin_tokens(app, n).await;
     app.state
         .auth
         .flush_api_token_uses(FlushPace::Full)
@@ -821,14 +816,20 @@ async fn a_paced_write_cut_off_half_way_puts_back_what_it_had_not_written() {
     );
 }
 
-/// Creates `n` API tokens of the admin and presents each once (over HTTP, 32 at a time).
-async fn tokens_presented_once(app: &TestApp, n: usize) -> Vec<String> {
+/// `n` new API tokens of the admin, in the order they were created (their row ids').
+async fn admin_tokens(app: &TestApp, n: usize) -> Vec<String> {
     let admin = access(&app.login_admin().await);
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
         let t = create(app, &admin, json!({})).await;
         tokens.push(t["token"].as_str().expect("token").to_owned());
     }
+    tokens
+}
+
+/// Creates `n` API tokens of the admin and presents each once (over HTTP, 32 at a time).
+async fn tokens_presented_once(app: &TestApp, n: usize) -> Vec<String> {
+    let tokens = admin_tokens(app, n).await;
     for chunk in tokens.chunks(32) {
         use_at_once(app, chunk).await;
     }
