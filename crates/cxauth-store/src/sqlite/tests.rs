@@ -216,10 +216,10 @@ fn plan_of(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
 }
 
 /// The write of last uses finds each token by its row id, in both tables, never through the
-/// digest's index. The token check alone (`WHERE EXISTS (…)`, before the thirty-eighth round)
-/// was turned into a join by SQLite's EXISTS-to-JOIN rewrite (3.51 here; Python's 3.40 has no
-/// such rewrite), which then searched the 1M-entry digest index, a random page per use: the
-/// stop's write of 100,000 first uses took 513–560 ms that way against 253–343 by row id
+/// digest's index. A check on both columns alone (`WHERE EXISTS (…)`, before the thirty-eighth
+/// round) was turned into a join by SQLite's EXISTS-to-JOIN rewrite (3.51 here; Python's 3.40
+/// has no such rewrite), which then searched the 1M-entry digest index, a random page per use:
+/// the stop's write of 100,000 first uses took 513–560 ms that way against 253–343 by row id
 /// (docs/decisions.md). A SQLite upgrade that plans it otherwise fails here.
 #[tokio::test]
 async fn the_last_use_write_finds_tokens_by_row_id_not_by_digest() {
