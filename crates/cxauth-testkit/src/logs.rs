@@ -23,7 +23,8 @@ pub fn init() {
 }
 
 /// Log lines for a test to read: a subscriber of the test's own ([`Capture::subscriber`])
-/// writes them here, as the server would print them but without colours.
+/// writes them here, in `tracing-subscriber`'s plain format (which `cxauth serve`'s own matches),
+/// without colours.
 #[derive(Clone, Default)]
 pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
