@@ -47,6 +47,19 @@ pub fn postgres_required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("CXAUTH_TEST_POSTGRES").is_some()
 }
 
+/// [`scratch_schema`] for a test that runs without PostgreSQL where it is not required: the
+/// schema's URL, or `None` with the reason printed ("`who`: skipping PostgreSQL: …"). Panics
+/// where PostgreSQL is required but cannot be had, so CI fails rather than skips.
+pub async fn scratch_url_or_skip(who: &str) -> Option<String> {
+    match scratch_schema().await.expect("a PostgreSQL test schema") {
+        Scratch::Ready(url) => Some(url),
+        Scratch::Skip(why) => {
+            eprintln!("{who}: skipping PostgreSQL: {why}");
+            None
+        }
+    }
+}
+
 /// Creates a fresh schema and returns a URL that uses it, or why PostgreSQL is skipped. An
 /// error if PostgreSQL is required but unreachable, so CI fails rather than skips.
 pub async fn scratch_schema() -> Result<Scratch, ScratchError> {

@@ -67,21 +67,15 @@ async fn backends() -> Vec<Backend> {
         url: url.to_string(),
         _dir: dir,
     }];
-    match cxauth_store::testing::scratch_schema()
-        .await
-        .expect("a PostgreSQL test schema")
-    {
-        cxauth_store::testing::Scratch::Ready(pg) => all.push(Backend {
+    if let Some(pg) = cxauth_store::testing::scratch_url_or_skip("conformance").await {
+        all.push(Backend {
             name: "postgres",
             store: cxauth_store::open(&DatabaseUrl::parse(&pg).expect("url"))
                 .await
                 .expect("open postgres"),
             url: pg,
             _dir: tempfile::tempdir().expect("tempdir"),
-        }),
-        cxauth_store::testing::Scratch::Skip(why) => {
-            eprintln!("conformance: skipping PostgreSQL: {why}");
-        }
+        });
     }
     all
 }

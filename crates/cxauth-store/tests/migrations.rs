@@ -79,16 +79,7 @@ async fn sqlite_before(below: u32, seed: Seed) -> (tempfile::TempDir, String) {
 /// A PostgreSQL scratch schema as it was before migration `below`, filled by `seed`: its URL;
 /// `None` (the reason printed) where there is no PostgreSQL to test against.
 async fn postgres_before(below: u32, seed: Seed) -> Option<String> {
-    let url = match cxauth_store::testing::scratch_schema()
-        .await
-        .expect("a PostgreSQL test schema")
-    {
-        cxauth_store::testing::Scratch::Ready(u) => u,
-        cxauth_store::testing::Scratch::Skip(why) => {
-            eprintln!("skipping PostgreSQL: {why}");
-            return None;
-        }
-    };
+    let url = cxauth_store::testing::scratch_url_or_skip("migrations").await?;
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
     fill(&pool, "postgres", below, seed).await;
     Some(url)
@@ -421,15 +412,8 @@ async fn postgres_schema(url: &str) -> (Vec<(String, Vec<String>)>, Vec<String>)
 
 #[tokio::test]
 async fn both_dialects_migrate_to_the_same_tables_columns_and_indexes() {
-    let pg = match cxauth_store::testing::scratch_schema()
-        .await
-        .expect("a PostgreSQL test schema")
-    {
-        cxauth_store::testing::Scratch::Ready(u) => u,
-        cxauth_store::testing::Scratch::Skip(why) => {
-            eprintln!("skipping PostgreSQL: {why}");
-            return;
-        }
+    let Some(pg) = cxauth_store::testing::scratch_url_or_skip("migrations").await else {
+        return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = format!("sqlite://{}", dir.path().join("schema.db").display());
