@@ -32,16 +32,22 @@ pub fn cxauth_bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("cxauth")
 }
 
-/// `cxauth` as an [`assert_cmd::Command`] with every `CXAUTH_*` variable of the test's
-/// environment removed, so the developer's own settings never leak into a test.
-pub fn cxauth() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::new(cxauth_bin());
+/// The `cxauth` binary as a [`std::process::Command`] with every `CXAUTH_*` variable of the
+/// test's environment removed, so the developer's own settings never leak into a test. For a
+/// test that needs what [`spawn`] does not give (stderr on a file, say).
+pub fn clean_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(cxauth_bin());
     for (k, _) in std::env::vars() {
         if k.starts_with("CXAUTH_") {
             cmd.env_remove(k);
         }
     }
     cmd
+}
+
+/// [`clean_command`] as an [`assert_cmd::Command`].
+pub fn cxauth() -> assert_cmd::Command {
+    assert_cmd::Command::from_std(clean_command())
 }
 
 /// [`cxauth`] with `admin --database URL` for `db` (and its master key on PostgreSQL) set.
@@ -54,13 +60,7 @@ pub fn admin(db: &TestDb) -> assert_cmd::Command {
 /// `cxauth ARGS…` with every `CXAUTH_*` variable of the test's environment removed and `envs`
 /// set. Add `--listen 127.0.0.1:0` to a `serve` yourself.
 pub fn spawn<S: AsRef<OsStr>>(args: &[S], envs: &[(&str, &str)]) -> Starting {
-    let mut cmd = std::process::Command::new(cxauth_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
+    let mut child = clean_command()
         .args(args)
         .envs(envs.iter().copied())
         .stdout(Stdio::null())

@@ -345,13 +345,7 @@ async fn a_log_file_on_stderr_gets_its_writeback_thread_and_a_pipe_does_not() {
     let test_db = TestDb::selected().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log_path = dir.path().join("cxauth.log");
-    let mut cmd = std::process::Command::new(cxauth_testkit::cli::cxauth_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CXAUTH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
+    let mut child = cxauth_testkit::cli::clean_command()
         .args(["serve", "--listen", "127.0.0.1:0"])
         .envs(test_db.env())
         .env("CXAUTH_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
