@@ -4,12 +4,14 @@
 //! PostgreSQL (several instances on one database). Both run the same SQL (see `sql/`) and pass
 //! the same conformance suite (`tests/conformance.rs`).
 //!
-//! Where things are: `url.rs` parses database URLs; `sqlite.rs` and `postgres.rs` open the pool,
-//! migrate, and say how their dialect starts a write transaction and takes locks; `sql/` holds
+//! Where things are: `url.rs` parses database URLs; `migrations.rs` holds each backend's schema
+//! migrations (embedded by `build.rs`); `sqlite.rs` and `postgres.rs` open the pool, migrate,
+//! and say how their dialect starts a write transaction and takes locks; `sql/` holds
 //! the queries, one file per store trait of [`cxauth_core::store`], each compiled once per
 //! dialect (see `sql/mod.rs`). `testing` (cargo feature `testing`, for test suites only) gives
 //! each test a scratch PostgreSQL schema.
 
+mod migrations;
 mod postgres;
 mod sql;
 mod sqlite;

@@ -18,8 +18,6 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::str::FromStr as _;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-
 /// PostgreSQL implementation of [`Store`](cxauth_core::store::Store).
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -42,10 +40,13 @@ impl PgStore {
             .connect_with(connect)
             .await
             .db()?;
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => map_err(e),
-            other => StoreError::Internal(format!("migration failed: {other}")),
-        })?;
+        crate::migrations::POSTGRES
+            .run(&pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => map_err(e),
+                other => StoreError::Internal(format!("migration failed: {other}")),
+            })?;
         Ok(PgStore { pool })
     }
 

@@ -123,8 +123,6 @@ fn narrow_to_owner(path: &Path) {
     let _ = path;
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-
 /// SQLite implementation of [`Store`](cxauth_core::store::Store).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -243,7 +241,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .db()?;
-        MIGRATOR
+        crate::migrations::SQLITE
             .run(&pool)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;

@@ -182,7 +182,7 @@ pub(crate) fn login_may_start(
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A `users` row as the queries read it (the columns of [`user_columns!`], by name).
 pub(crate) struct UserRow {
     pub(crate) id: i64,
     pub(crate) username: String,
@@ -197,6 +197,34 @@ pub(crate) struct UserRow {
     pub(crate) roles: String,
     pub(crate) created_at: i64,
     pub(crate) rc_user_id: Option<i64>,
+}
+
+/// Written out rather than derived: the derive is sqlx's `macros` feature, which the build leaves
+/// out (see `build.rs`). Each column is read by name, as the derive read it.
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for UserRow
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(UserRow {
+            id: row.try_get("id")?,
+            username: row.try_get("username")?,
+            platform_id: row.try_get("platform_id")?,
+            password_hash: row.try_get("password_hash")?,
+            first_name: row.try_get("first_name")?,
+            last_name: row.try_get("last_name")?,
+            enabled: row.try_get("enabled")?,
+            parent_id: row.try_get("parent_id")?,
+            parent_path: row.try_get("parent_path")?,
+            main_account_id: row.try_get("main_account_id")?,
+            roles: row.try_get("roles")?,
+            created_at: row.try_get("created_at")?,
+            rc_user_id: row.try_get("rc_user_id")?,
+        })
+    }
 }
 
 impl From<UserRow> for UserRecord {
