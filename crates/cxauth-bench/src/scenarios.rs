@@ -1381,18 +1381,23 @@ fn refreshes_beside_the_minutes_write(
         );
         return Ok(());
     };
-    let (before, during, after) = around_the_write(slices, k, ms);
+    let (mut before, during, after) = around_the_write(slices, k, ms);
+    let worst = worst_second(&mut before);
     let (b, d, a) = (tail(before), tail(during), tail(after));
     run.fact(
         "refreshes beside the minute's write (scale)",
         format!(
             "{written} tokens' last uses written in {ms} ms by the pass a minute after the \
              start; refreshes at {rate:.0}/s (open loop): p99 {:.2} ms, max {:.2} ms in the {} \
-             s before it; p99 {:.2} ms, max {:.2} ms in the {} s around it; p99 {:.2} ms, \
+             s before it{}; p99 {:.2} ms, max {:.2} ms in the {} s around it; p99 {:.2} ms, \
              max {:.2} ms in the {} s after (target at half load: p99 < 10 ms){}",
             b.0,
             b.1,
             b.2,
+            worst.map_or(String::new(), |(i, p99)| format!(
+                " (the worst of them the {} second, p99 {p99:.2} ms)",
+                ordinal(i)
+            )),
             d.0,
             d.1,
             d.2,
@@ -1429,6 +1434,31 @@ fn around_the_write<T>(mut slices: Vec<T>, k: usize, ms: u64) -> (Vec<T>, Vec<T>
         .max(1);
     let during = slices.split_off(k.saturating_sub(back));
     (slices, during, after)
+}
+
+/// Which of `slices` (counted from 1) had the highest p99, and that p99 (ms): whether a long
+/// tail over many seconds was one bad second (and where: right after the tokens were presented,
+/// or just before the write) or spread out.
+fn worst_second(slices: &mut [Stats]) -> Option<(usize, f64)> {
+    slices
+        .iter_mut()
+        .map(|s| s.quantile_ms(0.99))
+        .enumerate()
+        .filter(|(_, p99)| !p99.is_nan())
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, p99)| (i + 1, p99))
+}
+
+/// `n` as an English ordinal: 1st, 2nd, 3rd, 4th, 11th, 21st.
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// The p99 and the maximum (ms) of `slices`' latencies together, and how many slices.
@@ -1494,6 +1524,38 @@ fn row_alone<W: Workload>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worst_second_is_the_slice_with_the_highest_p99_counted_from_one() {
+        let slice = |us: &[u32]| Stats {
+            latencies_us: us.to_vec(),
+            ..Stats::default()
+        };
+        let mut slices = vec![
+            slice(&[100, 200]),
+            slice(&[]),
+            slice(&[300, 9_000]),
+            slice(&[5_000, 400]),
+        ];
+        assert_eq!(worst_second(&mut slices), Some((3, 9.0)));
+        assert_eq!(worst_second(&mut [slice(&[])]), None);
+        assert_eq!(worst_second(&mut []), None);
+    }
+
+    #[test]
+    fn ordinals_end_as_in_english() {
+        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111]
+            .into_iter()
+            .map(ordinal)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd",
+                "101st", "111th"
+            ]
+        );
+    }
 
     #[test]
     fn the_slices_around_the_write_are_the_one_it_ended_in_and_those_its_time_reaches() {
