@@ -2,10 +2,11 @@
 //! each migration file's version, the rest of its name and its text (`include_str!`), in name
 //! order, which `src/migrations.rs` turns into sqlx `Migrator`s.
 //!
-//! Not sqlx's `migrate!` macro: that macro is the only reason the build would need sqlx's
-//! `macros` feature, and that feature builds a second copy of sqlx, its SQLite (C) and its TLS
-//! library for the macro's own use (about three minutes of CPU in CI's four builds; see
-//! docs/decisions.md, "The migrations are listed by the store's build script").
+//! Not sqlx's `migrate!` macro: that macro and one `FromRow` derive were all the workspace used
+//! of sqlx's `macros` feature, and that feature builds a second copy of sqlx, its SQLite (C) and
+//! its TLS library for the macros' own use (about two minutes of CPU over CI's release, harness
+//! and test builds, measured; see docs/decisions.md, "The migrations are listed by the store's
+//! build script").
 //!
 //! `rerun-if-changed` on the folder makes cargo run this again when a migration is added,
 //! changed or removed (cargo scans a folder named so for changes).
